@@ -1,0 +1,16 @@
+//! plateau: benchmark-as-code for ML inference endpoints.
+//!
+//! The stages pass plain data to each other: `spec` (job files) -> `plan` (test runs) -> `drive` (the load
+//! engine, against a `target`) -> `measure` (histograms, per-second series) -> `analyze` (plateau, metrics,
+//! recommendation) -> `results` (the saved document) -> `report` (templates). `cli` wires them together.
+
+pub mod analyze;
+pub mod cli;
+pub mod drive;
+pub mod exit;
+pub mod measure;
+pub mod plan;
+pub mod report;
+pub mod results;
+pub mod spec;
+pub mod target;

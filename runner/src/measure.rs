@@ -1,0 +1,296 @@
+//! Measurement: latency histograms (HDR, microseconds), per-second accumulation off the request path, error
+//! classes, histogram serialization, and the resource-sampling interface.
+
+use std::sync::Mutex;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use hdrhistogram::Histogram;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
+use serde::{Deserialize, Serialize};
+
+/// Latencies are recorded in microseconds up to this bound; slower responses saturate at it.
+pub const MAX_LATENCY_US: u64 = 120_000_000;
+const SIGNIFICANT_DIGITS: u8 = 3;
+
+pub type LatencyHistogram = Histogram<u64>;
+
+pub fn new_histogram() -> LatencyHistogram {
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
+        .expect("static histogram bounds are valid")
+}
+
+/// Serializes a histogram as HDR V2 (deflate) in base64, so results can be merged and re-analysed exactly.
+pub fn encode_histogram(histogram: &LatencyHistogram) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(histogram, &mut bytes)
+        .expect("serializing into memory cannot fail");
+    BASE64.encode(bytes)
+}
+
+pub fn decode_histogram(text: &str) -> anyhow::Result<LatencyHistogram> {
+    let bytes = BASE64.decode(text)?;
+    let histogram: LatencyHistogram = Deserializer::new().deserialize(&mut bytes.as_slice())?;
+    Ok(histogram)
+}
+
+/// Why a request failed; one set of classes for every target kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    Connect,
+    Timeout,
+    Http4xx,
+    Http5xx,
+    Throttled,
+    ModelError,
+    PayloadError,
+    Other,
+}
+
+/// Error counts by class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorCounts {
+    pub connect: u64,
+    pub timeout: u64,
+    pub http_4xx: u64,
+    pub http_5xx: u64,
+    pub throttled: u64,
+    pub model_error: u64,
+    pub payload_error: u64,
+    pub other: u64,
+}
+
+impl ErrorCounts {
+    pub fn add(&mut self, class: ErrorClass) {
+        let counter = match class {
+            ErrorClass::Connect => &mut self.connect,
+            ErrorClass::Timeout => &mut self.timeout,
+            ErrorClass::Http4xx => &mut self.http_4xx,
+            ErrorClass::Http5xx => &mut self.http_5xx,
+            ErrorClass::Throttled => &mut self.throttled,
+            ErrorClass::ModelError => &mut self.model_error,
+            ErrorClass::PayloadError => &mut self.payload_error,
+            ErrorClass::Other => &mut self.other,
+        };
+        *counter += 1;
+    }
+
+    pub fn merge(&mut self, other: &ErrorCounts) {
+        self.connect += other.connect;
+        self.timeout += other.timeout;
+        self.http_4xx += other.http_4xx;
+        self.http_5xx += other.http_5xx;
+        self.throttled += other.throttled;
+        self.model_error += other.model_error;
+        self.payload_error += other.payload_error;
+        self.other += other.other;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.connect
+            + self.timeout
+            + self.http_4xx
+            + self.http_5xx
+            + self.throttled
+            + self.model_error
+            + self.payload_error
+            + self.other
+    }
+}
+
+/// What one request came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success { latency_us: u64 },
+    Failure { class: ErrorClass },
+}
+
+/// Requests started and finished in one interval, with the latency of the successful ones.
+#[derive(Debug, Clone)]
+pub struct Tally {
+    pub started: u64,
+    pub completed: u64,
+    pub errors: ErrorCounts,
+    pub latency_us: LatencyHistogram,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            started: 0,
+            completed: 0,
+            errors: ErrorCounts::default(),
+            latency_us: new_histogram(),
+        }
+    }
+}
+
+impl Tally {
+    pub fn merge(&mut self, other: &Tally) {
+        self.started += other.started;
+        self.completed += other.completed;
+        self.errors.merge(&other.errors);
+        self.latency_us
+            .add(&other.latency_us)
+            .expect("histograms share bounds");
+    }
+
+    pub fn reset(&mut self) {
+        self.started = 0;
+        self.completed = 0;
+        self.errors = ErrorCounts::default();
+        self.latency_us.reset();
+    }
+}
+
+/// Collects outcomes from many virtual users. Each user writes to one of a few shards, so a lock is only ever
+/// contended by users on different threads that share a shard; the control loop drains all shards once a second.
+pub struct Recorder {
+    shards: Box<[Mutex<Tally>]>,
+}
+
+impl Recorder {
+    pub fn new(shard_count: usize) -> Self {
+        Self {
+            shards: (0..shard_count.max(1))
+                .map(|_| Mutex::new(Tally::default()))
+                .collect(),
+        }
+    }
+
+    pub fn shard_for(&self, user_index: usize) -> usize {
+        user_index % self.shards.len()
+    }
+
+    pub fn started(&self, shard: usize) {
+        self.shards[shard].lock().expect("recorder lock").started += 1;
+    }
+
+    pub fn finished(&self, shard: usize, outcome: Outcome) {
+        let mut tally = self.shards[shard].lock().expect("recorder lock");
+        match outcome {
+            Outcome::Success { latency_us } => {
+                tally.completed += 1;
+                tally.latency_us.saturating_record(latency_us.max(1));
+            }
+            Outcome::Failure { class } => tally.errors.add(class),
+        }
+    }
+
+    /// Moves everything recorded since the last drain into `into` and clears the shards.
+    pub fn drain_into(&self, into: &mut Tally) {
+        for shard in self.shards.iter() {
+            let mut tally = shard.lock().expect("recorder lock");
+            into.merge(&tally);
+            tally.reset();
+        }
+    }
+}
+
+/// Summary statistics of a latency histogram, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LatencySummary {
+    pub count: u64,
+    pub mean_ms: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+pub fn percentile_ms(histogram: &LatencyHistogram, percentile: f64) -> f64 {
+    histogram.value_at_percentile(percentile) as f64 / 1000.0
+}
+
+impl LatencySummary {
+    pub fn of(histogram: &LatencyHistogram) -> Self {
+        if histogram.is_empty() {
+            return Self::default();
+        }
+        Self {
+            count: histogram.len(),
+            mean_ms: histogram.mean() / 1000.0,
+            p50_ms: percentile_ms(histogram, 50.0),
+            p90_ms: percentile_ms(histogram, 90.0),
+            p95_ms: percentile_ms(histogram, 95.0),
+            p99_ms: percentile_ms(histogram, 99.0),
+            max_ms: histogram.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Resource use of the system under test over the last interval, as percentages of what it may use.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct ResourceSample {
+    pub cpu_percent: Option<f64>,
+    pub memory_percent: Option<f64>,
+}
+
+/// A source of resource samples, read once a second by the load engine.
+pub trait ResourceSource: Send {
+    /// Where the figures come from, shown beside them in reports (e.g. "simulated", "/proc").
+    fn label(&self) -> &'static str;
+    fn sample(&mut self) -> ResourceSample;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_round_trip_through_base64() {
+        let mut histogram = new_histogram();
+        for latency_us in [150, 2_000, 2_000, 35_000, 119_000_000] {
+            histogram.record(latency_us).unwrap();
+        }
+        let decoded = decode_histogram(&encode_histogram(&histogram)).unwrap();
+        assert_eq!(decoded.len(), 5);
+        assert_eq!(
+            decoded.value_at_percentile(50.0),
+            histogram.value_at_percentile(50.0)
+        );
+        assert_eq!(decoded.max(), histogram.max());
+    }
+
+    #[test]
+    fn recorder_drains_every_shard_once() {
+        let recorder = Recorder::new(4);
+        for user in 0..10 {
+            let shard = recorder.shard_for(user);
+            recorder.started(shard);
+            recorder.finished(
+                shard,
+                Outcome::Success {
+                    latency_us: 1_000 * (user as u64 + 1),
+                },
+            );
+        }
+        recorder.finished(
+            0,
+            Outcome::Failure {
+                class: ErrorClass::Http5xx,
+            },
+        );
+        let mut tally = Tally::default();
+        recorder.drain_into(&mut tally);
+        assert_eq!(
+            (tally.started, tally.completed, tally.errors.http_5xx),
+            (10, 10, 1)
+        );
+        assert_eq!(tally.latency_us.max(), histogram_value(10_000));
+        let mut empty = Tally::default();
+        recorder.drain_into(&mut empty);
+        assert_eq!(
+            (empty.started, empty.completed, empty.errors.total()),
+            (0, 0, 0)
+        );
+    }
+
+    fn histogram_value(value: u64) -> u64 {
+        let histogram = new_histogram();
+        histogram.highest_equivalent(value)
+    }
+}

@@ -1,0 +1,479 @@
+//! Reports: one view model, rendered through minijinja templates (`reports/` in the repository, built in, and
+//! overridable per file with a templates folder). HTML is escaped by minijinja; Markdown by our own formatter, so a
+//! template cannot forget to escape a configuration's name.
+
+pub mod chart;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
+use serde::Serialize;
+
+use crate::analyze::Verdict;
+use crate::results::{ConfigurationResult, Results, StepResult};
+use chart::{Chart, ChartSpec, SeriesData};
+
+/// The built-in templates, compiled in so the binary works from any folder.
+const BUILT_IN: [(&str, &str); 3] = [
+    (
+        "report.html.j2",
+        include_str!("../../../reports/report.html.j2"),
+    ),
+    (
+        "report.md.j2",
+        include_str!("../../../reports/report.md.j2"),
+    ),
+    (
+        "summary.txt.j2",
+        include_str!("../../../reports/summary.txt.j2"),
+    ),
+];
+
+/// What every template sees. Documented in `reports/README.md`.
+#[derive(Serialize)]
+pub struct ReportView<'a> {
+    pub results: &'a Results,
+    pub configurations: Vec<ConfigurationView<'a>>,
+    /// Cost per hour against throughput for every configuration, the recommendation highlighted.
+    pub overview_chart: Option<Chart>,
+}
+
+#[derive(Serialize)]
+pub struct ConfigurationView<'a> {
+    pub result: &'a ConfigurationResult,
+    pub verdict: Option<&'a Verdict>,
+    pub recommended: bool,
+    pub plateau_step: Option<&'a StepResult>,
+    pub charts: Vec<Chart>,
+}
+
+pub fn view(results: &Results) -> ReportView<'_> {
+    let recommended = results
+        .recommendation
+        .as_ref()
+        .and_then(|recommendation| recommendation.configuration.as_deref());
+    let configurations = results
+        .configurations
+        .iter()
+        .map(|result| ConfigurationView {
+            result,
+            verdict: results.recommendation.as_ref().and_then(|recommendation| {
+                recommendation
+                    .ranking
+                    .iter()
+                    .find(|verdict| verdict.configuration == result.name)
+            }),
+            recommended: recommended == Some(result.name.as_str()),
+            plateau_step: plateau_step(result),
+            charts: configuration_charts(result, results),
+        })
+        .collect();
+    ReportView {
+        results,
+        configurations,
+        overview_chart: overview_chart(results, recommended),
+    }
+}
+
+fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
+    let plateau = result.plateau.as_ref()?;
+    result
+        .steps
+        .iter()
+        .filter(|step| step.complete)
+        .nth(plateau.step)
+}
+
+fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<Chart> {
+    let steps: Vec<&StepResult> = result.steps.iter().filter(|step| step.complete).collect();
+    if steps.is_empty() {
+        return Vec::new();
+    }
+    let plateau = result.plateau.as_ref().map(|plateau| plateau.step);
+    let markers: Vec<(f64, String)> = plateau_step(result)
+        .map(|step| (step.users, "plateau".to_string()))
+        .into_iter()
+        .collect();
+    let throughput = chart::build(ChartSpec {
+        title: "Throughput against load".into(),
+        x_label: "virtual users".into(),
+        y_label: "invocations per minute".into(),
+        series: vec![SeriesData {
+            name: "invocations per minute".into(),
+            values: steps
+                .iter()
+                .map(|step| (step.users, step.invocations_per_min))
+                .collect(),
+            joined: true,
+            highlighted: plateau.into_iter().collect(),
+            labels: steps
+                .iter()
+                .map(|step| {
+                    format!(
+                        "{} users: {:.0} invocations/min",
+                        step.users, step.invocations_per_min
+                    )
+                })
+                .collect(),
+        }],
+        markers: markers.clone(),
+        guides: Vec::new(),
+    });
+    let percentile_series = |name: &str, pick: fn(&StepResult) -> f64| SeriesData {
+        name: name.to_string(),
+        values: steps.iter().map(|step| (step.users, pick(step))).collect(),
+        joined: true,
+        highlighted: Vec::new(),
+        labels: steps
+            .iter()
+            .map(|step| format!("{} users: {name} {:.1} ms", step.users, pick(step)))
+            .collect(),
+    };
+    let slo = results.job.requirements.slo;
+    let latency = chart::build(ChartSpec {
+        title: "ModelLatency against load".into(),
+        x_label: "virtual users".into(),
+        y_label: "latency (ms)".into(),
+        series: vec![
+            percentile_series("p50", |step| step.latency.p50_ms),
+            percentile_series("p90", |step| step.latency.p90_ms),
+            percentile_series("p99", |step| step.latency.p99_ms),
+        ],
+        markers,
+        guides: slo
+            .map(|slo| {
+                (
+                    slo.latency_ms,
+                    format!("goal: {} ≤ {} ms", slo.percentile, slo.latency_ms),
+                )
+            })
+            .into_iter()
+            .collect(),
+    });
+    let over_time = chart::build(ChartSpec {
+        title: "Latency and throughput over time".into(),
+        x_label: "seconds since start".into(),
+        y_label: "ms (latency) · requests/s ÷ 10".into(),
+        series: vec![
+            SeriesData {
+                name: "p50 (ms)".into(),
+                values: result
+                    .seconds
+                    .iter()
+                    .map(|s| (s.second as f64, s.p50_ms))
+                    .collect(),
+                joined: true,
+                highlighted: vec![],
+                labels: vec![],
+            },
+            SeriesData {
+                name: "p99 (ms)".into(),
+                values: result
+                    .seconds
+                    .iter()
+                    .map(|s| (s.second as f64, s.p99_ms))
+                    .collect(),
+                joined: true,
+                highlighted: vec![],
+                labels: vec![],
+            },
+            SeriesData {
+                name: "requests/s ÷ 10".into(),
+                values: result
+                    .seconds
+                    .iter()
+                    .map(|s| (s.second as f64, s.completed as f64 / 10.0))
+                    .collect(),
+                joined: true,
+                highlighted: vec![],
+                labels: result
+                    .seconds
+                    .iter()
+                    .map(|s| format!("second {}: {} requests", s.second, s.completed))
+                    .collect(),
+            },
+        ],
+        markers: Vec::new(),
+        guides: Vec::new(),
+    });
+    vec![throughput, latency, over_time]
+}
+
+fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart> {
+    let measured: Vec<(&ConfigurationResult, f64)> = results
+        .configurations
+        .iter()
+        .filter_map(|result| {
+            result.metrics.as_ref().map(|metrics| {
+                (
+                    result,
+                    metrics
+                        .max_invocations_at_slo
+                        .unwrap_or(metrics.max_invocations),
+                )
+            })
+        })
+        .collect();
+    if measured.is_empty() {
+        return None;
+    }
+    Some(chart::build(ChartSpec {
+        title: "Cost against throughput".into(),
+        x_label: "invocations per minute (at the goal, if set)".into(),
+        y_label: "cost per hour (USD)".into(),
+        series: vec![SeriesData {
+            name: "configurations".into(),
+            values: measured
+                .iter()
+                .map(|(result, per_min)| {
+                    (
+                        *per_min,
+                        result.price_per_hour_usd * f64::from(result.instance_count),
+                    )
+                })
+                .collect(),
+            joined: false,
+            highlighted: measured
+                .iter()
+                .enumerate()
+                .filter(|(_, (result, _))| Some(result.name.as_str()) == recommended)
+                .map(|(index, _)| index)
+                .collect(),
+            labels: measured
+                .iter()
+                .map(|(result, per_min)| {
+                    format!(
+                        "{}: {per_min:.0}/min, ${:.3}/h",
+                        result.name,
+                        result.price_per_hour_usd * f64::from(result.instance_count)
+                    )
+                })
+                .collect(),
+        }],
+        markers: Vec::new(),
+        guides: Vec::new(),
+    }))
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Templates.
+
+const MARKDOWN: &str = "markdown";
+const TERMINAL: &str = "terminal";
+
+/// Escapes text for a Markdown paragraph or table cell: punctuation that Markdown or a table would read, raw HTML,
+/// and line breaks.
+pub fn escape_markdown(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for character in text.chars() {
+        match character {
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '&' => escaped.push_str("&amp;"),
+            '\n' | '\r' => escaped.push(' '),
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|'
+            | '~' => {
+                escaped.push('\\');
+                escaped.push(character);
+            }
+            other => escaped.push(other),
+        }
+    }
+    escaped
+}
+
+/// Terminals interpret control characters; a name must not be able to move the cursor or change colours.
+fn strip_control(text: &str) -> String {
+    text.chars()
+        .filter(|character| !character.is_control() || *character == '\n')
+        .collect()
+}
+
+fn formatter(out: &mut minijinja::Output, state: &State, value: &Value) -> Result<(), Error> {
+    let custom = match state.auto_escape() {
+        AutoEscape::Custom(name) if !value.is_safe() => name,
+        _ => return minijinja::escape_formatter(out, state, value),
+    };
+    let text = display(value);
+    let text = if custom == MARKDOWN {
+        escape_markdown(&text)
+    } else {
+        strip_control(&text)
+    };
+    out.write_str(&text)
+        .map_err(|_| Error::new(ErrorKind::WriteFailure, "cannot write the report"))
+}
+
+fn auto_escape(name: &str) -> AutoEscape {
+    let name = name.strip_suffix(".j2").unwrap_or(name);
+    match name.rsplit('.').next() {
+        Some("md") => AutoEscape::Custom(MARKDOWN),
+        Some("txt") => AutoEscape::Custom(TERMINAL),
+        _ => minijinja::default_auto_escape_callback(name),
+    }
+}
+
+/// `{{ value | fixed(2) }}`: a number with that many decimals, "n/a" for none.
+fn fixed(value: Value, decimals: Option<usize>) -> String {
+    match f64::try_from(value) {
+        Ok(number) if number.is_finite() => format!("{number:.*}", decimals.unwrap_or(1)),
+        _ => "n/a".to_string(),
+    }
+}
+
+/// `{{ value | significant(3) }}`: a number with that many significant digits, for small costs.
+fn significant(value: Value, digits: Option<usize>) -> String {
+    let Ok(number) = f64::try_from(value) else {
+        return "n/a".to_string();
+    };
+    if number == 0.0 || !number.is_finite() {
+        return format!("{number}");
+    }
+    let digits = digits.unwrap_or(3) as i32;
+    let decimals = (digits - 1 - number.abs().log10().floor() as i32).max(0) as usize;
+    format!("{number:.decimals$}")
+}
+
+/// `{{ seconds | duration }}`: "1m 05s".
+fn duration(value: Value) -> String {
+    match u64::try_from(value) {
+        Ok(seconds) if seconds >= 60 => format!("{}m {:02}s", seconds / 60, seconds % 60),
+        Ok(seconds) => format!("{seconds}s"),
+        Err(_) => "n/a".to_string(),
+    }
+}
+
+/// `{{ value | ljust(12) }}` and `{{ value | rjust(8) }}`: pad to a column width, for terminal tables.
+fn ljust(value: Value, width: usize) -> String {
+    format!("{:<width$}", display(&value))
+}
+
+fn rjust(value: Value, width: usize) -> String {
+    format!("{:>width$}", display(&value))
+}
+
+fn display(value: &Value) -> String {
+    if value.is_none() {
+        "n/a".to_string()
+    } else {
+        value.to_string()
+    }
+}
+
+/// Loads templates from `overrides` first (a user's folder), then the built-in ones.
+pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
+    let mut env = Environment::new();
+    let overrides = overrides.map(Path::to_path_buf);
+    env.set_loader(move |name| {
+        if let Some(folder) = &overrides {
+            let path = folder.join(name);
+            if path.is_file() {
+                return std::fs::read_to_string(&path).map(Some).map_err(|error| {
+                    Error::new(
+                        ErrorKind::InvalidOperation,
+                        format!("cannot read template {}: {error}", path.display()),
+                    )
+                });
+            }
+        }
+        Ok(BUILT_IN
+            .iter()
+            .find(|(built_in, _)| *built_in == name)
+            .map(|(_, text)| text.to_string()))
+    });
+    env.set_auto_escape_callback(auto_escape);
+    env.set_formatter(formatter);
+    env.add_filter("fixed", fixed);
+    env.add_filter("significant", significant);
+    env.add_filter("duration", duration);
+    env.add_filter("ljust", ljust);
+    env.add_filter("rjust", rjust);
+    env.set_trim_blocks(true);
+    env.set_lstrip_blocks(true);
+    env
+}
+
+pub fn render(
+    env: &Environment<'_>,
+    template: &str,
+    view: &ReportView<'_>,
+) -> anyhow::Result<String> {
+    let template = env
+        .get_template(template)
+        .with_context(|| format!("cannot load template `{template}`"))?;
+    template
+        .render(view)
+        .map_err(|error| anyhow::anyhow!("cannot render `{}`: {error:#}", template.name()))
+}
+
+/// Writes `results.json`, `report.md` and `report.html` into `out`; returns the terminal summary.
+pub fn write_all(
+    results: &Results,
+    out: &Path,
+    templates: Option<&Path>,
+) -> anyhow::Result<String> {
+    write_results(results, out)?;
+    let env = environment(templates);
+    let view = view(results);
+    for (template, file) in [
+        ("report.md.j2", "report.md"),
+        ("report.html.j2", "report.html"),
+    ] {
+        let text = render(&env, template, &view)?;
+        let path: PathBuf = out.join(file);
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    render(&env, "summary.txt.j2", &view)
+}
+
+/// Writes `results.json` atomically, so a reader never sees half a file.
+pub fn write_results(results: &Results, out: &Path) -> anyhow::Result<()> {
+    let path = out.join("results.json");
+    let partial_path = out.join("results.json.tmp");
+    std::fs::write(&partial_path, serde_json::to_vec_pretty(results)?)
+        .with_context(|| format!("cannot write {}", partial_path.display()))?;
+    std::fs::rename(&partial_path, &path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markdown_escaping_neutralises_tables_and_html() {
+        assert_eq!(
+            escape_markdown("a|b <img src=x onerror=alert(1)>"),
+            "a\\|b &lt;img src=x onerror=alert\\(1\\)&gt;"
+        );
+        assert_eq!(escape_markdown("line\nbreak_*x*"), "line break\\_\\*x\\*");
+    }
+
+    #[test]
+    fn significant_digits_suit_tiny_costs() {
+        assert_eq!(
+            significant(Value::from(0.000_002_314_9), Some(3)),
+            "0.00000231"
+        );
+        assert_eq!(significant(Value::from(12.345), Some(3)), "12.3");
+        assert_eq!(fixed(Value::from(()), Some(1)), "n/a");
+    }
+
+    #[test]
+    fn user_templates_override_built_in_ones_by_name() {
+        let folder = std::env::temp_dir().join(format!("plateau-templates-{}", std::process::id()));
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("summary.txt.j2"), "custom {{ name }}").unwrap();
+        let env = environment(Some(&folder));
+        let rendered = env
+            .get_template("summary.txt.j2")
+            .unwrap()
+            .render(minijinja::context! { name => "x\u{1b}[31m" })
+            .unwrap();
+        assert_eq!(rendered, "custom x[31m");
+        assert!(env.get_template("report.md.j2").is_ok());
+        std::fs::remove_dir_all(folder).unwrap();
+    }
+}

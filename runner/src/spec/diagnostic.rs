@@ -1,0 +1,265 @@
+//! Located errors for job files: file, line, column, key path, what was expected, and a hint.
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::de::{DeTable, DeValue};
+
+/// One problem in one job file, located by byte span so it can be rendered with the offending line.
+#[derive(Debug, Clone)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub source: String,
+    pub span: Option<Range<usize>>,
+    pub key_path: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Every problem found in a job file; validation reports all it can find, not just the first.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct SpecError {
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl fmt::Display for SpecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, diagnostic) in self.diagnostics.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{diagnostic}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Diagnostic {
+    /// 1-based line and column of the span start.
+    pub fn line_column(&self) -> Option<(usize, usize)> {
+        let start = self.span.as_ref()?.start.min(self.source.len());
+        let before = &self.source[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |s| s.chars().count()) + 1;
+        Some((line, column))
+    }
+
+    pub fn location(&self) -> String {
+        match self.line_column() {
+            Some((line, column)) => format!("{}:{line}:{column}", self.file.display()),
+            None => self.file.display().to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use annotate_snippets::{Level, Renderer, Snippet};
+        let title = if self.key_path.is_empty() {
+            self.message.clone()
+        } else {
+            format!("`{}`: {}", self.key_path, self.message)
+        };
+        let origin = self.location();
+        let hint = self.hint.as_deref().map(|hint| Level::Help.title(hint));
+        let mut message = Level::Error.title(&title);
+        if let Some(span) = self.span.clone().filter(|_| !self.source.is_empty()) {
+            let span = clamp_span(&self.source, span);
+            message = message.snippet(
+                Snippet::source(&self.source)
+                    .origin(&origin)
+                    .fold(true)
+                    .annotation(Level::Error.span(span)),
+            );
+        } else {
+            message = message.footer(Level::Note.title(&origin));
+        }
+        if let Some(hint) = hint {
+            message = message.footer(hint);
+        }
+        write!(f, "{}", Renderer::plain().render(message))
+    }
+}
+
+/// Spans from the parser may point one past the end; annotate-snippets wants them inside the text.
+fn clamp_span(source: &str, span: Range<usize>) -> Range<usize> {
+    let end = span.end.min(source.len());
+    let start = span.start.min(end);
+    if start == end && end < source.len() {
+        start..end + 1
+    } else {
+        start..end
+    }
+}
+
+/// Builds diagnostics for one file; keeps the file's text so spans can be rendered and keys found.
+pub struct DiagnosticSink<'a> {
+    pub file: &'a Path,
+    pub source: &'a str,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl<'a> DiagnosticSink<'a> {
+    pub fn new(file: &'a Path, source: &'a str) -> Self {
+        Self {
+            file,
+            source,
+            diagnostics: Vec::new(),
+        }
+    }
+
+    pub fn error(
+        &mut self,
+        span: Option<Range<usize>>,
+        key_path: impl Into<String>,
+        message: impl Into<String>,
+        hint: Option<String>,
+    ) {
+        self.diagnostics.push(Diagnostic {
+            file: self.file.to_path_buf(),
+            source: self.source.to_string(),
+            span,
+            key_path: key_path.into(),
+            message: message.into(),
+            hint,
+        });
+    }
+
+    /// Converts a serde/TOML error into a located diagnostic with its key path and a did-you-mean hint.
+    pub fn from_toml(&mut self, error: &toml::de::Error) {
+        let span = error.span();
+        let key_path = span
+            .as_ref()
+            .and_then(|span| key_path_at(self.source, span.start))
+            .unwrap_or_default();
+        let message = error.message().trim().to_string();
+        let hint = did_you_mean(&message);
+        let message = rephrase(&message);
+        self.error(span, key_path, message, hint);
+    }
+
+    pub fn into_result(self) -> Result<(), SpecError> {
+        if self.diagnostics.is_empty() {
+            Ok(())
+        } else {
+            Err(SpecError {
+                diagnostics: self.diagnostics,
+            })
+        }
+    }
+}
+
+/// serde says "unknown field"; users write keys.
+fn rephrase(message: &str) -> String {
+    message
+        .replace("unknown field", "unknown key")
+        .replace("missing field", "missing key")
+}
+
+/// For "unknown field `x`, expected one of `a`, `b`" (and the same for variants) names the closest valid one.
+pub fn did_you_mean(message: &str) -> Option<String> {
+    let (unknown, expected) = if let Some(rest) = message.strip_prefix("unknown field `") {
+        rest.split_once('`')?
+    } else if let Some(rest) = message.strip_prefix("unknown variant `") {
+        rest.split_once('`')?
+    } else {
+        return None;
+    };
+    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    closest(unknown, &candidates).map(|best| format!("did you mean `{best}`?"))
+}
+
+/// The candidate most similar to `word`, if it is similar enough to be a plausible typo.
+pub fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
+    candidates
+        .iter()
+        .map(|candidate| (strsim::jaro_winkler(word, candidate), *candidate))
+        .filter(|(score, _)| *score >= 0.75)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, candidate)| candidate)
+}
+
+/// The dotted key path (`traffic.phases[0].duration`) of the innermost key or value containing `offset`.
+pub fn key_path_at(source: &str, offset: usize) -> Option<String> {
+    let (root, _) = DeTable::parse_recoverable(source);
+    let mut path = String::new();
+    walk_table(root.get_ref(), offset, &mut path);
+    (!path.is_empty()).then_some(path)
+}
+
+fn walk_table(table: &DeTable<'_>, offset: usize, path: &mut String) -> bool {
+    for (key, value) in table.iter() {
+        let in_key = key.span().contains(&offset);
+        let in_value = value.span().contains(&offset) || value.span().end == offset;
+        if in_key || in_value || contains_nested(value.get_ref(), offset) {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key.get_ref());
+            if !in_key {
+                walk_value(value.get_ref(), offset, path);
+            }
+            return true;
+        }
+    }
+    false
+}
+
+fn walk_value(value: &DeValue<'_>, offset: usize, path: &mut String) {
+    match value {
+        DeValue::Table(table) => {
+            walk_table(table, offset, path);
+        }
+        DeValue::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                if item.span().contains(&offset) || contains_nested(item.get_ref(), offset) {
+                    path.push_str(&format!("[{index}]"));
+                    walk_value(item.get_ref(), offset, path);
+                    return;
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Tables declared with `[header]` syntax have spans that do not cover their keys, so look inside.
+fn contains_nested(value: &DeValue<'_>, offset: usize) -> bool {
+    match value {
+        DeValue::Table(table) => table.iter().any(|(key, value)| {
+            key.span().contains(&offset)
+                || value.span().contains(&offset)
+                || contains_nested(value.get_ref(), offset)
+        }),
+        DeValue::Array(items) => items
+            .iter()
+            .any(|item| item.span().contains(&offset) || contains_nested(item.get_ref(), offset)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_path_names_nested_array_entries() {
+        let source = "version = 1\n[[traffic.phases]]\ninitial_users = 1\n[[traffic.phases]]\nduration = \"x\"\n";
+        let offset = source.find("\"x\"").unwrap();
+        assert_eq!(
+            key_path_at(source, offset).as_deref(),
+            Some("traffic.phases[1].duration")
+        );
+    }
+
+    #[test]
+    fn did_you_mean_picks_the_nearest_key() {
+        let message = "unknown field `spwan_rate_per_s`, expected one of `initial_users`, `spawn_rate_per_s`, `duration`";
+        assert_eq!(
+            did_you_mean(message).as_deref(),
+            Some("did you mean `spawn_rate_per_s`?")
+        );
+        assert_eq!(did_you_mean("unknown field `zzzz`, expected `name`"), None);
+    }
+}

@@ -1,0 +1,208 @@
+//! The HTTP target. Each session owns one HTTP/1.1 keep-alive connection made with hyper's connection API, as oha
+//! and wrk do: no pool, no lock, nothing shared between virtual users on the request path.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, anyhow, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::header::{self, HeaderMap, HeaderName};
+use hyper::{Method, Request, StatusCode, Uri};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::{Session, Target};
+use crate::measure::{ErrorClass, Outcome};
+use crate::spec::{HeaderValue, HttpRequestSpec, Payload};
+
+pub struct HttpTarget {
+    shared: Arc<RequestTemplate>,
+}
+
+/// Everything needed to send the same request again and again, built once.
+struct RequestTemplate {
+    /// `host:port` to connect to.
+    address: String,
+    method: Method,
+    /// Origin-form path and query, as HTTP/1.1 sends it.
+    path: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    timeout: Duration,
+}
+
+impl HttpTarget {
+    /// Builds the target for `url`; header values from the environment are resolved here and marked sensitive.
+    pub fn new(url: &str, spec: &HttpRequestSpec, payload: &Payload) -> anyhow::Result<Self> {
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("`{url}` is not a valid URL"))?;
+        if uri.scheme_str() != Some("http") {
+            bail!("`{url}`: only http:// URLs are supported");
+        }
+        let host = uri.host().ok_or_else(|| anyhow!("`{url}` has no host"))?;
+        let port = uri.port_u16().unwrap_or(80);
+        let address = format!("{host}:{port}");
+        let path = uri
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .parse::<Uri>()?;
+
+        let mut headers = HeaderMap::new();
+        let authority = uri
+            .authority()
+            .map_or(address.clone(), |authority| authority.to_string());
+        headers.insert(header::HOST, authority.parse()?);
+        headers.insert(
+            header::USER_AGENT,
+            concat!("plateau/", env!("CARGO_PKG_VERSION")).parse()?,
+        );
+        headers.insert(
+            header::CONTENT_TYPE,
+            payload
+                .content_type
+                .parse()
+                .context("payload.content_type is not a valid header value")?,
+        );
+        if let Some(accept) = &payload.accept {
+            headers.insert(
+                header::ACCEPT,
+                accept
+                    .parse()
+                    .context("payload.accept is not a valid header value")?,
+            );
+        }
+        for (name, value) in &spec.headers {
+            let name: HeaderName = name
+                .parse()
+                .with_context(|| format!("`{name}` is not a valid header name"))?;
+            let value = match value {
+                HeaderValue::Inline(text) => text.parse()?,
+                HeaderValue::Env { env } => {
+                    let secret = std::env::var(env).with_context(|| {
+                        format!(
+                            "header `{name}` reads environment variable `{env}`, which is not set"
+                        )
+                    })?;
+                    let mut value: hyper::header::HeaderValue =
+                        secret.parse().with_context(|| {
+                            format!("environment variable `{env}` is not a valid header value")
+                        })?;
+                    value.set_sensitive(true);
+                    value
+                }
+            };
+            headers.insert(name, value);
+        }
+        let method = Method::from_bytes(spec.method.as_bytes())?;
+        Ok(Self {
+            shared: Arc::new(RequestTemplate {
+                address,
+                method,
+                path,
+                headers,
+                body: payload.body.clone(),
+                timeout: spec.timeout,
+            }),
+        })
+    }
+}
+
+impl Target for HttpTarget {
+    type Session = HttpSession;
+    fn session(&self) -> HttpSession {
+        HttpSession {
+            template: Arc::clone(&self.shared),
+            sender: None,
+        }
+    }
+}
+
+pub struct HttpSession {
+    template: Arc<RequestTemplate>,
+    sender: Option<SendRequest<Full<Bytes>>>,
+}
+
+impl RequestTemplate {
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.path.clone();
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+
+    async fn connect(&self) -> std::io::Result<SendRequest<Full<Bytes>>> {
+        let stream = TcpStream::connect(&self.address).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        // The connection task ends when the sender is dropped or the server closes the connection.
+        tokio::spawn(connection);
+        Ok(sender)
+    }
+}
+
+impl HttpSession {
+    /// A connection ready for the next request: the current one if it is still open, else a new one.
+    async fn ready_sender(&mut self) -> Result<SendRequest<Full<Bytes>>, ErrorClass> {
+        if let Some(mut sender) = self.sender.take() {
+            if sender.ready().await.is_ok() {
+                return Ok(sender);
+            }
+        }
+        let connect = tokio::time::timeout(self.template.timeout, self.template.connect());
+        match connect.await {
+            Ok(Ok(sender)) => Ok(sender),
+            Ok(Err(_)) => Err(ErrorClass::Connect),
+            Err(_) => Err(ErrorClass::Timeout),
+        }
+    }
+}
+
+impl Session for HttpSession {
+    async fn call(&mut self) -> Outcome {
+        let mut sender = match self.ready_sender().await {
+            Ok(sender) => sender,
+            Err(class) => return Outcome::Failure { class },
+        };
+        let request = self.template.request();
+        let start = Instant::now();
+        let exchange = async {
+            let response = sender.send_request(request).await?;
+            let status = response.status();
+            let mut body = response.into_body();
+            // Read the whole response without keeping it: the latency includes the last byte.
+            while let Some(frame) = body.frame().await {
+                frame?;
+            }
+            Ok::<StatusCode, hyper::Error>(status)
+        };
+        match tokio::time::timeout(self.template.timeout, exchange).await {
+            Err(_) => Outcome::Failure {
+                class: ErrorClass::Timeout,
+            },
+            Ok(Err(_)) => Outcome::Failure {
+                class: ErrorClass::Other,
+            },
+            Ok(Ok(status)) => {
+                let latency_us = start.elapsed().as_micros() as u64;
+                self.sender = Some(sender);
+                classify(status, latency_us)
+            }
+        }
+    }
+}
+
+fn classify(status: StatusCode, latency_us: u64) -> Outcome {
+    let class = match status.as_u16() {
+        429 => ErrorClass::Throttled,
+        400..=499 => ErrorClass::Http4xx,
+        500..=599 => ErrorClass::Http5xx,
+        _ => return Outcome::Success { latency_us },
+    };
+    Outcome::Failure { class }
+}
