@@ -1,1 +1,255 @@
+//! End-to-end tests: the real `plateau` binary against real HTTP servers on 127.0.0.1.
+//! Load-generating tests hold `LOAD` so that only one runs at a time on a 2-core machine.
 
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static LOAD: Mutex<()> = Mutex::new(());
+
+fn plateau() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plateau"));
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn load_lock() -> std::sync::MutexGuard<'static, ()> {
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_job(folder: &Path, text: &str) -> PathBuf {
+    let path = folder.join("job.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn read_results(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+fn configuration<'a>(results: &'a Value, name: &str) -> &'a Value {
+    results["configurations"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+}
+
+const TWO_CAPACITIES: &str = r#"
+version = 1
+[job]
+name = "two capacities"
+seed = 3
+[target]
+kind = "reference"
+[payload]
+body = '{"x": 1}'
+[traffic.stairs]
+users_per_step = 3
+step_duration = "3s"
+steps = 6
+[stopping]
+flat_invocations = "stop"
+[requirements]
+latency_ms = 200
+objective = "cost-per-inference"
+expected_peak_rps = 1000
+[[configurations]]
+name = "narrow"
+instance_type = "ref.2x20"
+price_per_hour_usd = 0.10
+reference = { workers = 2, service_time_ms = 20 }
+[[configurations]]
+name = "wide"
+instance_type = "ref.8x20"
+price_per_hour_usd = 0.30
+reference = { workers = 8, service_time_ms = 20, distribution = "lognormal", cv = 0.3 }
+"#;
+
+#[test]
+fn max_invocations_match_capacity_and_the_recommendation_follows_theory() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(folder.path(), TWO_CAPACITIES);
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().last().unwrap(), format!("results: {}", out.display()));
+
+    let results = read_results(&out);
+    assert_eq!(results["partial"], false);
+    for (name, nominal_rps) in [("narrow", 100.0), ("wide", 400.0)] {
+        let config = configuration(&results, name);
+        let realized_rps = config["reference"]["realized_capacity_rps"].as_f64().unwrap();
+        assert!((realized_rps / nominal_rps - 1.0).abs() < 0.05, "{name}: realized {realized_rps} vs nominal {nominal_rps}");
+        let max_invocations = config["metrics"]["max_invocations"].as_f64().unwrap();
+        let expected = realized_rps * 60.0;
+        assert!((max_invocations / expected - 1.0).abs() < 0.10, "{name}: MaxInvocations {max_invocations} vs capacity {expected}");
+        assert_eq!(config["plateau"]["rule"], "throughput_flat", "{name}");
+    }
+    // Cost per inference: narrow 0.10 / 100 rps, wide 0.30 / 400 rps: wide is cheaper per inference.
+    let recommendation = &results["recommendation"];
+    assert_eq!(recommendation["configuration"], "wide");
+    // 1000 requests/s on instances of 400 requests/s each: 3 instances.
+    assert_eq!(recommendation["initial_instance_count"], 3);
+    assert!(stdout.contains("Recommendation: wide with InitialInstanceCount 3"), "{stdout}");
+
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("**wide** with InitialInstanceCount **3**"), "{markdown}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 1 + 2 * 3, "one overview chart and three per configuration");
+    let series = std::fs::read_to_string(out.join(configuration(&results, "wide")["series_file"].as_str().unwrap())).unwrap();
+    assert_eq!(series.lines().count() as u64, configuration(&results, "wide")["elapsed_s"].as_u64().unwrap());
+}
+
+#[test]
+fn an_interrupted_run_writes_partial_results_and_reports() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(folder.path(), &TWO_CAPACITIES.replace("steps = 6", "steps = 40").replace("flat_invocations = \"stop\"", ""));
+    let mut child = plateau().arg("run").arg(&job).arg("--out").arg(&out).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_secs(8));
+    let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10), "shutting down took {:?}", started.elapsed());
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+
+    let results = read_results(&out);
+    assert_eq!(results["partial"], true);
+    let narrow = configuration(&results, "narrow");
+    assert_eq!(narrow["status"], "partial");
+    assert_eq!(narrow["end"]["kind"], "interrupted");
+    assert!(narrow["steps"].as_array().unwrap().len() >= 2, "the steps measured before the interrupt are kept");
+    assert_eq!(configuration(&results, "wide")["status"], "skipped");
+    assert!(std::fs::read_to_string(out.join("report.md")).unwrap().contains("Partial results"));
+    assert!(std::fs::read_to_string(out.join("report.html")).unwrap().contains("id=\"partial\""));
+}
+
+#[test]
+fn a_target_that_refuses_connections_ends_the_run_partial() {
+    let _load = load_lock();
+    // A port that was free a moment ago and now has no listener.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(
+        folder.path(),
+        &format!(
+            r#"
+version = 1
+[job]
+name = "gone"
+[target]
+kind = "http"
+url = "http://127.0.0.1:{port}/invocations"
+[payload]
+body = "{{}}"
+[traffic.stairs]
+users_per_step = 2
+step_duration = "5s"
+steps = 4
+[[configurations]]
+name = "nobody home"
+instance_type = "none"
+price_per_hour_usd = 1.0
+"#
+        ),
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let results = read_results(&out);
+    let config = configuration(&results, "nobody home");
+    assert_eq!(config["end"]["kind"], "target_unreachable");
+    assert!(config["failure"].as_str().unwrap().contains(&format!("127.0.0.1:{port}")));
+    assert!(config["elapsed_s"].as_u64().unwrap() <= 4);
+}
+
+#[test]
+fn the_http_target_measures_a_standalone_reference_server() {
+    let _load = load_lock();
+    let mut server = plateau()
+        .args(["serve-reference", "--workers", "4", "--service-ms", "25", "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_string();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(
+        folder.path(),
+        &format!(
+            r#"
+version = 1
+[job]
+name = "standalone"
+[target]
+kind = "http"
+url = "{url}"
+headers = {{ x-api-key = {{ env = "PLATEAU_TEST_SECRET" }} }}
+[payload]
+body = '{{"inputs": [1]}}'
+[traffic.stairs]
+users_per_step = 4
+step_duration = "3s"
+steps = 3
+[[configurations]]
+name = "standalone"
+instance_type = "local"
+price_per_hour_usd = 0.5
+"#
+        ),
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).env("PLATEAU_TEST_SECRET", "hunter2-secret").output().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results = read_results(&out);
+    let config = configuration(&results, "standalone");
+    // 4 workers x 25 ms = 160 requests/s = 9600 per minute; 4 users already saturate it.
+    let max_invocations = config["metrics"]["max_invocations"].as_f64().unwrap();
+    assert!((max_invocations / 9600.0 - 1.0).abs() < 0.10, "MaxInvocations {max_invocations}");
+    assert_eq!(config["metrics"]["cpu_utilization_percent"], Value::Null, "an http target has no utilization source");
+    for file in ["results.json", "report.md", "report.html"] {
+        assert!(!std::fs::read_to_string(out.join(file)).unwrap().contains("hunter2"), "the secret leaked into {file}");
+    }
+    assert!(!text(&output).contains("hunter2"));
+}
+
+#[test]
+fn every_scenario_validates() {
+    let scenarios: Vec<PathBuf> = std::fs::read_dir(repository().join("scenarios"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "toml"))
+        .collect();
+    assert!(!scenarios.is_empty());
+    let output = plateau().arg("validate").args(&scenarios).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(String::from_utf8_lossy(&output.stdout).matches("ok: ").count(), scenarios.len());
+}
+
+#[test]
+fn an_unknown_key_is_named_with_file_line_and_a_suggestion() {
+    let folder = tempfile::tempdir().unwrap();
+    let job = write_job(folder.path(), &TWO_CAPACITIES.replace("users_per_step = 3", "user_per_step = 3"));
+    let output = plateau().arg("validate").arg(&job).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("`traffic.stairs.user_per_step`: unknown key `user_per_step`"), "{stderr}");
+    assert!(stderr.contains(&format!("{}:11:1", job.display())), "{stderr}");
+    assert!(stderr.contains("help: did you mean `users_per_step`?"), "{stderr}");
+}
