@@ -40,7 +40,11 @@ fn configuration<'a>(results: &'a Value, name: &str) -> &'a Value {
 }
 
 fn text(output: &Output) -> String {
-    format!("stdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 const TWO_CAPACITIES: &str = r#"
@@ -90,10 +94,16 @@ fn max_invocations_match_capacity_and_the_recommendation_follows_theory() {
     for (name, nominal_rps) in [("narrow", 100.0), ("wide", 400.0)] {
         let config = configuration(&results, name);
         let realized_rps = config["reference"]["realized_capacity_rps"].as_f64().unwrap();
-        assert!((realized_rps / nominal_rps - 1.0).abs() < 0.05, "{name}: realized {realized_rps} vs nominal {nominal_rps}");
+        assert!(
+            (realized_rps / nominal_rps - 1.0).abs() < 0.05,
+            "{name}: realized {realized_rps} vs nominal {nominal_rps}"
+        );
         let max_invocations = config["metrics"]["max_invocations"].as_f64().unwrap();
         let expected = realized_rps * 60.0;
-        assert!((max_invocations / expected - 1.0).abs() < 0.10, "{name}: MaxInvocations {max_invocations} vs capacity {expected}");
+        assert!(
+            (max_invocations / expected - 1.0).abs() < 0.10,
+            "{name}: MaxInvocations {max_invocations} vs capacity {expected}"
+        );
         assert_eq!(config["plateau"]["rule"], "throughput_flat", "{name}");
     }
     // Cost per inference: narrow 0.10 / 100 rps, wide 0.30 / 400 rps: wide is cheaper per inference.
@@ -106,8 +116,9 @@ fn max_invocations_match_capacity_and_the_recommendation_follows_theory() {
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("**wide** with InitialInstanceCount **3**"), "{markdown}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 1 + 2 * 3, "one overview chart and three per configuration");
-    let series = std::fs::read_to_string(out.join(configuration(&results, "wide")["series_file"].as_str().unwrap())).unwrap();
+    assert_eq!(html.matches("<svg").count(), 1 + 2 * 4, "one overview chart and four per configuration");
+    let series =
+        std::fs::read_to_string(out.join(configuration(&results, "wide")["series_file"].as_str().unwrap())).unwrap();
     assert_eq!(series.lines().count() as u64, configuration(&results, "wide")["elapsed_s"].as_u64().unwrap());
 }
 
@@ -116,8 +127,19 @@ fn an_interrupted_run_writes_partial_results_and_reports() {
     let _load = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out");
-    let job = write_job(folder.path(), &TWO_CAPACITIES.replace("steps = 6", "steps = 40").replace("flat_invocations = \"stop\"", ""));
-    let mut child = plateau().arg("run").arg(&job).arg("--out").arg(&out).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let job = write_job(
+        folder.path(),
+        &TWO_CAPACITIES.replace("steps = 6", "steps = 40").replace("flat_invocations = \"stop\"", ""),
+    );
+    let child = plateau()
+        .arg("run")
+        .arg(&job)
+        .arg("--out")
+        .arg(&out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(8));
     let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
@@ -213,7 +235,14 @@ price_per_hour_usd = 0.5
 "#
         ),
     );
-    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).env("PLATEAU_TEST_SECRET", "hunter2-secret").output().unwrap();
+    let output = plateau()
+        .arg("run")
+        .arg(&job)
+        .arg("--out")
+        .arg(&out)
+        .env("PLATEAU_TEST_SECRET", "hunter2-secret")
+        .output()
+        .unwrap();
     server.kill().unwrap();
     server.wait().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));

@@ -11,9 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::drive::{Observer, SecondSummary, StepRecord, StepVerdict, StepWindow};
 use crate::measure::{self, ErrorCounts, LatencySummary};
 use crate::results::{ConfigurationResult, Metrics, RunStatus, StepResult};
-use crate::spec::{
-    FlatInvocations, LatencyThreshold, Objective, Percentile, Requirements, Stopping,
-};
+use crate::spec::{FlatInvocations, LatencyThreshold, Objective, Percentile, Requirements, Stopping};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PlateauSettings {
@@ -25,12 +23,7 @@ pub struct PlateauSettings {
 
 impl Default for PlateauSettings {
     fn default() -> Self {
-        Self {
-            min_gain_percent: 3.0,
-            min_load_efficiency: 0.25,
-            confirm_steps: 1,
-            max_error_rate_percent: 1.0,
-        }
+        Self { min_gain_percent: 3.0, min_load_efficiency: 0.25, confirm_steps: 1, max_error_rate_percent: 1.0 }
     }
 }
 
@@ -50,16 +43,9 @@ pub enum PlateauRule {
     /// Added load stopped adding throughput.
     ThroughputFlat,
     /// The step after the plateau crossed a latency threshold.
-    LatencyThreshold {
-        percentile: Percentile,
-        threshold_ms: f64,
-        observed_ms: f64,
-    },
+    LatencyThreshold { percentile: Percentile, threshold_ms: f64, observed_ms: f64 },
     /// The step after the plateau had too many errors.
-    ErrorRate {
-        error_rate_percent: f64,
-        limit_percent: f64,
-    },
+    ErrorRate { error_rate_percent: f64, limit_percent: f64 },
     /// Throughput still grew at the last step: MaxInvocations is a lower bound.
     NotReached,
 }
@@ -74,11 +60,7 @@ pub struct Plateau {
 }
 
 /// Finds the plateau among complete steps; `None` only when there are none.
-pub fn detect(
-    points: &[StepPoint],
-    thresholds: &[LatencyThreshold],
-    settings: &PlateauSettings,
-) -> Option<Plateau> {
+pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &PlateauSettings) -> Option<Plateau> {
     let mut best = 0;
     let mut candidate: Option<usize> = None;
     for (index, point) in points.iter().enumerate() {
@@ -88,11 +70,7 @@ pub fn detect(
                 error_rate_percent: point.error_rate_percent,
                 limit_percent: settings.max_error_rate_percent,
             };
-            return Some(Plateau {
-                step: before,
-                rule,
-                confirmed: true,
-            });
+            return Some(Plateau { step: before, rule, confirmed: true });
         }
         let crossed = thresholds
             .iter()
@@ -104,11 +82,7 @@ pub fn detect(
                 threshold_ms: threshold.latency_ms,
                 observed_ms: *observed,
             };
-            return Some(Plateau {
-                step: before,
-                rule,
-                confirmed: true,
-            });
+            return Some(Plateau { step: before, rule, confirmed: true });
         }
         if index == 0 {
             continue;
@@ -120,18 +94,11 @@ pub fn detect(
             f64::INFINITY
         };
         let load_gain_percent = (point.users / base.users.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
-        let flat = gain_percent
-            < settings
-                .min_gain_percent
-                .max(settings.min_load_efficiency * load_gain_percent);
+        let flat = gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent);
         match (flat, candidate) {
             (true, None) => candidate = Some(index),
             (true, Some(first)) if index - first >= settings.confirm_steps => {
-                return Some(Plateau {
-                    step: first,
-                    rule: PlateauRule::ThroughputFlat,
-                    confirmed: true,
-                });
+                return Some(Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true });
             }
             (true, Some(_)) => {}
             (false, _) => candidate = None,
@@ -144,31 +111,17 @@ pub fn detect(
         return None;
     }
     Some(match candidate {
-        Some(first) if settings.confirm_steps == 0 => Plateau {
-            step: first,
-            rule: PlateauRule::ThroughputFlat,
-            confirmed: true,
-        },
-        Some(first) => Plateau {
-            step: first,
-            rule: PlateauRule::ThroughputFlat,
-            confirmed: false,
-        },
-        None => Plateau {
-            step: best,
-            rule: PlateauRule::NotReached,
-            confirmed: false,
-        },
+        Some(first) if settings.confirm_steps == 0 => {
+            Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true }
+        }
+        Some(first) => Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: false },
+        None => Plateau { step: best, rule: PlateauRule::NotReached, confirmed: false },
     })
 }
 
 fn error_rate_percent(completed: u64, errors: &ErrorCounts) -> f64 {
     let attempts = completed + errors.total();
-    if attempts == 0 {
-        0.0
-    } else {
-        errors.total() as f64 * 100.0 / attempts as f64
-    }
+    if attempts == 0 { 0.0 } else { errors.total() as f64 * 100.0 / attempts as f64 }
 }
 
 fn step_point(step: &StepRecord, thresholds: &[LatencyThreshold]) -> StepPoint {
@@ -178,19 +131,13 @@ fn step_point(step: &StepRecord, thresholds: &[LatencyThreshold]) -> StepPoint {
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
         threshold_latency_ms: thresholds
             .iter()
-            .map(|threshold| {
-                measure::percentile_ms(&step.steady.latency_us, threshold.percentile.value())
-            })
+            .map(|threshold| measure::percentile_ms(&step.steady.latency_us, threshold.percentile.value()))
             .collect(),
     }
 }
 
 fn complete_points(steps: &[StepRecord], thresholds: &[LatencyThreshold]) -> Vec<StepPoint> {
-    steps
-        .iter()
-        .filter(|step| step.complete)
-        .map(|step| step_point(step, thresholds))
-        .collect()
+    steps.iter().filter(|step| step.complete).map(|step| step_point(step, thresholds)).collect()
 }
 
 /// Runs the detector after every step and ends the ramp when `[stopping]` says so.
@@ -203,31 +150,17 @@ impl OnlineDetector<'_> {
     pub fn verdict(&self, steps: &[StepRecord]) -> StepVerdict {
         let points = complete_points(steps, &self.stopping.latency_thresholds);
         match detect(&points, &self.stopping.latency_thresholds, &self.settings) {
-            Some(Plateau {
-                rule:
-                    PlateauRule::LatencyThreshold {
-                        percentile,
-                        threshold_ms,
-                        observed_ms,
-                    },
-                ..
-            }) => StepVerdict::Stop(format!(
-                "{percentile} latency {observed_ms:.1} ms crossed the {threshold_ms} ms threshold"
-            )),
-            Some(Plateau {
-                rule:
-                    PlateauRule::ErrorRate {
-                        error_rate_percent, ..
-                    },
-                ..
-            }) => StepVerdict::Stop(format!(
-                "error rate {error_rate_percent:.1}% passed the limit"
-            )),
-            Some(Plateau {
-                step,
-                rule: PlateauRule::ThroughputFlat,
-                confirmed: true,
-            }) if self.stopping.flat_invocations == FlatInvocations::Stop => {
+            Some(Plateau { rule: PlateauRule::LatencyThreshold { percentile, threshold_ms, observed_ms }, .. }) => {
+                StepVerdict::Stop(format!(
+                    "{percentile} latency {observed_ms:.1} ms crossed the {threshold_ms} ms threshold"
+                ))
+            }
+            Some(Plateau { rule: PlateauRule::ErrorRate { error_rate_percent, .. }, .. }) => {
+                StepVerdict::Stop(format!("error rate {error_rate_percent:.1}% passed the limit"))
+            }
+            Some(Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true })
+                if self.stopping.flat_invocations == FlatInvocations::Stop =>
+            {
                 StepVerdict::Stop(format!("plateau confirmed at step {}", step + 1))
             }
             _ => StepVerdict::Continue,
@@ -289,16 +222,14 @@ pub fn analyze_steps(
             .iter()
             .filter(|step| {
                 step.steady.completed > 0
-                    && measure::percentile_ms(&step.steady.latency_us, slo.percentile.value())
-                        <= slo.latency_ms
+                    && measure::percentile_ms(&step.steady.latency_us, slo.percentile.value()) <= slo.latency_ms
             })
             .map(|step| step.throughput_rps() * 60.0)
             .fold(0.0, f64::max)
     });
     let operating_per_min = max_invocations_at_slo.unwrap_or(max_invocations);
     let cost_per_hour_usd = facts.price_per_hour_usd * f64::from(facts.instance_count);
-    let cost_per_inference_usd =
-        (operating_per_min > 0.0).then(|| cost_per_hour_usd / (operating_per_min * 60.0));
+    let cost_per_inference_usd = (operating_per_min > 0.0).then(|| cost_per_hour_usd / (operating_per_min * 60.0));
     let metrics = Metrics {
         max_invocations,
         max_invocations_at_slo,
@@ -323,16 +254,8 @@ fn spread_percent(values: &[u64]) -> f64 {
     }
     let count = values.len() as f64;
     let mean = values.iter().sum::<u64>() as f64 / count;
-    let variance = values
-        .iter()
-        .map(|value| (*value as f64 - mean).powi(2))
-        .sum::<f64>()
-        / (count - 1.0);
-    if mean > 0.0 {
-        variance.sqrt() / mean * 100.0
-    } else {
-        0.0
-    }
+    let variance = values.iter().map(|value| (*value as f64 - mean).powi(2)).sum::<f64>() / (count - 1.0);
+    if mean > 0.0 { variance.sqrt() / mean * 100.0 } else { 0.0 }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -370,18 +293,10 @@ struct Candidate<'a> {
     value: f64,
 }
 
-fn objective_value(
-    objective: Objective,
-    metrics: &Metrics,
-    requirements: &Requirements,
-) -> Option<f64> {
+fn objective_value(objective: Objective, metrics: &Metrics, requirements: &Requirements) -> Option<f64> {
     match objective {
         Objective::CostPerInference => metrics.cost_per_inference_usd,
-        Objective::Throughput => Some(
-            metrics
-                .max_invocations_at_slo
-                .unwrap_or(metrics.max_invocations),
-        ),
+        Objective::Throughput => Some(metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations)),
         Objective::Latency => {
             let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
             Some(latency_at(&metrics.model_latency, percentile))
@@ -402,12 +317,7 @@ fn latency_at(latency: &LatencySummary, percentile: f64) -> f64 {
 /// Why a configuration does not meet the requirements, or `None` if it does.
 fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) -> Option<String> {
     if result.status == RunStatus::Failed || result.status == RunStatus::Skipped {
-        return Some(
-            result
-                .failure
-                .clone()
-                .unwrap_or_else(|| "did not run".to_string()),
-        );
+        return Some(result.failure.clone().unwrap_or_else(|| "did not run".to_string()));
     }
     let Some(metrics) = &result.metrics else {
         return Some("no complete step was measured".to_string());
@@ -419,11 +329,7 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
     if metrics.max_invocations_at_slo.unwrap_or(0.0) > 0.0 {
         return None;
     }
-    let lowest = result
-        .steps
-        .iter()
-        .filter(|step| step.complete)
-        .min_by(|a, b| a.users.total_cmp(&b.users))?;
+    let lowest = result.steps.iter().filter(|step| step.complete).min_by(|a, b| a.users.total_cmp(&b.users))?;
     let observed = crate::measure::decode_histogram(&lowest.histogram)
         .map(|histogram| measure::percentile_ms(&histogram, slo.percentile.value()))
         .unwrap_or(f64::NAN);
@@ -442,20 +348,9 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     let mut rejected: Vec<Verdict> = Vec::new();
     for result in results {
-        let value = result
-            .metrics
-            .as_ref()
-            .and_then(|metrics| objective_value(objective, metrics, requirements));
-        match (
-            unmet_requirement(result, requirements),
-            &result.metrics,
-            value,
-        ) {
-            (None, Some(metrics), Some(value)) => candidates.push(Candidate {
-                result,
-                metrics,
-                value,
-            }),
+        let value = result.metrics.as_ref().and_then(|metrics| objective_value(objective, metrics, requirements));
+        match (unmet_requirement(result, requirements), &result.metrics, value) {
+            (None, Some(metrics), Some(value)) => candidates.push(Candidate { result, metrics, value }),
             (reason, _, _) => rejected.push(Verdict {
                 configuration: result.name.clone(),
                 rank: None,
@@ -467,13 +362,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         }
     }
     let higher_is_better = objective == Objective::Throughput;
-    candidates.sort_by(|a, b| {
-        if higher_is_better {
-            b.value.total_cmp(&a.value)
-        } else {
-            a.value.total_cmp(&b.value)
-        }
-    });
+    candidates.sort_by(|a, b| if higher_is_better { b.value.total_cmp(&a.value) } else { a.value.total_cmp(&b.value) });
 
     let Some(best) = candidates.first() else {
         return Recommendation {
@@ -497,11 +386,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
                 "recommended".to_string()
             } else {
                 let comparison = describe_difference(objective, candidate.value, best.value);
-                if near_tie {
-                    format!("near tie: {comparison}, within measurement noise")
-                } else {
-                    comparison
-                }
+                if near_tie { format!("near tie: {comparison}, within measurement noise") } else { comparison }
             };
             Verdict {
                 configuration: candidate.result.name.clone(),
@@ -513,11 +398,8 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
             }
         })
         .collect();
-    let ties: Vec<&str> = ranking
-        .iter()
-        .filter(|verdict| verdict.near_tie)
-        .map(|verdict| verdict.configuration.as_str())
-        .collect();
+    let ties: Vec<&str> =
+        ranking.iter().filter(|verdict| verdict.near_tie).map(|verdict| verdict.configuration.as_str()).collect();
     let mut reason = match objective {
         Objective::CostPerInference => format!(
             "lowest cost per inference (${:.3} per million) among configurations that meet the requirements",
@@ -527,26 +409,18 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
             "highest throughput ({:.0} invocations per minute) among configurations that meet the requirements",
             best.value
         ),
-        Objective::Latency => format!(
-            "lowest latency ({:.1} ms) among configurations that meet the requirements",
-            best.value
-        ),
+        Objective::Latency => {
+            format!("lowest latency ({:.1} ms) among configurations that meet the requirements", best.value)
+        }
     };
     if !ties.is_empty() {
-        reason.push_str(&format!(
-            "; within measurement noise of {}",
-            ties.join(", ")
-        ));
+        reason.push_str(&format!("; within measurement noise of {}", ties.join(", ")));
     }
     ranking.extend(rejected);
     Recommendation {
         objective,
         configuration: Some(best.result.name.clone()),
-        initial_instance_count: Some(initial_instance_count(
-            best.result,
-            best.metrics,
-            requirements,
-        )),
+        initial_instance_count: Some(initial_instance_count(best.result, best.metrics, requirements)),
         reason,
         ranking,
     }
@@ -563,19 +437,12 @@ fn describe_difference(objective: Objective, value: f64, best: f64) -> String {
 
 /// The smallest instance count whose combined throughput (at the SLO, when there is one) carries the expected
 /// peak with the headroom asked for; without an expected peak, the count that was measured.
-pub fn initial_instance_count(
-    result: &ConfigurationResult,
-    metrics: &Metrics,
-    requirements: &Requirements,
-) -> u32 {
+pub fn initial_instance_count(result: &ConfigurationResult, metrics: &Metrics, requirements: &Requirements) -> u32 {
     let Some(peak_rps) = requirements.expected_peak_rps else {
         return result.instance_count;
     };
-    let per_instance_rps = metrics
-        .max_invocations_at_slo
-        .unwrap_or(metrics.max_invocations)
-        / 60.0
-        / f64::from(result.instance_count);
+    let per_instance_rps =
+        metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations) / 60.0 / f64::from(result.instance_count);
     let needed_rps = peak_rps * (1.0 + requirements.headroom_percent / 100.0);
     // A tiny tolerance keeps an exact fit (e.g. 300 / 100) from rounding up to one more instance.
     ((needed_rps / per_instance_rps) - 1e-9).ceil().max(1.0) as u32
@@ -603,43 +470,21 @@ mod tests {
 
     #[test]
     fn flat_series_plateaus_at_the_second_step() {
-        let plateau = detect(
-            &points(&[(2.0, 200.0), (4.0, 201.0), (6.0, 199.0)]),
-            &[],
-            &settings(),
-        )
-        .unwrap();
-        assert_eq!(
-            (plateau.step, plateau.rule, plateau.confirmed),
-            (1, PlateauRule::ThroughputFlat, true)
-        );
+        let plateau = detect(&points(&[(2.0, 200.0), (4.0, 201.0), (6.0, 199.0)]), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.rule, plateau.confirmed), (1, PlateauRule::ThroughputFlat, true));
     }
 
     #[test]
     fn rising_series_never_plateaus() {
-        let plateau = detect(
-            &points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 300.0), (8.0, 400.0)]),
-            &[],
-            &settings(),
-        )
-        .unwrap();
-        assert_eq!(
-            (plateau.step, plateau.rule, plateau.confirmed),
-            (3, PlateauRule::NotReached, false)
-        );
+        let plateau =
+            detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 300.0), (8.0, 400.0)]), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.rule, plateau.confirmed), (3, PlateauRule::NotReached, false));
     }
 
     #[test]
     fn linear_then_saturated_plateaus_at_the_first_flat_step() {
-        let series = [
-            (2.0, 100.0),
-            (4.0, 200.0),
-            (6.0, 300.0),
-            (8.0, 400.0),
-            (10.0, 402.0),
-            (12.0, 398.0),
-            (14.0, 401.0),
-        ];
+        let series =
+            [(2.0, 100.0), (4.0, 200.0), (6.0, 300.0), (8.0, 400.0), (10.0, 402.0), (12.0, 398.0), (14.0, 401.0)];
         let plateau = detect(&points(&series), &[], &settings()).unwrap();
         assert_eq!((plateau.step, plateau.confirmed), (4, true));
     }
@@ -647,42 +492,23 @@ mod tests {
     #[test]
     fn noise_at_the_plateau_does_not_hide_it() {
         // +4% and -3% wobble on a saturated server; the load grows by 20% or more per step.
-        let series = [
-            (4.0, 200.0),
-            (8.0, 390.0),
-            (12.0, 400.0),
-            (16.0, 416.0),
-            (20.0, 404.0),
-            (24.0, 395.0),
-        ];
+        let series = [(4.0, 200.0), (8.0, 390.0), (12.0, 400.0), (16.0, 416.0), (20.0, 404.0), (24.0, 395.0)];
         let plateau = detect(&points(&series), &[], &settings()).unwrap();
         assert_eq!((plateau.step, plateau.confirmed), (2, true));
     }
 
     #[test]
     fn a_single_flat_step_is_unconfirmed_until_the_next_one() {
-        let plateau = detect(
-            &points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0)]),
-            &[],
-            &settings(),
-        )
-        .unwrap();
+        let plateau = detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0)]), &[], &settings()).unwrap();
         assert_eq!((plateau.step, plateau.confirmed), (2, false));
-        let recovered = detect(
-            &points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0), (8.0, 300.0)]),
-            &[],
-            &settings(),
-        )
-        .unwrap();
+        let recovered =
+            detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0), (8.0, 300.0)]), &[], &settings()).unwrap();
         assert_eq!(recovered.rule, PlateauRule::NotReached);
     }
 
     #[test]
     fn latency_bound_series_plateaus_before_the_threshold_is_crossed() {
-        let threshold = LatencyThreshold {
-            percentile: Percentile::new(99.0).unwrap(),
-            latency_ms: 50.0,
-        };
+        let threshold = LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms: 50.0 };
         let mut series = points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 300.0)]);
         for (point, latency) in series.iter_mut().zip([20.0, 40.0, 60.0]) {
             point.threshold_latency_ms = vec![latency];
@@ -691,11 +517,7 @@ mod tests {
         assert_eq!(plateau.step, 1);
         assert_eq!(
             plateau.rule,
-            PlateauRule::LatencyThreshold {
-                percentile: threshold.percentile,
-                threshold_ms: 50.0,
-                observed_ms: 60.0
-            }
+            PlateauRule::LatencyThreshold { percentile: threshold.percentile, threshold_ms: 50.0, observed_ms: 60.0 }
         );
     }
 

@@ -12,16 +12,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector, PlateauSettings};
-use crate::drive::{
-    self, DriveOptions, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow,
-};
+use crate::drive::{self, DriveOptions, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow};
 use crate::exit::Exit;
 use crate::measure::ResourceSource;
 use crate::plan::{self, TestRun};
 use crate::report;
-use crate::results::{
-    ConfigurationResult, Host, JobSummary, Manifest, RESULTS_VERSION, Results, RunStatus,
-};
+use crate::results::{ConfigurationResult, Host, JobSummary, Manifest, RESULTS_VERSION, Results, RunStatus};
 use crate::spec::{self, Job, ReferenceModel, ServiceTimeDistribution, TargetKind};
 use crate::target::http::HttpTarget;
 use crate::target::reference::ReferenceServer;
@@ -93,10 +89,7 @@ enum DistributionArg {
 
 pub fn main() -> Exit {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
@@ -105,42 +98,17 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run {
-                job,
-                out,
-                templates,
-            } => run(&job, out, templates.as_deref()).await,
+            Command::Run { job, out, templates } => run(&job, out, templates.as_deref()).await,
             Command::Validate { files } => Ok(validate(&files)),
-            Command::Report {
-                results,
-                out,
-                templates,
-            } => rerender(&results, out, templates.as_deref()),
-            Command::ServeReference {
-                workers,
-                service_ms,
-                distribution,
-                cv,
-                host,
-                port,
-                seed,
-            } => {
+            Command::Report { results, out, templates } => rerender(&results, out, templates.as_deref()),
+            Command::ServeReference { workers, service_ms, distribution, cv, host, port, seed } => {
                 let distribution = match distribution {
                     DistributionArg::Fixed => ServiceTimeDistribution::Fixed,
                     DistributionArg::Lognormal => ServiceTimeDistribution::Lognormal,
                 };
-                let cv = if distribution == ServiceTimeDistribution::Fixed {
-                    0.0
-                } else {
-                    cv
-                };
+                let cv = if distribution == ServiceTimeDistribution::Fixed { 0.0 } else { cv };
                 serve_reference(
-                    ReferenceModel {
-                        workers,
-                        service_time_ms: service_ms,
-                        distribution,
-                        cv,
-                    },
+                    ReferenceModel { workers, service_time_ms: service_ms, distribution, cv },
                     SocketAddr::new(host, port),
                     seed,
                 )
@@ -179,11 +147,7 @@ fn validate(files: &[PathBuf]) -> Exit {
     exit
 }
 
-fn rerender(
-    results_path: &Path,
-    out: Option<PathBuf>,
-    templates: Option<&Path>,
-) -> anyhow::Result<Exit> {
+fn rerender(results_path: &Path, out: Option<PathBuf>, templates: Option<&Path>) -> anyhow::Result<Exit> {
     let text = match std::fs::read_to_string(results_path) {
         Ok(text) => text,
         Err(error) => {
@@ -194,19 +158,11 @@ fn rerender(
     let results: Results = match serde_json::from_str(&text) {
         Ok(results) => results,
         Err(error) => {
-            eprintln!(
-                "error: {} is not a plateau results file: {error}",
-                results_path.display()
-            );
+            eprintln!("error: {} is not a plateau results file: {error}", results_path.display());
             return Ok(Exit::InvalidInput);
         }
     };
-    let out = out.unwrap_or_else(|| {
-        results_path
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf()
-    });
+    let out = out.unwrap_or_else(|| results_path.parent().unwrap_or(Path::new(".")).to_path_buf());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     let summary = report::write_all(&results, &out, templates)?;
     print!("{summary}");
@@ -214,18 +170,13 @@ fn rerender(
     Ok(Exit::Success)
 }
 
-async fn serve_reference(
-    model: ReferenceModel,
-    address: SocketAddr,
-    seed: u64,
-) -> anyhow::Result<Exit> {
-    if model.workers == 0 || !(model.service_time_ms > 0.0) {
+async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {
+    if model.workers == 0 || model.service_time_ms.is_nan() || model.service_time_ms <= 0.0 {
         eprintln!("error: --workers must be at least 1 and --service-ms positive");
         return Ok(Exit::InvalidInput);
     }
-    let server = ReferenceServer::start(model, seed, address)
-        .await
-        .with_context(|| format!("cannot listen on {address}"))?;
+    let server =
+        ReferenceServer::start(model, seed, address).await.with_context(|| format!("cannot listen on {address}"))?;
     println!(
         "reference endpoint: {} ({} workers x {} ms, capacity {:.1} requests/s); Ctrl-C stops it",
         server.url(),
@@ -258,22 +209,10 @@ async fn shutdown_signal() {
 
 /// A name made safe for a file or folder: letters, digits, `-`, `_` and `.`, the rest as `-`.
 fn file_safe(name: &str) -> String {
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
     let trimmed = safe.trim_matches(['-', '.']);
-    if trimmed.is_empty() {
-        "job".to_string()
-    } else {
-        trimmed.chars().take(64).collect()
-    }
+    if trimmed.is_empty() { "job".to_string() } else { trimmed.chars().take(64).collect() }
 }
 
 fn utc_now() -> String {
@@ -281,13 +220,11 @@ fn utc_now() -> String {
 }
 
 fn host() -> Host {
-    let memory_bytes = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|meminfo| {
-            let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        });
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|meminfo| {
+        let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
     Host {
         cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
         memory_bytes,
@@ -296,11 +233,7 @@ fn host() -> Host {
     }
 }
 
-async fn run(
-    job_path: &Path,
-    out: Option<PathBuf>,
-    templates: Option<&Path>,
-) -> anyhow::Result<Exit> {
+async fn run(job_path: &Path, out: Option<PathBuf>, templates: Option<&Path>) -> anyhow::Result<Exit> {
     let job = match spec::load(job_path) {
         Ok(job) => job,
         Err(error) => {
@@ -311,10 +244,7 @@ async fn run(
     let plan = plan::plan(&job);
     let started_at = utc_now();
     let out = out.unwrap_or_else(|| {
-        let stamp: String = started_at
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .collect();
+        let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         PathBuf::from("plateau-out").join(format!("{}-{stamp}", file_safe(&job.name)))
     });
     std::fs::create_dir_all(out.join("series"))
@@ -375,11 +305,8 @@ async fn run(
     }
     progress.finish();
 
-    results.partial = cancel.is_cancelled()
-        || results
-            .configurations
-            .iter()
-            .any(|result| result.status != RunStatus::Complete);
+    results.partial =
+        cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
     let recommendation = analyze::recommend(&results.configurations, &job.requirements);
     let recommended = recommendation.configuration.is_some();
     results.recommendation = Some(recommendation);
@@ -397,12 +324,7 @@ async fn run(
     })
 }
 
-fn empty_result(
-    run: &TestRun,
-    ramp_s: u64,
-    status: RunStatus,
-    failure: Option<String>,
-) -> ConfigurationResult {
+fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
     let configuration = &run.configuration;
     ConfigurationResult {
         name: configuration.name.clone(),
@@ -424,12 +346,7 @@ fn empty_result(
 }
 
 fn skipped(run: &TestRun, ramp_s: u64) -> ConfigurationResult {
-    empty_result(
-        run,
-        ramp_s,
-        RunStatus::Skipped,
-        Some("not run: the run was interrupted first".to_string()),
-    )
+    empty_result(run, ramp_s, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
 }
 
 fn failed(run: &TestRun, ramp_s: u64, error: &anyhow::Error) -> ConfigurationResult {
@@ -463,39 +380,22 @@ async fn run_configuration(
     };
     let url = match &server {
         Some(server) => server.url(),
-        None => configuration
-            .url
-            .clone()
-            .or_else(|| job.target.http.url.clone())
-            .unwrap_or_default(),
+        None => configuration.url.clone().or_else(|| job.target.http.url.clone()).unwrap_or_default(),
     };
     let target = match HttpTarget::new(&url, &job.target.http, &job.payload) {
         Ok(target) => Arc::new(target),
         Err(error) => return failed(run, ramp_s, &error),
     };
     let schedule = Schedule::new(&job.traffic);
-    let series_file = format!(
-        "series/{:02}-{}.jsonl",
-        run.index + 1,
-        file_safe(&configuration.name)
-    );
-    let resources: Option<Box<dyn ResourceSource>> = server
-        .as_ref()
-        .map(|server| Box::new(server.busy_workers()) as Box<dyn ResourceSource>);
+    let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, file_safe(&configuration.name));
+    let resources: Option<Box<dyn ResourceSource>> =
+        server.as_ref().map(|server| Box::new(server.busy_workers()) as Box<dyn ResourceSource>);
     let utilization_source = resources.as_ref().map(|source| source.label().to_string());
     let settings = PlateauSettings::default();
     let mut observer = RunObserver {
-        detector: OnlineDetector {
-            stopping: &job.stopping,
-            settings,
-        },
+        detector: OnlineDetector { stopping: &job.stopping, settings },
         progress,
-        run_label: format!(
-            "[{}/{}] {}",
-            run.index + 1,
-            progress.runs,
-            configuration.name
-        ),
+        run_label: format!("[{}/{}] {}", run.index + 1, progress.runs, configuration.name),
         steps_total: schedule.steps.len(),
         ramp_s,
     };
@@ -508,11 +408,7 @@ async fn run_configuration(
     let record = match drive::drive(target, options, resources, &mut observer).await {
         Ok(record) => record,
         Err(error) => {
-            return failed(
-                run,
-                ramp_s,
-                &anyhow::Error::new(error).context("cannot write the per-second series"),
-            );
+            return failed(run, ramp_s, &anyhow::Error::new(error).context("cannot write the per-second series"));
         }
     };
     let facts = ConfigurationFacts {
@@ -520,22 +416,12 @@ async fn run_configuration(
         price_per_hour_usd: configuration.price_per_hour_usd,
         utilization_source,
     };
-    let (plateau, metrics) = analyze::analyze_steps(
-        &record.steps,
-        &facts,
-        &job.stopping,
-        &job.requirements,
-        &settings,
-    );
-    let status = if record.end.is_partial() {
-        RunStatus::Partial
-    } else {
-        RunStatus::Complete
-    };
+    let (plateau, metrics) = analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings);
+    let status = if record.end.is_partial() { RunStatus::Partial } else { RunStatus::Complete };
     let failure = match &record.end {
-        drive::EndReason::TargetUnreachable { seconds } => Some(format!(
-            "the target at {url} refused every connection for {seconds} s"
-        )),
+        drive::EndReason::TargetUnreachable { seconds } => {
+            Some(format!("the target at {url} refused every connection for {seconds} s"))
+        }
         _ => None,
     };
     ConfigurationResult {
@@ -563,9 +449,7 @@ impl Progress {
     fn new(runs: usize) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg}").expect("static template"),
-            );
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
         });
@@ -633,8 +517,7 @@ impl Observer for RunObserver<'_> {
         }
         let verdict = self.detector.on_step(steps);
         if let StepVerdict::Stop(reason) = &verdict {
-            self.progress
-                .line(format!("{} stopped early: {reason}", self.run_label));
+            self.progress.line(format!("{} stopped early: {reason}", self.run_label));
         }
         verdict
     }

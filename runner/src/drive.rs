@@ -50,11 +50,7 @@ fn ramp_in_s(step_duration_s: u64) -> u64 {
 impl Schedule {
     pub fn new(traffic: &Traffic) -> Self {
         let steps = match traffic {
-            Traffic::Stairs {
-                users_per_step,
-                step_duration_s,
-                steps,
-            } => (0..*steps as u64)
+            Traffic::Stairs { users_per_step, step_duration_s, steps } => (0..*steps as u64)
                 .map(|index| StepWindow {
                     index: index as usize,
                     start_s: index * step_duration_s,
@@ -75,42 +71,25 @@ impl Schedule {
                         if phase_end_s - end_s < 2 {
                             end_s = phase_end_s;
                         }
-                        let steady_start_s = if start_s == phase_start_s && end_s - start_s >= 2 {
-                            start_s + 1
-                        } else {
-                            start_s
-                        };
-                        windows.push(StepWindow {
-                            index: windows.len(),
-                            start_s,
-                            end_s,
-                            steady_start_s,
-                            users: 0.0,
-                        });
+                        let steady_start_s =
+                            if start_s == phase_start_s && end_s - start_s >= 2 { start_s + 1 } else { start_s };
+                        windows.push(StepWindow { index: windows.len(), start_s, end_s, steady_start_s, users: 0.0 });
                         start_s = end_s;
                     }
                     phase_start_s = phase_end_s;
                 }
-                let mut schedule = Schedule {
-                    traffic: traffic.clone(),
-                    steps: Vec::new(),
-                };
+                let mut schedule = Schedule { traffic: traffic.clone(), steps: Vec::new() };
                 for window in &mut windows {
                     let seconds = window.start_s..window.end_s;
-                    let total: f64 = seconds
-                        .clone()
-                        .map(|second| f64::from(schedule.users_at(second as f64 + 0.5)))
-                        .sum();
+                    let total: f64 =
+                        seconds.clone().map(|second| f64::from(schedule.users_at(second as f64 + 0.5))).sum();
                     window.users = total / seconds.count() as f64;
                 }
                 schedule.steps = windows;
                 return schedule;
             }
         };
-        Schedule {
-            traffic: traffic.clone(),
-            steps,
-        }
+        Schedule { traffic: traffic.clone(), steps }
     }
 
     pub fn duration_s(&self) -> u64 {
@@ -120,13 +99,8 @@ impl Schedule {
     /// Virtual users the pattern asks for `elapsed_s` seconds into the run.
     pub fn users_at(&self, elapsed_s: f64) -> u32 {
         match &self.traffic {
-            Traffic::Stairs {
-                users_per_step,
-                step_duration_s,
-                steps,
-            } => {
-                let index = ((elapsed_s / *step_duration_s as f64).floor() as u32)
-                    .min(steps.saturating_sub(1));
+            Traffic::Stairs { users_per_step, step_duration_s, steps } => {
+                let index = ((elapsed_s / *step_duration_s as f64).floor() as u32).min(steps.saturating_sub(1));
                 users_per_step * (index + 1)
             }
             Traffic::Phases(phases) => {
@@ -134,16 +108,13 @@ impl Schedule {
                 for phase in phases {
                     let phase_end_s = phase_start_s + phase.duration_s as f64;
                     if elapsed_s < phase_end_s {
-                        let spawned =
-                            (phase.spawn_rate_per_s * (elapsed_s - phase_start_s)).floor() as u32;
+                        let spawned = (phase.spawn_rate_per_s * (elapsed_s - phase_start_s)).floor() as u32;
                         return phase.initial_users.saturating_add(spawned);
                     }
                     phase_start_s = phase_end_s;
                 }
                 phases.last().map_or(0, |phase| {
-                    phase
-                        .initial_users
-                        .saturating_add((phase.spawn_rate_per_s * phase.duration_s as f64) as u32)
+                    phase.initial_users.saturating_add((phase.spawn_rate_per_s * phase.duration_s as f64) as u32)
                 })
             }
         }
@@ -183,11 +154,7 @@ impl StepRecord {
 
     pub fn throughput_rps(&self) -> f64 {
         let seconds = self.steady_seconds();
-        if seconds == 0 {
-            0.0
-        } else {
-            self.steady.completed as f64 / seconds as f64
-        }
+        if seconds == 0 { 0.0 } else { self.steady.completed as f64 / seconds as f64 }
     }
 }
 
@@ -224,10 +191,7 @@ pub enum EndReason {
 impl EndReason {
     /// Whether the run ended before what it set out to measure was measured.
     pub fn is_partial(&self) -> bool {
-        matches!(
-            self,
-            EndReason::Interrupted | EndReason::TargetUnreachable { .. }
-        )
+        matches!(self, EndReason::Interrupted | EndReason::TargetUnreachable { .. })
     }
 }
 
@@ -256,17 +220,9 @@ pub async fn drive<T: Target>(
     let schedule = options.schedule;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let recorder = Arc::new(Recorder::new(4 * workers));
-    let mut series = options
-        .series_path
-        .map(File::create)
-        .transpose()?
-        .map(BufWriter::new);
-    let mut users = VirtualUsers {
-        target,
-        recorder: Arc::clone(&recorder),
-        run: options.cancel.child_token(),
-        active: Vec::new(),
-    };
+    let mut series = options.series_path.map(File::create).transpose()?.map(BufWriter::new);
+    let mut users =
+        VirtualUsers { target, recorder: Arc::clone(&recorder), run: options.cancel.child_token(), active: Vec::new() };
 
     let started_at = Instant::now();
     users.set(schedule.users_at(0.0));
@@ -299,10 +255,7 @@ pub async fn drive<T: Target>(
 
         second_tally.reset();
         recorder.drain_into(&mut second_tally);
-        let sample = resources
-            .as_mut()
-            .map(|source| source.sample())
-            .unwrap_or_default();
+        let sample = resources.as_mut().map(|source| source.sample()).unwrap_or_default();
         let summary = SecondSummary {
             second,
             users: schedule.users_at(second as f64 + 0.5),
@@ -326,17 +279,11 @@ pub async fn drive<T: Target>(
         }
         total_completed += second_tally.completed;
         let only_connect_errors = second_tally.completed == 0 && second_tally.errors.connect > 0;
-        unreachable_s = if only_connect_errors {
-            unreachable_s + 1
-        } else {
-            0
-        };
+        unreachable_s = if only_connect_errors { unreachable_s + 1 } else { 0 };
         second += 1;
 
         if unreachable_s >= UNREACHABLE_AFTER_S {
-            break EndReason::TargetUnreachable {
-                seconds: unreachable_s,
-            };
+            break EndReason::TargetUnreachable { seconds: unreachable_s };
         }
         if second == window.end_s {
             current.complete = true;
@@ -347,10 +294,7 @@ pub async fn drive<T: Target>(
                 break EndReason::Stopped { reason };
             }
         }
-        if let Some(max) = options
-            .max_invocations
-            .filter(|max| total_completed >= *max)
-        {
+        if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
             break EndReason::MaxInvocations { invocations: max };
         }
         users.set(schedule.users_at(second as f64));
@@ -363,12 +307,7 @@ pub async fn drive<T: Target>(
         current.resources = resource_totals.mean();
         steps.push(current);
     }
-    Ok(RunRecord {
-        steps,
-        seconds,
-        end,
-        elapsed_s: second,
-    })
+    Ok(RunRecord { steps, seconds, end, elapsed_s: second })
 }
 
 fn new_step(schedule: &Schedule, index: usize) -> StepRecord {
@@ -400,11 +339,7 @@ impl ResourceTotals {
     fn add(&mut self, sample: ResourceSample) {
         let first = self.seconds == 0;
         let sum = |total: Option<f64>, value: Option<f64>| {
-            if first {
-                value
-            } else {
-                total.zip(value).map(|(a, b)| a + b)
-            }
+            if first { value } else { total.zip(value).map(|(a, b)| a + b) }
         };
         self.cpu_percent = sum(self.cpu_percent, sample.cpu_percent);
         self.memory_percent = sum(self.memory_percent, sample.memory_percent);
@@ -429,16 +364,9 @@ struct SeriesLine<'a> {
     histogram: String,
 }
 
-fn write_second(
-    series: &mut BufWriter<File>,
-    summary: &SecondSummary,
-    tally: &Tally,
-) -> std::io::Result<()> {
-    let line = SeriesLine {
-        summary,
-        error_counts: tally.errors,
-        histogram: measure::encode_histogram(&tally.latency_us),
-    };
+fn write_second(series: &mut BufWriter<File>, summary: &SecondSummary, tally: &Tally) -> std::io::Result<()> {
+    let line =
+        SeriesLine { summary, error_counts: tally.errors, histogram: measure::encode_histogram(&tally.latency_us) };
     serde_json::to_writer(&mut *series, &line)?;
     series.write_all(b"\n")?;
     // Flushed every second so an abrupt end loses at most the second in progress.
@@ -459,12 +387,8 @@ impl<T: Target> VirtualUsers<T> {
         while self.active.len() < count {
             let token = self.run.child_token();
             let shard = self.recorder.shard_for(self.active.len());
-            let task = tokio::spawn(virtual_user(
-                self.target.session(),
-                Arc::clone(&self.recorder),
-                shard,
-                token.clone(),
-            ));
+            let task =
+                tokio::spawn(virtual_user(self.target.session(), Arc::clone(&self.recorder), shard, token.clone()));
             self.active.push((token, task));
         }
         while self.active.len() > count {
@@ -481,12 +405,7 @@ impl<T: Target> VirtualUsers<T> {
     }
 }
 
-async fn virtual_user<S: Session>(
-    mut session: S,
-    recorder: Arc<Recorder>,
-    shard: usize,
-    token: CancellationToken,
-) {
+async fn virtual_user<S: Session>(mut session: S, recorder: Arc<Recorder>, shard: usize, token: CancellationToken) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(10);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -498,11 +417,7 @@ async fn virtual_user<S: Session>(
         };
         recorder.finished(shard, outcome);
         // A refused connection returns at once: back off so a dead target is not hammered in a tight loop.
-        if outcome
-            == (Outcome::Failure {
-                class: ErrorClass::Connect,
-            })
-        {
+        if outcome == (Outcome::Failure { class: ErrorClass::Connect }) {
             tokio::select! {
                 _ = token.cancelled() => return,
                 _ = tokio::time::sleep(backoff) => {}
@@ -521,29 +436,11 @@ mod tests {
 
     #[test]
     fn stairs_have_one_step_per_stair() {
-        let schedule = Schedule::new(&Traffic::Stairs {
-            users_per_step: 3,
-            step_duration_s: 5,
-            steps: 4,
-        });
+        let schedule = Schedule::new(&Traffic::Stairs { users_per_step: 3, step_duration_s: 5, steps: 4 });
         assert_eq!(schedule.duration_s(), 20);
+        assert_eq!(schedule.steps[2], StepWindow { index: 2, start_s: 10, end_s: 15, steady_start_s: 11, users: 9.0 });
         assert_eq!(
-            schedule.steps[2],
-            StepWindow {
-                index: 2,
-                start_s: 10,
-                end_s: 15,
-                steady_start_s: 11,
-                users: 9.0
-            }
-        );
-        assert_eq!(
-            (
-                schedule.users_at(0.0),
-                schedule.users_at(9.99),
-                schedule.users_at(19.5),
-                schedule.users_at(25.0)
-            ),
+            (schedule.users_at(0.0), schedule.users_at(9.99), schedule.users_at(19.5), schedule.users_at(25.0)),
             (3, 6, 12, 12)
         );
     }
@@ -551,25 +448,13 @@ mod tests {
     #[test]
     fn phases_spawn_at_their_rate_and_split_into_windows() {
         let schedule = Schedule::new(&Traffic::Phases(vec![
-            Phase {
-                initial_users: 2,
-                spawn_rate_per_s: 0.5,
-                duration_s: 21,
-            },
-            Phase {
-                initial_users: 10,
-                spawn_rate_per_s: 0.0,
-                duration_s: 5,
-            },
+            Phase { initial_users: 2, spawn_rate_per_s: 0.5, duration_s: 21 },
+            Phase { initial_users: 10, spawn_rate_per_s: 0.0, duration_s: 5 },
         ]));
         assert_eq!(schedule.users_at(0.0), 2);
         assert_eq!(schedule.users_at(4.1), 4);
         assert_eq!(schedule.users_at(22.0), 10);
-        let bounds: Vec<(u64, u64)> = schedule
-            .steps
-            .iter()
-            .map(|step| (step.start_s, step.end_s))
-            .collect();
+        let bounds: Vec<(u64, u64)> = schedule.steps.iter().map(|step| (step.start_s, step.end_s)).collect();
         assert_eq!(bounds, vec![(0, 10), (10, 21), (21, 26)]);
         assert_eq!(schedule.steps[0].steady_start_s, 1);
         assert_eq!(schedule.steps[1].steady_start_s, 10);

@@ -16,16 +16,13 @@ const SIGNIFICANT_DIGITS: u8 = 3;
 pub type LatencyHistogram = Histogram<u64>;
 
 pub fn new_histogram() -> LatencyHistogram {
-    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS)
-        .expect("static histogram bounds are valid")
+    Histogram::new_with_bounds(1, MAX_LATENCY_US, SIGNIFICANT_DIGITS).expect("static histogram bounds are valid")
 }
 
 /// Serializes a histogram as HDR V2 (deflate) in base64, so results can be merged and re-analysed exactly.
 pub fn encode_histogram(histogram: &LatencyHistogram) -> String {
     let mut bytes = Vec::new();
-    V2DeflateSerializer::new()
-        .serialize(histogram, &mut bytes)
-        .expect("serializing into memory cannot fail");
+    V2DeflateSerializer::new().serialize(histogram, &mut bytes).expect("serializing into memory cannot fail");
     BASE64.encode(bytes)
 }
 
@@ -118,12 +115,7 @@ pub struct Tally {
 
 impl Default for Tally {
     fn default() -> Self {
-        Self {
-            started: 0,
-            completed: 0,
-            errors: ErrorCounts::default(),
-            latency_us: new_histogram(),
-        }
+        Self { started: 0, completed: 0, errors: ErrorCounts::default(), latency_us: new_histogram() }
     }
 }
 
@@ -132,9 +124,7 @@ impl Tally {
         self.started += other.started;
         self.completed += other.completed;
         self.errors.merge(&other.errors);
-        self.latency_us
-            .add(&other.latency_us)
-            .expect("histograms share bounds");
+        self.latency_us.add(&other.latency_us).expect("histograms share bounds");
     }
 
     pub fn reset(&mut self) {
@@ -153,11 +143,7 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new(shard_count: usize) -> Self {
-        Self {
-            shards: (0..shard_count.max(1))
-                .map(|_| Mutex::new(Tally::default()))
-                .collect(),
-        }
+        Self { shards: (0..shard_count.max(1)).map(|_| Mutex::new(Tally::default())).collect() }
     }
 
     pub fn shard_for(&self, user_index: usize) -> usize {
@@ -248,10 +234,7 @@ mod tests {
         }
         let decoded = decode_histogram(&encode_histogram(&histogram)).unwrap();
         assert_eq!(decoded.len(), 5);
-        assert_eq!(
-            decoded.value_at_percentile(50.0),
-            histogram.value_at_percentile(50.0)
-        );
+        assert_eq!(decoded.value_at_percentile(50.0), histogram.value_at_percentile(50.0));
         assert_eq!(decoded.max(), histogram.max());
     }
 
@@ -261,32 +244,16 @@ mod tests {
         for user in 0..10 {
             let shard = recorder.shard_for(user);
             recorder.started(shard);
-            recorder.finished(
-                shard,
-                Outcome::Success {
-                    latency_us: 1_000 * (user as u64 + 1),
-                },
-            );
+            recorder.finished(shard, Outcome::Success { latency_us: 1_000 * (user as u64 + 1) });
         }
-        recorder.finished(
-            0,
-            Outcome::Failure {
-                class: ErrorClass::Http5xx,
-            },
-        );
+        recorder.finished(0, Outcome::Failure { class: ErrorClass::Http5xx });
         let mut tally = Tally::default();
         recorder.drain_into(&mut tally);
-        assert_eq!(
-            (tally.started, tally.completed, tally.errors.http_5xx),
-            (10, 10, 1)
-        );
+        assert_eq!((tally.started, tally.completed, tally.errors.http_5xx), (10, 10, 1));
         assert_eq!(tally.latency_us.max(), histogram_value(10_000));
         let mut empty = Tally::default();
         recorder.drain_into(&mut empty);
-        assert_eq!(
-            (empty.started, empty.completed, empty.errors.total()),
-            (0, 0, 0)
-        );
+        assert_eq!((empty.started, empty.completed, empty.errors.total()), (0, 0, 0));
     }
 
     fn histogram_value(value: u64) -> u64 {

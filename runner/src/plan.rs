@@ -28,13 +28,7 @@ pub fn plan(job: &Job) -> Plan {
         .iter()
         .cloned()
         .enumerate()
-        .map(|(index, configuration)| TestRun {
-            index,
-            configuration,
-        })
+        .map(|(index, configuration)| TestRun { index, configuration })
         .collect();
-    Plan {
-        runs,
-        ramp_s: job.traffic.duration_s(),
-    }
+    Plan { runs, ramp_s: job.traffic.duration_s() }
 }

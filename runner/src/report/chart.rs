@@ -10,9 +10,7 @@ const MARGIN_RIGHT: f64 = 16.0;
 const MARGIN_TOP: f64 = 28.0;
 const MARGIN_BOTTOM: f64 = 64.0;
 
-pub const PALETTE: [&str; 6] = [
-    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf",
-];
+pub const PALETTE: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf"];
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Chart {
@@ -60,6 +58,8 @@ pub struct Point {
     pub y: f64,
     /// Hover text with the data values.
     pub title: String,
+    /// Text drawn beside the point, e.g. a configuration's name on a scatter.
+    pub annotation: Option<String>,
     pub highlight: bool,
 }
 
@@ -80,6 +80,22 @@ pub struct SeriesData {
     pub highlighted: Vec<usize>,
     /// Hover labels, one per value; defaults to "x, y".
     pub labels: Vec<String>,
+    /// Text drawn beside each point, one per value, or none.
+    pub annotations: Vec<String>,
+}
+
+impl SeriesData {
+    /// A plain line through `values`.
+    pub fn line(name: impl Into<String>, values: Vec<(f64, f64)>) -> Self {
+        Self {
+            name: name.into(),
+            values,
+            joined: true,
+            highlighted: Vec::new(),
+            labels: Vec::new(),
+            annotations: Vec::new(),
+        }
+    }
 }
 
 pub struct ChartSpec {
@@ -146,59 +162,42 @@ pub fn build(spec: ChartSpec) -> Chart {
     // Throughput and latency charts read best from zero.
     let x_ticks_data = nice_ticks(x_min.min(0.0), x_max.max(x_min + 1e-9), 6);
     let y_ticks_data = nice_ticks(0.0, y_max.max(1e-9), 5);
-    let (x_low, x_high) = (
-        x_ticks_data[0],
-        *x_ticks_data.last().expect("ticks are never empty"),
-    );
-    let (y_low, y_high) = (
-        y_ticks_data[0],
-        *y_ticks_data.last().expect("ticks are never empty"),
-    );
-    let plot = Rect {
-        left: MARGIN_LEFT,
-        top: MARGIN_TOP,
-        right: WIDTH - MARGIN_RIGHT,
-        bottom: HEIGHT - MARGIN_BOTTOM,
-    };
+    let (x_low, x_high) = (x_ticks_data[0], *x_ticks_data.last().expect("ticks are never empty"));
+    let (y_low, y_high) = (y_ticks_data[0], *y_ticks_data.last().expect("ticks are never empty"));
+    let plot = Rect { left: MARGIN_LEFT, top: MARGIN_TOP, right: WIDTH - MARGIN_RIGHT, bottom: HEIGHT - MARGIN_BOTTOM };
     let to_x = |x: f64| plot.left + (x - x_low) / (x_high - x_low) * (plot.right - plot.left);
     let to_y = |y: f64| plot.bottom - (y - y_low) / (y_high - y_low) * (plot.bottom - plot.top);
     let round = |value: f64| (value * 10.0).round() / 10.0;
 
-    let series =
-        spec.series
-            .into_iter()
-            .enumerate()
-            .map(|(index, data)| {
-                let points: Vec<Point> =
-                    data.values
-                        .iter()
-                        .enumerate()
-                        .map(|(point_index, &(x, y))| Point {
-                            x: round(to_x(x)),
-                            y: round(to_y(y)),
-                            title: data.labels.get(point_index).cloned().unwrap_or_else(|| {
-                                format!("{}, {}", format_tick(x), format_tick(y))
-                            }),
-                            highlight: data.highlighted.contains(&point_index),
-                        })
-                        .collect();
-                let polyline = if data.joined {
-                    points
-                        .iter()
-                        .map(|point| format!("{},{}", point.x, point.y))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                } else {
-                    String::new()
-                };
-                Series {
-                    name: data.name,
-                    color: PALETTE[index % PALETTE.len()].to_string(),
-                    polyline,
-                    points,
-                }
-            })
-            .collect();
+    let series = spec
+        .series
+        .into_iter()
+        .enumerate()
+        .map(|(index, data)| {
+            let points: Vec<Point> = data
+                .values
+                .iter()
+                .enumerate()
+                .map(|(point_index, &(x, y))| Point {
+                    x: round(to_x(x)),
+                    y: round(to_y(y)),
+                    title: data
+                        .labels
+                        .get(point_index)
+                        .cloned()
+                        .unwrap_or_else(|| format!("{}, {}", format_tick(x), format_tick(y))),
+                    annotation: data.annotations.get(point_index).cloned(),
+                    highlight: data.highlighted.contains(&point_index),
+                })
+                .collect();
+            let polyline = if data.joined {
+                points.iter().map(|point| format!("{},{}", point.x, point.y)).collect::<Vec<_>>().join(" ")
+            } else {
+                String::new()
+            };
+            Series { name: data.name, color: PALETTE[index % PALETTE.len()].to_string(), polyline, points }
+        })
+        .collect();
 
     Chart {
         title: spec.title,
@@ -208,36 +207,22 @@ pub fn build(spec: ChartSpec) -> Chart {
         height: HEIGHT,
         x_ticks: x_ticks_data
             .iter()
-            .map(|&value| Tick {
-                position: round(to_x(value)),
-                label: format_tick(value),
-            })
+            .map(|&value| Tick { position: round(to_x(value)), label: format_tick(value) })
             .collect(),
         y_ticks: y_ticks_data
             .iter()
-            .map(|&value| Tick {
-                position: round(to_y(value)),
-                label: format_tick(value),
-            })
+            .map(|&value| Tick { position: round(to_y(value)), label: format_tick(value) })
             .collect(),
         series,
         markers: spec
             .markers
             .into_iter()
-            .map(|(x, label)| Line {
-                position: round(to_x(x)),
-                label,
-                color: "#555".to_string(),
-            })
+            .map(|(x, label)| Line { position: round(to_x(x)), label, color: "#555".to_string() })
             .collect(),
         guides: spec
             .guides
             .into_iter()
-            .map(|(y, label)| Line {
-                position: round(to_y(y)),
-                label,
-                color: "#b00".to_string(),
-            })
+            .map(|(y, label)| Line { position: round(to_y(y)), label, color: "#b00".to_string() })
             .collect(),
         plot,
     }
@@ -250,10 +235,7 @@ mod tests {
     #[test]
     fn ticks_are_round_and_cover_the_range() {
         assert_eq!(nice_ticks(0.0, 9.3, 5), vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
-        assert_eq!(
-            nice_ticks(0.0, 430.0, 5),
-            vec![0.0, 100.0, 200.0, 300.0, 400.0, 500.0]
-        );
+        assert_eq!(nice_ticks(0.0, 430.0, 5), vec![0.0, 100.0, 200.0, 300.0, 400.0, 500.0]);
         assert_eq!(format_tick(2000.0), "2k");
         assert_eq!(format_tick(0.25), "0.25");
     }
@@ -264,29 +246,14 @@ mod tests {
             title: "t".into(),
             x_label: "x".into(),
             y_label: "y".into(),
-            series: vec![SeriesData {
-                name: "s".into(),
-                values: vec![(0.0, 0.0), (10.0, 100.0)],
-                joined: true,
-                highlighted: vec![1],
-                labels: vec![],
-            }],
+            series: vec![SeriesData { highlighted: vec![1], ..SeriesData::line("s", vec![(0.0, 0.0), (10.0, 100.0)]) }],
             markers: vec![(5.0, "m".into())],
             guides: vec![],
         });
         let points = &chart.series[0].points;
-        assert_eq!(
-            (points[0].x, points[0].y),
-            (chart.plot.left, chart.plot.bottom)
-        );
-        assert_eq!(
-            (points[1].x, points[1].y),
-            (chart.plot.right, chart.plot.top)
-        );
+        assert_eq!((points[0].x, points[0].y), (chart.plot.left, chart.plot.bottom));
+        assert_eq!((points[1].x, points[1].y), (chart.plot.right, chart.plot.top));
         assert!(points[1].highlight && !points[0].highlight);
-        assert_eq!(
-            chart.markers[0].position,
-            (chart.plot.left + chart.plot.right) / 2.0
-        );
+        assert_eq!(chart.markers[0].position, (chart.plot.left + chart.plot.right) / 2.0);
     }
 }

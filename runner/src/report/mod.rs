@@ -11,23 +11,15 @@ use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 use serde::Serialize;
 
 use crate::analyze::Verdict;
+use crate::drive::SecondSummary;
 use crate::results::{ConfigurationResult, Results, StepResult};
 use chart::{Chart, ChartSpec, SeriesData};
 
 /// The built-in templates, compiled in so the binary works from any folder.
 const BUILT_IN: [(&str, &str); 3] = [
-    (
-        "report.html.j2",
-        include_str!("../../../reports/report.html.j2"),
-    ),
-    (
-        "report.md.j2",
-        include_str!("../../../reports/report.md.j2"),
-    ),
-    (
-        "summary.txt.j2",
-        include_str!("../../../reports/summary.txt.j2"),
-    ),
+    ("report.html.j2", include_str!("../../../reports/report.html.j2")),
+    ("report.md.j2", include_str!("../../../reports/report.md.j2")),
+    ("summary.txt.j2", include_str!("../../../reports/summary.txt.j2")),
 ];
 
 /// What every template sees. Documented in `reports/README.md`.
@@ -49,40 +41,27 @@ pub struct ConfigurationView<'a> {
 }
 
 pub fn view(results: &Results) -> ReportView<'_> {
-    let recommended = results
-        .recommendation
-        .as_ref()
-        .and_then(|recommendation| recommendation.configuration.as_deref());
+    let recommended =
+        results.recommendation.as_ref().and_then(|recommendation| recommendation.configuration.as_deref());
     let configurations = results
         .configurations
         .iter()
         .map(|result| ConfigurationView {
             result,
             verdict: results.recommendation.as_ref().and_then(|recommendation| {
-                recommendation
-                    .ranking
-                    .iter()
-                    .find(|verdict| verdict.configuration == result.name)
+                recommendation.ranking.iter().find(|verdict| verdict.configuration == result.name)
             }),
             recommended: recommended == Some(result.name.as_str()),
             plateau_step: plateau_step(result),
             charts: configuration_charts(result, results),
         })
         .collect();
-    ReportView {
-        results,
-        configurations,
-        overview_chart: overview_chart(results, recommended),
-    }
+    ReportView { results, configurations, overview_chart: overview_chart(results, recommended) }
 }
 
 fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
     let plateau = result.plateau.as_ref()?;
-    result
-        .steps
-        .iter()
-        .filter(|step| step.complete)
-        .nth(plateau.step)
+    result.steps.iter().filter(|step| step.complete).nth(plateau.step)
 }
 
 fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<Chart> {
@@ -91,128 +70,93 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         return Vec::new();
     }
     let plateau = result.plateau.as_ref().map(|plateau| plateau.step);
-    let markers: Vec<(f64, String)> = plateau_step(result)
-        .map(|step| (step.users, "plateau".to_string()))
-        .into_iter()
-        .collect();
-    let throughput = chart::build(ChartSpec {
-        title: "Throughput against load".into(),
-        x_label: "virtual users".into(),
-        y_label: "invocations per minute".into(),
-        series: vec![SeriesData {
-            name: "invocations per minute".into(),
-            values: steps
-                .iter()
-                .map(|step| (step.users, step.invocations_per_min))
-                .collect(),
-            joined: true,
+    let markers: Vec<(f64, String)> =
+        plateau_step(result).map(|step| (step.users, "plateau".to_string())).into_iter().collect();
+    let against_load = |title: &str, y_label: &str, series: Vec<SeriesData>, guides: Vec<(f64, String)>| {
+        chart::build(ChartSpec {
+            title: title.into(),
+            x_label: "virtual users".into(),
+            y_label: y_label.into(),
+            series,
+            markers: markers.clone(),
+            guides,
+        })
+    };
+    let throughput = against_load(
+        "Throughput against load",
+        "invocations per minute",
+        vec![SeriesData {
             highlighted: plateau.into_iter().collect(),
             labels: steps
                 .iter()
-                .map(|step| {
-                    format!(
-                        "{} users: {:.0} invocations/min",
-                        step.users, step.invocations_per_min
-                    )
-                })
+                .map(|step| format!("{} users: {:.0} invocations/min", step.users, step.invocations_per_min))
                 .collect(),
+            ..SeriesData::line(
+                "invocations per minute",
+                steps.iter().map(|step| (step.users, step.invocations_per_min)).collect(),
+            )
         }],
-        markers: markers.clone(),
-        guides: Vec::new(),
-    });
+        Vec::new(),
+    );
     let percentile_series = |name: &str, pick: fn(&StepResult) -> f64| SeriesData {
-        name: name.to_string(),
-        values: steps.iter().map(|step| (step.users, pick(step))).collect(),
-        joined: true,
-        highlighted: Vec::new(),
-        labels: steps
-            .iter()
-            .map(|step| format!("{} users: {name} {:.1} ms", step.users, pick(step)))
-            .collect(),
+        labels: steps.iter().map(|step| format!("{} users: {name} {:.1} ms", step.users, pick(step))).collect(),
+        ..SeriesData::line(name, steps.iter().map(|step| (step.users, pick(step))).collect())
     };
-    let slo = results.job.requirements.slo;
-    let latency = chart::build(ChartSpec {
-        title: "ModelLatency against load".into(),
-        x_label: "virtual users".into(),
-        y_label: "latency (ms)".into(),
-        series: vec![
+    let goal = results
+        .job
+        .requirements
+        .slo
+        .map(|slo| (slo.latency_ms, format!("goal: {} ≤ {} ms", slo.percentile, slo.latency_ms)));
+    let latency = against_load(
+        "ModelLatency against load",
+        "latency (ms)",
+        vec![
             percentile_series("p50", |step| step.latency.p50_ms),
             percentile_series("p90", |step| step.latency.p90_ms),
             percentile_series("p99", |step| step.latency.p99_ms),
         ],
-        markers,
-        guides: slo
-            .map(|slo| {
-                (
-                    slo.latency_ms,
-                    format!("goal: {} ≤ {} ms", slo.percentile, slo.latency_ms),
-                )
-            })
-            .into_iter()
-            .collect(),
-    });
-    let over_time = chart::build(ChartSpec {
-        title: "Latency and throughput over time".into(),
-        x_label: "seconds since start".into(),
-        y_label: "ms (latency) · requests/s ÷ 10".into(),
-        series: vec![
-            SeriesData {
-                name: "p50 (ms)".into(),
-                values: result
-                    .seconds
-                    .iter()
-                    .map(|s| (s.second as f64, s.p50_ms))
-                    .collect(),
-                joined: true,
-                highlighted: vec![],
-                labels: vec![],
-            },
-            SeriesData {
-                name: "p99 (ms)".into(),
-                values: result
-                    .seconds
-                    .iter()
-                    .map(|s| (s.second as f64, s.p99_ms))
-                    .collect(),
-                joined: true,
-                highlighted: vec![],
-                labels: vec![],
-            },
-            SeriesData {
-                name: "requests/s ÷ 10".into(),
-                values: result
-                    .seconds
-                    .iter()
-                    .map(|s| (s.second as f64, s.completed as f64 / 10.0))
-                    .collect(),
-                joined: true,
-                highlighted: vec![],
-                labels: result
-                    .seconds
-                    .iter()
-                    .map(|s| format!("second {}: {} requests", s.second, s.completed))
-                    .collect(),
-            },
+        goal.into_iter().collect(),
+    );
+    let over_time = |title: &str, y_label: &str, series: Vec<SeriesData>| {
+        chart::build(ChartSpec {
+            title: title.into(),
+            x_label: "seconds since start".into(),
+            y_label: y_label.into(),
+            series,
+            markers: Vec::new(),
+            guides: Vec::new(),
+        })
+    };
+    let per_second = |pick: fn(&SecondSummary) -> f64| {
+        result.seconds.iter().map(|second| (second.second as f64, pick(second))).collect()
+    };
+    let throughput_over_time = over_time(
+        "Throughput and users over time",
+        "requests/s · users",
+        vec![
+            SeriesData::line("requests/s", per_second(|second| second.completed as f64)),
+            SeriesData::line("users", per_second(|second| f64::from(second.users))),
         ],
-        markers: Vec::new(),
-        guides: Vec::new(),
-    });
-    vec![throughput, latency, over_time]
+    );
+    let latency_over_time = over_time(
+        "Latency over time",
+        "latency (ms)",
+        vec![
+            SeriesData::line("p50", per_second(|second| second.p50_ms)),
+            SeriesData::line("p99", per_second(|second| second.p99_ms)),
+        ],
+    );
+    vec![throughput, latency, throughput_over_time, latency_over_time]
 }
 
 fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart> {
-    let measured: Vec<(&ConfigurationResult, f64)> = results
+    let measured: Vec<(&ConfigurationResult, f64, f64)> = results
         .configurations
         .iter()
         .filter_map(|result| {
-            result.metrics.as_ref().map(|metrics| {
-                (
-                    result,
-                    metrics
-                        .max_invocations_at_slo
-                        .unwrap_or(metrics.max_invocations),
-                )
-            })
+            let metrics = result.metrics.as_ref()?;
+            let cost_per_hour_usd = result.price_per_hour_usd * f64::from(result.instance_count);
+            Some((result, metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations), cost_per_hour_usd))
         })
         .collect();
     if measured.is_empty() {
@@ -223,33 +167,19 @@ fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart>
         x_label: "invocations per minute (at the goal, if set)".into(),
         y_label: "cost per hour (USD)".into(),
         series: vec![SeriesData {
-            name: "configurations".into(),
-            values: measured
-                .iter()
-                .map(|(result, per_min)| {
-                    (
-                        *per_min,
-                        result.price_per_hour_usd * f64::from(result.instance_count),
-                    )
-                })
-                .collect(),
             joined: false,
             highlighted: measured
                 .iter()
                 .enumerate()
-                .filter(|(_, (result, _))| Some(result.name.as_str()) == recommended)
+                .filter(|(_, (result, _, _))| Some(result.name.as_str()) == recommended)
                 .map(|(index, _)| index)
                 .collect(),
             labels: measured
                 .iter()
-                .map(|(result, per_min)| {
-                    format!(
-                        "{}: {per_min:.0}/min, ${:.3}/h",
-                        result.name,
-                        result.price_per_hour_usd * f64::from(result.instance_count)
-                    )
-                })
+                .map(|(result, per_min, cost)| format!("{}: {per_min:.0}/min, ${cost:.3}/h", result.name))
                 .collect(),
+            annotations: measured.iter().map(|(result, _, _)| result.name.clone()).collect(),
+            ..SeriesData::line("configurations", measured.iter().map(|(_, per_min, cost)| (*per_min, *cost)).collect())
         }],
         markers: Vec::new(),
         guides: Vec::new(),
@@ -272,8 +202,7 @@ pub fn escape_markdown(text: &str) -> String {
             '>' => escaped.push_str("&gt;"),
             '&' => escaped.push_str("&amp;"),
             '\n' | '\r' => escaped.push(' '),
-            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|'
-            | '~' => {
+            '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|' | '~' => {
                 escaped.push('\\');
                 escaped.push(character);
             }
@@ -285,9 +214,7 @@ pub fn escape_markdown(text: &str) -> String {
 
 /// Terminals interpret control characters; a name must not be able to move the cursor or change colours.
 fn strip_control(text: &str) -> String {
-    text.chars()
-        .filter(|character| !character.is_control() || *character == '\n')
-        .collect()
+    text.chars().filter(|character| !character.is_control() || *character == '\n').collect()
 }
 
 fn formatter(out: &mut minijinja::Output, state: &State, value: &Value) -> Result<(), Error> {
@@ -296,13 +223,8 @@ fn formatter(out: &mut minijinja::Output, state: &State, value: &Value) -> Resul
         _ => return minijinja::escape_formatter(out, state, value),
     };
     let text = display(value);
-    let text = if custom == MARKDOWN {
-        escape_markdown(&text)
-    } else {
-        strip_control(&text)
-    };
-    out.write_str(&text)
-        .map_err(|_| Error::new(ErrorKind::WriteFailure, "cannot write the report"))
+    let text = if custom == MARKDOWN { escape_markdown(&text) } else { strip_control(&text) };
+    out.write_str(&text).map_err(|_| Error::new(ErrorKind::WriteFailure, "cannot write the report"))
 }
 
 fn auto_escape(name: &str) -> AutoEscape {
@@ -354,11 +276,7 @@ fn rjust(value: Value, width: usize) -> String {
 }
 
 fn display(value: &Value) -> String {
-    if value.is_none() {
-        "n/a".to_string()
-    } else {
-        value.to_string()
-    }
+    if value.is_none() { "n/a".to_string() } else { value.to_string() }
 }
 
 /// Loads templates from `overrides` first (a user's folder), then the built-in ones.
@@ -370,17 +288,11 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
             let path = folder.join(name);
             if path.is_file() {
                 return std::fs::read_to_string(&path).map(Some).map_err(|error| {
-                    Error::new(
-                        ErrorKind::InvalidOperation,
-                        format!("cannot read template {}: {error}", path.display()),
-                    )
+                    Error::new(ErrorKind::InvalidOperation, format!("cannot read template {}: {error}", path.display()))
                 });
             }
         }
-        Ok(BUILT_IN
-            .iter()
-            .find(|(built_in, _)| *built_in == name)
-            .map(|(_, text)| text.to_string()))
+        Ok(BUILT_IN.iter().find(|(built_in, _)| *built_in == name).map(|(_, text)| text.to_string()))
     });
     env.set_auto_escape_callback(auto_escape);
     env.set_formatter(formatter);
@@ -394,32 +306,17 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
     env
 }
 
-pub fn render(
-    env: &Environment<'_>,
-    template: &str,
-    view: &ReportView<'_>,
-) -> anyhow::Result<String> {
-    let template = env
-        .get_template(template)
-        .with_context(|| format!("cannot load template `{template}`"))?;
-    template
-        .render(view)
-        .map_err(|error| anyhow::anyhow!("cannot render `{}`: {error:#}", template.name()))
+pub fn render(env: &Environment<'_>, template: &str, view: &ReportView<'_>) -> anyhow::Result<String> {
+    let template = env.get_template(template).with_context(|| format!("cannot load template `{template}`"))?;
+    template.render(view).map_err(|error| anyhow::anyhow!("cannot render `{}`: {error:#}", template.name()))
 }
 
 /// Writes `results.json`, `report.md` and `report.html` into `out`; returns the terminal summary.
-pub fn write_all(
-    results: &Results,
-    out: &Path,
-    templates: Option<&Path>,
-) -> anyhow::Result<String> {
+pub fn write_all(results: &Results, out: &Path, templates: Option<&Path>) -> anyhow::Result<String> {
     write_results(results, out)?;
     let env = environment(templates);
     let view = view(results);
-    for (template, file) in [
-        ("report.md.j2", "report.md"),
-        ("report.html.j2", "report.html"),
-    ] {
+    for (template, file) in [("report.md.j2", "report.md"), ("report.html.j2", "report.html")] {
         let text = render(&env, template, &view)?;
         let path: PathBuf = out.join(file);
         std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
@@ -433,8 +330,7 @@ pub fn write_results(results: &Results, out: &Path) -> anyhow::Result<()> {
     let partial_path = out.join("results.json.tmp");
     std::fs::write(&partial_path, serde_json::to_vec_pretty(results)?)
         .with_context(|| format!("cannot write {}", partial_path.display()))?;
-    std::fs::rename(&partial_path, &path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::rename(&partial_path, &path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
 }
 
@@ -444,19 +340,13 @@ mod tests {
 
     #[test]
     fn markdown_escaping_neutralises_tables_and_html() {
-        assert_eq!(
-            escape_markdown("a|b <img src=x onerror=alert(1)>"),
-            "a\\|b &lt;img src=x onerror=alert\\(1\\)&gt;"
-        );
+        assert_eq!(escape_markdown("a|b <img src=x onerror=alert(1)>"), "a\\|b &lt;img src=x onerror=alert\\(1\\)&gt;");
         assert_eq!(escape_markdown("line\nbreak_*x*"), "line break\\_\\*x\\*");
     }
 
     #[test]
     fn significant_digits_suit_tiny_costs() {
-        assert_eq!(
-            significant(Value::from(0.000_002_314_9), Some(3)),
-            "0.00000231"
-        );
+        assert_eq!(significant(Value::from(0.000_002_314_9), Some(3)), "0.00000231");
         assert_eq!(significant(Value::from(12.345), Some(3)), "12.3");
         assert_eq!(fixed(Value::from(()), Some(1)), "n/a");
     }
@@ -467,11 +357,8 @@ mod tests {
         std::fs::create_dir_all(&folder).unwrap();
         std::fs::write(folder.join("summary.txt.j2"), "custom {{ name }}").unwrap();
         let env = environment(Some(&folder));
-        let rendered = env
-            .get_template("summary.txt.j2")
-            .unwrap()
-            .render(minijinja::context! { name => "x\u{1b}[31m" })
-            .unwrap();
+        let rendered =
+            env.get_template("summary.txt.j2").unwrap().render(minijinja::context! { name => "x\u{1b}[31m" }).unwrap();
         assert_eq!(rendered, "custom x[31m");
         assert!(env.get_template("report.md.j2").is_ok());
         std::fs::remove_dir_all(folder).unwrap();

@@ -66,12 +66,8 @@ impl fmt::Display for Diagnostic {
         let mut message = Level::Error.title(&title);
         if let Some(span) = self.span.clone().filter(|_| !self.source.is_empty()) {
             let span = clamp_span(&self.source, span);
-            message = message.snippet(
-                Snippet::source(&self.source)
-                    .origin(&origin)
-                    .fold(true)
-                    .annotation(Level::Error.span(span)),
-            );
+            message = message
+                .snippet(Snippet::source(&self.source).origin(&origin).fold(true).annotation(Level::Error.span(span)));
         } else {
             message = message.footer(Level::Note.title(&origin));
         }
@@ -86,11 +82,7 @@ impl fmt::Display for Diagnostic {
 fn clamp_span(source: &str, span: Range<usize>) -> Range<usize> {
     let end = span.end.min(source.len());
     let start = span.start.min(end);
-    if start == end && end < source.len() {
-        start..end + 1
-    } else {
-        start..end
-    }
+    if start == end && end < source.len() { start..end + 1 } else { start..end }
 }
 
 /// Builds diagnostics for one file; keeps the file's text so spans can be rendered and keys found.
@@ -102,11 +94,7 @@ pub struct DiagnosticSink<'a> {
 
 impl<'a> DiagnosticSink<'a> {
     pub fn new(file: &'a Path, source: &'a str) -> Self {
-        Self {
-            file,
-            source,
-            diagnostics: Vec::new(),
-        }
+        Self { file, source, diagnostics: Vec::new() }
     }
 
     pub fn error(
@@ -129,10 +117,7 @@ impl<'a> DiagnosticSink<'a> {
     /// Converts a serde/TOML error into a located diagnostic with its key path and a did-you-mean hint.
     pub fn from_toml(&mut self, error: &toml::de::Error) {
         let span = error.span();
-        let key_path = span
-            .as_ref()
-            .and_then(|span| key_path_at(self.source, span.start))
-            .unwrap_or_default();
+        let key_path = span.as_ref().and_then(|span| key_path_at(self.source, span.start)).unwrap_or_default();
         let message = error.message().trim().to_string();
         let hint = did_you_mean(&message);
         let message = rephrase(&message);
@@ -140,21 +125,13 @@ impl<'a> DiagnosticSink<'a> {
     }
 
     pub fn into_result(self) -> Result<(), SpecError> {
-        if self.diagnostics.is_empty() {
-            Ok(())
-        } else {
-            Err(SpecError {
-                diagnostics: self.diagnostics,
-            })
-        }
+        if self.diagnostics.is_empty() { Ok(()) } else { Err(SpecError { diagnostics: self.diagnostics }) }
     }
 }
 
 /// serde says "unknown field"; users write keys.
 fn rephrase(message: &str) -> String {
-    message
-        .replace("unknown field", "unknown key")
-        .replace("missing field", "missing key")
+    message.replace("unknown field", "unknown key").replace("missing field", "missing key")
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`" (and the same for variants) names the closest valid one.
@@ -228,13 +205,11 @@ fn walk_value(value: &DeValue<'_>, offset: usize, path: &mut String) {
 fn contains_nested(value: &DeValue<'_>, offset: usize) -> bool {
     match value {
         DeValue::Table(table) => table.iter().any(|(key, value)| {
-            key.span().contains(&offset)
-                || value.span().contains(&offset)
-                || contains_nested(value.get_ref(), offset)
+            key.span().contains(&offset) || value.span().contains(&offset) || contains_nested(value.get_ref(), offset)
         }),
-        DeValue::Array(items) => items
-            .iter()
-            .any(|item| item.span().contains(&offset) || contains_nested(item.get_ref(), offset)),
+        DeValue::Array(items) => {
+            items.iter().any(|item| item.span().contains(&offset) || contains_nested(item.get_ref(), offset))
+        }
         _ => false,
     }
 }
@@ -247,19 +222,14 @@ mod tests {
     fn key_path_names_nested_array_entries() {
         let source = "version = 1\n[[traffic.phases]]\ninitial_users = 1\n[[traffic.phases]]\nduration = \"x\"\n";
         let offset = source.find("\"x\"").unwrap();
-        assert_eq!(
-            key_path_at(source, offset).as_deref(),
-            Some("traffic.phases[1].duration")
-        );
+        assert_eq!(key_path_at(source, offset).as_deref(), Some("traffic.phases[1].duration"));
     }
 
     #[test]
     fn did_you_mean_picks_the_nearest_key() {
-        let message = "unknown field `spwan_rate_per_s`, expected one of `initial_users`, `spawn_rate_per_s`, `duration`";
-        assert_eq!(
-            did_you_mean(message).as_deref(),
-            Some("did you mean `spawn_rate_per_s`?")
-        );
+        let message =
+            "unknown field `spwan_rate_per_s`, expected one of `initial_users`, `spawn_rate_per_s`, `duration`";
+        assert_eq!(did_you_mean(message).as_deref(), Some("did you mean `spawn_rate_per_s`?"));
         assert_eq!(did_you_mean("unknown field `zzzz`, expected `name`"), None);
     }
 }

@@ -309,11 +309,7 @@ impl Traffic {
     /// The ramp's full length, in seconds, when every step runs.
     pub fn duration_s(&self) -> u64 {
         match self {
-            Traffic::Stairs {
-                step_duration_s,
-                steps,
-                ..
-            } => step_duration_s * u64::from(*steps),
+            Traffic::Stairs { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
             Traffic::Phases(phases) => phases.iter().map(|phase| phase.duration_s).sum(),
         }
     }
@@ -331,9 +327,7 @@ pub fn load(path: &Path) -> Result<Job, SpecError> {
             span: None,
             key_path: String::new(),
             message: format!("cannot read the job file: {error}"),
-            hint: Some(
-                "check the path; job files are TOML, like scenarios/quickstart.toml".to_string(),
-            ),
+            hint: Some("check the path; job files are TOML, like scenarios/quickstart.toml".to_string()),
         }],
     })?;
     parse(path, &text)
@@ -346,9 +340,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Job, SpecError> {
         Ok(raw) => raw,
         Err(error) => {
             sink.from_toml(&error);
-            return Err(SpecError {
-                diagnostics: sink.diagnostics,
-            });
+            return Err(SpecError { diagnostics: sink.diagnostics });
         }
     };
     let job = validate(raw, &mut sink, path, text);
@@ -361,12 +353,7 @@ fn span_of<T>(value: &Spanned<T>) -> Option<Range<usize>> {
     (span.end > span.start).then_some(span)
 }
 
-fn validate(
-    raw: RawJobFile,
-    sink: &mut DiagnosticSink<'_>,
-    path: &Path,
-    text: &str,
-) -> Option<Job> {
+fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &str) -> Option<Job> {
     if *raw.version.get_ref() != SUPPORTED_VERSION {
         sink.error(
             span_of(&raw.version),
@@ -411,19 +398,16 @@ fn validate(
 
 fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
     let kind = *raw.kind.get_ref();
-    let method = raw
-        .method
-        .as_ref()
-        .map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
-    if let Some(raw_method) = &raw.method {
-        if hyper::Method::from_bytes(method.as_bytes()).is_err() {
-            sink.error(
-                span_of(raw_method),
-                "target.method",
-                format!("`{}` is not an HTTP method", raw_method.get_ref()),
-                Some("use POST, PUT or GET".into()),
-            );
-        }
+    let method = raw.method.as_ref().map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
+    if let Some(raw_method) = &raw.method
+        && hyper::Method::from_bytes(method.as_bytes()).is_err()
+    {
+        sink.error(
+            span_of(raw_method),
+            "target.method",
+            format!("`{}` is not an HTTP method", raw_method.get_ref()),
+            Some("use POST, PUT or GET".into()),
+        );
     }
     match (&kind, &raw.url) {
         (TargetKind::Reference, Some(url)) => sink.error(
@@ -444,15 +428,15 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
                 None,
             );
         }
-        if let HeaderValue::Inline(text) = value {
-            if hyper::header::HeaderValue::from_str(text).is_err() {
-                sink.error(
-                    None,
-                    format!("target.headers.{name}"),
-                    "the header value has characters HTTP does not allow",
-                    None,
-                );
-            }
+        if let HeaderValue::Inline(text) = value
+            && hyper::header::HeaderValue::from_str(text).is_err()
+        {
+            sink.error(
+                None,
+                format!("target.headers.{name}"),
+                "the header value has characters HTTP does not allow",
+                None,
+            );
         }
     }
     Target {
@@ -460,11 +444,7 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
         http: HttpRequestSpec {
             url: raw.url.as_ref().map(|url| url.get_ref().clone()),
             method,
-            headers: raw
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), value.clone()))
-                .collect(),
+            headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
             timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
         },
     }
@@ -488,19 +468,12 @@ fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
     }
 }
 
-fn validate_payload(
-    raw: &Spanned<RawPayload>,
-    sink: &mut DiagnosticSink<'_>,
-    job_path: &Path,
-) -> Option<Payload> {
+fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, job_path: &Path) -> Option<Payload> {
     let payload = raw.get_ref();
     let body = match (&payload.body, &payload.file) {
         (Some(body), None) => bytes::Bytes::from(body.clone().into_bytes()),
         (None, Some(file)) => {
-            let resolved = job_path
-                .parent()
-                .unwrap_or(Path::new("."))
-                .join(file.get_ref());
+            let resolved = job_path.parent().unwrap_or(Path::new(".")).join(file.get_ref());
             match std::fs::read(&resolved) {
                 Ok(bytes) => bytes::Bytes::from(bytes),
                 Err(error) => {
@@ -525,10 +498,7 @@ fn validate_payload(
         }
     };
     Some(Payload {
-        content_type: payload
-            .content_type
-            .clone()
-            .unwrap_or_else(|| "application/json".to_string()),
+        content_type: payload.content_type.clone().unwrap_or_else(|| "application/json".to_string()),
         accept: payload.accept.clone(),
         body,
     })
@@ -552,11 +522,7 @@ fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) ->
     match (&traffic.stairs, &traffic.phases) {
         (Some(stairs), None) => {
             let stairs_ref = stairs.get_ref();
-            let step_duration_s = whole_seconds(
-                &stairs_ref.step_duration,
-                "traffic.stairs.step_duration",
-                sink,
-            );
+            let step_duration_s = whole_seconds(&stairs_ref.step_duration, "traffic.stairs.step_duration", sink);
             if step_duration_s < 2 && step_duration_s != 0 {
                 sink.error(
                     span_of(&stairs_ref.step_duration),
@@ -581,12 +547,7 @@ fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) ->
         }
         (None, Some(phases)) => {
             if phases.get_ref().is_empty() {
-                sink.error(
-                    span_of(phases),
-                    "traffic.phases",
-                    "needs at least one phase",
-                    None,
-                );
+                sink.error(span_of(phases), "traffic.phases", "needs at least one phase", None);
             }
             let phases = phases
                 .get_ref()
@@ -594,9 +555,7 @@ fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) ->
                 .enumerate()
                 .map(|(index, phase)| {
                     let phase = phase.get_ref();
-                    if !(phase.spawn_rate_per_s.get_ref().is_finite()
-                        && *phase.spawn_rate_per_s.get_ref() >= 0.0)
-                    {
+                    if !(phase.spawn_rate_per_s.get_ref().is_finite() && *phase.spawn_rate_per_s.get_ref() >= 0.0) {
                         sink.error(
                             span_of(&phase.spawn_rate_per_s),
                             format!("traffic.phases[{index}].spawn_rate_per_s"),
@@ -607,11 +566,7 @@ fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) ->
                     Phase {
                         initial_users: phase.initial_users,
                         spawn_rate_per_s: *phase.spawn_rate_per_s.get_ref(),
-                        duration_s: whole_seconds(
-                            &phase.duration,
-                            &format!("traffic.phases[{index}].duration"),
-                            sink,
-                        ),
+                        duration_s: whole_seconds(&phase.duration, &format!("traffic.phases[{index}].duration"), sink),
                     }
                 })
                 .collect();
@@ -622,10 +577,7 @@ fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) ->
                 span_of(raw),
                 "traffic",
                 "give exactly one traffic pattern: `[traffic.stairs]` or `[[traffic.phases]]`",
-                Some(
-                    "e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6"
-                        .into(),
-                ),
+                Some("e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6".into()),
             );
             None
         }
@@ -635,26 +587,21 @@ fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) ->
 fn positive(value: &Spanned<f64>, key: &str, sink: &mut DiagnosticSink<'_>) -> f64 {
     let number = *value.get_ref();
     if !(number.is_finite() && number > 0.0) {
-        sink.error(
-            span_of(value),
-            key,
-            format!("must be a positive number, not {number}"),
-            None,
-        );
+        sink.error(span_of(value), key, format!("must be a positive number, not {number}"), None);
     }
     number
 }
 
 fn validate_stopping(raw: &RawStopping, sink: &mut DiagnosticSink<'_>) -> Stopping {
-    if let Some(max) = &raw.max_invocations {
-        if *max.get_ref() == 0 {
-            sink.error(
-                span_of(max),
-                "stopping.max_invocations",
-                "must be at least 1",
-                Some("leave it out for no limit".into()),
-            );
-        }
+    if let Some(max) = &raw.max_invocations
+        && *max.get_ref() == 0
+    {
+        sink.error(
+            span_of(max),
+            "stopping.max_invocations",
+            "must be at least 1",
+            Some("leave it out for no limit".into()),
+        );
     }
     let latency_thresholds = raw
         .latency_thresholds
@@ -678,9 +625,7 @@ fn validate_stopping(raw: &RawStopping, sink: &mut DiagnosticSink<'_>) -> Stoppi
 
 fn validate_requirements(raw: &RawRequirements, sink: &mut DiagnosticSink<'_>) -> Requirements {
     let slo = raw.latency_ms.as_ref().map(|latency| LatencyThreshold {
-        percentile: raw
-            .percentile
-            .unwrap_or(Percentile::new(99.0).expect("p99 is valid")),
+        percentile: raw.percentile.unwrap_or(Percentile::new(99.0).expect("p99 is valid")),
         latency_ms: positive(latency, "requirements.latency_ms", sink),
     });
     let headroom_percent = raw.headroom_percent.as_ref().map_or(0.0, |headroom| {
@@ -727,7 +672,12 @@ fn validate_configurations(
             let key = |field: &str| format!("configurations[{index}].{field}");
             let name = config.name.get_ref();
             if names.contains(&name.as_str()) {
-                sink.error(span_of(&config.name), key("name"), format!("another configuration is already named `{name}`"), Some("configuration names must be unique".into()));
+                sink.error(
+                    span_of(&config.name),
+                    key("name"),
+                    format!("another configuration is already named `{name}`"),
+                    Some("configuration names must be unique".into()),
+                );
             }
             names.push(name);
             if *config.instance_count.get_ref() == 0 {
@@ -740,7 +690,15 @@ fn validate_configurations(
                     0.0
                 }
                 None => {
-                    sink.error(span_of(&config.name), key("price_per_hour_usd"), "missing key `price_per_hour_usd`", Some("plateau needs each configuration's price to rank by cost, e.g. price_per_hour_usd = 0.23".into()));
+                    sink.error(
+                        span_of(&config.name),
+                        key("price_per_hour_usd"),
+                        "missing key `price_per_hour_usd`",
+                        Some(
+                            "plateau needs each configuration's price to rank by cost, e.g. price_per_hour_usd = 0.23"
+                                .into(),
+                        ),
+                    );
                     0.0
                 }
             };
@@ -794,12 +752,7 @@ fn validate_reference(
         (TargetKind::Reference, Some(reference)) => {
             let model = reference.get_ref();
             if *model.workers.get_ref() == 0 {
-                sink.error(
-                    span_of(&model.workers),
-                    key(".workers"),
-                    "must be at least 1",
-                    None,
-                );
+                sink.error(span_of(&model.workers), key(".workers"), "must be at least 1", None);
             }
             let service_time_ms = positive(&model.service_time_ms, &key(".service_time_ms"), sink);
             let cv = match (model.distribution, &model.cv) {
@@ -813,9 +766,9 @@ fn validate_reference(
                     );
                     0.0
                 }
-                (ServiceTimeDistribution::Lognormal, cv) => cv
-                    .as_ref()
-                    .map_or(0.5, |cv| positive(cv, &key(".cv"), sink)),
+                (ServiceTimeDistribution::Lognormal, cv) => {
+                    cv.as_ref().map_or(0.5, |cv| positive(cv, &key(".cv"), sink))
+                }
             };
             Some(ReferenceModel {
                 workers: *model.workers.get_ref(),

@@ -24,9 +24,7 @@ impl Percentile {
 impl TryFrom<String> for Percentile {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        let number = text
-            .strip_prefix(['p', 'P'])
-            .and_then(|rest| rest.parse::<f64>().ok());
+        let number = text.strip_prefix(['p', 'P']).and_then(|rest| rest.parse::<f64>().ok());
         number.and_then(Percentile::new).ok_or_else(|| {
             format!("invalid percentile `{text}`: expected `p` and a number between 0 and 100, like \"p50\", \"p99\" or \"p99.9\"")
         })
@@ -53,9 +51,11 @@ pub struct DurationValue(pub Duration);
 impl TryFrom<String> for DurationValue {
     type Error = String;
     fn try_from(text: String) -> Result<Self, String> {
-        humantime::parse_duration(text.trim())
-            .map(DurationValue)
-            .map_err(|error| format!("invalid duration `{text}` ({error}): expected a number with a unit, like \"30s\", \"2m\" or \"500ms\""))
+        humantime::parse_duration(text.trim()).map(DurationValue).map_err(|error| {
+            format!(
+                "invalid duration `{text}` ({error}): expected a number with a unit, like \"30s\", \"2m\" or \"500ms\""
+            )
+        })
     }
 }
 
@@ -65,24 +65,15 @@ mod tests {
 
     #[test]
     fn percentiles_parse_and_reject_out_of_range() {
-        assert_eq!(
-            Percentile::try_from("p99.9".to_string()).unwrap().value(),
-            99.9
-        );
-        assert_eq!(
-            Percentile::try_from("P50".to_string()).unwrap().to_string(),
-            "p50"
-        );
+        assert_eq!(Percentile::try_from("p99.9".to_string()).unwrap().value(), 99.9);
+        assert_eq!(Percentile::try_from("P50".to_string()).unwrap().to_string(), "p50");
         assert!(Percentile::try_from("p100".to_string()).is_err());
         assert!(Percentile::try_from("99".to_string()).is_err());
     }
 
     #[test]
     fn durations_need_units() {
-        assert_eq!(
-            DurationValue::try_from("2m".to_string()).unwrap().0,
-            Duration::from_secs(120)
-        );
+        assert_eq!(DurationValue::try_from("2m".to_string()).unwrap().0, Duration::from_secs(120));
         assert!(DurationValue::try_from("120".to_string()).is_err());
     }
 }

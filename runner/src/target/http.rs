@@ -36,60 +36,37 @@ struct RequestTemplate {
 impl HttpTarget {
     /// Builds the target for `url`; header values from the environment are resolved here and marked sensitive.
     pub fn new(url: &str, spec: &HttpRequestSpec, payload: &Payload) -> anyhow::Result<Self> {
-        let uri: Uri = url
-            .parse()
-            .with_context(|| format!("`{url}` is not a valid URL"))?;
+        let uri: Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
         if uri.scheme_str() != Some("http") {
             bail!("`{url}`: only http:// URLs are supported");
         }
         let host = uri.host().ok_or_else(|| anyhow!("`{url}` has no host"))?;
         let port = uri.port_u16().unwrap_or(80);
         let address = format!("{host}:{port}");
-        let path = uri
-            .path_and_query()
-            .map_or("/", |path| path.as_str())
-            .parse::<Uri>()?;
+        let path = uri.path_and_query().map_or("/", |path| path.as_str()).parse::<Uri>()?;
 
         let mut headers = HeaderMap::new();
-        let authority = uri
-            .authority()
-            .map_or(address.clone(), |authority| authority.to_string());
+        let authority = uri.authority().map_or(address.clone(), |authority| authority.to_string());
         headers.insert(header::HOST, authority.parse()?);
-        headers.insert(
-            header::USER_AGENT,
-            concat!("plateau/", env!("CARGO_PKG_VERSION")).parse()?,
-        );
+        headers.insert(header::USER_AGENT, concat!("plateau/", env!("CARGO_PKG_VERSION")).parse()?);
         headers.insert(
             header::CONTENT_TYPE,
-            payload
-                .content_type
-                .parse()
-                .context("payload.content_type is not a valid header value")?,
+            payload.content_type.parse().context("payload.content_type is not a valid header value")?,
         );
         if let Some(accept) = &payload.accept {
-            headers.insert(
-                header::ACCEPT,
-                accept
-                    .parse()
-                    .context("payload.accept is not a valid header value")?,
-            );
+            headers.insert(header::ACCEPT, accept.parse().context("payload.accept is not a valid header value")?);
         }
         for (name, value) in &spec.headers {
-            let name: HeaderName = name
-                .parse()
-                .with_context(|| format!("`{name}` is not a valid header name"))?;
+            let name: HeaderName = name.parse().with_context(|| format!("`{name}` is not a valid header name"))?;
             let value = match value {
                 HeaderValue::Inline(text) => text.parse()?,
                 HeaderValue::Env { env } => {
                     let secret = std::env::var(env).with_context(|| {
-                        format!(
-                            "header `{name}` reads environment variable `{env}`, which is not set"
-                        )
+                        format!("header `{name}` reads environment variable `{env}`, which is not set")
                     })?;
-                    let mut value: hyper::header::HeaderValue =
-                        secret.parse().with_context(|| {
-                            format!("environment variable `{env}` is not a valid header value")
-                        })?;
+                    let mut value: hyper::header::HeaderValue = secret
+                        .parse()
+                        .with_context(|| format!("environment variable `{env}` is not a valid header value"))?;
                     value.set_sensitive(true);
                     value
                 }
@@ -113,10 +90,7 @@ impl HttpTarget {
 impl Target for HttpTarget {
     type Session = HttpSession;
     fn session(&self) -> HttpSession {
-        HttpSession {
-            template: Arc::clone(&self.shared),
-            sender: None,
-        }
+        HttpSession { template: Arc::clone(&self.shared), sender: None }
     }
 }
 
@@ -137,9 +111,7 @@ impl RequestTemplate {
     async fn connect(&self) -> std::io::Result<SendRequest<Full<Bytes>>> {
         let stream = TcpStream::connect(&self.address).await?;
         stream.set_nodelay(true)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(std::io::Error::other)?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await.map_err(std::io::Error::other)?;
         // The connection task ends when the sender is dropped or the server closes the connection.
         tokio::spawn(connection);
         Ok(sender)
@@ -149,10 +121,10 @@ impl RequestTemplate {
 impl HttpSession {
     /// A connection ready for the next request: the current one if it is still open, else a new one.
     async fn ready_sender(&mut self) -> Result<SendRequest<Full<Bytes>>, ErrorClass> {
-        if let Some(mut sender) = self.sender.take() {
-            if sender.ready().await.is_ok() {
-                return Ok(sender);
-            }
+        if let Some(mut sender) = self.sender.take()
+            && sender.ready().await.is_ok()
+        {
+            return Ok(sender);
         }
         let connect = tokio::time::timeout(self.template.timeout, self.template.connect());
         match connect.await {
@@ -182,12 +154,8 @@ impl Session for HttpSession {
             Ok::<StatusCode, hyper::Error>(status)
         };
         match tokio::time::timeout(self.template.timeout, exchange).await {
-            Err(_) => Outcome::Failure {
-                class: ErrorClass::Timeout,
-            },
-            Ok(Err(_)) => Outcome::Failure {
-                class: ErrorClass::Other,
-            },
+            Err(_) => Outcome::Failure { class: ErrorClass::Timeout },
+            Ok(Err(_)) => Outcome::Failure { class: ErrorClass::Other },
             Ok(Ok(status)) => {
                 let latency_us = start.elapsed().as_micros() as u64;
                 self.sender = Some(sender);

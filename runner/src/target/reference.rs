@@ -62,11 +62,8 @@ impl ServiceModel {
         let lognormal = (model.distribution == ServiceTimeDistribution::Lognormal).then(|| {
             // Mean m and coefficient of variation cv: sigma^2 = ln(1 + cv^2), mu = ln(m) - sigma^2 / 2.
             let sigma_squared = (1.0 + model.cv * model.cv).ln();
-            LogNormal::new(
-                model.service_time_ms.ln() - sigma_squared / 2.0,
-                sigma_squared.sqrt(),
-            )
-            .expect("validated parameters")
+            LogNormal::new(model.service_time_ms.ln() - sigma_squared / 2.0, sigma_squared.sqrt())
+                .expect("validated parameters")
         });
         let now = Instant::now();
         Self {
@@ -94,11 +91,7 @@ impl ServiceModel {
     /// Queues FIFO for a worker, then holds it for one service time.
     async fn serve(&self) -> Duration {
         let arrival = Instant::now();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
+        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
         let service = self.draw_service();
         let due = {
             let mut free_at = self.worker_free_at.lock().expect("worker lock");
@@ -110,30 +103,19 @@ impl ServiceModel {
         tokio::time::sleep_until(due.into()).await;
         let lateness = Instant::now().saturating_duration_since(due);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
-        self.stats
-            .service_us_total
-            .fetch_add(service.as_micros() as u64, Ordering::Relaxed);
-        self.stats
-            .lateness_us_total
-            .fetch_add(lateness.as_micros() as u64, Ordering::Relaxed);
+        self.stats.service_us_total.fetch_add(service.as_micros() as u64, Ordering::Relaxed);
+        self.stats.lateness_us_total.fetch_add(lateness.as_micros() as u64, Ordering::Relaxed);
         service
     }
 
     fn realized(&self) -> Realized {
         let served = self.stats.served.load(Ordering::Relaxed);
         let per_request_ms = |total: &AtomicU64| {
-            if served == 0 {
-                0.0
-            } else {
-                total.load(Ordering::Relaxed) as f64 / served as f64 / 1000.0
-            }
+            if served == 0 { 0.0 } else { total.load(Ordering::Relaxed) as f64 / served as f64 / 1000.0 }
         };
         let mean_service_ms = per_request_ms(&self.stats.service_us_total);
-        let realized_capacity_rps = if mean_service_ms > 0.0 {
-            f64::from(self.model.workers) * 1000.0 / mean_service_ms
-        } else {
-            0.0
-        };
+        let realized_capacity_rps =
+            if mean_service_ms > 0.0 { f64::from(self.model.workers) * 1000.0 / mean_service_ms } else { 0.0 };
         Realized {
             served,
             nominal_capacity_rps: self.model.capacity_rps(),
@@ -153,25 +135,13 @@ pub struct ReferenceServer {
 
 impl ReferenceServer {
     /// Binds `address` (port 0 picks a free one) and serves until stopped.
-    pub async fn start(
-        model: ReferenceModel,
-        seed: u64,
-        address: SocketAddr,
-    ) -> std::io::Result<Self> {
+    pub async fn start(model: ReferenceModel, seed: u64, address: SocketAddr) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
         let service = Arc::new(ServiceModel::new(model, seed));
         let shutdown = CancellationToken::new();
-        tokio::spawn(accept_loop(
-            listener,
-            Arc::clone(&service),
-            shutdown.clone(),
-        ));
-        Ok(Self {
-            address,
-            service,
-            shutdown,
-        })
+        tokio::spawn(accept_loop(listener, Arc::clone(&service), shutdown.clone()));
+        Ok(Self { address, service, shutdown })
     }
 
     pub fn url(&self) -> String {
@@ -202,11 +172,7 @@ impl Drop for ReferenceServer {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    service: Arc<ServiceModel>,
-    shutdown: CancellationToken,
-) {
+async fn accept_loop(listener: TcpListener, service: Arc<ServiceModel>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -236,8 +202,7 @@ async fn accept_loop(
                     Ok::<_, hyper::Error>(response.expect("static response parts are valid"))
                 }
             });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), handler);
+            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), handler);
             tokio::select! {
                 _ = connection => {}
                 _ = shutdown.cancelled() => {}
@@ -261,19 +226,12 @@ impl ResourceSource for BusyWorkers {
     fn sample(&mut self) -> ResourceSample {
         let now = Instant::now();
         let service_us = self.service.stats.service_us_total.load(Ordering::Relaxed);
-        let capacity_us = now.duration_since(self.last_at).as_micros() as f64
-            * f64::from(self.service.model.workers);
-        let busy_percent = if capacity_us > 0.0 {
-            (service_us - self.last_service_us) as f64 / capacity_us * 100.0
-        } else {
-            0.0
-        };
+        let capacity_us = now.duration_since(self.last_at).as_micros() as f64 * f64::from(self.service.model.workers);
+        let busy_percent =
+            if capacity_us > 0.0 { (service_us - self.last_service_us) as f64 / capacity_us * 100.0 } else { 0.0 };
         self.last_at = now;
         self.last_service_us = service_us;
-        ResourceSample {
-            cpu_percent: Some(busy_percent.min(100.0)),
-            memory_percent: None,
-        }
+        ResourceSample { cpu_percent: Some(busy_percent.min(100.0)), memory_percent: None }
     }
 }
 
@@ -283,12 +241,8 @@ mod tests {
 
     #[tokio::test]
     async fn queued_requests_start_on_the_virtual_clock() {
-        let model = ReferenceModel {
-            workers: 2,
-            service_time_ms: 10.0,
-            distribution: ServiceTimeDistribution::Fixed,
-            cv: 0.0,
-        };
+        let model =
+            ReferenceModel { workers: 2, service_time_ms: 10.0, distribution: ServiceTimeDistribution::Fixed, cv: 0.0 };
         let service = Arc::new(ServiceModel::new(model, 1));
         let started = Instant::now();
         let requests: Vec<_> = (0..20)
@@ -320,10 +274,7 @@ mod tests {
         };
         let service = ServiceModel::new(model, 7);
         let count = 20_000;
-        let mean_ms = (0..count)
-            .map(|_| service.draw_service().as_secs_f64() * 1000.0)
-            .sum::<f64>()
-            / count as f64;
+        let mean_ms = (0..count).map(|_| service.draw_service().as_secs_f64() * 1000.0).sum::<f64>() / count as f64;
         assert!((mean_ms - 20.0).abs() < 0.4, "mean {mean_ms}");
     }
 }
