@@ -42,9 +42,8 @@ enum Command {
         /// Output folder [default: plateau-out/<job name>-<UTC time>].
         #[arg(long)]
         out: Option<PathBuf>,
-        /// A folder of templates that replace the built-in ones of the same name.
-        #[arg(long)]
-        templates: Option<PathBuf>,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Check job files without sending a request; every error is printed with its location.
     Validate {
@@ -57,8 +56,8 @@ enum Command {
         /// Output folder [default: the folder of the results file].
         #[arg(long)]
         out: Option<PathBuf>,
-        #[arg(long)]
-        templates: Option<PathBuf>,
+        #[command(flatten)]
+        report: ReportArgs,
     },
     /// Serve the reference endpoint on its own, so any load tool can be pointed at it.
     ServeReference {
@@ -81,6 +80,22 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct ReportArgs {
+    /// A folder of templates that replace the built-in ones of the same name [job file: report.templates].
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+    /// Also render this template into the output folder, named as the file less `.j2` (repeatable).
+    #[arg(long = "template", value_name = "FILE")]
+    extra: Vec<PathBuf>,
+}
+
+impl ReportArgs {
+    fn options(self, job_templates: Option<PathBuf>) -> report::ReportOptions {
+        report::ReportOptions { templates: self.templates.or(job_templates), extra: self.extra }
+    }
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum DistributionArg {
     Fixed,
@@ -98,9 +113,9 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, templates } => run(&job, out, templates.as_deref()).await,
+            Command::Run { job, out, report } => run(&job, out, report).await,
             Command::Validate { files } => Ok(validate(&files)),
-            Command::Report { results, out, templates } => rerender(&results, out, templates.as_deref()),
+            Command::Report { results, out, report } => rerender(&results, out, report.options(None)),
             Command::ServeReference { workers, service_ms, distribution, cv, host, port, seed } => {
                 let distribution = match distribution {
                     DistributionArg::Fixed => ServiceTimeDistribution::Fixed,
@@ -147,7 +162,7 @@ fn validate(files: &[PathBuf]) -> Exit {
     exit
 }
 
-fn rerender(results_path: &Path, out: Option<PathBuf>, templates: Option<&Path>) -> anyhow::Result<Exit> {
+fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOptions) -> anyhow::Result<Exit> {
     let text = match std::fs::read_to_string(results_path) {
         Ok(text) => text,
         Err(error) => {
@@ -164,7 +179,7 @@ fn rerender(results_path: &Path, out: Option<PathBuf>, templates: Option<&Path>)
     };
     let out = out.unwrap_or_else(|| results_path.parent().unwrap_or(Path::new(".")).to_path_buf());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    let summary = report::write_all(&results, &out, templates)?;
+    let summary = report::write_all(&results, &out, &options)?;
     print!("{summary}");
     println!("reports: {}", out.display());
     Ok(Exit::Success)
@@ -207,14 +222,6 @@ async fn shutdown_signal() {
     }
 }
 
-/// A name made safe for a file or folder: letters, digits, `-`, `_` and `.`, the rest as `-`.
-fn file_safe(name: &str) -> String {
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
-    let trimmed = safe.trim_matches(['-', '.']);
-    if trimmed.is_empty() { "job".to_string() } else { trimmed.chars().take(64).collect() }
-}
-
 fn utc_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
@@ -233,7 +240,7 @@ fn host() -> Host {
     }
 }
 
-async fn run(job_path: &Path, out: Option<PathBuf>, templates: Option<&Path>) -> anyhow::Result<Exit> {
+async fn run(job_path: &Path, out: Option<PathBuf>, report_args: ReportArgs) -> anyhow::Result<Exit> {
     let job = match spec::load(job_path) {
         Ok(job) => job,
         Err(error) => {
@@ -242,10 +249,11 @@ async fn run(job_path: &Path, out: Option<PathBuf>, templates: Option<&Path>) ->
         }
     };
     let plan = plan::plan(&job);
+    let report_options = report_args.options(job.report_templates.clone());
     let started_at = utc_now();
     let out = out.unwrap_or_else(|| {
         let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        PathBuf::from("plateau-out").join(format!("{}-{stamp}", file_safe(&job.name)))
+        PathBuf::from("plateau-out").join(format!("{}-{stamp}", report::file_stem(&job.name)))
     });
     std::fs::create_dir_all(out.join("series"))
         .with_context(|| format!("cannot create the output folder {}", out.display()))?;
@@ -311,7 +319,7 @@ async fn run(job_path: &Path, out: Option<PathBuf>, templates: Option<&Path>) ->
     let recommended = recommendation.configuration.is_some();
     results.recommendation = Some(recommendation);
     results.manifest.ended_at = utc_now();
-    let summary = report::write_all(&results, &out, templates)?;
+    let summary = report::write_all(&results, &out, &report_options)?;
     println!();
     print!("{summary}");
     println!("results: {}", out.display());
@@ -387,7 +395,7 @@ async fn run_configuration(
         Err(error) => return failed(run, ramp_s, &error),
     };
     let schedule = Schedule::new(&job.traffic);
-    let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, file_safe(&configuration.name));
+    let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, report::file_stem(&configuration.name));
     let resources: Option<Box<dyn ResourceSource>> =
         server.as_ref().map(|server| Box::new(server.busy_workers()) as Box<dyn ResourceSource>);
     let utilization_source = resources.as_ref().map(|source| source.label().to_string());

@@ -16,7 +16,8 @@ use crate::results::{ConfigurationResult, Results, StepResult};
 use chart::{Chart, ChartSpec, SeriesData};
 
 /// The built-in templates, compiled in so the binary works from any folder.
-const BUILT_IN: [(&str, &str); 3] = [
+const BUILT_IN: [(&str, &str); 4] = [
+    ("chart.svg.j2", include_str!("../../../reports/chart.svg.j2")),
     ("report.html.j2", include_str!("../../../reports/report.html.j2")),
     ("report.md.j2", include_str!("../../../reports/report.md.j2")),
     ("summary.txt.j2", include_str!("../../../reports/summary.txt.j2")),
@@ -28,7 +29,16 @@ pub struct ReportView<'a> {
     pub results: &'a Results,
     pub configurations: Vec<ConfigurationView<'a>>,
     /// Cost per hour against throughput for every configuration, the recommendation highlighted.
-    pub overview_chart: Option<Chart>,
+    pub overview_chart: Option<RenderedChart>,
+}
+
+/// A chart rendered by `chart.svg.j2`: embedded by the HTML report, saved as `file` for the Markdown one.
+#[derive(Serialize)]
+pub struct RenderedChart {
+    pub title: String,
+    /// Where `write_all` saves the SVG, relative to the reports.
+    pub file: String,
+    pub svg: String,
 }
 
 #[derive(Serialize)]
@@ -37,26 +47,44 @@ pub struct ConfigurationView<'a> {
     pub verdict: Option<&'a Verdict>,
     pub recommended: bool,
     pub plateau_step: Option<&'a StepResult>,
-    pub charts: Vec<Chart>,
+    pub charts: Vec<RenderedChart>,
 }
 
-pub fn view(results: &Results) -> ReportView<'_> {
+fn render_chart(env: &Environment<'_>, file_stem: String, chart: Chart) -> anyhow::Result<RenderedChart> {
+    let svg = env.get_template("chart.svg.j2")?.render(minijinja::context! { chart => &chart })?;
+    Ok(RenderedChart { title: chart.title, file: format!("charts/{file_stem}.svg"), svg })
+}
+
+pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> anyhow::Result<ReportView<'a>> {
     let recommended =
         results.recommendation.as_ref().and_then(|recommendation| recommendation.configuration.as_deref());
-    let configurations = results
-        .configurations
-        .iter()
-        .map(|result| ConfigurationView {
+    let mut configurations = Vec::new();
+    for (index, result) in results.configurations.iter().enumerate() {
+        let charts = configuration_charts(result, results)
+            .into_iter()
+            .map(|(kind, chart)| render_chart(env, format!("{:02}-{}-{kind}", index + 1, file_stem(&result.name)), chart))
+            .collect::<anyhow::Result<_>>()?;
+        configurations.push(ConfigurationView {
             result,
             verdict: results.recommendation.as_ref().and_then(|recommendation| {
                 recommendation.ranking.iter().find(|verdict| verdict.configuration == result.name)
             }),
             recommended: recommended == Some(result.name.as_str()),
             plateau_step: plateau_step(result),
-            charts: configuration_charts(result, results),
-        })
-        .collect();
-    ReportView { results, configurations, overview_chart: overview_chart(results, recommended) }
+            charts,
+        });
+    }
+    let overview_chart =
+        overview_chart(results, recommended).map(|chart| render_chart(env, "overview".to_string(), chart)).transpose()?;
+    Ok(ReportView { results, configurations, overview_chart })
+}
+
+/// A name made safe for a file or folder: letters, digits, `-`, `_` and `.`, the rest as `-`.
+pub fn file_stem(name: &str) -> String {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
+    let trimmed = safe.trim_matches(['-', '.']);
+    if trimmed.is_empty() { "unnamed".to_string() } else { trimmed.chars().take(64).collect() }
 }
 
 fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
@@ -64,7 +92,7 @@ fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
     result.steps.iter().filter(|step| step.complete).nth(plateau.step)
 }
 
-fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<Chart> {
+fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<(&'static str, Chart)> {
     let steps: Vec<&StepResult> = result.steps.iter().filter(|step| step.complete).collect();
     if steps.is_empty() {
         return Vec::new();
@@ -146,7 +174,12 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             SeriesData::line("p99", per_second(|second| second.p99_ms)),
         ],
     );
-    vec![throughput, latency, throughput_over_time, latency_over_time]
+    vec![
+        ("throughput", throughput),
+        ("latency", latency),
+        ("throughput-over-time", throughput_over_time),
+        ("latency-over-time", latency_over_time),
+    ]
 }
 
 fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart> {
@@ -232,6 +265,7 @@ fn auto_escape(name: &str) -> AutoEscape {
     match name.rsplit('.').next() {
         Some("md") => AutoEscape::Custom(MARKDOWN),
         Some("txt") => AutoEscape::Custom(TERMINAL),
+        Some("svg") => AutoEscape::Html,
         _ => minijinja::default_auto_escape_callback(name),
     }
 }
@@ -311,17 +345,42 @@ pub fn render(env: &Environment<'_>, template: &str, view: &ReportView<'_>) -> a
     template.render(view).map_err(|error| anyhow::anyhow!("cannot render `{}`: {error:#}", template.name()))
 }
 
-/// Writes `results.json`, `report.md` and `report.html` into `out`; returns the terminal summary.
-pub fn write_all(results: &Results, out: &Path, templates: Option<&Path>) -> anyhow::Result<String> {
+/// Where templates come from and which extra ones to render.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// A folder whose templates replace the built-in ones of the same name.
+    pub templates: Option<PathBuf>,
+    /// Further templates to render, each into `out` under its file name less `.j2`.
+    pub extra: Vec<PathBuf>,
+}
+
+/// Writes `results.json`, `report.md`, `report.html`, the charts and any extra templates into `out`; returns the
+/// terminal summary.
+pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> anyhow::Result<String> {
     write_results(results, out)?;
-    let env = environment(templates);
-    let view = view(results);
-    for (template, file) in [("report.md.j2", "report.md"), ("report.html.j2", "report.html")] {
-        let text = render(&env, template, &view)?;
-        let path: PathBuf = out.join(file);
-        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+    let mut env = environment(options.templates.as_deref());
+    let mut outputs = vec![("report.md.j2".to_string(), "report.md".to_string()), ("report.html.j2".to_string(), "report.html".to_string())];
+    for path in &options.extra {
+        let name = path.file_name().and_then(|name| name.to_str()).context("a template needs a file name")?.to_string();
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read template {}", path.display()))?;
+        env.add_template_owned(name.clone(), text).with_context(|| format!("template {} has a syntax error", path.display()))?;
+        outputs.push((name.clone(), name.strip_suffix(".j2").unwrap_or(&name).to_string()));
+    }
+    let view = view(results, &env)?;
+    let charts_folder = out.join("charts");
+    std::fs::create_dir_all(&charts_folder).with_context(|| format!("cannot create {}", charts_folder.display()))?;
+    let all_charts = view.overview_chart.iter().chain(view.configurations.iter().flat_map(|configuration| &configuration.charts));
+    for chart in all_charts {
+        write_file(&out.join(&chart.file), &chart.svg)?;
+    }
+    for (template, file) in outputs {
+        write_file(&out.join(file), &render(&env, &template, &view)?)?;
     }
     render(&env, "summary.txt.j2", &view)
+}
+
+fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes `results.json` atomically, so a reader never sees half a file.

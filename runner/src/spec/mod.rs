@@ -37,6 +37,15 @@ struct RawJobFile {
     #[serde(default)]
     requirements: RawRequirements,
     configurations: Spanned<Vec<RawConfiguration>>,
+    #[serde(default)]
+    report: RawReport,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawReport {
+    /// A folder of templates replacing the built-in ones of the same name, relative to the job file.
+    templates: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -204,6 +213,8 @@ pub struct Job {
     pub stopping: Stopping,
     pub requirements: Requirements,
     pub configurations: Vec<Configuration>,
+    /// `[report] templates`, resolved against the job file's folder.
+    pub report_templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -348,6 +359,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Job, SpecError> {
     Ok(job.expect("validation without diagnostics yields a job"))
 }
 
+/// A path from the job file, relative to the job file's folder.
+fn relative_to(job_path: &Path, path: &Path) -> PathBuf {
+    job_path.parent().unwrap_or(Path::new(".")).join(path)
+}
+
 fn span_of<T>(value: &Spanned<T>) -> Option<Range<usize>> {
     let span = value.span();
     (span.end > span.start).then_some(span)
@@ -375,7 +391,19 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     let traffic = validate_traffic(&raw.traffic, sink);
     let stopping = validate_stopping(&raw.stopping, sink);
     let requirements = validate_requirements(&raw.requirements, sink);
-    let configurations = validate_configurations(&raw.configurations, target.kind, sink);
+    let configurations = validate_configurations(&raw.configurations, &target, sink);
+    let report_templates = raw.report.templates.as_ref().map(|folder| {
+        let resolved = relative_to(path, folder.get_ref());
+        if !resolved.is_dir() {
+            sink.error(
+                span_of(folder),
+                "report.templates",
+                format!("`{}` is not a folder", resolved.display()),
+                Some("paths are relative to the job file".into()),
+            );
+        }
+        resolved
+    });
 
     let job = Job {
         source: JobSource {
@@ -392,6 +420,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         stopping,
         requirements,
         configurations,
+        report_templates,
     };
     Some(job)
 }
@@ -473,7 +502,7 @@ fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, jo
     let body = match (&payload.body, &payload.file) {
         (Some(body), None) => bytes::Bytes::from(body.clone().into_bytes()),
         (None, Some(file)) => {
-            let resolved = job_path.parent().unwrap_or(Path::new(".")).join(file.get_ref());
+            let resolved = relative_to(job_path, file.get_ref());
             match std::fs::read(&resolved) {
                 Ok(bytes) => bytes::Bytes::from(bytes),
                 Err(error) => {
@@ -653,9 +682,10 @@ fn validate_requirements(raw: &RawRequirements, sink: &mut DiagnosticSink<'_>) -
 
 fn validate_configurations(
     raw: &Spanned<Vec<RawConfiguration>>,
-    kind: TargetKind,
+    target: &Target,
     sink: &mut DiagnosticSink<'_>,
 ) -> Vec<Configuration> {
+    let kind = target.kind;
     if raw.get_ref().is_empty() {
         sink.error(
             span_of(raw),
@@ -703,6 +733,14 @@ fn validate_configurations(
                 }
             };
             let reference = validate_reference(config, kind, index, sink);
+            if kind == TargetKind::Http && config.url.is_none() && target.http.url.is_none() {
+                sink.error(
+                    span_of(&config.name),
+                    key("url"),
+                    "no URL to send requests to",
+                    Some("set `url` under [target], or on each configuration".into()),
+                );
+            }
             if let Some(url) = &config.url {
                 if kind == TargetKind::Http {
                     check_url(url, &key("url"), sink);
