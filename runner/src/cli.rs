@@ -17,6 +17,7 @@ use crate::exit::Exit;
 use crate::measure::ResourceSource;
 use crate::plan::{self, TestRun};
 use crate::report;
+use crate::report::compare::FailRule;
 use crate::results::{ConfigurationResult, Host, JobSummary, Manifest, RESULTS_VERSION, Results, RunStatus};
 use crate::spec::{self, Job, ReferenceModel, ServiceTimeDistribution, TargetKind};
 use crate::target::http::HttpTarget;
@@ -59,6 +60,21 @@ enum Command {
         #[command(flatten)]
         report: ReportArgs,
     },
+    /// Compare two results files for a pull-request check: Markdown (or JSON, JUnit XML) on stdout, exit code 4
+    /// when a --fail-on rule fires.
+    Compare {
+        base: PathBuf,
+        head: PathBuf,
+        /// A rule that fails the check, e.g. "max_invocations < -5%", "p99 > +10%", "recommendation changed"
+        /// (repeatable). Rules fire only on changes larger than the runs' own noise.
+        #[arg(long = "fail-on", value_name = "RULE")]
+        fail_on: Vec<String>,
+        #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
+        format: CompareFormat,
+        /// Write here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Serve the reference endpoint on its own, so any load tool can be pointed at it.
     ServeReference {
         #[arg(long, default_value_t = 4)]
@@ -97,6 +113,13 @@ impl ReportArgs {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum CompareFormat {
+    Markdown,
+    Json,
+    Junit,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum DistributionArg {
     Fixed,
     Lognormal,
@@ -115,6 +138,7 @@ pub fn main() -> Exit {
         match cli.command {
             Command::Run { job, out, report } => run(&job, out, report).await,
             Command::Validate { files } => Ok(validate(&files)),
+            Command::Compare { base, head, fail_on, format, out } => compare(&base, &head, &fail_on, format, out.as_deref()),
             Command::Report { results, out, report } => rerender(&results, out, report.options(None)),
             Command::ServeReference { workers, service_ms, distribution, cv, host, port, seed } => {
                 let distribution = match distribution {
@@ -162,18 +186,17 @@ fn validate(files: &[PathBuf]) -> Exit {
     exit
 }
 
+/// Reads a results file, or says on stderr why it cannot.
+fn load_results(path: &Path) -> Result<Results, String> {
+    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    serde_json::from_str(&text).map_err(|error| format!("{} is not a plateau results file: {error}", path.display()))
+}
+
 fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOptions) -> anyhow::Result<Exit> {
-    let text = match std::fs::read_to_string(results_path) {
-        Ok(text) => text,
-        Err(error) => {
-            eprintln!("error: cannot read {}: {error}", results_path.display());
-            return Ok(Exit::InvalidInput);
-        }
-    };
-    let results: Results = match serde_json::from_str(&text) {
+    let results = match load_results(results_path) {
         Ok(results) => results,
-        Err(error) => {
-            eprintln!("error: {} is not a plateau results file: {error}", results_path.display());
+        Err(message) => {
+            eprintln!("error: {message}");
             return Ok(Exit::InvalidInput);
         }
     };
@@ -183,6 +206,31 @@ fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOp
     print!("{summary}");
     println!("reports: {}", out.display());
     Ok(Exit::Success)
+}
+
+fn compare(base: &Path, head: &Path, fail_on: &[String], format: CompareFormat, out: Option<&Path>) -> anyhow::Result<Exit> {
+    let inputs = (load_results(base), load_results(head), fail_on.iter().map(|rule| rule.parse()).collect::<Result<Vec<FailRule>, String>>());
+    let (base, head, rules) = match inputs {
+        (Ok(base), Ok(head), Ok(rules)) => (base, head, rules),
+        (base, head, rules) => {
+            for message in [base.err(), head.err(), rules.err()].into_iter().flatten() {
+                eprintln!("error: {message}");
+            }
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let comparison = report::compare::compare(&base, &head, &rules);
+    let env = report::environment(None);
+    let text = match format {
+        CompareFormat::Markdown => report::render(&env, "compare.md.j2", &comparison)?,
+        CompareFormat::Junit => report::render(&env, "compare.junit.xml.j2", &comparison)?,
+        CompareFormat::Json => serde_json::to_string_pretty(&comparison)? + "\n",
+    };
+    match out {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(if comparison.fired.is_empty() { Exit::Success } else { Exit::Regression })
 }
 
 async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {

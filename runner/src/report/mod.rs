@@ -3,6 +3,7 @@
 //! template cannot forget to escape a configuration's name.
 
 pub mod chart;
+pub mod compare;
 
 use std::path::{Path, PathBuf};
 
@@ -16,8 +17,10 @@ use crate::results::{ConfigurationResult, Results, StepResult};
 use chart::{Chart, ChartSpec, SeriesData};
 
 /// The built-in templates, compiled in so the binary works from any folder.
-const BUILT_IN: [(&str, &str); 4] = [
+const BUILT_IN: [(&str, &str); 6] = [
     ("chart.svg.j2", include_str!("../../../reports/chart.svg.j2")),
+    ("compare.md.j2", include_str!("../../../reports/compare.md.j2")),
+    ("compare.junit.xml.j2", include_str!("../../../reports/compare.junit.xml.j2")),
     ("report.html.j2", include_str!("../../../reports/report.html.j2")),
     ("report.md.j2", include_str!("../../../reports/report.md.j2")),
     ("summary.txt.j2", include_str!("../../../reports/summary.txt.j2")),
@@ -340,7 +343,7 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
     env
 }
 
-pub fn render(env: &Environment<'_>, template: &str, view: &ReportView<'_>) -> anyhow::Result<String> {
+pub fn render(env: &Environment<'_>, template: &str, view: &impl Serialize) -> anyhow::Result<String> {
     let template = env.get_template(template).with_context(|| format!("cannot load template `{template}`"))?;
     template.render(view).map_err(|error| anyhow::anyhow!("cannot render `{}`: {error:#}", template.name()))
 }
