@@ -138,7 +138,9 @@ pub fn main() -> Exit {
         match cli.command {
             Command::Run { job, out, report } => run(&job, out, report).await,
             Command::Validate { files } => Ok(validate(&files)),
-            Command::Compare { base, head, fail_on, format, out } => compare(&base, &head, &fail_on, format, out.as_deref()),
+            Command::Compare { base, head, fail_on, format, out } => {
+                compare(&base, &head, &fail_on, format, out.as_deref())
+            }
             Command::Report { results, out, report } => rerender(&results, out, report.options(None)),
             Command::ServeReference { workers, service_ms, distribution, cv, host, port, seed } => {
                 let distribution = match distribution {
@@ -208,8 +210,18 @@ fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOp
     Ok(Exit::Success)
 }
 
-fn compare(base: &Path, head: &Path, fail_on: &[String], format: CompareFormat, out: Option<&Path>) -> anyhow::Result<Exit> {
-    let inputs = (load_results(base), load_results(head), fail_on.iter().map(|rule| rule.parse()).collect::<Result<Vec<FailRule>, String>>());
+fn compare(
+    base: &Path,
+    head: &Path,
+    fail_on: &[String],
+    format: CompareFormat,
+    out: Option<&Path>,
+) -> anyhow::Result<Exit> {
+    let inputs = (
+        load_results(base),
+        load_results(head),
+        fail_on.iter().map(|rule| rule.parse()).collect::<Result<Vec<FailRule>, String>>(),
+    );
     let (base, head, rules) = match inputs {
         (Ok(base), Ok(head), Ok(rules)) => (base, head, rules),
         (base, head, rules) => {

@@ -253,6 +253,16 @@ fn metric_deltas(base: &Metrics, head: &Metrics) -> Vec<MetricDelta> {
         .collect()
 }
 
+/// Whole numbers for large figures, three significant digits for small ones (costs per inference).
+fn readable(value: f64) -> String {
+    if value.abs() >= 100.0 || value == 0.0 {
+        format!("{value:.0}")
+    } else {
+        let decimals = (2 - value.abs().log10().floor() as i32).max(0) as usize;
+        format!("{value:.decimals$}")
+    }
+}
+
 pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison {
     let find = |results: &'_ Results, name: &str| -> Option<ConfigurationResult> {
         results.configurations.iter().find(|result| result.name == name).cloned()
@@ -313,8 +323,12 @@ pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison
                             rule: rule.to_string(),
                             configuration: Some(configuration.name.clone()),
                             detail: format!(
-                                "{} went from {:.4} to {:.4} ({:+.1}%, noise ±{:.1}%)",
-                                delta.label, delta.base, delta.head, delta.delta_percent, delta.noise_percent
+                                "{} went from {} to {} ({:+.1}%, noise ±{:.1}%)",
+                                delta.label,
+                                readable(delta.base),
+                                readable(delta.head),
+                                delta.delta_percent,
+                                delta.noise_percent
                             ),
                         });
                     }

@@ -65,7 +65,9 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> anyhow::Result<R
     for (index, result) in results.configurations.iter().enumerate() {
         let charts = configuration_charts(result, results)
             .into_iter()
-            .map(|(kind, chart)| render_chart(env, format!("{:02}-{}-{kind}", index + 1, file_stem(&result.name)), chart))
+            .map(|(kind, chart)| {
+                render_chart(env, format!("{:02}-{}-{kind}", index + 1, file_stem(&result.name)), chart)
+            })
             .collect::<anyhow::Result<_>>()?;
         configurations.push(ConfigurationView {
             result,
@@ -77,8 +79,9 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> anyhow::Result<R
             charts,
         });
     }
-    let overview_chart =
-        overview_chart(results, recommended).map(|chart| render_chart(env, "overview".to_string(), chart)).transpose()?;
+    let overview_chart = overview_chart(results, recommended)
+        .map(|chart| render_chart(env, "overview".to_string(), chart))
+        .transpose()?;
     Ok(ReportView { results, configurations, overview_chart })
 }
 
@@ -362,17 +365,22 @@ pub struct ReportOptions {
 pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> anyhow::Result<String> {
     write_results(results, out)?;
     let mut env = environment(options.templates.as_deref());
-    let mut outputs = vec![("report.md.j2".to_string(), "report.md".to_string()), ("report.html.j2".to_string(), "report.html".to_string())];
+    let mut outputs = vec![
+        ("report.md.j2".to_string(), "report.md".to_string()),
+        ("report.html.j2".to_string(), "report.html".to_string()),
+    ];
     for path in &options.extra {
         let name = path.file_name().and_then(|name| name.to_str()).context("a template needs a file name")?.to_string();
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read template {}", path.display()))?;
-        env.add_template_owned(name.clone(), text).with_context(|| format!("template {} has a syntax error", path.display()))?;
+        env.add_template_owned(name.clone(), text)
+            .with_context(|| format!("template {} has a syntax error", path.display()))?;
         outputs.push((name.clone(), name.strip_suffix(".j2").unwrap_or(&name).to_string()));
     }
     let view = view(results, &env)?;
     let charts_folder = out.join("charts");
     std::fs::create_dir_all(&charts_folder).with_context(|| format!("cannot create {}", charts_folder.display()))?;
-    let all_charts = view.overview_chart.iter().chain(view.configurations.iter().flat_map(|configuration| &configuration.charts));
+    let all_charts =
+        view.overview_chart.iter().chain(view.configurations.iter().flat_map(|configuration| &configuration.charts));
     for chart in all_charts {
         write_file(&out.join(&chart.file), &chart.svg)?;
     }

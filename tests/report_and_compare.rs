@@ -1,0 +1,259 @@
+//! Reports and comparisons from a fixed results file (a real quickstart run, kept in tests/fixtures): snapshots
+//! of every format, escaping of hostile names, the HTML report in headless Chromium, and `plateau compare`.
+//! Set UPDATE_SNAPSHOTS=1 to rewrite the snapshots after an intended change, then review the diff.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn repository() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn fixture() -> PathBuf {
+    repository().join("tests/fixtures/quickstart-results.json")
+}
+
+fn plateau(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_plateau")).args(args).output().unwrap()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn render(results: &Path, out: &Path) {
+    let output = plateau(&["report", results.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+fn assert_snapshot(name: &str, actual: &str) {
+    let path = repository().join("tests/snapshots").join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    if expected != actual {
+        let first_difference = expected.lines().zip(actual.lines()).position(|(a, b)| a != b).unwrap_or(0);
+        panic!(
+            "{name} differs from its snapshot at line {} (rerun with UPDATE_SNAPSHOTS=1 if intended):\n- {}\n+ {}",
+            first_difference + 1,
+            expected.lines().nth(first_difference).unwrap_or(""),
+            actual.lines().nth(first_difference).unwrap_or("")
+        );
+    }
+}
+
+#[test]
+fn reports_match_their_snapshots() {
+    let out = tempfile::tempdir().unwrap();
+    render(&fixture(), out.path());
+    for file in ["report.md", "report.html", "charts/03-medium-throughput.svg"] {
+        let rendered = std::fs::read_to_string(out.path().join(file)).unwrap();
+        assert_snapshot(&file.replace('/', "-"), &rendered);
+    }
+    let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    for chart in markdown.lines().filter_map(|line| {
+        line.strip_prefix("![").and_then(|rest| rest.split_once("](")).map(|(_, file)| file.trim_end_matches(')'))
+    }) {
+        assert!(out.path().join(chart).is_file(), "the Markdown links {chart}, which was not written");
+    }
+}
+
+/// The fixture with one configuration (and every mention of it) renamed.
+fn with_renamed_configuration(folder: &Path, old: &str, new: &str, job_name: &str) -> PathBuf {
+    let mut results: Value = serde_json::from_str(&std::fs::read_to_string(fixture()).unwrap()).unwrap();
+    results["job"]["name"] = Value::from(job_name);
+    let renamed =
+        serde_json::to_string(&results).unwrap().replace(&format!("\"{old}\""), &serde_json::to_string(new).unwrap());
+    let path = folder.join("results.json");
+    std::fs::write(&path, renamed).unwrap();
+    path
+}
+
+#[test]
+fn hostile_names_are_escaped_in_html_markdown_and_charts() {
+    let hostile = "a|b <img src=x onerror=alert(1)>";
+    let folder = tempfile::tempdir().unwrap();
+    let results = with_renamed_configuration(folder.path(), "medium", hostile, "job | <script>alert(2)</script>");
+    let out = folder.path().join("out");
+    render(&results, &out);
+
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(!html.contains("<img src=x") && !html.contains("<script>alert"), "raw markup reached the HTML");
+    assert!(html.contains("a|b &lt;img src=x onerror=alert(1)&gt;"));
+    assert!(html.contains("<strong>Recommendation: a|b &lt;img"), "the recommendation names it, escaped");
+
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!markdown.contains("<img") && !markdown.contains("<script"), "raw HTML reached the Markdown");
+    let row = markdown.lines().find(|line| line.starts_with("| a\\|b")).expect("the hostile configuration's table row");
+    let header = markdown.lines().find(|line| line.starts_with("| Configuration |")).unwrap();
+    let unescaped_pipes =
+        |line: &str| line.match_indices('|').filter(|(index, _)| !line[..*index].ends_with('\\')).count();
+    assert_eq!(unescaped_pipes(row), unescaped_pipes(header), "the name must not add table cells: {row}");
+    assert!(markdown.contains("# plateau report: job \\| &lt;script&gt;alert\\(2\\)&lt;/script&gt;"));
+
+    let overview = std::fs::read_to_string(out.join("charts/overview.svg")).unwrap();
+    assert!(overview.contains("a|b &lt;img") && !overview.contains("<img"));
+}
+
+#[test]
+fn the_html_report_loads_in_headless_chromium_without_errors() {
+    let browser_tests = repository().join("tests/browser");
+    let ready = browser_tests.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists();
+    if !ready {
+        let message = "Chromium or playwright-core is missing: run ./tests/run.sh, which installs both";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("SKIPPED the_html_report_loads_in_headless_chromium_without_errors: {message}");
+        return;
+    }
+    let out = repository().join("target/test-output/report");
+    std::fs::create_dir_all(&out).unwrap();
+    render(&fixture(), &out);
+    let screenshot = out.join("report.png");
+    let output = Command::new("node")
+        .arg(browser_tests.join("check-report.mjs"))
+        .arg(out.join("report.html"))
+        .arg(&screenshot)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let page: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(page["consoleErrors"], Value::Array(vec![]), "console errors");
+    assert_eq!(page["externalRequests"], Value::Array(vec![]), "the report must need no network");
+    assert_eq!(page["title"], "plateau report: quickstart");
+    assert!(page["recommendation"].as_str().unwrap().starts_with("Recommendation: medium with InitialInstanceCount 2"));
+    let charts = page["charts"].as_array().unwrap();
+    assert_eq!(charts.len(), 1 + 4 * 4, "an overview and four charts for each of four configurations");
+    for chart in charts {
+        assert_eq!(chart["visible"], true, "{chart}");
+        assert!(chart["points"].as_u64().unwrap() > 0, "every chart shows data: {chart}");
+    }
+    assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a real screenshot at {}", screenshot.display());
+}
+
+/// The fixture with `edit` applied, saved in `folder` as `name`.
+fn variant(folder: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let mut results: Value = serde_json::from_str(&std::fs::read_to_string(fixture()).unwrap()).unwrap();
+    edit(&mut results);
+    let path = folder.join(name);
+    std::fs::write(&path, serde_json::to_string(&results).unwrap()).unwrap();
+    path
+}
+
+fn metrics_of<'a>(results: &'a mut Value, configuration: &str) -> &'a mut Value {
+    let configurations = results["configurations"].as_array_mut().unwrap();
+    &mut configurations.iter_mut().find(|c| c["name"] == configuration).unwrap()["metrics"]
+}
+
+fn scale(value: &mut Value, factor: f64) {
+    *value = Value::from(value.as_f64().unwrap() * factor);
+}
+
+fn compare(base: &Path, head: &Path, extra: &[&str]) -> (Option<i32>, String, Value) {
+    let mut args = vec!["compare", base.to_str().unwrap(), head.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let markdown = plateau(&args);
+    let mut json_args = args.clone();
+    json_args.extend_from_slice(&["--format", "json"]);
+    let json = plateau(&json_args);
+    assert_eq!(markdown.status.code(), json.status.code());
+    (markdown.status.code(), String::from_utf8(markdown.stdout).unwrap(), serde_json::from_slice(&json.stdout).unwrap())
+}
+
+const RULES: [&str; 6] =
+    ["--fail-on", "max_invocations < -5%", "--fail-on", "p99 > +10%", "--fail-on", "recommendation changed"];
+
+#[test]
+fn compare_reports_an_improvement_and_passes() {
+    let folder = tempfile::tempdir().unwrap();
+    let head = variant(folder.path(), "head.json", |results| {
+        let metrics = metrics_of(results, "medium");
+        scale(&mut metrics["max_invocations"], 1.2);
+        scale(&mut metrics["model_latency"]["p99_ms"], 0.8);
+    });
+    let (code, markdown, json) = compare(&fixture(), &head, &RULES);
+    assert_eq!(code, Some(0), "{markdown}");
+    assert_eq!(json["verdict"], "improvement");
+    assert!(markdown.starts_with("## plateau: 🟢 improvement"), "{markdown}");
+    assert!(markdown.contains("| MaxInvocations \\(/min\\) | 12000 | 14400 | 20.0% |"), "{markdown}");
+    assert!(markdown.contains("All checks passed"));
+}
+
+#[test]
+fn compare_fails_a_regression_beyond_noise_with_exit_code_4() {
+    let folder = tempfile::tempdir().unwrap();
+    let head =
+        variant(folder.path(), "head.json", |results| scale(&mut metrics_of(results, "large")["max_invocations"], 0.9));
+    let (code, markdown, json) = compare(&fixture(), &head, &RULES);
+    assert_eq!(code, Some(4), "{markdown}");
+    assert_eq!(json["verdict"], "regression");
+    assert_eq!(json["fired"].as_array().unwrap().len(), 1);
+    assert_eq!(json["fired"][0]["configuration"], "large");
+    assert!(
+        markdown.contains(
+            "- **max\\_invocations &lt; -5%** on large: MaxInvocations \\(/min\\) went from 48000 to 43200 \\(-10.0%"
+        ),
+        "{markdown}"
+    );
+    let junit = plateau(&[
+        "compare",
+        fixture().to_str().unwrap(),
+        head.to_str().unwrap(),
+        RULES[0],
+        RULES[1],
+        "--format",
+        "junit",
+    ]);
+    let junit = String::from_utf8(junit.stdout).unwrap();
+    assert!(
+        junit.contains("failures=\"1\"") && junit.contains("<failure message=\"max_invocations &lt; -5% on large\">"),
+        "{junit}"
+    );
+}
+
+#[test]
+fn compare_calls_a_change_inside_the_noise_no_significant_change() {
+    let folder = tempfile::tempdir().unwrap();
+    let head = variant(folder.path(), "head.json", |results| {
+        let metrics = metrics_of(results, "small");
+        scale(&mut metrics["max_invocations"], 0.98);
+        scale(&mut metrics["model_latency"]["p99_ms"], 1.04);
+    });
+    let (code, markdown, json) = compare(&fixture(), &head, &RULES);
+    assert_eq!(code, Some(0), "{markdown}");
+    assert_eq!(json["verdict"], "no_significant_change");
+    assert!(
+        markdown.contains("| MaxInvocations \\(/min\\) | 6000 | 5880 | -2.0% | ±3.0% | ⚪ within noise |"),
+        "{markdown}"
+    );
+}
+
+#[test]
+fn compare_fails_when_the_recommendation_changes() {
+    let folder = tempfile::tempdir().unwrap();
+    let head = variant(folder.path(), "head.json", |results| {
+        results["recommendation"]["configuration"] = Value::from("large");
+        results["recommendation"]["initial_instance_count"] = Value::from(1);
+    });
+    let (code, markdown, json) = compare(&fixture(), &head, &RULES);
+    assert_eq!(code, Some(4));
+    assert_eq!(json["recommendation_changed"], true);
+    assert!(markdown.contains("**The recommendation changed:** medium ×2 → **large ×1**"), "{markdown}");
+    let (code, _, _) = compare(&fixture(), &head, &RULES[..4]);
+    assert_eq!(code, Some(0), "without the rule, a changed recommendation alone passes");
+}
+
+#[test]
+fn compare_rejects_a_bad_rule_with_exit_code_1() {
+    let output =
+        plateau(&["compare", fixture().to_str().unwrap(), fixture().to_str().unwrap(), "--fail-on", "p42 > 5%"]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("unknown metric `p42`"));
+}
