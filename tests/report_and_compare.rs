@@ -257,3 +257,17 @@ fn compare_rejects_a_bad_rule_with_exit_code_1() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("unknown metric `p42`"));
 }
+
+#[test]
+fn a_user_template_renders_without_code_changes() {
+    let folder = tempfile::tempdir().unwrap();
+    let results = with_renamed_configuration(folder.path(), "small", "a|b [link]", "quickstart");
+    let out = folder.path().join("out");
+    let template = repository().join("reports/examples/confluence.wiki.j2");
+    let output = plateau(&["report", results.to_str().unwrap(), "--out", out.to_str().unwrap(), "--template", template.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let wiki = std::fs::read_to_string(out.join("confluence.wiki")).unwrap();
+    assert!(wiki.starts_with("h1. plateau: quickstart"), "{wiki}");
+    assert!(wiki.contains("{tip}*Recommendation: medium* with InitialInstanceCount *2*"), "{wiki}");
+    assert!(wiki.contains("\n|a\\|b \\[link]|ref.small|6000|"), "{wiki}");
+}

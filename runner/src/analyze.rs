@@ -6,11 +6,15 @@
 //! `[stopping]` threshold, or whose error rate passes `max_error_rate_percent`, ends the search: the plateau is
 //! the step before it. With no flat step, the plateau is not reached and MaxInvocations is a lower bound.
 
+pub mod scalability;
+
 use serde::{Deserialize, Serialize};
 
 use crate::drive::{Observer, SecondSummary, StepRecord, StepVerdict, StepWindow};
 use crate::measure::{self, ErrorCounts, LatencySummary};
 use crate::results::{ConfigurationResult, Metrics, RunStatus, StepResult};
+use scalability::ScalabilityFit;
+
 use crate::spec::{FlatInvocations, LatencyThreshold, Objective, Percentile, Requirements, Stopping};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -202,19 +206,29 @@ pub struct ConfigurationFacts {
     pub utilization_source: Option<String>,
 }
 
-/// The plateau and the metrics at it, from a configuration's measured steps.
+/// What the analysis finds in one configuration's steps.
+#[derive(Debug, Clone, Default)]
+pub struct Analysis {
+    pub plateau: Option<Plateau>,
+    pub metrics: Option<Metrics>,
+    pub scalability: Option<ScalabilityFit>,
+}
+
+/// The plateau, the metrics at it and the scalability model, from a configuration's measured steps.
 pub fn analyze_steps(
     steps: &[StepRecord],
     facts: &ConfigurationFacts,
     stopping: &Stopping,
     requirements: &Requirements,
     settings: &PlateauSettings,
-) -> (Option<Plateau>, Option<Metrics>) {
+) -> Analysis {
     let complete: Vec<&StepRecord> = steps.iter().filter(|step| step.complete).collect();
     let points = complete_points(steps, &stopping.latency_thresholds);
     let Some(plateau) = detect(&points, &stopping.latency_thresholds, settings) else {
-        return (None, None);
+        return Analysis::default();
     };
+    let scalability =
+        scalability::fit(&points.iter().map(|point| (point.users, point.throughput_rps)).collect::<Vec<_>>());
     let step = complete[plateau.step];
     let max_invocations = step.throughput_rps() * 60.0;
     let max_invocations_at_slo = requirements.slo.map(|slo| {
@@ -244,7 +258,7 @@ pub fn analyze_steps(
         throughput_spread_percent: spread_percent(&step.completed_per_second),
         users_at_plateau: step.window.users,
     };
-    (Some(plateau), Some(metrics))
+    Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability }
 }
 
 /// Coefficient of variation, in percent.

@@ -409,6 +409,7 @@ fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<S
         series_file: None,
         plateau: None,
         metrics: None,
+        scalability: None,
         reference: None,
     }
 }
@@ -484,7 +485,7 @@ async fn run_configuration(
         price_per_hour_usd: configuration.price_per_hour_usd,
         utilization_source,
     };
-    let (plateau, metrics) = analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings);
+    let analysis = analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings);
     let status = if record.end.is_partial() { RunStatus::Partial } else { RunStatus::Complete };
     let failure = match &record.end {
         drive::EndReason::TargetUnreachable { seconds } => {
@@ -500,8 +501,9 @@ async fn run_configuration(
         steps: record.steps.iter().map(analyze::step_result).collect(),
         seconds: record.seconds,
         series_file: Some(series_file),
-        plateau,
-        metrics,
+        plateau: analysis.plateau,
+        metrics: analysis.metrics,
+        scalability: analysis.scalability,
         reference: server.as_ref().map(ReferenceServer::realized),
         ..empty_result(run, ramp_s, status, None)
     }

@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::scalability::ScalabilityFit;
 use crate::analyze::{Plateau, Recommendation};
 use crate::drive::{EndReason, SecondSummary};
 use crate::measure::{ErrorCounts, LatencySummary};
@@ -13,12 +14,16 @@ pub const RESULTS_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {
+    /// The format version of this document; bumped when a field changes meaning or is removed.
     pub results_version: u32,
     /// True when the run was interrupted or a configuration could not finish: figures may be incomplete.
     pub partial: bool,
     pub manifest: Manifest,
+    /// The job as validated: what was asked for.
     pub job: JobSummary,
+    /// One entry per configuration, in run order, including those that failed or were skipped.
     pub configurations: Vec<ConfigurationResult>,
+    /// Absent only while the run is in progress (results are saved after every configuration).
     pub recommendation: Option<Recommendation>,
 }
 
@@ -26,19 +31,26 @@ pub struct Results {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub plateau_version: String,
+    /// The job file's path as given on the command line.
     pub job_file: String,
+    /// SHA-256 of the job file's bytes, to tell whether two results ran the same job.
     pub job_sha256: String,
     /// The job file as run. Secrets are never in it: headers name environment variables, not values.
     pub job_file_text: String,
+    /// `[job] seed`: seeds every random choice (reference service times), so a job replays the same way.
     pub seed: u64,
+    /// The machine that generated the load.
     pub host: Host,
+    /// RFC 3339, UTC.
     pub started_at: String,
     pub ended_at: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Host {
+    /// CPUs available to plateau.
     pub cpus: usize,
+    /// Physical memory (from /proc/meminfo), absent where unknown.
     pub memory_bytes: Option<u64>,
     pub os: String,
     pub arch: String,
@@ -48,10 +60,15 @@ pub struct Host {
 pub struct JobSummary {
     pub name: String,
     pub description: Option<String>,
+    /// `reference` or `http`.
     pub target_kind: TargetKind,
+    /// The traffic pattern, durations in seconds.
     pub traffic: Traffic,
+    /// `[stopping]`: what could end a ramp early.
     pub stopping: Stopping,
+    /// `[requirements]`: what the recommendation judged against.
     pub requirements: Requirements,
+    /// The objective configurations were ranked by.
     pub objective: Objective,
 }
 
@@ -70,36 +87,57 @@ pub struct ConfigurationResult {
     pub name: String,
     pub instance_type: String,
     pub instance_count: u32,
+    /// Price of one instance.
     pub price_per_hour_usd: f64,
+    /// `complete`, `partial` (interrupted or target gone), `failed` (could not run) or `skipped`.
     pub status: RunStatus,
+    /// Why the ramp ended: `completed`, `stopped` (with the reason), `max_invocations`, `interrupted`,
+    /// `target_unreachable`.
     pub end: Option<EndReason>,
+    /// What went wrong, for failed and partial configurations.
     pub failure: Option<String>,
     /// Seconds the ramp ran, and what the full ramp would have taken.
     pub elapsed_s: u64,
     pub full_ramp_s: u64,
+    /// Every step that ran, the last one marked incomplete if the ramp ended inside it.
     pub steps: Vec<StepResult>,
+    /// One entry per second of the run: users, requests started and completed, errors, p50/p99, resources.
     pub seconds: Vec<SecondSummary>,
     /// The per-second histograms, one JSON line a second, relative to the results file.
     pub series_file: Option<String>,
+    /// Where throughput stopped growing: the step (index among complete steps), the rule that fired, and
+    /// whether a further step confirmed it.
     pub plateau: Option<Plateau>,
+    /// The IR metrics at the plateau; absent when no step completed.
     pub metrics: Option<Metrics>,
+    /// The Universal Scalability Law fitted to the complete steps' (users, throughput) points.
+    pub scalability: Option<ScalabilityFit>,
     /// For reference endpoints: what the simulated server actually did.
     pub reference: Option<Realized>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepResult {
+    /// Position in the ramp, from 0.
     pub index: usize,
+    /// Virtual users during the step (the mean, for phases).
     pub users: f64,
+    /// Seconds since the configuration's start.
     pub start_s: u64,
     pub end_s: u64,
+    /// Seconds measured: the step less its ramp-in.
     pub steady_seconds: u64,
+    /// False when the run ended inside the step.
     pub complete: bool,
+    /// Successful responses per second over the steady seconds.
     pub throughput_rps: f64,
     pub invocations_per_min: f64,
+    /// Latency of successful responses, from the step's histogram.
     pub latency: LatencySummary,
     pub errors: ErrorCounts,
+    /// Errors as a percentage of all finished requests.
     pub error_rate_percent: f64,
+    /// Mean resource use over the steady seconds, where there is a source.
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
     /// The steady part's latency histogram in microseconds (HDR V2 deflate, base64).
@@ -118,12 +156,16 @@ pub struct Metrics {
     pub cost_per_hour_usd: f64,
     /// CostPerHour / (invocations per hour), on the SLO figure when there is an SLO; absent when nothing met it.
     pub cost_per_inference_usd: Option<f64>,
+    /// CpuUtilization at the plateau, as a percentage of what the server may use; absent with no source.
     pub cpu_utilization_percent: Option<f64>,
     pub memory_utilization_percent: Option<f64>,
+    /// Where the utilization figures come from (e.g. "simulated ..." for the reference endpoint).
     pub utilization_source: Option<String>,
+    /// Errors in the plateau window, by class.
     pub errors: ErrorCounts,
     pub error_rate_percent: f64,
     /// Coefficient of variation of per-second throughput in the plateau window: the figure's own noise.
     pub throughput_spread_percent: f64,
+    /// Virtual users at the plateau step.
     pub users_at_plateau: f64,
 }

@@ -49,6 +49,8 @@ pub struct Series {
     pub color: String,
     /// SVG polyline points ("x,y x,y"); empty for scatter series.
     pub polyline: String,
+    /// Whether to draw each point as a dot.
+    pub dots: bool,
     pub points: Vec<Point>,
 }
 
@@ -76,6 +78,8 @@ pub struct SeriesData {
     pub values: Vec<(f64, f64)>,
     /// Draw a line through the points (false: a scatter).
     pub joined: bool,
+    /// Draw a dot at each point (false: a smooth curve, such as a fitted model).
+    pub dots: bool,
     /// Indexes of points drawn emphasised.
     pub highlighted: Vec<usize>,
     /// Hover labels, one per value; defaults to "x, y".
@@ -91,6 +95,7 @@ impl SeriesData {
             name: name.into(),
             values,
             joined: true,
+            dots: true,
             highlighted: Vec::new(),
             labels: Vec::new(),
             annotations: Vec::new(),
@@ -195,7 +200,13 @@ pub fn build(spec: ChartSpec) -> Chart {
             } else {
                 String::new()
             };
-            Series { name: data.name, color: PALETTE[index % PALETTE.len()].to_string(), polyline, points }
+            Series {
+                name: data.name,
+                color: PALETTE[index % PALETTE.len()].to_string(),
+                polyline,
+                dots: data.dots,
+                points,
+            }
         })
         .collect();
 

@@ -116,22 +116,26 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             guides,
         })
     };
-    let throughput = against_load(
-        "Throughput against load",
-        "invocations per minute",
-        vec![SeriesData {
-            highlighted: plateau.into_iter().collect(),
-            labels: steps
-                .iter()
-                .map(|step| format!("{} users: {:.0} invocations/min", step.users, step.invocations_per_min))
-                .collect(),
-            ..SeriesData::line(
-                "invocations per minute",
-                steps.iter().map(|step| (step.users, step.invocations_per_min)).collect(),
-            )
-        }],
-        Vec::new(),
-    );
+    let mut throughput_series = vec![SeriesData {
+        highlighted: plateau.into_iter().collect(),
+        labels: steps
+            .iter()
+            .map(|step| format!("{} users: {:.0} invocations/min", step.users, step.invocations_per_min))
+            .collect(),
+        ..SeriesData::line(
+            "invocations per minute",
+            steps.iter().map(|step| (step.users, step.invocations_per_min)).collect(),
+        )
+    }];
+    if let Some(fit) = &result.scalability {
+        let (low, high) = (steps[0].users, steps[steps.len() - 1].users);
+        let curve = (0..=40)
+            .map(|i| low + (high - low) * f64::from(i) / 40.0)
+            .map(|users| (users, fit.throughput_rps(users) * 60.0));
+        let name = format!("USL fit (R² {:.3})", fit.r_squared);
+        throughput_series.push(SeriesData { dots: false, ..SeriesData::line(name, curve.collect()) });
+    }
+    let throughput = against_load("Throughput against load", "invocations per minute", throughput_series, Vec::new());
     let percentile_series = |name: &str, pick: fn(&StepResult) -> f64| SeriesData {
         labels: steps.iter().map(|step| format!("{} users: {name} {:.1} ms", step.users, pick(step))).collect(),
         ..SeriesData::line(name, steps.iter().map(|step| (step.users, pick(step))).collect())

@@ -1,0 +1,154 @@
+//! The Universal Scalability Law fitted to a configuration's (users, throughput) points:
+//! `X(N) = lambda N / (1 + sigma (N - 1) + kappa N (N - 1))`, with contention `sigma` and coherency `kappa`.
+//!
+//! `lambda` is taken from the lowest load, where contention is least (as in Gunther's normalised fit); a free
+//! `lambda` lets a few points past saturation predict peaks several times too high. `sigma` and `kappa` are then
+//! fitted by least squares on the linear form `lambda N / X - 1 = sigma (N - 1) + kappa N (N - 1)`, each held at
+//! zero when the free fit makes it negative. The quality figure, R^2, is computed on throughput itself.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ScalabilityFit {
+    /// Throughput of one user with no contention, requests per second.
+    pub lambda_rps: f64,
+    pub sigma: f64,
+    pub kappa: f64,
+    /// The highest throughput the model predicts, and the load it occurs at (absent when it only levels off).
+    pub peak_throughput_rps: f64,
+    pub peak_users: Option<f64>,
+    /// Coefficient of determination of the fitted throughput against the measured one.
+    pub r_squared: f64,
+}
+
+impl ScalabilityFit {
+    pub fn throughput_rps(&self, users: f64) -> f64 {
+        self.lambda_rps * users / (1.0 + self.sigma * (users - 1.0) + self.kappa * users * (users - 1.0))
+    }
+}
+
+/// Fits the USL to at least three points with positive load and throughput.
+pub fn fit(points: &[(f64, f64)]) -> Option<ScalabilityFit> {
+    let points: Vec<(f64, f64)> = points.iter().copied().filter(|&(users, rps)| users > 0.0 && rps > 0.0).collect();
+    if points.len() < 3 {
+        return None;
+    }
+    let (lowest_users, lowest_rps) = points.iter().copied().min_by(|a, b| a.0.total_cmp(&b.0))?;
+    let lambda_rps = lowest_rps / lowest_users;
+    // Both terms, each alone, or neither: of the shapes whose terms are not negative, the one that fits best.
+    let shapes = [(true, true), (true, false), (false, true)];
+    let fitted = shapes.iter().filter_map(|&(use_sigma, use_kappa)| {
+        let rows: Vec<(Vec<f64>, f64)> = points
+            .iter()
+            .map(|&(users, rps)| {
+                let features = [(use_sigma, users - 1.0), (use_kappa, users * (users - 1.0))];
+                let row = features.iter().filter(|(used, _)| *used).map(|(_, value)| *value).collect();
+                (row, lambda_rps * users / rps - 1.0)
+            })
+            .collect();
+        let coefficients = least_squares(&rows)?;
+        let mut terms = coefficients.iter();
+        let sigma = if use_sigma { *terms.next()? } else { 0.0 };
+        let kappa = if use_kappa { *terms.next()? } else { 0.0 };
+        (sigma >= 0.0 && kappa >= 0.0).then(|| with_quality(lambda_rps, sigma, kappa, &points))
+    });
+    let no_contention = with_quality(lambda_rps, 0.0, 0.0, &points);
+    Some(fitted.chain([no_contention]).max_by(|a, b| a.r_squared.total_cmp(&b.r_squared)).expect("one candidate"))
+}
+
+/// The model for these parameters, with its peak and its R^2 against the points.
+fn with_quality(lambda_rps: f64, sigma: f64, kappa: f64, points: &[(f64, f64)]) -> ScalabilityFit {
+    let mut fit = ScalabilityFit {
+        lambda_rps,
+        sigma,
+        kappa,
+        peak_throughput_rps: f64::INFINITY,
+        peak_users: None,
+        r_squared: 0.0,
+    };
+    if kappa > 0.0 {
+        let users = ((1.0 - sigma) / kappa).max(1.0).sqrt();
+        fit.peak_users = Some(users);
+        fit.peak_throughput_rps = fit.throughput_rps(users);
+    } else if sigma > 0.0 {
+        fit.peak_throughput_rps = lambda_rps / sigma;
+    }
+    let mean = points.iter().map(|point| point.1).sum::<f64>() / points.len() as f64;
+    let total: f64 = points.iter().map(|point| (point.1 - mean).powi(2)).sum();
+    let residual: f64 = points.iter().map(|&(users, rps)| (rps - fit.throughput_rps(users)).powi(2)).sum();
+    fit.r_squared = if total > 0.0 { 1.0 - residual / total } else { 1.0 };
+    fit
+}
+
+/// Ordinary least squares through the normal equations, solved by Gaussian elimination with partial pivoting.
+fn least_squares(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
+    let width = rows.first()?.0.len();
+    let mut matrix = vec![vec![0.0; width + 1]; width];
+    for (row, target) in rows {
+        for i in 0..width {
+            for j in 0..width {
+                matrix[i][j] += row[i] * row[j];
+            }
+            matrix[i][width] += row[i] * target;
+        }
+    }
+    for column in 0..width {
+        let pivot = (column..width).max_by(|&a, &b| matrix[a][column].abs().total_cmp(&matrix[b][column].abs()))?;
+        if matrix[pivot][column].abs() < 1e-12 {
+            return None;
+        }
+        matrix.swap(column, pivot);
+        for row in 0..width {
+            if row != column {
+                let factor = matrix[row][column] / matrix[column][column];
+                let pivot_row = matrix[column].clone();
+                for (cell, pivot_cell) in matrix[row].iter_mut().zip(pivot_row) {
+                    *cell -= factor * pivot_cell;
+                }
+            }
+        }
+    }
+    Some((0..width).map(|i| matrix[i][width] / matrix[i][i]).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovers_the_parameters_of_an_exact_usl_curve() {
+        let truth = ScalabilityFit {
+            lambda_rps: 50.0,
+            sigma: 0.05,
+            kappa: 0.002,
+            peak_throughput_rps: 0.0,
+            peak_users: None,
+            r_squared: 0.0,
+        };
+        let points: Vec<(f64, f64)> =
+            (0..12).map(|i| f64::from(1 + i * 2)).map(|users| (users, truth.throughput_rps(users))).collect();
+        let fit = fit(&points).unwrap();
+        assert!(
+            (fit.lambda_rps - 50.0).abs() < 1e-6 && (fit.sigma - 0.05).abs() < 1e-9 && (fit.kappa - 0.002).abs() < 1e-9
+        );
+        // Peak at sqrt((1 - sigma) / kappa) = sqrt(475) users.
+        assert!((fit.peak_users.unwrap() - 475f64.sqrt()).abs() < 1e-6);
+        assert!(fit.r_squared > 0.999_999);
+    }
+
+    #[test]
+    fn a_saturating_server_fits_with_a_finite_ceiling() {
+        // 4 workers of 20 ms: 50 requests/s per user up to 4 users, then 200 requests/s.
+        let points: Vec<(f64, f64)> =
+            [2.0, 4.0, 6.0, 8.0, 10.0].iter().map(|&users: &f64| (users, (users * 50.0).min(200.0))).collect();
+        let fit = fit(&points).unwrap();
+        // A hard knee is not a USL curve, so the fit is rough, but its peak lands near the real ceiling.
+        assert!(fit.r_squared > 0.8, "{fit:?}");
+        assert!((fit.peak_throughput_rps / 200.0 - 1.0).abs() < 0.10, "{fit:?}");
+    }
+
+    #[test]
+    fn too_few_points_give_no_fit() {
+        assert!(fit(&[(1.0, 10.0), (2.0, 20.0)]).is_none());
+    }
+}
