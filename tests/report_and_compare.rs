@@ -264,7 +264,14 @@ fn a_user_template_renders_without_code_changes() {
     let results = with_renamed_configuration(folder.path(), "small", "a|b [link]", "quickstart");
     let out = folder.path().join("out");
     let template = repository().join("reports/examples/confluence.wiki.j2");
-    let output = plateau(&["report", results.to_str().unwrap(), "--out", out.to_str().unwrap(), "--template", template.to_str().unwrap()]);
+    let output = plateau(&[
+        "report",
+        results.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--template",
+        template.to_str().unwrap(),
+    ]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let wiki = std::fs::read_to_string(out.join("confluence.wiki")).unwrap();
     assert!(wiki.starts_with("h1. plateau: quickstart"), "{wiki}");

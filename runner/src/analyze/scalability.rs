@@ -1,10 +1,11 @@
 //! The Universal Scalability Law fitted to a configuration's (users, throughput) points:
 //! `X(N) = lambda N / (1 + sigma (N - 1) + kappa N (N - 1))`, with contention `sigma` and coherency `kappa`.
 //!
-//! `lambda` is taken from the lowest load, where contention is least (as in Gunther's normalised fit); a free
-//! `lambda` lets a few points past saturation predict peaks several times too high. `sigma` and `kappa` are then
-//! fitted by least squares on the linear form `lambda N / X - 1 = sigma (N - 1) + kappa N (N - 1)`, each held at
-//! zero when the free fit makes it negative. The quality figure, R^2, is computed on throughput itself.
+//! For a given `lambda`, `sigma` and `kappa` are fitted by least squares on the linear form
+//! `lambda N / X - 1 = sigma (N - 1) + kappa N (N - 1)`, each held at zero when the free fit makes it negative.
+//! `lambda` itself is searched from the largest per-user throughput seen (the model never exceeds `lambda N`) up to
+//! three times that, keeping the fit with the least squared error in throughput itself: fitting the linear form
+//! alone, with a free `lambda`, lets a few points past saturation predict peaks several times too high.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,9 +34,17 @@ pub fn fit(points: &[(f64, f64)]) -> Option<ScalabilityFit> {
     if points.len() < 3 {
         return None;
     }
-    let (lowest_users, lowest_rps) = points.iter().copied().min_by(|a, b| a.0.total_cmp(&b.0))?;
-    let lambda_rps = lowest_rps / lowest_users;
-    // Both terms, each alone, or neither: of the shapes whose terms are not negative, the one that fits best.
+    let lambda_floor = points.iter().map(|&(users, rps)| rps / users).fold(0.0, f64::max);
+    const LAMBDA_STEPS: u32 = 200;
+    let candidates = (0..=LAMBDA_STEPS).flat_map(|step| {
+        let lambda_rps = lambda_floor * (1.0 + 2.0 * f64::from(step) / f64::from(LAMBDA_STEPS));
+        fit_terms(lambda_rps, &points).map(|(sigma, kappa)| with_quality(lambda_rps, sigma, kappa, &points))
+    });
+    candidates.max_by(|a, b| a.r_squared.total_cmp(&b.r_squared))
+}
+
+/// `sigma` and `kappa` for a given `lambda`: both terms or each alone, whichever fits best with neither negative.
+fn fit_terms(lambda_rps: f64, points: &[(f64, f64)]) -> Option<(f64, f64)> {
     let shapes = [(true, true), (true, false), (false, true)];
     let fitted = shapes.iter().filter_map(|&(use_sigma, use_kappa)| {
         let rows: Vec<(Vec<f64>, f64)> = points
@@ -50,10 +59,12 @@ pub fn fit(points: &[(f64, f64)]) -> Option<ScalabilityFit> {
         let mut terms = coefficients.iter();
         let sigma = if use_sigma { *terms.next()? } else { 0.0 };
         let kappa = if use_kappa { *terms.next()? } else { 0.0 };
-        (sigma >= 0.0 && kappa >= 0.0).then(|| with_quality(lambda_rps, sigma, kappa, &points))
+        (sigma >= 0.0 && kappa >= 0.0).then(|| with_quality(lambda_rps, sigma, kappa, points))
     });
-    let no_contention = with_quality(lambda_rps, 0.0, 0.0, &points);
-    Some(fitted.chain([no_contention]).max_by(|a, b| a.r_squared.total_cmp(&b.r_squared)).expect("one candidate"))
+    let best = fitted
+        .chain([with_quality(lambda_rps, 0.0, 0.0, points)])
+        .max_by(|a, b| a.r_squared.total_cmp(&b.r_squared))?;
+    Some((best.sigma, best.kappa))
 }
 
 /// The model for these parameters, with its peak and its R^2 against the points.
@@ -76,7 +87,9 @@ fn with_quality(lambda_rps: f64, sigma: f64, kappa: f64, points: &[(f64, f64)]) 
     let mean = points.iter().map(|point| point.1).sum::<f64>() / points.len() as f64;
     let total: f64 = points.iter().map(|point| (point.1 - mean).powi(2)).sum();
     let residual: f64 = points.iter().map(|&(users, rps)| (rps - fit.throughput_rps(users)).powi(2)).sum();
-    fit.r_squared = if total > 0.0 { 1.0 - residual / total } else { 1.0 };
+    // Flat data has no variance to explain: the fit is perfect if it hits the points and useless otherwise.
+    let scale = if total > 0.0 { total } else { points.iter().map(|point| point.1 * point.1).sum::<f64>() };
+    fit.r_squared = 1.0 - residual / scale;
     fit
 }
 
@@ -145,6 +158,22 @@ mod tests {
         // A hard knee is not a USL curve, so the fit is rough, but its peak lands near the real ceiling.
         assert!(fit.r_squared > 0.8, "{fit:?}");
         assert!((fit.peak_throughput_rps / 200.0 - 1.0).abs() < 0.10, "{fit:?}");
+    }
+
+    #[test]
+    fn measured_ramps_predict_their_ceiling() {
+        // Steps measured by the quickstart: already saturated, saturating after one step, and a longer ramp.
+        let ramps: [(&[(f64, f64)], f64); 3] = [
+            (&[(2.0, 12.5), (4.0, 12.5), (6.0, 12.5)], 12.5),
+            (&[(2.0, 94.5), (4.0, 100.0), (6.0, 100.0)], 100.0),
+            (&[(2.0, 179.0), (4.0, 357.0), (6.0, 537.0), (8.0, 715.0), (10.0, 800.0), (12.0, 800.0)], 800.0),
+        ];
+        for (points, ceiling_rps) in ramps {
+            let fit = fit(points).unwrap();
+            // A hard knee is not a USL curve; the smooth fit overshoots it a little.
+            assert!((fit.peak_throughput_rps / ceiling_rps - 1.0).abs() < 0.15, "{points:?}: {fit:?}");
+            assert!(fit.r_squared > 0.8, "{points:?}: {fit:?}");
+        }
     }
 
     #[test]
