@@ -282,3 +282,113 @@ fn an_unknown_key_is_named_with_file_line_and_a_suggestion() {
     assert!(stderr.contains(&format!("{}:11:1", job.display())), "{stderr}");
     assert!(stderr.contains("help: did you mean `users_per_step`?"), "{stderr}");
 }
+
+/// Processes whose environment carries `marker`: what a test's servers left behind.
+fn processes_with(marker: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.windows(marker.len()).any(|window| window == marker.as_bytes()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_command_target_starts_one_server_per_environment_combination() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let marker = format!("PLATEAU_TEST_MARKER={}", std::process::id());
+    // MODE picks a behaviour: fail at start-up, crash mid-run (killed after 4 s), or serve. Every server also
+    // leaves a child that ignores SIGTERM, which plateau must still clean up.
+    let script = r#"(trap "" TERM; exec sleep 600) &
+case "$MODE" in
+  fail) echo "loading model.onnx: file not found" >&2; exit 4 ;;
+  crash) exec timeout --foreground -s KILL 4 "$PLATEAU" serve-reference --port "$PORT" --service-ms 20 ;;
+  *) exec "$PLATEAU" serve-reference --port "$PORT" --service-ms 20 ;;
+esac"#;
+    let job = write_job(
+        folder.path(),
+        &format!(
+            r#"
+version = 1
+[job]
+name = "sweep"
+[target]
+kind = "command"
+command = ["sh", "-c", {script:?}]
+env = {{ PORT = "{{port}}", PLATEAU = {plateau:?}, PLATEAU_TEST_MARKER = "{pid}" }}
+readiness = {{ http_path = "/ping", timeout = "10s" }}
+stop_grace = "2s"
+[payload]
+body = "{{}}"
+[traffic.stairs]
+users_per_step = 4
+step_duration = "3s"
+steps = 4
+[stopping]
+flat_invocations = "stop"
+[[configurations]]
+name = "broken"
+instance_type = "local"
+price_per_hour_usd = 1.0
+environment = {{ MODE = ["fail"] }}
+[[configurations]]
+name = "crashing"
+instance_type = "local"
+price_per_hour_usd = 1.0
+environment = {{ MODE = ["crash"], PLATEAU_REFERENCE_WORKERS = ["2"] }}
+[[configurations]]
+name = "sweep"
+instance_type = "local"
+price_per_hour_usd = 1.0
+environment = {{ MODE = ["serve"], PLATEAU_REFERENCE_WORKERS = ["2", "6"] }}
+"#,
+            plateau = env!("CARGO_BIN_EXE_plateau"),
+            pid = std::process::id(),
+        ),
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "failed configurations make the run partial: {}", text(&output));
+    assert_eq!(processes_with(&marker), Vec::<u32>::new(), "no server process may outlive the run");
+
+    let results = read_results(&out);
+    let broken = configuration(&results, "broken (MODE=fail)");
+    assert_eq!(broken["status"], "failed");
+    let failure = broken["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("exited before it was ready") && failure.contains("loading model.onnx: file not found"),
+        "{failure}"
+    );
+    let crashing = configuration(&results, "crashing (MODE=crash, PLATEAU_REFERENCE_WORKERS=2)");
+    assert_eq!(crashing["status"], "failed");
+    assert!(crashing["failure"].as_str().unwrap().contains("the server exited during the run"), "{crashing}");
+    assert!(!crashing["steps"].as_array().unwrap().is_empty(), "what was measured before the crash is kept");
+
+    // 2 and 6 workers of 20 ms: 100 and 300 requests/s.
+    for (workers, capacity_per_min) in [("2", 6000.0), ("6", 18000.0)] {
+        let run = configuration(&results, &format!("sweep (MODE=serve, PLATEAU_REFERENCE_WORKERS={workers})"));
+        assert_eq!(run["status"], "complete");
+        assert_eq!(run["environment"]["PLATEAU_REFERENCE_WORKERS"], workers);
+        let metrics = &run["metrics"];
+        let max_invocations = metrics["max_invocations"].as_f64().unwrap();
+        assert!((max_invocations / capacity_per_min - 1.0).abs() < 0.10, "{workers} workers: {max_invocations}");
+        let cpu = metrics["cpu_utilization_percent"].as_f64().unwrap();
+        assert!(cpu > 0.0 && cpu < 100.0, "CpuUtilization {cpu}");
+        assert!(metrics["memory_utilization_percent"].as_f64().unwrap() > 0.0);
+        assert!(
+            run["seconds"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|second| second["cpu_percent"].as_f64().is_some_and(|cpu| cpu > 0.0))
+        );
+        let log = std::fs::read_to_string(out.join(run["server_log"].as_str().unwrap())).unwrap();
+        assert!(log.contains(&format!("{workers} workers")), "the server's output is in its log: {log}");
+    }
+    let recommendation = &results["recommendation"];
+    assert_eq!(recommendation["configuration"], "sweep (MODE=serve, PLATEAU_REFERENCE_WORKERS=6)");
+    assert_eq!(recommendation["environment"]["PLATEAU_REFERENCE_WORKERS"], "6");
+}

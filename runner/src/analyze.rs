@@ -284,6 +284,9 @@ pub struct Recommendation {
     /// The recommended configuration, absent when none meets the requirements.
     pub configuration: Option<String>,
     pub initial_instance_count: Option<u32>,
+    /// The recommended run's environment variables (EnvironmentParameters), for command targets.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub environment: std::collections::BTreeMap<String, String>,
     pub reason: String,
     pub ranking: Vec<Verdict>,
 }
@@ -331,7 +334,9 @@ fn latency_at(latency: &LatencySummary, percentile: f64) -> f64 {
 /// Why a configuration does not meet the requirements, or `None` if it does.
 fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) -> Option<String> {
     if result.status == RunStatus::Failed || result.status == RunStatus::Skipped {
-        return Some(result.failure.clone().unwrap_or_else(|| "did not run".to_string()));
+        // The first line: the whole failure, with any log tail, is in the results and the report's details.
+        let failure = result.failure.as_deref().and_then(|failure| failure.lines().next());
+        return Some(failure.unwrap_or("did not run").to_string());
     }
     let Some(metrics) = &result.metrics else {
         return Some("no complete step was measured".to_string());
@@ -383,6 +388,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
             objective,
             configuration: None,
             initial_instance_count: None,
+            environment: Default::default(),
             reason: "no configuration meets the requirements".to_string(),
             ranking: rejected,
         };
@@ -435,6 +441,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         objective,
         configuration: Some(best.result.name.clone()),
         initial_instance_count: Some(initial_instance_count(best.result, best.metrics, requirements)),
+        environment: best.result.environment.clone(),
         reason,
         ranking,
     }

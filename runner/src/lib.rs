@@ -2,11 +2,13 @@
 //!
 //! The stages pass plain data to each other: `spec` (job files) -> `plan` (test runs) -> `drive` (the load
 //! engine, against a `target`) -> `measure` (histograms, per-second series) -> `analyze` (plateau, metrics,
-//! recommendation) -> `results` (the saved document) -> `report` (templates). `cli` wires them together.
+//! recommendation) -> `results` (the saved document) -> `report` (templates). `execute` runs a job through
+//! them; `cli` parses arguments.
 
 pub mod analyze;
 pub mod cli;
 pub mod drive;
+pub mod execute;
 pub mod exit;
 pub mod measure;
 pub mod plan;

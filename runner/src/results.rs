@@ -1,6 +1,8 @@
 //! The results document (`results.json`): the source of every report and comparison. Versioned; every field is
 //! plain data, and histograms are serialized (HDR V2 deflate, base64) so runs can be merged and re-analysed.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::scalability::ScalabilityFit;
@@ -89,6 +91,9 @@ pub struct ConfigurationResult {
     pub instance_count: u32,
     /// Price of one instance.
     pub price_per_hour_usd: f64,
+    /// The environment variables this run set (command targets): IR's EnvironmentParameters.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment: BTreeMap<String, String>,
     /// `complete`, `partial` (interrupted or target gone), `failed` (could not run) or `skipped`.
     pub status: RunStatus,
     /// Why the ramp ended: `completed`, `stopped` (with the reason), `max_invocations`, `interrupted`,
@@ -105,6 +110,9 @@ pub struct ConfigurationResult {
     pub seconds: Vec<SecondSummary>,
     /// The per-second histograms, one JSON line a second, relative to the results file.
     pub series_file: Option<String>,
+    /// The server's stdout and stderr (command targets), relative to the results file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_log: Option<String>,
     /// Where throughput stopped growing: the step (index among complete steps), the rule that fired, and
     /// whether a further step confirmed it.
     pub plateau: Option<Plateau>,

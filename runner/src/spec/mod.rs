@@ -65,6 +65,25 @@ struct RawTarget {
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     timeout: Option<DurationValue>,
+    // Command targets: a server plateau starts itself for each configuration.
+    command: Option<Spanned<Vec<String>>>,
+    working_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    port: Option<u16>,
+    path: Option<String>,
+    readiness: Option<Spanned<RawReadiness>>,
+    stop_grace: Option<DurationValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReadiness {
+    http_path: Option<String>,
+    expected_status: Option<u16>,
+    #[serde(default)]
+    tcp: bool,
+    timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -72,6 +91,8 @@ struct RawTarget {
 pub enum TargetKind {
     Reference,
     Http,
+    /// A server command plateau starts itself, once per configuration and environment combination.
+    Command,
 }
 
 /// A header value given inline, or read from an environment variable so secrets stay out of the job file.
@@ -174,6 +195,12 @@ struct RawConfiguration {
     price_per_hour_usd: Option<Spanned<f64>>,
     url: Option<Spanned<String>>,
     reference: Option<Spanned<RawReferenceModel>>,
+    /// Command targets: environment variables to try, each with its values; every combination is a test run.
+    environment: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+    /// Command targets: the CPUs the server may use, as taskset takes them ("0", "0-1", "0,2").
+    cpus: Option<Spanned<String>>,
+    /// Command targets: the memory MemoryUtilization is a share of (default: the machine's).
+    memory_limit_mb: Option<Spanned<f64>>,
 }
 
 fn one() -> Spanned<u32> {
@@ -229,6 +256,41 @@ pub struct JobSource {
 pub struct Target {
     pub kind: TargetKind,
     pub http: HttpRequestSpec,
+    /// For `command` targets: how to start, check and stop the server.
+    pub command: Option<CommandSpec>,
+}
+
+/// The placeholder in a command's arguments and environment that plateau fills with the server's port.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    /// The program and its arguments; `{port}` is replaced by the port.
+    pub argv: Vec<String>,
+    pub working_dir: PathBuf,
+    /// Fixed environment variables for every start; `{port}` is replaced here too.
+    pub env: BTreeMap<String, String>,
+    /// A fixed port, or none to have plateau pick a free loopback port.
+    pub port: Option<u16>,
+    /// The path of the inference request.
+    pub path: String,
+    pub readiness: Readiness,
+    /// How long after SIGTERM the server may take before it is killed.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub check: ReadinessCheck,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadinessCheck {
+    /// `GET path` answers with this status.
+    Http { path: String, expected_status: u16 },
+    /// The port accepts a TCP connection.
+    Tcp,
 }
 
 /// How each request is sent over HTTP; for the reference target the URL is filled in per run.
@@ -297,6 +359,35 @@ pub struct Configuration {
     /// For `http` targets: this configuration's own endpoint, overriding the target's URL.
     pub url: Option<String>,
     pub reference: Option<ReferenceModel>,
+    /// Environment variables to try (command targets); the plan runs every combination.
+    pub environment: BTreeMap<String, Vec<String>>,
+    pub cpus: Option<CpuSet>,
+    pub memory_limit_mb: Option<f64>,
+}
+
+/// CPUs a server is pinned to, with their count (for CpuUtilization as a share of what it may use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSet {
+    pub list: String,
+    pub count: usize,
+}
+
+impl CpuSet {
+    /// Parses a taskset CPU list such as "0", "0-3" or "0,2-3".
+    pub fn parse(list: &str) -> Option<Self> {
+        let mut count = 0;
+        for part in list.split(',') {
+            let (first, last) = match part.trim().split_once('-') {
+                Some((first, last)) => (first.trim().parse::<usize>().ok()?, last.trim().parse::<usize>().ok()?),
+                None => {
+                    let cpu = part.trim().parse::<usize>().ok()?;
+                    (cpu, cpu)
+                }
+            };
+            count += last.checked_sub(first)? + 1;
+        }
+        Some(Self { list: list.trim().to_string(), count })
+    }
 }
 
 /// A simulated model server: `workers` requests served at once, FIFO queue, service times from a distribution.
@@ -386,7 +477,10 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
             Some("name the job, e.g. name = \"resnet-cpu\"".into()),
         );
     }
-    let target = validate_target(&raw.target, sink);
+    let mut target = validate_target(&raw.target, sink);
+    if let Some(command) = &mut target.command {
+        command.working_dir = relative_to(path, &command.working_dir);
+    }
     let payload = validate_payload(&raw.payload, sink, path);
     let traffic = validate_traffic(&raw.traffic, sink);
     let stopping = validate_stopping(&raw.stopping, sink);
@@ -468,8 +562,10 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
             );
         }
     }
+    let command = validate_command(raw, sink);
     Target {
         kind,
+        command,
         http: HttpRequestSpec {
             url: raw.url.as_ref().map(|url| url.get_ref().clone()),
             method,
@@ -477,6 +573,90 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
             timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
         },
     }
+}
+
+fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<CommandSpec> {
+    let command_keys = [
+        ("command", raw.command.is_some()),
+        ("working_dir", raw.working_dir.is_some()),
+        ("env", !raw.env.is_empty()),
+        ("port", raw.port.is_some()),
+        ("path", raw.path.is_some()),
+        ("readiness", raw.readiness.is_some()),
+        ("stop_grace", raw.stop_grace.is_some()),
+    ];
+    if *raw.kind.get_ref() != TargetKind::Command {
+        for (key, _) in command_keys.iter().filter(|(_, present)| *present) {
+            sink.error(
+                span_of(&raw.kind),
+                format!("target.{key}"),
+                format!("`{key}` applies only to kind = \"command\""),
+                Some("remove it, or set kind = \"command\" to have plateau start the server".into()),
+            );
+        }
+        return None;
+    }
+    let Some(command) = &raw.command else {
+        sink.error(
+            span_of(&raw.kind),
+            "target.command",
+            "a command target needs the command that starts the server",
+            Some("e.g. command = [\"python3\", \"server.py\", \"--port\", \"{port}\"]".into()),
+        );
+        return None;
+    };
+    if command.get_ref().is_empty() || command.get_ref()[0].trim().is_empty() {
+        sink.error(span_of(command), "target.command", "the command is empty", None);
+    }
+    let mentions_port = command.get_ref().iter().chain(raw.env.values()).any(|text| text.contains(PORT_PLACEHOLDER));
+    if raw.port.is_none() && !mentions_port {
+        sink.error(
+            span_of(command),
+            "target.command",
+            "plateau cannot tell which port the server listens on",
+            Some("put {port} in the command or in target.env, or set target.port".into()),
+        );
+    }
+    if raw.url.is_some() {
+        sink.error(
+            span_of(&raw.kind),
+            "target.url",
+            "a command target's URL is http://127.0.0.1:<port><path>",
+            Some("use `path` instead of `url`".into()),
+        );
+    }
+    let path = raw.path.clone().unwrap_or_else(|| "/invocations".to_string());
+    if !path.starts_with('/') {
+        sink.error(span_of(command), "target.path", format!("`{path}` must start with /"), None);
+    }
+    let readiness = raw.readiness.as_ref().map(|readiness| readiness.get_ref());
+    let check = match readiness {
+        Some(RawReadiness { tcp: true, http_path: None, expected_status: None, .. }) => ReadinessCheck::Tcp,
+        Some(RawReadiness { tcp: true, .. }) => {
+            sink.error(
+                raw.readiness.as_ref().and_then(span_of),
+                "target.readiness",
+                "choose a TCP check or an HTTP check, not both",
+                Some("remove `tcp`, or remove `http_path` and `expected_status`".into()),
+            );
+            ReadinessCheck::Tcp
+        }
+        _ => ReadinessCheck::Http {
+            path: readiness.and_then(|readiness| readiness.http_path.clone()).unwrap_or_else(|| "/ping".to_string()),
+            expected_status: readiness.and_then(|readiness| readiness.expected_status).unwrap_or(200),
+        },
+    };
+    let timeout =
+        readiness.and_then(|readiness| readiness.timeout).map_or(Duration::from_secs(60), |timeout| timeout.0);
+    Some(CommandSpec {
+        argv: command.get_ref().clone(),
+        working_dir: raw.working_dir.as_ref().map_or_else(PathBuf::new, |folder| folder.get_ref().clone()),
+        env: raw.env.clone(),
+        port: raw.port,
+        path,
+        readiness: Readiness { check, timeout },
+        stop_grace: raw.stop_grace.map_or(Duration::from_secs(5), |grace| grace.0),
+    })
 }
 
 fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
@@ -733,6 +913,41 @@ fn validate_configurations(
                 }
             };
             let reference = validate_reference(config, kind, index, sink);
+            let command_only = [
+                ("environment", config.environment.is_some(), config.environment.as_ref().and_then(span_of)),
+                ("cpus", config.cpus.is_some(), config.cpus.as_ref().and_then(span_of)),
+                (
+                    "memory_limit_mb",
+                    config.memory_limit_mb.is_some(),
+                    config.memory_limit_mb.as_ref().and_then(span_of),
+                ),
+            ];
+            for (field, present, span) in command_only {
+                if present && kind != TargetKind::Command {
+                    sink.error(
+                        span.or_else(|| span_of(&config.name)),
+                        key(field),
+                        format!("`{field}` applies only to command targets, which plateau starts itself"),
+                        Some("remove it, or use [target] kind = \"command\"".into()),
+                    );
+                }
+            }
+            for (variable, values) in config.environment.iter().flat_map(|environment| environment.get_ref()) {
+                if values.is_empty() {
+                    let span = config.environment.as_ref().and_then(span_of);
+                    sink.error(span, key(&format!("environment.{variable}")), "needs at least one value", None);
+                }
+            }
+            if let Some(cpus) = &config.cpus
+                && CpuSet::parse(cpus.get_ref()).is_none()
+            {
+                sink.error(
+                    span_of(cpus),
+                    key("cpus"),
+                    format!("`{}` is not a CPU list", cpus.get_ref()),
+                    Some("e.g. \"0\", \"0-1\" or \"0,2\"".into()),
+                );
+            }
             if kind == TargetKind::Http && config.url.is_none() && target.http.url.is_none() {
                 sink.error(
                     span_of(&config.name),
@@ -755,6 +970,16 @@ fn validate_configurations(
                 price_per_hour_usd,
                 url: config.url.as_ref().map(|url| url.get_ref().clone()),
                 reference,
+                environment: config
+                    .environment
+                    .as_ref()
+                    .map(|environment| environment.get_ref().clone())
+                    .unwrap_or_default(),
+                cpus: config.cpus.as_ref().and_then(|cpus| CpuSet::parse(cpus.get_ref())),
+                memory_limit_mb: config
+                    .memory_limit_mb
+                    .as_ref()
+                    .map(|limit| positive(limit, &key("memory_limit_mb"), sink)),
             }
         })
         .collect()
@@ -777,7 +1002,7 @@ fn validate_reference(
             );
             None
         }
-        (TargetKind::Http, Some(reference)) => {
+        (TargetKind::Http | TargetKind::Command, Some(reference)) => {
             sink.error(
                 span_of(reference),
                 key(""),
@@ -786,7 +1011,7 @@ fn validate_reference(
             );
             None
         }
-        (TargetKind::Http, None) => None,
+        (TargetKind::Http | TargetKind::Command, None) => None,
         (TargetKind::Reference, Some(reference)) => {
             let model = reference.get_ref();
             if *model.workers.get_ref() == 0 {

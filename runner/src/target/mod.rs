@@ -1,6 +1,7 @@
 //! Targets: what the load engine sends requests to. Each virtual user owns a `Session` (for HTTP, its own
 //! connection), so the hot path shares nothing between users.
 
+pub mod command;
 pub mod http;
 pub mod reference;
 

@@ -189,6 +189,10 @@ async fn accept_loop(listener: TcpListener, service: Arc<ServiceModel>, shutdown
             let handler = service_fn(move |request: Request<hyper::body::Incoming>| {
                 let service = Arc::clone(&service);
                 async move {
+                    // Health checks, as SageMaker containers answer them: no model time.
+                    if request.uri().path() == "/ping" {
+                        return Ok(Response::new(Full::new(Bytes::from_static(b"{\"status\":\"healthy\"}"))));
+                    }
                     // Read the whole request as a model server would before inferring.
                     let request_bytes = request.into_body().collect().await?.to_bytes().len();
                     let service_time = service.serve().await;

@@ -1,6 +1,8 @@
 //! Measurement: latency histograms (HDR, microseconds), per-second accumulation off the request path, error
 //! classes, histogram serialization, and the resource-sampling interface.
 
+pub mod process_tree;
+
 use std::sync::Mutex;
 
 use base64::Engine as _;

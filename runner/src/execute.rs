@@ -1,0 +1,473 @@
+//! Runs a job: each test run's target started (a reference endpoint, or the user's server command), driven
+//! through the traffic pattern, analysed, and saved; then the recommendation and the reports. Ctrl-C, SIGTERM, a
+//! target that goes away or a server that crashes never lose what was measured: results are written after every
+//! configuration and marked partial.
+
+use std::io::IsTerminal as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::Context as _;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::analyze::{self, ConfigurationFacts, OnlineDetector, PlateauSettings};
+use crate::drive::{self, DriveOptions, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow};
+use crate::exit::Exit;
+use crate::measure::ResourceSource;
+use crate::measure::process_tree::ProcessTree;
+use crate::plan::{self, TestRun};
+use crate::report;
+use crate::results::{ConfigurationResult, Host, JobSummary, Manifest, RESULTS_VERSION, Results, RunStatus};
+use crate::spec::{self, Job, TargetKind};
+use crate::target::command::{self, ServerProcess};
+use crate::target::http::HttpTarget;
+use crate::target::reference::ReferenceServer;
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+}
+
+fn utc_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn host() -> Host {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|meminfo| {
+        let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    Host {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes,
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+    }
+}
+
+/// Runs the job file at `job_path`, writing everything into `out` (or the default folder).
+pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::ReportOptions) -> anyhow::Result<Exit> {
+    let job = match spec::load(job_path) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let plan = plan::plan(&job);
+    let report_options = report::ReportOptions {
+        templates: report_options.templates.or_else(|| job.report_templates.clone()),
+        ..report_options
+    };
+    let started_at = utc_now();
+    let out = out.unwrap_or_else(|| {
+        let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        PathBuf::from("plateau-out").join(format!("{}-{stamp}", report::file_stem(&job.name)))
+    });
+    for folder in ["series", "logs"] {
+        std::fs::create_dir_all(out.join(folder))
+            .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    }
+    eprintln!(
+        "plateau: {} configurations, at most {} s; output in {}",
+        plan.runs.len(),
+        plan.worst_case_s(),
+        out.display()
+    );
+
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown_signal().await;
+            eprintln!("plateau: interrupted; writing partial results");
+            cancel.cancel();
+        }
+    });
+
+    let mut results = Results {
+        results_version: RESULTS_VERSION,
+        partial: true,
+        manifest: Manifest {
+            plateau_version: env!("CARGO_PKG_VERSION").to_string(),
+            job_file: job.source.path.display().to_string(),
+            job_sha256: job.source.sha256.clone(),
+            job_file_text: job.source.text.clone(),
+            seed: job.seed,
+            host: host(),
+            started_at: started_at.clone(),
+            ended_at: started_at,
+        },
+        job: JobSummary {
+            name: job.name.clone(),
+            description: job.description.clone(),
+            target_kind: job.target.kind,
+            traffic: job.traffic.clone(),
+            stopping: job.stopping.clone(),
+            requirements: job.requirements.clone(),
+            objective: job.requirements.objective,
+        },
+        configurations: Vec::new(),
+        recommendation: None,
+    };
+    let progress = Progress::new(plan.runs.len());
+    for run in &plan.runs {
+        let result = if cancel.is_cancelled() {
+            skipped(run, plan.ramp_s)
+        } else {
+            run_configuration(&job, run, &out, cancel.clone(), &progress).await
+        };
+        results.configurations.push(result);
+        // Saved after every configuration, so an abrupt end loses at most the one in progress.
+        results.manifest.ended_at = utc_now();
+        report::write_results(&results, &out)?;
+    }
+    progress.finish();
+
+    results.partial =
+        cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
+    let recommendation = analyze::recommend(&results.configurations, &job.requirements);
+    let recommended = recommendation.configuration.is_some();
+    results.recommendation = Some(recommendation);
+    results.manifest.ended_at = utc_now();
+    let summary = report::write_all(&results, &out, &report_options)?;
+    println!();
+    print!("{summary}");
+    println!("results: {}", out.display());
+    Ok(if results.partial {
+        Exit::RunFailed
+    } else if recommended {
+        Exit::Success
+    } else {
+        Exit::NoConfigurationMeetsRequirements
+    })
+}
+
+fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+    let configuration = &run.configuration;
+    ConfigurationResult {
+        name: run.name.clone(),
+        instance_type: configuration.instance_type.clone(),
+        instance_count: configuration.instance_count,
+        price_per_hour_usd: configuration.price_per_hour_usd,
+        environment: run.environment.clone(),
+        status,
+        end: None,
+        failure,
+        elapsed_s: 0,
+        full_ramp_s: ramp_s,
+        steps: Vec::new(),
+        seconds: Vec::new(),
+        series_file: None,
+        server_log: None,
+        plateau: None,
+        metrics: None,
+        scalability: None,
+        reference: None,
+    }
+}
+
+fn skipped(run: &TestRun, ramp_s: u64) -> ConfigurationResult {
+    empty_result(run, ramp_s, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
+}
+
+fn failed(run: &TestRun, ramp_s: u64, error: &anyhow::Error) -> ConfigurationResult {
+    empty_result(run, ramp_s, RunStatus::Failed, Some(format!("{error:#}")))
+}
+
+/// What serves a test run's requests.
+enum Server {
+    Reference(ReferenceServer),
+    Command(ServerProcess),
+    /// An `http` target that is already running somewhere.
+    External,
+}
+
+impl Server {
+    async fn start(
+        job: &Job,
+        run: &TestRun,
+        out: &Path,
+        progress: &Progress,
+        label: &str,
+    ) -> anyhow::Result<(Self, String)> {
+        let configuration = &run.configuration;
+        match (job.target.kind, configuration.reference, &job.target.command) {
+            (TargetKind::Reference, Some(model), _) => {
+                let seed = job.seed ^ (run.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let server = ReferenceServer::start(model, seed, SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .context("cannot start the reference endpoint")?;
+                let url = server.url();
+                Ok((Server::Reference(server), url))
+            }
+            (TargetKind::Command, _, Some(spec)) => {
+                let log = out.join(log_file(run));
+                let cpus = configuration.cpus.as_ref().map(|cpus| cpus.list.as_str());
+                let on_wait = |waited: Duration| {
+                    progress.status(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()))
+                };
+                let process = ServerProcess::start(spec, &run.environment, cpus, &log, on_wait).await?;
+                let url = process.url(&spec.path);
+                Ok((Server::Command(process), url))
+            }
+            _ => {
+                let url = configuration.url.clone().or_else(|| job.target.http.url.clone());
+                Ok((Server::External, url.context("no URL for this configuration")?))
+            }
+        }
+    }
+
+    fn resources(&self, configuration: &spec::Configuration) -> Option<Box<dyn ResourceSource>> {
+        match self {
+            Server::Reference(server) => Some(Box::new(server.busy_workers())),
+            Server::Command(process) => {
+                let allowed_cores = configuration
+                    .cpus
+                    .as_ref()
+                    .map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |cpus| cpus.count);
+                let memory_limit_bytes = configuration.memory_limit_mb.map(|mb| (mb * 1024.0 * 1024.0) as u64);
+                Some(Box::new(ProcessTree::new(process.pid, allowed_cores, memory_limit_bytes)))
+            }
+            Server::External => None,
+        }
+    }
+
+    /// Resolves if a server plateau started exits; never for the others.
+    async fn exited(&self) {
+        match self {
+            Server::Command(process) => {
+                process.wait_for_exit().await;
+            }
+            _ => std::future::pending().await,
+        }
+    }
+}
+
+fn log_file(run: &TestRun) -> String {
+    format!("logs/{:02}-{}.log", run.index + 1, report::file_stem(&run.name))
+}
+
+async fn run_configuration(
+    job: &Job,
+    run: &TestRun,
+    out: &Path,
+    cancel: CancellationToken,
+    progress: &Progress,
+) -> ConfigurationResult {
+    let configuration = &run.configuration;
+    let ramp_s = job.traffic.duration_s();
+    let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.name);
+    let (server, url) = match Server::start(job, run, out, progress, &label).await {
+        Ok(started) => started,
+        Err(error) => {
+            progress.line(format!("{label} failed: {error:#}"));
+            return ConfigurationResult { server_log: server_log(job, run), ..failed(run, ramp_s, &error) };
+        }
+    };
+    let target = match HttpTarget::new(&url, &job.target.http, &job.payload) {
+        Ok(target) => Arc::new(target),
+        Err(error) => return failed(run, ramp_s, &error),
+    };
+    let schedule = Schedule::new(&job.traffic);
+    let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, report::file_stem(&run.name));
+    let resources = server.resources(configuration);
+    let utilization_source = resources.as_ref().map(|source| source.label().to_string());
+    let settings = PlateauSettings::default();
+    let mut observer = RunObserver {
+        detector: OnlineDetector { stopping: &job.stopping, settings },
+        progress,
+        run_label: label.clone(),
+        steps_total: schedule.steps.len(),
+        ramp_s,
+    };
+    // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.
+    let run_cancel = cancel.child_token();
+    let options = DriveOptions {
+        schedule: &schedule,
+        max_invocations: job.stopping.max_invocations,
+        series_path: Some(&out.join(&series_file)),
+        cancel: run_cancel.clone(),
+    };
+    let driving = drive::drive(target, options, resources, &mut observer);
+    tokio::pin!(driving);
+    let record = tokio::select! {
+        record = &mut driving => record,
+        _ = server.exited() => {
+            run_cancel.cancel();
+            driving.await
+        }
+    };
+    let crashed = match &server {
+        Server::Command(process) if !cancel.is_cancelled() => process.exited(),
+        _ => None,
+    };
+    let leftover = stop(&server, job).await;
+    let record = match record {
+        Ok(record) => record,
+        Err(error) => {
+            return failed(run, ramp_s, &anyhow::Error::new(error).context("cannot write the per-second series"));
+        }
+    };
+    let facts = ConfigurationFacts {
+        instance_count: configuration.instance_count,
+        price_per_hour_usd: configuration.price_per_hour_usd,
+        utilization_source,
+    };
+    let analysis = analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings);
+    let (status, failure) = match (&crashed, &server, &record.end) {
+        (Some(status), Server::Command(process), _) => (
+            RunStatus::Failed,
+            Some(format!(
+                "the server exited during the run ({status})\n--- last lines of its log ---\n{}",
+                process.log_tail()
+            )),
+        ),
+        (_, _, drive::EndReason::TargetUnreachable { seconds }) => {
+            (RunStatus::Partial, Some(format!("the target at {url} refused every connection for {seconds} s")))
+        }
+        (_, _, end) if end.is_partial() => (RunStatus::Partial, None),
+        _ => (RunStatus::Complete, leftover),
+    };
+    if let Some(failure) = &failure {
+        progress.line(format!("{label}: {failure}"));
+    }
+    ConfigurationResult {
+        status,
+        end: Some(record.end),
+        failure,
+        elapsed_s: record.elapsed_s,
+        steps: record.steps.iter().map(analyze::step_result).collect(),
+        seconds: record.seconds,
+        series_file: Some(series_file),
+        server_log: server_log(job, run),
+        plateau: analysis.plateau,
+        metrics: analysis.metrics,
+        scalability: analysis.scalability,
+        reference: match &server {
+            Server::Reference(server) => Some(server.realized()),
+            _ => None,
+        },
+        ..empty_result(run, ramp_s, status, None)
+    }
+}
+
+fn server_log(job: &Job, run: &TestRun) -> Option<String> {
+    (job.target.kind == TargetKind::Command).then(|| log_file(run))
+}
+
+/// Stops a server plateau started; says so if any of its processes survived.
+async fn stop(server: &Server, job: &Job) -> Option<String> {
+    let (Server::Command(process), Some(spec)) = (server, &job.target.command) else {
+        return None;
+    };
+    process.stop(spec.stop_grace).await;
+    let survivors = command::group_members(process.pid);
+    (!survivors.is_empty()).then(|| format!("processes {survivors:?} of the server survived SIGKILL"))
+}
+
+/// The live progress line on a terminal; plain log lines, one per step, elsewhere (CI).
+struct Progress {
+    bar: Option<ProgressBar>,
+    runs: usize,
+}
+
+impl Progress {
+    fn new(runs: usize) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self { bar, runs }
+    }
+
+    fn line(&self, text: String) {
+        match &self.bar {
+            Some(bar) => bar.println(text),
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// A passing status, such as waiting for a server; shown on a terminal only.
+    fn status(&self, text: String) {
+        if let Some(bar) = &self.bar {
+            bar.set_message(text);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+struct RunObserver<'a> {
+    detector: OnlineDetector<'a>,
+    progress: &'a Progress,
+    run_label: String,
+    steps_total: usize,
+    ramp_s: u64,
+}
+
+fn clock(seconds: u64) -> String {
+    format!("{}:{:02}", seconds / 60, seconds % 60)
+}
+
+impl Observer for RunObserver<'_> {
+    fn on_second(&mut self, second: &SecondSummary, step: &StepWindow) {
+        if let Some(bar) = &self.progress.bar {
+            bar.set_message(format!(
+                "{} · step {}/{} · {} users · {} req/s · p99 {:.1} ms · {} errors · {} / {}",
+                self.run_label,
+                step.index + 1,
+                self.steps_total,
+                second.users,
+                second.completed,
+                second.p99_ms,
+                second.errors,
+                clock(second.second + 1),
+                clock(self.ramp_s),
+            ));
+        }
+    }
+
+    fn on_step(&mut self, steps: &[StepRecord]) -> StepVerdict {
+        if let Some(step) = steps.last() {
+            let latency = crate::measure::LatencySummary::of(&step.steady.latency_us);
+            self.progress.line(format!(
+                "{} step {}/{}: {:.0} users, {:.0} invocations/min, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                self.run_label,
+                step.window.index + 1,
+                self.steps_total,
+                step.window.users,
+                step.throughput_rps() * 60.0,
+                latency.p50_ms,
+                latency.p99_ms,
+                step.steady.errors.total()
+            ));
+        }
+        let verdict = self.detector.on_step(steps);
+        if let StepVerdict::Stop(reason) = &verdict {
+            self.progress.line(format!("{} stopped early: {reason}", self.run_label));
+        }
+        verdict
+    }
+}

@@ -1,0 +1,146 @@
+//! Resource use of a process and all its descendants, read from /proc once a second: CPU time (user + system,
+//! including reaped children) and resident memory.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{ResourceSample, ResourceSource};
+
+/// One process as /proc/<pid>/stat describes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct ProcessStat {
+    pid: i32,
+    parent: i32,
+    cpu_ticks: u64,
+    resident_pages: u64,
+}
+
+/// Parses /proc/<pid>/stat. The command name may hold spaces and parentheses, so fields are counted from the
+/// last `)`.
+fn parse_stat(text: &str) -> Option<ProcessStat> {
+    let (head, tail) = text.rsplit_once(')')?;
+    let pid = head.split_once('(')?.0.trim().parse().ok()?;
+    let fields: Vec<&str> = tail.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14) ... rss(21).
+    let number = |index: usize| fields.get(index).and_then(|field| field.parse::<i64>().ok());
+    let cpu_ticks = [11, 12, 13, 14].iter().map(|&index| number(index).unwrap_or(0).max(0) as u64).sum();
+    Some(ProcessStat { pid, parent: number(1)? as i32, cpu_ticks, resident_pages: number(21)?.max(0) as u64 })
+}
+
+fn all_processes() -> Vec<ProcessStat> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|entry| {
+            let name = entry.ok()?.file_name();
+            let pid: i32 = name.to_str()?.parse().ok()?;
+            parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+        })
+        .collect()
+}
+
+/// The root and everything below it.
+fn tree(processes: &[ProcessStat], root: i32) -> Vec<ProcessStat> {
+    let mut children: HashMap<i32, Vec<&ProcessStat>> = HashMap::new();
+    for process in processes {
+        children.entry(process.parent).or_default().push(process);
+    }
+    let mut found: Vec<ProcessStat> = processes.iter().filter(|process| process.pid == root).copied().collect();
+    let mut index = 0;
+    while index < found.len() {
+        let pid = found[index].pid;
+        found.extend(children.get(&pid).into_iter().flatten().map(|process| **process));
+        index += 1;
+    }
+    found
+}
+
+/// Samples a server's process tree: CPU as a percentage of the cores it may use, memory as a percentage of
+/// its limit (or of the machine).
+pub struct ProcessTree {
+    root: i32,
+    allowed_cores: f64,
+    memory_limit_bytes: f64,
+    ticks_per_second: f64,
+    page_bytes: f64,
+    last: Option<(Instant, u64)>,
+}
+
+impl ProcessTree {
+    pub fn new(root: i32, allowed_cores: usize, memory_limit_bytes: Option<u64>) -> Self {
+        // SAFETY: sysconf only reads a configuration value.
+        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let machine_memory = || {
+            let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+            let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+        };
+        Self {
+            root,
+            allowed_cores: allowed_cores.max(1) as f64,
+            memory_limit_bytes: memory_limit_bytes.or_else(machine_memory).unwrap_or(u64::MAX) as f64,
+            ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
+            page_bytes: if page > 0 { page as f64 } else { 4096.0 },
+            last: None,
+        }
+    }
+}
+
+impl ResourceSource for ProcessTree {
+    fn label(&self) -> &'static str {
+        "/proc (the server's process tree)"
+    }
+
+    fn sample(&mut self) -> ResourceSample {
+        let processes = tree(&all_processes(), self.root);
+        if processes.is_empty() {
+            return ResourceSample::default();
+        }
+        let now = Instant::now();
+        let cpu_ticks: u64 = processes.iter().map(|process| process.cpu_ticks).sum();
+        let resident_bytes =
+            processes.iter().map(|process| process.resident_pages).sum::<u64>() as f64 * self.page_bytes;
+        let cpu_percent = self.last.map(|(then, ticks_then)| {
+            let busy_s = cpu_ticks.saturating_sub(ticks_then) as f64 / self.ticks_per_second;
+            busy_s / now.duration_since(then).as_secs_f64().max(1e-3) / self.allowed_cores * 100.0
+        });
+        self.last = Some((now, cpu_ticks));
+        ResourceSample { cpu_percent, memory_percent: Some(resident_bytes / self.memory_limit_bytes * 100.0) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_with_awkward_names_parse() {
+        let line = "4242 (my (odd) server) S 4200 4242 4242 0 -1 4194560 100 0 0 0 150 50 7 3 20 0 4 0 1000 123456 789 18446744073709551615";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(stat, ProcessStat { pid: 4242, parent: 4200, cpu_ticks: 150 + 50 + 7 + 3, resident_pages: 789 });
+    }
+
+    #[test]
+    fn the_tree_holds_descendants_only() {
+        let process = |pid, parent| ProcessStat { pid, parent, cpu_ticks: 0, resident_pages: 0 };
+        let processes = [process(1, 0), process(10, 1), process(11, 10), process(12, 11), process(20, 1)];
+        let mut pids: Vec<i32> = tree(&processes, 10).iter().map(|process| process.pid).collect();
+        pids.sort();
+        assert_eq!(pids, vec![10, 11, 12]);
+    }
+
+    #[test]
+    fn a_busy_child_shows_as_cpu_use() {
+        let mut child = std::process::Command::new("sh").args(["-c", "while :; do :; done"]).spawn().unwrap();
+        let mut sampler = ProcessTree::new(std::process::id() as i32, 1, None);
+        sampler.sample();
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let sample = sampler.sample();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let cpu = sample.cpu_percent.unwrap();
+        assert!(cpu > 50.0, "a spinning child of this test process used {cpu}% of a core");
+        assert!(sample.memory_percent.unwrap() > 0.0);
+    }
+}
