@@ -353,11 +353,12 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
         .map(|histogram| measure::percentile_ms(&histogram, slo.percentile.value()))
         .unwrap_or(f64::NAN);
     Some(format!(
-        "fails {} ≤ {} ms: {:.1} ms even at the lowest load ({} users), {:.1} ms over",
+        "fails {} ≤ {} ms: {:.1} ms even at the lowest load ({} {}), {:.1} ms over",
         slo.percentile,
         slo.latency_ms,
         observed,
         lowest.users,
+        if lowest.users == 1.0 { "user" } else { "users" },
         observed - slo.latency_ms
     ))
 }
