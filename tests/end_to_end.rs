@@ -116,7 +116,7 @@ fn max_invocations_match_capacity_and_the_recommendation_follows_theory() {
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("**wide** with InitialInstanceCount **3**"), "{markdown}");
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert_eq!(html.matches("<svg").count(), 1 + 2 * 4, "one overview chart and four per configuration");
+    assert_eq!(html.matches("<svg").count(), 1 + 2 * 5, "one overview chart and five per configuration");
     let series =
         std::fs::read_to_string(out.join(configuration(&results, "wide")["series_file"].as_str().unwrap())).unwrap();
     assert_eq!(series.lines().count() as u64, configuration(&results, "wide")["elapsed_s"].as_u64().unwrap());

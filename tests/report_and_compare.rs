@@ -130,7 +130,7 @@ fn the_html_report_loads_in_headless_chromium_without_errors() {
     assert_eq!(page["title"], "plateau report: quickstart");
     assert!(page["recommendation"].as_str().unwrap().starts_with("Recommendation: medium with InitialInstanceCount 2"));
     let charts = page["charts"].as_array().unwrap();
-    assert_eq!(charts.len(), 1 + 4 * 4, "an overview and four charts for each of four configurations");
+    assert_eq!(charts.len(), 1 + 5 * 4, "an overview and five charts for each of four configurations");
     for chart in charts {
         assert_eq!(chart["visible"], true, "{chart}");
         assert!(chart["points"].as_u64().unwrap() > 0, "every chart shows data: {chart}");

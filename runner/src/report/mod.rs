@@ -184,12 +184,31 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             SeriesData::line("p99", per_second(|second| second.p99_ms)),
         ],
     );
-    vec![
+    let mut charts = vec![
         ("throughput", throughput),
         ("latency", latency),
         ("throughput-over-time", throughput_over_time),
         ("latency-over-time", latency_over_time),
+    ];
+    let resource_series = |name: &str, pick: fn(&SecondSummary) -> Option<f64>| {
+        let values: Vec<(f64, f64)> =
+            result.seconds.iter().filter_map(|second| Some((second.second as f64, pick(second)?))).collect();
+        (!values.is_empty()).then(|| SeriesData::line(name, values))
+    };
+    let resources: Vec<SeriesData> = [
+        resource_series("CPU (%)", |second| second.resources.cpu_percent),
+        resource_series("memory (%)", |second| second.resources.memory_percent),
     ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !resources.is_empty() {
+        charts.push((
+            "resources-over-time",
+            over_time("Resource use over time", "% of what the server may use", resources),
+        ));
+    }
+    charts
 }
 
 fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart> {
