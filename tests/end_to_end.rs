@@ -392,3 +392,62 @@ environment = {{ MODE = ["serve"], PLATEAU_REFERENCE_WORKERS = ["2", "6"] }}
     assert_eq!(recommendation["configuration"], "sweep (MODE=serve, PLATEAU_REFERENCE_WORKERS=6)");
     assert_eq!(recommendation["environment"]["PLATEAU_REFERENCE_WORKERS"], "6");
 }
+
+#[test]
+fn the_open_model_finds_capacity_counts_drops_and_times_from_the_intended_send() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(
+        folder.path(),
+        r#"
+version = 1
+[job]
+name = "open"
+seed = 5
+[target]
+kind = "reference"
+[payload]
+body = "{}"
+[traffic]
+arrivals = "poisson"
+max_in_flight = 100
+warmup = "2s"
+[traffic.rate_steps]
+start_rate_per_s = 100
+step_rate_per_s = 100
+step_duration = "4s"
+steps = 4
+[[configurations]]
+name = "ref-4x20"
+instance_type = "ref"
+price_per_hour_usd = 1
+reference = { workers = 4, service_time_ms = 20 }
+"#,
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results = read_results(&out);
+    assert_eq!(results["job"]["load_unit"], "requests_per_second");
+    let config = configuration(&results, "ref-4x20");
+    let steps = config["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["start_s"], 2, "the warm-up is not part of any step");
+    assert_eq!(config["seconds"].as_array().unwrap().len(), 2 + 4 * 4, "the warm-up's seconds are still recorded");
+    // 4 workers x 20 ms = 200 requests/s, whatever is offered above it.
+    let max_invocations = config["metrics"]["max_invocations"].as_f64().unwrap();
+    assert!((max_invocations / 12_000.0 - 1.0).abs() < 0.05, "MaxInvocations {max_invocations}");
+    let last = &steps[3];
+    assert_eq!(last["load"], 400.0);
+    // 400 offered, 200 served: about 200 arrivals a second find all 100 sessions busy and are dropped.
+    let dropped_per_s = last["dropped"].as_f64().unwrap() / last["steady_seconds"].as_f64().unwrap();
+    assert!((dropped_per_s / 200.0 - 1.0).abs() < 0.2, "dropped {dropped_per_s} per second");
+    // Timed from the intended send: 100 in flight at 200 served per second is half a second in the queue, though
+    // each request is served in 20 ms. A tool timing from the actual send would hide this.
+    let p50_ms = last["latency"]["p50_ms"].as_f64().unwrap();
+    assert!(p50_ms > 400.0, "p50 {p50_ms} ms must include the wait behind the queue");
+    assert!(
+        steps[0]["latency"]["p50_ms"].as_f64().unwrap() < 30.0,
+        "well below capacity the latency is the service time"
+    );
+    assert_eq!(last["generator_saturated"], false);
+}

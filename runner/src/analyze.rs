@@ -10,7 +10,7 @@ pub mod scalability;
 
 use serde::{Deserialize, Serialize};
 
-use crate::drive::{Observer, SecondSummary, StepRecord, StepVerdict, StepWindow};
+use crate::drive::{LoadUnit, Observer, SecondSummary, StepRecord, StepVerdict, StepWindow};
 use crate::measure::{self, ErrorCounts, LatencySummary};
 use crate::results::{ConfigurationResult, Metrics, RunStatus, StepResult};
 use scalability::ScalabilityFit;
@@ -34,11 +34,14 @@ impl Default for PlateauSettings {
 /// One step as the detector sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepPoint {
-    pub users: f64,
+    /// Virtual users, or offered requests per second for an open model.
+    pub load: f64,
     pub throughput_rps: f64,
     pub error_rate_percent: f64,
     /// Observed latency at each `[stopping]` threshold's percentile, in the thresholds' order.
     pub threshold_latency_ms: Vec<f64>,
+    /// The load generator fell behind its schedule in this step.
+    pub generator_saturated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +55,9 @@ pub enum PlateauRule {
     ErrorRate { error_rate_percent: f64, limit_percent: f64 },
     /// Throughput still grew at the last step: MaxInvocations is a lower bound.
     NotReached,
+    /// The load generator fell behind its schedule at `at_step` before the endpoint levelled off: the steps
+    /// from there on measure plateau, not the endpoint, and MaxInvocations is a lower bound.
+    GeneratorSaturated { at_step: usize },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -69,6 +75,10 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
     let mut candidate: Option<usize> = None;
     for (index, point) in points.iter().enumerate() {
         let before = index.saturating_sub(1);
+        if point.generator_saturated {
+            let step = candidate.unwrap_or(if index == 0 { 0 } else { best });
+            return Some(Plateau { step, rule: PlateauRule::GeneratorSaturated { at_step: index }, confirmed: false });
+        }
         if point.error_rate_percent > settings.max_error_rate_percent {
             let rule = PlateauRule::ErrorRate {
                 error_rate_percent: point.error_rate_percent,
@@ -97,7 +107,7 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
         } else {
             f64::INFINITY
         };
-        let load_gain_percent = (point.users / base.users.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
+        let load_gain_percent = (point.load / base.load.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
         let flat = gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent);
         match (flat, candidate) {
             (true, None) => candidate = Some(index),
@@ -130,9 +140,10 @@ fn error_rate_percent(completed: u64, errors: &ErrorCounts) -> f64 {
 
 fn step_point(step: &StepRecord, thresholds: &[LatencyThreshold]) -> StepPoint {
     StepPoint {
-        users: step.window.users,
+        load: step.window.load,
         throughput_rps: step.throughput_rps(),
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
+        generator_saturated: step.generator_saturated(),
         threshold_latency_ms: thresholds
             .iter()
             .map(|threshold| measure::percentile_ms(&step.steady.latency_us, threshold.percentile.value()))
@@ -162,6 +173,10 @@ impl OnlineDetector<'_> {
             Some(Plateau { rule: PlateauRule::ErrorRate { error_rate_percent, .. }, .. }) => {
                 StepVerdict::Stop(format!("error rate {error_rate_percent:.1}% passed the limit"))
             }
+            Some(Plateau { rule: PlateauRule::GeneratorSaturated { .. }, .. }) => StepVerdict::Stop(
+                "the load generator fell behind its schedule; more load would measure plateau, not the endpoint"
+                    .to_string(),
+            ),
             Some(Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true })
                 if self.stopping.flat_invocations == FlatInvocations::Stop =>
             {
@@ -183,7 +198,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
     let throughput_rps = step.throughput_rps();
     StepResult {
         index: step.window.index,
-        users: step.window.users,
+        load: step.window.load,
         start_s: step.window.start_s,
         end_s: step.window.end_s,
         steady_seconds: step.steady_seconds(),
@@ -193,6 +208,9 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         latency: LatencySummary::of(&step.steady.latency_us),
         errors: step.steady.errors,
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
+        dropped: step.steady.dropped,
+        generator_lag_p99_ms: step.generator_lag_p99_ms(),
+        generator_saturated: step.generator_saturated(),
         cpu_percent: step.resources.cpu_percent,
         memory_percent: step.resources.memory_percent,
         histogram: measure::encode_histogram(&step.steady.latency_us),
@@ -201,6 +219,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
 
 /// What the analysis needs about one configuration besides its steps.
 pub struct ConfigurationFacts {
+    pub load_unit: LoadUnit,
     pub instance_count: u32,
     pub price_per_hour_usd: f64,
     pub utilization_source: Option<String>,
@@ -227,8 +246,10 @@ pub fn analyze_steps(
     let Some(plateau) = detect(&points, &stopping.latency_thresholds, settings) else {
         return Analysis::default();
     };
-    let scalability =
-        scalability::fit(&points.iter().map(|point| (point.users, point.throughput_rps)).collect::<Vec<_>>());
+    // The USL models concurrency; an open model's offered rate is not one.
+    let scalability = (facts.load_unit == LoadUnit::Users)
+        .then(|| scalability::fit(&points.iter().map(|point| (point.load, point.throughput_rps)).collect::<Vec<_>>()))
+        .flatten();
     let step = complete[plateau.step];
     let max_invocations = step.throughput_rps() * 60.0;
     let max_invocations_at_slo = requirements.slo.map(|slo| {
@@ -256,7 +277,7 @@ pub fn analyze_steps(
         errors: step.steady.errors,
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
         throughput_spread_percent: spread_percent(&step.completed_per_second),
-        users_at_plateau: step.window.users,
+        load_at_plateau: step.window.load,
     };
     Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability }
 }
@@ -348,17 +369,16 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
     if metrics.max_invocations_at_slo.unwrap_or(0.0) > 0.0 {
         return None;
     }
-    let lowest = result.steps.iter().filter(|step| step.complete).min_by(|a, b| a.users.total_cmp(&b.users))?;
+    let lowest = result.steps.iter().filter(|step| step.complete).min_by(|a, b| a.load.total_cmp(&b.load))?;
     let observed = crate::measure::decode_histogram(&lowest.histogram)
         .map(|histogram| measure::percentile_ms(&histogram, slo.percentile.value()))
         .unwrap_or(f64::NAN);
     Some(format!(
-        "fails {} ≤ {} ms: {:.1} ms even at the lowest load ({} {}), {:.1} ms over",
+        "fails {} ≤ {} ms: {:.1} ms even at the lowest load (step {}), {:.1} ms over",
         slo.percentile,
         slo.latency_ms,
         observed,
-        lowest.users,
-        if lowest.users == 1.0 { "user" } else { "users" },
+        lowest.index + 1,
         observed - slo.latency_ms
     ))
 }
@@ -477,11 +497,12 @@ mod tests {
     fn points(series: &[(f64, f64)]) -> Vec<StepPoint> {
         series
             .iter()
-            .map(|&(users, throughput_rps)| StepPoint {
-                users,
+            .map(|&(load, throughput_rps)| StepPoint {
+                load,
                 throughput_rps,
                 error_rate_percent: 0.0,
                 threshold_latency_ms: Vec::new(),
+                generator_saturated: false,
             })
             .collect()
     }

@@ -1,6 +1,9 @@
-//! The load engine: closed-loop virtual users on tokio following the traffic pattern, one session (connection)
-//! each. Users record outcomes into a sharded `Recorder`; a control loop drains it at every second boundary, streams
-//! the second to disk, folds steady seconds into per-step tallies and asks the observer whether to go on.
+//! The load engine. Closed model: virtual users on tokio, one session (connection) each, following the traffic
+//! pattern. Open model: a scheduler sends requests at their intended times on a pool of owned sessions, whatever
+//! the server does, and times each from its intended send time, so a stalled server cannot hide its stall.
+//! Everything records into a sharded `Recorder`; a control loop drains it at every second boundary, streams the
+//! second to disk, folds steady seconds into per-step tallies and asks the observer whether to go on. The engine
+//! watches its own lateness and marks steps where it could not keep its schedule.
 
 use std::fs::File;
 use std::io::{BufWriter, Write as _};
@@ -8,20 +11,51 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution as _, Exp};
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::{self, ErrorClass, Outcome, Recorder, ResourceSample, ResourceSource, Tally};
-use crate::spec::Traffic;
+use crate::spec::{Arrivals, Traffic, TrafficOptions};
 use crate::target::{Session, Target};
 
 /// How often the number of users is brought up to the schedule between second boundaries.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
-/// Phases are analysed in windows of this length, since their user count changes continuously.
-const PHASE_WINDOW_S: u64 = 10;
+/// Phases and rate ramps are analysed in windows of this length, since their load changes continuously.
+const WINDOW_S: u64 = 10;
 /// Seconds in a row with nothing but connection errors after which the target counts as gone.
 const UNREACHABLE_AFTER_S: u32 = 3;
+/// How often the closed model's probe checks that the runtime wakes tasks on time.
+const PROBE_INTERVAL: Duration = Duration::from_millis(10);
+/// tokio's timer has 1 ms resolution and rounds sleeps up, so an idle engine is already up to ~2 ms late at p99
+/// (measured on the 2-core CI machine). Beyond this the load generator is not keeping its schedule (out of CPU,
+/// or blocked), and the step measures plateau, not the server.
+pub const GENERATOR_LAG_LIMIT_MS: f64 = 5.0;
+
+/// What a step's load counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadUnit {
+    /// Closed model: concurrent virtual users.
+    #[default]
+    Users,
+    /// Open model: offered requests per second.
+    RequestsPerSecond,
+}
+
+impl LoadUnit {
+    /// The unit in words, for progress lines and chart axes.
+    pub fn label(self) -> &'static str {
+        match self {
+            LoadUnit::Users => "users",
+            LoadUnit::RequestsPerSecond => "offered requests/s",
+        }
+    }
+}
 
 /// One step of the ramp as the analysis sees it: a time window with a load level and a steady part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,14 +65,16 @@ pub struct StepWindow {
     pub end_s: u64,
     /// Seconds before this are the step's ramp-in and are not measured.
     pub steady_start_s: u64,
-    /// Users during the step (the mean, for phases).
-    pub users: f64,
+    /// Virtual users, or offered requests per second (the mean over the window, for phases and ramps).
+    pub load: f64,
 }
 
-/// The traffic pattern turned into a user count at each moment and a list of analysis steps.
+/// The traffic pattern turned into a load at each moment and a list of analysis steps, after any warm-up.
 #[derive(Debug, Clone)]
 pub struct Schedule {
     traffic: Traffic,
+    warmup_s: u64,
+    pub load_unit: LoadUnit,
     pub steps: Vec<StepWindow>,
 }
 
@@ -47,90 +83,136 @@ fn ramp_in_s(step_duration_s: u64) -> u64 {
     (step_duration_s / 10).clamp(1, 5)
 }
 
-impl Schedule {
-    pub fn new(traffic: &Traffic) -> Self {
-        let steps = match traffic {
-            Traffic::Stairs { users_per_step, step_duration_s, steps } => (0..*steps as u64)
-                .map(|index| StepWindow {
-                    index: index as usize,
-                    start_s: index * step_duration_s,
-                    end_s: (index + 1) * step_duration_s,
-                    steady_start_s: index * step_duration_s + ramp_in_s(*step_duration_s),
-                    users: f64::from(*users_per_step) * (index + 1) as f64,
-                })
-                .collect(),
-            Traffic::Phases(phases) => {
-                let mut windows: Vec<StepWindow> = Vec::new();
-                let mut phase_start_s = 0;
-                for phase in phases {
-                    let phase_end_s = phase_start_s + phase.duration_s;
-                    let mut start_s = phase_start_s;
-                    while start_s < phase_end_s {
-                        let mut end_s = (start_s + PHASE_WINDOW_S).min(phase_end_s);
-                        // A short remainder joins the window before it rather than standing alone.
-                        if phase_end_s - end_s < 2 {
-                            end_s = phase_end_s;
-                        }
-                        let steady_start_s =
-                            if start_s == phase_start_s && end_s - start_s >= 2 { start_s + 1 } else { start_s };
-                        windows.push(StepWindow { index: windows.len(), start_s, end_s, steady_start_s, users: 0.0 });
-                        start_s = end_s;
-                    }
-                    phase_start_s = phase_end_s;
-                }
-                let mut schedule = Schedule { traffic: traffic.clone(), steps: Vec::new() };
-                for window in &mut windows {
-                    let seconds = window.start_s..window.end_s;
-                    let total: f64 =
-                        seconds.clone().map(|second| f64::from(schedule.users_at(second as f64 + 0.5))).sum();
-                    window.users = total / seconds.count() as f64;
-                }
-                schedule.steps = windows;
-                return schedule;
+/// Fixed steps of equal length, the load of step i given by `load`.
+fn equal_steps(warmup_s: u64, step_duration_s: u64, steps: u32, load: impl Fn(u64) -> f64) -> Vec<StepWindow> {
+    (0..u64::from(steps))
+        .map(|index| {
+            let start_s = warmup_s + index * step_duration_s;
+            StepWindow {
+                index: index as usize,
+                start_s,
+                end_s: start_s + step_duration_s,
+                steady_start_s: start_s + ramp_in_s(step_duration_s),
+                load: load(index),
             }
+        })
+        .collect()
+}
+
+/// Windows of about `WINDOW_S` over segments of continuously changing load; the first of each segment has a
+/// ramp-in second, and a remainder shorter than 2 s joins the window before it.
+fn windows(warmup_s: u64, segment_durations_s: &[u64]) -> Vec<StepWindow> {
+    let mut windows: Vec<StepWindow> = Vec::new();
+    let mut segment_start_s = warmup_s;
+    for duration_s in segment_durations_s {
+        let segment_end_s = segment_start_s + duration_s;
+        let mut start_s = segment_start_s;
+        while start_s < segment_end_s {
+            let mut end_s = (start_s + WINDOW_S).min(segment_end_s);
+            if segment_end_s - end_s < 2 {
+                end_s = segment_end_s;
+            }
+            let steady_start_s = if start_s == segment_start_s && end_s - start_s >= 2 { start_s + 1 } else { start_s };
+            windows.push(StepWindow { index: windows.len(), start_s, end_s, steady_start_s, load: 0.0 });
+            start_s = end_s;
+        }
+        segment_start_s = segment_end_s;
+    }
+    windows
+}
+
+impl Schedule {
+    pub fn new(traffic: &Traffic, options: &TrafficOptions) -> Self {
+        let warmup_s = options.warmup_s;
+        let load_unit = if traffic.is_open() { LoadUnit::RequestsPerSecond } else { LoadUnit::Users };
+        let mut schedule = Schedule { traffic: traffic.clone(), warmup_s, load_unit, steps: Vec::new() };
+        schedule.steps = match traffic {
+            Traffic::Stairs { users_per_step, step_duration_s, steps } => {
+                equal_steps(warmup_s, *step_duration_s, *steps, |index| f64::from(*users_per_step) * (index + 1) as f64)
+            }
+            Traffic::RateSteps { start_rate_per_s, step_rate_per_s, step_duration_s, steps } => {
+                equal_steps(warmup_s, *step_duration_s, *steps, |index| {
+                    start_rate_per_s + step_rate_per_s * index as f64
+                })
+            }
+            Traffic::Phases(phases) => {
+                let durations: Vec<u64> = phases.iter().map(|phase| phase.duration_s).collect();
+                schedule.with_mean_loads(windows(warmup_s, &durations))
+            }
+            Traffic::RateRamp { duration_s, .. } => schedule.with_mean_loads(windows(warmup_s, &[*duration_s])),
         };
-        Schedule { traffic: traffic.clone(), steps }
+        schedule
+    }
+
+    fn with_mean_loads(&self, mut windows: Vec<StepWindow>) -> Vec<StepWindow> {
+        for window in &mut windows {
+            let seconds = window.start_s..window.end_s;
+            let total: f64 = seconds.clone().map(|second| self.load_at(second as f64 + 0.5)).sum();
+            window.load = total / seconds.count() as f64;
+        }
+        windows
     }
 
     pub fn duration_s(&self) -> u64 {
-        self.steps.last().map_or(0, |step| step.end_s)
+        self.steps.last().map_or(self.warmup_s, |step| step.end_s)
     }
 
-    /// Virtual users the pattern asks for `elapsed_s` seconds into the run.
-    pub fn users_at(&self, elapsed_s: f64) -> u32 {
+    /// The load at `elapsed_s` seconds into the run, in `load_unit`; the warm-up runs at the first step's load.
+    pub fn load_at(&self, elapsed_s: f64) -> f64 {
+        let t = (elapsed_s - self.warmup_s as f64).max(0.0);
         match &self.traffic {
             Traffic::Stairs { users_per_step, step_duration_s, steps } => {
-                let index = ((elapsed_s / *step_duration_s as f64).floor() as u32).min(steps.saturating_sub(1));
-                users_per_step * (index + 1)
+                let index = ((t / *step_duration_s as f64).floor() as u32).min(steps.saturating_sub(1));
+                f64::from(users_per_step * (index + 1))
+            }
+            Traffic::RateSteps { start_rate_per_s, step_rate_per_s, step_duration_s, steps } => {
+                let index = ((t / *step_duration_s as f64).floor() as u32).min(steps.saturating_sub(1));
+                start_rate_per_s + step_rate_per_s * f64::from(index)
+            }
+            Traffic::RateRamp { from_rate_per_s, to_rate_per_s, duration_s } => {
+                let fraction = (t / (*duration_s).max(1) as f64).min(1.0);
+                from_rate_per_s + (to_rate_per_s - from_rate_per_s) * fraction
             }
             Traffic::Phases(phases) => {
                 let mut phase_start_s = 0.0;
                 for phase in phases {
                     let phase_end_s = phase_start_s + phase.duration_s as f64;
-                    if elapsed_s < phase_end_s {
-                        let spawned = (phase.spawn_rate_per_s * (elapsed_s - phase_start_s)).floor() as u32;
-                        return phase.initial_users.saturating_add(spawned);
+                    if t < phase_end_s {
+                        let spawned = (phase.spawn_rate_per_s * (t - phase_start_s)).floor();
+                        return f64::from(phase.initial_users) + spawned;
                     }
                     phase_start_s = phase_end_s;
                 }
-                phases.last().map_or(0, |phase| {
-                    phase.initial_users.saturating_add((phase.spawn_rate_per_s * phase.duration_s as f64) as u32)
+                phases.last().map_or(0.0, |phase| {
+                    f64::from(phase.initial_users) + (phase.spawn_rate_per_s * phase.duration_s as f64).floor()
                 })
             }
         }
     }
+
+    /// Virtual users the closed model runs `elapsed_s` seconds into the run.
+    pub fn users_at(&self, elapsed_s: f64) -> u32 {
+        self.load_at(elapsed_s) as u32
+    }
 }
 
-/// One second of the run, as kept in memory and in results (its histogram goes to the series file only).
+/// One second of the run, as kept in memory and in results (its histograms go to the series file only).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SecondSummary {
     pub second: u64,
-    pub users: u32,
+    /// Virtual users, or offered requests per second.
+    pub load: f64,
     pub started: u64,
     pub completed: u64,
+    /// Open model: arrivals not sent because `max_in_flight` requests were in flight.
+    #[serde(default)]
+    pub dropped: u64,
     pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
+    /// p99 of how late the load generator acted against its own schedule.
+    #[serde(default)]
+    pub generator_lag_p99_ms: f64,
     #[serde(flatten)]
     pub resources: ResourceSample,
 }
@@ -155,6 +237,15 @@ impl StepRecord {
     pub fn throughput_rps(&self) -> f64 {
         let seconds = self.steady_seconds();
         if seconds == 0 { 0.0 } else { self.steady.completed as f64 / seconds as f64 }
+    }
+
+    pub fn generator_lag_p99_ms(&self) -> f64 {
+        measure::percentile_ms(&self.steady.generator_lag_us, 99.0)
+    }
+
+    /// The load generator could not keep its schedule: the step measured plateau's limit, not the server's.
+    pub fn generator_saturated(&self) -> bool {
+        self.generator_lag_p99_ms() > GENERATOR_LAG_LIMIT_MS
     }
 }
 
@@ -204,6 +295,9 @@ pub struct RunRecord {
 
 pub struct DriveOptions<'a> {
     pub schedule: &'a Schedule,
+    pub traffic: &'a TrafficOptions,
+    /// Seeds Poisson arrivals.
+    pub seed: u64,
     pub max_invocations: Option<u64>,
     /// Where each second's full histogram is streamed, one JSON line per second.
     pub series_path: Option<&'a Path>,
@@ -221,11 +315,22 @@ pub async fn drive<T: Target>(
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
     let recorder = Arc::new(Recorder::new(4 * workers));
     let mut series = options.series_path.map(File::create).transpose()?.map(BufWriter::new);
-    let mut users =
-        VirtualUsers { target, recorder: Arc::clone(&recorder), run: options.cancel.child_token(), active: Vec::new() };
-
     let started_at = Instant::now();
-    users.set(schedule.users_at(0.0));
+    let run = options.cancel.child_token();
+    let mut load = match schedule.load_unit {
+        LoadUnit::Users => {
+            let mut users =
+                VirtualUsers { target, recorder: Arc::clone(&recorder), run: run.clone(), active: Vec::new() };
+            users.set(schedule.users_at(0.0));
+            tokio::spawn(lag_probe(Arc::clone(&recorder), run.clone()));
+            Load::Closed(users)
+        }
+        LoadUnit::RequestsPerSecond => {
+            let arrivals =
+                OpenArrivals { schedule: schedule.clone(), options: *options.traffic, seed: options.seed, started_at };
+            Load::Open(tokio::spawn(arrivals.run(target, Arc::clone(&recorder), run.clone())))
+        }
+    };
     let mut control = tokio::time::interval(CONTROL_TICK);
     control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
 
@@ -248,7 +353,7 @@ pub async fn drive<T: Target>(
             _ = options.cancel.cancelled() => break EndReason::Interrupted,
             _ = tokio::time::sleep_until(boundary.into()) => {}
             _ = control.tick() => {
-                users.set(schedule.users_at(started_at.elapsed().as_secs_f64()));
+                load.follow(schedule, started_at.elapsed().as_secs_f64());
                 continue;
             }
         }
@@ -258,12 +363,14 @@ pub async fn drive<T: Target>(
         let sample = resources.as_mut().map(|source| source.sample()).unwrap_or_default();
         let summary = SecondSummary {
             second,
-            users: schedule.users_at(second as f64 + 0.5),
+            load: schedule.load_at(second as f64 + 0.5),
             started: second_tally.started,
             completed: second_tally.completed,
+            dropped: second_tally.dropped,
             errors: second_tally.errors.total(),
             p50_ms: measure::percentile_ms(&second_tally.latency_us, 50.0),
             p99_ms: measure::percentile_ms(&second_tally.latency_us, 99.0),
+            generator_lag_p99_ms: measure::percentile_ms(&second_tally.generator_lag_us, 99.0),
             resources: sample,
         };
         if let Some(series) = series.as_mut() {
@@ -297,9 +404,10 @@ pub async fn drive<T: Target>(
         if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
             break EndReason::MaxInvocations { invocations: max };
         }
-        users.set(schedule.users_at(second as f64));
+        load.follow(schedule, second as f64);
     };
-    users.stop().await;
+    run.cancel();
+    load.stop().await;
     if let Some(mut series) = series {
         series.flush()?;
     }
@@ -316,7 +424,7 @@ fn new_step(schedule: &Schedule, index: usize) -> StepRecord {
         start_s: 0,
         end_s: 0,
         steady_start_s: 0,
-        users: 0.0,
+        load: 0.0,
     });
     StepRecord {
         window,
@@ -371,6 +479,127 @@ fn write_second(series: &mut BufWriter<File>, summary: &SecondSummary, tally: &T
     series.write_all(b"\n")?;
     // Flushed every second so an abrupt end loses at most the second in progress.
     series.flush()
+}
+
+/// What generates the load: virtual users that follow the schedule, or the open model's arrival scheduler.
+enum Load<T: Target> {
+    Closed(VirtualUsers<T>),
+    Open(JoinHandle<()>),
+}
+
+impl<T: Target> Load<T> {
+    /// Brings the number of virtual users to the schedule; the open model follows it by itself.
+    fn follow(&mut self, schedule: &Schedule, elapsed_s: f64) {
+        if let Load::Closed(users) = self {
+            users.set(schedule.users_at(elapsed_s));
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Load::Closed(users) => users.stop().await,
+            Load::Open(scheduler) => {
+                let _ = scheduler.await;
+            }
+        }
+    }
+}
+
+/// Measures how late the runtime wakes a sleeping task: when the closed model's users are delayed by a busy
+/// load generator, this is delayed too.
+async fn lag_probe(recorder: Arc<Recorder>, run: CancellationToken) {
+    let mut due = tokio::time::Instant::now() + PROBE_INTERVAL;
+    loop {
+        tokio::select! {
+            _ = run.cancelled() => return,
+            _ = tokio::time::sleep_until(due) => {}
+        }
+        let lag = tokio::time::Instant::now().saturating_duration_since(due);
+        recorder.generator_lag(0, lag.as_micros() as u64);
+        due = tokio::time::Instant::now() + PROBE_INTERVAL;
+    }
+}
+
+/// The open model's scheduler: each arrival is due at an intended time; it goes out on an idle session, a new
+/// one while fewer than `max_in_flight` exist, or is dropped and counted.
+struct OpenArrivals {
+    schedule: Schedule,
+    options: TrafficOptions,
+    seed: u64,
+    started_at: Instant,
+}
+
+impl OpenArrivals {
+    async fn run<T: Target>(self, target: Arc<T>, recorder: Arc<Recorder>, run: CancellationToken) {
+        let (returned, mut returns) = mpsc::unbounded_channel::<(usize, T::Session)>();
+        let mut idle: Vec<(usize, T::Session)> = Vec::new();
+        let mut sessions = 0;
+        let mut rng = StdRng::seed_from_u64(self.seed);
+        let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
+        let mut due = self.started_at;
+        while due < end {
+            tokio::select! {
+                _ = run.cancelled() => return,
+                _ = tokio::time::sleep_until(due.into()) => {}
+            }
+            while let Ok(session) = returns.try_recv() {
+                idle.push(session);
+            }
+            // Send everything that is due; the timer wakes at most every millisecond, so several may be.
+            let now = Instant::now();
+            while due <= now && due < end {
+                let rate_per_s = self.schedule.load_at(due.duration_since(self.started_at).as_secs_f64());
+                let session = idle.pop().or_else(|| {
+                    (sessions < self.options.max_in_flight as usize).then(|| {
+                        sessions += 1;
+                        (sessions - 1, target.session())
+                    })
+                });
+                match session {
+                    Some((index, session)) => {
+                        let shard = recorder.shard_for(index);
+                        recorder.generator_lag(shard, now.duration_since(due).as_micros() as u64);
+                        recorder.started(shard);
+                        let request = send_at(due, session, Arc::clone(&recorder), shard, run.clone());
+                        let returned = returned.clone();
+                        tokio::spawn(async move {
+                            if let Some(session) = request.await {
+                                let _ = returned.send((index, session));
+                            }
+                        });
+                    }
+                    None => recorder.dropped(0),
+                }
+                let gap_s = match self.options.arrivals {
+                    Arrivals::Uniform => 1.0 / rate_per_s,
+                    Arrivals::Poisson => Exp::new(rate_per_s).map_or(1.0 / rate_per_s, |exp| exp.sample(&mut rng)),
+                };
+                due += Duration::from_secs_f64(gap_s);
+            }
+        }
+    }
+}
+
+/// One open-model request, timed from when it was due, not from when it went out: a server that stalls delays
+/// every request scheduled behind the stall, and their latency shows it.
+async fn send_at<S: Session>(
+    due: Instant,
+    mut session: S,
+    recorder: Arc<Recorder>,
+    shard: usize,
+    run: CancellationToken,
+) -> Option<S> {
+    let outcome = tokio::select! {
+        biased;
+        _ = run.cancelled() => return None,
+        outcome = session.call() => outcome,
+    };
+    let outcome = match outcome {
+        Outcome::Success { .. } => Outcome::Success { latency_us: due.elapsed().as_micros() as u64 },
+        failure => failure,
+    };
+    recorder.finished(shard, outcome);
+    Some(session)
 }
 
 /// The running virtual users; user `i` exists while the schedule asks for more than `i` users.
@@ -434,11 +663,16 @@ mod tests {
     use super::*;
     use crate::spec::Phase;
 
+    fn no_warmup() -> TrafficOptions {
+        TrafficOptions::default()
+    }
+
     #[test]
     fn stairs_have_one_step_per_stair() {
-        let schedule = Schedule::new(&Traffic::Stairs { users_per_step: 3, step_duration_s: 5, steps: 4 });
+        let schedule =
+            Schedule::new(&Traffic::Stairs { users_per_step: 3, step_duration_s: 5, steps: 4 }, &no_warmup());
         assert_eq!(schedule.duration_s(), 20);
-        assert_eq!(schedule.steps[2], StepWindow { index: 2, start_s: 10, end_s: 15, steady_start_s: 11, users: 9.0 });
+        assert_eq!(schedule.steps[2], StepWindow { index: 2, start_s: 10, end_s: 15, steady_start_s: 11, load: 9.0 });
         assert_eq!(
             (schedule.users_at(0.0), schedule.users_at(9.99), schedule.users_at(19.5), schedule.users_at(25.0)),
             (3, 6, 12, 12)
@@ -447,10 +681,13 @@ mod tests {
 
     #[test]
     fn phases_spawn_at_their_rate_and_split_into_windows() {
-        let schedule = Schedule::new(&Traffic::Phases(vec![
-            Phase { initial_users: 2, spawn_rate_per_s: 0.5, duration_s: 21 },
-            Phase { initial_users: 10, spawn_rate_per_s: 0.0, duration_s: 5 },
-        ]));
+        let schedule = Schedule::new(
+            &Traffic::Phases(vec![
+                Phase { initial_users: 2, spawn_rate_per_s: 0.5, duration_s: 21 },
+                Phase { initial_users: 10, spawn_rate_per_s: 0.0, duration_s: 5 },
+            ]),
+            &no_warmup(),
+        );
         assert_eq!(schedule.users_at(0.0), 2);
         assert_eq!(schedule.users_at(4.1), 4);
         assert_eq!(schedule.users_at(22.0), 10);
@@ -458,6 +695,29 @@ mod tests {
         assert_eq!(bounds, vec![(0, 10), (10, 21), (21, 26)]);
         assert_eq!(schedule.steps[0].steady_start_s, 1);
         assert_eq!(schedule.steps[1].steady_start_s, 10);
-        assert_eq!(schedule.steps[2].users, 10.0);
+        assert_eq!(schedule.steps[2].load, 10.0);
+    }
+
+    #[test]
+    fn rate_patterns_offer_their_rates_after_the_warmup() {
+        let options = TrafficOptions { warmup_s: 4, ..TrafficOptions::default() };
+        let steps = Schedule::new(
+            &Traffic::RateSteps { start_rate_per_s: 50.0, step_rate_per_s: 25.0, step_duration_s: 5, steps: 3 },
+            &options,
+        );
+        assert_eq!(steps.load_unit, LoadUnit::RequestsPerSecond);
+        assert_eq!(steps.duration_s(), 19);
+        assert_eq!(
+            (steps.load_at(1.0), steps.load_at(4.0), steps.load_at(9.5), steps.load_at(18.0)),
+            (50.0, 50.0, 75.0, 100.0)
+        );
+        assert_eq!(steps.steps[0].start_s, 4, "the warm-up belongs to no step");
+        let ramp = Schedule::new(
+            &Traffic::RateRamp { from_rate_per_s: 10.0, to_rate_per_s: 110.0, duration_s: 20 },
+            &no_warmup(),
+        );
+        assert_eq!((ramp.load_at(0.0), ramp.load_at(10.0), ramp.load_at(20.0)), (10.0, 60.0, 110.0));
+        assert_eq!(ramp.steps.len(), 2);
+        assert!((ramp.steps[0].load - 35.0).abs() < 1e-9, "the mean offered rate over the first 10 s");
     }
 }

@@ -14,7 +14,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector, PlateauSettings};
-use crate::drive::{self, DriveOptions, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow};
+use crate::drive::{
+    self, DriveOptions, LoadUnit, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow,
+};
 use crate::exit::Exit;
 use crate::measure::ResourceSource;
 use crate::measure::process_tree::ProcessTree;
@@ -118,6 +120,8 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
             description: job.description.clone(),
             target_kind: job.target.kind,
             traffic: job.traffic.clone(),
+            traffic_options: job.traffic_options,
+            load_unit: Schedule::new(&job.traffic, &job.traffic_options).load_unit,
             stopping: job.stopping.clone(),
             requirements: job.requirements.clone(),
             objective: job.requirements.objective,
@@ -271,7 +275,7 @@ async fn run_configuration(
     progress: &Progress,
 ) -> ConfigurationResult {
     let configuration = &run.configuration;
-    let ramp_s = job.traffic.duration_s();
+    let ramp_s = job.ramp_s();
     let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.name);
     let (server, url) = match Server::start(job, run, out, progress, &label).await {
         Ok(started) => started,
@@ -284,12 +288,13 @@ async fn run_configuration(
         Ok(target) => Arc::new(target),
         Err(error) => return failed(run, ramp_s, &error),
     };
-    let schedule = Schedule::new(&job.traffic);
+    let schedule = Schedule::new(&job.traffic, &job.traffic_options);
     let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, report::file_stem(&run.name));
     let resources = server.resources(configuration);
     let utilization_source = resources.as_ref().map(|source| source.label().to_string());
     let settings = PlateauSettings::default();
     let mut observer = RunObserver {
+        load_unit: schedule.load_unit,
         detector: OnlineDetector { stopping: &job.stopping, settings },
         progress,
         run_label: label.clone(),
@@ -300,6 +305,8 @@ async fn run_configuration(
     let run_cancel = cancel.child_token();
     let options = DriveOptions {
         schedule: &schedule,
+        traffic: &job.traffic_options,
+        seed: job.seed ^ run.index as u64,
         max_invocations: job.stopping.max_invocations,
         series_path: Some(&out.join(&series_file)),
         cancel: run_cancel.clone(),
@@ -325,6 +332,7 @@ async fn run_configuration(
         }
     };
     let facts = ConfigurationFacts {
+        load_unit: schedule.load_unit,
         instance_count: configuration.instance_count,
         price_per_hour_usd: configuration.price_per_hour_usd,
         utilization_source,
@@ -420,6 +428,7 @@ impl Progress {
 }
 
 struct RunObserver<'a> {
+    load_unit: LoadUnit,
     detector: OnlineDetector<'a>,
     progress: &'a Progress,
     run_label: String,
@@ -435,11 +444,12 @@ impl Observer for RunObserver<'_> {
     fn on_second(&mut self, second: &SecondSummary, step: &StepWindow) {
         if let Some(bar) = &self.progress.bar {
             bar.set_message(format!(
-                "{} · step {}/{} · {} users · {} req/s · p99 {:.1} ms · {} errors · {} / {}",
+                "{} · step {}/{} · {:.0} {} · {} req/s · p99 {:.1} ms · {} errors · {} / {}",
                 self.run_label,
                 step.index + 1,
                 self.steps_total,
-                second.users,
+                second.load,
+                self.load_unit.label(),
                 second.completed,
                 second.p99_ms,
                 second.errors,
@@ -453,15 +463,24 @@ impl Observer for RunObserver<'_> {
         if let Some(step) = steps.last() {
             let latency = crate::measure::LatencySummary::of(&step.steady.latency_us);
             self.progress.line(format!(
-                "{} step {}/{}: {:.0} users, {:.0} invocations/min, p50 {:.1} ms, p99 {:.1} ms, {} errors",
+                "{} step {}/{}: {:.0} {}, {:.0} invocations/min, p50 {:.1} ms, p99 {:.1} ms, {} errors{}",
                 self.run_label,
                 step.window.index + 1,
                 self.steps_total,
-                step.window.users,
+                step.window.load,
+                self.load_unit.label(),
                 step.throughput_rps() * 60.0,
                 latency.p50_ms,
                 latency.p99_ms,
-                step.steady.errors.total()
+                step.steady.errors.total(),
+                match (step.steady.dropped, step.generator_saturated()) {
+                    (0, false) => String::new(),
+                    (dropped, saturated) => format!(
+                        "{}{}",
+                        if dropped > 0 { format!(", {dropped} dropped at the in-flight cap") } else { String::new() },
+                        if saturated { ", load generator saturated" } else { "" }
+                    ),
+                }
             ));
         }
         let verdict = self.detector.on_step(steps);

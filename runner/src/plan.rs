@@ -58,7 +58,7 @@ pub fn plan(job: &Job) -> Plan {
             runs.push(TestRun { index: runs.len(), name, configuration: configuration.clone(), environment });
         }
     }
-    Plan { runs, ramp_s: job.traffic.duration_s() }
+    Plan { runs, ramp_s: job.ramp_s() }
 }
 
 #[cfg(test)]

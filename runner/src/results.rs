@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyze::scalability::ScalabilityFit;
 use crate::analyze::{Plateau, Recommendation};
-use crate::drive::{EndReason, SecondSummary};
+use crate::drive::{EndReason, LoadUnit, SecondSummary};
 use crate::measure::{ErrorCounts, LatencySummary};
-use crate::spec::{Objective, Requirements, Stopping, TargetKind, Traffic};
+use crate::spec::{Objective, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
 use crate::target::reference::Realized;
 
 pub const RESULTS_VERSION: u32 = 1;
@@ -66,6 +66,12 @@ pub struct JobSummary {
     pub target_kind: TargetKind,
     /// The traffic pattern, durations in seconds.
     pub traffic: Traffic,
+    /// Warm-up, arrivals and in-flight cap.
+    #[serde(default)]
+    pub traffic_options: TrafficOptions,
+    /// What step loads count: virtual users or offered requests per second.
+    #[serde(default)]
+    pub load_unit: LoadUnit,
     /// `[stopping]`: what could end a ramp early.
     pub stopping: Stopping,
     /// `[requirements]`: what the recommendation judged against.
@@ -128,8 +134,9 @@ pub struct ConfigurationResult {
 pub struct StepResult {
     /// Position in the ramp, from 0.
     pub index: usize,
-    /// Virtual users during the step (the mean, for phases).
-    pub users: f64,
+    /// Virtual users during the step (the mean, for phases), or offered requests per second (open model): see
+    /// `job.load_unit`.
+    pub load: f64,
     /// Seconds since the configuration's start.
     pub start_s: u64,
     pub end_s: u64,
@@ -145,6 +152,15 @@ pub struct StepResult {
     pub errors: ErrorCounts,
     /// Errors as a percentage of all finished requests.
     pub error_rate_percent: f64,
+    /// Open model: arrivals dropped at the in-flight cap (a step with drops is overloaded).
+    #[serde(default)]
+    pub dropped: u64,
+    /// p99 of the load generator's lateness against its own schedule, and whether it passed the limit: then the
+    /// step measured plateau, not the server, and is never taken as the plateau.
+    #[serde(default)]
+    pub generator_lag_p99_ms: f64,
+    #[serde(default)]
+    pub generator_saturated: bool,
     /// Mean resource use over the steady seconds, where there is a source.
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
@@ -174,6 +190,6 @@ pub struct Metrics {
     pub error_rate_percent: f64,
     /// Coefficient of variation of per-second throughput in the plateau window: the figure's own noise.
     pub throughput_spread_percent: f64,
-    /// Virtual users at the plateau step.
-    pub users_at_plateau: f64,
+    /// Virtual users, or offered requests per second, at the plateau step.
+    pub load_at_plateau: f64,
 }

@@ -111,13 +111,24 @@ pub enum Outcome {
 pub struct Tally {
     pub started: u64,
     pub completed: u64,
+    /// Open model: arrivals not sent because `max_in_flight` requests were already in flight.
+    pub dropped: u64,
     pub errors: ErrorCounts,
     pub latency_us: LatencyHistogram,
+    /// How late the load generator acted against its own schedule: its health, not the server's.
+    pub generator_lag_us: LatencyHistogram,
 }
 
 impl Default for Tally {
     fn default() -> Self {
-        Self { started: 0, completed: 0, errors: ErrorCounts::default(), latency_us: new_histogram() }
+        Self {
+            started: 0,
+            completed: 0,
+            dropped: 0,
+            errors: ErrorCounts::default(),
+            latency_us: new_histogram(),
+            generator_lag_us: new_histogram(),
+        }
     }
 }
 
@@ -125,15 +136,19 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) {
         self.started += other.started;
         self.completed += other.completed;
+        self.dropped += other.dropped;
         self.errors.merge(&other.errors);
         self.latency_us.add(&other.latency_us).expect("histograms share bounds");
+        self.generator_lag_us.add(&other.generator_lag_us).expect("histograms share bounds");
     }
 
     pub fn reset(&mut self) {
         self.started = 0;
         self.completed = 0;
+        self.dropped = 0;
         self.errors = ErrorCounts::default();
         self.latency_us.reset();
+        self.generator_lag_us.reset();
     }
 }
 
@@ -165,6 +180,14 @@ impl Recorder {
             }
             Outcome::Failure { class } => tally.errors.add(class),
         }
+    }
+
+    pub fn dropped(&self, shard: usize) {
+        self.shards[shard].lock().expect("recorder lock").dropped += 1;
+    }
+
+    pub fn generator_lag(&self, shard: usize, lag_us: u64) {
+        self.shards[shard].lock().expect("recorder lock").generator_lag_us.saturating_record(lag_us.max(1));
     }
 
     /// Moves everything recorded since the last drain into `into` and clears the shards.

@@ -30,6 +30,8 @@ const BUILT_IN: [(&str, &str); 6] = [
 #[derive(Serialize)]
 pub struct ReportView<'a> {
     pub results: &'a Results,
+    /// What step loads count, for column headers: "users" or "offered requests/s".
+    pub load_label: &'static str,
     pub configurations: Vec<ConfigurationView<'a>>,
     /// Cost per hour against throughput for every configuration, the recommendation highlighted.
     pub overview_chart: Option<RenderedChart>,
@@ -82,7 +84,7 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> anyhow::Result<R
     let overview_chart = overview_chart(results, recommended)
         .map(|chart| render_chart(env, "overview".to_string(), chart))
         .transpose()?;
-    Ok(ReportView { results, configurations, overview_chart })
+    Ok(ReportView { results, load_label: results.job.load_unit.label(), configurations, overview_chart })
 }
 
 /// A name made safe for a file or folder: letters, digits, `-`, `_` and `.`, the rest as `-`.
@@ -104,12 +106,13 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         return Vec::new();
     }
     let plateau = result.plateau.as_ref().map(|plateau| plateau.step);
+    let load_label = results.job.load_unit.label();
     let markers: Vec<(f64, String)> =
-        plateau_step(result).map(|step| (step.users, "plateau".to_string())).into_iter().collect();
+        plateau_step(result).map(|step| (step.load, "plateau".to_string())).into_iter().collect();
     let against_load = |title: &str, y_label: &str, series: Vec<SeriesData>, guides: Vec<(f64, String)>| {
         chart::build(ChartSpec {
             title: title.into(),
-            x_label: "virtual users".into(),
+            x_label: load_label.into(),
             y_label: y_label.into(),
             series,
             markers: markers.clone(),
@@ -120,15 +123,15 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         highlighted: plateau.into_iter().collect(),
         labels: steps
             .iter()
-            .map(|step| format!("{} users: {:.0} invocations/min", step.users, step.invocations_per_min))
+            .map(|step| format!("{} {load_label}: {:.0} invocations/min", step.load, step.invocations_per_min))
             .collect(),
         ..SeriesData::line(
             "invocations per minute",
-            steps.iter().map(|step| (step.users, step.invocations_per_min)).collect(),
+            steps.iter().map(|step| (step.load, step.invocations_per_min)).collect(),
         )
     }];
     if let Some(fit) = &result.scalability {
-        let (low, high) = (steps[0].users, steps[steps.len() - 1].users);
+        let (low, high) = (steps[0].load, steps[steps.len() - 1].load);
         let curve = (0..=40)
             .map(|i| low + (high - low) * f64::from(i) / 40.0)
             .map(|users| (users, fit.throughput_rps(users) * 60.0));
@@ -137,8 +140,8 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     }
     let throughput = against_load("Throughput against load", "invocations per minute", throughput_series, Vec::new());
     let percentile_series = |name: &str, pick: fn(&StepResult) -> f64| SeriesData {
-        labels: steps.iter().map(|step| format!("{} users: {name} {:.1} ms", step.users, pick(step))).collect(),
-        ..SeriesData::line(name, steps.iter().map(|step| (step.users, pick(step))).collect())
+        labels: steps.iter().map(|step| format!("{} {load_label}: {name} {:.1} ms", step.load, pick(step))).collect(),
+        ..SeriesData::line(name, steps.iter().map(|step| (step.load, pick(step))).collect())
     };
     let goal = results
         .job
@@ -169,11 +172,11 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         result.seconds.iter().map(|second| (second.second as f64, pick(second))).collect()
     };
     let throughput_over_time = over_time(
-        "Throughput and users over time",
-        "requests/s · users",
+        "Throughput and load over time",
+        "requests/s · load",
         vec![
             SeriesData::line("requests/s", per_second(|second| second.completed as f64)),
-            SeriesData::line("users", per_second(|second| f64::from(second.users))),
+            SeriesData::line(results.job.load_unit.label(), per_second(|second| second.load)),
         ],
     );
     let latency_over_time = over_time(

@@ -117,6 +117,47 @@ struct RawPayload {
 struct RawTraffic {
     stairs: Option<Spanned<RawStairs>>,
     phases: Option<Spanned<Vec<Spanned<RawPhase>>>>,
+    rate_steps: Option<Spanned<RawRateSteps>>,
+    rate_ramp: Option<Spanned<RawRateRamp>>,
+    constant_rate: Option<Spanned<RawConstantRate>>,
+    warmup: Option<Spanned<DurationValue>>,
+    arrivals: Option<Spanned<Arrivals>>,
+    max_in_flight: Option<Spanned<u32>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateSteps {
+    start_rate_per_s: Spanned<f64>,
+    step_rate_per_s: Spanned<f64>,
+    step_duration: Spanned<DurationValue>,
+    steps: Spanned<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateRamp {
+    from_rate_per_s: Spanned<f64>,
+    to_rate_per_s: Spanned<f64>,
+    duration: Spanned<DurationValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConstantRate {
+    rate_per_s: Spanned<f64>,
+    duration: Spanned<DurationValue>,
+}
+
+/// How an open model spaces its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrivals {
+    /// Evenly spaced.
+    #[default]
+    Uniform,
+    /// Exponential gaps (a Poisson process), seeded by `[job] seed`.
+    Poisson,
 }
 
 #[derive(Deserialize)]
@@ -237,6 +278,7 @@ pub struct Job {
     pub target: Target,
     pub payload: Payload,
     pub traffic: Traffic,
+    pub traffic_options: TrafficOptions,
     pub stopping: Stopping,
     pub requirements: Requirements,
     pub configurations: Vec<Configuration>,
@@ -319,6 +361,43 @@ pub enum Traffic {
         steps: u32,
     },
     Phases(Vec<Phase>),
+    /// Open model: `steps` steps of `step_duration_s`; step i offers `start_rate_per_s + i * step_rate_per_s`
+    /// requests per second whatever the server does. A constant rate is one step.
+    RateSteps {
+        start_rate_per_s: f64,
+        step_rate_per_s: f64,
+        step_duration_s: u64,
+        steps: u32,
+    },
+    /// Open model: the offered rate rises linearly over `duration_s`; analysed in 10 s windows.
+    RateRamp {
+        from_rate_per_s: f64,
+        to_rate_per_s: f64,
+        duration_s: u64,
+    },
+}
+
+impl Traffic {
+    /// Whether requests arrive on a schedule (open model) rather than from a number of users (closed).
+    pub fn is_open(&self) -> bool {
+        matches!(self, Traffic::RateSteps { .. } | Traffic::RateRamp { .. })
+    }
+}
+
+/// Settings that apply to any traffic pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrafficOptions {
+    /// Seconds at the first step's load before the ramp; not measured.
+    pub warmup_s: u64,
+    pub arrivals: Arrivals,
+    /// Open model: requests in flight at most; an arrival beyond it is dropped and counted.
+    pub max_in_flight: u32,
+}
+
+impl Default for TrafficOptions {
+    fn default() -> Self {
+        Self { warmup_s: 0, arrivals: Arrivals::Uniform, max_in_flight: 1024 }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -413,7 +492,16 @@ impl Traffic {
         match self {
             Traffic::Stairs { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
             Traffic::Phases(phases) => phases.iter().map(|phase| phase.duration_s).sum(),
+            Traffic::RateSteps { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
+            Traffic::RateRamp { duration_s, .. } => *duration_s,
         }
+    }
+}
+
+impl Job {
+    /// A configuration's whole run: warm-up and every step.
+    pub fn ramp_s(&self) -> u64 {
+        self.traffic.duration_s() + self.traffic_options.warmup_s
     }
 }
 
@@ -483,6 +571,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     }
     let payload = validate_payload(&raw.payload, sink, path);
     let traffic = validate_traffic(&raw.traffic, sink);
+    let traffic_options = validate_traffic_options(&raw.traffic, traffic.as_ref(), sink);
     let stopping = validate_stopping(&raw.stopping, sink);
     let requirements = validate_requirements(&raw.requirements, sink);
     let configurations = validate_configurations(&raw.configurations, &target, sink);
@@ -511,6 +600,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         target,
         payload: payload?,
         traffic: traffic?,
+        traffic_options,
         stopping,
         requirements,
         configurations,
@@ -726,71 +816,153 @@ fn whole_seconds(value: &Spanned<DurationValue>, key: &str, sink: &mut Diagnosti
     duration.as_secs()
 }
 
+/// A rate in requests per second: finite and not negative (positive where `positive_only`).
+fn rate(value: &Spanned<f64>, key: &str, positive_only: bool, sink: &mut DiagnosticSink<'_>) -> f64 {
+    let number = *value.get_ref();
+    if !number.is_finite() || number < 0.0 || (positive_only && number == 0.0) {
+        let expected = if positive_only { "more than 0" } else { "0 or more" };
+        sink.error(span_of(value), key, format!("must be a rate in requests per second, {expected}"), None);
+    }
+    number
+}
+
+/// Steps of at least two whole seconds: the first second of each is its ramp-in.
+fn step_seconds(value: &Spanned<DurationValue>, key: &str, sink: &mut DiagnosticSink<'_>) -> u64 {
+    let seconds = whole_seconds(value, key, sink);
+    if seconds == 1 {
+        sink.error(
+            span_of(value),
+            key,
+            "steps must last at least 2s",
+            Some("a step's first second is its ramp-in and is not measured".into()),
+        );
+    }
+    seconds
+}
+
+fn at_least_one(value: &Spanned<u32>, key: &str, sink: &mut DiagnosticSink<'_>) -> u32 {
+    if *value.get_ref() == 0 {
+        sink.error(span_of(value), key, "must be at least 1", None);
+    }
+    *value.get_ref()
+}
+
 fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) -> Option<Traffic> {
     let traffic = raw.get_ref();
-    match (&traffic.stairs, &traffic.phases) {
-        (Some(stairs), None) => {
-            let stairs_ref = stairs.get_ref();
-            let step_duration_s = whole_seconds(&stairs_ref.step_duration, "traffic.stairs.step_duration", sink);
-            if step_duration_s < 2 && step_duration_s != 0 {
+    let given = [
+        traffic.stairs.is_some(),
+        traffic.phases.is_some(),
+        traffic.rate_steps.is_some(),
+        traffic.rate_ramp.is_some(),
+        traffic.constant_rate.is_some(),
+    ];
+    if given.iter().filter(|given| **given).count() != 1 {
+        sink.error(
+            span_of(raw),
+            "traffic",
+            "give exactly one traffic pattern: [traffic.stairs], [[traffic.phases]] (virtual users), or [traffic.rate_steps], [traffic.rate_ramp], [traffic.constant_rate] (arrival rate)",
+            Some("e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6".into()),
+        );
+        return None;
+    }
+    if let Some(stairs) = &traffic.stairs {
+        let stairs = stairs.get_ref();
+        return Some(Traffic::Stairs {
+            users_per_step: at_least_one(&stairs.users_per_step, "traffic.stairs.users_per_step", sink),
+            step_duration_s: step_seconds(&stairs.step_duration, "traffic.stairs.step_duration", sink),
+            steps: at_least_one(&stairs.steps, "traffic.stairs.steps", sink),
+        });
+    }
+    if let Some(steps) = &traffic.rate_steps {
+        let steps = steps.get_ref();
+        let key = |field: &str| format!("traffic.rate_steps.{field}");
+        return Some(Traffic::RateSteps {
+            start_rate_per_s: rate(&steps.start_rate_per_s, &key("start_rate_per_s"), true, sink),
+            step_rate_per_s: rate(&steps.step_rate_per_s, &key("step_rate_per_s"), false, sink),
+            step_duration_s: step_seconds(&steps.step_duration, &key("step_duration"), sink),
+            steps: at_least_one(&steps.steps, &key("steps"), sink),
+        });
+    }
+    if let Some(constant) = &traffic.constant_rate {
+        let constant = constant.get_ref();
+        return Some(Traffic::RateSteps {
+            start_rate_per_s: rate(&constant.rate_per_s, "traffic.constant_rate.rate_per_s", true, sink),
+            step_rate_per_s: 0.0,
+            step_duration_s: step_seconds(&constant.duration, "traffic.constant_rate.duration", sink),
+            steps: 1,
+        });
+    }
+    if let Some(ramp) = &traffic.rate_ramp {
+        let ramp = ramp.get_ref();
+        return Some(Traffic::RateRamp {
+            from_rate_per_s: rate(&ramp.from_rate_per_s, "traffic.rate_ramp.from_rate_per_s", true, sink),
+            to_rate_per_s: rate(&ramp.to_rate_per_s, "traffic.rate_ramp.to_rate_per_s", true, sink),
+            duration_s: step_seconds(&ramp.duration, "traffic.rate_ramp.duration", sink),
+        });
+    }
+    let phases = traffic.phases.as_ref()?;
+    if phases.get_ref().is_empty() {
+        sink.error(span_of(phases), "traffic.phases", "needs at least one phase", None);
+    }
+    let phases = phases
+        .get_ref()
+        .iter()
+        .enumerate()
+        .map(|(index, phase)| {
+            let phase = phase.get_ref();
+            let key = |field: &str| format!("traffic.phases[{index}].{field}");
+            if !(phase.spawn_rate_per_s.get_ref().is_finite() && *phase.spawn_rate_per_s.get_ref() >= 0.0) {
                 sink.error(
-                    span_of(&stairs_ref.step_duration),
-                    "traffic.stairs.step_duration",
-                    "steps must last at least 2s",
-                    Some("a step's first second is its ramp-in and is not measured".into()),
+                    span_of(&phase.spawn_rate_per_s),
+                    key("spawn_rate_per_s"),
+                    "must be a number of users per second, 0 or more",
+                    None,
                 );
             }
-            for (value, key) in [
-                (&stairs_ref.users_per_step, "traffic.stairs.users_per_step"),
-                (&stairs_ref.steps, "traffic.stairs.steps"),
-            ] {
-                if *value.get_ref() == 0 {
-                    sink.error(span_of(value), key, "must be at least 1", None);
-                }
+            Phase {
+                initial_users: phase.initial_users,
+                spawn_rate_per_s: *phase.spawn_rate_per_s.get_ref(),
+                duration_s: whole_seconds(&phase.duration, &key("duration"), sink),
             }
-            Some(Traffic::Stairs {
-                users_per_step: *stairs_ref.users_per_step.get_ref(),
-                step_duration_s,
-                steps: *stairs_ref.steps.get_ref(),
-            })
-        }
-        (None, Some(phases)) => {
-            if phases.get_ref().is_empty() {
-                sink.error(span_of(phases), "traffic.phases", "needs at least one phase", None);
+        })
+        .collect();
+    Some(Traffic::Phases(phases))
+}
+
+fn validate_traffic_options(
+    raw: &Spanned<RawTraffic>,
+    traffic: Option<&Traffic>,
+    sink: &mut DiagnosticSink<'_>,
+) -> TrafficOptions {
+    let raw = raw.get_ref();
+    let open = traffic.is_some_and(Traffic::is_open);
+    let mut options = TrafficOptions::default();
+    if let Some(warmup) = &raw.warmup {
+        options.warmup_s = whole_seconds(warmup, "traffic.warmup", sink);
+    }
+    if let Some(arrivals) = &raw.arrivals {
+        options.arrivals = *arrivals.get_ref();
+    }
+    if let Some(max_in_flight) = &raw.max_in_flight {
+        options.max_in_flight = at_least_one(max_in_flight, "traffic.max_in_flight", sink);
+    }
+    if !open && traffic.is_some() {
+        let open_only = [
+            ("arrivals", raw.arrivals.as_ref().map(Spanned::span)),
+            ("max_in_flight", raw.max_in_flight.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in open_only {
+            if let Some(span) = span {
+                sink.error(
+                    Some(span),
+                    format!("traffic.{key}"),
+                    format!("`{key}` applies to arrival-rate patterns only"),
+                    Some("virtual users send their next request when the last one returns".into()),
+                );
             }
-            let phases = phases
-                .get_ref()
-                .iter()
-                .enumerate()
-                .map(|(index, phase)| {
-                    let phase = phase.get_ref();
-                    if !(phase.spawn_rate_per_s.get_ref().is_finite() && *phase.spawn_rate_per_s.get_ref() >= 0.0) {
-                        sink.error(
-                            span_of(&phase.spawn_rate_per_s),
-                            format!("traffic.phases[{index}].spawn_rate_per_s"),
-                            "must be a number of users per second, 0 or more",
-                            None,
-                        );
-                    }
-                    Phase {
-                        initial_users: phase.initial_users,
-                        spawn_rate_per_s: *phase.spawn_rate_per_s.get_ref(),
-                        duration_s: whole_seconds(&phase.duration, &format!("traffic.phases[{index}].duration"), sink),
-                    }
-                })
-                .collect();
-            Some(Traffic::Phases(phases))
-        }
-        _ => {
-            sink.error(
-                span_of(raw),
-                "traffic",
-                "give exactly one traffic pattern: `[traffic.stairs]` or `[[traffic.phases]]`",
-                Some("e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6".into()),
-            );
-            None
         }
     }
+    options
 }
 
 fn positive(value: &Spanned<f64>, key: &str, sink: &mut DiagnosticSink<'_>) -> f64 {
