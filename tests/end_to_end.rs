@@ -451,3 +451,40 @@ reference = { workers = 4, service_time_ms = 20 }
     );
     assert_eq!(last["generator_saturated"], false);
 }
+
+#[test]
+fn response_checks_and_the_size_cap_turn_bad_answers_into_errors() {
+    let _load = load_lock();
+    let mut server = plateau()
+        .args(["serve-reference", "--workers", "8", "--service-ms", "10", "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_string();
+    let run_with = |target_extra: &str| {
+        let folder = tempfile::tempdir().unwrap();
+        let out = folder.path().join("out");
+        let job = write_job(
+            folder.path(),
+            &format!(
+                "version = 1\n[job]\nname = \"checks\"\n[target]\nkind = \"http\"\nurl = \"{url}\"\n{target_extra}\n[payload]\nbody = \"{{}}\"\n\
+                 [traffic.stairs]\nusers_per_step = 2\nstep_duration = \"2s\"\nsteps = 1\n[[configurations]]\nname = \"c\"\n\
+                 instance_type = \"local\"\nprice_per_hour_usd = 1\n"
+            ),
+        );
+        plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+        read_results(&out)["configurations"][0]["steps"][0].clone()
+    };
+    let passing = run_with("check = { status = 200, body_contains = \"predictions\" }");
+    let failing_check = run_with("check = { body_contains = \"no such text\" }");
+    let too_large = run_with("max_response_bytes = 10");
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert!(passing["throughput_rps"].as_f64().unwrap() > 100.0, "{passing}");
+    assert_eq!(passing["errors"]["model_error"], 0);
+    assert_eq!(failing_check["throughput_rps"], 0.0);
+    assert!(failing_check["errors"]["model_error"].as_u64().unwrap() > 100, "{failing_check}");
+    assert!(too_large["errors"]["other"].as_u64().unwrap() > 100, "{too_large}");
+}

@@ -20,6 +20,7 @@ pub use values::{DurationValue, Percentile};
 /// The job-file format version this build reads.
 pub const SUPPORTED_VERSION: u32 = 1;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 
 // ---------------------------------------------------------------------------------------------------------------
 // Raw types: exactly what the TOML says.
@@ -65,6 +66,8 @@ struct RawTarget {
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     timeout: Option<DurationValue>,
+    max_response_bytes: Option<Spanned<u64>>,
+    check: Option<RawResponseCheck>,
     // Command targets: a server plateau starts itself for each configuration.
     command: Option<Spanned<Vec<String>>>,
     working_dir: Option<Spanned<PathBuf>>,
@@ -74,6 +77,13 @@ struct RawTarget {
     path: Option<String>,
     readiness: Option<Spanned<RawReadiness>>,
     stop_grace: Option<DurationValue>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawResponseCheck {
+    status: Option<Spanned<u16>>,
+    body_contains: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -342,6 +352,17 @@ pub struct HttpRequestSpec {
     pub method: String,
     pub headers: Vec<(String, HeaderValue)>,
     pub timeout: Duration,
+    /// A larger response is an error (class `other`): a runaway response must not exhaust memory or skew timing.
+    pub max_response_bytes: u64,
+    pub check: ResponseCheck,
+}
+
+/// What a response must be to count as a success; a response that fails it is a `model_error`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseCheck {
+    /// An exact status; by default any 2xx or 3xx.
+    pub status: Option<u16>,
+    pub body_contains: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -661,6 +682,28 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
             method,
             headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
             timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
+            max_response_bytes: raw.max_response_bytes.as_ref().map_or(DEFAULT_MAX_RESPONSE_BYTES, |max| {
+                if *max.get_ref() == 0 {
+                    sink.error(span_of(max), "target.max_response_bytes", "must be at least 1", None);
+                }
+                *max.get_ref()
+            }),
+            check: raw.check.as_ref().map_or_else(ResponseCheck::default, |check| {
+                if let Some(status) = &check.status
+                    && !(100..=599).contains(status.get_ref())
+                {
+                    sink.error(
+                        span_of(status),
+                        "target.check.status",
+                        "is not an HTTP status",
+                        Some("e.g. 200".into()),
+                    );
+                }
+                ResponseCheck {
+                    status: check.status.as_ref().map(|status| *status.get_ref()),
+                    body_contains: check.body_contains.clone(),
+                }
+            }),
         },
     }
 }

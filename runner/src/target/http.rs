@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 
 use super::{Session, Target};
 use crate::measure::{ErrorClass, Outcome};
-use crate::spec::{HeaderValue, HttpRequestSpec, Payload};
+use crate::spec::{HeaderValue, HttpRequestSpec, Payload, ResponseCheck};
 
 pub struct HttpTarget {
     shared: Arc<RequestTemplate>,
@@ -31,6 +31,8 @@ struct RequestTemplate {
     headers: HeaderMap,
     body: Bytes,
     timeout: Duration,
+    max_response_bytes: u64,
+    check: ResponseCheck,
 }
 
 impl HttpTarget {
@@ -82,6 +84,8 @@ impl HttpTarget {
                 headers,
                 body: payload.body.clone(),
                 timeout: spec.timeout,
+                max_response_bytes: spec.max_response_bytes,
+                check: spec.check.clone(),
             }),
         })
     }
@@ -143,34 +147,86 @@ impl Session for HttpSession {
         };
         let request = self.template.request();
         let start = Instant::now();
+        let template = &self.template;
         let exchange = async {
-            let response = sender.send_request(request).await?;
+            let response = sender.send_request(request).await.map_err(|_| ErrorClass::Other)?;
             let status = response.status();
             let mut body = response.into_body();
-            // Read the whole response without keeping it: the latency includes the last byte.
+            // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
+            let mut kept = Vec::new();
+            let mut received: u64 = 0;
             while let Some(frame) = body.frame().await {
-                frame?;
+                let frame = frame.map_err(|_| ErrorClass::Other)?;
+                if let Some(data) = frame.data_ref() {
+                    received += data.len() as u64;
+                    if received > template.max_response_bytes {
+                        return Err(ErrorClass::Other);
+                    }
+                    if template.check.body_contains.is_some() {
+                        kept.extend_from_slice(data);
+                    }
+                }
             }
-            Ok::<StatusCode, hyper::Error>(status)
+            Ok((status, kept))
         };
-        match tokio::time::timeout(self.template.timeout, exchange).await {
+        match tokio::time::timeout(template.timeout, exchange).await {
             Err(_) => Outcome::Failure { class: ErrorClass::Timeout },
-            Ok(Err(_)) => Outcome::Failure { class: ErrorClass::Other },
-            Ok(Ok(status)) => {
+            Ok(Err(class)) => Outcome::Failure { class },
+            Ok(Ok((status, body))) => {
                 let latency_us = start.elapsed().as_micros() as u64;
                 self.sender = Some(sender);
-                classify(status, latency_us)
+                judge(status, &body, &template.check, latency_us)
             }
         }
     }
 }
 
-fn classify(status: StatusCode, latency_us: u64) -> Outcome {
+/// Success, or the error class a response falls in: by status, then by the job's response check.
+fn judge(status: StatusCode, body: &[u8], check: &ResponseCheck, latency_us: u64) -> Outcome {
     let class = match status.as_u16() {
-        429 => ErrorClass::Throttled,
-        400..=499 => ErrorClass::Http4xx,
-        500..=599 => ErrorClass::Http5xx,
-        _ => return Outcome::Success { latency_us },
+        429 => Some(ErrorClass::Throttled),
+        400..=499 => Some(ErrorClass::Http4xx),
+        500..=599 => Some(ErrorClass::Http5xx),
+        _ => None,
     };
-    Outcome::Failure { class }
+    let wrong_status = check.status.is_some_and(|expected| expected != status.as_u16());
+    let missing_text = check.body_contains.as_ref().is_some_and(|text| !contains(body, text.as_bytes()));
+    match class {
+        Some(class) => Outcome::Failure { class },
+        None if wrong_status || missing_text => Outcome::Failure { class: ErrorClass::ModelError },
+        None => Outcome::Success { latency_us },
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn responses_are_judged_by_status_then_by_the_check() {
+        let check = ResponseCheck { status: Some(200), body_contains: Some("predictions".into()) };
+        let ok = Outcome::Success { latency_us: 5 };
+        assert_eq!(judge(StatusCode::OK, b"{\"predictions\": [1]}", &check, 5), ok);
+        assert_eq!(
+            judge(StatusCode::OK, b"{\"error\": 1}", &check, 5),
+            Outcome::Failure { class: ErrorClass::ModelError }
+        );
+        assert_eq!(
+            judge(StatusCode::ACCEPTED, b"predictions", &check, 5),
+            Outcome::Failure { class: ErrorClass::ModelError }
+        );
+        assert_eq!(
+            judge(StatusCode::TOO_MANY_REQUESTS, b"", &check, 5),
+            Outcome::Failure { class: ErrorClass::Throttled }
+        );
+        assert_eq!(
+            judge(StatusCode::BAD_GATEWAY, b"", &ResponseCheck::default(), 5),
+            Outcome::Failure { class: ErrorClass::Http5xx }
+        );
+        assert_eq!(judge(StatusCode::NO_CONTENT, b"", &ResponseCheck::default(), 5), ok);
+    }
 }
