@@ -4,7 +4,8 @@
 //!
 //! Service runs on a virtual clock: a queued request starts when its worker's previous request was due to end, not
 //! when the tokio timer (up to ~1 ms late) woke it. Timer lateness therefore adds to latency but never takes away
-//! capacity, and the realized capacity is `workers / mean drawn service time`.
+//! capacity, and the realized capacity is `workers / mean drawn service time`. The sleep itself uses a timer thread
+//! accurate to tens of microseconds, so latency too stays close to the model.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -100,7 +101,7 @@ impl ServiceModel {
             free_at.push(Reverse(due));
             due
         };
-        tokio::time::sleep_until(due.into()).await;
+        super::precise_timer::sleep_until(due).await;
         let lateness = Instant::now().saturating_duration_since(due);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         self.stats.service_us_total.fetch_add(service.as_micros() as u64, Ordering::Relaxed);
