@@ -17,19 +17,7 @@ use scalability::ScalabilityFit;
 
 use crate::spec::{FlatInvocations, LatencyThreshold, Objective, Percentile, Requirements, Stopping};
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct PlateauSettings {
-    pub min_gain_percent: f64,
-    pub min_load_efficiency: f64,
-    pub confirm_steps: usize,
-    pub max_error_rate_percent: f64,
-}
-
-impl Default for PlateauSettings {
-    fn default() -> Self {
-        Self { min_gain_percent: 3.0, min_load_efficiency: 0.25, confirm_steps: 1, max_error_rate_percent: 1.0 }
-    }
-}
+pub use crate::spec::PlateauSettings;
 
 /// One step as the detector sees it.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
-use crate::analyze::{self, ConfigurationFacts, OnlineDetector, PlateauSettings};
+use crate::analyze::{self, ConfigurationFacts, OnlineDetector};
 use crate::drive::{
     self, DriveOptions, LoadUnit, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow,
 };
@@ -125,6 +125,7 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
             stopping: job.stopping.clone(),
             requirements: job.requirements.clone(),
             objective: job.requirements.objective,
+            plateau: job.plateau,
         },
         configurations: Vec::new(),
         recommendation: None,
@@ -292,7 +293,7 @@ async fn run_configuration(
     let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, report::file_stem(&run.name));
     let resources = server.resources(configuration);
     let utilization_source = resources.as_ref().map(|source| source.label().to_string());
-    let settings = PlateauSettings::default();
+    let settings = job.plateau;
     let mut observer = RunObserver {
         load_unit: schedule.load_unit,
         detector: OnlineDetector { stopping: &job.stopping, settings },

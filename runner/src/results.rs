@@ -9,7 +9,7 @@ use crate::analyze::scalability::ScalabilityFit;
 use crate::analyze::{Plateau, Recommendation};
 use crate::drive::{EndReason, LoadUnit, SecondSummary};
 use crate::measure::{ErrorCounts, LatencySummary};
-use crate::spec::{Objective, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
+use crate::spec::{Objective, PlateauSettings, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
 use crate::target::reference::Realized;
 
 pub const RESULTS_VERSION: u32 = 1;
@@ -78,6 +78,9 @@ pub struct JobSummary {
     pub requirements: Requirements,
     /// The objective configurations were ranked by.
     pub objective: Objective,
+    /// The plateau detector's parameters.
+    #[serde(default)]
+    pub plateau: PlateauSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

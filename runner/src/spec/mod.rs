@@ -40,6 +40,36 @@ struct RawJobFile {
     configurations: Spanned<Vec<RawConfiguration>>,
     #[serde(default)]
     report: RawReport,
+    #[serde(default)]
+    plateau: RawPlateauSettings,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPlateauSettings {
+    min_gain_percent: Option<Spanned<f64>>,
+    min_load_efficiency: Option<Spanned<f64>>,
+    confirm_steps: Option<usize>,
+    max_error_rate_percent: Option<Spanned<f64>>,
+}
+
+/// The plateau detector's parameters (`[plateau]` in a job file; see `analyze` for the algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PlateauSettings {
+    /// A step is flat when its throughput gained less than this over the best step before it ...
+    pub min_gain_percent: f64,
+    /// ... or less than this fraction of the load it added (0.25: a quarter of linear scaling).
+    pub min_load_efficiency: f64,
+    /// Flat steps after the first that confirm the plateau.
+    pub confirm_steps: usize,
+    /// A step with more errors than this ends the search.
+    pub max_error_rate_percent: f64,
+}
+
+impl Default for PlateauSettings {
+    fn default() -> Self {
+        Self { min_gain_percent: 3.0, min_load_efficiency: 0.25, confirm_steps: 1, max_error_rate_percent: 1.0 }
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -294,6 +324,7 @@ pub struct Job {
     pub configurations: Vec<Configuration>,
     /// `[report] templates`, resolved against the job file's folder.
     pub report_templates: Option<PathBuf>,
+    pub plateau: PlateauSettings,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -626,6 +657,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         requirements,
         configurations,
         report_templates,
+        plateau: validate_plateau_settings(&raw.plateau, sink),
     };
     Some(job)
 }
@@ -705,6 +737,30 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
                 }
             }),
         },
+    }
+}
+
+fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink<'_>) -> PlateauSettings {
+    let defaults = PlateauSettings::default();
+    let percent = |value: &Option<Spanned<f64>>, key: &str, default: f64, sink: &mut DiagnosticSink<'_>| {
+        value.as_ref().map_or(default, |value| {
+            if !(0.0..=100.0).contains(value.get_ref()) {
+                sink.error(span_of(value), key, "must be between 0 and 100", None);
+            }
+            *value.get_ref()
+        })
+    };
+    let min_load_efficiency = raw.min_load_efficiency.as_ref().map_or(defaults.min_load_efficiency, |value| {
+        if !(0.0..=1.0).contains(value.get_ref()) {
+            sink.error(span_of(value), "plateau.min_load_efficiency", "must be between 0 and 1", Some("0.25 means a quarter of linear scaling".into()));
+        }
+        *value.get_ref()
+    });
+    PlateauSettings {
+        min_gain_percent: percent(&raw.min_gain_percent, "plateau.min_gain_percent", defaults.min_gain_percent, sink),
+        min_load_efficiency,
+        confirm_steps: raw.confirm_steps.unwrap_or(defaults.confirm_steps),
+        max_error_rate_percent: percent(&raw.max_error_rate_percent, "plateau.max_error_rate_percent", defaults.max_error_rate_percent, sink),
     }
 }
 
