@@ -170,6 +170,7 @@ fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<S
         instance_type: configuration.instance_type.clone(),
         instance_count: configuration.instance_count,
         price_per_hour_usd: configuration.price_per_hour_usd,
+        price_source: configuration.price_source.clone(),
         environment: run.environment.clone(),
         status,
         end: None,

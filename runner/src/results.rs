@@ -100,6 +100,9 @@ pub struct ConfigurationResult {
     pub instance_count: u32,
     /// Price of one instance.
     pub price_per_hour_usd: f64,
+    /// "job file", or the price table it came from (tables are estimates, and say their date).
+    #[serde(default)]
+    pub price_source: String,
     /// The environment variables this run set (command targets): IR's EnvironmentParameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,

@@ -61,7 +61,9 @@ impl fmt::Display for Diagnostic {
         } else {
             format!("`{}`: {}", self.key_path, self.message)
         };
-        let origin = self.location();
+        // annotate-snippets adds the line and column to the file name itself.
+        let origin = self.file.display().to_string();
+        let location = self.location();
         let hint = self.hint.as_deref().map(|hint| Level::Help.title(hint));
         let mut message = Level::Error.title(&title);
         if let Some(span) = self.span.clone().filter(|_| !self.source.is_empty()) {
@@ -69,7 +71,7 @@ impl fmt::Display for Diagnostic {
             message = message
                 .snippet(Snippet::source(&self.source).origin(&origin).fold(true).annotation(Level::Error.span(span)));
         } else {
-            message = message.footer(Level::Note.title(&origin));
+            message = message.footer(Level::Note.title(&location));
         }
         if let Some(hint) = hint {
             message = message.footer(hint);

@@ -2,6 +2,7 @@
 //! trusts. Validation lives only in the conversion from one to the other.
 
 pub mod diagnostic;
+pub mod prices;
 mod values;
 
 use std::collections::BTreeMap;
@@ -85,6 +86,8 @@ struct RawJob {
     name: Spanned<String>,
     description: Option<String>,
     seed: Option<u64>,
+    /// A price table of the user's own, relative to the job file; else the built-in one.
+    price_table: Option<Spanned<PathBuf>>,
 }
 
 #[derive(Deserialize)]
@@ -487,6 +490,10 @@ pub struct Configuration {
     pub instance_type: String,
     pub instance_count: u32,
     pub price_per_hour_usd: f64,
+    /// "job file", or which table the price came from (tables are estimates).
+    pub price_source: String,
+    /// vCPUs of the instance type, where the price table knows it.
+    pub vcpus: Option<u32>,
     /// For `http` targets: this configuration's own endpoint, overriding the target's URL.
     pub url: Option<String>,
     pub reference: Option<ReferenceModel>,
@@ -626,7 +633,14 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     let traffic_options = validate_traffic_options(&raw.traffic, traffic.as_ref(), sink);
     let stopping = validate_stopping(&raw.stopping, sink);
     let requirements = validate_requirements(&raw.requirements, sink);
-    let configurations = validate_configurations(&raw.configurations, &target, sink);
+    let prices = match &raw.job.price_table {
+        Some(file) => prices::PriceTable::load(&relative_to(path, file.get_ref())).unwrap_or_else(|message| {
+            sink.error(span_of(file), "job.price_table", message, Some("paths are relative to the job file".into()));
+            prices::PriceTable::built_in()
+        }),
+        None => prices::PriceTable::built_in(),
+    };
+    let configurations = validate_configurations(&raw.configurations, &target, &prices, sink);
     let report_templates = raw.report.templates.as_ref().map(|folder| {
         let resolved = relative_to(path, folder.get_ref());
         if !resolved.is_dir() {
@@ -752,7 +766,12 @@ fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink
     };
     let min_load_efficiency = raw.min_load_efficiency.as_ref().map_or(defaults.min_load_efficiency, |value| {
         if !(0.0..=1.0).contains(value.get_ref()) {
-            sink.error(span_of(value), "plateau.min_load_efficiency", "must be between 0 and 1", Some("0.25 means a quarter of linear scaling".into()));
+            sink.error(
+                span_of(value),
+                "plateau.min_load_efficiency",
+                "must be between 0 and 1",
+                Some("0.25 means a quarter of linear scaling".into()),
+            );
         }
         *value.get_ref()
     });
@@ -760,7 +779,12 @@ fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink
         min_gain_percent: percent(&raw.min_gain_percent, "plateau.min_gain_percent", defaults.min_gain_percent, sink),
         min_load_efficiency,
         confirm_steps: raw.confirm_steps.unwrap_or(defaults.confirm_steps),
-        max_error_rate_percent: percent(&raw.max_error_rate_percent, "plateau.max_error_rate_percent", defaults.max_error_rate_percent, sink),
+        max_error_rate_percent: percent(
+            &raw.max_error_rate_percent,
+            "plateau.max_error_rate_percent",
+            defaults.max_error_rate_percent,
+            sink,
+        ),
     }
 }
 
@@ -1134,6 +1158,7 @@ fn validate_requirements(raw: &RawRequirements, sink: &mut DiagnosticSink<'_>) -
 fn validate_configurations(
     raw: &Spanned<Vec<RawConfiguration>>,
     target: &Target,
+    prices: &prices::PriceTable,
     sink: &mut DiagnosticSink<'_>,
 ) -> Vec<Configuration> {
     let kind = target.kind;
@@ -1164,23 +1189,29 @@ fn validate_configurations(
             if *config.instance_count.get_ref() == 0 {
                 sink.error(span_of(&config.instance_count), key("instance_count"), "must be at least 1", None);
             }
-            let price_per_hour_usd = match &config.price_per_hour_usd {
-                Some(price) if price.get_ref().is_finite() && *price.get_ref() >= 0.0 => *price.get_ref(),
-                Some(price) => {
-                    sink.error(span_of(price), key("price_per_hour_usd"), "must be 0 or more", None);
-                    0.0
+            let listed = prices.instances.get(&config.instance_type);
+            let (price_per_hour_usd, price_source) = match (&config.price_per_hour_usd, listed) {
+                (Some(price), _) if price.get_ref().is_finite() && *price.get_ref() >= 0.0 => {
+                    (*price.get_ref(), "job file".to_string())
                 }
-                None => {
+                (Some(price), _) => {
+                    sink.error(span_of(price), key("price_per_hour_usd"), "must be 0 or more", None);
+                    (0.0, String::new())
+                }
+                (None, Some(listed)) => (listed.price_per_hour_usd, prices.describe()),
+                (None, None) => {
+                    let known: Vec<&str> = prices.instances.keys().map(String::as_str).collect();
+                    let hint = match diagnostic::closest(&config.instance_type, &known) {
+                        Some(close) => format!("did you mean instance_type = \"{close}\"? Or set price_per_hour_usd"),
+                        None => "set price_per_hour_usd, e.g. price_per_hour_usd = 0.23".to_string(),
+                    };
                     sink.error(
                         span_of(&config.name),
                         key("price_per_hour_usd"),
-                        "missing key `price_per_hour_usd`",
-                        Some(
-                            "plateau needs each configuration's price to rank by cost, e.g. price_per_hour_usd = 0.23"
-                                .into(),
-                        ),
+                        format!("no price for `{}`: it is not in {}", config.instance_type, prices.source),
+                        Some(hint),
                     );
-                    0.0
+                    (0.0, String::new())
                 }
             };
             let reference = validate_reference(config, kind, index, sink);
@@ -1239,6 +1270,8 @@ fn validate_configurations(
                 instance_type: config.instance_type.clone(),
                 instance_count: *config.instance_count.get_ref(),
                 price_per_hour_usd,
+                price_source,
+                vcpus: listed.map(|listed| listed.vcpus),
                 url: config.url.as_ref().map(|url| url.get_ref().clone()),
                 reference,
                 environment: config

@@ -1,0 +1,67 @@
+//! Instance prices: the built-in table of SageMaker on-demand prices (an estimate, dated; `runner/data/`), or a
+//! table of the user's own in the same format.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+const BUILT_IN: &str = include_str!("../../data/sagemaker-prices.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceTable {
+    pub as_of: String,
+    pub region: String,
+    pub instances: BTreeMap<String, InstancePrice>,
+    /// Where the table came from, for reports; not part of the file.
+    #[serde(skip)]
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePrice {
+    pub price_per_hour_usd: f64,
+    pub vcpus: u32,
+    pub memory_gib: f64,
+}
+
+impl PriceTable {
+    pub fn built_in() -> Self {
+        let mut table: PriceTable = toml::from_str(BUILT_IN).expect("the built-in price table is valid (tested)");
+        table.source = "plateau's built-in table".to_string();
+        table
+    }
+
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
+        let mut table: PriceTable = toml::from_str(&text)
+            .map_err(|error| format!("`{}` is not a price table: {}", path.display(), error.message()))?;
+        table.source = path.display().to_string();
+        Ok(table)
+    }
+
+    /// How a report names a price from this table.
+    pub fn describe(&self) -> String {
+        format!("estimate from {}, {} on-demand, as of {}", self.source, self.region, self.as_of)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_built_in_table_parses_and_is_plausible() {
+        let table = PriceTable::built_in();
+        assert!(table.instances.len() >= 20);
+        for (name, price) in &table.instances {
+            assert!(name.starts_with("ml."), "{name}");
+            assert!(price.price_per_hour_usd > 0.01 && price.price_per_hour_usd < 50.0, "{name}");
+            assert!(price.vcpus >= 2, "{name}");
+        }
+        assert_eq!(table.instances["ml.c5.xlarge"].vcpus, 4);
+    }
+}
