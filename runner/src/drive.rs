@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::measure::{self, ErrorClass, Outcome, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::spec::{Arrivals, Traffic, TrafficOptions};
-use crate::target::{Session, Target};
+use crate::target::{Session, Target, precise_timer};
 
 /// How often the number of users is brought up to the schedule between second boundaries.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
@@ -31,9 +31,9 @@ const WINDOW_S: u64 = 10;
 const UNREACHABLE_AFTER_S: u32 = 3;
 /// How often the closed model's probe checks that the runtime wakes tasks on time.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
-/// tokio's timer has 1 ms resolution and rounds sleeps up, so an idle engine is already up to ~2 ms late at p99
-/// (measured on the 2-core CI machine). Beyond this the load generator is not keeping its schedule (out of CPU,
-/// or blocked), and the step measures plateau, not the server.
+/// The closed model's probe sleeps on tokio's timer, which has 1 ms resolution and rounds up, so an idle engine is
+/// already up to ~2 ms late at p99 (measured on the 2-core CI machine). Beyond this the load generator is not
+/// keeping its schedule (out of CPU, or blocked), and the step measures plateau, not the server.
 pub const GENERATOR_LAG_LIMIT_MS: f64 = 5.0;
 
 /// What a step's load counts.
@@ -538,9 +538,10 @@ impl OpenArrivals {
         let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
         let mut due = self.started_at;
         while due < end {
+            // The precise timer, not tokio's: a wake-up a millisecond late would be a millisecond of latency.
             tokio::select! {
                 _ = run.cancelled() => return,
-                _ = tokio::time::sleep_until(due.into()) => {}
+                _ = precise_timer::sleep_until(due) => {}
             }
             while let Ok(session) = returns.try_recv() {
                 idle.push(session);

@@ -3,7 +3,7 @@
 
 pub mod command;
 pub mod http;
-mod precise_timer;
+pub(crate) mod precise_timer;
 pub mod reference;
 
 use std::future::Future;

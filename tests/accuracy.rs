@@ -1,0 +1,137 @@
+//! Accuracy against queueing theory: reference endpoints of four known capacities (lognormal service times),
+//! ramped with virtual users (stairs) and with arrival rates (rate steps). The detected MaxInvocations must be
+//! within 5% of the analytical capacity x 60, the latency well below capacity within 10% of the service-time
+//! median, an early stop must reach the same figure in under 60% of the full ramp's time, and the recommendation
+//! and InitialInstanceCount must be what the capacities and prices give. One run at a time: this is load.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+/// workers, mean service ms, price per hour: capacities 200, 200, 1600 and 320 requests/s.
+const MODELS: [(u32, f64, f64); 4] = [(2, 10.0, 0.10), (4, 20.0, 0.12), (8, 5.0, 0.64), (16, 50.0, 0.20)];
+const CV: f64 = 0.5;
+
+fn capacity_rps(workers: u32, service_ms: f64) -> f64 {
+    f64::from(workers) * 1000.0 / service_ms
+}
+
+fn configurations() -> String {
+    MODELS
+        .iter()
+        .map(|(workers, service_ms, price)| {
+            format!(
+                "[[configurations]]\nname = \"{workers}x{service_ms}ms\"\ninstance_type = \"ref\"\nprice_per_hour_usd = {price}\n\
+                 reference = {{ workers = {workers}, service_time_ms = {service_ms}, distribution = \"lognormal\", cv = {CV} }}\n"
+            )
+        })
+        .collect()
+}
+
+fn run(folder: &Path, name: &str, body: &str) -> Value {
+    let job = folder.join(format!("{name}.toml"));
+    std::fs::write(&job, format!("version = 1\n[job]\nname = \"{name}\"\nseed = 17\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n{body}")).unwrap();
+    let out = folder.join(name);
+    let output =
+        Command::new(env!("CARGO_BIN_EXE_plateau")).arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+fn assert_capacity(result: &Value, workers: u32, service_ms: f64, how: &str) {
+    let nominal_rps = capacity_rps(workers, service_ms);
+    let realized_rps = result["reference"]["realized_capacity_rps"].as_f64().unwrap();
+    assert!((realized_rps / nominal_rps - 1.0).abs() < 0.05, "{how}: realized {realized_rps} vs nominal {nominal_rps}");
+    let max_invocations = result["metrics"]["max_invocations"].as_f64().unwrap();
+    eprintln!(
+        "{how:10} {workers:>2}x{service_ms:<4}ms capacity {:>7.0}/min (realized {:>7.0}), MaxInvocations {max_invocations:>7.0}/min: {:+.2}%",
+        nominal_rps * 60.0,
+        realized_rps * 60.0,
+        (max_invocations / (nominal_rps * 60.0) - 1.0) * 100.0
+    );
+    for (capacity, what) in [(nominal_rps, "analytical"), (realized_rps, "realized")] {
+        let error = max_invocations / (capacity * 60.0) - 1.0;
+        assert!(
+            error.abs() < 0.05,
+            "{how} {workers}x{service_ms}ms: MaxInvocations {max_invocations:.0} is {:+.1}% off the {what} capacity",
+            error * 100.0
+        );
+    }
+}
+
+#[test]
+fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
+    let folder = tempfile::tempdir().unwrap();
+
+    // Closed model, stopping at the confirmed plateau, with a goal and a peak to size for.
+    let requirements = "[requirements]\nobjective = \"cost-per-inference\"\nexpected_peak_rps = 4000\n";
+    let stairs = "[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 12\n";
+    let stopped = run(
+        folder.path(),
+        "stairs",
+        &format!("{stairs}[stopping]\nflat_invocations = \"stop\"\n{requirements}{}", configurations()),
+    );
+    for (index, (workers, service_ms, _)) in MODELS.iter().enumerate() {
+        let result = &stopped["configurations"][index];
+        assert_capacity(result, *workers, *service_ms, "stairs");
+        assert_eq!(result["plateau"]["rule"], "throughput_flat");
+    }
+    // Cost per inference = price / capacity: 8 x 5 ms at $0.64 for 1600/s is cheapest; 4000/s needs 3 of them.
+    assert_eq!(stopped["recommendation"]["configuration"], "8x5ms");
+    assert_eq!(stopped["recommendation"]["initial_instance_count"], 3);
+
+    // The same ramp in full: the early stop gives the same figure in under 60% of the time, by the run's own clock.
+    let full = run(
+        folder.path(),
+        "stairs-full",
+        &format!(
+            "{stairs}{}",
+            configurations().split("[[configurations]]").take(2).collect::<Vec<_>>().join("[[configurations]]")
+        ),
+    );
+    let (early, whole) = (&stopped["configurations"][0], &full["configurations"][0]);
+    let time_share = early["elapsed_s"].as_f64().unwrap() / whole["elapsed_s"].as_f64().unwrap();
+    eprintln!("early stop: {:.0}% of the full ramp's time", time_share * 100.0);
+    assert!(time_share < 0.6, "the early stop took {:.0}% of the full ramp's time", time_share * 100.0);
+    let (early_max, whole_max) =
+        (early["metrics"]["max_invocations"].as_f64().unwrap(), whole["metrics"]["max_invocations"].as_f64().unwrap());
+    assert!((early_max / whole_max - 1.0).abs() < 0.05, "early {early_max} vs full {whole_max}");
+
+    // Open model: arrival-rate steps of a quarter of each capacity, Poisson arrivals.
+    for (workers, service_ms, price) in MODELS {
+        let capacity = capacity_rps(workers, service_ms);
+        let body = format!(
+            "[traffic]\narrivals = \"poisson\"\nmax_in_flight = 2048\n[traffic.rate_steps]\nstart_rate_per_s = {}\nstep_rate_per_s = {}\n\
+             step_duration = \"3s\"\nsteps = 8\n[stopping]\nflat_invocations = \"stop\"\n\
+             [[configurations]]\nname = \"m\"\ninstance_type = \"ref\"\nprice_per_hour_usd = {price}\n\
+             reference = {{ workers = {workers}, service_time_ms = {service_ms}, distribution = \"lognormal\", cv = {CV} }}\n",
+            capacity / 4.0,
+            capacity / 4.0
+        );
+        let results = run(folder.path(), &format!("open-{workers}"), &body);
+        assert_capacity(&results["configurations"][0], workers, service_ms, "rate steps");
+    }
+
+    // Well below capacity, at half the workers busy, nothing queues: p50 is the service time's median,
+    // mean / sqrt(1 + cv^2). Half the workers keep enough requests going for a stable median (400 or more).
+    for (workers, service_ms, price) in MODELS {
+        let body = format!(
+            "[traffic.stairs]\nusers_per_step = {}\nstep_duration = \"5s\"\nsteps = 1\n\
+             [[configurations]]\nname = \"m\"\ninstance_type = \"ref\"\nprice_per_hour_usd = {price}\n\
+             reference = {{ workers = {workers}, service_time_ms = {service_ms}, distribution = \"lognormal\", cv = {CV} }}\n",
+            workers / 2
+        );
+        let results = run(folder.path(), &format!("light-{workers}"), &body);
+        let median_ms = service_ms / (1.0 + CV * CV).sqrt();
+        let p50_ms = results["configurations"][0]["steps"][0]["latency"]["p50_ms"].as_f64().unwrap();
+        eprintln!(
+            "light      {workers:>2}x{service_ms:<4}ms p50 {p50_ms:.2} ms, service median {median_ms:.2} ms: {:+.1}%",
+            (p50_ms / median_ms - 1.0) * 100.0
+        );
+        assert!(
+            (p50_ms / median_ms - 1.0).abs() < 0.10,
+            "{workers}x{service_ms}ms: p50 {p50_ms:.2} ms vs median {median_ms:.2} ms"
+        );
+    }
+}
