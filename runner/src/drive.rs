@@ -520,8 +520,13 @@ async fn lag_probe(recorder: Arc<Recorder>, run: CancellationToken) {
     }
 }
 
-/// The open model's scheduler: each arrival is due at an intended time; it goes out on an idle session, a new
-/// one while fewer than `max_in_flight` exist, or is dropped and counted.
+/// How far ahead of its due time the scheduler hands an arrival to a worker, which then waits for it on the
+/// precise timer: the scheduler itself only needs to wake about once a millisecond.
+const DISPATCH_AHEAD: Duration = Duration::from_millis(1);
+
+/// The open model's scheduler. Each arrival is due at an intended time. While fewer than `max_in_flight` requests
+/// are out, it goes to a worker (each worker owns one session, and takes the next arrival as soon as it is free);
+/// otherwise it is dropped and counted.
 struct OpenArrivals {
     schedule: Schedule,
     options: TrafficOptions,
@@ -529,47 +534,50 @@ struct OpenArrivals {
     started_at: Instant,
 }
 
+/// What the scheduler and its workers share.
+struct OpenShared {
+    recorder: Arc<Recorder>,
+    /// Arrivals handed out and not yet answered.
+    in_flight: std::sync::atomic::AtomicUsize,
+    /// Workers waiting for an arrival.
+    idle: std::sync::atomic::AtomicUsize,
+    arrivals: tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>,
+}
+
 impl OpenArrivals {
     async fn run<T: Target>(self, target: Arc<T>, recorder: Arc<Recorder>, run: CancellationToken) {
-        let (returned, mut returns) = mpsc::unbounded_channel::<(usize, T::Session)>();
-        let mut idle: Vec<(usize, T::Session)> = Vec::new();
-        let mut sessions = 0;
+        use std::sync::atomic::Ordering::SeqCst;
+        let (dispatch, arrivals) = mpsc::unbounded_channel::<Instant>();
+        let shared = Arc::new(OpenShared {
+            recorder,
+            in_flight: Default::default(),
+            idle: Default::default(),
+            arrivals: tokio::sync::Mutex::new(arrivals),
+        });
+        let cap = self.options.max_in_flight as usize;
+        let mut workers = 0;
         let mut rng = StdRng::seed_from_u64(self.seed);
         let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
         let mut due = self.started_at;
         while due < end {
-            // The precise timer, not tokio's: a wake-up a millisecond late would be a millisecond of latency.
             tokio::select! {
                 _ = run.cancelled() => return,
-                _ = precise_timer::sleep_until(due) => {}
+                _ = precise_timer::sleep_until(due.checked_sub(DISPATCH_AHEAD).unwrap_or(due)) => {}
             }
-            while let Ok(session) = returns.try_recv() {
-                idle.push(session);
-            }
-            // Send everything that is due; the timer wakes at most every millisecond, so several may be.
-            let now = Instant::now();
-            while due <= now && due < end {
+            let horizon = Instant::now() + DISPATCH_AHEAD;
+            let mut dropped = 0;
+            while due <= horizon && due < end {
                 let rate_per_s = self.schedule.load_at(due.duration_since(self.started_at).as_secs_f64());
-                let session = idle.pop().or_else(|| {
-                    (sessions < self.options.max_in_flight as usize).then(|| {
-                        sessions += 1;
-                        (sessions - 1, target.session())
-                    })
-                });
-                match session {
-                    Some((index, session)) => {
-                        let shard = recorder.shard_for(index);
-                        recorder.generator_lag(shard, now.duration_since(due).as_micros() as u64);
-                        recorder.started(shard);
-                        let request = send_at(due, session, Arc::clone(&recorder), shard, run.clone());
-                        let returned = returned.clone();
-                        tokio::spawn(async move {
-                            if let Some(session) = request.await {
-                                let _ = returned.send((index, session));
-                            }
-                        });
+                if shared.in_flight.load(SeqCst) >= cap {
+                    dropped += 1;
+                } else {
+                    shared.in_flight.fetch_add(1, SeqCst);
+                    if shared.idle.load(SeqCst) == 0 && workers < cap {
+                        shared.idle.fetch_add(1, SeqCst);
+                        tokio::spawn(open_worker(target.session(), workers, Arc::clone(&shared), run.clone()));
+                        workers += 1;
                     }
-                    None => recorder.dropped(0),
+                    let _ = dispatch.send(due);
                 }
                 let gap_s = match self.options.arrivals {
                     Arrivals::Uniform => 1.0 / rate_per_s,
@@ -577,30 +585,42 @@ impl OpenArrivals {
                 };
                 due += Duration::from_secs_f64(gap_s);
             }
+            if dropped > 0 {
+                shared.recorder.add_dropped(0, dropped);
+            }
         }
     }
 }
 
-/// One open-model request, timed from when it was due, not from when it went out: a server that stalls delays
-/// every request scheduled behind the stall, and their latency shows it.
-async fn send_at<S: Session>(
-    due: Instant,
-    mut session: S,
-    recorder: Arc<Recorder>,
-    shard: usize,
-    run: CancellationToken,
-) -> Option<S> {
-    let outcome = tokio::select! {
-        biased;
-        _ = run.cancelled() => return None,
-        outcome = session.call() => outcome,
-    };
-    let outcome = match outcome {
-        Outcome::Success { .. } => Outcome::Success { latency_us: due.elapsed().as_micros() as u64 },
-        failure => failure,
-    };
-    recorder.finished(shard, outcome);
-    Some(session)
+/// One open-model worker: takes the next arrival, waits for its due time, sends it, and times it from when it
+/// was due, not from when it went out: a server that stalls delays every request scheduled behind the stall,
+/// and their latency shows it.
+async fn open_worker<S: Session>(mut session: S, index: usize, shared: Arc<OpenShared>, run: CancellationToken) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let shard = shared.recorder.shard_for(index);
+    loop {
+        let next = tokio::select! {
+            _ = run.cancelled() => return,
+            next = async { shared.arrivals.lock().await.recv().await } => next,
+        };
+        shared.idle.fetch_sub(1, SeqCst);
+        let Some(due) = next else { return };
+        precise_timer::sleep_until(due).await;
+        shared.recorder.generator_lag(shard, Instant::now().saturating_duration_since(due).as_micros() as u64);
+        shared.recorder.started(shard);
+        let outcome = tokio::select! {
+            biased;
+            _ = run.cancelled() => return,
+            outcome = session.call() => outcome,
+        };
+        let outcome = match outcome {
+            Outcome::Success { .. } => Outcome::Success { latency_us: due.elapsed().as_micros() as u64 },
+            failure => failure,
+        };
+        shared.recorder.finished(shard, outcome);
+        shared.idle.fetch_add(1, SeqCst);
+        shared.in_flight.fetch_sub(1, SeqCst);
+    }
 }
 
 /// The running virtual users; user `i` exists while the schedule asks for more than `i` users.

@@ -182,8 +182,8 @@ impl Recorder {
         }
     }
 
-    pub fn dropped(&self, shard: usize) {
-        self.shards[shard].lock().expect("recorder lock").dropped += 1;
+    pub fn add_dropped(&self, shard: usize, dropped: u64) {
+        self.shards[shard].lock().expect("recorder lock").dropped += dropped;
     }
 
     pub fn generator_lag(&self, shard: usize, lag_us: u64) {
