@@ -39,6 +39,19 @@ fn configuration<'a>(results: &'a Value, name: &str) -> &'a Value {
     results["configurations"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap()
 }
 
+/// `plateau serve-reference` on a free port, and the URL its banner names.
+fn standalone_reference(workers: &str, service_ms: &str) -> (std::process::Child, String) {
+    let mut server = plateau()
+        .args(["serve-reference", "--workers", workers, "--service-ms", service_ms, "--port", "0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut banner).unwrap();
+    let url = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_string();
+    (server, url)
+}
+
 fn text(output: &Output) -> String {
     format!(
         "stdout:\n{}\nstderr:\n{}",
@@ -201,14 +214,7 @@ price_per_hour_usd = 1.0
 #[test]
 fn the_http_target_measures_a_standalone_reference_server() {
     let _load = load_lock();
-    let mut server = plateau()
-        .args(["serve-reference", "--workers", "4", "--service-ms", "25", "--port", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut banner).unwrap();
-    let url = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_string();
+    let (mut server, url) = standalone_reference("4", "25");
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out");
     let job = write_job(
@@ -455,14 +461,7 @@ reference = { workers = 4, service_time_ms = 20 }
 #[test]
 fn response_checks_and_the_size_cap_turn_bad_answers_into_errors() {
     let _load = load_lock();
-    let mut server = plateau()
-        .args(["serve-reference", "--workers", "8", "--service-ms", "10", "--port", "0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut banner).unwrap();
-    let url = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_string();
+    let (mut server, url) = standalone_reference("8", "10");
     let run_with = |target_extra: &str| {
         let folder = tempfile::tempdir().unwrap();
         let out = folder.path().join("out");
