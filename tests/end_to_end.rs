@@ -487,3 +487,36 @@ fn response_checks_and_the_size_cap_turn_bad_answers_into_errors() {
     assert!(failing_check["errors"]["model_error"].as_u64().unwrap() > 100, "{failing_check}");
     assert!(too_large["errors"]["other"].as_u64().unwrap() > 100, "{too_large}");
 }
+
+#[test]
+fn phases_are_judged_by_sliding_windows_measured_from_the_series() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    // One user more every 2 s; 4 workers of 20 ms saturate at 4 users, 200 requests/s.
+    let job = write_job(
+        folder.path(),
+        "version = 1\n[job]\nname = \"phases\"\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{}\"\n\
+         [[traffic.phases]]\ninitial_users = 1\nspawn_rate_per_s = 0.5\nduration = \"34s\"\n\
+         [[configurations]]\nname = \"ref\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 1\n\
+         reference = { workers = 4, service_time_ms = 20 }\n",
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results = read_results(&out);
+    let config = configuration(&results, "ref");
+    let window = config["plateau"]["window_s"].as_array().expect("a sliding window for phases");
+    let (start, end) = (window[0].as_u64().unwrap(), window[1].as_u64().unwrap());
+    assert_eq!(end - start, 10);
+    let max_invocations = config["metrics"]["max_invocations"].as_f64().unwrap();
+    assert!((max_invocations / 12_000.0 - 1.0).abs() < 0.05, "MaxInvocations {max_invocations}");
+    // The window's latency was merged from the per-second histograms: exactly its requests.
+    let in_window: u64 = config["seconds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|second| (start..end).contains(&second["second"].as_u64().unwrap()))
+        .map(|second| second["completed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(config["metrics"]["model_latency"]["count"].as_u64().unwrap(), in_window);
+}

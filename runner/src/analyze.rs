@@ -5,6 +5,7 @@
 //! step is the plateau once `confirm_steps` further steps are flat too. A step whose latency crosses a
 //! `[stopping]` threshold, or whose error rate passes `max_error_rate_percent`, ends the search: the plateau is
 //! the step before it. With no flat step, the plateau is not reached and MaxInvocations is a lower bound.
+//! `phases` change their load every second, so they are judged by sliding 10 s windows instead (`sliding_window`).
 
 pub mod scalability;
 
@@ -55,6 +56,42 @@ pub struct Plateau {
     pub rule: PlateauRule,
     /// False when the ramp ended before the following steps could confirm it.
     pub confirmed: bool,
+    /// For `phases`: the sliding window (first and one-past-last second) the figures are measured over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<[u64; 2]>,
+}
+
+/// Length of the sliding windows `phases` are judged by (DESIGN: "the first sliding 10 s window").
+pub const SLIDING_WINDOW_S: u64 = 10;
+
+/// For `phases`, whose load changes every second: the first sliding window of `SLIDING_WINDOW_S` seconds whose
+/// throughput gained too little over the window just before it (the flat rule of `detect`), confirmed by the
+/// window just after it. Reads only the per-second counts, from `from_s` (after any warm-up) on.
+pub fn sliding_window(seconds: &[SecondSummary], from_s: u64, settings: &PlateauSettings) -> Option<StepWindow> {
+    let width = SLIDING_WINDOW_S as usize;
+    let usable: Vec<&SecondSummary> = seconds.iter().filter(|second| second.second >= from_s).collect();
+    let stats = |start: usize| -> Option<(f64, f64)> {
+        let window = usable.get(start..start + width)?;
+        let load = window.iter().map(|second| second.load).sum::<f64>() / width as f64;
+        let throughput = window.iter().map(|second| second.completed as f64).sum::<f64>() / width as f64;
+        Some((load, throughput))
+    };
+    let flat = |before: (f64, f64), after: (f64, f64)| {
+        let gain_percent = if before.1 > 0.0 { (after.1 / before.1 - 1.0) * 100.0 } else { f64::INFINITY };
+        let load_gain_percent = (after.0 / before.0.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
+        gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent)
+    };
+    (width..usable.len()).find_map(|start| {
+        let (before, current) = (stats(start - width)?, stats(start)?);
+        let confirmed = stats(start + width).is_none_or(|after| flat(current, after));
+        (flat(before, current) && confirmed).then(|| StepWindow {
+            index: 0,
+            start_s: usable[start].second,
+            end_s: usable[start].second + SLIDING_WINDOW_S,
+            steady_start_s: usable[start].second,
+            load: current.0,
+        })
+    })
 }
 
 /// Finds the plateau among complete steps; `None` only when there are none.
@@ -65,14 +102,19 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
         let before = index.saturating_sub(1);
         if point.generator_saturated {
             let step = candidate.unwrap_or(if index == 0 { 0 } else { best });
-            return Some(Plateau { step, rule: PlateauRule::GeneratorSaturated { at_step: index }, confirmed: false });
+            return Some(Plateau {
+                step,
+                rule: PlateauRule::GeneratorSaturated { at_step: index },
+                confirmed: false,
+                window_s: None,
+            });
         }
         if point.error_rate_percent > settings.max_error_rate_percent {
             let rule = PlateauRule::ErrorRate {
                 error_rate_percent: point.error_rate_percent,
                 limit_percent: settings.max_error_rate_percent,
             };
-            return Some(Plateau { step: before, rule, confirmed: true });
+            return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
         }
         let crossed = thresholds
             .iter()
@@ -84,7 +126,7 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
                 threshold_ms: threshold.latency_ms,
                 observed_ms: *observed,
             };
-            return Some(Plateau { step: before, rule, confirmed: true });
+            return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
         }
         if index == 0 {
             continue;
@@ -100,7 +142,12 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
         match (flat, candidate) {
             (true, None) => candidate = Some(index),
             (true, Some(first)) if index - first >= settings.confirm_steps => {
-                return Some(Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true });
+                return Some(Plateau {
+                    step: first,
+                    rule: PlateauRule::ThroughputFlat,
+                    confirmed: true,
+                    window_s: None,
+                });
             }
             (true, Some(_)) => {}
             (false, _) => candidate = None,
@@ -114,10 +161,10 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
     }
     Some(match candidate {
         Some(first) if settings.confirm_steps == 0 => {
-            Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true }
+            Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true, window_s: None }
         }
-        Some(first) => Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: false },
-        None => Plateau { step: best, rule: PlateauRule::NotReached, confirmed: false },
+        Some(first) => Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: false, window_s: None },
+        None => Plateau { step: best, rule: PlateauRule::NotReached, confirmed: false, window_s: None },
     })
 }
 
@@ -165,7 +212,7 @@ impl OnlineDetector<'_> {
                 "the load generator fell behind its schedule; more load would measure plateau, not the endpoint"
                     .to_string(),
             ),
-            Some(Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true })
+            Some(Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. })
                 if self.stopping.flat_invocations == FlatInvocations::Stop =>
             {
                 StepVerdict::Stop(format!("plateau confirmed at step {}", step + 1))
@@ -228,17 +275,30 @@ pub fn analyze_steps(
     stopping: &Stopping,
     requirements: &Requirements,
     settings: &PlateauSettings,
+    sliding: Option<&StepRecord>,
 ) -> Analysis {
     let complete: Vec<&StepRecord> = steps.iter().filter(|step| step.complete).collect();
     let points = complete_points(steps, &stopping.latency_thresholds);
-    let Some(plateau) = detect(&points, &stopping.latency_thresholds, settings) else {
+    let Some(mut plateau) = detect(&points, &stopping.latency_thresholds, settings) else {
         return Analysis::default();
     };
+    // For phases, a sliding window where throughput levelled off replaces the step, unless a threshold, errors or
+    // the load generator ended the search first.
+    let sliding = sliding.filter(|_| matches!(plateau.rule, PlateauRule::ThroughputFlat | PlateauRule::NotReached));
+    if let Some(window) = sliding {
+        let containing = complete.iter().rposition(|step| step.window.start_s <= window.window.start_s).unwrap_or(0);
+        plateau = Plateau {
+            step: containing,
+            rule: PlateauRule::ThroughputFlat,
+            confirmed: true,
+            window_s: Some([window.window.start_s, window.window.end_s]),
+        };
+    }
     // The USL models concurrency; an open model's offered rate is not one.
     let scalability = (facts.load_unit == LoadUnit::Users)
         .then(|| scalability::fit(&points.iter().map(|point| (point.load, point.throughput_rps)).collect::<Vec<_>>()))
         .flatten();
-    let step = complete[plateau.step];
+    let step = sliding.unwrap_or(complete[plateau.step]);
     let max_invocations = step.throughput_rps() * 60.0;
     let max_invocations_at_slo = requirements.slo.map(|slo| {
         complete
@@ -559,6 +619,35 @@ mod tests {
         let plateau = detect(&series, &[], &settings()).unwrap();
         assert_eq!(plateau.step, 1);
         assert!(matches!(plateau.rule, PlateauRule::ErrorRate { .. }));
+    }
+
+    #[test]
+    fn phases_plateau_at_the_first_sliding_window_that_stops_growing() {
+        // Users grow by one every 2 s; 4 workers of 20 ms saturate at 4 users (200 requests/s).
+        let seconds: Vec<SecondSummary> = (0..40)
+            .map(|second| {
+                let users = 1.0 + (second / 2) as f64;
+                SecondSummary {
+                    second,
+                    load: users,
+                    started: 0,
+                    completed: (50.0 * users).min(200.0) as u64,
+                    dropped: 0,
+                    errors: 0,
+                    p50_ms: 0.0,
+                    p99_ms: 0.0,
+                    generator_lag_p99_ms: 0.0,
+                    resources: Default::default(),
+                }
+            })
+            .collect();
+        let window = sliding_window(&seconds, 0, &settings()).unwrap();
+        // Seconds 10-19 serve 200/s against 140/s before: +43% for +167% users is still above a quarter of linear
+        // scaling (42%). Seconds 11-20 against 1-10 (155/s): +29% for +143% users is below it: flat.
+        assert_eq!((window.start_s, window.end_s), (11, 21));
+        let flat_from_start = sliding_window(&seconds[6..], 6, &settings()).unwrap();
+        assert_eq!(flat_from_start.start_s, 16, "the window before it must be a full window of the run");
+        assert_eq!(sliding_window(&seconds[..15], 0, &settings()), None, "two full windows are needed");
     }
 
     #[test]

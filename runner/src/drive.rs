@@ -426,6 +426,10 @@ fn new_step(schedule: &Schedule, index: usize) -> StepRecord {
         steady_start_s: 0,
         load: 0.0,
     });
+    new_step_for(window)
+}
+
+fn new_step_for(window: StepWindow) -> StepRecord {
     StepRecord {
         window,
         complete: false,
@@ -470,6 +474,43 @@ struct SeriesLine<'a> {
     error_counts: measure::ErrorCounts,
     /// HDR V2 deflate, base64: the second's full latency distribution in microseconds.
     histogram: String,
+}
+
+/// A line of the series file, read back.
+#[derive(Deserialize)]
+struct SeriesRecord {
+    #[serde(flatten)]
+    summary: SecondSummary,
+    error_counts: measure::ErrorCounts,
+    histogram: String,
+}
+
+/// Rebuilds a window's measurements from the series file, exactly: how a sliding window of `phases` (which no
+/// step in memory covers) gets its latency distribution without keeping every second's histogram in memory.
+pub fn window_from_series(path: &Path, window: StepWindow) -> anyhow::Result<StepRecord> {
+    let mut record = new_step_for(window);
+    let mut resources = ResourceTotals::default();
+    for line in std::fs::read_to_string(path)?.lines() {
+        let parsed: SeriesRecord = serde_json::from_str(line)?;
+        let second = &parsed.summary;
+        if !(record.window.start_s..record.window.end_s).contains(&second.second) {
+            continue;
+        }
+        let mut tally = Tally {
+            started: second.started,
+            completed: second.completed,
+            dropped: second.dropped,
+            errors: parsed.error_counts,
+            ..Tally::default()
+        };
+        tally.latency_us = measure::decode_histogram(&parsed.histogram)?;
+        record.steady.merge(&tally);
+        record.completed_per_second.push(second.completed);
+        resources.add(second.resources);
+    }
+    record.complete = !record.completed_per_second.is_empty();
+    record.resources = resources.mean();
+    Ok(record)
 }
 
 fn write_second(series: &mut BufWriter<File>, summary: &SecondSummary, tally: &Tally) -> std::io::Result<()> {

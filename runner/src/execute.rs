@@ -23,7 +23,7 @@ use crate::measure::process_tree::ProcessTree;
 use crate::plan::{self, TestRun};
 use crate::report;
 use crate::results::{ConfigurationResult, Host, JobSummary, Manifest, RESULTS_VERSION, Results, RunStatus};
-use crate::spec::{self, Job, TargetKind};
+use crate::spec::{self, Job, TargetKind, Traffic};
 use crate::target::command::{self, ServerProcess};
 use crate::target::http::HttpTarget;
 use crate::target::reference::ReferenceServer;
@@ -339,7 +339,17 @@ async fn run_configuration(
         price_per_hour_usd: configuration.price_per_hour_usd,
         utilization_source,
     };
-    let analysis = analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings);
+    // Phases are judged by sliding windows, measured again from the series file (DESIGN: MaxInvocations).
+    let sliding = match &job.traffic {
+        Traffic::Phases(_) => {
+            let from_s = schedule.steps.first().map_or(0, |step| step.start_s);
+            analyze::sliding_window(&record.seconds, from_s, &settings)
+                .and_then(|window| drive::window_from_series(&out.join(&series_file), window).ok())
+        }
+        _ => None,
+    };
+    let analysis =
+        analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings, sliding.as_ref());
     let (status, failure) = match (&crashed, &server, &record.end) {
         (Some(status), Server::Command(process), _) => (
             RunStatus::Failed,

@@ -107,8 +107,9 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     }
     let plateau = result.plateau.as_ref().map(|plateau| plateau.step);
     let load_label = results.job.load_unit.label();
+    // At the load the figures were measured at: the plateau step's, or a sliding window's for phases.
     let markers: Vec<(f64, String)> =
-        plateau_step(result).map(|step| (step.load, "plateau".to_string())).into_iter().collect();
+        result.metrics.as_ref().map(|metrics| (metrics.load_at_plateau, "plateau".to_string())).into_iter().collect();
     let against_load = |title: &str, y_label: &str, series: Vec<SeriesData>, guides: Vec<(f64, String)>| {
         chart::build(ChartSpec {
             title: title.into(),
