@@ -42,7 +42,13 @@ enum Command {
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// `text` for people, `json` for machines (one object per file, with every error's location).
+        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
+        format: ValidateFormat,
     },
+    /// Show the test runs a job file expands into, their order, the longest they can take and what that costs,
+    /// without sending a request.
+    Plan { job: PathBuf },
     /// Re-render the reports of a saved results.json without running anything.
     Report {
         results: PathBuf,
@@ -105,6 +111,12 @@ impl ReportArgs {
     }
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum CompareFormat {
     Markdown,
@@ -130,7 +142,8 @@ pub fn main() -> Exit {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Run { job, out, report } => execute::run(&job, out, report.options()).await,
-            Command::Validate { files } => Ok(validate(&files)),
+            Command::Validate { files, format } => Ok(validate(&files, format)),
+            Command::Plan { job } => Ok(show_plan(&job)),
             Command::Compare { base, head, fail_on, format, out } => {
                 compare(&base, &head, &fail_on, format, out.as_deref())
             }
@@ -155,26 +168,82 @@ pub fn main() -> Exit {
     }
 }
 
-fn validate(files: &[PathBuf]) -> Exit {
+fn validate(files: &[PathBuf], format: ValidateFormat) -> Exit {
     let mut exit = Exit::Success;
+    let mut reports = Vec::new();
     for file in files {
-        match spec::load(file) {
-            Ok(job) => {
+        let outcome = spec::load(file);
+        if outcome.is_err() {
+            exit = Exit::InvalidInput;
+        }
+        match (format, outcome) {
+            (ValidateFormat::Text, Ok(job)) => {
                 let plan = plan::plan(&job);
-                println!(
-                    "ok: {} ({} configurations, at most {} s)",
-                    file.display(),
-                    plan.runs.len(),
-                    plan.worst_case_s()
-                );
+                println!("ok: {} ({} test runs, at most {} s)", file.display(), plan.runs.len(), plan.worst_case_s());
             }
-            Err(error) => {
-                eprintln!("{error}");
-                exit = Exit::InvalidInput;
+            (ValidateFormat::Text, Err(error)) => eprintln!("{error}"),
+            (ValidateFormat::Json, outcome) => {
+                let errors: Vec<serde_json::Value> = outcome
+                    .err()
+                    .map(|error| error.diagnostics)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|diagnostic| {
+                        let (line, column) = diagnostic.line_column().unzip();
+                        serde_json::json!({
+                            "file": diagnostic.file, "line": line, "column": column, "key": diagnostic.key_path,
+                            "message": diagnostic.message, "hint": diagnostic.hint,
+                        })
+                    })
+                    .collect();
+                reports.push(serde_json::json!({ "file": file, "valid": errors.is_empty(), "errors": errors }));
             }
         }
     }
+    if format == ValidateFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&reports).expect("JSON values serialize"));
+    }
     exit
+}
+
+fn show_plan(job_path: &Path) -> Exit {
+    let job = match spec::load(job_path) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("{error}");
+            return Exit::InvalidInput;
+        }
+    };
+    let plan = plan::plan(&job);
+    println!(
+        "{:>3}  {:<40} {:<16} {:>9} {:>10} {:>12}",
+        "#", "test run", "instance type", "instances", "USD/hour", "at most USD"
+    );
+    let mut worst_case_usd = 0.0;
+    for run in &plan.runs {
+        let configuration = &run.configuration;
+        let usd_per_hour = configuration.price_per_hour_usd * f64::from(configuration.instance_count);
+        let usd = usd_per_hour * plan.ramp_s as f64 / 3600.0;
+        worst_case_usd += usd;
+        println!(
+            "{:>3}  {:<40} {:<16} {:>9} {:>10.3} {:>12.4}",
+            run.index + 1,
+            run.name,
+            configuration.instance_type,
+            configuration.instance_count,
+            usd_per_hour,
+            usd
+        );
+    }
+    println!(
+        "\n{} test runs, one at a time, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
+         endpoint time.",
+        plan.runs.len(),
+        plan.ramp_s,
+        plan.worst_case_s(),
+        worst_case_usd
+    );
+    Exit::Success
 }
 
 /// Reads a results file, or says on stderr why it cannot.
