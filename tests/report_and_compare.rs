@@ -7,9 +7,8 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn repository() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
+mod common;
+use common::repository;
 
 fn fixture() -> PathBuf {
     repository().join("tests/fixtures/quickstart-results.json")

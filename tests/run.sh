@@ -7,12 +7,18 @@ cd "$(dirname "$0")/.."
 # The AWS SDK's credential chain must never reach for the instance-metadata address (DESIGN.md).
 export AWS_EC2_METADATA_DISABLED=true
 
-# Debian's Chromium, for the HTML report test.
-if ! command -v chromium >/dev/null 2>&1; then
+# Debian packages: Chromium for the HTML report test; clang and lld to build the C example plugin.
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
+command -v clang-14 >/dev/null 2>&1 || missing+=(clang-14 lld-14)
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 # playwright-core drives that Chromium; it downloads no browser of its own.
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
+
+# The example payload plugins, built from source (the tests call this again; it is incremental).
+payload-plugins/build.sh
 
 cargo test --release --workspace --locked

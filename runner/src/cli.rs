@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::execute;
 use crate::exit::Exit;
+use crate::payload::{self, LoadedPlugin, Prepared};
 use crate::plan;
 use crate::report;
 use crate::report::compare::FailRule;
@@ -49,6 +50,9 @@ enum Command {
     /// Show the test runs a job file expands into, their order, the longest they can take and what that costs,
     /// without sending a request.
     Plan { job: PathBuf },
+    /// Work with a job file's payload.
+    #[command(subcommand)]
+    Payload(PayloadCommand),
     /// Re-render the reports of a saved results.json without running anything.
     Report {
         results: PathBuf,
@@ -92,6 +96,21 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+}
+
+#[derive(Subcommand)]
+enum PayloadCommand {
+    /// Print the first requests the job's payload produces (body, content type, headers, path), as a run would
+    /// for its first configuration, without sending anything.
+    Preview {
+        job: PathBuf,
+        /// How many requests.
+        #[arg(short = 'n', long, default_value_t = 5)]
+        count: u64,
+        /// Show at most this many bytes of each body.
+        #[arg(long, default_value_t = 512)]
+        max_bytes: usize,
     },
 }
 
@@ -144,6 +163,9 @@ pub fn main() -> Exit {
             Command::Run { job, out, report } => execute::run(&job, out, report.options()).await,
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
+            Command::Payload(PayloadCommand::Preview { job, count, max_bytes }) => {
+                Ok(preview_payload(&job, count, max_bytes))
+            }
             Command::Compare { base, head, fail_on, format, out } => {
                 compare(&base, &head, &fail_on, format, out.as_deref())
             }
@@ -244,6 +266,66 @@ fn show_plan(job_path: &Path) -> Exit {
         worst_case_usd
     );
     Exit::Success
+}
+
+fn preview_payload(job_path: &Path, count: u64, max_bytes: usize) -> Exit {
+    let job = match spec::load(job_path) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("{error}");
+            return Exit::InvalidInput;
+        }
+    };
+    let plan = plan::plan(&job);
+    let configuration = plan.runs.first().map_or("", |run| run.name.as_str());
+    let requests = match &job.payload.plugin {
+        None => Ok(vec![Prepared { body: job.payload.body.clone(), overrides: None }; count as usize]),
+        Some(spec) => match LoadedPlugin::load(spec) {
+            Ok(plugin) => {
+                println!("plugin {} ({}), sha256 {}", plugin.name, spec.path.display(), plugin.sha256);
+                payload::preview(&plugin, configuration, job.seed, count)
+            }
+            Err(error) => Err(format!("{error:#}")),
+        },
+    };
+    let requests = match requests {
+        Ok(requests) => requests,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Exit::RunFailed;
+        }
+    };
+    for (sequence, request) in requests.iter().enumerate() {
+        let overrides = request.overrides.as_deref().cloned().unwrap_or_default();
+        let content_type = overrides.content_type.as_deref().unwrap_or(&job.payload.content_type);
+        println!("\n--- request {sequence} for `{configuration}`: {} bytes, {content_type}", request.body.len());
+        if let Some(suffix) = &overrides.path_suffix {
+            println!("path suffix: {suffix}");
+        }
+        for (name, value) in &overrides.headers {
+            println!("{name}: {value}");
+        }
+        println!("{}", printable_prefix(&request.body, max_bytes));
+    }
+    Exit::Success
+}
+
+/// The body as text when it is UTF-8, else as hex; cut at `max_bytes` with a note of what was left out.
+fn printable_prefix(body: &[u8], max_bytes: usize) -> String {
+    let (mut text, shown) = match std::str::from_utf8(body) {
+        Ok(text) => {
+            let shown = &text[..text.floor_char_boundary(max_bytes)];
+            (shown.chars().map(|c| if c.is_control() && c != '\n' { '\u{fffd}' } else { c }).collect(), shown.len())
+        }
+        Err(_) => {
+            let shown = &body[..body.len().min(max_bytes)];
+            (shown.iter().map(|byte| format!("{byte:02x}")).collect::<Vec<_>>().join(" "), shown.len())
+        }
+    };
+    if body.len() > shown {
+        text.push_str(&format!("\n... ({} more bytes)", body.len() - shown));
+    }
+    text
 }
 
 /// Reads a results file, or says on stderr why it cannot.

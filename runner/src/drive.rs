@@ -277,12 +277,16 @@ pub enum EndReason {
     TargetUnreachable {
         seconds: u32,
     },
+    /// Requests could not be made: a payload plugin trapped, ran out of time or memory, or returned an error.
+    PayloadFailed {
+        message: String,
+    },
 }
 
 impl EndReason {
     /// Whether the run ended before what it set out to measure was measured.
     pub fn is_partial(&self) -> bool {
-        matches!(self, EndReason::Interrupted | EndReason::TargetUnreachable { .. })
+        matches!(self, EndReason::Interrupted | EndReason::TargetUnreachable { .. } | EndReason::PayloadFailed { .. })
     }
 }
 
@@ -353,6 +357,9 @@ pub async fn drive<T: Target>(
             _ = options.cancel.cancelled() => break EndReason::Interrupted,
             _ = tokio::time::sleep_until(boundary.into()) => {}
             _ = control.tick() => {
+                if let Some(message) = recorder.fault() {
+                    break EndReason::PayloadFailed { message: message.to_string() };
+                }
                 load.follow(schedule, started_at.elapsed().as_secs_f64());
                 continue;
             }
@@ -361,18 +368,7 @@ pub async fn drive<T: Target>(
         second_tally.reset();
         recorder.drain_into(&mut second_tally);
         let sample = resources.as_mut().map(|source| source.sample()).unwrap_or_default();
-        let summary = SecondSummary {
-            second,
-            load: schedule.load_at(second as f64 + 0.5),
-            started: second_tally.started,
-            completed: second_tally.completed,
-            dropped: second_tally.dropped,
-            errors: second_tally.errors.total(),
-            p50_ms: measure::percentile_ms(&second_tally.latency_us, 50.0),
-            p99_ms: measure::percentile_ms(&second_tally.latency_us, 99.0),
-            generator_lag_p99_ms: measure::percentile_ms(&second_tally.generator_lag_us, 99.0),
-            resources: sample,
-        };
+        let summary = summarize_second(second, schedule, &second_tally, sample);
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -408,6 +404,17 @@ pub async fn drive<T: Target>(
     };
     run.cancel();
     load.stop().await;
+    // A run cut short keeps its last, unfinished second in the series: those requests were measured too. It is not
+    // merged into a step, whose figures are per whole second.
+    second_tally.reset();
+    recorder.drain_into(&mut second_tally);
+    if end.is_partial() && (second_tally.started > 0 || second_tally.errors.total() > 0) {
+        let summary = summarize_second(second, schedule, &second_tally, ResourceSample::default());
+        if let Some(series) = series.as_mut() {
+            write_second(series, &summary, &second_tally)?;
+        }
+        seconds.push(summary);
+    }
     if let Some(mut series) = series {
         series.flush()?;
     }
@@ -416,6 +423,21 @@ pub async fn drive<T: Target>(
         steps.push(current);
     }
     Ok(RunRecord { steps, seconds, end, elapsed_s: second })
+}
+
+fn summarize_second(second: u64, schedule: &Schedule, tally: &Tally, resources: ResourceSample) -> SecondSummary {
+    SecondSummary {
+        second,
+        load: schedule.load_at(second as f64 + 0.5),
+        started: tally.started,
+        completed: tally.completed,
+        dropped: tally.dropped,
+        errors: tally.errors.total(),
+        p50_ms: measure::percentile_ms(&tally.latency_us, 50.0),
+        p99_ms: measure::percentile_ms(&tally.latency_us, 99.0),
+        generator_lag_p99_ms: measure::percentile_ms(&tally.generator_lag_us, 99.0),
+        resources,
+    }
 }
 
 fn new_step(schedule: &Schedule, index: usize) -> StepRecord {
@@ -640,6 +662,11 @@ async fn open_worker<S: Session>(mut session: S, index: usize, shared: Arc<OpenS
     use std::sync::atomic::Ordering::SeqCst;
     let shard = shared.recorder.shard_for(index);
     loop {
+        // The next body is made while the worker waits for an arrival, never between its due time and sending.
+        if let Err(message) = session.prepare() {
+            shared.recorder.fail(message);
+            return;
+        }
         let next = tokio::select! {
             _ = run.cancelled() => return,
             next = async { shared.arrivals.lock().await.recv().await } => next,
@@ -700,6 +727,10 @@ async fn virtual_user<S: Session>(mut session: S, recorder: Arc<Recorder>, shard
     const FIRST_BACKOFF: Duration = Duration::from_millis(10);
     let mut backoff = FIRST_BACKOFF;
     loop {
+        if let Err(message) = session.prepare() {
+            recorder.fail(message);
+            return;
+        }
         recorder.started(shard);
         let outcome = tokio::select! {
             biased;

@@ -20,9 +20,12 @@ use crate::drive::{
 use crate::exit::Exit;
 use crate::measure::ResourceSource;
 use crate::measure::process_tree::ProcessTree;
+use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan::{self, TestRun};
 use crate::report;
-use crate::results::{ConfigurationResult, Host, JobSummary, Manifest, RESULTS_VERSION, Results, RunStatus};
+use crate::results::{
+    ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
+};
 use crate::spec::{self, Job, TargetKind, Traffic};
 use crate::target::command::{self, ServerProcess};
 use crate::target::http::HttpTarget;
@@ -71,6 +74,13 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
             return Ok(Exit::InvalidInput);
         }
     };
+    let plugin = match job.payload.plugin.as_ref().map(LoadedPlugin::load).transpose() {
+        Ok(plugin) => plugin,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
     let plan = plan::plan(&job);
     let report_options = report::ReportOptions {
         templates: report_options.templates.or_else(|| job.report_templates.clone()),
@@ -114,6 +124,11 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
             host: host(),
             started_at: started_at.clone(),
             ended_at: started_at,
+            payload_plugin: plugin.as_ref().map(|plugin| PluginIdentity {
+                file: plugin.name.clone(),
+                sha256: plugin.sha256.clone(),
+                kind: if plugin.wrapped_core_module { "core-module" } else { "component" }.to_string(),
+            }),
         },
         job: JobSummary {
             name: job.name.clone(),
@@ -135,7 +150,11 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         let result = if cancel.is_cancelled() {
             skipped(run, plan.ramp_s)
         } else {
-            run_configuration(&job, run, &out, cancel.clone(), &progress).await
+            let payload = match &plugin {
+                Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
+                None => PayloadSource::Fixed(job.payload.body.clone()),
+            };
+            run_configuration(&job, run, payload, &out, cancel.clone(), &progress).await
         };
         results.configurations.push(result);
         // Saved after every configuration, so an abrupt end loses at most the one in progress.
@@ -272,6 +291,7 @@ fn log_file(run: &TestRun) -> String {
 async fn run_configuration(
     job: &Job,
     run: &TestRun,
+    payload: PayloadSource,
     out: &Path,
     cancel: CancellationToken,
     progress: &Progress,
@@ -286,7 +306,7 @@ async fn run_configuration(
             return ConfigurationResult { server_log: server_log(job, run), ..failed(run, ramp_s, &error) };
         }
     };
-    let target = match HttpTarget::new(&url, &job.target.http, &job.payload) {
+    let target = match HttpTarget::new(&url, &job.target.http, &job.payload, payload) {
         Ok(target) => Arc::new(target),
         Err(error) => return failed(run, ramp_s, &error),
     };
@@ -361,6 +381,7 @@ async fn run_configuration(
         (_, _, drive::EndReason::TargetUnreachable { seconds }) => {
             (RunStatus::Partial, Some(format!("the target at {url} refused every connection for {seconds} s")))
         }
+        (_, _, drive::EndReason::PayloadFailed { message }) => (RunStatus::Partial, Some(message.clone())),
         (_, _, end) if end.is_partial() => (RunStatus::Partial, None),
         _ => (RunStatus::Complete, leftover),
     };

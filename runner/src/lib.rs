@@ -1,7 +1,7 @@
 //! plateau: benchmark-as-code for ML inference endpoints.
 //!
 //! The stages pass plain data to each other: `spec` (job files) -> `plan` (test runs) -> `drive` (the load
-//! engine, against a `target`) -> `measure` (histograms, per-second series) -> `analyze` (plateau, metrics,
+//! engine, against a `target`, with bodies from `payload`) -> `measure` (histograms, per-second series) -> `analyze` (plateau, metrics,
 //! recommendation) -> `results` (the saved document) -> `report` (templates). `execute` runs a job through
 //! them; `cli` parses arguments.
 
@@ -11,6 +11,7 @@ pub mod drive;
 pub mod execute;
 pub mod exit;
 pub mod measure;
+pub mod payload;
 pub mod plan;
 pub mod report;
 pub mod results;

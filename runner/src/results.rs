@@ -46,6 +46,19 @@ pub struct Manifest {
     /// RFC 3339, UTC.
     pub started_at: String,
     pub ended_at: String,
+    /// The payload plugin that generated the requests, if one did: which bytes, so a result names its inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_plugin: Option<PluginIdentity>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginIdentity {
+    /// As the job file names it.
+    pub file: String,
+    /// SHA-256 of the file's bytes.
+    pub sha256: String,
+    /// `component`, or `core-module` when plateau wrapped a core module into a component.
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

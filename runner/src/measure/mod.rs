@@ -156,11 +156,24 @@ impl Tally {
 /// contended by users on different threads that share a shard; the control loop drains all shards once a second.
 pub struct Recorder {
     shards: Box<[Mutex<Tally>]>,
+    /// The first fatal error a user met (a payload plugin that failed); the control loop ends the run on it.
+    fault: std::sync::OnceLock<String>,
 }
 
 impl Recorder {
     pub fn new(shard_count: usize) -> Self {
-        Self { shards: (0..shard_count.max(1)).map(|_| Mutex::new(Tally::default())).collect() }
+        Self {
+            shards: (0..shard_count.max(1)).map(|_| Mutex::new(Tally::default())).collect(),
+            fault: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn fail(&self, message: String) {
+        let _ = self.fault.set(message);
+    }
+
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.get().map(String::as_str)
     }
 
     pub fn shard_for(&self, user_index: usize) -> usize {

@@ -153,6 +153,33 @@ struct RawPayload {
     accept: Option<String>,
     body: Option<String>,
     file: Option<Spanned<PathBuf>>,
+    plugin: Option<Spanned<PathBuf>>,
+    config: Option<Spanned<toml::Table>>,
+    limits: Option<Spanned<RawPluginLimits>>,
+    grant: Option<Spanned<RawPluginGrant>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPluginLimits {
+    memory_mb: Option<Spanned<u32>>,
+    call_timeout: Option<Spanned<DurationValue>>,
+    fuel_per_call: Option<Spanned<u64>>,
+    max_body_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPluginGrant {
+    read_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    random: bool,
+    #[serde(default)]
+    clock: bool,
+    #[serde(default)]
+    network: bool,
 }
 
 #[derive(Deserialize)]
@@ -403,8 +430,48 @@ pub struct ResponseCheck {
 pub struct Payload {
     pub content_type: String,
     pub accept: Option<String>,
+    /// The fixed body; empty when a plugin generates the bodies.
     pub body: bytes::Bytes,
+    pub plugin: Option<PluginSpec>,
 }
+
+/// A WASM payload plugin and its sandbox (`[payload] plugin`, `[payload.config]`, `[payload.limits]`,
+/// `[payload.grant]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// Resolved against the job file's folder.
+    pub path: PathBuf,
+    /// `[payload.config]` as JSON, handed to the plugin's `init`.
+    pub config_json: String,
+    pub limits: PluginLimits,
+    pub grant: PluginGrant,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginLimits {
+    pub memory_mb: u32,
+    pub call_timeout: Duration,
+    pub fuel_per_call: Option<u64>,
+    pub max_body_bytes: u64,
+}
+
+/// What a plugin may reach beyond its own memory; nothing by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginGrant {
+    /// Mounted read-only at `/data`.
+    pub read_dir: Option<PathBuf>,
+    /// Environment variables passed through (when set).
+    pub env: Vec<String>,
+    /// Real entropy instead of randomness seeded from `[job] seed`.
+    pub random: bool,
+    /// The real clocks instead of a clock fixed at 2000-01-01.
+    pub clock: bool,
+    pub network: bool,
+}
+
+const DEFAULT_PLUGIN_MEMORY_MB: u32 = 128;
+const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_PLUGIN_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -892,12 +959,14 @@ fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
 
 fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, job_path: &Path) -> Option<Payload> {
     let payload = raw.get_ref();
-    let body = match (&payload.body, &payload.file) {
-        (Some(body), None) => bytes::Bytes::from(body.clone().into_bytes()),
-        (None, Some(file)) => {
+    let mut body = bytes::Bytes::new();
+    let mut plugin = None;
+    match (&payload.body, &payload.file, &payload.plugin) {
+        (Some(text), None, None) => body = bytes::Bytes::from(text.clone().into_bytes()),
+        (None, Some(file), None) => {
             let resolved = relative_to(job_path, file.get_ref());
             match std::fs::read(&resolved) {
-                Ok(bytes) => bytes::Bytes::from(bytes),
+                Ok(bytes) => body = bytes::Bytes::from(bytes),
                 Err(error) => {
                     sink.error(
                         span_of(file),
@@ -909,20 +978,108 @@ fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, jo
                 }
             }
         }
+        (None, None, Some(path)) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
         _ => {
             sink.error(
                 span_of(raw),
                 "payload",
-                "give exactly one of `body` or `file`",
+                "give exactly one of `body`, `file` or `plugin`",
                 Some("e.g. body = '{\"inputs\": [1, 2, 3]}'".into()),
             );
             return None;
         }
-    };
+    }
+    if plugin.is_none() {
+        let plugin_only = [
+            ("payload.config", payload.config.as_ref().and_then(span_of)),
+            ("payload.limits", payload.limits.as_ref().and_then(span_of)),
+            ("payload.grant", payload.grant.as_ref().and_then(span_of)),
+        ];
+        for (key, span) in plugin_only.into_iter().filter(|(_, span)| span.is_some()) {
+            sink.error(span, key, "only a plugin takes this", Some("set `payload.plugin`, or remove it".into()));
+        }
+    }
     Some(Payload {
         content_type: payload.content_type.clone().unwrap_or_else(|| "application/json".to_string()),
         accept: payload.accept.clone(),
         body,
+        plugin,
+    })
+}
+
+fn validate_plugin(
+    payload: &RawPayload,
+    path: &Spanned<PathBuf>,
+    sink: &mut DiagnosticSink<'_>,
+    job_path: &Path,
+) -> Option<PluginSpec> {
+    let resolved = relative_to(job_path, path.get_ref());
+    if !resolved.is_file() {
+        sink.error(
+            span_of(path),
+            "payload.plugin",
+            format!("no plugin at `{}`", resolved.display()),
+            Some("paths are relative to the job file; build the plugin first (see payload-plugins/README.md)".into()),
+        );
+    }
+    let config_json = match &payload.config {
+        Some(table) => match serde_json::to_string(table.get_ref()) {
+            Ok(json) => json,
+            Err(error) => {
+                sink.error(span_of(table), "payload.config", format!("cannot be passed as JSON: {error}"), None);
+                String::new()
+            }
+        },
+        None => "{}".to_string(),
+    };
+    let default_limits = RawPluginLimits::default();
+    let limits = payload.limits.as_ref().map_or(&default_limits, |limits| limits.get_ref());
+    let memory_mb = limits.memory_mb.as_ref().map_or(DEFAULT_PLUGIN_MEMORY_MB, |memory| *memory.get_ref());
+    if let Some(memory) = limits.memory_mb.as_ref().filter(|memory| !(1..=4096).contains(memory.get_ref())) {
+        sink.error(span_of(memory), "payload.limits.memory_mb", "must be 1 to 4096", None);
+    }
+    let call_timeout = limits.call_timeout.as_ref().map_or(DEFAULT_PLUGIN_CALL_TIMEOUT, |value| value.get_ref().0);
+    if let Some(value) = limits.call_timeout.as_ref().filter(|value| value.get_ref().0 < Duration::from_millis(1)) {
+        sink.error(
+            span_of(value),
+            "payload.limits.call_timeout",
+            "must be at least 1ms",
+            Some("e.g. \"100ms\"".into()),
+        );
+    }
+    let default_grant = RawPluginGrant::default();
+    let grant = payload.grant.as_ref().map_or(&default_grant, |grant| grant.get_ref());
+    let read_dir = grant.read_dir.as_ref().map(|dir| {
+        let resolved = relative_to(job_path, dir.get_ref());
+        if !resolved.is_dir() {
+            sink.error(
+                span_of(dir),
+                "payload.grant.read_dir",
+                format!("`{}` is not a folder", resolved.display()),
+                Some("paths are relative to the job file; the plugin sees the folder read-only at /data".into()),
+            );
+        }
+        resolved
+    });
+    Some(PluginSpec {
+        path: resolved,
+        config_json,
+        limits: PluginLimits {
+            memory_mb,
+            call_timeout,
+            fuel_per_call: limits.fuel_per_call.as_ref().map(|fuel| *fuel.get_ref()),
+            max_body_bytes: limits
+                .max_body_bytes
+                .as_ref()
+                .map_or(DEFAULT_PLUGIN_MAX_BODY_BYTES, |bytes| *bytes.get_ref()),
+        },
+        grant: PluginGrant {
+            read_dir,
+            env: grant.env.clone(),
+            random: grant.random,
+            clock: grant.clock,
+            network: grant.network,
+        },
     })
 }
 

@@ -15,10 +15,12 @@ use tokio::net::TcpStream;
 
 use super::{Session, Target};
 use crate::measure::{ErrorClass, Outcome};
+use crate::payload::{PayloadSource, PayloadStream, Prepared};
 use crate::spec::{HeaderValue, HttpRequestSpec, Payload, ResponseCheck};
 
 pub struct HttpTarget {
     shared: Arc<RequestTemplate>,
+    payload: PayloadSource,
 }
 
 /// Everything needed to send the same request again and again, built once.
@@ -29,7 +31,6 @@ struct RequestTemplate {
     /// Origin-form path and query, as HTTP/1.1 sends it.
     path: Uri,
     headers: HeaderMap,
-    body: Bytes,
     timeout: Duration,
     max_response_bytes: u64,
     check: ResponseCheck,
@@ -37,7 +38,8 @@ struct RequestTemplate {
 
 impl HttpTarget {
     /// Builds the target for `url`; header values from the environment are resolved here and marked sensitive.
-    pub fn new(url: &str, spec: &HttpRequestSpec, payload: &Payload) -> anyhow::Result<Self> {
+    /// Bodies come from `source`; `payload` gives the content type and accept headers.
+    pub fn new(url: &str, spec: &HttpRequestSpec, payload: &Payload, source: PayloadSource) -> anyhow::Result<Self> {
         let uri: Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
         if uri.scheme_str() != Some("http") {
             bail!("`{url}`: only http:// URLs are supported");
@@ -82,11 +84,11 @@ impl HttpTarget {
                 method,
                 path,
                 headers,
-                body: payload.body.clone(),
                 timeout: spec.timeout,
                 max_response_bytes: spec.max_response_bytes,
                 check: spec.check.clone(),
             }),
+            payload: source,
         })
     }
 }
@@ -94,22 +96,47 @@ impl HttpTarget {
 impl Target for HttpTarget {
     type Session = HttpSession;
     fn session(&self) -> HttpSession {
-        HttpSession { template: Arc::clone(&self.shared), sender: None }
+        HttpSession { template: Arc::clone(&self.shared), payload: self.payload.stream(), next: None, sender: None }
     }
 }
 
 pub struct HttpSession {
     template: Arc<RequestTemplate>,
+    payload: PayloadStream,
+    /// Built by `prepare`, sent by `call`.
+    next: Option<Request<Full<Bytes>>>,
     sender: Option<SendRequest<Full<Bytes>>>,
 }
 
 impl RequestTemplate {
-    fn request(&self) -> Request<Full<Bytes>> {
-        let mut request = Request::new(Full::new(self.body.clone()));
+    /// The request for a prepared body; a plugin's headers and path suffix are checked here, off the clock.
+    fn request(&self, prepared: Prepared) -> Result<Request<Full<Bytes>>, String> {
+        let mut request = Request::new(Full::new(prepared.body));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.path.clone();
         *request.headers_mut() = self.headers.clone();
-        request
+        if let Some(overrides) = prepared.overrides {
+            let invalid = |what: &str, text: &str| format!("payload plugin returned an invalid {what}: {text:?}");
+            let headers = request.headers_mut();
+            if let Some(content_type) = overrides.content_type {
+                let value = content_type.parse().map_err(|_| invalid("content type", &content_type))?;
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            for (name, value) in overrides.headers {
+                let header_name: HeaderName = name.parse().map_err(|_| invalid("header name", &name))?;
+                let header_value = value.parse().map_err(|_| invalid("header value", &value))?;
+                headers.append(header_name, header_value);
+            }
+            if let Some(suffix) = overrides.path_suffix {
+                let joined = format!("{}{}", self.path.path().trim_end_matches('/'), suffix);
+                let joined = match self.path.query() {
+                    Some(query) => format!("{joined}?{query}"),
+                    None => joined,
+                };
+                *request.uri_mut() = joined.parse().map_err(|_| invalid("path suffix", &suffix))?;
+            }
+        }
+        Ok(request)
     }
 
     async fn connect(&self) -> std::io::Result<SendRequest<Full<Bytes>>> {
@@ -140,12 +167,23 @@ impl HttpSession {
 }
 
 impl Session for HttpSession {
+    fn prepare(&mut self) -> Result<(), String> {
+        if self.next.is_none() {
+            let prepared = self.payload.next_request()?;
+            self.next = Some(self.template.request(prepared)?);
+        }
+        Ok(())
+    }
+
     async fn call(&mut self) -> Outcome {
         let mut sender = match self.ready_sender().await {
             Ok(sender) => sender,
             Err(class) => return Outcome::Failure { class },
         };
-        let request = self.template.request();
+        let Some(request) = self.next.take() else {
+            debug_assert!(false, "call() without prepare()");
+            return Outcome::Failure { class: ErrorClass::Other };
+        };
         let start = Instant::now();
         let template = &self.template;
         let exchange = async {

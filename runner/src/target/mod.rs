@@ -17,6 +17,9 @@ pub trait Target: Send + Sync + 'static {
 }
 
 pub trait Session: Send + 'static {
+    /// Readies the next request (generating its body) before the clock starts. An error is fatal for the run:
+    /// it names what failed (a payload plugin's trap, say). A prepared request not yet sent stays prepared.
+    fn prepare(&mut self) -> Result<(), String>;
     /// Sends one request and waits for the whole response.
     fn call(&mut self) -> impl Future<Output = Outcome> + Send;
 }

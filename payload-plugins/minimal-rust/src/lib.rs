@@ -1,0 +1,18 @@
+//! The smallest useful plugin: a JSON body that carries the request's sequence number and a seeded value.
+
+wit_bindgen::generate!({ path: "../wit", world: "generator" });
+
+struct Minimal;
+
+impl Guest for Minimal {
+    fn init(_config: String) -> Result<(), String> {
+        Ok(())
+    }
+
+    fn generate(ctx: Context) -> Result<Request, String> {
+        let body = format!("{{\"inputs\": [{}, {}]}}", ctx.sequence, ctx.seed % 1000);
+        Ok(Request { body: body.into_bytes(), content_type: None, headers: Vec::new(), path_suffix: None })
+    }
+}
+
+export!(Minimal);

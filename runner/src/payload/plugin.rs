@@ -1,0 +1,347 @@
+//! The wasmtime host for payload plugins. A plugin is untrusted: it runs with no filesystem, network, environment
+//! or real clock and randomness unless the job file grants them, with a memory limit per instance, a time limit per
+//! call (epoch interruption) and optional fuel. Any failure stops the configuration's run with a message that names
+//! the plugin, the call and the sequence number.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use rand010::SeedableRng as _;
+use sha2::{Digest as _, Sha256};
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::{Overrides, Prepared};
+use crate::spec::{PluginGrant, PluginSpec};
+
+wasmtime::component::bindgen!({
+    path: "../payload-plugins/wit",
+    world: "generator",
+});
+
+use plateau::payload::types::{Context as GenerateContext, Request as GeneratedRequest};
+
+/// The contract, also used to wrap core modules into components.
+const WIT_SOURCE: &str = include_str!("../../../payload-plugins/wit/payload.wit");
+/// Epoch ticks drive the per-call time limit; a call may overrun its limit by up to one tick.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// Where a granted `read_dir` appears inside the plugin.
+pub const GUEST_DATA_DIR: &str = "/data";
+
+/// A compiled plugin, shared by every instance in a job.
+pub struct LoadedPlugin {
+    /// The file name, for messages.
+    pub name: String,
+    pub sha256: String,
+    /// Whether the file was a core module wrapped into a component at load time.
+    pub wrapped_core_module: bool,
+    spec: PluginSpec,
+    engine: Engine,
+    pre: GeneratorPre<PluginState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for LoadedPlugin {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// One instance, owned by one virtual user or worker: calls never cross threads or wait on a lock.
+pub struct PluginInstance {
+    plugin: Arc<LoadedPlugin>,
+    store: Store<PluginState>,
+    bindings: Generator,
+}
+
+impl LoadedPlugin {
+    /// Reads, hashes and compiles the plugin (or loads its compiled form from the cache), and links it against
+    /// the WASI the job file grants. Nothing runs yet.
+    pub fn load(spec: &PluginSpec) -> anyhow::Result<Arc<Self>> {
+        let name = spec.path.file_name().map_or_else(|| spec.path.display().to_string(), |n| n.display().to_string());
+        let bytes = std::fs::read(&spec.path)
+            .with_context(|| format!("cannot read payload plugin `{}`", spec.path.display()))?;
+        let sha256 = format!("{:x}", Sha256::digest(&bytes));
+
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        config.consume_fuel(spec.limits.fuel_per_call.is_some());
+        // Component calls cost about a third as much without the async machinery, which plugins never use.
+        config.concurrency_support(false);
+        let engine = Engine::new(&config).map_err(|error| anyhow!("cannot configure wasmtime: {error}"))?;
+
+        let (component, wrapped_core_module) = compile_cached(&engine, &bytes, &sha256)
+            .with_context(|| format!("payload plugin `{name}` cannot be loaded"))?;
+        let mut linker = Linker::<PluginState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        let pre = linker.instantiate_pre(&component).map_err(|error| {
+            anyhow!("payload plugin `{name}` needs something plateau does not provide: {error:#}").context(
+                "plugins may import WASI and nothing else; file, network, clock and random access is granted in \
+                 [payload.grant]",
+            )
+        })?;
+        let pre = GeneratorPre::new(pre)
+            .map_err(|error| anyhow!("payload plugin `{name}` does not export the plateau:payload world: {error:#}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), Arc::clone(&ticker_stop));
+        Ok(Arc::new(Self { name, sha256, wrapped_core_module, spec: spec.clone(), engine, pre, ticker_stop }))
+    }
+
+    /// A new instance with `init` called on it.
+    pub fn instantiate(self: &Arc<Self>, job_seed: u64) -> Result<PluginInstance, String> {
+        let wasi = self.wasi_context(job_seed)?;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.spec.limits.memory_mb as usize * 1024 * 1024)
+            .trap_on_grow_failure(true)
+            .instances(64)
+            .build();
+        let mut store = Store::new(&self.engine, PluginState { wasi, table: ResourceTable::new(), limits });
+        store.limiter(|state| &mut state.limits);
+        // `init` may do real work (build tables, parse a corpus), so it gets ten calls' worth of time.
+        self.arm(&mut store, 10);
+        let bindings = self.pre.instantiate(&mut store).map_err(|error| self.describe("init", None, &error))?;
+        match bindings.call_init(&mut store, &self.spec.config_json) {
+            Ok(Ok(())) => Ok(PluginInstance { plugin: Arc::clone(self), store, bindings }),
+            Ok(Err(message)) => Err(format!("payload plugin `{}`: init refused its config: {message}", self.name)),
+            Err(error) => Err(self.describe("init", None, &error)),
+        }
+    }
+
+    fn wasi_context(&self, job_seed: u64) -> Result<WasiCtx, String> {
+        let grant: &PluginGrant = &self.spec.grant;
+        let mut wasi = WasiCtxBuilder::new();
+        if let Some(dir) = &grant.read_dir {
+            wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadOnly)
+                .map_err(|error| format!("cannot open `{}` for payload.grant.read_dir: {error}", dir.display()))?;
+        }
+        for name in &grant.env {
+            if let Ok(value) = std::env::var(name) {
+                wasi.env(name, value);
+            }
+        }
+        if !grant.random {
+            wasi.secure_random(rand010::rngs::StdRng::seed_from_u64(job_seed));
+            wasi.insecure_random(rand010::rngs::StdRng::seed_from_u64(job_seed ^ 0x9e37_79b9_7f4a_7c15));
+            wasi.insecure_random_seed(u128::from(job_seed));
+        }
+        if !grant.clock {
+            wasi.wall_clock(FixedClock);
+            wasi.monotonic_clock(FixedClock);
+        }
+        if grant.network {
+            wasi.inherit_network().allow_ip_name_lookup(true);
+        } else {
+            wasi.allow_tcp(false).allow_udp(false).allow_ip_name_lookup(false);
+        }
+        Ok(wasi.build())
+    }
+
+    /// Sets the deadline (and fuel) for the next `calls` calls' worth of work.
+    fn arm(&self, store: &mut Store<PluginState>, calls: u64) {
+        let ticks = self.spec.limits.call_timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
+        store.set_epoch_deadline(ticks * calls);
+        if let Some(fuel) = self.spec.limits.fuel_per_call {
+            let _ = store.set_fuel(fuel.saturating_mul(calls));
+        }
+    }
+
+    /// A message for a failed call that says which limit was hit, in the job file's words.
+    fn describe(&self, call: &str, sequence: Option<u64>, error: &wasmtime::Error) -> String {
+        let at = sequence.map(|n| format!(" for sequence {n}")).unwrap_or_default();
+        let limits = &self.spec.limits;
+        let what = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => format!(
+                "ran past its time limit of {} (payload.limits.call_timeout)",
+                humantime::format_duration(limits.call_timeout)
+            ),
+            Some(Trap::OutOfFuel) => format!(
+                "used up its fuel of {} per call (payload.limits.fuel_per_call)",
+                limits.fuel_per_call.unwrap_or_default()
+            ),
+            _ if format!("{error:?}").contains("forcing trap when growing memory") => format!(
+                "tried to grow its memory past the limit of {} MiB (payload.limits.memory_mb)",
+                limits.memory_mb
+            ),
+            // wasmtime refuses to copy more than a bounded amount out of a guest in one call.
+            _ if format!("{error:?}").contains("too much data is being copied") => format!(
+                "returned more data than the host copies in one call; bodies are limited to {} bytes \
+                 (payload.limits.max_body_bytes)",
+                limits.max_body_bytes
+            ),
+            Some(trap) => format!("trapped: {trap}"),
+            None => format!("failed: {error:#}"),
+        };
+        format!("payload plugin `{}` (sha256 {}): {call}{at} {what}", self.name, &self.sha256[..12])
+    }
+}
+
+impl PluginInstance {
+    pub fn generate(&mut self, sequence: u64, configuration: &str, job_seed: u64) -> Result<Prepared, String> {
+        let plugin = &self.plugin;
+        plugin.arm(&mut self.store, 1);
+        let context = GenerateContext {
+            sequence,
+            configuration: configuration.to_string(),
+            seed: request_seed(job_seed, sequence),
+        };
+        let request = match self.bindings.call_generate(&mut self.store, &context) {
+            Ok(Ok(request)) => request,
+            Ok(Err(message)) => {
+                return Err(format!(
+                    "payload plugin `{}`: generate for sequence {sequence} failed: {message}",
+                    plugin.name
+                ));
+            }
+            Err(error) => return Err(plugin.describe("generate", Some(sequence), &error)),
+        };
+        let GeneratedRequest { body, content_type, headers, path_suffix } = request;
+        let max = plugin.spec.limits.max_body_bytes;
+        if body.len() as u64 > max {
+            return Err(format!(
+                "payload plugin `{}`: generate for sequence {sequence} returned a body of {} bytes, over the limit \
+                 of {max} (payload.limits.max_body_bytes)",
+                plugin.name,
+                body.len()
+            ));
+        }
+        let overrides = (content_type.is_some() || !headers.is_empty() || path_suffix.is_some())
+            .then(|| Box::new(Overrides { content_type, headers, path_suffix }));
+        Ok(Prepared { body: body.into(), overrides })
+    }
+}
+
+/// Mixes the job seed and the sequence number (SplitMix64's finaliser), so neighbouring requests get unrelated
+/// seeds and the same job file gives the same seed for request n on every run.
+pub fn request_seed(job_seed: u64, sequence: u64) -> u64 {
+    let mut z = job_seed ^ sequence.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The clock a plugin sees unless the job file grants the real one: always 2000-01-01T00:00:00Z, so requests do
+/// not depend on when the benchmark ran.
+struct FixedClock;
+
+const FIXED_EPOCH_S: u64 = 946_684_800;
+
+impl wasmtime_wasi::HostWallClock for FixedClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(FIXED_EPOCH_S)
+    }
+}
+
+impl wasmtime_wasi::HostMonotonicClock for FixedClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
+    std::thread::Builder::new()
+        .name("plateau-plugin-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .expect("spawning a thread");
+}
+
+/// The compiled component for `bytes`, from the on-disk cache when this build compiled it before. The cache key is
+/// the plugin's hash plus the engine's compatibility hash, so a new wasmtime or different settings recompile.
+fn compile_cached(engine: &Engine, bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, bool)> {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut engine_hash);
+    let wrapped = !wasmparser_is_component(bytes);
+    let cache_file = cache_dir().map(|dir| dir.join(format!("{}-{:016x}.cwasm", &sha256[..32], engine_hash.finish())));
+    if let Some(path) = cache_file.as_deref().filter(|path| path.exists()) {
+        // SAFETY: the file was written by `Component::serialize` of this very build (the name carries the engine's
+        // compatibility hash), in a directory only this user writes; wasmtime still checks its header.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, path) } {
+            return Ok((component, wrapped));
+        }
+    }
+    let component_bytes = if wrapped { wrap_core_module(bytes)? } else { bytes.to_vec() };
+    let component = Component::new(engine, &component_bytes).map_err(|error| anyhow!("{error:#}"))?;
+    if let (Some(path), Ok(serialized)) = (cache_file, component.serialize()) {
+        // A cache that cannot be written only costs the next run a compilation.
+        let _ = std::fs::create_dir_all(path.parent().expect("cache file has a folder"))
+            .and_then(|()| write_atomically(&path, &serialized));
+    }
+    Ok((component, wrapped))
+}
+
+fn wasmparser_is_component(bytes: &[u8]) -> bool {
+    let binary = wat::parse_bytes(bytes).map(|cow| cow.into_owned()).unwrap_or_else(|_| bytes.to_vec());
+    wasmtime::wasmparser::Parser::is_component(&binary)
+}
+
+/// Wraps a core module that exports `init`, `generate`, `memory` and `cabi_realloc` under the canonical ABI into
+/// a component of the plateau:payload world, so AssemblyScript, C, Zig or hand-written modules work as plugins.
+fn wrap_core_module(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut module = wat::parse_bytes(bytes).context("not WebAssembly (binary or text)")?.into_owned();
+    if !wasmtime::wasmparser::Parser::is_core_wasm(&module) {
+        bail!("neither a component nor a core module");
+    }
+    for payload in wasmtime::wasmparser::Parser::new(0).parse_all(&module) {
+        if let Ok(wasmtime::wasmparser::Payload::ImportSection(imports)) = payload
+            && let Some(import) = imports.into_imports().flatten().next()
+        {
+            bail!(
+                "the core module imports `{}::{}`; a core-module plugin may import nothing (a component may import \
+                 WASI)",
+                import.module,
+                import.name
+            );
+        }
+    }
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve.push_str("payload.wit", WIT_SOURCE)?;
+    let world = resolve.select_world(&[package], Some("generator"))?;
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)?;
+    wit_component::ComponentEncoder::default()
+        .module(&module)?
+        .validate(true)
+        .encode()
+        .context("the core module does not export the plateau:payload world under the canonical ABI")
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    std::env::var_os("PLATEAU_CACHE_DIR")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("XDG_CACHE_HOME").map(|dir| PathBuf::from(dir).join("plateau")))
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/plateau")))
+        .map(|dir| dir.join("plugins"))
+}
+
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&temporary, bytes)?;
+    std::fs::rename(&temporary, path)
+}
