@@ -4,9 +4,11 @@
 1. Throughput: nginx (1 worker, small JSON body) on 127.0.0.1, 64 connections, DURATION_S seconds each, for wrk,
    oha, plateau's closed model (64 virtual users) and plateau's open model (a constant rate far above capacity,
    64 in flight). Prints each round and plateau's median ratio to wrk and to oha.
-2. Latency accuracy: a server with a fixed 5 ms service time (plateau serve-reference, 1024 workers, so nothing
+2. Plugin in the loop: the closed model with the tabular payload plugin generating every request, against a fixed
+   body of the same size; the ratio, and the plugin's cost per request when generating alone.
+3. Latency accuracy: a server with a fixed 5 ms service time (plateau serve-reference, 1024 workers, so nothing
    queues), 16 connections: wrk's p50 and p99 against plateau's.
-3. With --long: a 10-minute closed-model run at full speed, plateau's resident memory at minute 1 and minute 10.
+4. With --long: a 10-minute closed-model run at full speed, plateau's resident memory at minute 1 and minute 10.
 
 Installs nginx and wrk (Debian) and oha (crates.io) when they are missing. Usage: benches/engine.py [--long]
 """
@@ -71,7 +73,7 @@ http {{
     time.sleep(0.5)
 
 
-def plateau_job(folder, name, url, traffic):
+def plateau_job(folder, name, url, traffic, payload='body = ""'):
     job = folder / f"{name}.toml"
     job.write_text(f"""
 version = 1
@@ -82,7 +84,7 @@ kind = "http"
 url = "{url}"
 method = "GET"
 [payload]
-body = ""
+{payload}
 {traffic}
 [[configurations]]
 name = "peer"
@@ -131,6 +133,35 @@ def throughput(folder):
     for model in ["plateau closed", "plateau open"]:
         print(f"  {model}: {medians[model] / medians['wrk']:.2f}x wrk (goal >= 0.9), "
               f"{medians[model] / medians['oha']:.2f}x oha (goal >= 1.0)")
+
+
+# A one-row, eight-feature tabular request: what the plugin generates, and a fixed body of the same size.
+TABULAR_PLUGIN = f"""plugin = "{ROOT / 'payload-plugins' / 'build' / 'tabular.wasm'}"
+[payload.config]
+features = 8
+decimals = 3"""
+TABULAR_FIXED = "body = '{\"instances\":[[0.497,-1.210,0.334,1.871,-0.052,0.912,-0.671,1.304]]}'"
+
+
+def plugin_in_the_loop(folder):
+    """The engine with a payload plugin generating every request, against the same engine sending a fixed body of
+    the same size: the plugin's cost shows as the ratio."""
+    url = f"http://127.0.0.1:{NGINX_PORT}/"
+    rounds = []
+    for index in range(ROUNDS):
+        result = {
+            "fixed body": plateau_job(folder, "fixed", url, closed(CONNECTIONS, DURATION_S), TABULAR_FIXED)["throughput_rps"],
+            "plugin": plateau_job(folder, "plugin", url, closed(CONNECTIONS, DURATION_S), TABULAR_PLUGIN)["throughput_rps"],
+        }
+        rounds.append(result)
+        print(f"round {index + 1}: " + ", ".join(f"{name} {rps:,.0f} req/s" for name, rps in result.items()))
+    medians = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+    job = folder / "plugin.toml"
+    stats = run([str(PLATEAU), "payload", "preview", str(job), "-n", "200000", "--stats"]).strip().splitlines()[-1]
+    print(f"\nplugin in the loop (tabular, 8 features), closed model, {CONNECTIONS} users, medians of {ROUNDS} rounds:")
+    print(f"  fixed body {medians['fixed body']:,.0f} req/s, plugin {medians['plugin']:,.0f} req/s: "
+          f"{medians['plugin'] / medians['fixed body']:.2f}x (goal >= 0.9)")
+    print(f"  plugin cost, generating alone: {stats}")
 
 
 def latency_accuracy(folder):
@@ -194,11 +225,13 @@ if __name__ == "__main__":
     OHA = tool("oha", lambda: subprocess.run(["cargo", "install", "--locked", "oha", "--root",
                                              str(ROOT / "target" / "bench-tools")], check=True))
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
+    subprocess.run([str(ROOT / "payload-plugins" / "build.sh")], check=True)
     with tempfile.TemporaryDirectory() as temporary:
         folder = Path(temporary)
         start_nginx(folder)
         try:
             throughput(folder)
+            plugin_in_the_loop(folder)
             latency_accuracy(folder)
             if "--long" in sys.argv:
                 long_run(folder)

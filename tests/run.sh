@@ -18,6 +18,12 @@ fi
 # playwright-core drives that Chromium; it downloads no browser of its own.
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
+# moto's server mode, the AWS API emulator the AWS tests start (DESIGN.md: AWS in tests).
+if [ ! -x .venv/bin/moto_server ]; then
+  python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+fi
+
 # The example payload plugins, built from source (the tests call this again; it is incremental).
 payload-plugins/build.sh
 

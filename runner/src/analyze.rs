@@ -223,7 +223,7 @@ impl OnlineDetector<'_> {
 }
 
 impl Observer for OnlineDetector<'_> {
-    fn on_second(&mut self, _second: &SecondSummary, _step: &StepWindow) {}
+    fn on_second(&mut self, _second: &SecondSummary, _tally: &crate::measure::Tally, _step: &StepWindow) {}
     fn on_step(&mut self, steps: &[StepRecord]) -> StepVerdict {
         self.verdict(steps)
     }
@@ -249,6 +249,9 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         cpu_percent: step.resources.cpu_percent,
         memory_percent: step.resources.memory_percent,
         histogram: measure::encode_histogram(&step.steady.latency_us),
+        first_chunk: (!step.steady.first_chunk_us.is_empty()).then(|| LatencySummary::of(&step.steady.first_chunk_us)),
+        between_chunks: (!step.steady.between_chunks_us.is_empty())
+            .then(|| LatencySummary::of(&step.steady.between_chunks_us)),
     }
 }
 

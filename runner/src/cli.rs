@@ -111,6 +111,9 @@ enum PayloadCommand {
         /// Show at most this many bytes of each body.
         #[arg(long, default_value_t = 512)]
         max_bytes: usize,
+        /// Print no requests, only how long generating them took (ns per request) and their sizes.
+        #[arg(long)]
+        stats: bool,
     },
 }
 
@@ -163,8 +166,8 @@ pub fn main() -> Exit {
             Command::Run { job, out, report } => execute::run(&job, out, report.options()).await,
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
-            Command::Payload(PayloadCommand::Preview { job, count, max_bytes }) => {
-                Ok(preview_payload(&job, count, max_bytes))
+            Command::Payload(PayloadCommand::Preview { job, count, max_bytes, stats }) => {
+                Ok(preview_payload(&job, count, max_bytes, stats))
             }
             Command::Compare { base, head, fail_on, format, out } => {
                 compare(&base, &head, &fail_on, format, out.as_deref())
@@ -268,7 +271,7 @@ fn show_plan(job_path: &Path) -> Exit {
     Exit::Success
 }
 
-fn preview_payload(job_path: &Path, count: u64, max_bytes: usize) -> Exit {
+fn preview_payload(job_path: &Path, count: u64, max_bytes: usize, stats: bool) -> Exit {
     let job = match spec::load(job_path) {
         Ok(job) => job,
         Err(error) => {
@@ -278,14 +281,17 @@ fn preview_payload(job_path: &Path, count: u64, max_bytes: usize) -> Exit {
     };
     let plan = plan::plan(&job);
     let configuration = plan.runs.first().map_or("", |run| run.name.as_str());
-    let requests = match &job.payload.plugin {
-        None => Ok(vec![Prepared { body: job.payload.body.clone(), overrides: None }; count as usize]),
+    // Timed from the first instantiation, not the load: what a run pays per request.
+    let (requests, generation) = match &job.payload.plugin {
+        None => (Ok(vec![Prepared { body: job.payload.body.clone(), overrides: None }; count as usize]), None),
         Some(spec) => match LoadedPlugin::load(spec) {
             Ok(plugin) => {
                 println!("plugin {} ({}), sha256 {}", plugin.name, spec.path.display(), plugin.sha256);
-                payload::preview(&plugin, configuration, job.seed, count)
+                let started = std::time::Instant::now();
+                let requests = payload::preview(&plugin, configuration, job.seed, count);
+                (requests, Some(started.elapsed()))
             }
-            Err(error) => Err(format!("{error:#}")),
+            Err(error) => (Err(format!("{error:#}")), None),
         },
     };
     let requests = match requests {
@@ -295,6 +301,15 @@ fn preview_payload(job_path: &Path, count: u64, max_bytes: usize) -> Exit {
             return Exit::RunFailed;
         }
     };
+    if stats {
+        let bytes: usize = requests.iter().map(|request| request.body.len()).sum();
+        let per_request_ns = generation.map_or(0.0, |elapsed| elapsed.as_nanos() as f64 / count.max(1) as f64);
+        println!(
+            "{count} requests for `{configuration}`: {per_request_ns:.0} ns per request, {:.0} bytes per body on average",
+            bytes as f64 / count.max(1) as f64
+        );
+        return Exit::Success;
+    }
     for (sequence, request) in requests.iter().enumerate() {
         let overrides = request.overrides.as_deref().cloned().unwrap_or_default();
         let content_type = overrides.content_type.as_deref().unwrap_or(&job.payload.content_type);

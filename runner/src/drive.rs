@@ -257,7 +257,8 @@ pub enum StepVerdict {
 
 /// Watches a run: a progress display, and the online plateau detector that may end the ramp early.
 pub trait Observer {
-    fn on_second(&mut self, second: &SecondSummary, step: &StepWindow);
+    /// `tally` is the second's full measurement (histograms included), for observers that publish it.
+    fn on_second(&mut self, second: &SecondSummary, tally: &Tally, step: &StepWindow);
     fn on_step(&mut self, steps: &[StepRecord]) -> StepVerdict;
 }
 
@@ -372,7 +373,7 @@ pub async fn drive<T: Target>(
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
-        observer.on_second(&summary, &window);
+        observer.on_second(&summary, &second_tally, &window);
         seconds.push(summary);
 
         if second >= window.steady_start_s {
@@ -681,10 +682,7 @@ async fn open_worker<S: Session>(mut session: S, index: usize, shared: Arc<OpenS
             _ = run.cancelled() => return,
             outcome = session.call() => outcome,
         };
-        let outcome = match outcome {
-            Outcome::Success { .. } => Outcome::Success { latency_us: due.elapsed().as_micros() as u64 },
-            failure => failure,
-        };
+        let outcome = outcome.retimed(due.elapsed().as_micros() as u64);
         shared.recorder.finished(shard, outcome);
         shared.idle.fetch_add(1, SeqCst);
         shared.in_flight.fetch_sub(1, SeqCst);

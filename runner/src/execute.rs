@@ -14,11 +14,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector};
+use crate::cloudwatch::{ClientSecond, Publisher};
 use crate::drive::{
     self, DriveOptions, LoadUnit, Observer, Schedule, SecondSummary, StepRecord, StepVerdict, StepWindow,
 };
 use crate::exit::Exit;
 use crate::measure::ResourceSource;
+use crate::measure::Tally;
 use crate::measure::process_tree::ProcessTree;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan::{self, TestRun};
@@ -27,9 +29,11 @@ use crate::results::{
     ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
 };
 use crate::spec::{self, Job, TargetKind, Traffic};
+use crate::target::Target;
 use crate::target::command::{self, ServerProcess};
 use crate::target::http::HttpTarget;
 use crate::target::reference::ReferenceServer;
+use crate::target::sagemaker::{self, AwsPlace, SageMakerTarget};
 
 /// Resolves on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
@@ -79,6 +83,13 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         Err(error) => {
             eprintln!("error: {error:#}");
             return Ok(Exit::InvalidInput);
+        }
+    };
+    let aws = match AwsClients::connect(&job).await {
+        Ok(aws) => aws,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(Exit::RunFailed);
         }
     };
     let plan = plan::plan(&job);
@@ -154,7 +165,7 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
                 Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
                 None => PayloadSource::Fixed(job.payload.body.clone()),
             };
-            run_configuration(&job, run, payload, &out, cancel.clone(), &progress).await
+            run_configuration(&job, run, payload, &aws, &out, cancel.clone(), &progress).await
         };
         results.configurations.push(result);
         // Saved after every configuration, so an abrupt end loses at most the one in progress.
@@ -182,6 +193,42 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     })
 }
 
+/// The AWS clients a job needs, made once: SageMaker Runtime for a sagemaker target (retries off), CloudWatch
+/// for publishing or reading endpoint metrics (retries on: it is not measured).
+struct AwsClients {
+    sagemaker: Option<aws_config::SdkConfig>,
+    cloudwatch: Option<aws_sdk_cloudwatch::Client>,
+}
+
+impl AwsClients {
+    async fn connect(job: &Job) -> anyhow::Result<Self> {
+        let timeout = job.target.http.timeout;
+        let sagemaker_spec = job.target.sagemaker.as_ref();
+        let profile = sagemaker_spec.and_then(|spec| spec.profile.as_deref());
+        let sagemaker = match sagemaker_spec {
+            Some(spec) => {
+                let place =
+                    AwsPlace { region: spec.region.as_deref(), profile, endpoint_url: spec.endpoint_url.as_deref() };
+                let config = sagemaker::sdk_config(place, true, timeout).await?;
+                sagemaker::check_credentials(&config).await?;
+                Some(config)
+            }
+            None => None,
+        };
+        let watch = &job.cloudwatch;
+        let cloudwatch = if watch.publish || watch.endpoint_metrics {
+            let place =
+                AwsPlace { region: watch.region.as_deref(), profile, endpoint_url: watch.endpoint_url.as_deref() };
+            let config = sagemaker::sdk_config(place, false, Duration::from_secs(30)).await?;
+            sagemaker::check_credentials(&config).await?;
+            Some(aws_sdk_cloudwatch::Client::new(&config))
+        } else {
+            None
+        };
+        Ok(Self { sagemaker, cloudwatch })
+    }
+}
+
 fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
     let configuration = &run.configuration;
     ConfigurationResult {
@@ -204,6 +251,9 @@ fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<S
         metrics: None,
         scalability: None,
         reference: None,
+        error_details: Vec::new(),
+        cloudwatch: None,
+        endpoint_metrics: None,
     }
 }
 
@@ -251,6 +301,11 @@ impl Server {
                 let url = process.url(&spec.path);
                 Ok((Server::Command(process), url))
             }
+            (TargetKind::Sagemaker, _, _) => {
+                let endpoint =
+                    configuration.endpoint_name.clone().context("no endpoint name for this configuration")?;
+                Ok((Server::External, format!("SageMaker endpoint {endpoint}")))
+            }
             _ => {
                 let url = configuration.url.clone().or_else(|| job.target.http.url.clone());
                 Ok((Server::External, url.context("no URL for this configuration")?))
@@ -292,6 +347,7 @@ async fn run_configuration(
     job: &Job,
     run: &TestRun,
     payload: PayloadSource,
+    aws: &AwsClients,
     out: &Path,
     cancel: CancellationToken,
     progress: &Progress,
@@ -306,15 +362,17 @@ async fn run_configuration(
             return ConfigurationResult { server_log: server_log(job, run), ..failed(run, ramp_s, &error) };
         }
     };
-    let target = match HttpTarget::new(&url, &job.target.http, &job.payload, payload) {
-        Ok(target) => Arc::new(target),
-        Err(error) => return failed(run, ramp_s, &error),
-    };
     let schedule = Schedule::new(&job.traffic, &job.traffic_options);
     let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, report::file_stem(&run.name));
     let resources = server.resources(configuration);
     let utilization_source = resources.as_ref().map(|source| source.label().to_string());
     let settings = job.plateau;
+    let endpoint_name = configuration.endpoint_name.clone().unwrap_or_else(|| run.name.clone());
+    let publisher = aws
+        .cloudwatch
+        .as_ref()
+        .filter(|_| job.cloudwatch.publish)
+        .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, &endpoint_name));
     let mut observer = RunObserver {
         load_unit: schedule.load_unit,
         detector: OnlineDetector { stopping: &job.stopping, settings },
@@ -322,6 +380,7 @@ async fn run_configuration(
         run_label: label.clone(),
         steps_total: schedule.steps.len(),
         ramp_s,
+        publisher: publisher.as_ref(),
     };
     // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.
     let run_cancel = cancel.child_token();
@@ -333,14 +392,64 @@ async fn run_configuration(
         series_path: Some(&out.join(&series_file)),
         cancel: run_cancel.clone(),
     };
-    let driving = drive::drive(target, options, resources, &mut observer);
-    tokio::pin!(driving);
-    let record = tokio::select! {
-        record = &mut driving => record,
-        _ = server.exited() => {
-            run_cancel.cancel();
-            driving.await
+    let run_started = SystemTime::now();
+    let (record, error_details) = match (&job.target.sagemaker, &aws.sagemaker) {
+        (Some(spec), Some(config)) => {
+            let target = Arc::new(SageMakerTarget::new(
+                config,
+                &endpoint_name,
+                spec,
+                &job.payload,
+                payload,
+                job.target.http.timeout,
+            ));
+            if let Err(error) = target.preflight().await {
+                progress.line(format!("{label} failed: {error:#}"));
+                return failed(run, ramp_s, &error);
+            }
+            let record = drive_until_exit(Arc::clone(&target), options, resources, &mut observer, &server).await;
+            (record, target.error_details())
         }
+        _ => match HttpTarget::new(&url, &job.target.http, &job.payload, payload) {
+            Ok(target) => {
+                (drive_until_exit(Arc::new(target), options, resources, &mut observer, &server).await, Vec::new())
+            }
+            Err(error) => return failed(run, ramp_s, &error),
+        },
+    };
+    let run_ended = SystemTime::now();
+    let cloudwatch = match publisher {
+        Some(publisher) => Some(publisher.finish().await),
+        None => None,
+    };
+    if let Some(summary) = cloudwatch.as_ref().filter(|summary| summary.failed_calls > 0) {
+        progress.line(format!(
+            "{label}: {} of {} CloudWatch PutMetricData calls failed: {}",
+            summary.failed_calls,
+            summary.calls,
+            summary.last_error.as_deref().unwrap_or("")
+        ));
+    }
+    let endpoint_metrics = match (&aws.cloudwatch, &job.target.sagemaker) {
+        (Some(client), Some(spec)) if job.cloudwatch.endpoint_metrics => {
+            let variant = spec.target_variant.as_deref().unwrap_or("AllTraffic");
+            let read = crate::cloudwatch::endpoint_metrics(
+                client,
+                &endpoint_name,
+                variant,
+                run_started,
+                run_ended,
+                configuration.vcpus,
+            );
+            match read.await {
+                Ok(metrics) => Some(metrics),
+                Err(error) => {
+                    progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error:#}"));
+                    None
+                }
+            }
+        }
+        _ => None,
     };
     let crashed = match &server {
         Server::Command(process) if !cancel.is_cancelled() => process.exited(),
@@ -368,8 +477,16 @@ async fn run_configuration(
         }
         _ => None,
     };
-    let analysis =
+    let mut analysis =
         analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings, sliding.as_ref());
+    // A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
+    if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint_metrics.as_ref())
+        && (endpoint.cpu_utilization.is_some() || endpoint.memory_utilization.is_some())
+    {
+        metrics.cpu_utilization_percent = endpoint.cpu_utilization;
+        metrics.memory_utilization_percent = endpoint.memory_utilization;
+        metrics.utilization_source = Some("CloudWatch (/aws/sagemaker/Endpoints)".to_string());
+    }
     let (status, failure) = match (&crashed, &server, &record.end) {
         (Some(status), Server::Command(process), _) => (
             RunStatus::Failed,
@@ -404,7 +521,30 @@ async fn run_configuration(
             Server::Reference(server) => Some(server.realized()),
             _ => None,
         },
+        error_details,
+        cloudwatch,
+        endpoint_metrics,
         ..empty_result(run, ramp_s, status, None)
+    }
+}
+
+/// Drives `target` through the schedule; a server plateau started that exits mid-run ends the run.
+async fn drive_until_exit<T: Target>(
+    target: Arc<T>,
+    options: DriveOptions<'_>,
+    resources: Option<Box<dyn ResourceSource>>,
+    observer: &mut RunObserver<'_>,
+    server: &Server,
+) -> std::io::Result<drive::RunRecord> {
+    let run_cancel = options.cancel.clone();
+    let driving = drive::drive(target, options, resources, observer);
+    tokio::pin!(driving);
+    tokio::select! {
+        record = &mut driving => record,
+        _ = server.exited() => {
+            run_cancel.cancel();
+            driving.await
+        }
     }
 }
 
@@ -467,6 +607,8 @@ struct RunObserver<'a> {
     run_label: String,
     steps_total: usize,
     ramp_s: u64,
+    /// Sends each second to CloudWatch when `[cloudwatch] publish` is on.
+    publisher: Option<&'a Publisher>,
 }
 
 fn clock(seconds: u64) -> String {
@@ -474,7 +616,16 @@ fn clock(seconds: u64) -> String {
 }
 
 impl Observer for RunObserver<'_> {
-    fn on_second(&mut self, second: &SecondSummary, step: &StepWindow) {
+    fn on_second(&mut self, second: &SecondSummary, tally: &Tally, step: &StepWindow) {
+        if let Some(publisher) = self.publisher {
+            publisher.send(ClientSecond::new(
+                SystemTime::now(),
+                second.completed,
+                second.errors,
+                second.load,
+                &tally.latency_us,
+            ));
+        }
         if let Some(bar) = &self.progress.bar {
             bar.set_message(format!(
                 "{} · step {}/{} · {:.0} {} · {} req/s · p99 {:.1} ms · {} errors · {} / {}",

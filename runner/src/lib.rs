@@ -3,10 +3,11 @@
 //! The stages pass plain data to each other: `spec` (job files) -> `plan` (test runs) -> `drive` (the load
 //! engine, against a `target`, with bodies from `payload`) -> `measure` (histograms, per-second series) -> `analyze` (plateau, metrics,
 //! recommendation) -> `results` (the saved document) -> `report` (templates). `execute` runs a job through
-//! them; `cli` parses arguments.
+//! them; `cloudwatch` publishes client metrics and reads endpoint metrics; `cli` parses arguments.
 
 pub mod analyze;
 pub mod cli;
+pub mod cloudwatch;
 pub mod drive;
 pub mod execute;
 pub mod exit;

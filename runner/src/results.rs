@@ -147,6 +147,15 @@ pub struct ConfigurationResult {
     pub scalability: Option<ScalabilityFit>,
     /// For reference endpoints: what the simulated server actually did.
     pub reference: Option<Realized>,
+    /// Failures by the service's error code (and a model's own status), each with one example message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_details: Vec<crate::target::sagemaker::ErrorDetail>,
+    /// How publishing client metrics to CloudWatch went, when `[cloudwatch] publish` is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudwatch: Option<crate::cloudwatch::PublishSummary>,
+    /// SageMaker targets: the endpoint's own metrics from CloudWatch for the run's window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_metrics: Option<crate::cloudwatch::EndpointMetrics>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +194,12 @@ pub struct StepResult {
     pub memory_percent: Option<f64>,
     /// The steady part's latency histogram in microseconds (HDR V2 deflate, base64).
     pub histogram: String,
+    /// Streaming endpoints: time to the first chunk (first token), and each response's mean time between chunks
+    /// (time per output token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_chunk: Option<LatencySummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub between_chunks: Option<LatencySummary>,
 }
 
 /// The figures SageMaker Inference Recommender reports, at the plateau.

@@ -78,7 +78,7 @@ impl Guest for Tabular {
                 let value = distribution.sample(&mut rng);
                 // JSON has no NaN or infinity; a distribution cannot produce them, but stay valid regardless.
                 let value = if value.is_finite() { value } else { 0.0 };
-                body.push_str(&format!("{value:.decimals$}"));
+                plugin_kit::push_fixed(&mut body, value, *decimals);
             }
             body.push(']');
         }

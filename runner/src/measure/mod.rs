@@ -44,6 +44,8 @@ pub enum ErrorClass {
     Http5xx,
     Throttled,
     ModelError,
+    /// The service rejected the request as invalid (SageMaker's ValidationError).
+    Validation,
     PayloadError,
     Other,
 }
@@ -57,6 +59,8 @@ pub struct ErrorCounts {
     pub http_5xx: u64,
     pub throttled: u64,
     pub model_error: u64,
+    #[serde(default)]
+    pub validation: u64,
     pub payload_error: u64,
     pub other: u64,
 }
@@ -70,6 +74,7 @@ impl ErrorCounts {
             ErrorClass::Http5xx => &mut self.http_5xx,
             ErrorClass::Throttled => &mut self.throttled,
             ErrorClass::ModelError => &mut self.model_error,
+            ErrorClass::Validation => &mut self.validation,
             ErrorClass::PayloadError => &mut self.payload_error,
             ErrorClass::Other => &mut self.other,
         };
@@ -83,6 +88,7 @@ impl ErrorCounts {
         self.http_5xx += other.http_5xx;
         self.throttled += other.throttled;
         self.model_error += other.model_error;
+        self.validation += other.validation;
         self.payload_error += other.payload_error;
         self.other += other.other;
     }
@@ -94,6 +100,7 @@ impl ErrorCounts {
             + self.http_5xx
             + self.throttled
             + self.model_error
+            + self.validation
             + self.payload_error
             + self.other
     }
@@ -102,8 +109,34 @@ impl ErrorCounts {
 /// What one request came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Success { latency_us: u64 },
-    Failure { class: ErrorClass },
+    Success {
+        latency_us: u64,
+    },
+    /// A streamed response (LLM tokens): the whole response's latency, when its first chunk came, how many chunks.
+    Streamed {
+        latency_us: u64,
+        first_chunk_us: u64,
+        chunks: u32,
+    },
+    Failure {
+        class: ErrorClass,
+    },
+}
+
+impl Outcome {
+    /// The same outcome timed over `total_us` instead, from an earlier start (the open model's due time); a
+    /// stream's first chunk moves by as much.
+    pub fn retimed(self, total_us: u64) -> Self {
+        match self {
+            Outcome::Success { .. } => Outcome::Success { latency_us: total_us },
+            Outcome::Streamed { latency_us, first_chunk_us, chunks } => Outcome::Streamed {
+                latency_us: total_us,
+                first_chunk_us: first_chunk_us + total_us.saturating_sub(latency_us),
+                chunks,
+            },
+            failure => failure,
+        }
+    }
 }
 
 /// Requests started and finished in one interval, with the latency of the successful ones.
@@ -117,6 +150,10 @@ pub struct Tally {
     pub latency_us: LatencyHistogram,
     /// How late the load generator acted against its own schedule: its health, not the server's.
     pub generator_lag_us: LatencyHistogram,
+    /// Streamed responses: time to the first chunk (time to first token).
+    pub first_chunk_us: LatencyHistogram,
+    /// Streamed responses: the mean time between chunks of each response (time per output token).
+    pub between_chunks_us: LatencyHistogram,
 }
 
 impl Default for Tally {
@@ -128,6 +165,8 @@ impl Default for Tally {
             errors: ErrorCounts::default(),
             latency_us: new_histogram(),
             generator_lag_us: new_histogram(),
+            first_chunk_us: new_histogram(),
+            between_chunks_us: new_histogram(),
         }
     }
 }
@@ -140,6 +179,8 @@ impl Tally {
         self.errors.merge(&other.errors);
         self.latency_us.add(&other.latency_us).expect("histograms share bounds");
         self.generator_lag_us.add(&other.generator_lag_us).expect("histograms share bounds");
+        self.first_chunk_us.add(&other.first_chunk_us).expect("histograms share bounds");
+        self.between_chunks_us.add(&other.between_chunks_us).expect("histograms share bounds");
     }
 
     pub fn reset(&mut self) {
@@ -149,6 +190,8 @@ impl Tally {
         self.errors = ErrorCounts::default();
         self.latency_us.reset();
         self.generator_lag_us.reset();
+        self.first_chunk_us.reset();
+        self.between_chunks_us.reset();
     }
 }
 
@@ -190,6 +233,15 @@ impl Recorder {
             Outcome::Success { latency_us } => {
                 tally.completed += 1;
                 tally.latency_us.saturating_record(latency_us.max(1));
+            }
+            Outcome::Streamed { latency_us, first_chunk_us, chunks } => {
+                tally.completed += 1;
+                tally.latency_us.saturating_record(latency_us.max(1));
+                tally.first_chunk_us.saturating_record(first_chunk_us.max(1));
+                if chunks > 1 {
+                    let between_us = latency_us.saturating_sub(first_chunk_us) / u64::from(chunks - 1);
+                    tally.between_chunks_us.saturating_record(between_us.max(1));
+                }
             }
             Outcome::Failure { class } => tally.errors.add(class),
         }

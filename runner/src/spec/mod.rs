@@ -43,6 +43,8 @@ struct RawJobFile {
     report: RawReport,
     #[serde(default)]
     plateau: RawPlateauSettings,
+    #[serde(default)]
+    cloudwatch: RawCloudWatch,
 }
 
 #[derive(Deserialize, Default)]
@@ -110,6 +112,25 @@ struct RawTarget {
     path: Option<String>,
     readiness: Option<Spanned<RawReadiness>>,
     stop_grace: Option<DurationValue>,
+    // SageMaker targets: endpoints that already exist, one per configuration (`endpoint_name`).
+    region: Option<Spanned<String>>,
+    profile: Option<Spanned<String>>,
+    endpoint_url: Option<Spanned<String>>,
+    custom_attributes: Option<Spanned<String>>,
+    target_variant: Option<Spanned<String>>,
+    target_model: Option<Spanned<String>>,
+    inference_component: Option<Spanned<String>>,
+    streaming: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCloudWatch {
+    publish: Option<bool>,
+    namespace: Option<Spanned<String>>,
+    endpoint_metrics: Option<bool>,
+    region: Option<Spanned<String>>,
+    endpoint_url: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -136,6 +157,8 @@ pub enum TargetKind {
     Http,
     /// A server command plateau starts itself, once per configuration and environment combination.
     Command,
+    /// SageMaker real-time endpoints that already exist, called with InvokeEndpoint through the AWS SDK.
+    Sagemaker,
 }
 
 /// A header value given inline, or read from an environment variable so secrets stay out of the job file.
@@ -312,6 +335,8 @@ struct RawConfiguration {
     cpus: Option<Spanned<String>>,
     /// Command targets: the memory MemoryUtilization is a share of (default: the machine's).
     memory_limit_mb: Option<Spanned<f64>>,
+    /// SageMaker targets: the existing endpoint this configuration is.
+    endpoint_name: Option<Spanned<String>>,
 }
 
 fn one() -> Spanned<u32> {
@@ -355,6 +380,7 @@ pub struct Job {
     /// `[report] templates`, resolved against the job file's folder.
     pub report_templates: Option<PathBuf>,
     pub plateau: PlateauSettings,
+    pub cloudwatch: CloudWatchSpec,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -371,7 +397,41 @@ pub struct Target {
     pub http: HttpRequestSpec,
     /// For `command` targets: how to start, check and stop the server.
     pub command: Option<CommandSpec>,
+    /// For `sagemaker` targets: where the endpoints are and how they are invoked.
+    pub sagemaker: Option<SageMakerSpec>,
 }
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SageMakerSpec {
+    /// None: the SDK's default chain (AWS_REGION, the profile).
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// Overrides the service endpoint (VPC endpoints; the tests' emulator).
+    pub endpoint_url: Option<String>,
+    pub custom_attributes: Option<String>,
+    pub target_variant: Option<String>,
+    pub target_model: Option<String>,
+    pub inference_component: Option<String>,
+    /// InvokeEndpointWithResponseStream: time to first chunk and between chunks are measured too.
+    pub streaming: bool,
+}
+
+/// `[cloudwatch]`: publishing plateau's client metrics, and reading the endpoint's own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudWatchSpec {
+    /// PutMetricData of ClientInvocations, ClientInvocationErrors, ClientLatency, NumberOfUsers during the run.
+    pub publish: bool,
+    pub namespace: String,
+    /// GetMetricData of the endpoint's metrics after each configuration (SageMaker targets; on by default).
+    pub endpoint_metrics: bool,
+    /// Defaults to the target's.
+    pub region: Option<String>,
+    /// Defaults to CloudWatch's public endpoint for the region.
+    pub endpoint_url: Option<String>,
+}
+
+/// Inference Recommender's namespace, so dashboards built for it show plateau's runs too.
+pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "/aws/sagemaker/InferenceRecommendationsJobs";
 
 /// The placeholder in a command's arguments and environment that plateau fills with the server's port.
 pub const PORT_PLACEHOLDER: &str = "{port}";
@@ -568,6 +628,8 @@ pub struct Configuration {
     pub environment: BTreeMap<String, Vec<String>>,
     pub cpus: Option<CpuSet>,
     pub memory_limit_mb: Option<f64>,
+    /// For `sagemaker` targets: the endpoint to invoke.
+    pub endpoint_name: Option<String>,
 }
 
 /// CPUs a server is pinned to, with their count (for CpuUtilization as a share of what it may use).
@@ -721,6 +783,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         resolved
     });
 
+    let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &target, sink);
     let job = Job {
         source: JobSource {
             path: path.to_path_buf(),
@@ -739,6 +802,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         configurations,
         report_templates,
         plateau: validate_plateau_settings(&raw.plateau, sink),
+        cloudwatch,
     };
     Some(job)
 }
@@ -787,9 +851,11 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
         }
     }
     let command = validate_command(raw, sink);
+    let sagemaker = validate_sagemaker(raw, sink);
     Target {
         kind,
         command,
+        sagemaker,
         http: HttpRequestSpec {
             url: raw.url.as_ref().map(|url| url.get_ref().clone()),
             method,
@@ -937,6 +1003,144 @@ fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<Co
         readiness: Readiness { check, timeout },
         stop_grace: raw.stop_grace.map_or(Duration::from_secs(5), |grace| grace.0),
     })
+}
+
+fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<SageMakerSpec> {
+    let text = |value: &Option<Spanned<String>>| value.as_ref().map(|value| value.get_ref().clone());
+    let sagemaker_only = [
+        ("region", raw.region.as_ref().and_then(span_of)),
+        ("profile", raw.profile.as_ref().and_then(span_of)),
+        ("endpoint_url", raw.endpoint_url.as_ref().and_then(span_of)),
+        ("custom_attributes", raw.custom_attributes.as_ref().and_then(span_of)),
+        ("target_variant", raw.target_variant.as_ref().and_then(span_of)),
+        ("target_model", raw.target_model.as_ref().and_then(span_of)),
+        ("inference_component", raw.inference_component.as_ref().and_then(span_of)),
+        ("streaming", raw.streaming.as_ref().and_then(span_of)),
+    ];
+    if *raw.kind.get_ref() != TargetKind::Sagemaker {
+        for (field, span) in sagemaker_only.into_iter().filter(|(_, span)| span.is_some()) {
+            sink.error(
+                span,
+                format!("target.{field}"),
+                format!("`{field}` applies only to sagemaker targets"),
+                Some("remove it, or use kind = \"sagemaker\"".into()),
+            );
+        }
+        return None;
+    }
+    if let Some(url) = &raw.endpoint_url {
+        check_url_scheme(url, "target.endpoint_url", &["http", "https"], sink);
+    }
+    if let Some(region) = &raw.region {
+        check_region(region, "target.region", sink);
+    }
+    for (field, present) in
+        [("url", raw.url.is_some()), ("method", raw.method.is_some()), ("check", raw.check.is_some())]
+    {
+        if present {
+            sink.error(
+                span_of(&raw.kind),
+                format!("target.{field}"),
+                format!("a sagemaker target takes no `{field}`: requests go through InvokeEndpoint"),
+                Some("name each configuration's endpoint with `endpoint_name`".into()),
+            );
+        }
+    }
+    Some(SageMakerSpec {
+        region: text(&raw.region),
+        profile: text(&raw.profile),
+        endpoint_url: text(&raw.endpoint_url),
+        custom_attributes: text(&raw.custom_attributes),
+        target_variant: text(&raw.target_variant),
+        target_model: text(&raw.target_model),
+        inference_component: text(&raw.inference_component),
+        streaming: raw.streaming.as_ref().is_some_and(|streaming| *streaming.get_ref()),
+    })
+}
+
+/// AWS region names look like `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
+fn check_region(region: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    let name = region.get_ref();
+    let parts: Vec<&str> = name.split('-').collect();
+    let plausible = parts.len() >= 3
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts.last().is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()));
+    if !plausible {
+        sink.error(
+            span_of(region),
+            key,
+            format!("`{name}` is not an AWS region name"),
+            Some("e.g. \"us-east-1\"".into()),
+        );
+    }
+}
+
+/// SageMaker's own rule: up to 63 letters, digits and hyphens, not starting or ending with a hyphen.
+fn check_endpoint_name(name: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    let text = name.get_ref();
+    let valid = (1..=63).contains(&text.len())
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if !valid {
+        sink.error(
+            span_of(name),
+            key,
+            format!("`{text}` is not a SageMaker endpoint name"),
+            Some("1 to 63 letters, digits and hyphens, not starting or ending with a hyphen".into()),
+        );
+    }
+}
+
+fn validate_cloudwatch(raw: &RawCloudWatch, target: &Target, sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
+    let is_sagemaker = target.kind == TargetKind::Sagemaker;
+    if let Some(url) = &raw.endpoint_url {
+        check_url_scheme(url, "cloudwatch.endpoint_url", &["http", "https"], sink);
+    }
+    if let Some(region) = &raw.region {
+        check_region(region, "cloudwatch.region", sink);
+    }
+    let endpoint_metrics = raw.endpoint_metrics.unwrap_or(is_sagemaker);
+    if endpoint_metrics && !is_sagemaker {
+        sink.error(
+            None,
+            "cloudwatch.endpoint_metrics",
+            "only SageMaker endpoints have endpoint metrics in CloudWatch",
+            Some("set it to false, or use [target] kind = \"sagemaker\"".into()),
+        );
+    }
+    let sagemaker = target.sagemaker.as_ref();
+    CloudWatchSpec {
+        publish: raw.publish.unwrap_or(false),
+        namespace: raw
+            .namespace
+            .as_ref()
+            .map_or_else(|| DEFAULT_CLOUDWATCH_NAMESPACE.to_string(), |namespace| namespace.get_ref().clone()),
+        endpoint_metrics,
+        region: raw
+            .region
+            .as_ref()
+            .map(|region| region.get_ref().clone())
+            .or_else(|| sagemaker.and_then(|s| s.region.clone())),
+        // Not inherited from the target: a SageMaker Runtime VPC endpoint does not serve CloudWatch.
+        endpoint_url: raw.endpoint_url.as_ref().map(|url| url.get_ref().clone()),
+    }
+}
+
+fn check_url_scheme(url: &Spanned<String>, key: &str, schemes: &[&str], sink: &mut DiagnosticSink<'_>) {
+    let parsed = url.get_ref().parse::<hyper::Uri>();
+    let scheme_ok =
+        parsed.as_ref().ok().and_then(|uri| uri.scheme_str()).is_some_and(|scheme| schemes.contains(&scheme));
+    if !scheme_ok || parsed.as_ref().ok().and_then(|uri| uri.host()).is_none() {
+        sink.error(
+            span_of(url),
+            key,
+            format!("`{}` is not an absolute {} URL", url.get_ref(), schemes.join(" or ")),
+            Some("e.g. \"https://runtime.sagemaker.us-east-1.amazonaws.com\"".into()),
+        );
+    }
 }
 
 fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
@@ -1407,6 +1611,22 @@ fn validate_configurations(
                     Some("e.g. \"0\", \"0-1\" or \"0,2\"".into()),
                 );
             }
+            match (&config.endpoint_name, kind) {
+                (None, TargetKind::Sagemaker) => sink.error(
+                    span_of(&config.name),
+                    key("endpoint_name"),
+                    "a SageMaker configuration names its endpoint",
+                    Some("e.g. endpoint_name = \"my-model-g5-xlarge\" (the endpoint must already exist)".into()),
+                ),
+                (Some(name), TargetKind::Sagemaker) => check_endpoint_name(name, &key("endpoint_name"), sink),
+                (Some(name), _) => sink.error(
+                    span_of(name),
+                    key("endpoint_name"),
+                    "only sagemaker targets take an endpoint name",
+                    Some("remove it, or use [target] kind = \"sagemaker\"".into()),
+                ),
+                (None, _) => {}
+            }
             if kind == TargetKind::Http && config.url.is_none() && target.http.url.is_none() {
                 sink.error(
                     span_of(&config.name),
@@ -1441,6 +1661,7 @@ fn validate_configurations(
                     .memory_limit_mb
                     .as_ref()
                     .map(|limit| positive(limit, &key("memory_limit_mb"), sink)),
+                endpoint_name: config.endpoint_name.as_ref().map(|name| name.get_ref().clone()),
             }
         })
         .collect()
@@ -1463,7 +1684,7 @@ fn validate_reference(
             );
             None
         }
-        (TargetKind::Http | TargetKind::Command, Some(reference)) => {
+        (TargetKind::Http | TargetKind::Command | TargetKind::Sagemaker, Some(reference)) => {
             sink.error(
                 span_of(reference),
                 key(""),
@@ -1472,7 +1693,7 @@ fn validate_reference(
             );
             None
         }
-        (TargetKind::Http | TargetKind::Command, None) => None,
+        (TargetKind::Http | TargetKind::Command | TargetKind::Sagemaker, None) => None,
         (TargetKind::Reference, Some(reference)) => {
             let model = reference.get_ref();
             if *model.workers.get_ref() == 0 {

@@ -5,6 +5,7 @@ pub mod command;
 pub mod http;
 pub(crate) mod precise_timer;
 pub mod reference;
+pub mod sagemaker;
 
 use std::future::Future;
 

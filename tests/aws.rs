@@ -1,0 +1,332 @@
+//! SageMaker and CloudWatch through the AWS SDK, against moto's server mode (a real implementation of the AWS APIs,
+//! started here on 127.0.0.1 from the virtual environment tests/run.sh creates), with dummy credentials and the
+//! instance-metadata lookup off. Where moto lacks an API, another real means covers it, and the test says so.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use aws_sdk_cloudwatch::types::{Dimension, Statistic};
+use serde_json::Value;
+
+mod common;
+use common::repository;
+
+/// Load-generating tests run one at a time.
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// moto's server mode on a free loopback port, stopped when dropped.
+struct Moto {
+    child: Child,
+    url: String,
+}
+
+impl Moto {
+    fn start() -> Self {
+        let server = repository().join(".venv/bin/moto_server");
+        assert!(
+            server.exists(),
+            "{} is missing: tests/run.sh creates it (python3 -m venv .venv && .venv/bin/pip install 'moto[server]')",
+            server.display()
+        );
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "moto did not start on port {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, url }
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `plateau` with dummy credentials and nothing from this machine's AWS set-up.
+fn plateau(home: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plateau"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("AWS_")) {
+        command.env_remove(name);
+    }
+    command
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("HOME", home)
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing-secret-never-printed");
+    command
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+async fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(url)
+        .credentials_provider(aws_sdk_cloudwatch::config::Credentials::new("testing", "testing", None, None, "static"))
+        .load()
+        .await;
+    aws_sdk_cloudwatch::Client::new(&config)
+}
+
+fn sagemaker_job(folder: &Path, endpoint_url: &str, extra: &str) -> PathBuf {
+    let job = folder.join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"version = 1
+[job]
+name = "sagemaker-moto"
+[target]
+kind = "sagemaker"
+region = "us-east-1"
+endpoint_url = "{endpoint_url}"
+timeout = "5s"
+[payload]
+content_type = "application/json"
+body = '{{"inputs": [[1.0, 2.0, 3.0]]}}'
+[traffic.stairs]
+users_per_step = 2
+step_duration = "3s"
+steps = 2
+{extra}
+[[configurations]]
+name = "m5-large"
+instance_type = "ml.m5.large"
+endpoint_name = "plateau-m5-large"
+"#
+        ),
+    )
+    .unwrap();
+    job
+}
+
+fn read_results(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwatch() {
+    let _load = LOAD.lock().await;
+    let moto = Moto::start();
+    // moto answers InvokeEndpoint from a configurable queue of results.
+    let configured = reqwest::Client::new()
+        .post(format!("{}/moto-api/static/sagemaker/endpoint-results", moto.url))
+        .body(r#"{"results": [{"Body": "{\"predictions\": [0.5]}", "ContentType": "application/json"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(configured.status().is_success());
+
+    // The endpoint's own metrics, as SageMaker would publish them: ModelLatency in microseconds, CPUUtilization
+    // as a sum over cores (ml.m5.large has 2 vCPUs).
+    let client = cloudwatch(&moto.url).await;
+    let endpoint = [
+        Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
+        Dimension::builder().name("VariantName").value("AllTraffic").build(),
+    ];
+    for (namespace, name, value) in [
+        ("AWS/SageMaker", "ModelLatency", 1500.0),
+        ("AWS/SageMaker", "OverheadLatency", 400.0),
+        ("AWS/SageMaker", "Invocations", 250.0),
+        ("/aws/sagemaker/Endpoints", "CPUUtilization", 150.0),
+        ("/aws/sagemaker/Endpoints", "MemoryUtilization", 40.0),
+    ] {
+        let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
+            .metric_name(name)
+            .set_dimensions(Some(endpoint.to_vec()))
+            .timestamp(aws_smithy_types::DateTime::from(SystemTime::now()))
+            .value(value)
+            .build();
+        client.put_metric_data().namespace(namespace).metric_data(datum).send().await.unwrap();
+    }
+
+    let folder = tempfile::tempdir().unwrap();
+    let job = sagemaker_job(
+        folder.path(),
+        &moto.url,
+        &format!("[cloudwatch]\npublish = true\nnamespace = \"plateau/tests\"\nendpoint_url = \"{}\"\n", moto.url),
+    );
+    let out = folder.path().join("out");
+    let started = SystemTime::now() - Duration::from_secs(120);
+    let output =
+        plateau(folder.path()).args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(!text(&output).contains("testing-secret-never-printed"));
+
+    let results = read_results(&out);
+    let configuration = &results["configurations"][0];
+    assert_eq!(configuration["status"], "complete", "{configuration}");
+    let seconds = configuration["seconds"].as_array().unwrap();
+    let completed: u64 = seconds.iter().map(|second| second["completed"].as_u64().unwrap()).sum();
+    let errors: u64 = seconds.iter().map(|second| second["errors"].as_u64().unwrap()).sum();
+    assert!(completed > 100, "only {completed} invocations against moto");
+    assert_eq!(errors, 0);
+    assert!(configuration["metrics"]["max_invocations"].as_f64().unwrap() > 0.0);
+
+    // Read back from the endpoint's metrics: microseconds to milliseconds, CPU normalised by the 2 vCPUs.
+    let endpoint_metrics = &configuration["endpoint_metrics"];
+    assert_eq!(endpoint_metrics["model_latency_ms"], 1.5);
+    assert_eq!(endpoint_metrics["overhead_latency_ms"], 0.4);
+    assert_eq!(endpoint_metrics["invocations"], 250.0);
+    assert_eq!(endpoint_metrics["cpu_utilization"], 75.0);
+    assert_eq!(configuration["metrics"]["cpu_utilization_percent"], 75.0);
+    assert_eq!(configuration["metrics"]["memory_utilization_percent"], 40.0);
+
+    // What plateau published, read back: one ClientInvocations datum per second, summing to the invocations
+    // counted, and one latency sample per invocation; in a handful of calls, not one per second.
+    let summary = &configuration["cloudwatch"];
+    assert_eq!(summary["failed_calls"], 0, "{summary}");
+    assert_eq!(summary["data_sent"].as_u64().unwrap(), 4 * seconds.len() as u64);
+    assert!(summary["calls"].as_u64().unwrap() <= seconds.len().div_ceil(20) as u64);
+    let dimensions = [
+        Dimension::builder().name("JobName").value("sagemaker-moto").build(),
+        Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
+    ];
+    let statistic = |name: &'static str, statistic: Statistic| {
+        let client = client.clone();
+        let dimensions = dimensions.to_vec();
+        async move {
+            let output = client
+                .get_metric_statistics()
+                .namespace("plateau/tests")
+                .metric_name(name)
+                .set_dimensions(Some(dimensions))
+                .start_time(aws_smithy_types::DateTime::from(started))
+                .end_time(aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(120)))
+                .period(3600)
+                .statistics(statistic)
+                .send()
+                .await
+                .unwrap();
+            output.datapoints().to_vec()
+        }
+    };
+    let invocations = statistic("ClientInvocations", Statistic::Sum).await;
+    let published: f64 = invocations.iter().filter_map(|point| point.sum()).sum();
+    assert_eq!(published, completed as f64);
+    let latency = statistic("ClientLatency", Statistic::SampleCount).await;
+    let samples: f64 = latency.iter().filter_map(|point| point.sample_count()).sum();
+    assert_eq!(samples, completed as f64);
+    let users = statistic("NumberOfUsers", Statistic::Maximum).await;
+    assert_eq!(users.iter().filter_map(|point| point.maximum()).fold(0.0, f64::max), 4.0);
+
+    // The reports show the endpoint's latency beside plateau's.
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("server-side"), "{markdown}");
+}
+
+#[test]
+fn missing_credentials_name_the_sources_tried() {
+    let folder = tempfile::tempdir().unwrap();
+    let job = sagemaker_job(folder.path(), "http://127.0.0.1:9", "");
+    let output = plateau(folder.path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .args(["run", job.to_str().unwrap(), "--out", folder.path().join("out").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(stderr.contains("no usable AWS credentials"), "{stderr}");
+    for source in
+        ["AWS_ACCESS_KEY_ID", "~/.aws/credentials", "AWS_WEB_IDENTITY_TOKEN_FILE", "ECS", "EC2 instance metadata"]
+    {
+        assert!(stderr.contains(source), "`{source}` not named in: {stderr}");
+    }
+}
+
+/// moto does not implement InvokeEndpointWithResponseStream (it answers 404), so this test serves the stream from a
+/// loopback server that encodes real event-stream frames with the SDK's own codec (aws-smithy-eventstream): five
+/// PayloadParts, the first after 30 ms, then one every 20 ms.
+#[tokio::test(flavor = "multi_thread")]
+async fn streaming_endpoints_report_time_to_first_chunk_and_between_chunks() {
+    let _load = LOAD.lock().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve_event_streams(listener));
+
+    let folder = tempfile::tempdir().unwrap();
+    let job =
+        sagemaker_job(folder.path(), &url, "[cloudwatch]\nendpoint_metrics = false\n").to_str().unwrap().to_string();
+    let text_of_job =
+        std::fs::read_to_string(&job).unwrap().replace("timeout = \"5s\"", "timeout = \"5s\"\nstreaming = true");
+    std::fs::write(&job, text_of_job).unwrap();
+    let out = folder.path().join("out");
+    let output = plateau(folder.path()).args(["run", &job, "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results = read_results(&out);
+    let step = &results["configurations"][0]["steps"][0];
+    let first_chunk_p50 = step["first_chunk"]["p50_ms"].as_f64().unwrap();
+    let between_p50 = step["between_chunks"]["p50_ms"].as_f64().unwrap();
+    let latency_p50 = step["latency"]["p50_ms"].as_f64().unwrap();
+    assert!((29.0..36.0).contains(&first_chunk_p50), "time to first chunk {first_chunk_p50} ms, served at 30 ms");
+    assert!((19.0..23.0).contains(&between_p50), "time between chunks {between_p50} ms, served every 20 ms");
+    assert!((109.0..120.0).contains(&latency_p50), "whole response {latency_p50} ms, served in 110 ms");
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("first chunk"), "{markdown}");
+}
+
+async fn serve_event_streams(listener: tokio::net::TcpListener) {
+    use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+    use http_body_util::BodyExt as _;
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        // Each frame goes out when written, as a real stream's would (no Nagle delay behind the headers).
+        stream.set_nodelay(true).unwrap();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
+                assert!(request.uri().path().ends_with("/invocations-response-stream"), "{}", request.uri());
+                let _ = request.into_body().collect().await;
+                let (mut sender, body) =
+                    http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(8);
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    for part in 0..5 {
+                        if part > 0 {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        let message = Message::new(format!("{{\"token\": {part}}}"))
+                            .add_header(Header::new(":message-type", HeaderValue::String("event".into())))
+                            .add_header(Header::new(":event-type", HeaderValue::String("PayloadPart".into())))
+                            .add_header(Header::new(
+                                ":content-type",
+                                HeaderValue::String("application/octet-stream".into()),
+                            ));
+                        let mut frame = Vec::new();
+                        aws_smithy_eventstream::frame::write_message_to(&message, &mut frame).unwrap();
+                        if sender.send_data(frame.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+                let response = hyper::Response::builder()
+                    .header("content-type", "application/vnd.amazon.eventstream")
+                    .header("x-amzn-sagemaker-content-type", "application/json")
+                    .body(body)
+                    .unwrap();
+                Ok::<_, std::convert::Infallible>(response)
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
