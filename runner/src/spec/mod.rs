@@ -1034,12 +1034,15 @@ fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<
     if let Some(region) = &raw.region {
         check_region(region, "target.region", sink);
     }
-    for (field, present) in
-        [("url", raw.url.is_some()), ("method", raw.method.is_some()), ("check", raw.check.is_some())]
-    {
-        if present {
+    let http_only = [
+        ("url", raw.url.as_ref().map(span_of)),
+        ("method", raw.method.as_ref().map(span_of)),
+        ("check", raw.check.as_ref().map(|_| span_of(&raw.kind))),
+    ];
+    for (field, span) in http_only {
+        if let Some(span) = span {
             sink.error(
-                span_of(&raw.kind),
+                span,
                 format!("target.{field}"),
                 format!("a sagemaker target takes no `{field}`: requests go through InvokeEndpoint"),
                 Some("name each configuration's endpoint with `endpoint_name`".into()),
