@@ -10,7 +10,8 @@
    queues), 16 connections: wrk's p50 and p99 against plateau's.
 4. With --long: a 10-minute closed-model run at full speed, plateau's resident memory at minute 1 and minute 10.
 
-Installs nginx and wrk (Debian) and oha (crates.io) when they are missing. Usage: benches/engine.py [--long]
+Installs nginx and wrk (Debian) and oha (crates.io) when they are missing.
+Usage: benches/engine.py [--long] [--plugin-only]
 """
 import json
 import os
@@ -141,27 +142,32 @@ TABULAR_PLUGIN = f"""plugin = "{ROOT / 'payload-plugins' / 'build' / 'tabular.wa
 features = 8
 decimals = 3"""
 TABULAR_FIXED = "body = '{\"instances\":[[0.497,-1.210,0.334,1.871,-0.052,0.912,-0.671,1.304]]}'"
+# The smallest plugin: what the host itself costs per request, whatever the plugin does.
+MINIMAL_PLUGIN = "plugin = \"" + str(ROOT / "payload-plugins" / "build" / "minimal-rust.wasm") + "\""
+MINIMAL_FIXED = "body = '{\"inputs\": [12345, 678]}'"
 
 
 def plugin_in_the_loop(folder):
     """The engine with a payload plugin generating every request, against the same engine sending a fixed body of
-    the same size: the plugin's cost shows as the ratio."""
+    the same size: the plugin's cost shows as the ratio. Two plugins: the minimal one (the host's own overhead)
+    and the tabular example (a realistic generator)."""
     url = f"http://127.0.0.1:{NGINX_PORT}/"
-    rounds = []
-    for index in range(ROUNDS):
-        result = {
-            "fixed body": plateau_job(folder, "fixed", url, closed(CONNECTIONS, DURATION_S), TABULAR_FIXED)["throughput_rps"],
-            "plugin": plateau_job(folder, "plugin", url, closed(CONNECTIONS, DURATION_S), TABULAR_PLUGIN)["throughput_rps"],
-        }
-        rounds.append(result)
-        print(f"round {index + 1}: " + ", ".join(f"{name} {rps:,.0f} req/s" for name, rps in result.items()))
-    medians = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
-    job = folder / "plugin.toml"
-    stats = run([str(PLATEAU), "payload", "preview", str(job), "-n", "200000", "--stats"]).strip().splitlines()[-1]
-    print(f"\nplugin in the loop (tabular, 8 features), closed model, {CONNECTIONS} users, medians of {ROUNDS} rounds:")
-    print(f"  fixed body {medians['fixed body']:,.0f} req/s, plugin {medians['plugin']:,.0f} req/s: "
-          f"{medians['plugin'] / medians['fixed body']:.2f}x (goal >= 0.9)")
-    print(f"  plugin cost, generating alone: {stats}")
+    cases = {"minimal": (MINIMAL_FIXED, MINIMAL_PLUGIN), "tabular, 8 features": (TABULAR_FIXED, TABULAR_PLUGIN)}
+    for label, (fixed, plugin) in cases.items():
+        rounds = []
+        for index in range(ROUNDS):
+            result = {
+                "fixed body": plateau_job(folder, "fixed", url, closed(CONNECTIONS, DURATION_S), fixed)["throughput_rps"],
+                "plugin": plateau_job(folder, "plugin", url, closed(CONNECTIONS, DURATION_S), plugin)["throughput_rps"],
+            }
+            rounds.append(result)
+            print(f"{label} round {index + 1}: " + ", ".join(f"{name} {rps:,.0f} req/s" for name, rps in result.items()))
+        medians = {name: statistics.median(r[name] for r in rounds) for name in rounds[0]}
+        stats = run([str(PLATEAU), "payload", "preview", str(folder / "plugin.toml"), "-n", "200000", "--stats"])
+        print(f"\nplugin in the loop ({label}), closed model, {CONNECTIONS} users, medians of {ROUNDS} rounds:")
+        print(f"  fixed body {medians['fixed body']:,.0f} req/s, plugin {medians['plugin']:,.0f} req/s: "
+              f"{medians['plugin'] / medians['fixed body']:.2f}x (goal >= 0.9)")
+        print(f"  plugin cost, generating alone: {stats.strip().splitlines()[-1]}\n")
 
 
 def latency_accuracy(folder):
@@ -230,10 +236,13 @@ if __name__ == "__main__":
         folder = Path(temporary)
         start_nginx(folder)
         try:
-            throughput(folder)
+            everything = "--plugin-only" not in sys.argv
+            if everything:
+                throughput(folder)
             plugin_in_the_loop(folder)
-            latency_accuracy(folder)
-            if "--long" in sys.argv:
+            if everything:
+                latency_accuracy(folder)
+            if everything and "--long" in sys.argv:
                 long_run(folder)
         finally:
             subprocess.run([NGINX, "-c", str(folder / "nginx.conf"), "-p", str(folder), "-s", "stop"], check=False)

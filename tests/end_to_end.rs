@@ -520,3 +520,25 @@ fn phases_are_judged_by_sliding_windows_measured_from_the_series() {
         .sum();
     assert_eq!(config["metrics"]["model_latency"]["count"].as_u64().unwrap(), in_window);
 }
+
+#[test]
+fn think_time_paces_each_virtual_user() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    // 4 users, each waiting 40 ms after a 10 ms answer: 4 x 1 / 50 ms = 80 requests/s, far below the 800/s
+    // the endpoint could serve back to back.
+    let job = write_job(
+        folder.path(),
+        "version = 1\n[job]\nname = \"think\"\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{}\"\n\
+         [traffic]\nthink_time = \"40ms\"\n[traffic.stairs]\nusers_per_step = 4\nstep_duration = \"4s\"\nsteps = 1\n\
+         [[configurations]]\nname = \"c\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 1\n\
+         reference = { workers = 8, service_time_ms = 10 }\n",
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let step = &read_results(&out)["configurations"][0]["steps"][0];
+    let throughput = step["throughput_rps"].as_f64().unwrap();
+    assert!((72.0..=82.0).contains(&throughput), "{throughput} requests/s, expected about 80");
+    assert!(step["latency"]["p50_ms"].as_f64().unwrap() < 12.0, "think time is not latency: {step}");
+}

@@ -324,8 +324,13 @@ pub async fn drive<T: Target>(
     let run = options.cancel.child_token();
     let mut load = match schedule.load_unit {
         LoadUnit::Users => {
-            let mut users =
-                VirtualUsers { target, recorder: Arc::clone(&recorder), run: run.clone(), active: Vec::new() };
+            let mut users = VirtualUsers {
+                target,
+                recorder: Arc::clone(&recorder),
+                run: run.clone(),
+                active: Vec::new(),
+                think_time: Duration::from_millis(options.traffic.think_time_ms),
+            };
             users.set(schedule.users_at(0.0));
             tokio::spawn(lag_probe(Arc::clone(&recorder), run.clone()));
             Load::Closed(users)
@@ -695,6 +700,7 @@ struct VirtualUsers<T: Target> {
     recorder: Arc<Recorder>,
     run: CancellationToken,
     active: Vec<(CancellationToken, JoinHandle<()>)>,
+    think_time: Duration,
 }
 
 impl<T: Target> VirtualUsers<T> {
@@ -703,8 +709,9 @@ impl<T: Target> VirtualUsers<T> {
         while self.active.len() < count {
             let token = self.run.child_token();
             let shard = self.recorder.shard_for(self.active.len());
-            let task =
-                tokio::spawn(virtual_user(self.target.session(), Arc::clone(&self.recorder), shard, token.clone()));
+            let user =
+                virtual_user(self.target.session(), Arc::clone(&self.recorder), shard, self.think_time, token.clone());
+            let task = tokio::spawn(user);
             self.active.push((token, task));
         }
         while self.active.len() > count {
@@ -721,7 +728,13 @@ impl<T: Target> VirtualUsers<T> {
     }
 }
 
-async fn virtual_user<S: Session>(mut session: S, recorder: Arc<Recorder>, shard: usize, token: CancellationToken) {
+async fn virtual_user<S: Session>(
+    mut session: S,
+    recorder: Arc<Recorder>,
+    shard: usize,
+    think_time: Duration,
+    token: CancellationToken,
+) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(10);
     let mut backoff = FIRST_BACKOFF;
     loop {
@@ -745,6 +758,12 @@ async fn virtual_user<S: Session>(mut session: S, recorder: Arc<Recorder>, shard
             backoff = (backoff * 2).min(Duration::from_secs(1));
         } else {
             backoff = FIRST_BACKOFF;
+            if !think_time.is_zero() {
+                tokio::select! {
+                    _ = token.cancelled() => return,
+                    _ = tokio::time::sleep(think_time) => {}
+                }
+            }
         }
     }
 }

@@ -410,12 +410,17 @@ async fn run_configuration(
             let record = drive_until_exit(Arc::clone(&target), options, resources, &mut observer, &server).await;
             (record, target.error_details())
         }
-        _ => match HttpTarget::new(&url, &job.target.http, &job.payload, payload) {
-            Ok(target) => {
-                (drive_until_exit(Arc::new(target), options, resources, &mut observer, &server).await, Vec::new())
+        _ => {
+            let target = match HttpTarget::new(&url, &job.target.http, &job.payload, payload) {
+                Ok(target) => target,
+                Err(error) => return failed(run, ramp_s, &error),
+            };
+            if let Err(error) = target.preflight().await {
+                progress.line(format!("{label} failed: {error:#}"));
+                return failed(run, ramp_s, &error);
             }
-            Err(error) => return failed(run, ramp_s, &error),
-        },
+            (drive_until_exit(Arc::new(target), options, resources, &mut observer, &server).await, Vec::new())
+        }
     };
     let run_ended = SystemTime::now();
     let cloudwatch = match publisher {

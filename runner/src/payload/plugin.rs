@@ -63,11 +63,14 @@ impl WasiView for PluginState {
     }
 }
 
-/// One instance, owned by one virtual user or worker: calls never cross threads or wait on a lock.
+/// One instance, used by one thread at a time: calls never cross threads or wait on a lock.
 pub struct PluginInstance {
     plugin: Arc<LoadedPlugin>,
     store: Store<PluginState>,
     bindings: Generator,
+    /// Reused call to call: only the sequence and seed change within a configuration's run.
+    context: GenerateContext,
+    job_seed: u64,
 }
 
 impl LoadedPlugin {
@@ -104,8 +107,8 @@ impl LoadedPlugin {
         Ok(Arc::new(Self { name, sha256, wrapped_core_module, spec: spec.clone(), engine, pre, ticker_stop }))
     }
 
-    /// A new instance with `init` called on it.
-    pub fn instantiate(self: &Arc<Self>, job_seed: u64) -> Result<PluginInstance, String> {
+    /// A new instance with `init` called on it, generating for `configuration`.
+    pub fn instantiate(self: &Arc<Self>, configuration: &str, job_seed: u64) -> Result<PluginInstance, String> {
         let wasi = self.wasi_context(job_seed)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.spec.limits.memory_mb as usize * 1024 * 1024)
@@ -118,7 +121,13 @@ impl LoadedPlugin {
         self.arm(&mut store, 10);
         let bindings = self.pre.instantiate(&mut store).map_err(|error| self.describe("init", None, &error))?;
         match bindings.call_init(&mut store, &self.spec.config_json) {
-            Ok(Ok(())) => Ok(PluginInstance { plugin: Arc::clone(self), store, bindings }),
+            Ok(Ok(())) => Ok(PluginInstance {
+                plugin: Arc::clone(self),
+                store,
+                bindings,
+                context: GenerateContext { sequence: 0, configuration: configuration.to_string(), seed: 0 },
+                job_seed,
+            }),
             Ok(Err(message)) => Err(format!("payload plugin `{}`: init refused its config: {message}", self.name)),
             Err(error) => Err(self.describe("init", None, &error)),
         }
@@ -193,15 +202,12 @@ impl LoadedPlugin {
 }
 
 impl PluginInstance {
-    pub fn generate(&mut self, sequence: u64, configuration: &str, job_seed: u64) -> Result<Prepared, String> {
+    pub fn generate(&mut self, sequence: u64) -> Result<Prepared, String> {
         let plugin = &self.plugin;
         plugin.arm(&mut self.store, 1);
-        let context = GenerateContext {
-            sequence,
-            configuration: configuration.to_string(),
-            seed: request_seed(job_seed, sequence),
-        };
-        let request = match self.bindings.call_generate(&mut self.store, &context) {
+        self.context.sequence = sequence;
+        self.context.seed = request_seed(self.job_seed, sequence);
+        let request = match self.bindings.call_generate(&mut self.store, &self.context) {
             Ok(Ok(request)) => request,
             Ok(Err(message)) => {
                 return Err(format!(

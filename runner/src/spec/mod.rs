@@ -103,6 +103,8 @@ struct RawTarget {
     timeout: Option<DurationValue>,
     max_response_bytes: Option<Spanned<u64>>,
     check: Option<RawResponseCheck>,
+    http_version: Option<Spanned<HttpVersion>>,
+    tls: Option<Spanned<RawTls>>,
     // Command targets: a server plateau starts itself for each configuration.
     command: Option<Spanned<Vec<String>>>,
     working_dir: Option<Spanned<PathBuf>>,
@@ -131,6 +133,29 @@ struct RawCloudWatch {
     endpoint_metrics: Option<bool>,
     region: Option<Spanned<String>>,
     endpoint_url: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    ca_file: Option<Spanned<PathBuf>>,
+    client_cert: Option<Spanned<PathBuf>>,
+    client_key: Option<Spanned<PathBuf>>,
+    server_name: Option<Spanned<String>>,
+}
+
+/// Which HTTP the target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+pub enum HttpVersion {
+    /// HTTP/2 when an https server offers it (ALPN), else HTTP/1.1; plain http is HTTP/1.1.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "1.1")]
+    Http1,
+    /// HTTP/2 only: negotiated over https, prior knowledge (h2c) over plain http.
+    #[serde(rename = "2")]
+    Http2,
 }
 
 #[derive(Deserialize)]
@@ -216,6 +241,7 @@ struct RawTraffic {
     warmup: Option<Spanned<DurationValue>>,
     arrivals: Option<Spanned<Arrivals>>,
     max_in_flight: Option<Spanned<u32>>,
+    think_time: Option<Spanned<DurationValue>>,
 }
 
 #[derive(Deserialize)]
@@ -476,6 +502,20 @@ pub struct HttpRequestSpec {
     /// A larger response is an error (class `other`): a runaway response must not exhaust memory or skew timing.
     pub max_response_bytes: u64,
     pub check: ResponseCheck,
+    pub http_version: HttpVersion,
+    pub tls: TlsSpec,
+}
+
+/// TLS for https targets, beyond the system's roots: paths resolved against the job file's folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSpec {
+    /// PEM certificates trusted besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for servers that require mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The name to verify the server's certificate against (and send as SNI), when it is not the URL's host.
+    pub server_name: Option<String>,
 }
 
 /// What a response must be to count as a success; a response that fails it is a `model_error`.
@@ -574,11 +614,19 @@ pub struct TrafficOptions {
     pub arrivals: Arrivals,
     /// Open model: requests in flight at most; an arrival beyond it is dropped and counted.
     pub max_in_flight: u32,
+    /// Closed model: how long a virtual user waits after a response before its next request (a person reading,
+    /// a client batching). Zero sends back to back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub think_time_ms: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 impl Default for TrafficOptions {
     fn default() -> Self {
-        Self { warmup_s: 0, arrivals: Arrivals::Uniform, max_in_flight: 1024 }
+        Self { warmup_s: 0, arrivals: Arrivals::Uniform, max_in_flight: 1024, think_time_ms: 0 }
     }
 }
 
@@ -753,7 +801,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
             Some("name the job, e.g. name = \"resnet-cpu\"".into()),
         );
     }
-    let mut target = validate_target(&raw.target, sink);
+    let mut target = validate_target(&raw.target, path, sink);
     if let Some(command) = &mut target.command {
         command.working_dir = relative_to(path, &command.working_dir);
     }
@@ -807,7 +855,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     Some(job)
 }
 
-fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
+fn validate_target(raw: &RawTarget, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> Target {
     let kind = *raw.kind.get_ref();
     let method = raw.method.as_ref().map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
     if let Some(raw_method) = &raw.method
@@ -857,6 +905,8 @@ fn validate_target(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Target {
         command,
         sagemaker,
         http: HttpRequestSpec {
+            http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
+            tls: validate_tls(raw.tls.as_ref(), job_path, sink),
             url: raw.url.as_ref().map(|url| url.get_ref().clone()),
             method,
             headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
@@ -1005,6 +1055,40 @@ fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<Co
     })
 }
 
+fn validate_tls(raw: Option<&Spanned<RawTls>>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> TlsSpec {
+    let Some(raw) = raw else { return TlsSpec::default() };
+    let tls = raw.get_ref();
+    let mut file = |value: &Option<Spanned<PathBuf>>, key: &str| {
+        value.as_ref().map(|path| {
+            let resolved = relative_to(job_path, path.get_ref());
+            if !resolved.is_file() {
+                sink.error(
+                    span_of(path),
+                    key,
+                    format!("no file at `{}`", resolved.display()),
+                    Some("paths are relative to the job file; PEM format".into()),
+                );
+            }
+            resolved
+        })
+    };
+    let spec = TlsSpec {
+        ca_file: file(&tls.ca_file, "target.tls.ca_file"),
+        client_cert: file(&tls.client_cert, "target.tls.client_cert"),
+        client_key: file(&tls.client_key, "target.tls.client_key"),
+        server_name: tls.server_name.as_ref().map(|name| name.get_ref().clone()),
+    };
+    if spec.client_cert.is_some() != spec.client_key.is_some() {
+        sink.error(
+            span_of(raw),
+            "target.tls",
+            "mutual TLS needs both `client_cert` and `client_key`",
+            Some("give both PEM files, or neither".into()),
+        );
+    }
+    spec
+}
+
 fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<SageMakerSpec> {
     let text = |value: &Option<Spanned<String>>| value.as_ref().map(|value| value.get_ref().clone());
     let sagemaker_only = [
@@ -1029,7 +1113,7 @@ fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<
         return None;
     }
     if let Some(url) = &raw.endpoint_url {
-        check_url_scheme(url, "target.endpoint_url", &["http", "https"], sink);
+        check_absolute_url(url, "target.endpoint_url", AWS_ENDPOINT_HINT, sink);
     }
     if let Some(region) = &raw.region {
         check_region(region, "target.region", sink);
@@ -1060,6 +1144,8 @@ fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<
         streaming: raw.streaming.as_ref().is_some_and(|streaming| *streaming.get_ref()),
     })
 }
+
+const AWS_ENDPOINT_HINT: &str = "e.g. \"https://runtime.sagemaker.us-east-1.amazonaws.com\"";
 
 /// AWS region names look like `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
 fn check_region(region: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
@@ -1100,7 +1186,7 @@ fn check_endpoint_name(name: &Spanned<String>, key: &str, sink: &mut DiagnosticS
 fn validate_cloudwatch(raw: &RawCloudWatch, target: &Target, sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
     let is_sagemaker = target.kind == TargetKind::Sagemaker;
     if let Some(url) = &raw.endpoint_url {
-        check_url_scheme(url, "cloudwatch.endpoint_url", &["http", "https"], sink);
+        check_absolute_url(url, "cloudwatch.endpoint_url", AWS_ENDPOINT_HINT, sink);
     }
     if let Some(region) = &raw.region {
         check_region(region, "cloudwatch.region", sink);
@@ -1132,36 +1218,29 @@ fn validate_cloudwatch(raw: &RawCloudWatch, target: &Target, sink: &mut Diagnost
     }
 }
 
-fn check_url_scheme(url: &Spanned<String>, key: &str, schemes: &[&str], sink: &mut DiagnosticSink<'_>) {
-    let parsed = url.get_ref().parse::<hyper::Uri>();
-    let scheme_ok =
-        parsed.as_ref().ok().and_then(|uri| uri.scheme_str()).is_some_and(|scheme| schemes.contains(&scheme));
-    if !scheme_ok || parsed.as_ref().ok().and_then(|uri| uri.host()).is_none() {
+/// An absolute http or https URL with a host.
+fn check_absolute_url(url: &Spanned<String>, key: &str, hint: &str, sink: &mut DiagnosticSink<'_>) {
+    let parsed = url.get_ref().parse::<hyper::Uri>().ok();
+    let valid = parsed.as_ref().is_some_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|host| !host.is_empty())
+    });
+    if !valid {
         sink.error(
             span_of(url),
             key,
-            format!("`{}` is not an absolute {} URL", url.get_ref(), schemes.join(" or ")),
-            Some("e.g. \"https://runtime.sagemaker.us-east-1.amazonaws.com\"".into()),
+            format!("`{}` is not an absolute http or https URL", url.get_ref()),
+            Some(hint.into()),
         );
     }
 }
 
 fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
-    match url.get_ref().parse::<hyper::Uri>() {
-        Ok(uri) if uri.scheme_str() == Some("http") && uri.host().is_some() => {}
-        Ok(uri) if uri.scheme_str() == Some("https") => sink.error(
-            span_of(url),
-            key,
-            "https targets are not supported yet",
-            Some("use an http:// URL; TLS through rustls comes with the load-engine work".into()),
-        ),
-        _ => sink.error(
-            span_of(url),
-            key,
-            format!("`{}` is not an absolute http URL", url.get_ref()),
-            Some("e.g. \"http://127.0.0.1:8080/invocations\"".into()),
-        ),
-    }
+    check_absolute_url(
+        url,
+        key,
+        "e.g. \"http://127.0.0.1:8080/invocations\" or \"https://model.internal/v1/predict\"",
+        sink,
+    );
 }
 
 fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, job_path: &Path) -> Option<Payload> {
@@ -1432,6 +1511,20 @@ fn validate_traffic_options(
     }
     if let Some(max_in_flight) = &raw.max_in_flight {
         options.max_in_flight = at_least_one(max_in_flight, "traffic.max_in_flight", sink);
+    }
+    if let Some(think_time) = &raw.think_time {
+        let duration = think_time.get_ref().0;
+        options.think_time_ms = duration.as_millis() as u64;
+        if open {
+            sink.error(
+                span_of(think_time),
+                "traffic.think_time",
+                "`think_time` applies to virtual users only",
+                Some("an arrival rate already says when each request is sent".into()),
+            );
+        } else if duration.subsec_micros() % 1000 != 0 {
+            sink.error(span_of(think_time), "traffic.think_time", "must be whole milliseconds", None);
+        }
     }
     if !open && traffic.is_some() {
         let open_only = [
