@@ -38,7 +38,7 @@ impl fmt::Display for SpecError {
 impl Diagnostic {
     /// 1-based line and column of the span start.
     pub fn line_column(&self) -> Option<(usize, usize)> {
-        let start = self.span.as_ref()?.start.min(self.source.len());
+        let start = self.source.floor_char_boundary(self.span.as_ref()?.start);
         let before = &self.source[..start];
         let line = before.matches('\n').count() + 1;
         let column = before.rsplit('\n').next().map_or(0, |s| s.chars().count()) + 1;
@@ -80,11 +80,12 @@ impl fmt::Display for Diagnostic {
     }
 }
 
-/// Spans from the parser may point one past the end; annotate-snippets wants them inside the text.
+/// Spans from the parser may point one past the end, or into a multi-byte character; annotate-snippets wants
+/// them inside the text and on character boundaries.
 fn clamp_span(source: &str, span: Range<usize>) -> Range<usize> {
-    let end = span.end.min(source.len());
-    let start = span.start.min(end);
-    if start == end && end < source.len() { start..end + 1 } else { start..end }
+    let end = source.ceil_char_boundary(span.end);
+    let start = source.floor_char_boundary(span.start.min(end));
+    if start == end && end < source.len() { start..source.ceil_char_boundary(end + 1) } else { start..end }
 }
 
 /// Builds diagnostics for one file; keeps the file's text so spans can be rendered and keys found.
