@@ -18,10 +18,11 @@ fi
 # playwright-core drives that Chromium; it downloads no browser of its own.
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
-# moto's server mode, the AWS API emulator the AWS tests start (DESIGN.md: AWS in tests).
-if [ ! -x .venv/bin/moto_server ]; then
+# moto's server mode, the AWS API emulator the AWS tests start (DESIGN.md: AWS in tests), and jsonschema, the
+# independent validator the schema test checks scenarios with.
+if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import jsonschema' 2>/dev/null; then
   python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5'
+  .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'jsonschema>=4.18'
 fi
 
 # The example payload plugins, built from source (the tests call this again; it is incremental).

@@ -50,6 +50,8 @@ enum Command {
     /// Show the test runs a job file expands into, their order, the longest they can take and what that costs,
     /// without sending a request.
     Plan { job: PathBuf },
+    /// Print the job file's JSON Schema, for editors (taplo, Even Better TOML) and CI linters.
+    Schema,
     /// Work with a job file's payload.
     #[command(subcommand)]
     Payload(PayloadCommand),
@@ -166,6 +168,10 @@ pub fn main() -> Exit {
             Command::Run { job, out, report } => execute::run(&job, out, report.options()).await,
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
+            Command::Schema => {
+                println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
+                Ok(Exit::Success)
+            }
             Command::Payload(PayloadCommand::Preview { job, count, max_bytes, stats }) => {
                 Ok(preview_payload(&job, count, max_bytes, stats))
             }

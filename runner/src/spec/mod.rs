@@ -26,18 +26,23 @@ const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 // ---------------------------------------------------------------------------------------------------------------
 // Raw types: exactly what the TOML says.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "JobFile")]
 struct RawJobFile {
+    #[schemars(with = "u32")]
     version: Spanned<u32>,
     job: RawJob,
     target: RawTarget,
+    #[schemars(with = "RawPayload")]
     payload: Spanned<RawPayload>,
+    #[schemars(with = "RawTraffic")]
     traffic: Spanned<RawTraffic>,
     #[serde(default)]
     stopping: RawStopping,
     #[serde(default)]
     requirements: RawRequirements,
+    #[schemars(with = "Vec<RawConfiguration>")]
     configurations: Spanned<Vec<RawConfiguration>>,
     #[serde(default)]
     report: RawReport,
@@ -47,12 +52,16 @@ struct RawJobFile {
     cloudwatch: RawCloudWatch,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PlateauSettings")]
 struct RawPlateauSettings {
+    #[schemars(with = "Option<f64>")]
     min_gain_percent: Option<Spanned<f64>>,
+    #[schemars(with = "Option<f64>")]
     min_load_efficiency: Option<Spanned<f64>>,
     confirm_steps: Option<usize>,
+    #[schemars(with = "Option<f64>")]
     max_error_rate_percent: Option<Spanned<f64>>,
 }
 
@@ -75,77 +84,109 @@ impl Default for PlateauSettings {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Report")]
 struct RawReport {
     /// A folder of templates replacing the built-in ones of the same name, relative to the job file.
+    #[schemars(with = "Option<PathBuf>")]
     templates: Option<Spanned<PathBuf>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Job")]
 struct RawJob {
+    #[schemars(with = "String")]
     name: Spanned<String>,
     description: Option<String>,
     seed: Option<u64>,
     /// A price table of the user's own, relative to the job file; else the built-in one.
+    #[schemars(with = "Option<PathBuf>")]
     price_table: Option<Spanned<PathBuf>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Target")]
 struct RawTarget {
+    #[schemars(with = "TargetKind")]
     kind: Spanned<TargetKind>,
+    #[schemars(with = "Option<String>")]
     url: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     method: Option<Spanned<String>>,
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     timeout: Option<DurationValue>,
+    #[schemars(with = "Option<u64>")]
     max_response_bytes: Option<Spanned<u64>>,
     check: Option<RawResponseCheck>,
+    #[schemars(with = "Option<HttpVersion>")]
     http_version: Option<Spanned<HttpVersion>>,
+    #[schemars(with = "Option<RawTls>")]
     tls: Option<Spanned<RawTls>>,
     // Command targets: a server plateau starts itself for each configuration.
+    #[schemars(with = "Option<Vec<String>>")]
     command: Option<Spanned<Vec<String>>>,
+    #[schemars(with = "Option<PathBuf>")]
     working_dir: Option<Spanned<PathBuf>>,
     #[serde(default)]
     env: BTreeMap<String, String>,
     port: Option<u16>,
     path: Option<String>,
+    #[schemars(with = "Option<RawReadiness>")]
     readiness: Option<Spanned<RawReadiness>>,
     stop_grace: Option<DurationValue>,
     // SageMaker targets: endpoints that already exist, one per configuration (`endpoint_name`).
+    #[schemars(with = "Option<String>")]
     region: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     profile: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     endpoint_url: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     custom_attributes: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     target_variant: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     target_model: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     inference_component: Option<Spanned<String>>,
+    #[schemars(with = "Option<bool>")]
     streaming: Option<Spanned<bool>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "CloudWatch")]
 struct RawCloudWatch {
     publish: Option<bool>,
+    #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
     endpoint_metrics: Option<bool>,
+    #[schemars(with = "Option<String>")]
     region: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     endpoint_url: Option<Spanned<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Tls")]
 struct RawTls {
+    #[schemars(with = "Option<PathBuf>")]
     ca_file: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<PathBuf>")]
     client_cert: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<PathBuf>")]
     client_key: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<String>")]
     server_name: Option<Spanned<String>>,
 }
 
 /// Which HTTP the target speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
 pub enum HttpVersion {
     /// HTTP/2 when an https server offers it (ALPN), else HTTP/1.1; plain http is HTTP/1.1.
     #[default]
@@ -158,15 +199,18 @@ pub enum HttpVersion {
     Http2,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ResponseCheck")]
 struct RawResponseCheck {
+    #[schemars(with = "Option<u16>")]
     status: Option<Spanned<u16>>,
     body_contains: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Readiness")]
 struct RawReadiness {
     http_path: Option<String>,
     expected_status: Option<u16>,
@@ -175,7 +219,7 @@ struct RawReadiness {
     timeout: Option<DurationValue>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetKind {
     Reference,
@@ -187,38 +231,51 @@ pub enum TargetKind {
 }
 
 /// A header value given inline, or read from an environment variable so secrets stay out of the job file.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum HeaderValue {
     Inline(String),
     Env { env: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Payload")]
 struct RawPayload {
     content_type: Option<String>,
     accept: Option<String>,
     body: Option<String>,
+    #[schemars(with = "Option<PathBuf>")]
     file: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<PathBuf>")]
     plugin: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     config: Option<Spanned<toml::Table>>,
+    #[schemars(with = "Option<RawPluginLimits>")]
     limits: Option<Spanned<RawPluginLimits>>,
+    #[schemars(with = "Option<RawPluginGrant>")]
     grant: Option<Spanned<RawPluginGrant>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PluginLimits")]
 struct RawPluginLimits {
+    #[schemars(with = "Option<u32>")]
     memory_mb: Option<Spanned<u32>>,
+    #[schemars(with = "Option<DurationValue>")]
     call_timeout: Option<Spanned<DurationValue>>,
+    #[schemars(with = "Option<u64>")]
     fuel_per_call: Option<Spanned<u64>>,
+    #[schemars(with = "Option<u64>")]
     max_body_bytes: Option<Spanned<u64>>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PluginGrant")]
 struct RawPluginGrant {
+    #[schemars(with = "Option<PathBuf>")]
     read_dir: Option<Spanned<PathBuf>>,
     #[serde(default)]
     env: Vec<String>,
@@ -230,46 +287,68 @@ struct RawPluginGrant {
     network: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Traffic")]
 struct RawTraffic {
+    #[schemars(with = "Option<RawStairs>")]
     stairs: Option<Spanned<RawStairs>>,
+    #[schemars(with = "Option<Vec<RawPhase>>")]
     phases: Option<Spanned<Vec<Spanned<RawPhase>>>>,
+    #[schemars(with = "Option<RawRateSteps>")]
     rate_steps: Option<Spanned<RawRateSteps>>,
+    #[schemars(with = "Option<RawRateRamp>")]
     rate_ramp: Option<Spanned<RawRateRamp>>,
+    #[schemars(with = "Option<RawConstantRate>")]
     constant_rate: Option<Spanned<RawConstantRate>>,
+    #[schemars(with = "Option<DurationValue>")]
     warmup: Option<Spanned<DurationValue>>,
+    #[schemars(with = "Option<Arrivals>")]
     arrivals: Option<Spanned<Arrivals>>,
+    #[schemars(with = "Option<u32>")]
     max_in_flight: Option<Spanned<u32>>,
+    #[schemars(with = "Option<DurationValue>")]
     think_time: Option<Spanned<DurationValue>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RateSteps")]
 struct RawRateSteps {
+    #[schemars(with = "f64")]
     start_rate_per_s: Spanned<f64>,
+    #[schemars(with = "f64")]
     step_rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
     step_duration: Spanned<DurationValue>,
+    #[schemars(with = "u32")]
     steps: Spanned<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "RateRamp")]
 struct RawRateRamp {
+    #[schemars(with = "f64")]
     from_rate_per_s: Spanned<f64>,
+    #[schemars(with = "f64")]
     to_rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
     duration: Spanned<DurationValue>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ConstantRate")]
 struct RawConstantRate {
+    #[schemars(with = "f64")]
     rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
     duration: Spanned<DurationValue>,
 }
 
 /// How an open model spaces its requests.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arrivals {
     /// Evenly spaced.
@@ -279,25 +358,34 @@ pub enum Arrivals {
     Poisson,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Stairs")]
 struct RawStairs {
+    #[schemars(with = "u32")]
     users_per_step: Spanned<u32>,
+    #[schemars(with = "DurationValue")]
     step_duration: Spanned<DurationValue>,
+    #[schemars(with = "u32")]
     steps: Spanned<u32>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Phase")]
 struct RawPhase {
     initial_users: u32,
+    #[schemars(with = "f64")]
     spawn_rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
     duration: Spanned<DurationValue>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Stopping")]
 struct RawStopping {
+    #[schemars(with = "Option<u64>")]
     max_invocations: Option<Spanned<u64>>,
     #[serde(default)]
     latency_thresholds: Vec<RawLatencyThreshold>,
@@ -305,14 +393,16 @@ struct RawStopping {
     flat_invocations: FlatInvocations,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "LatencyThreshold")]
 struct RawLatencyThreshold {
     percentile: Percentile,
+    #[schemars(with = "f64")]
     latency_ms: Spanned<f64>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FlatInvocations {
     /// End a configuration's ramp as soon as its plateau is confirmed.
@@ -322,18 +412,22 @@ pub enum FlatInvocations {
     Continue,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Requirements")]
 struct RawRequirements {
+    #[schemars(with = "Option<f64>")]
     latency_ms: Option<Spanned<f64>>,
     percentile: Option<Percentile>,
     #[serde(default)]
     objective: Objective,
+    #[schemars(with = "Option<f64>")]
     expected_peak_rps: Option<Spanned<f64>>,
+    #[schemars(with = "Option<f64>")]
     headroom_percent: Option<Spanned<f64>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Objective {
     /// The lowest CostPerInference.
@@ -345,23 +439,33 @@ pub enum Objective {
     Latency,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Configuration")]
 struct RawConfiguration {
+    #[schemars(with = "String")]
     name: Spanned<String>,
     instance_type: String,
     #[serde(default = "one")]
+    #[schemars(with = "u32")]
     instance_count: Spanned<u32>,
+    #[schemars(with = "Option<f64>")]
     price_per_hour_usd: Option<Spanned<f64>>,
+    #[schemars(with = "Option<String>")]
     url: Option<Spanned<String>>,
+    #[schemars(with = "Option<RawReferenceModel>")]
     reference: Option<Spanned<RawReferenceModel>>,
     /// Command targets: environment variables to try, each with its values; every combination is a test run.
+    #[schemars(with = "Option<BTreeMap<String, Vec<String>>>")]
     environment: Option<Spanned<BTreeMap<String, Vec<String>>>>,
     /// Command targets: the CPUs the server may use, as taskset takes them ("0", "0-1", "0,2").
+    #[schemars(with = "Option<String>")]
     cpus: Option<Spanned<String>>,
     /// Command targets: the memory MemoryUtilization is a share of (default: the machine's).
+    #[schemars(with = "Option<f64>")]
     memory_limit_mb: Option<Spanned<f64>>,
     /// SageMaker targets: the existing endpoint this configuration is.
+    #[schemars(with = "Option<String>")]
     endpoint_name: Option<Spanned<String>>,
 }
 
@@ -369,17 +473,21 @@ fn one() -> Spanned<u32> {
     Spanned::new(0..0, 1)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ReferenceModel")]
 struct RawReferenceModel {
+    #[schemars(with = "u32")]
     workers: Spanned<u32>,
+    #[schemars(with = "f64")]
     service_time_ms: Spanned<f64>,
     #[serde(default)]
     distribution: ServiceTimeDistribution,
+    #[schemars(with = "Option<f64>")]
     cv: Option<Spanned<f64>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceTimeDistribution {
     #[default]
@@ -745,6 +853,52 @@ impl Job {
 // Loading.
 
 /// Reads, parses and validates one job file, reporting every problem with its location.
+/// The job file's JSON Schema (draft 2020-12), for editors (taplo, Even Better TOML) and other tools.
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(RawJobFile)).expect("a schema serializes");
+    without_null(&mut schema);
+    if let Some(object) = schema.as_object_mut() {
+        object.insert("title".into(), "plateau job file".into());
+        object.insert(
+            "description".into(),
+            "A plateau benchmark: the target, the endpoint configurations, the payload, the traffic pattern, when to \
+             stop and what is required. See https://github.com/plateau-bench/plateau#job-files."
+                .into(),
+        );
+    }
+    schema
+}
+
+/// TOML has no null: an optional key is one that may be left out, never one that may be null, so the `null`
+/// alternatives schemars gives `Option` fields come out.
+fn without_null(schema: &mut serde_json::Value) {
+    use serde_json::Value;
+    match schema {
+        Value::Object(object) => {
+            if let Some(Value::Array(types)) = object.get_mut("type") {
+                types.retain(|kind| kind != "null");
+                if types.len() == 1 {
+                    let only = types.remove(0);
+                    object.insert("type".into(), only);
+                }
+            }
+            if let Some(Value::Array(alternatives)) = object.get_mut("anyOf") {
+                alternatives.retain(|alternative| alternative.get("type").is_none_or(|kind| kind != "null"));
+                if alternatives.len() == 1 {
+                    let only = alternatives.remove(0);
+                    object.remove("anyOf");
+                    if let Value::Object(fields) = only {
+                        object.extend(fields);
+                    }
+                }
+            }
+            object.values_mut().for_each(without_null);
+        }
+        Value::Array(items) => items.iter_mut().for_each(without_null),
+        _ => {}
+    }
+}
+
 pub fn load(path: &Path) -> Result<Job, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|error| SpecError {
         diagnostics: vec![Diagnostic {

@@ -77,3 +77,32 @@ mod tests {
         assert!(DurationValue::try_from("120".to_string()).is_err());
     }
 }
+
+impl schemars::JsonSchema for Percentile {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Percentile".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^p(100|[1-9]?[0-9])(\\.[0-9]+)?$",
+            "description": "A latency percentile: \"p50\", \"p90\", \"p99\", \"p99.9\".",
+            "examples": ["p50", "p90", "p99", "p99.9"]
+        })
+    }
+}
+
+impl schemars::JsonSchema for DurationValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration with its unit: \"500ms\", \"30s\", \"2m\", \"1h 30m\".",
+            "examples": ["500ms", "30s", "2m"]
+        })
+    }
+}
