@@ -59,25 +59,6 @@ impl TryFrom<String> for DurationValue {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_parse_and_reject_out_of_range() {
-        assert_eq!(Percentile::try_from("p99.9".to_string()).unwrap().value(), 99.9);
-        assert_eq!(Percentile::try_from("P50".to_string()).unwrap().to_string(), "p50");
-        assert!(Percentile::try_from("p100".to_string()).is_err());
-        assert!(Percentile::try_from("99".to_string()).is_err());
-    }
-
-    #[test]
-    fn durations_need_units() {
-        assert_eq!(DurationValue::try_from("2m".to_string()).unwrap().0, Duration::from_secs(120));
-        assert!(DurationValue::try_from("120".to_string()).is_err());
-    }
-}
-
 impl schemars::JsonSchema for Percentile {
     fn schema_name() -> std::borrow::Cow<'static, str> {
         "Percentile".into()
@@ -104,5 +85,24 @@ impl schemars::JsonSchema for DurationValue {
             "description": "A duration with its unit: \"500ms\", \"30s\", \"2m\", \"1h 30m\".",
             "examples": ["500ms", "30s", "2m"]
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_parse_and_reject_out_of_range() {
+        assert_eq!(Percentile::try_from("p99.9".to_string()).unwrap().value(), 99.9);
+        assert_eq!(Percentile::try_from("P50".to_string()).unwrap().to_string(), "p50");
+        assert!(Percentile::try_from("p100".to_string()).is_err());
+        assert!(Percentile::try_from("99".to_string()).is_err());
+    }
+
+    #[test]
+    fn durations_need_units() {
+        assert_eq!(DurationValue::try_from("2m".to_string()).unwrap().0, Duration::from_secs(120));
+        assert!(DurationValue::try_from("120".to_string()).is_err());
     }
 }
