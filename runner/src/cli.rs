@@ -266,6 +266,18 @@ fn show_plan(job_path: &Path) -> Exit {
             usd
         );
     }
+    if let Some(grid) = plan.sampled_from {
+        println!(
+            "\nlimits.max_tests = {}: a seeded sample of the {grid} combinations, every configuration in it.",
+            plan.runs.len()
+        );
+    }
+    if let Some(parallel) = job.limits.max_parallel.filter(|parallel| *parallel > 1) {
+        println!(
+            "limits.max_parallel = {parallel}: plateau runs tests one at a time, so no test's load generator competes \
+             with another's for this machine's CPU."
+        );
+    }
     println!(
         "\n{} test runs, one at a time, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
          endpoint time.",

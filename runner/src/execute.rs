@@ -238,6 +238,7 @@ fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<S
         price_per_hour_usd: configuration.price_per_hour_usd,
         price_source: configuration.price_source.clone(),
         environment: run.environment.clone(),
+        serverless: configuration.serverless,
         status,
         end: None,
         failure,

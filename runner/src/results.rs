@@ -119,6 +119,9 @@ pub struct ConfigurationResult {
     /// The environment variables this run set (command targets): IR's EnvironmentParameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// A serverless endpoint's memory and concurrency, as the job file gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serverless: Option<crate::spec::Serverless>,
     /// `complete`, `partial` (interrupted or target gone), `failed` (could not run) or `skipped`.
     pub status: RunStatus,
     /// Why the ramp ended: `completed`, `stopped` (with the reason), `max_invocations`, `interrupted`,

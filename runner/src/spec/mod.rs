@@ -50,6 +50,33 @@ struct RawJobFile {
     plateau: RawPlateauSettings,
     #[serde(default)]
     cloudwatch: RawCloudWatch,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+/// How many tests a job may run (IR's ResourceLimit).
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Limits")]
+struct RawLimits {
+    /// At most this many test runs: a larger environment grid is sampled (seeded by `[job] seed`).
+    #[schemars(with = "Option<u32>")]
+    max_tests: Option<Spanned<u32>>,
+    /// Accepted for IR parity; plateau runs tests one at a time (see `plateau plan`).
+    #[schemars(with = "Option<u32>")]
+    max_parallel: Option<Spanned<u32>>,
+}
+
+/// A serverless endpoint's settings (IR's ServerlessConfig), recorded with the configuration's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Serverless {
+    /// 1024 to 6144, in steps of 1024.
+    pub memory_mb: u32,
+    /// 1 to 200.
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub provisioned_concurrency: u32,
 }
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]
@@ -467,6 +494,9 @@ struct RawConfiguration {
     /// SageMaker targets: the existing endpoint this configuration is.
     #[schemars(with = "Option<String>")]
     endpoint_name: Option<Spanned<String>>,
+    /// A serverless endpoint's memory and concurrency, as data.
+    #[schemars(with = "Option<Serverless>")]
+    serverless: Option<Spanned<Serverless>>,
 }
 
 fn one() -> Spanned<u32> {
@@ -515,6 +545,14 @@ pub struct Job {
     pub report_templates: Option<PathBuf>,
     pub plateau: PlateauSettings,
     pub cloudwatch: CloudWatchSpec,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Limits {
+    pub max_tests: Option<u32>,
+    /// As the job file asked; runs are sequential whatever it says.
+    pub max_parallel: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -786,6 +824,7 @@ pub struct Configuration {
     pub memory_limit_mb: Option<f64>,
     /// For `sagemaker` targets: the endpoint to invoke.
     pub endpoint_name: Option<String>,
+    pub serverless: Option<Serverless>,
 }
 
 /// CPUs a server is pinned to, with their count (for CpuUtilization as a share of what it may use).
@@ -986,6 +1025,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     });
 
     let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &target, sink);
+    let limits = validate_limits(&raw.limits, configurations.len(), sink);
     let job = Job {
         source: JobSource {
             path: path.to_path_buf(),
@@ -1005,6 +1045,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         report_templates,
         plateau: validate_plateau_settings(&raw.plateau, sink),
         cloudwatch,
+        limits,
     };
     Some(job)
 }
@@ -1207,6 +1248,22 @@ fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<Co
         readiness: Readiness { check, timeout },
         stop_grace: raw.stop_grace.map_or(Duration::from_secs(5), |grace| grace.0),
     })
+}
+
+fn validate_limits(raw: &RawLimits, configurations: usize, sink: &mut DiagnosticSink<'_>) -> Limits {
+    let max_tests = raw.max_tests.as_ref().map(|max| {
+        if (*max.get_ref() as usize) < configurations.max(1) {
+            sink.error(
+                span_of(max),
+                "limits.max_tests",
+                format!("{} tests cannot cover the job's {configurations} configurations", max.get_ref()),
+                Some("each configuration needs at least one test; raise max_tests or remove configurations".into()),
+            );
+        }
+        *max.get_ref()
+    });
+    let max_parallel = raw.max_parallel.as_ref().map(|max| at_least_one(max, "limits.max_parallel", sink));
+    Limits { max_tests, max_parallel }
 }
 
 fn validate_tls(raw: Option<&Spanned<RawTls>>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> TlsSpec {
@@ -1912,6 +1969,19 @@ fn validate_configurations(
                     .as_ref()
                     .map(|limit| positive(limit, &key("memory_limit_mb"), sink)),
                 endpoint_name: config.endpoint_name.as_ref().map(|name| name.get_ref().clone()),
+                serverless: config.serverless.as_ref().map(|serverless| {
+                    let settings = *serverless.get_ref();
+                    let memory_ok = (1024..=6144).contains(&settings.memory_mb) && settings.memory_mb % 1024 == 0;
+                    if !memory_ok || !(1..=200).contains(&settings.max_concurrency) {
+                        sink.error(
+                            span_of(serverless),
+                            key("serverless"),
+                            "memory_mb must be 1024 to 6144 in steps of 1024, max_concurrency 1 to 200",
+                            Some("as SageMaker serverless endpoints allow".into()),
+                        );
+                    }
+                    settings
+                }),
             }
         })
         .collect()
