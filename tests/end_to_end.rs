@@ -542,3 +542,31 @@ fn think_time_paces_each_virtual_user() {
     assert!((72.0..=82.0).contains(&throughput), "{throughput} requests/s, expected about 80");
     assert!(step["latency"]["p50_ms"].as_f64().unwrap() < 12.0, "think time is not latency: {step}");
 }
+
+#[test]
+fn an_inference_recommender_request_imports_into_a_valid_job_file() {
+    let folder = tempfile::tempdir().unwrap();
+    let job = folder.path().join("imported.toml");
+    let output = plateau()
+        .args(["import-sagemaker", repository().join("tests/fixtures/ir-request.json").to_str().unwrap(), "--out"])
+        .arg(&job)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for unsupported in ["RoleArn", "Tags", "JobDurationInSeconds", "ModelPackageVersionArn", "SamplePayloadUrl"] {
+        assert!(stderr.contains(unsupported), "`{unsupported}` not named in the warnings:\n{stderr}");
+    }
+    let imported = std::fs::read_to_string(&job).unwrap();
+    // IR's spawn rate is per minute; plateau's per second.
+    assert!(imported.contains("spawn_rate_per_s = 0.05\n"), "{imported}");
+    assert!(imported.contains("max_invocations = 30000\n") && imported.contains("flat_invocations = \"stop\""));
+    assert!(imported.contains("content_type = \"text/csv\"") && imported.contains("accept = \"application/json\""));
+    let validated = plateau().arg("validate").arg(&job).output().unwrap();
+    assert_eq!(validated.status.code(), Some(0), "{}", text(&validated));
+    let plan = plateau().arg("plan").arg(&job).output().unwrap();
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    // Three OMP_NUM_THREADS values on ml.c5.xlarge, ml.m5.xlarge, and the serverless configuration.
+    assert!(plan_text.contains("5 test runs"), "{plan_text}");
+    assert!(plan_text.contains("max_parallel = 2"), "{plan_text}");
+}

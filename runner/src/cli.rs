@@ -52,6 +52,14 @@ enum Command {
     Plan { job: PathBuf },
     /// Print the job file's JSON Schema, for editors (taplo, Even Better TOML) and CI linters.
     Schema,
+    /// Turn a SageMaker Inference Recommender CreateInferenceRecommendationsJob request (the JSON the AWS CLI takes)
+    /// into an equivalent job file; what does not carry over is named in warnings.
+    ImportSagemaker {
+        request: PathBuf,
+        /// Write the job file here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Work with a job file's payload.
     #[command(subcommand)]
     Payload(PayloadCommand),
@@ -168,6 +176,7 @@ pub fn main() -> Exit {
             Command::Run { job, out, report } => execute::run(&job, out, report.options()).await,
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
+            Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
                 Ok(Exit::Success)
@@ -359,6 +368,35 @@ fn printable_prefix(body: &[u8], max_bytes: usize) -> String {
         text.push_str(&format!("\n... ({} more bytes)", body.len() - shown));
     }
     text
+}
+
+fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<Exit> {
+    let request = std::fs::read_to_string(request_path)
+        .map_err(|error| error.to_string())
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|error| error.to_string()));
+    let imported = match request.and_then(|request| spec::import::import_sagemaker(&request)) {
+        Ok(imported) => imported,
+        Err(message) => {
+            eprintln!("error: {}: {message}", request_path.display());
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    for warning in &imported.warnings {
+        eprintln!("warning: {warning}");
+    }
+    // The job file written must be one plateau accepts.
+    let checked_as = out.map_or_else(|| PathBuf::from("imported.toml"), Path::to_path_buf);
+    if let Err(error) = spec::parse(&checked_as, &imported.toml) {
+        eprintln!("{error}\nerror: the imported job file is not valid; this is a bug in plateau import-sagemaker");
+        return Ok(Exit::RunFailed);
+    }
+    match out {
+        Some(path) => {
+            std::fs::write(path, &imported.toml).with_context(|| format!("cannot write {}", path.display()))?
+        }
+        None => print!("{}", imported.toml),
+    }
+    Ok(Exit::Success)
 }
 
 /// Reads a results file, or says on stderr why it cannot.

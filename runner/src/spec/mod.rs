@@ -2,6 +2,7 @@
 //! trusts. Validation lives only in the conversion from one to the other.
 
 pub mod diagnostic;
+pub mod import;
 pub mod prices;
 mod values;
 
