@@ -79,8 +79,7 @@ pub fn parse_config<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, Strin
 /// other way in the last decimal). Values too large for the fast path fall back to `format!`.
 pub fn push_fixed(out: &mut String, value: f64, decimals: usize) {
     use std::fmt::Write as _;
-    const POWERS: [u64; 10] =
-        [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000];
+    const POWERS: [u64; 10] = [1, 10, 100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 100_000_000, 1_000_000_000];
     let scaled = value * POWERS.get(decimals).copied().unwrap_or(0) as f64;
     if decimals >= POWERS.len() || !scaled.is_finite() || scaled.abs() >= 9.0e15 {
         let _ = write!(out, "{value:.decimals$}");

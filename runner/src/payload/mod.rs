@@ -7,7 +7,7 @@
 pub mod plugin;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -80,7 +80,6 @@ impl PayloadStream {
         match self {
             Self::Fixed(body) => Ok(Prepared { body: body.clone(), overrides: None }),
             Self::Plugin(run) => {
-                let sequence = run.next_sequence.fetch_add(1, Ordering::Relaxed);
                 INSTANCES.with_borrow_mut(|instances| {
                     let index =
                         match instances.iter().position(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(run))) {
@@ -93,7 +92,7 @@ impl PayloadStream {
                                 instances.len() - 1
                             }
                         };
-                    instances[index].1.generate(sequence)
+                    instances[index].1.next_request(&run.next_sequence)
                 })
             }
         }

@@ -18,12 +18,33 @@ use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 use super::{Overrides, Prepared};
 use crate::spec::{PluginGrant, PluginSpec};
 
-wasmtime::component::bindgen!({
-    path: "../payload-plugins/wit",
-    world: "generator",
-});
+mod single {
+    wasmtime::component::bindgen!({ path: "../payload-plugins/wit", world: "generator" });
+}
 
-use plateau::payload::types::{Context as GenerateContext, Request as GeneratedRequest};
+mod batch {
+    wasmtime::component::bindgen!({
+        path: "../payload-plugins/wit",
+        world: "batch-generator",
+        with: { "plateau:payload/types": super::single::plateau::payload::types },
+    });
+}
+
+use single::plateau::payload::types::{Context as GenerateContext, Request as GeneratedRequest};
+
+/// Requests asked of a plugin that exports `generate-batch`, per call.
+const BATCH: u64 = 16;
+
+/// How instances of a plugin are made: plugins that export `generate-batch` are called a batch at a time.
+enum Pre {
+    Single(single::GeneratorPre<PluginState>),
+    Batch(batch::BatchGeneratorPre<PluginState>),
+}
+
+enum Bindings {
+    Single(single::Generator),
+    Batch(batch::BatchGenerator),
+}
 
 /// The contract, also used to wrap core modules into components.
 const WIT_SOURCE: &str = include_str!("../../../payload-plugins/wit/payload.wit");
@@ -41,7 +62,7 @@ pub struct LoadedPlugin {
     pub wrapped_core_module: bool,
     spec: PluginSpec,
     engine: Engine,
-    pre: GeneratorPre<PluginState>,
+    pre: Pre,
     ticker_stop: Arc<AtomicBool>,
 }
 
@@ -67,7 +88,9 @@ impl WasiView for PluginState {
 pub struct PluginInstance {
     plugin: Arc<LoadedPlugin>,
     store: Store<PluginState>,
-    bindings: Generator,
+    bindings: Bindings,
+    /// Requests generated ahead by a batch call, oldest first.
+    ready: std::collections::VecDeque<(u64, GeneratedRequest)>,
     /// Reused call to call: only the sequence and seed change within a configuration's run.
     context: GenerateContext,
     job_seed: u64,
@@ -99,8 +122,12 @@ impl LoadedPlugin {
                  [payload.grant]",
             )
         })?;
-        let pre = GeneratorPre::new(pre)
-            .map_err(|error| anyhow!("payload plugin `{name}` does not export the plateau:payload world: {error:#}"))?;
+        let pre = match batch::BatchGeneratorPre::new(pre.clone()) {
+            Ok(batch) => Pre::Batch(batch),
+            Err(_) => Pre::Single(single::GeneratorPre::new(pre).map_err(|error| {
+                anyhow!("payload plugin `{name}` does not export the plateau:payload world: {error:#}")
+            })?),
+        };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), Arc::clone(&ticker_stop));
@@ -119,12 +146,21 @@ impl LoadedPlugin {
         store.limiter(|state| &mut state.limits);
         // `init` may do real work (build tables, parse a corpus), so it gets ten calls' worth of time.
         self.arm(&mut store, 10);
-        let bindings = self.pre.instantiate(&mut store).map_err(|error| self.describe("init", None, &error))?;
-        match bindings.call_init(&mut store, &self.spec.config_json) {
+        let describe = |error: wasmtime::Error| self.describe("init", None, &error);
+        let bindings = match &self.pre {
+            Pre::Single(pre) => Bindings::Single(pre.instantiate(&mut store).map_err(describe)?),
+            Pre::Batch(pre) => Bindings::Batch(pre.instantiate(&mut store).map_err(describe)?),
+        };
+        let init = match &bindings {
+            Bindings::Single(bindings) => bindings.call_init(&mut store, &self.spec.config_json),
+            Bindings::Batch(bindings) => bindings.call_init(&mut store, &self.spec.config_json),
+        };
+        match init {
             Ok(Ok(())) => Ok(PluginInstance {
                 plugin: Arc::clone(self),
                 store,
                 bindings,
+                ready: std::collections::VecDeque::new(),
                 context: GenerateContext { sequence: 0, configuration: configuration.to_string(), seed: 0 },
                 job_seed,
             }),
@@ -202,21 +238,73 @@ impl LoadedPlugin {
 }
 
 impl PluginInstance {
-    pub fn generate(&mut self, sequence: u64) -> Result<Prepared, String> {
+    /// The next request, numbered from `next_sequence` (shared by every instance of the run): one number at a
+    /// time, or a block of them for a plugin that generates in batches.
+    pub fn next_request(&mut self, next_sequence: &std::sync::atomic::AtomicU64) -> Result<Prepared, String> {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.ready.is_empty() {
+            match &self.bindings {
+                Bindings::Single(_) => {
+                    let sequence = next_sequence.fetch_add(1, Relaxed);
+                    let request = self.call_generate(sequence)?;
+                    self.ready.push_back((sequence, request));
+                }
+                Bindings::Batch(_) => {
+                    let first = next_sequence.fetch_add(BATCH, Relaxed);
+                    let requests = self.call_generate_batch(first)?;
+                    self.ready.extend((first..).zip(requests));
+                }
+            }
+        }
+        let (sequence, request) = self.ready.pop_front().expect("a request was just generated");
+        self.prepared(sequence, request)
+    }
+
+    fn call_generate(&mut self, sequence: u64) -> Result<GeneratedRequest, String> {
         let plugin = &self.plugin;
         plugin.arm(&mut self.store, 1);
         self.context.sequence = sequence;
         self.context.seed = request_seed(self.job_seed, sequence);
-        let request = match self.bindings.call_generate(&mut self.store, &self.context) {
-            Ok(Ok(request)) => request,
+        let Bindings::Single(bindings) = &self.bindings else { unreachable!("called for single plugins only") };
+        match bindings.call_generate(&mut self.store, &self.context) {
+            Ok(Ok(request)) => Ok(request),
             Ok(Err(message)) => {
-                return Err(format!(
-                    "payload plugin `{}`: generate for sequence {sequence} failed: {message}",
-                    plugin.name
-                ));
+                Err(format!("payload plugin `{}`: generate for sequence {sequence} failed: {message}", plugin.name))
             }
-            Err(error) => return Err(plugin.describe("generate", Some(sequence), &error)),
-        };
+            Err(error) => Err(plugin.describe("generate", Some(sequence), &error)),
+        }
+    }
+
+    fn call_generate_batch(&mut self, first: u64) -> Result<Vec<GeneratedRequest>, String> {
+        let plugin = &self.plugin;
+        plugin.arm(&mut self.store, BATCH);
+        let contexts: Vec<GenerateContext> = (first..first + BATCH)
+            .map(|sequence| GenerateContext {
+                sequence,
+                configuration: self.context.configuration.clone(),
+                seed: request_seed(self.job_seed, sequence),
+            })
+            .collect();
+        let Bindings::Batch(bindings) = &self.bindings else { unreachable!("called for batch plugins only") };
+        let last = first + BATCH - 1;
+        match bindings.call_generate_batch(&mut self.store, &contexts) {
+            Ok(Ok(requests)) if requests.len() as u64 == BATCH => Ok(requests),
+            Ok(Ok(requests)) => Err(format!(
+                "payload plugin `{}`: generate-batch for sequences {first}-{last} returned {} requests for {BATCH} contexts",
+                plugin.name,
+                requests.len()
+            )),
+            Ok(Err(message)) => Err(format!(
+                "payload plugin `{}`: generate-batch for sequences {first}-{last} failed: {message}",
+                plugin.name
+            )),
+            Err(error) => Err(plugin.describe("generate-batch", Some(first), &error)),
+        }
+    }
+
+    /// Checks a generated request against the limits and turns it into what the engine sends.
+    fn prepared(&self, sequence: u64, request: GeneratedRequest) -> Result<Prepared, String> {
+        let plugin = &self.plugin;
         let GeneratedRequest { body, content_type, headers, path_suffix } = request;
         let max = plugin.spec.limits.max_body_bytes;
         if body.len() as u64 > max {
