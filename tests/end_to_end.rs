@@ -570,3 +570,48 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
     assert!(plan_text.contains("5 test runs"), "{plan_text}");
     assert!(plan_text.contains("max_parallel = 2"), "{plan_text}");
 }
+
+#[test]
+fn sample_payloads_from_a_folder_or_a_tarball_are_sent_in_turn() {
+    let folder = tempfile::tempdir().unwrap();
+    let samples = folder.path().join("samples");
+    std::fs::create_dir_all(samples.join("nested")).unwrap();
+    std::fs::write(samples.join("a.json"), "{\"sample\": \"a\"}").unwrap();
+    std::fs::write(samples.join("b.json"), "{\"sample\": \"b\"}").unwrap();
+    std::fs::write(samples.join("nested/c.json"), "{\"sample\": \"c\"}").unwrap();
+    // The same three files in a .tar.gz, as SageMaker Inference Recommender's SamplePayloadUrl holds them.
+    let tarball = std::fs::File::create(folder.path().join("samples.tar.gz")).unwrap();
+    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(tarball, flate2::Compression::default()));
+    archive.append_dir_all("samples", &samples).unwrap();
+    archive.into_inner().unwrap().finish().unwrap();
+
+    for source in ["samples", "samples.tar.gz"] {
+        let job = write_job(
+            folder.path(),
+            &format!(
+                "version = 1\n[job]\nname = \"samples\"\n[target]\nkind = \"reference\"\n[payload]\nsamples = \"{source}\"\n\
+                 [traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 1\n[[configurations]]\nname = \"c\"\n\
+                 instance_type = \"ref\"\nprice_per_hour_usd = 1\nreference = {{ workers = 1, service_time_ms = 5 }}\n"
+            ),
+        );
+        let output = plateau().args(["payload", "preview", "-n", "4"]).arg(&job).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let bodies: Vec<&str> = stdout.lines().filter(|line| line.starts_with("{\"sample\"")).collect();
+        assert_eq!(
+            bodies,
+            ["{\"sample\": \"a\"}", "{\"sample\": \"b\"}", "{\"sample\": \"c\"}", "{\"sample\": \"a\"}"],
+            "{source}"
+        );
+    }
+    std::fs::write(folder.path().join("empty.tar.gz"), b"not gzip").unwrap();
+    let job = write_job(
+        folder.path(),
+        "version = 1\n[job]\nname = \"x\"\n[target]\nkind = \"reference\"\n[payload]\nsamples = \"empty.tar.gz\"\n\
+         [traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 1\n[[configurations]]\nname = \"c\"\n\
+         instance_type = \"ref\"\nprice_per_hour_usd = 1\nreference = { workers = 1, service_time_ms = 5 }\n",
+    );
+    let output = plateau().arg("validate").arg(&job).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("payload.samples"), "{}", text(&output));
+}

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::execute;
 use crate::exit::Exit;
-use crate::payload::{self, LoadedPlugin, Prepared};
+use crate::payload::{self, LoadedPlugin, PayloadSource};
 use crate::plan;
 use crate::report;
 use crate::report::compare::FailRule;
@@ -310,7 +310,14 @@ fn preview_payload(job_path: &Path, count: u64, max_bytes: usize, stats: bool) -
     let configuration = plan.runs.first().map_or("", |run| run.name.as_str());
     // Timed from the first instantiation, not the load: what a run pays per request.
     let (requests, generation) = match &job.payload.plugin {
-        None => (Ok(vec![Prepared { body: job.payload.body.clone(), overrides: None }; count as usize]), None),
+        None => {
+            let source = match job.payload.samples.is_empty() {
+                true => PayloadSource::Fixed(job.payload.body.clone()),
+                false => PayloadSource::samples(job.payload.samples.clone()),
+            };
+            let mut stream = source.stream();
+            ((0..count).map(|_| stream.next_request()).collect(), None)
+        }
         Some(spec) => match LoadedPlugin::load(spec) {
             Ok(plugin) => {
                 println!("plugin {} ({}), sha256 {}", plugin.name, spec.path.display(), plugin.sha256);

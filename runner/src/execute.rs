@@ -163,6 +163,7 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         } else {
             let payload = match &plugin {
                 Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
+                None if !job.payload.samples.is_empty() => PayloadSource::samples(job.payload.samples.clone()),
                 None => PayloadSource::Fixed(job.payload.body.clone()),
             };
             run_configuration(&job, run, payload, &aws, &out, cancel.clone(), &progress).await

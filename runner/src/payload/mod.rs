@@ -34,7 +34,14 @@ pub struct Overrides {
 #[derive(Clone)]
 pub enum PayloadSource {
     Fixed(Bytes),
+    /// Sample bodies in turn: request n sends sample n mod count.
+    Samples(Arc<SampleRun>),
     Plugin(Arc<PluginRun>),
+}
+
+pub struct SampleRun {
+    samples: Vec<Bytes>,
+    next_sequence: AtomicU64,
 }
 
 /// A plugin generating for one configuration: the sequence counter is shared so request n is generated once,
@@ -61,9 +68,14 @@ impl PayloadSource {
         }))
     }
 
+    pub fn samples(samples: Vec<Bytes>) -> Self {
+        Self::Samples(Arc::new(SampleRun { samples, next_sequence: AtomicU64::new(0) }))
+    }
+
     pub fn stream(&self) -> PayloadStream {
         match self {
             Self::Fixed(body) => PayloadStream::Fixed(body.clone()),
+            Self::Samples(run) => PayloadStream::Samples(Arc::clone(run)),
             Self::Plugin(run) => PayloadStream::Plugin(Arc::clone(run)),
         }
     }
@@ -71,6 +83,7 @@ impl PayloadSource {
 
 pub enum PayloadStream {
     Fixed(Bytes),
+    Samples(Arc<SampleRun>),
     Plugin(Arc<PluginRun>),
 }
 
@@ -79,6 +92,11 @@ impl PayloadStream {
     pub fn next_request(&mut self) -> Result<Prepared, String> {
         match self {
             Self::Fixed(body) => Ok(Prepared { body: body.clone(), overrides: None }),
+            Self::Samples(run) => {
+                let sequence = run.next_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let body = run.samples[(sequence % run.samples.len() as u64) as usize].clone();
+                Ok(Prepared { body, overrides: None })
+            }
             Self::Plugin(run) => {
                 INSTANCES.with_borrow_mut(|instances| {
                     let index =

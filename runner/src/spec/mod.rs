@@ -277,6 +277,10 @@ struct RawPayload {
     file: Option<Spanned<PathBuf>>,
     #[schemars(with = "Option<PathBuf>")]
     plugin: Option<Spanned<PathBuf>>,
+    /// Sample requests: a folder, or a `.tar.gz` of them (as IR's SamplePayloadUrl); request n sends sample
+    /// n mod count, samples in file-name order.
+    #[schemars(with = "Option<PathBuf>")]
+    samples: Option<Spanned<PathBuf>>,
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     config: Option<Spanned<toml::Table>>,
     #[schemars(with = "Option<RawPluginLimits>")]
@@ -677,8 +681,10 @@ pub struct ResponseCheck {
 pub struct Payload {
     pub content_type: String,
     pub accept: Option<String>,
-    /// The fixed body; empty when a plugin generates the bodies.
+    /// The fixed body; empty when samples or a plugin make the bodies.
     pub body: bytes::Bytes,
+    /// Sample bodies, sent in turn.
+    pub samples: Vec<bytes::Bytes>,
     pub plugin: Option<PluginSpec>,
 }
 
@@ -1459,9 +1465,20 @@ fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, jo
     let payload = raw.get_ref();
     let mut body = bytes::Bytes::new();
     let mut plugin = None;
+    let mut samples = Vec::new();
+    let sources = [payload.body.is_some(), payload.file.is_some(), payload.plugin.is_some(), payload.samples.is_some()];
     match (&payload.body, &payload.file, &payload.plugin) {
-        (Some(text), None, None) => body = bytes::Bytes::from(text.clone().into_bytes()),
-        (None, Some(file), None) => {
+        _ if sources.iter().filter(|given| **given).count() != 1 => {
+            sink.error(
+                span_of(raw),
+                "payload",
+                "give exactly one of `body`, `file`, `samples` or `plugin`",
+                Some("e.g. body = '{\"inputs\": [1, 2, 3]}'".into()),
+            );
+            return None;
+        }
+        (Some(text), _, _) => body = bytes::Bytes::from(text.clone().into_bytes()),
+        (_, Some(file), _) => {
             let resolved = relative_to(job_path, file.get_ref());
             match std::fs::read(&resolved) {
                 Ok(bytes) => body = bytes::Bytes::from(bytes),
@@ -1476,15 +1493,22 @@ fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, jo
                 }
             }
         }
-        (None, None, Some(path)) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
+        (_, _, Some(path)) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
         _ => {
-            sink.error(
-                span_of(raw),
-                "payload",
-                "give exactly one of `body`, `file` or `plugin`",
-                Some("e.g. body = '{\"inputs\": [1, 2, 3]}'".into()),
-            );
-            return None;
+            let folder = payload.samples.as_ref().expect("one source is given");
+            let resolved = relative_to(job_path, folder.get_ref());
+            match read_samples(&resolved) {
+                Ok(read) => samples = read,
+                Err(message) => {
+                    sink.error(
+                        span_of(folder),
+                        "payload.samples",
+                        message,
+                        Some("a folder of request files, or a .tar.gz of them; relative to the job file".into()),
+                    );
+                    return None;
+                }
+            }
         }
     }
     if plugin.is_none() {
@@ -1501,8 +1525,53 @@ fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, jo
         content_type: payload.content_type.clone().unwrap_or_else(|| "application/json".to_string()),
         accept: payload.accept.clone(),
         body,
+        samples,
         plugin,
     })
+}
+
+/// Every regular file in a folder (recursively), or in a `.tar.gz` / `.tgz`, in path order.
+fn read_samples(path: &Path) -> Result<Vec<bytes::Bytes>, String> {
+    let mut named: Vec<(String, Vec<u8>)> = Vec::new();
+    let name = path.to_string_lossy();
+    if path.is_dir() {
+        let mut folders = vec![path.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            let entries =
+                std::fs::read_dir(&folder).map_err(|error| format!("cannot read `{}`: {error}", folder.display()))?;
+            for entry in entries.flatten() {
+                let entry_path = entry.path();
+                if entry_path.is_dir() {
+                    folders.push(entry_path);
+                } else {
+                    let bytes = std::fs::read(&entry_path)
+                        .map_err(|error| format!("cannot read `{}`: {error}", entry_path.display()))?;
+                    named.push((entry_path.to_string_lossy().into_owned(), bytes));
+                }
+            }
+        }
+    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        let file = std::fs::File::open(path).map_err(|error| format!("cannot open `{name}`: {error}"))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let entries = archive.entries().map_err(|error| format!("`{name}` is not a .tar.gz: {error}"))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|error| format!("`{name}` is not a readable .tar.gz: {error}"))?;
+            if entry.header().entry_type().is_file() {
+                let entry_name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes)
+                    .map_err(|error| format!("cannot read `{entry_name}` in `{name}`: {error}"))?;
+                named.push((entry_name, bytes));
+            }
+        }
+    } else {
+        return Err(format!("`{name}` is neither a folder nor a .tar.gz"));
+    }
+    if named.is_empty() {
+        return Err(format!("`{name}` holds no sample files"));
+    }
+    named.sort();
+    Ok(named.into_iter().map(|(_, bytes)| bytes::Bytes::from(bytes)).collect())
 }
 
 fn validate_plugin(
