@@ -606,25 +606,35 @@ struct OpenArrivals {
 /// What the scheduler and its workers share.
 struct OpenShared {
     recorder: Arc<Recorder>,
-    /// Arrivals handed out and not yet answered.
-    in_flight: std::sync::atomic::AtomicUsize,
-    /// Workers waiting for an arrival.
-    idle: std::sync::atomic::AtomicUsize,
-    arrivals: tokio::sync::Mutex<mpsc::UnboundedReceiver<Instant>>,
+    dispatch: std::sync::Mutex<Dispatch>,
+}
+
+/// Who takes the next arrival. Held only for a few pushes and pops, never across an await.
+#[derive(Default)]
+struct Dispatch {
+    /// Free workers, each with its next request prepared.
+    idle: Vec<usize>,
+    /// Arrivals handed out ahead of their due time that found no free worker: the first worker to come free
+    /// before one is due takes it. One still here when it falls due had all `max_in_flight` workers busy at its
+    /// time, and is dropped.
+    pending: std::collections::VecDeque<Instant>,
+}
+
+impl Dispatch {
+    /// Drops the pending arrivals that fell due with no worker free; returns how many.
+    fn expire(&mut self, now: Instant) -> u64 {
+        let expired = self.pending.iter().take_while(|due| **due < now).count();
+        self.pending.drain(..expired);
+        expired as u64
+    }
 }
 
 impl OpenArrivals {
     async fn run<T: Target>(self, target: Arc<T>, recorder: Arc<Recorder>, run: CancellationToken) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let (dispatch, arrivals) = mpsc::unbounded_channel::<Instant>();
-        let shared = Arc::new(OpenShared {
-            recorder,
-            in_flight: Default::default(),
-            idle: Default::default(),
-            arrivals: tokio::sync::Mutex::new(arrivals),
-        });
+        let shared = Arc::new(OpenShared { recorder, dispatch: std::sync::Mutex::new(Dispatch::default()) });
         let cap = self.options.max_in_flight as usize;
-        let mut workers = 0;
+        // Each worker's own queue of due times; it never holds more than one.
+        let mut workers: Vec<mpsc::UnboundedSender<Instant>> = Vec::new();
         let mut rng = StdRng::seed_from_u64(self.seed);
         let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
         let mut due = self.started_at;
@@ -633,20 +643,27 @@ impl OpenArrivals {
                 _ = run.cancelled() => return,
                 _ = precise_timer::sleep_until(due.checked_sub(DISPATCH_AHEAD).unwrap_or(due)) => {}
             }
-            let horizon = Instant::now() + DISPATCH_AHEAD;
-            let mut dropped = 0;
+            let now = Instant::now();
+            let horizon = now + DISPATCH_AHEAD;
+            let mut dispatch = shared.dispatch.lock().expect("dispatch lock");
+            let mut dropped = dispatch.expire(now);
             while due <= horizon && due < end {
                 let rate_per_s = self.schedule.load_at(due.duration_since(self.started_at).as_secs_f64());
-                if shared.in_flight.load(SeqCst) >= cap {
-                    dropped += 1;
-                } else {
-                    shared.in_flight.fetch_add(1, SeqCst);
-                    if shared.idle.load(SeqCst) == 0 && workers < cap {
-                        shared.idle.fetch_add(1, SeqCst);
-                        tokio::spawn(open_worker(target.session(), workers, Arc::clone(&shared), run.clone()));
-                        workers += 1;
+                match dispatch.idle.pop() {
+                    Some(worker) => {
+                        let _ = workers[worker].send(due);
                     }
-                    let _ = dispatch.send(due);
+                    // Every worker is busy: a new one while fewer than `max_in_flight` exist.
+                    None if workers.len() < cap => {
+                        let (sender, arrivals) = mpsc::unbounded_channel();
+                        let _ = sender.send(due);
+                        let worker =
+                            open_worker(target.session(), workers.len(), arrivals, Arc::clone(&shared), run.clone());
+                        tokio::spawn(worker);
+                        workers.push(sender);
+                    }
+                    None if due < now => dropped += 1,
+                    None => dispatch.pending.push_back(due),
                 }
                 let gap_s = match self.options.arrivals {
                     Arrivals::Uniform => 1.0 / rate_per_s,
@@ -654,6 +671,7 @@ impl OpenArrivals {
                 };
                 due += Duration::from_secs_f64(gap_s);
             }
+            drop(dispatch);
             if dropped > 0 {
                 shared.recorder.add_dropped(0, dropped);
             }
@@ -661,24 +679,55 @@ impl OpenArrivals {
     }
 }
 
-/// One open-model worker: takes the next arrival, waits for its due time, sends it, and times it from when it
-/// was due, not from when it went out: a server that stalls delays every request scheduled behind the stall,
-/// and their latency shows it.
-async fn open_worker<S: Session>(mut session: S, index: usize, shared: Arc<OpenShared>, run: CancellationToken) {
-    use std::sync::atomic::Ordering::SeqCst;
+/// One open-model worker: takes an arrival (handed to it, or the next pending one when it comes free), waits for
+/// its due time, sends it, and times it from when it was due, not from when it went out: a server that stalls
+/// delays every request scheduled behind the stall, and their latency shows it.
+async fn open_worker<S: Session>(
+    mut session: S,
+    index: usize,
+    mut arrivals: mpsc::UnboundedReceiver<Instant>,
+    shared: Arc<OpenShared>,
+    run: CancellationToken,
+) {
     let shard = shared.recorder.shard_for(index);
+    // A new worker is born with its first arrival already queued; after that it comes free between requests.
+    let mut free = false;
     loop {
-        // The next body is made while the worker waits for an arrival, never between its due time and sending.
+        // The next body is made before the worker is free for an arrival, never between its due time and sending.
         if let Err(message) = session.prepare() {
             shared.recorder.fail(message);
             return;
         }
-        let next = tokio::select! {
-            _ = run.cancelled() => return,
-            next = async { shared.arrivals.lock().await.recv().await } => next,
+        let claimed = free.then(|| {
+            let mut dispatch = shared.dispatch.lock().expect("dispatch lock");
+            let expired = dispatch.expire(Instant::now());
+            let next = dispatch.pending.pop_front();
+            if next.is_none() {
+                dispatch.idle.push(index);
+            }
+            (next, expired)
+        });
+        free = true;
+        let due = match claimed {
+            Some((next, expired)) => {
+                if expired > 0 {
+                    shared.recorder.add_dropped(shard, expired);
+                }
+                next
+            }
+            None => None,
         };
-        shared.idle.fetch_sub(1, SeqCst);
-        let Some(due) = next else { return };
+        let due = match due {
+            Some(due) => due,
+            None => {
+                let next = tokio::select! {
+                    _ = run.cancelled() => return,
+                    next = arrivals.recv() => next,
+                };
+                let Some(due) = next else { return };
+                due
+            }
+        };
         precise_timer::sleep_until(due).await;
         shared.recorder.generator_lag(shard, Instant::now().saturating_duration_since(due).as_micros() as u64);
         shared.recorder.started(shard);
@@ -689,8 +738,6 @@ async fn open_worker<S: Session>(mut session: S, index: usize, shared: Arc<OpenS
         };
         let outcome = outcome.retimed(due.elapsed().as_micros() as u64);
         shared.recorder.finished(shard, outcome);
-        shared.idle.fetch_add(1, SeqCst);
-        shared.in_flight.fetch_sub(1, SeqCst);
     }
 }
 
