@@ -246,13 +246,18 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> Exit {
     exit
 }
 
+/// The job file, or its errors printed and the exit code that says so.
+fn load_job(job_path: &Path) -> Result<spec::Job, Exit> {
+    spec::load(job_path).map_err(|error| {
+        eprintln!("{error}");
+        Exit::InvalidInput
+    })
+}
+
 fn show_plan(job_path: &Path) -> Exit {
-    let job = match spec::load(job_path) {
+    let job = match load_job(job_path) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("{error}");
-            return Exit::InvalidInput;
-        }
+        Err(exit) => return exit,
     };
     let plan = plan::plan(&job);
     println!(
@@ -299,12 +304,9 @@ fn show_plan(job_path: &Path) -> Exit {
 }
 
 fn preview_payload(job_path: &Path, count: u64, max_bytes: usize, stats: bool) -> Exit {
-    let job = match spec::load(job_path) {
+    let job = match load_job(job_path) {
         Ok(job) => job,
-        Err(error) => {
-            eprintln!("{error}");
-            return Exit::InvalidInput;
-        }
+        Err(exit) => return exit,
     };
     let plan = plan::plan(&job);
     let configuration = plan.runs.first().map_or("", |run| run.name.as_str());
