@@ -615,3 +615,53 @@ fn sample_payloads_from_a_folder_or_a_tarball_are_sent_in_turn() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("payload.samples"), "{}", text(&output));
 }
+
+#[test]
+fn job_files_share_tables_through_include_and_errors_name_the_included_file() {
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(folder.path().join("shared")).unwrap();
+    let shared = folder.path().join("shared/ramp.toml");
+    std::fs::write(&shared, "# shared\n[target]\nkind = \"reference\"\n\n[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 3\n").unwrap();
+    let job = |name: &str, workers: u32| {
+        format!(
+            "version = 1\ninclude = [\"shared/ramp.toml\"]\n[job]\nname = \"{name}\"\n[payload]\nbody = \"{{}}\"\n\
+             [[configurations]]\nname = \"c\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 1\n\
+             reference = {{ workers = {workers}, service_time_ms = 10 }}\n"
+        )
+    };
+    let first = folder.path().join("first.toml");
+    let second = folder.path().join("second.toml");
+    std::fs::write(&first, job("first", 2)).unwrap();
+    std::fs::write(&second, job("second", 4)).unwrap();
+    let output = plateau().arg("validate").arg(&first).arg(&second).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).matches("(1 test runs, at most 9 s)").count(),
+        2,
+        "{}",
+        text(&output)
+    );
+
+    // A mistake in the shared file is reported at its own file and line, for every job that includes it.
+    std::fs::write(
+        &shared,
+        "[target]\nkind = \"reference\"\n\n[traffic.stairs]\nuser_per_step = 2\nstep_duration = \"3s\"\nsteps = 3\n",
+    )
+    .unwrap();
+    let output = plateau().arg("validate").arg(&first).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("shared/ramp.toml:5:1") && stderr.contains("did you mean `users_per_step`?"), "{stderr}");
+
+    // A table defined both in the job and in the included file is refused.
+    std::fs::write(&shared, "[target]\nkind = \"reference\"\n").unwrap();
+    std::fs::write(
+        &first,
+        job("first", 2)
+            + "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"3s\"\nsteps = 1\n[target]\nkind = \"http\"\n",
+    )
+    .unwrap();
+    let output = plateau().arg("validate").arg(&first).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("shared/ramp.toml:1"), "{}", text(&output));
+}

@@ -23,6 +23,21 @@ pub struct SpecError {
     pub diagnostics: Vec<Diagnostic>,
 }
 
+impl SpecError {
+    /// Points each diagnostic that falls in an included file at that file and its own lines.
+    pub fn located_in(mut self, included: &[super::Included]) -> Self {
+        for diagnostic in &mut self.diagnostics {
+            let Some(span) = diagnostic.span.clone() else { continue };
+            if let Some(file) = included.iter().rev().find(|file| span.start >= file.offset) {
+                diagnostic.file = file.path.clone();
+                diagnostic.source = file.text.clone();
+                diagnostic.span = Some(span.start - file.offset..span.end.saturating_sub(file.offset));
+            }
+        }
+        self
+    }
+}
+
 impl fmt::Display for SpecError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (index, diagnostic) in self.diagnostics.iter().enumerate() {

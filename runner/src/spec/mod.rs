@@ -33,6 +33,10 @@ const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 struct RawJobFile {
     #[schemars(with = "u32")]
     version: Spanned<u32>,
+    /// Files of shared tables (a target, a traffic pattern, requirements) read as if written here; relative to
+    /// this file. They hold tables only, and a table may be defined in one place only.
+    #[serde(default, rename = "include")]
+    _include: Vec<String>,
     job: RawJob,
     target: RawTarget,
     #[schemars(with = "RawPayload")]
@@ -961,17 +965,68 @@ pub fn load(path: &Path) -> Result<Job, SpecError> {
 
 /// Parses and validates job-file text; `path` names the file in errors and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Job, SpecError> {
+    let (combined, included) = with_includes(path, text)?;
+    let text = combined.as_str();
     let mut sink = DiagnosticSink::new(path, text);
     let raw: RawJobFile = match toml::from_str(text) {
         Ok(raw) => raw,
         Err(error) => {
             sink.from_toml(&error);
-            return Err(SpecError { diagnostics: sink.diagnostics });
+            return Err(SpecError { diagnostics: sink.diagnostics }.located_in(&included));
         }
     };
     let job = validate(raw, &mut sink, path, text);
-    sink.into_result()?;
+    sink.into_result().map_err(|error| error.located_in(&included))?;
     Ok(job.expect("validation without diagnostics yields a job"))
+}
+
+/// An included file's text and where it starts in the combined text.
+pub struct Included {
+    pub path: PathBuf,
+    pub text: String,
+    pub offset: usize,
+}
+
+/// The job file's text with its `include`d files appended. They hold tables only, so appending them is exactly
+/// defining their tables here, and TOML itself refuses a table defined twice; errors are mapped back to the file
+/// and line they are in (`SpecError::located_in`).
+fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Included>), SpecError> {
+    let names = match toml::from_str::<toml::Table>(text).ok().and_then(|table| table.get("include").cloned()) {
+        Some(toml::Value::Array(names)) => names,
+        // No includes, or a malformed file or key that parsing reports with its location.
+        _ => return Ok((text.to_string(), Vec::new())),
+    };
+    let problem = |file: &Path, source: &str, message: String, hint: &str| Diagnostic {
+        file: file.to_path_buf(),
+        source: source.to_string(),
+        span: None,
+        key_path: "include".to_string(),
+        message,
+        hint: Some(hint.to_string()),
+    };
+    let mut combined = text.to_string();
+    let mut included = Vec::new();
+    let mut diagnostics = Vec::new();
+    for name in names.iter().filter_map(toml::Value::as_str) {
+        let include_path = relative_to(path, Path::new(name));
+        let Ok(include_text) = std::fs::read_to_string(&include_path) else {
+            let message = format!("cannot read the included file `{}`", include_path.display());
+            diagnostics.push(problem(path, text, message, "paths are relative to the job file"));
+            continue;
+        };
+        let first = include_text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#'));
+        let nested = toml::from_str::<toml::Table>(&include_text).is_ok_and(|table| table.contains_key("include"));
+        if first.is_some_and(|line| !line.starts_with('[')) || nested {
+            let message = "an included file holds tables only, and includes nothing itself".to_string();
+            let hint = "start it with a table header such as [target] or [traffic.stairs]";
+            diagnostics.push(problem(&include_path, &include_text, message, hint));
+            continue;
+        }
+        combined.push('\n');
+        included.push(Included { path: include_path, text: include_text.clone(), offset: combined.len() });
+        combined.push_str(&include_text);
+    }
+    if diagnostics.is_empty() { Ok((combined, included)) } else { Err(SpecError { diagnostics }) }
 }
 
 /// A path from the job file, relative to the job file's folder.
