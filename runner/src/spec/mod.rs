@@ -1034,6 +1034,21 @@ fn relative_to(job_path: &Path, path: &Path) -> PathBuf {
     job_path.parent().unwrap_or(Path::new(".")).join(path)
 }
 
+/// A folder named in the job file, resolved against its folder; an error at `key` when it is not one.
+fn existing_folder(
+    folder: &Spanned<PathBuf>,
+    job_path: &Path,
+    key: &str,
+    hint: &str,
+    sink: &mut DiagnosticSink<'_>,
+) -> PathBuf {
+    let resolved = relative_to(job_path, folder.get_ref());
+    if !resolved.is_dir() {
+        sink.error(span_of(folder), key, format!("`{}` is not a folder", resolved.display()), Some(hint.into()));
+    }
+    resolved
+}
+
 fn span_of<T>(value: &Spanned<T>) -> Option<Range<usize>> {
     let span = value.span();
     (span.end > span.start).then_some(span)
@@ -1073,18 +1088,10 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         None => prices::PriceTable::built_in(),
     };
     let configurations = validate_configurations(&raw.configurations, &target, &prices, sink);
-    let report_templates = raw.report.templates.as_ref().map(|folder| {
-        let resolved = relative_to(path, folder.get_ref());
-        if !resolved.is_dir() {
-            sink.error(
-                span_of(folder),
-                "report.templates",
-                format!("`{}` is not a folder", resolved.display()),
-                Some("paths are relative to the job file".into()),
-            );
-        }
-        resolved
-    });
+    let report_templates =
+        raw.report.templates.as_ref().map(|folder| {
+            existing_folder(folder, path, "report.templates", "paths are relative to the job file", sink)
+        });
 
     let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &target, sink);
     let limits = validate_limits(&raw.limits, configurations.len(), sink);
@@ -1672,16 +1679,8 @@ fn validate_plugin(
     let default_grant = RawPluginGrant::default();
     let grant = payload.grant.as_ref().map_or(&default_grant, |grant| grant.get_ref());
     let read_dir = grant.read_dir.as_ref().map(|dir| {
-        let resolved = relative_to(job_path, dir.get_ref());
-        if !resolved.is_dir() {
-            sink.error(
-                span_of(dir),
-                "payload.grant.read_dir",
-                format!("`{}` is not a folder", resolved.display()),
-                Some("paths are relative to the job file; the plugin sees the folder read-only at /data".into()),
-            );
-        }
-        resolved
+        let hint = "paths are relative to the job file; the plugin sees the folder read-only at /data";
+        existing_folder(dir, job_path, "payload.grant.read_dir", hint, sink)
     });
     Some(PluginSpec {
         path: resolved,
