@@ -264,6 +264,65 @@ price_per_hour_usd = 0.5
 }
 
 #[test]
+fn one_job_runs_configurations_against_several_named_targets() {
+    let _load = load_lock();
+    let (mut server, url) = standalone_reference("4", "25");
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(
+        folder.path(),
+        &format!(
+            r#"
+version = 1
+[job]
+name = "two targets"
+[targets.simulated]
+kind = "reference"
+[targets.standalone]
+kind = "http"
+url = "{url}"
+[payload]
+body = '{{"inputs": [1]}}'
+[traffic.stairs]
+users_per_step = 4
+step_duration = "3s"
+steps = 3
+[[configurations]]
+name = "simulated"
+target = "simulated"
+instance_type = "ref"
+price_per_hour_usd = 0.1
+reference = {{ workers = 2, service_time_ms = 20 }}
+[[configurations]]
+name = "standalone"
+target = "standalone"
+instance_type = "local"
+price_per_hour_usd = 0.5
+"#
+        ),
+    );
+    let plan = plateau().arg("plan").arg(&job).output().unwrap();
+    let plan_text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan_text.lines().any(|line| line.contains("standalone") && line.contains(" standalone ")), "{plan_text}");
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    server.kill().unwrap();
+    server.wait().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results = read_results(&out);
+    assert_eq!(results["job"]["target_kind"], Value::Null, "the job mixes target kinds");
+    // 2 workers x 20 ms = 6000 per minute on the simulated target; 4 x 25 ms = 9600 on the standalone server.
+    for (name, kind, capacity_per_minute) in [("simulated", "reference", 6000.0), ("standalone", "http", 9600.0)] {
+        let config = configuration(&results, name);
+        assert_eq!(config["target"], name);
+        assert_eq!(config["target_kind"], kind);
+        let max_invocations = config["metrics"]["max_invocations"].as_f64().unwrap();
+        assert!((max_invocations / capacity_per_minute - 1.0).abs() < 0.10, "{name}: MaxInvocations {max_invocations}");
+    }
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("| standalone (target standalone) |"), "{report}");
+}
+
+#[test]
 fn every_scenario_validates() {
     let scenarios: Vec<PathBuf> = std::fs::read_dir(repository().join("scenarios"))
         .unwrap()
@@ -653,15 +712,23 @@ fn job_files_share_tables_through_include_and_errors_name_the_included_file() {
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("shared/ramp.toml:5:1") && stderr.contains("did you mean `users_per_step`?"), "{stderr}");
 
-    // A table defined both in the job and in the included file is refused.
-    std::fs::write(&shared, "[target]\nkind = \"reference\"\n").unwrap();
+    // The job overrides the shared tables key by key: here one key of the shared ramp, the rest kept.
     std::fs::write(
-        &first,
-        job("first", 2)
-            + "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"3s\"\nsteps = 1\n[target]\nkind = \"http\"\n",
+        &shared,
+        "[target]\nkind = \"reference\"\n[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 3\n",
     )
     .unwrap();
+    std::fs::write(&first, job("first", 2) + "[traffic.stairs]\nsteps = 5\n").unwrap();
     let output = plateau().arg("validate").arg(&first).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 test runs, at most 15 s)"), "{}", text(&output));
+    // ... and a mistake in an overriding key is reported in the job file, under the merged table's key path.
+    std::fs::write(&first, job("first", 2) + "[traffic.stairs]\nsteps = 0\n").unwrap();
+    let output = plateau().arg("validate").arg(&first).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("shared/ramp.toml:1"), "{}", text(&output));
+    assert!(
+        stderr.contains("first.toml:13:9") && stderr.contains("`traffic.stairs.steps`: must be at least 1"),
+        "{stderr}"
+    );
 }

@@ -260,9 +260,22 @@ fn show_plan(job_path: &Path) -> Exit {
         Err(exit) => return exit,
     };
     let plan = plan::plan(&job);
+    // The target column only when the job has several to choose from.
+    let target_of = |run: &plan::TestRun| job.target_of(&run.configuration).name.clone().unwrap_or_default();
+    let target_width = match plan.runs.iter().map(|run| target_of(run).len()).max() {
+        Some(width) if width > 0 => width.max("target".len()),
+        _ => 0,
+    };
+    let target_column = |text: &str| if target_width > 0 { format!("{text:<target_width$}  ") } else { String::new() };
     println!(
-        "{:>3}  {:<40} {:<16} {:>9} {:>10} {:>12}",
-        "#", "test run", "instance type", "instances", "USD/hour", "at most USD"
+        "{:>3}  {:<40} {}{:<16} {:>9} {:>10} {:>12}",
+        "#",
+        "test run",
+        target_column("target"),
+        "instance type",
+        "instances",
+        "USD/hour",
+        "at most USD"
     );
     let mut worst_case_usd = 0.0;
     for run in &plan.runs {
@@ -271,9 +284,10 @@ fn show_plan(job_path: &Path) -> Exit {
         let usd = usd_per_hour * plan.ramp_s as f64 / 3600.0;
         worst_case_usd += usd;
         println!(
-            "{:>3}  {:<40} {:<16} {:>9} {:>10.3} {:>12.4}",
+            "{:>3}  {:<40} {}{:<16} {:>9} {:>10.3} {:>12.4}",
             run.index + 1,
             run.name,
+            target_column(&target_of(run)),
             configuration.instance_type,
             configuration.instance_count,
             usd_per_hour,

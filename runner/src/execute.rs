@@ -144,7 +144,11 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         job: JobSummary {
             name: job.name.clone(),
             description: job.description.clone(),
-            target_kind: job.target.kind,
+            target_kind: job
+                .targets
+                .iter()
+                .all(|target| target.kind == job.targets[0].kind)
+                .then_some(job.targets[0].kind),
             traffic: job.traffic.clone(),
             traffic_options: job.traffic_options,
             load_unit: Schedule::new(&job.traffic, &job.traffic_options).load_unit,
@@ -159,7 +163,7 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     let progress = Progress::new(plan.runs.len());
     for run in &plan.runs {
         let result = if cancel.is_cancelled() {
-            skipped(run, plan.ramp_s)
+            skipped(&job, run)
         } else {
             let payload = match &plugin {
                 Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
@@ -194,28 +198,33 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     })
 }
 
-/// The AWS clients a job needs, made once: SageMaker Runtime for a sagemaker target (retries off), CloudWatch
-/// for publishing or reading endpoint metrics (retries on: it is not measured).
+/// The AWS clients a job needs, made once: SageMaker Runtime for each sagemaker target (retries off),
+/// CloudWatch for publishing or reading endpoint metrics (retries on: it is not measured).
 struct AwsClients {
-    sagemaker: Option<aws_config::SdkConfig>,
+    /// Indexed like `Job::targets`; `None` for targets that are not SageMaker endpoints.
+    sagemaker: Vec<Option<aws_config::SdkConfig>>,
     cloudwatch: Option<aws_sdk_cloudwatch::Client>,
 }
 
 impl AwsClients {
     async fn connect(job: &Job) -> anyhow::Result<Self> {
-        let timeout = job.target.http.timeout;
-        let sagemaker_spec = job.target.sagemaker.as_ref();
-        let profile = sagemaker_spec.and_then(|spec| spec.profile.as_deref());
-        let sagemaker = match sagemaker_spec {
-            Some(spec) => {
-                let place =
-                    AwsPlace { region: spec.region.as_deref(), profile, endpoint_url: spec.endpoint_url.as_deref() };
-                let config = sagemaker::sdk_config(place, true, timeout).await?;
-                sagemaker::check_credentials(&config).await?;
-                Some(config)
-            }
-            None => None,
-        };
+        let mut sagemaker = Vec::new();
+        for target in &job.targets {
+            sagemaker.push(match &target.sagemaker {
+                Some(spec) => {
+                    let place = AwsPlace {
+                        region: spec.region.as_deref(),
+                        profile: spec.profile.as_deref(),
+                        endpoint_url: spec.endpoint_url.as_deref(),
+                    };
+                    let config = sagemaker::sdk_config(place, true, target.http.timeout).await?;
+                    sagemaker::check_credentials(&config).await?;
+                    Some(config)
+                }
+                None => None,
+            });
+        }
+        let profile = job.targets.iter().find_map(|target| target.sagemaker.as_ref()?.profile.as_deref());
         let watch = &job.cloudwatch;
         let cloudwatch = if watch.publish || watch.endpoint_metrics {
             let place =
@@ -230,10 +239,13 @@ impl AwsClients {
     }
 }
 
-fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+fn empty_result(job: &Job, run: &TestRun, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
     let configuration = &run.configuration;
+    let target = job.target_of(configuration);
     ConfigurationResult {
         name: run.name.clone(),
+        target: target.name.clone(),
+        target_kind: Some(target.kind),
         instance_type: configuration.instance_type.clone(),
         instance_count: configuration.instance_count,
         price_per_hour_usd: configuration.price_per_hour_usd,
@@ -244,7 +256,7 @@ fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<S
         end: None,
         failure,
         elapsed_s: 0,
-        full_ramp_s: ramp_s,
+        full_ramp_s: job.ramp_s(),
         steps: Vec::new(),
         seconds: Vec::new(),
         series_file: None,
@@ -259,12 +271,12 @@ fn empty_result(run: &TestRun, ramp_s: u64, status: RunStatus, failure: Option<S
     }
 }
 
-fn skipped(run: &TestRun, ramp_s: u64) -> ConfigurationResult {
-    empty_result(run, ramp_s, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
+fn skipped(job: &Job, run: &TestRun) -> ConfigurationResult {
+    empty_result(job, run, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
 }
 
-fn failed(run: &TestRun, ramp_s: u64, error: &anyhow::Error) -> ConfigurationResult {
-    empty_result(run, ramp_s, RunStatus::Failed, Some(format!("{error:#}")))
+fn failed(job: &Job, run: &TestRun, error: &anyhow::Error) -> ConfigurationResult {
+    empty_result(job, run, RunStatus::Failed, Some(format!("{error:#}")))
 }
 
 /// What serves a test run's requests.
@@ -284,7 +296,8 @@ impl Server {
         label: &str,
     ) -> anyhow::Result<(Self, String)> {
         let configuration = &run.configuration;
-        match (job.target.kind, configuration.reference, &job.target.command) {
+        let target = job.target_of(configuration);
+        match (target.kind, configuration.reference, &target.command) {
             (TargetKind::Reference, Some(model), _) => {
                 let seed = job.seed ^ (run.index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
                 let server = ReferenceServer::start(model, seed, SocketAddr::from(([127, 0, 0, 1], 0)))
@@ -309,7 +322,7 @@ impl Server {
                 Ok((Server::External, format!("SageMaker endpoint {endpoint}")))
             }
             _ => {
-                let url = configuration.url.clone().or_else(|| job.target.http.url.clone());
+                let url = configuration.url.clone().or_else(|| target.http.url.clone());
                 Ok((Server::External, url.context("no URL for this configuration")?))
             }
         }
@@ -361,7 +374,7 @@ async fn run_configuration(
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));
-            return ConfigurationResult { server_log: server_log(job, run), ..failed(run, ramp_s, &error) };
+            return ConfigurationResult { server_log: server_log(job, run), ..failed(job, run, &error) };
         }
     };
     let schedule = Schedule::new(&job.traffic, &job.traffic_options);
@@ -395,7 +408,8 @@ async fn run_configuration(
         cancel: run_cancel.clone(),
     };
     let run_started = SystemTime::now();
-    let (record, error_details) = match (&job.target.sagemaker, &aws.sagemaker) {
+    let target_spec = job.target_of(configuration);
+    let (record, error_details) = match (&target_spec.sagemaker, &aws.sagemaker[configuration.target]) {
         (Some(spec), Some(config)) => {
             let target = Arc::new(SageMakerTarget::new(
                 config,
@@ -403,23 +417,23 @@ async fn run_configuration(
                 spec,
                 &job.payload,
                 payload,
-                job.target.http.timeout,
+                target_spec.http.timeout,
             ));
             if let Err(error) = target.preflight().await {
                 progress.line(format!("{label} failed: {error:#}"));
-                return failed(run, ramp_s, &error);
+                return failed(job, run, &error);
             }
             let record = drive_until_exit(Arc::clone(&target), options, resources, &mut observer, &server).await;
             (record, target.error_details())
         }
         _ => {
-            let target = match HttpTarget::new(&url, &job.target.http, &job.payload, payload) {
+            let target = match HttpTarget::new(&url, &target_spec.http, &job.payload, payload) {
                 Ok(target) => target,
-                Err(error) => return failed(run, ramp_s, &error),
+                Err(error) => return failed(job, run, &error),
             };
             if let Err(error) = target.preflight().await {
                 progress.line(format!("{label} failed: {error:#}"));
-                return failed(run, ramp_s, &error);
+                return failed(job, run, &error);
             }
             (drive_until_exit(Arc::new(target), options, resources, &mut observer, &server).await, Vec::new())
         }
@@ -437,7 +451,7 @@ async fn run_configuration(
             summary.last_error.as_deref().unwrap_or("")
         ));
     }
-    let endpoint_metrics = match (&aws.cloudwatch, &job.target.sagemaker) {
+    let endpoint_metrics = match (&aws.cloudwatch, &target_spec.sagemaker) {
         (Some(client), Some(spec)) if job.cloudwatch.endpoint_metrics => {
             let variant = spec.target_variant.as_deref().unwrap_or("AllTraffic");
             let read = crate::cloudwatch::endpoint_metrics(
@@ -462,11 +476,11 @@ async fn run_configuration(
         Server::Command(process) if !cancel.is_cancelled() => process.exited(),
         _ => None,
     };
-    let leftover = stop(&server, job).await;
+    let leftover = stop(&server, job, run).await;
     let record = match record {
         Ok(record) => record,
         Err(error) => {
-            return failed(run, ramp_s, &anyhow::Error::new(error).context("cannot write the per-second series"));
+            return failed(job, run, &anyhow::Error::new(error).context("cannot write the per-second series"));
         }
     };
     let facts = ConfigurationFacts {
@@ -531,7 +545,7 @@ async fn run_configuration(
         error_details,
         cloudwatch,
         endpoint_metrics,
-        ..empty_result(run, ramp_s, status, None)
+        ..empty_result(job, run, status, None)
     }
 }
 
@@ -556,12 +570,12 @@ async fn drive_until_exit<T: Target>(
 }
 
 fn server_log(job: &Job, run: &TestRun) -> Option<String> {
-    (job.target.kind == TargetKind::Command).then(|| log_file(run))
+    (job.target_of(&run.configuration).kind == TargetKind::Command).then(|| log_file(run))
 }
 
 /// Stops a server plateau started; says so if any of its processes survived.
-async fn stop(server: &Server, job: &Job) -> Option<String> {
-    let (Server::Command(process), Some(spec)) = (server, &job.target.command) else {
+async fn stop(server: &Server, job: &Job, run: &TestRun) -> Option<String> {
+    let (Server::Command(process), Some(spec)) = (server, &job.target_of(&run.configuration).command) else {
         return None;
     };
     process.stop(spec.stop_grace).await;

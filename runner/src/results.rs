@@ -75,8 +75,9 @@ pub struct Host {
 pub struct JobSummary {
     pub name: String,
     pub description: Option<String>,
-    /// `reference` or `http`.
-    pub target_kind: TargetKind,
+    /// The kind of every target; absent when the job's targets are of several kinds (see each configuration's).
+    #[serde(default)]
+    pub target_kind: Option<TargetKind>,
     /// The traffic pattern, durations in seconds.
     pub traffic: Traffic,
     /// Warm-up, arrivals and in-flight cap.
@@ -109,6 +110,12 @@ pub enum RunStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigurationResult {
     pub name: String,
+    /// The `[targets.<name>]` this configuration ran against, when the job has named targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Absent in results written before jobs could mix target kinds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_kind: Option<TargetKind>,
     pub instance_type: String,
     pub instance_count: u32,
     /// Price of one instance.

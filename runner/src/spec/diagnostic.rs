@@ -133,9 +133,16 @@ impl<'a> DiagnosticSink<'a> {
     }
 
     /// Converts a serde/TOML error into a located diagnostic with its key path and a did-you-mean hint.
-    pub fn from_toml(&mut self, error: &toml::de::Error) {
+    /// `document` is the parsed job when there is one (else the source is parsed as far as it goes).
+    pub fn from_toml(&mut self, error: &toml::de::Error, document: Option<&DeTable<'_>>) {
         let span = error.span();
-        let key_path = span.as_ref().and_then(|span| key_path_at(self.source, span.start)).unwrap_or_default();
+        let key_path = span
+            .as_ref()
+            .and_then(|span| match document {
+                Some(document) => key_path_in(document, span.start),
+                None => key_path_at(self.source, span.start),
+            })
+            .unwrap_or_default();
         let message = error.message().trim().to_string();
         let hint = did_you_mean(&message);
         let message = rephrase(&message);
@@ -177,9 +184,12 @@ pub fn closest<'c>(word: &str, candidates: &[&'c str]) -> Option<&'c str> {
 
 /// The dotted key path (`traffic.phases[0].duration`) of the innermost key or value containing `offset`.
 pub fn key_path_at(source: &str, offset: usize) -> Option<String> {
-    let (root, _) = DeTable::parse_recoverable(source);
+    key_path_in(DeTable::parse_recoverable(source).0.get_ref(), offset)
+}
+
+fn key_path_in(document: &DeTable<'_>, offset: usize) -> Option<String> {
     let mut path = String::new();
-    walk_table(root.get_ref(), offset, &mut path);
+    walk_table(document, offset, &mut path);
     (!path.is_empty()).then_some(path)
 }
 

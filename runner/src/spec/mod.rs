@@ -33,12 +33,16 @@ const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 struct RawJobFile {
     #[schemars(with = "u32")]
     version: Spanned<u32>,
-    /// Files of shared tables (a target, a traffic pattern, requirements) read as if written here; relative to
-    /// this file. They hold tables only, and a table may be defined in one place only.
+    /// Files of shared tables (a target, a traffic pattern, requirements), relative to this file. Each later
+    /// file, and this one last, overrides the keys before it one by one; arrays are replaced whole.
     #[serde(default, rename = "include")]
     _include: Vec<String>,
     job: RawJob,
-    target: RawTarget,
+    /// The one target every configuration runs against ...
+    target: Option<RawTarget>,
+    /// ... or several named ones (`[targets.local]`, `[targets.sagemaker]`), each configuration naming its own.
+    #[schemars(with = "Option<BTreeMap<String, RawTarget>>")]
+    targets: Option<Spanned<BTreeMap<String, RawTarget>>>,
     #[schemars(with = "RawPayload")]
     payload: Spanned<RawPayload>,
     #[schemars(with = "RawTraffic")]
@@ -482,6 +486,9 @@ struct RawConfiguration {
     #[schemars(with = "String")]
     name: Spanned<String>,
     instance_type: String,
+    /// With several `[targets.<name>]`: the one this configuration runs against.
+    #[schemars(with = "Option<String>")]
+    target: Option<Spanned<String>>,
     #[serde(default = "one")]
     #[schemars(with = "u32")]
     instance_count: Spanned<u32>,
@@ -543,7 +550,8 @@ pub struct Job {
     pub name: String,
     pub description: Option<String>,
     pub seed: u64,
-    pub target: Target,
+    /// At least one; `Configuration::target` indexes it.
+    pub targets: Vec<Target>,
     pub payload: Payload,
     pub traffic: Traffic,
     pub traffic_options: TrafficOptions,
@@ -574,6 +582,8 @@ pub struct JobSource {
 
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The `<name>` of `[targets.<name>]`; none for a job's single `[target]`.
+    pub name: Option<String>,
     pub kind: TargetKind,
     pub http: HttpRequestSpec,
     /// For `command` targets: how to start, check and stop the server.
@@ -819,6 +829,8 @@ pub struct Requirements {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Configuration {
     pub name: String,
+    /// Index into `Job::targets`.
+    pub target: usize,
     pub instance_type: String,
     pub instance_count: u32,
     pub price_per_hour_usd: f64,
@@ -893,6 +905,10 @@ impl Traffic {
 }
 
 impl Job {
+    pub fn target_of(&self, configuration: &Configuration) -> &Target {
+        &self.targets[configuration.target]
+    }
+
     /// A configuration's whole run: warm-up and every step.
     pub fn ramp_s(&self) -> u64 {
         self.traffic.duration_s() + self.traffic_options.warmup_s
@@ -968,10 +984,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Job, SpecError> {
     let (combined, included) = with_includes(path, text)?;
     let text = combined.as_str();
     let mut sink = DiagnosticSink::new(path, text);
-    let raw: RawJobFile = match toml::from_str(text) {
+    let segments = segments(text, &included);
+    let document = match merged_document(&segments) {
+        Ok(document) => document,
+        Err(error) => {
+            sink.from_toml(&error, None);
+            return Err(SpecError { diagnostics: sink.diagnostics }.located_in(&included));
+        }
+    };
+    let raw = match RawJobFile::deserialize(toml::de::Deserializer::from(document.clone())) {
         Ok(raw) => raw,
         Err(error) => {
-            sink.from_toml(&error);
+            sink.from_toml(&error, Some(document.get_ref()));
             return Err(SpecError { diagnostics: sink.diagnostics }.located_in(&included));
         }
     };
@@ -987,9 +1011,9 @@ pub struct Included {
     pub offset: usize,
 }
 
-/// The job file's text with its `include`d files appended. They hold tables only, so appending them is exactly
-/// defining their tables here, and TOML itself refuses a table defined twice; errors are mapped back to the file
-/// and line they are in (`SpecError::located_in`).
+/// The job file's text with its `include`d files appended, each after a comment naming it: the text a run
+/// records, and the one coordinate system every span refers to (`SpecError::located_in` maps spans back to the
+/// file and line they are in).
 fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Included>), SpecError> {
     let names = match toml::from_str::<toml::Table>(text).ok().and_then(|table| table.get("include").cloned()) {
         Some(toml::Value::Array(names)) => names,
@@ -1014,19 +1038,62 @@ fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Included>), Spe
             diagnostics.push(problem(path, text, message, "paths are relative to the job file"));
             continue;
         };
-        let first = include_text.lines().map(str::trim).find(|line| !line.is_empty() && !line.starts_with('#'));
-        let nested = toml::from_str::<toml::Table>(&include_text).is_ok_and(|table| table.contains_key("include"));
-        if first.is_some_and(|line| !line.starts_with('[')) || nested {
-            let message = "an included file holds tables only, and includes nothing itself".to_string();
-            let hint = "start it with a table header such as [target] or [traffic.stairs]";
+        if toml::from_str::<toml::Table>(&include_text).is_ok_and(|table| table.contains_key("include")) {
+            let message = "an included file includes nothing itself".to_string();
+            let hint = "list every shared file in the job's own `include`";
             diagnostics.push(problem(&include_path, &include_text, message, hint));
             continue;
         }
-        combined.push('\n');
+        combined.push_str(&format!("\n# plateau: included from {name}\n"));
         included.push(Included { path: include_path, text: include_text.clone(), offset: combined.len() });
         combined.push_str(&include_text);
     }
     if diagnostics.is_empty() { Ok((combined, included)) } else { Err(SpecError { diagnostics }) }
+}
+
+/// One text per file, each the length of the combined text with every other file blanked (newlines kept), so
+/// each parses on its own while its spans stay in combined coordinates. Included files come first, the job last.
+fn segments(combined: &str, included: &[Included]) -> Vec<String> {
+    let job_end = included.first().map_or(combined.len(), |first| first.offset);
+    let ranges =
+        included.iter().map(|file| file.offset..file.offset + file.text.len()).chain(std::iter::once(0..job_end));
+    ranges
+        .map(|range| {
+            let blanked: Vec<u8> = combined
+                .bytes()
+                .enumerate()
+                .map(|(at, byte)| if range.contains(&at) || byte == b'\n' { byte } else { b' ' })
+                .collect();
+            String::from_utf8(blanked).expect("whole characters are kept or become spaces")
+        })
+        .collect()
+}
+
+/// The job as one TOML document: each file overrides the ones before it key by key, tables merging and every
+/// other value (arrays included) replaced whole, so a job can take a shared `[target]` and change one key of it.
+fn merged_document(segments: &[String]) -> Result<Spanned<toml::de::DeTable<'_>>, toml::de::Error> {
+    let mut files = segments.iter().map(|text| toml::de::DeTable::parse(text));
+    let mut merged = files.next().expect("the job file is always a segment")?;
+    for file in files {
+        let (span, mut base) = (file.as_ref().map(Spanned::span).unwrap_or_default(), merged.into_inner());
+        overlay(&mut base, file?.into_inner());
+        merged = Spanned::new(span, base);
+    }
+    Ok(merged)
+}
+
+fn overlay<'i>(base: &mut toml::de::DeTable<'i>, over: toml::de::DeTable<'i>) {
+    use toml::de::DeValue;
+    for (key, value) in over {
+        let span = value.span();
+        match (base.get_mut(&key).map(Spanned::get_mut), value.into_inner()) {
+            (Some(DeValue::Table(existing)), DeValue::Table(table)) => overlay(existing, table),
+            (_, value) => {
+                base.remove(&key);
+                base.insert(key, Spanned::new(span, value));
+            }
+        }
+    }
 }
 
 /// A path from the job file, relative to the job file's folder.
@@ -1071,10 +1138,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
             Some("name the job, e.g. name = \"resnet-cpu\"".into()),
         );
     }
-    let mut target = validate_target(&raw.target, path, sink);
-    if let Some(command) = &mut target.command {
-        command.working_dir = relative_to(path, &command.working_dir);
-    }
+    let targets = validate_targets(raw.target.as_ref(), raw.targets.as_ref(), path, sink);
     let payload = validate_payload(&raw.payload, sink, path);
     let traffic = validate_traffic(&raw.traffic, sink);
     let traffic_options = validate_traffic_options(&raw.traffic, traffic.as_ref(), sink);
@@ -1087,13 +1151,13 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         }),
         None => prices::PriceTable::built_in(),
     };
-    let configurations = validate_configurations(&raw.configurations, &target, &prices, sink);
+    let configurations = validate_configurations(&raw.configurations, &targets, &prices, sink);
     let report_templates =
         raw.report.templates.as_ref().map(|folder| {
             existing_folder(folder, path, "report.templates", "paths are relative to the job file", sink)
         });
 
-    let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &target, sink);
+    let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &targets, sink);
     let limits = validate_limits(&raw.limits, configurations.len(), sink);
     let job = Job {
         source: JobSource {
@@ -1104,7 +1168,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         name: raw.job.name.into_inner(),
         description: raw.job.description,
         seed: raw.job.seed.unwrap_or(0),
-        target,
+        targets,
         payload: payload?,
         traffic: traffic?,
         traffic_options,
@@ -1119,7 +1183,46 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     Some(job)
 }
 
-fn validate_target(raw: &RawTarget, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> Target {
+/// The job's `[target]`, or its `[targets.<name>]` tables; exactly one of the two.
+fn validate_targets(
+    single: Option<&RawTarget>,
+    named: Option<&Spanned<BTreeMap<String, RawTarget>>>,
+    job_path: &Path,
+    sink: &mut DiagnosticSink<'_>,
+) -> Vec<Target> {
+    match (single, named) {
+        (Some(_), Some(named)) => {
+            sink.error(
+                span_of(named),
+                "targets",
+                "a job has one [target] or several [targets.<name>], not both",
+                Some(
+                    "name the [target] too, as [targets.<name>], and give each configuration target = \"<name>\""
+                        .into(),
+                ),
+            );
+            // Which target a configuration meant is anyone's guess: checking them against one would mislead.
+            return Vec::new();
+        }
+        (None, None) => sink.error(
+            None,
+            "target",
+            "the job names no target",
+            Some("add [target] with kind = \"reference\", \"http\", \"command\" or \"sagemaker\"".into()),
+        ),
+        (None, Some(named)) if named.get_ref().is_empty() => {
+            sink.error(span_of(named), "targets", "needs at least one target", Some("add [targets.<name>]".into()))
+        }
+        _ => {}
+    }
+    let single = single.map(|raw| validate_target(raw, None, job_path, sink));
+    let named = named.into_iter().flat_map(|named| named.get_ref());
+    single.into_iter().chain(named.map(|(name, raw)| validate_target(raw, Some(name), job_path, sink))).collect()
+}
+
+fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> Target {
+    let prefix = name.map_or_else(|| "target".to_string(), |name| format!("targets.{name}"));
+    let key = |field: &str| format!("{prefix}.{field}");
     let kind = *raw.kind.get_ref();
     let method = raw.method.as_ref().map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
     if let Some(raw_method) = &raw.method
@@ -1127,7 +1230,7 @@ fn validate_target(raw: &RawTarget, job_path: &Path, sink: &mut DiagnosticSink<'
     {
         sink.error(
             span_of(raw_method),
-            "target.method",
+            key("method"),
             format!("`{}` is not an HTTP method", raw_method.get_ref()),
             Some("use POST, PUT or GET".into()),
         );
@@ -1135,19 +1238,19 @@ fn validate_target(raw: &RawTarget, job_path: &Path, sink: &mut DiagnosticSink<'
     match (&kind, &raw.url) {
         (TargetKind::Reference, Some(url)) => sink.error(
             span_of(url),
-            "target.url",
+            key("url"),
             "the reference target serves itself; it takes no url",
             Some("remove `url`, or use kind = \"http\" to benchmark your own server".into()),
         ),
-        (TargetKind::Http, Some(url)) => check_url(url, "target.url", sink),
+        (TargetKind::Http, Some(url)) => check_url(url, &key("url"), sink),
         _ => {}
     }
-    for (name, value) in &raw.headers {
-        if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+    for (header, value) in &raw.headers {
+        if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
             sink.error(
                 span_of(&raw.kind),
-                format!("target.headers.{name}"),
-                format!("`{name}` is not a valid header name"),
+                key(&format!("headers.{header}")),
+                format!("`{header}` is not a valid header name"),
                 None,
             );
         }
@@ -1156,28 +1259,30 @@ fn validate_target(raw: &RawTarget, job_path: &Path, sink: &mut DiagnosticSink<'
         {
             sink.error(
                 None,
-                format!("target.headers.{name}"),
+                key(&format!("headers.{header}")),
                 "the header value has characters HTTP does not allow",
                 None,
             );
         }
     }
-    let command = validate_command(raw, sink);
-    let sagemaker = validate_sagemaker(raw, sink);
+    let command = validate_command(raw, &prefix, sink)
+        .map(|command| CommandSpec { working_dir: relative_to(job_path, &command.working_dir), ..command });
+    let sagemaker = validate_sagemaker(raw, &prefix, sink);
     Target {
+        name: name.map(str::to_string),
         kind,
         command,
         sagemaker,
         http: HttpRequestSpec {
             http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
-            tls: validate_tls(raw.tls.as_ref(), job_path, sink),
+            tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
             url: raw.url.as_ref().map(|url| url.get_ref().clone()),
             method,
             headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
             timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
             max_response_bytes: raw.max_response_bytes.as_ref().map_or(DEFAULT_MAX_RESPONSE_BYTES, |max| {
                 if *max.get_ref() == 0 {
-                    sink.error(span_of(max), "target.max_response_bytes", "must be at least 1", None);
+                    sink.error(span_of(max), key("max_response_bytes"), "must be at least 1", None);
                 }
                 *max.get_ref()
             }),
@@ -1185,12 +1290,7 @@ fn validate_target(raw: &RawTarget, job_path: &Path, sink: &mut DiagnosticSink<'
                 if let Some(status) = &check.status
                     && !(100..=599).contains(status.get_ref())
                 {
-                    sink.error(
-                        span_of(status),
-                        "target.check.status",
-                        "is not an HTTP status",
-                        Some("e.g. 200".into()),
-                    );
+                    sink.error(span_of(status), key("check.status"), "is not an HTTP status", Some("e.g. 200".into()));
                 }
                 ResponseCheck {
                     status: check.status.as_ref().map(|status| *status.get_ref()),
@@ -1235,7 +1335,8 @@ fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink
     }
 }
 
-fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<CommandSpec> {
+fn validate_command(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<CommandSpec> {
+    let key = |field: &str| format!("{prefix}.{field}");
     let command_keys = [
         ("command", raw.command.is_some()),
         ("working_dir", raw.working_dir.is_some()),
@@ -1246,11 +1347,11 @@ fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<Co
         ("stop_grace", raw.stop_grace.is_some()),
     ];
     if *raw.kind.get_ref() != TargetKind::Command {
-        for (key, _) in command_keys.iter().filter(|(_, present)| *present) {
+        for (field, _) in command_keys.iter().filter(|(_, present)| *present) {
             sink.error(
                 span_of(&raw.kind),
-                format!("target.{key}"),
-                format!("`{key}` applies only to kind = \"command\""),
+                key(field),
+                format!("`{field}` applies only to kind = \"command\""),
                 Some("remove it, or set kind = \"command\" to have plateau start the server".into()),
             );
         }
@@ -1259,35 +1360,35 @@ fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<Co
     let Some(command) = &raw.command else {
         sink.error(
             span_of(&raw.kind),
-            "target.command",
+            key("command"),
             "a command target needs the command that starts the server",
             Some("e.g. command = [\"python3\", \"server.py\", \"--port\", \"{port}\"]".into()),
         );
         return None;
     };
     if command.get_ref().is_empty() || command.get_ref()[0].trim().is_empty() {
-        sink.error(span_of(command), "target.command", "the command is empty", None);
+        sink.error(span_of(command), key("command"), "the command is empty", None);
     }
     let mentions_port = command.get_ref().iter().chain(raw.env.values()).any(|text| text.contains(PORT_PLACEHOLDER));
     if raw.port.is_none() && !mentions_port {
         sink.error(
             span_of(command),
-            "target.command",
+            key("command"),
             "plateau cannot tell which port the server listens on",
-            Some("put {port} in the command or in target.env, or set target.port".into()),
+            Some(format!("put {{port}} in the command or in {prefix}.env, or set {prefix}.port")),
         );
     }
     if raw.url.is_some() {
         sink.error(
             span_of(&raw.kind),
-            "target.url",
+            key("url"),
             "a command target's URL is http://127.0.0.1:<port><path>",
             Some("use `path` instead of `url`".into()),
         );
     }
     let path = raw.path.clone().unwrap_or_else(|| "/invocations".to_string());
     if !path.starts_with('/') {
-        sink.error(span_of(command), "target.path", format!("`{path}` must start with /"), None);
+        sink.error(span_of(command), key("path"), format!("`{path}` must start with /"), None);
     }
     let readiness = raw.readiness.as_ref().map(|readiness| readiness.get_ref());
     let check = match readiness {
@@ -1295,7 +1396,7 @@ fn validate_command(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<Co
         Some(RawReadiness { tcp: true, .. }) => {
             sink.error(
                 raw.readiness.as_ref().and_then(span_of),
-                "target.readiness",
+                key("readiness"),
                 "choose a TCP check or an HTTP check, not both",
                 Some("remove `tcp`, or remove `http_path` and `expected_status`".into()),
             );
@@ -1335,10 +1436,16 @@ fn validate_limits(raw: &RawLimits, configurations: usize, sink: &mut Diagnostic
     Limits { max_tests, max_parallel }
 }
 
-fn validate_tls(raw: Option<&Spanned<RawTls>>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> TlsSpec {
+fn validate_tls(
+    raw: Option<&Spanned<RawTls>>,
+    prefix: &str,
+    job_path: &Path,
+    sink: &mut DiagnosticSink<'_>,
+) -> TlsSpec {
     let Some(raw) = raw else { return TlsSpec::default() };
     let tls = raw.get_ref();
-    let mut file = |value: &Option<Spanned<PathBuf>>, key: &str| {
+    let mut file = |value: &Option<Spanned<PathBuf>>, field: &str| {
+        let key = format!("{prefix}.tls.{field}");
         value.as_ref().map(|path| {
             let resolved = relative_to(job_path, path.get_ref());
             if !resolved.is_file() {
@@ -1353,15 +1460,15 @@ fn validate_tls(raw: Option<&Spanned<RawTls>>, job_path: &Path, sink: &mut Diagn
         })
     };
     let spec = TlsSpec {
-        ca_file: file(&tls.ca_file, "target.tls.ca_file"),
-        client_cert: file(&tls.client_cert, "target.tls.client_cert"),
-        client_key: file(&tls.client_key, "target.tls.client_key"),
+        ca_file: file(&tls.ca_file, "ca_file"),
+        client_cert: file(&tls.client_cert, "client_cert"),
+        client_key: file(&tls.client_key, "client_key"),
         server_name: tls.server_name.as_ref().map(|name| name.get_ref().clone()),
     };
     if spec.client_cert.is_some() != spec.client_key.is_some() {
         sink.error(
             span_of(raw),
-            "target.tls",
+            format!("{prefix}.tls"),
             "mutual TLS needs both `client_cert` and `client_key`",
             Some("give both PEM files, or neither".into()),
         );
@@ -1369,7 +1476,7 @@ fn validate_tls(raw: Option<&Spanned<RawTls>>, job_path: &Path, sink: &mut Diagn
     spec
 }
 
-fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<SageMakerSpec> {
+fn validate_sagemaker(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<SageMakerSpec> {
     let text = |value: &Option<Spanned<String>>| value.as_ref().map(|value| value.get_ref().clone());
     let sagemaker_only = [
         ("region", raw.region.as_ref().and_then(span_of)),
@@ -1385,7 +1492,7 @@ fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<
         for (field, span) in sagemaker_only.into_iter().filter(|(_, span)| span.is_some()) {
             sink.error(
                 span,
-                format!("target.{field}"),
+                format!("{prefix}.{field}"),
                 format!("`{field}` applies only to sagemaker targets"),
                 Some("remove it, or use kind = \"sagemaker\"".into()),
             );
@@ -1393,10 +1500,10 @@ fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<
         return None;
     }
     if let Some(url) = &raw.endpoint_url {
-        check_absolute_url(url, "target.endpoint_url", AWS_ENDPOINT_HINT, sink);
+        check_absolute_url(url, &format!("{prefix}.endpoint_url"), AWS_ENDPOINT_HINT, sink);
     }
     if let Some(region) = &raw.region {
-        check_region(region, "target.region", sink);
+        check_region(region, &format!("{prefix}.region"), sink);
     }
     let http_only = [
         ("url", raw.url.as_ref().map(span_of)),
@@ -1407,7 +1514,7 @@ fn validate_sagemaker(raw: &RawTarget, sink: &mut DiagnosticSink<'_>) -> Option<
         if let Some(span) = span {
             sink.error(
                 span,
-                format!("target.{field}"),
+                format!("{prefix}.{field}"),
                 format!("a sagemaker target takes no `{field}`: requests go through InvokeEndpoint"),
                 Some("name each configuration's endpoint with `endpoint_name`".into()),
             );
@@ -1463,8 +1570,9 @@ fn check_endpoint_name(name: &Spanned<String>, key: &str, sink: &mut DiagnosticS
     }
 }
 
-fn validate_cloudwatch(raw: &RawCloudWatch, target: &Target, sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
-    let is_sagemaker = target.kind == TargetKind::Sagemaker;
+fn validate_cloudwatch(raw: &RawCloudWatch, targets: &[Target], sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
+    let sagemaker = targets.iter().find_map(|target| target.sagemaker.as_ref());
+    let is_sagemaker = sagemaker.is_some();
     if let Some(url) = &raw.endpoint_url {
         check_absolute_url(url, "cloudwatch.endpoint_url", AWS_ENDPOINT_HINT, sink);
     }
@@ -1480,7 +1588,6 @@ fn validate_cloudwatch(raw: &RawCloudWatch, target: &Target, sink: &mut Diagnost
             Some("set it to false, or use [target] kind = \"sagemaker\"".into()),
         );
     }
-    let sagemaker = target.sagemaker.as_ref();
     CloudWatchSpec {
         publish: raw.publish.unwrap_or(false),
         namespace: raw
@@ -1949,11 +2056,10 @@ fn validate_requirements(raw: &RawRequirements, sink: &mut DiagnosticSink<'_>) -
 
 fn validate_configurations(
     raw: &Spanned<Vec<RawConfiguration>>,
-    target: &Target,
+    targets: &[Target],
     prices: &prices::PriceTable,
     sink: &mut DiagnosticSink<'_>,
 ) -> Vec<Configuration> {
-    let kind = target.kind;
     if raw.get_ref().is_empty() {
         sink.error(
             span_of(raw),
@@ -1966,7 +2072,7 @@ fn validate_configurations(
     raw.get_ref()
         .iter()
         .enumerate()
-        .map(|(index, config)| {
+        .filter_map(|(index, config)| {
             let key = |field: &str| format!("configurations[{index}].{field}");
             let name = config.name.get_ref();
             if names.contains(&name.as_str()) {
@@ -2006,6 +2112,10 @@ fn validate_configurations(
                     (0.0, String::new())
                 }
             };
+            // Without a target there is nothing to check the rest against; that error is reported already.
+            let target_index = target_of(config, targets, &key("target"), sink)?;
+            let target = &targets[target_index];
+            let kind = target.kind;
             let reference = validate_reference(config, kind, index, sink);
             let command_only = [
                 ("environment", config.environment.is_some(), config.environment.as_ref().and_then(span_of)),
@@ -2073,8 +2183,9 @@ fn validate_configurations(
                     sink.error(span_of(url), key("url"), "only http targets take a per-configuration url", None);
                 }
             }
-            Configuration {
+            Some(Configuration {
                 name: name.clone(),
+                target: target_index,
                 instance_type: config.instance_type.clone(),
                 instance_count: *config.instance_count.get_ref(),
                 price_per_hour_usd,
@@ -2106,9 +2217,45 @@ fn validate_configurations(
                     }
                     settings
                 }),
-            }
+            })
         })
         .collect()
+}
+
+/// The index of the target a configuration runs against: the job's only one, or the one it names.
+fn target_of(config: &RawConfiguration, targets: &[Target], key: &str, sink: &mut DiagnosticSink<'_>) -> Option<usize> {
+    let names: Vec<&str> = targets.iter().filter_map(|target| target.name.as_deref()).collect();
+    let listed = || names.iter().map(|name| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
+    match &config.target {
+        None if targets.len() == 1 => Some(0),
+        None => {
+            if !targets.is_empty() {
+                let message = format!("the job has {} targets; this configuration names none", targets.len());
+                sink.error(span_of(&config.name), key, message, Some(format!("add target = one of {}", listed())));
+            }
+            None
+        }
+        Some(wanted) if names.is_empty() => {
+            sink.error(
+                span_of(wanted),
+                key,
+                "the job's one [target] has no name to choose",
+                Some("remove `target`, or name the job's targets as [targets.<name>]".into()),
+            );
+            None
+        }
+        Some(wanted) => {
+            let found = names.iter().position(|name| name == wanted.get_ref());
+            if found.is_none() {
+                let hint = match diagnostic::closest(wanted.get_ref(), &names) {
+                    Some(close) => format!("did you mean target = \"{close}\"?"),
+                    None => format!("the job's targets are {}", listed()),
+                };
+                sink.error(span_of(wanted), key, format!("no target is named `{}`", wanted.get_ref()), Some(hint));
+            }
+            found
+        }
+    }
 }
 
 fn validate_reference(
