@@ -323,6 +323,58 @@ price_per_hour_usd = 0.5
 }
 
 #[test]
+fn max_parallel_runs_configurations_at_the_same_time() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let job = write_job(
+        folder.path(),
+        r#"
+version = 1
+[job]
+name = "parallel"
+[target]
+kind = "reference"
+[payload]
+body = "{}"
+[traffic.stairs]
+users_per_step = 4
+step_duration = "3s"
+steps = 3
+[limits]
+max_parallel = 2
+[[configurations]]
+name = "a"
+instance_type = "ref"
+price_per_hour_usd = 0.1
+reference = { workers = 2, service_time_ms = 20 }
+[[configurations]]
+name = "b"
+instance_type = "ref"
+price_per_hour_usd = 0.1
+reference = { workers = 4, service_time_ms = 25 }
+"#,
+    );
+    let plan = plateau().arg("plan").arg(&job).output().unwrap();
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("2 test runs, 2 at a time"), "{}", text(&plan));
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("at most 9 s and"), "{}", text(&plan));
+    let started = Instant::now();
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    // Two 9 s ramps one after the other take at least 18 s; side by side about 9 s.
+    assert!(elapsed < Duration::from_secs(16), "the runs did not overlap: {elapsed:?}");
+    let results = read_results(&out);
+    let names: Vec<&str> =
+        results["configurations"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b"], "results keep the plan's order");
+    for (name, capacity_per_minute) in [("a", 6000.0), ("b", 9600.0)] {
+        let max_invocations = configuration(&results, name)["metrics"]["max_invocations"].as_f64().unwrap();
+        assert!((max_invocations / capacity_per_minute - 1.0).abs() < 0.10, "{name}: MaxInvocations {max_invocations}");
+    }
+}
+
+#[test]
 fn every_scenario_validates() {
     let scenarios: Vec<PathBuf> = std::fs::read_dir(repository().join("scenarios"))
         .unwrap()

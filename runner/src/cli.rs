@@ -300,14 +300,12 @@ fn show_plan(job_path: &Path) -> Exit {
             plan.runs.len()
         );
     }
-    if let Some(parallel) = job.limits.max_parallel.filter(|parallel| *parallel > 1) {
-        println!(
-            "limits.max_parallel = {parallel}: plateau runs tests one at a time, so no test's load generator competes \
-             with another's for this machine's CPU."
-        );
-    }
+    let at_once = match plan.parallel {
+        1 => "one at a time".to_string(),
+        parallel => format!("{parallel} at a time (limits.max_parallel; they share this machine's CPU)"),
+    };
     println!(
-        "\n{} test runs, one at a time, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
+        "\n{} test runs, {at_once}, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
          endpoint time.",
         plan.runs.len(),
         plan.ramp_s,

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
-use indicatif::{ProgressBar, ProgressStyle};
+use futures_util::StreamExt as _;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector};
@@ -161,23 +162,30 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         recommendation: None,
     };
     let progress = Progress::new(plan.runs.len());
-    for run in &plan.runs {
-        let result = if cancel.is_cancelled() {
-            skipped(&job, run)
-        } else {
-            let payload = match &plugin {
-                Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
-                None if !job.payload.samples.is_empty() => PayloadSource::samples(job.payload.samples.clone()),
-                None => PayloadSource::Fixed(job.payload.body.clone()),
-            };
-            run_configuration(&job, run, payload, &aws, &out, cancel.clone(), &progress).await
-        };
+    // `plan.parallel` runs at once; results arrive in plan order.
+    let mut finished = futures_util::stream::iter(&plan.runs)
+        .map(|run| {
+            let (job, plugin, aws, out, progress, cancel) = (&job, &plugin, &aws, &out, &progress, cancel.clone());
+            async move {
+                if cancel.is_cancelled() {
+                    return skipped(job, run);
+                }
+                let payload = match plugin {
+                    Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
+                    None if !job.payload.samples.is_empty() => PayloadSource::samples(job.payload.samples.clone()),
+                    None => PayloadSource::Fixed(job.payload.body.clone()),
+                };
+                run_configuration(job, run, payload, aws, out, cancel, progress).await
+            }
+        })
+        .buffered(plan.parallel);
+    while let Some(result) = finished.next().await {
         results.configurations.push(result);
-        // Saved after every configuration, so an abrupt end loses at most the one in progress.
+        // Saved after every configuration, so an abrupt end loses at most the ones in progress.
         results.manifest.ended_at = utc_now();
         report::write_results(&results, &out)?;
     }
-    progress.finish();
+    drop(finished);
 
     results.partial =
         cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
@@ -292,7 +300,7 @@ impl Server {
         job: &Job,
         run: &TestRun,
         out: &Path,
-        progress: &Progress,
+        line: &RunLine,
         label: &str,
     ) -> anyhow::Result<(Self, String)> {
         let configuration = &run.configuration;
@@ -310,7 +318,7 @@ impl Server {
                 let log = out.join(log_file(run));
                 let cpus = configuration.cpus.as_ref().map(|cpus| cpus.list.as_str());
                 let on_wait = |waited: Duration| {
-                    progress.status(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()))
+                    line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()))
                 };
                 let process = ServerProcess::start(spec, &run.environment, cpus, &log, on_wait).await?;
                 let url = process.url(&spec.path);
@@ -370,7 +378,8 @@ async fn run_configuration(
     let configuration = &run.configuration;
     let ramp_s = job.ramp_s();
     let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.name);
-    let (server, url) = match Server::start(job, run, out, progress, &label).await {
+    let line = progress.run_line();
+    let (server, url) = match Server::start(job, run, out, &line, &label).await {
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));
@@ -392,6 +401,7 @@ async fn run_configuration(
         load_unit: schedule.load_unit,
         detector: OnlineDetector { stopping: &job.stopping, settings },
         progress,
+        line: &line,
         run_label: label.clone(),
         steps_total: schedule.steps.len(),
         ramp_s,
@@ -583,39 +593,52 @@ async fn stop(server: &Server, job: &Job, run: &TestRun) -> Option<String> {
     (!survivors.is_empty()).then(|| format!("processes {survivors:?} of the server survived SIGKILL"))
 }
 
-/// The live progress line on a terminal; plain log lines, one per step, elsewhere (CI).
+/// Live progress lines on a terminal, one per test run in progress; plain log lines, one per step, elsewhere (CI).
 struct Progress {
-    bar: Option<ProgressBar>,
+    bars: Option<MultiProgress>,
     runs: usize,
 }
 
 impl Progress {
     fn new(runs: usize) -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
-            let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
-            bar.enable_steady_tick(Duration::from_millis(200));
-            bar
-        });
-        Self { bar, runs }
+        Self { bars: std::io::stderr().is_terminal().then(MultiProgress::new), runs }
     }
 
     fn line(&self, text: String) {
-        match &self.bar {
-            Some(bar) => bar.println(text),
+        match &self.bars {
+            Some(bars) => bars.suspend(|| eprintln!("{text}")),
             None => eprintln!("{text}"),
         }
     }
 
-    /// A passing status, such as waiting for a server; shown on a terminal only.
-    fn status(&self, text: String) {
-        if let Some(bar) = &self.bar {
+    /// The live line of one test run (terminal only), removed when the run ends.
+    fn run_line(&self) -> RunLine {
+        RunLine(self.bars.as_ref().map(|bars| {
+            let bar = bars.add(ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("static template"));
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        }))
+    }
+}
+
+struct RunLine(Option<ProgressBar>);
+
+impl RunLine {
+    fn is_shown(&self) -> bool {
+        self.0.is_some()
+    }
+
+    fn set(&self, text: String) {
+        if let Some(bar) = &self.0 {
             bar.set_message(text);
         }
     }
+}
 
-    fn finish(&self) {
-        if let Some(bar) = &self.bar {
+impl Drop for RunLine {
+    fn drop(&mut self) {
+        if let Some(bar) = &self.0 {
             bar.finish_and_clear();
         }
     }
@@ -625,6 +648,7 @@ struct RunObserver<'a> {
     load_unit: LoadUnit,
     detector: OnlineDetector<'a>,
     progress: &'a Progress,
+    line: &'a RunLine,
     run_label: String,
     steps_total: usize,
     ramp_s: u64,
@@ -647,8 +671,8 @@ impl Observer for RunObserver<'_> {
                 &tally.latency_us,
             ));
         }
-        if let Some(bar) = &self.progress.bar {
-            bar.set_message(format!(
+        if self.line.is_shown() {
+            self.line.set(format!(
                 "{} · step {}/{} · {:.0} {} · {} req/s · p99 {:.1} ms · {} errors · {} / {}",
                 self.run_label,
                 step.index + 1,

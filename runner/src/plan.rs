@@ -26,12 +26,14 @@ pub struct Plan {
     pub ramp_s: u64,
     /// The full grid's size, when `limits.max_tests` made the plan a sample of it.
     pub sampled_from: Option<usize>,
+    /// Test runs at once (`limits.max_parallel`, default 1).
+    pub parallel: usize,
 }
 
 impl Plan {
-    /// The longest the job can take: every ramp run in full, one after another.
+    /// The longest the job can take: every ramp run in full, `parallel` at a time.
     pub fn worst_case_s(&self) -> u64 {
-        self.ramp_s * self.runs.len() as u64
+        self.ramp_s * self.runs.len().div_ceil(self.parallel) as u64
     }
 }
 
@@ -65,10 +67,12 @@ pub fn plan(job: &Job) -> Plan {
         }
     }
     let grid = runs.len();
-    match job.limits.max_tests.map(|max| max as usize).filter(|max| *max < grid) {
-        Some(max) => Plan { runs: sample(runs, max, job.seed), ramp_s: job.ramp_s(), sampled_from: Some(grid) },
-        None => Plan { runs, ramp_s: job.ramp_s(), sampled_from: None },
-    }
+    let (runs, sampled_from) = match job.limits.max_tests.map(|max| max as usize).filter(|max| *max < grid) {
+        Some(max) => (sample(runs, max, job.seed), Some(grid)),
+        None => (runs, None),
+    };
+    let parallel = job.limits.max_parallel.map_or(1, |parallel| parallel as usize).clamp(1, runs.len().max(1));
+    Plan { runs, ramp_s: job.ramp_s(), sampled_from, parallel }
 }
 
 /// `max` of the runs, seeded: one of each configuration's first (validation ensures there is room), then the rest

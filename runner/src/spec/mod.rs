@@ -71,7 +71,8 @@ struct RawLimits {
     /// At most this many test runs: a larger environment grid is sampled (seeded by `[job] seed`).
     #[schemars(with = "Option<u32>")]
     max_tests: Option<Spanned<u32>>,
-    /// Accepted for IR parity; plateau runs tests one at a time (see `plateau plan`).
+    /// Test runs at once (default 1). They share this machine's CPU: each run's own lag probe marks its steps
+    /// "load generator saturated" when they starve each other.
     #[schemars(with = "Option<u32>")]
     max_parallel: Option<Spanned<u32>>,
 }
@@ -568,7 +569,7 @@ pub struct Job {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Limits {
     pub max_tests: Option<u32>,
-    /// As the job file asked; runs are sequential whatever it says.
+    /// Test runs at once; one at a time when absent.
     pub max_parallel: Option<u32>,
 }
 
@@ -1158,7 +1159,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         });
 
     let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &targets, sink);
-    let limits = validate_limits(&raw.limits, configurations.len(), sink);
+    let limits = validate_limits(&raw.limits, configurations.len(), &targets, sink);
     let job = Job {
         source: JobSource {
             path: path.to_path_buf(),
@@ -1420,7 +1421,12 @@ fn validate_command(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>
     })
 }
 
-fn validate_limits(raw: &RawLimits, configurations: usize, sink: &mut DiagnosticSink<'_>) -> Limits {
+fn validate_limits(
+    raw: &RawLimits,
+    configurations: usize,
+    targets: &[Target],
+    sink: &mut DiagnosticSink<'_>,
+) -> Limits {
     let max_tests = raw.max_tests.as_ref().map(|max| {
         if (*max.get_ref() as usize) < configurations.max(1) {
             sink.error(
@@ -1433,6 +1439,17 @@ fn validate_limits(raw: &RawLimits, configurations: usize, sink: &mut Diagnostic
         *max.get_ref()
     });
     let max_parallel = raw.max_parallel.as_ref().map(|max| at_least_one(max, "limits.max_parallel", sink));
+    if let Some(max) = raw.max_parallel.as_ref().filter(|max| *max.get_ref() > 1)
+        && let Some(target) = targets.iter().find(|target| target.command.as_ref().is_some_and(|c| c.port.is_some()))
+    {
+        let name = target.name.as_ref().map_or_else(|| "target".to_string(), |name| format!("targets.{name}"));
+        sink.error(
+            span_of(max),
+            "limits.max_parallel",
+            format!("servers started at once cannot share {name}.port"),
+            Some("let plateau choose a free port with {port} in the command, or keep max_parallel = 1".into()),
+        );
+    }
     Limits { max_tests, max_parallel }
 }
 
