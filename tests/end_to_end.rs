@@ -679,7 +679,7 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
     let plan_text = String::from_utf8_lossy(&plan.stdout);
     // Three OMP_NUM_THREADS values on ml.c5.xlarge, ml.m5.xlarge, and the serverless configuration.
     assert!(plan_text.contains("5 test runs"), "{plan_text}");
-    assert!(plan_text.contains("max_parallel = 2"), "{plan_text}");
+    assert!(plan_text.contains("5 test runs, 2 at a time"), "{plan_text}");
 }
 
 #[test]
