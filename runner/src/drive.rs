@@ -590,8 +590,11 @@ async fn lag_probe(recorder: Arc<Recorder>, run: CancellationToken) {
 }
 
 /// How far ahead of its due time the scheduler hands an arrival to a worker, which then waits for it on the
-/// precise timer: the scheduler itself only needs to wake about once a millisecond.
-const DISPATCH_AHEAD: Duration = Duration::from_millis(1);
+/// precise timer ...
+const DISPATCH_AHEAD: Duration = Duration::from_millis(2);
+/// ... so the scheduler wakes at most once per tick, however high the rate: a round's arrivals are made before
+/// the dispatch lock is taken, and handed out under it in one go.
+const SCHEDULER_TICK: Duration = Duration::from_millis(1);
 
 /// The open model's scheduler. Each arrival is due at an intended time. While fewer than `max_in_flight` requests
 /// are out, it goes to a worker (each worker owns one session, and takes the next arrival as soon as it is free);
@@ -638,46 +641,72 @@ impl OpenArrivals {
         let mut rng = StdRng::seed_from_u64(self.seed);
         let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
         let mut due = self.started_at;
+        let mut round: Vec<Instant> = Vec::new();
         while due < end {
+            let wake = due.checked_sub(DISPATCH_AHEAD).unwrap_or(due);
             tokio::select! {
                 _ = run.cancelled() => return,
-                _ = precise_timer::sleep_until(due.checked_sub(DISPATCH_AHEAD).unwrap_or(due)) => {}
+                _ = precise_timer::sleep_until(wake) => {}
             }
             let now = Instant::now();
             let horizon = now + DISPATCH_AHEAD;
-            let mut dispatch = shared.dispatch.lock().expect("dispatch lock");
-            let mut dropped = dispatch.expire(now);
+            round.clear();
             while due <= horizon && due < end {
+                round.push(due);
                 let rate_per_s = self.schedule.load_at(due.duration_since(self.started_at).as_secs_f64());
-                match dispatch.idle.pop() {
-                    Some(worker) => {
-                        let _ = workers[worker].send(due);
-                    }
-                    // Every worker is busy: a new one while fewer than `max_in_flight` exist.
-                    None if workers.len() < cap => {
-                        let (sender, arrivals) = mpsc::unbounded_channel();
-                        let _ = sender.send(due);
-                        let worker =
-                            open_worker(target.session(), workers.len(), arrivals, Arc::clone(&shared), run.clone());
-                        tokio::spawn(worker);
-                        workers.push(sender);
-                    }
-                    None if due < now => dropped += 1,
-                    None => dispatch.pending.push_back(due),
-                }
                 let gap_s = match self.options.arrivals {
                     Arrivals::Uniform => 1.0 / rate_per_s,
                     Arrivals::Poisson => Exp::new(rate_per_s).map_or(1.0 / rate_per_s, |exp| exp.sample(&mut rng)),
                 };
                 due += Duration::from_secs_f64(gap_s);
             }
-            drop(dispatch);
+            let dropped = {
+                let mut dispatch = shared.dispatch.lock().expect("dispatch lock");
+                let mut dropped = dispatch.expire(now);
+                for &arrival in &round {
+                    match dispatch.idle.pop() {
+                        Some(worker) => {
+                            let _ = workers[worker].send(arrival);
+                        }
+                        // Every worker is busy: a new one while fewer than `max_in_flight` exist.
+                        None if workers.len() < cap => {
+                            let (sender, arrivals) = mpsc::unbounded_channel();
+                            let _ = sender.send(arrival);
+                            let worker = open_worker(
+                                target.session(),
+                                workers.len(),
+                                arrivals,
+                                Arc::clone(&shared),
+                                run.clone(),
+                            );
+                            tokio::spawn(worker);
+                            workers.push(sender);
+                        }
+                        None if arrival < now => dropped += 1,
+                        None => dispatch.pending.push_back(arrival),
+                    }
+                }
+                dropped
+            };
             if dropped > 0 {
                 shared.recorder.add_dropped(0, dropped);
+            }
+            // At least a tick between rounds; a slow rate sleeps until its next arrival is near.
+            let next_round = now + SCHEDULER_TICK;
+            if due.checked_sub(DISPATCH_AHEAD).is_some_and(|wake| wake < next_round) {
+                tokio::select! {
+                    _ = run.cancelled() => return,
+                    _ = precise_timer::sleep_until(next_round) => {}
+                }
             }
         }
     }
 }
+
+/// An arrival due within this is sent at once: a wake on the precise timer is a round trip through another thread,
+/// which costs more than the wait (at rates beyond capacity every arrival a worker takes is due within
+/// microseconds), and is itself late by about this much.
+const SEND_EARLY_WITHIN: Duration = Duration::from_micros(50);
 
 /// One open-model worker: takes an arrival (handed to it, or the next pending one when it comes free), waits for
 /// its due time, sends it, and times it from when it was due, not from when it went out: a server that stalls
@@ -692,6 +721,9 @@ async fn open_worker<S: Session>(
     let shard = shared.recorder.shard_for(index);
     // A new worker is born with its first arrival already queued; after that it comes free between requests.
     let mut free = false;
+    // Waited on by reference: registering a new waiter with the token on every request costs a lock.
+    let cancelled = run.cancelled();
+    tokio::pin!(cancelled);
     loop {
         // The next body is made before the worker is free for an arrival, never between its due time and sending.
         if let Err(message) = session.prepare() {
@@ -721,22 +753,26 @@ async fn open_worker<S: Session>(
             Some(due) => due,
             None => {
                 let next = tokio::select! {
-                    _ = run.cancelled() => return,
+                    _ = &mut cancelled => return,
                     next = arrivals.recv() => next,
                 };
                 let Some(due) = next else { return };
                 due
             }
         };
-        precise_timer::sleep_until(due).await;
-        shared.recorder.generator_lag(shard, Instant::now().saturating_duration_since(due).as_micros() as u64);
+        if due.saturating_duration_since(Instant::now()) > SEND_EARLY_WITHIN {
+            precise_timer::sleep_until(due).await;
+        }
+        let sent_at = Instant::now();
+        shared.recorder.generator_lag(shard, sent_at.saturating_duration_since(due).as_micros() as u64);
         shared.recorder.started(shard);
         let outcome = tokio::select! {
             biased;
-            _ = run.cancelled() => return,
+            _ = &mut cancelled => return,
             outcome = session.call() => outcome,
         };
-        let outcome = outcome.retimed(due.elapsed().as_micros() as u64);
+        // From the due time when it went out late; from when it went out when that was (slightly) early.
+        let outcome = outcome.retimed(due.min(sent_at).elapsed().as_micros() as u64);
         shared.recorder.finished(shard, outcome);
     }
 }
@@ -784,6 +820,9 @@ async fn virtual_user<S: Session>(
 ) {
     const FIRST_BACKOFF: Duration = Duration::from_millis(10);
     let mut backoff = FIRST_BACKOFF;
+    // Waited on by reference: registering a new waiter with the token on every request costs a lock.
+    let cancelled = token.cancelled();
+    tokio::pin!(cancelled);
     loop {
         if let Err(message) = session.prepare() {
             recorder.fail(message);
@@ -792,14 +831,14 @@ async fn virtual_user<S: Session>(
         recorder.started(shard);
         let outcome = tokio::select! {
             biased;
-            _ = token.cancelled() => return,
+            _ = &mut cancelled => return,
             outcome = session.call() => outcome,
         };
         recorder.finished(shard, outcome);
         // A refused connection returns at once: back off so a dead target is not hammered in a tight loop.
         if outcome == (Outcome::Failure { class: ErrorClass::Connect }) {
             tokio::select! {
-                _ = token.cancelled() => return,
+                _ = &mut cancelled => return,
                 _ = tokio::time::sleep(backoff) => {}
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -807,7 +846,7 @@ async fn virtual_user<S: Session>(
             backoff = FIRST_BACKOFF;
             if !think_time.is_zero() {
                 tokio::select! {
-                    _ = token.cancelled() => return,
+                    _ = &mut cancelled => return,
                     _ = tokio::time::sleep(think_time) => {}
                 }
             }
