@@ -1,7 +1,8 @@
-//! The HTTP target. Each session owns one keep-alive connection made with hyper's connection API, as oha and wrk
-//! do: no pool, no lock, nothing shared between virtual users on the request path. https goes through rustls
-//! (system roots plus an optional private CA, optional client certificate); HTTP/2 is negotiated with ALPN, or
-//! spoken by prior knowledge over plain http when the job file asks for it.
+//! The HTTP target. Each session owns one keep-alive connection, as oha and wrk do: no pool, no lock, nothing
+//! shared between virtual users on the request path. Plain-http HTTP/1.1 is written and parsed on the socket
+//! directly (`wire`); https goes through rustls (system roots plus an optional private CA, optional client
+//! certificate) and hyper's connection API, and HTTP/2 is negotiated with ALPN, or spoken by prior knowledge over
+//! plain http when the job file asks for it.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,16 +12,16 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
 use hyper::header::{self, HeaderMap, HeaderName};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, Request, Uri};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{Session, Target};
+use super::{Session, Target, wire};
 use crate::measure::{ErrorClass, Outcome};
-use crate::payload::{PayloadSource, PayloadStream, Prepared};
+use crate::payload::{Overrides, PayloadSource, PayloadStream, Prepared};
 use crate::spec::{HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
 
 pub struct HttpTarget {
@@ -42,6 +43,8 @@ struct RequestTemplate {
     /// Origin-form path and query, as HTTP/1.1 sends it.
     path: Uri,
     headers: HeaderMap,
+    /// Plain-http HTTP/1.1 only: the request head up to its Content-Length, as bytes (see `wire`).
+    wire_head: Option<Vec<u8>>,
     timeout: Duration,
     max_response_bytes: u64,
     check: ResponseCheck,
@@ -92,6 +95,11 @@ impl HttpTarget {
             headers.insert(name, value);
         }
         let method = Method::from_bytes(spec.method.as_bytes())?;
+        let wire_head = (tls.is_none() && spec.http_version != HttpVersion::Http2).then(|| {
+            let mut head = Vec::new();
+            write_head(&mut head, &method, &path, &headers);
+            head
+        });
         Ok(Self {
             shared: Arc::new(RequestTemplate {
                 address,
@@ -102,6 +110,7 @@ impl HttpTarget {
                 method,
                 path,
                 headers,
+                wire_head,
                 timeout: spec.timeout,
                 max_response_bytes: spec.max_response_bytes,
                 check: spec.check.clone(),
@@ -190,16 +199,70 @@ impl HttpTarget {
 impl Target for HttpTarget {
     type Session = HttpSession;
     fn session(&self) -> HttpSession {
-        HttpSession { template: Arc::clone(&self.shared), payload: self.payload.stream(), next: None, sender: None }
+        let transport = match self.shared.wire_head {
+            Some(_) => Transport::Wire { next: Vec::new(), ready: false, connection: None },
+            None => Transport::Hyper { next: None, sender: None },
+        };
+        HttpSession { template: Arc::clone(&self.shared), payload: self.payload.stream(), transport, deadline: None }
     }
 }
 
 pub struct HttpSession {
     template: Arc<RequestTemplate>,
     payload: PayloadStream,
-    /// Built by `prepare`, sent by `call`.
-    next: Option<Request<Full<Bytes>>>,
-    sender: Option<Sender>,
+    transport: Transport,
+    /// Made on the first call, inside the runtime.
+    deadline: Option<Deadline>,
+}
+
+/// The session's connection and its next request, built by `prepare` and sent by `call`.
+enum Transport {
+    /// Plain-http HTTP/1.1: the request as bytes, on a connection of the session's own (see `wire`).
+    Wire { next: Vec<u8>, ready: bool, connection: Option<wire::Connection> },
+    /// https and HTTP/2: hyper's connection API.
+    Hyper { next: Option<Request<Full<Bytes>>>, sender: Option<Sender> },
+}
+
+/// The request timeout, as one timer per session re-armed lazily: a timer set per request costs two timer-wheel
+/// operations on every request, this one about one per timeout period. Started requests only ever move the due
+/// time later, so a timer that fires early is simply set again for the current request.
+struct Deadline {
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Deadline {
+    fn new(timeout: Duration) -> Self {
+        Self { timer: Box::pin(tokio::time::sleep(timeout)) }
+    }
+
+    /// `exchange`'s result, or a timeout when it runs past `timeout` from `start`.
+    async fn within<T>(
+        &mut self,
+        start: Instant,
+        timeout: Duration,
+        exchange: impl Future<Output = Result<T, ErrorClass>>,
+    ) -> Result<T, ErrorClass> {
+        tokio::select! {
+            biased;
+            result = exchange => result,
+            () = self.passed(start + timeout) => Err(ErrorClass::Timeout),
+        }
+    }
+
+    /// Resolves when `due` has passed.
+    async fn passed(&mut self, due: Instant) {
+        let due = tokio::time::Instant::from_std(due);
+        loop {
+            if self.timer.deadline() > due {
+                self.timer.as_mut().reset(due);
+            }
+            self.timer.as_mut().await;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            self.timer.as_mut().reset(due);
+        }
+    }
 }
 
 /// One connection's request side, whichever HTTP it speaks.
@@ -227,13 +290,20 @@ impl Sender {
 impl RequestTemplate {
     /// The request for a prepared body; a plugin's headers and path suffix are checked here, off the clock.
     fn request(&self, prepared: Prepared) -> Result<Request<Full<Bytes>>, String> {
+        let (path, headers) = self.path_and_headers(prepared.overrides)?;
         let mut request = Request::new(Full::new(prepared.body));
         *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.path.clone();
-        *request.headers_mut() = self.headers.clone();
-        if let Some(overrides) = prepared.overrides {
+        *request.uri_mut() = path;
+        *request.headers_mut() = headers;
+        Ok(request)
+    }
+
+    /// The template's path and headers with a plugin's overrides applied, each checked.
+    fn path_and_headers(&self, overrides: Option<Box<Overrides>>) -> Result<(Uri, HeaderMap), String> {
+        let mut path = self.path.clone();
+        let mut headers = self.headers.clone();
+        if let Some(overrides) = overrides {
             let invalid = |what: &str, text: &str| format!("payload plugin returned an invalid {what}: {text:?}");
-            let headers = request.headers_mut();
             if let Some(content_type) = overrides.content_type {
                 let value = content_type.parse().map_err(|_| invalid("content type", &content_type))?;
                 headers.insert(header::CONTENT_TYPE, value);
@@ -249,10 +319,10 @@ impl RequestTemplate {
                     Some(query) => format!("{joined}?{query}"),
                     None => joined,
                 };
-                *request.uri_mut() = joined.parse().map_err(|_| invalid("path suffix", &suffix))?;
+                path = joined.parse().map_err(|_| invalid("path suffix", &suffix))?;
             }
         }
-        Ok(request)
+        Ok((path, headers))
     }
 
     async fn connect(&self) -> std::io::Result<Sender> {
@@ -285,6 +355,26 @@ impl RequestTemplate {
         }
     }
 
+    /// The request for a prepared body as HTTP/1.1 bytes, into `out`: the template's head when the payload
+    /// changes nothing but the body, else the checked request written out.
+    fn write_wire_request(&self, prepared: Prepared, out: &mut Vec<u8>) -> Result<(), String> {
+        out.clear();
+        let body = match (&self.wire_head, prepared.overrides.is_some()) {
+            (Some(head), false) => {
+                out.extend_from_slice(head);
+                prepared.body
+            }
+            _ => {
+                let (path, headers) = self.path_and_headers(prepared.overrides)?;
+                write_head(out, &self.method, &path, &headers);
+                prepared.body
+            }
+        };
+        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
+        out.extend_from_slice(&body);
+        Ok(())
+    }
+
     /// HTTP/2 carries the scheme and authority in the request target, not in a Host header.
     fn for_http2(&self, mut request: Request<Full<Bytes>>) -> Request<Full<Bytes>> {
         let mut parts = request.uri().clone().into_parts();
@@ -298,88 +388,168 @@ impl RequestTemplate {
     }
 }
 
-impl HttpSession {
-    /// A connection ready for the next request: the current one if it is still open, else a new one.
-    async fn ready_sender(&mut self) -> Result<Sender, ErrorClass> {
-        if let Some(mut sender) = self.sender.take()
-            && sender.ready().await.is_ok()
-        {
-            return Ok(sender);
-        }
-        let connect = tokio::time::timeout(self.template.timeout, self.template.connect());
-        match connect.await {
-            Ok(Ok(sender)) => Ok(sender),
-            Ok(Err(_)) => Err(ErrorClass::Connect),
-            Err(_) => Err(ErrorClass::Timeout),
-        }
+/// An HTTP/1.1 request head without its Content-Length and final blank line.
+fn write_head(out: &mut Vec<u8>, method: &Method, path: &Uri, headers: &HeaderMap) {
+    let target = path.path_and_query().map_or("/", |path| path.as_str());
+    out.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
 }
 
 impl Session for HttpSession {
     fn prepare(&mut self) -> Result<(), String> {
-        if self.next.is_none() {
-            let prepared = self.payload.next_request()?;
-            self.next = Some(self.template.request(prepared)?);
+        match &mut self.transport {
+            Transport::Wire { next, ready: ready @ false, .. } => {
+                self.template.write_wire_request(self.payload.next_request()?, next)?;
+                *ready = true;
+            }
+            Transport::Hyper { next: next @ None, .. } => {
+                *next = Some(self.template.request(self.payload.next_request()?)?);
+            }
+            _ => {}
         }
         Ok(())
     }
 
     async fn call(&mut self) -> Outcome {
-        let mut sender = match self.ready_sender().await {
-            Ok(sender) => sender,
-            Err(class) => return Outcome::Failure { class },
-        };
-        let Some(mut request) = self.next.take() else {
-            debug_assert!(false, "call() without prepare()");
-            return Outcome::Failure { class: ErrorClass::Other };
-        };
         let template = &self.template;
-        if matches!(sender, Sender::Http2(_)) {
-            request = template.for_http2(request);
-        }
-        let start = Instant::now();
-        let exchange = async {
-            let response = sender.send(request).await.map_err(|_| ErrorClass::Other)?;
-            let status = response.status();
-            let mut body = response.into_body();
-            // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
-            let mut kept = Vec::new();
-            let mut received: u64 = 0;
-            while let Some(frame) = body.frame().await {
-                let frame = frame.map_err(|_| ErrorClass::Other)?;
-                if let Some(data) = frame.data_ref() {
-                    received += data.len() as u64;
-                    if received > template.max_response_bytes {
-                        return Err(ErrorClass::Other);
-                    }
-                    if template.check.body_contains.is_some() {
-                        kept.extend_from_slice(data);
-                    }
-                }
+        let deadline = self.deadline.get_or_insert_with(|| Deadline::new(template.timeout));
+        match &mut self.transport {
+            Transport::Wire { next, ready, connection } => {
+                debug_assert!(*ready, "call() without prepare()");
+                *ready = false;
+                call_wire(template, next, connection, deadline).await
             }
-            Ok((status, kept))
-        };
-        match tokio::time::timeout(template.timeout, exchange).await {
-            Err(_) => Outcome::Failure { class: ErrorClass::Timeout },
-            Ok(Err(class)) => Outcome::Failure { class },
-            Ok(Ok((status, body))) => {
-                let latency_us = start.elapsed().as_micros() as u64;
-                self.sender = Some(sender);
-                judge(status, &body, &template.check, latency_us)
+            Transport::Hyper { next, sender } => {
+                let Some(request) = next.take() else {
+                    debug_assert!(false, "call() without prepare()");
+                    return Outcome::Failure { class: ErrorClass::Other };
+                };
+                call_hyper(template, request, sender, deadline).await
             }
         }
     }
 }
 
+/// A connection, opened before the clock starts (as wrk and oha do): the current one, else a new one.
+async fn open<C>(
+    current: Option<C>,
+    template: &RequestTemplate,
+    connect: impl Future<Output = std::io::Result<C>>,
+) -> Result<C, ErrorClass> {
+    if let Some(connection) = current {
+        return Ok(connection);
+    }
+    match tokio::time::timeout(template.timeout, connect).await {
+        Ok(Ok(connection)) => Ok(connection),
+        Ok(Err(_)) => Err(ErrorClass::Connect),
+        Err(_) => Err(ErrorClass::Timeout),
+    }
+}
+
+async fn call_wire(
+    template: &RequestTemplate,
+    request: &[u8],
+    slot: &mut Option<wire::Connection>,
+    deadline: &mut Deadline,
+) -> Outcome {
+    let reused = slot.is_some();
+    let mut connection = match open(slot.take(), template, wire::Connection::connect(&template.address)).await {
+        Ok(connection) => connection,
+        Err(class) => return Outcome::Failure { class },
+    };
+    let head_request = template.method == Method::HEAD;
+    let keep_body = template.check.body_contains.is_some();
+    let start = Instant::now();
+    let exchange = async {
+        let first = connection.exchange(request, head_request, template.max_response_bytes, keep_body).await;
+        match first {
+            // The server had closed this idle keep-alive connection: the request goes again on a new one, and
+            // the clock keeps running.
+            Err(wire::WireError::ClosedBeforeResponse) if reused => {
+                connection = wire::Connection::connect(&template.address).await.map_err(|_| ErrorClass::Connect)?;
+                connection.exchange(request, head_request, template.max_response_bytes, keep_body).await
+            }
+            other => other,
+        }
+        .map_err(|_| ErrorClass::Other)
+    };
+    match deadline.within(start, template.timeout, exchange).await {
+        Err(class) => Outcome::Failure { class },
+        Ok((response, keep_alive)) => {
+            let latency_us = start.elapsed().as_micros() as u64;
+            if keep_alive {
+                *slot = Some(connection);
+            }
+            judge(response.status, &response.body, &template.check, latency_us)
+        }
+    }
+}
+
+async fn call_hyper(
+    template: &RequestTemplate,
+    mut request: Request<Full<Bytes>>,
+    slot: &mut Option<Sender>,
+    deadline: &mut Deadline,
+) -> Outcome {
+    let mut current = slot.take();
+    if let Some(sender) = &mut current
+        && sender.ready().await.is_err()
+    {
+        current = None;
+    }
+    let mut sender = match open(current, template, template.connect()).await {
+        Ok(sender) => sender,
+        Err(class) => return Outcome::Failure { class },
+    };
+    if matches!(sender, Sender::Http2(_)) {
+        request = template.for_http2(request);
+    }
+    let start = Instant::now();
+    let exchange = async {
+        let response = sender.send(request).await.map_err(|_| ErrorClass::Other)?;
+        let status = response.status();
+        let mut body = response.into_body();
+        // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
+        let mut kept = Vec::new();
+        let mut received: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|_| ErrorClass::Other)?;
+            if let Some(data) = frame.data_ref() {
+                received += data.len() as u64;
+                if received > template.max_response_bytes {
+                    return Err(ErrorClass::Other);
+                }
+                if template.check.body_contains.is_some() {
+                    kept.extend_from_slice(data);
+                }
+            }
+        }
+        Ok((status, kept))
+    };
+    match deadline.within(start, template.timeout, exchange).await {
+        Err(class) => Outcome::Failure { class },
+        Ok((status, body)) => {
+            let latency_us = start.elapsed().as_micros() as u64;
+            *slot = Some(sender);
+            judge(status.as_u16(), &body, &template.check, latency_us)
+        }
+    }
+}
+
 /// Success, or the error class a response falls in: by status, then by the job's response check.
-fn judge(status: StatusCode, body: &[u8], check: &ResponseCheck, latency_us: u64) -> Outcome {
-    let class = match status.as_u16() {
+fn judge(status: u16, body: &[u8], check: &ResponseCheck, latency_us: u64) -> Outcome {
+    let class = match status {
         429 => Some(ErrorClass::Throttled),
         400..=499 => Some(ErrorClass::Http4xx),
         500..=599 => Some(ErrorClass::Http5xx),
         _ => None,
     };
-    let wrong_status = check.status.is_some_and(|expected| expected != status.as_u16());
+    let wrong_status = check.status.is_some_and(|expected| expected != status);
     let missing_text = check.body_contains.as_ref().is_some_and(|text| !contains(body, text.as_bytes()));
     match class {
         Some(class) => Outcome::Failure { class },
@@ -400,23 +570,11 @@ mod tests {
     fn responses_are_judged_by_status_then_by_the_check() {
         let check = ResponseCheck { status: Some(200), body_contains: Some("predictions".into()) };
         let ok = Outcome::Success { latency_us: 5 };
-        assert_eq!(judge(StatusCode::OK, b"{\"predictions\": [1]}", &check, 5), ok);
-        assert_eq!(
-            judge(StatusCode::OK, b"{\"error\": 1}", &check, 5),
-            Outcome::Failure { class: ErrorClass::ModelError }
-        );
-        assert_eq!(
-            judge(StatusCode::ACCEPTED, b"predictions", &check, 5),
-            Outcome::Failure { class: ErrorClass::ModelError }
-        );
-        assert_eq!(
-            judge(StatusCode::TOO_MANY_REQUESTS, b"", &check, 5),
-            Outcome::Failure { class: ErrorClass::Throttled }
-        );
-        assert_eq!(
-            judge(StatusCode::BAD_GATEWAY, b"", &ResponseCheck::default(), 5),
-            Outcome::Failure { class: ErrorClass::Http5xx }
-        );
-        assert_eq!(judge(StatusCode::NO_CONTENT, b"", &ResponseCheck::default(), 5), ok);
+        assert_eq!(judge(200, b"{\"predictions\": [1]}", &check, 5), ok);
+        assert_eq!(judge(200, b"{\"error\": 1}", &check, 5), Outcome::Failure { class: ErrorClass::ModelError });
+        assert_eq!(judge(202, b"predictions", &check, 5), Outcome::Failure { class: ErrorClass::ModelError });
+        assert_eq!(judge(429, b"", &check, 5), Outcome::Failure { class: ErrorClass::Throttled });
+        assert_eq!(judge(502, b"", &ResponseCheck::default(), 5), Outcome::Failure { class: ErrorClass::Http5xx });
+        assert_eq!(judge(204, b"", &ResponseCheck::default(), 5), ok);
     }
 }

@@ -6,6 +6,7 @@ pub mod http;
 pub(crate) mod precise_timer;
 pub mod reference;
 pub mod sagemaker;
+pub mod wire;
 
 use std::future::Future;
 
