@@ -72,55 +72,31 @@ impl Connection {
             }
         };
         let mut body = BodyReader { received: 0, max_body_bytes, kept: keep_body.then(Vec::new) };
-        let mut start = head_len;
-        let keep_alive = match framing {
-            Framing::Empty => keep_alive && start == filled,
+        let mut decoder = match framing {
             // A declared length past the cap is refused before its bytes are read.
             Framing::Length(length) if length > max_body_bytes => return Err(WireError::TooLarge),
-            Framing::Length(length) => {
-                loop {
-                    let take = (filled - start).min((length - body.received) as usize);
-                    body.take(&self.buffer[start..start + take])?;
-                    start += take;
-                    if body.received == length {
-                        break;
-                    }
-                    filled = 0;
-                    start = 0;
-                    if self.read_more(&mut filled).await? == 0 {
-                        return Err(WireError::Broken);
-                    }
-                }
-                keep_alive && start == filled
-            }
-            Framing::Chunked => {
-                let mut decoder = Chunked::default();
-                loop {
-                    let (used, done) = decoder.feed(&self.buffer[start..filled], &mut body)?;
-                    start += used;
-                    if done {
-                        break;
-                    }
-                    filled = 0;
-                    start = 0;
-                    if self.read_more(&mut filled).await? == 0 {
-                        return Err(WireError::Broken);
-                    }
-                }
-                keep_alive && start == filled
-            }
-            Framing::UntilClose => {
-                loop {
-                    body.take(&self.buffer[start..filled])?;
-                    filled = 0;
-                    start = 0;
-                    if self.read_more(&mut filled).await? == 0 {
-                        break;
-                    }
-                }
-                false
-            }
+            Framing::Length(length) => Decoder::Length(length),
+            Framing::Chunked => Decoder::Chunked(Chunked::default()),
+            Framing::UntilClose => Decoder::UntilClose,
+            Framing::Empty => Decoder::Length(0),
         };
+        let mut start = head_len;
+        loop {
+            let (used, done) = decoder.feed(&self.buffer[start..filled], &mut body)?;
+            start += used;
+            if done {
+                // Bytes beyond the response are a server speaking out of turn: the connection is not reused.
+                break;
+            }
+            (filled, start) = (0, 0);
+            if self.read_more(&mut filled).await? == 0 {
+                match decoder {
+                    Decoder::UntilClose => break,
+                    _ => return Err(WireError::Broken),
+                }
+            }
+        }
+        let keep_alive = keep_alive && !matches!(decoder, Decoder::UntilClose) && start == filled;
         Ok((Response { status, body: body.kept.unwrap_or_default() }, keep_alive))
     }
 
@@ -186,6 +162,34 @@ fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Fr
         Framing::UntilClose
     };
     Ok(Some((head_len, status, framing, keep_alive)))
+}
+
+/// Where a body ends.
+enum Decoder {
+    /// This many bytes are still to come.
+    Length(u64),
+    Chunked(Chunked),
+    /// At the connection's close.
+    UntilClose,
+}
+
+impl Decoder {
+    /// Consumes what belongs to the body in `input`; returns how much it used and whether the body is complete.
+    fn feed(&mut self, input: &[u8], body: &mut BodyReader) -> Result<(usize, bool), WireError> {
+        match self {
+            Decoder::Length(remaining) => {
+                let take = input.len().min(usize::try_from(*remaining).unwrap_or(usize::MAX));
+                body.take(&input[..take])?;
+                *remaining -= take as u64;
+                Ok((take, *remaining == 0))
+            }
+            Decoder::Chunked(chunked) => chunked.feed(input, body),
+            Decoder::UntilClose => {
+                body.take(input)?;
+                Ok((input.len(), false))
+            }
+        }
+    }
 }
 
 /// Counts body bytes against the cap and keeps them when asked.
