@@ -389,6 +389,17 @@ fn every_scenario_validates() {
 }
 
 #[test]
+fn the_readme_job_file_example_validates() {
+    let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
+    let section = &readme[readme.find("## Job files").expect("the README has a job-file section")..];
+    let example = section.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let job = write_job(folder.path(), example);
+    let output = plateau().arg("validate").arg(&job).env("MODEL_TOKEN", "not-a-secret").output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
+
+#[test]
 fn an_unknown_key_is_named_with_file_line_and_a_suggestion() {
     let folder = tempfile::tempdir().unwrap();
     let job = write_job(folder.path(), &TWO_CAPACITIES.replace("users_per_step = 3", "user_per_step = 3"));
