@@ -375,6 +375,57 @@ reference = { workers = 4, service_time_ms = 25 }
 }
 
 #[test]
+fn a_request_past_the_timeout_is_a_timeout_and_one_within_it_never_is() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    // One timer per connection is re-armed lazily: a 60 ms request starts while the timer still holds the
+    // previous request's deadline, 40 ms away, and must not be cut short when it fires.
+    let job = write_job(
+        folder.path(),
+        r#"
+version = 1
+[job]
+name = "timeouts"
+[target]
+kind = "reference"
+timeout = "100ms"
+[payload]
+body = "{}"
+[traffic.stairs]
+users_per_step = 2
+step_duration = "4s"
+steps = 1
+[[configurations]]
+name = "slow"
+instance_type = "ref"
+price_per_hour_usd = 0.1
+reference = { workers = 4, service_time_ms = 150 }
+[[configurations]]
+name = "fast"
+instance_type = "ref"
+price_per_hour_usd = 0.1
+reference = { workers = 4, service_time_ms = 60 }
+"#,
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 3)), "{}", text(&output));
+    let results = read_results(&out);
+    let total = |config: &Value, field: &str| -> u64 {
+        config["seconds"].as_array().unwrap().iter().map(|second| second[field].as_u64().unwrap()).sum()
+    };
+    let slow = configuration(&results, "slow");
+    let timeouts = slow["steps"][0]["errors"]["timeout"].as_u64().unwrap();
+    assert_eq!(total(slow, "completed"), 0, "no 150 ms request completes within 100 ms");
+    // 2 users x 3 steady seconds / 100 ms, less the reconnect after each.
+    assert!((45..=61).contains(&timeouts), "{timeouts} timeouts in the steady 3 s");
+    let fast = configuration(&results, "fast");
+    assert_eq!(total(fast, "errors"), 0, "a 60 ms request never times out at 100 ms");
+    // 2 users x 4 s / 60 ms = 133.
+    assert!((110..=140).contains(&total(fast, "completed")), "{} completed", total(fast, "completed"));
+}
+
+#[test]
 fn every_scenario_validates() {
     let scenarios: Vec<PathBuf> = std::fs::read_dir(repository().join("scenarios"))
         .unwrap()
