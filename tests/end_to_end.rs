@@ -426,6 +426,64 @@ reference = { workers = 4, service_time_ms = 60 }
 }
 
 #[test]
+fn a_step_where_plateau_ran_out_of_cpu_is_marked_and_never_taken_as_the_plateau() {
+    let _load = load_lock();
+    let plugins = common::built_plugins();
+    let (mut server, url) = standalone_reference("256", "0.05");
+    let folder = tempfile::tempdir().unwrap();
+    let job_text = |users: u32, features: u32| {
+        format!(
+            r#"
+version = 1
+[job]
+name = "generator cpu"
+[target]
+kind = "http"
+url = "{url}"
+[payload]
+plugin = "{plugin}"
+[payload.config]
+features = {features}
+rows = 8
+default = {{ kind = "normal", mean = 0.0, stddev = 1.0 }}
+[traffic.stairs]
+users_per_step = {users}
+step_duration = "3s"
+steps = 1
+[[configurations]]
+name = "c"
+instance_type = "local"
+price_per_hour_usd = 1
+"#,
+            plugin = plugins.join("tabular.wasm").display()
+        )
+    };
+    let step = |users: u32, features: u32, pin: bool| {
+        let job = write_job(folder.path(), &job_text(users, features));
+        let out = folder.path().join(format!("out-{users}"));
+        let mut command = if pin { Command::new("taskset") } else { plateau() };
+        if pin {
+            command.args(["-c", "0", env!("CARGO_BIN_EXE_plateau")]);
+        }
+        let output = command.arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+        assert!(output.status.code().is_some_and(|code| code != 1), "{}", text(&output));
+        read_results(&out)["configurations"][0].clone()
+    };
+    // Generating 4,096 numbers per request keeps one core busy well before the server is.
+    let busy = step(16, 512, true);
+    let light = step(1, 8, false);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let cpu = busy["steps"][0]["generator_cpu_percent"].as_f64().unwrap();
+    assert!(cpu >= 95.0, "plateau pinned to one core used {cpu}% of it");
+    assert_eq!(busy["steps"][0]["generator_saturated"], true);
+    assert_eq!(busy["plateau"]["rule"], "generator_saturated", "{}", busy["plateau"]);
+    let cpu = light["steps"][0]["generator_cpu_percent"].as_f64().unwrap();
+    assert!(cpu < 60.0, "one user used {cpu}% of plateau's cores");
+    assert_eq!(light["steps"][0]["generator_saturated"], false);
+}
+
+#[test]
 fn every_scenario_validates() {
     let scenarios: Vec<PathBuf> = std::fs::read_dir(repository().join("scenarios"))
         .unwrap()

@@ -248,6 +248,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         generator_saturated: step.generator_saturated(),
         cpu_percent: step.resources.cpu_percent,
         memory_percent: step.resources.memory_percent,
+        generator_cpu_percent: step.resources.generator_cpu_percent,
         histogram: measure::encode_histogram(&step.steady.latency_us),
         first_chunk: (!step.steady.first_chunk_us.is_empty()).then(|| LatencySummary::of(&step.steady.first_chunk_us)),
         between_chunks: (!step.steady.between_chunks_us.is_empty())

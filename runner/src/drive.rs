@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::measure::process_tree::OwnCpu;
 use crate::measure::{self, ErrorClass, Outcome, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::spec::{Arrivals, Traffic, TrafficOptions};
 use crate::target::{Session, Target, precise_timer};
@@ -35,6 +36,9 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 /// already up to ~2 ms late at p99 (measured on the 2-core CI machine). Beyond this the load generator is not
 /// keeping its schedule (out of CPU, or blocked), and the step measures plateau, not the server.
 pub const GENERATOR_LAG_LIMIT_MS: f64 = 5.0;
+/// plateau's own CPU use, as a share of the cores it may use, beyond which it is out of CPU: the step measured the
+/// load generator's limit (with the reference endpoint, which runs inside plateau, both share this budget).
+pub const GENERATOR_CPU_LIMIT_PERCENT: f64 = 95.0;
 
 /// What a step's load counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -243,9 +247,11 @@ impl StepRecord {
         measure::percentile_ms(&self.steady.generator_lag_us, 99.0)
     }
 
-    /// The load generator could not keep its schedule: the step measured plateau's limit, not the server's.
+    /// The load generator could not keep its schedule, or ran out of CPU: the step measured plateau's limit, not
+    /// the server's.
     pub fn generator_saturated(&self) -> bool {
         self.generator_lag_p99_ms() > GENERATOR_LAG_LIMIT_MS
+            || self.resources.generator_cpu_percent.is_some_and(|percent| percent >= GENERATOR_CPU_LIMIT_PERCENT)
     }
 }
 
@@ -351,6 +357,8 @@ pub async fn drive<T: Target>(
     let mut total_completed = 0;
     let mut unreachable_s = 0;
     let mut resource_totals = ResourceTotals::default();
+    let mut own_cpu = OwnCpu::default();
+    own_cpu.sample();
     let mut second: u64 = 0;
 
     let end = loop {
@@ -373,7 +381,10 @@ pub async fn drive<T: Target>(
 
         second_tally.reset();
         recorder.drain_into(&mut second_tally);
-        let sample = resources.as_mut().map(|source| source.sample()).unwrap_or_default();
+        let sample = ResourceSample {
+            generator_cpu_percent: own_cpu.sample(),
+            ..resources.as_mut().map(|source| source.sample()).unwrap_or_default()
+        };
         let summary = summarize_second(second, schedule, &second_tally, sample);
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
@@ -473,6 +484,7 @@ struct ResourceTotals {
     seconds: u32,
     cpu_percent: Option<f64>,
     memory_percent: Option<f64>,
+    generator_cpu_percent: Option<f64>,
 }
 
 impl ResourceTotals {
@@ -483,6 +495,7 @@ impl ResourceTotals {
         };
         self.cpu_percent = sum(self.cpu_percent, sample.cpu_percent);
         self.memory_percent = sum(self.memory_percent, sample.memory_percent);
+        self.generator_cpu_percent = sum(self.generator_cpu_percent, sample.generator_cpu_percent);
         self.seconds += 1;
     }
 
@@ -491,6 +504,7 @@ impl ResourceTotals {
         ResourceSample {
             cpu_percent: self.cpu_percent.map(|total| total / seconds),
             memory_percent: self.memory_percent.map(|total| total / seconds),
+            generator_cpu_percent: self.generator_cpu_percent.map(|total| total / seconds),
         }
     }
 }
@@ -861,6 +875,20 @@ mod tests {
 
     fn no_warmup() -> TrafficOptions {
         TrafficOptions::default()
+    }
+
+    #[test]
+    fn a_step_is_saturated_when_the_generator_is_late_or_out_of_cpu() {
+        let step = |lag_us: u64, generator_cpu_percent: Option<f64>| {
+            let mut step = new_step_for(StepWindow { index: 0, start_s: 0, end_s: 5, steady_start_s: 1, load: 1.0 });
+            step.steady.generator_lag_us.record(lag_us).unwrap();
+            step.resources.generator_cpu_percent = generator_cpu_percent;
+            step
+        };
+        assert!(!step(2_000, Some(60.0)).generator_saturated());
+        assert!(!step(2_000, None).generator_saturated(), "no reading is no verdict");
+        assert!(step(8_000, Some(60.0)).generator_saturated(), "late");
+        assert!(step(2_000, Some(97.0)).generator_saturated(), "out of CPU");
     }
 
     #[test]

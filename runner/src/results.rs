@@ -202,6 +202,10 @@ pub struct StepResult {
     /// Mean resource use over the steady seconds, where there is a source.
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
+    /// plateau's own CPU use over the steady seconds, as a share of the cores it may use; at 95% or more the
+    /// step counts as load generator saturated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cpu_percent: Option<f64>,
     /// The steady part's latency histogram in microseconds (HDR V2 deflate, base64).
     pub histogram: String,
     /// Streaming endpoints: time to the first chunk (first token), and each response's mean time between chunks

@@ -298,11 +298,15 @@ impl LatencySummary {
     }
 }
 
-/// Resource use of the system under test over the last interval, as percentages of what it may use.
+/// Resource use over the last interval, as percentages of what may be used: the system under test's, and the
+/// load generator's own CPU.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct ResourceSample {
     pub cpu_percent: Option<f64>,
     pub memory_percent: Option<f64>,
+    /// plateau's own CPU use (user and system, every thread), as a percentage of the cores it may use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cpu_percent: Option<f64>,
 }
 
 /// A source of resource samples, read once a second by the load engine.

@@ -1,5 +1,5 @@
 //! Resource use of a process and all its descendants, read from /proc once a second: CPU time (user + system,
-//! including reaped children) and resident memory.
+//! including reaped children) and resident memory. Also plateau's own CPU time, which the engine watches.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -11,7 +11,10 @@ use super::{ResourceSample, ResourceSource};
 struct ProcessStat {
     pid: i32,
     parent: i32,
+    /// User and system time of the process itself ...
     cpu_ticks: u64,
+    /// ... and of its children that have been waited for.
+    reaped_children_cpu_ticks: u64,
     resident_pages: u64,
 }
 
@@ -23,8 +26,14 @@ fn parse_stat(text: &str) -> Option<ProcessStat> {
     let fields: Vec<&str> = tail.split_whitespace().collect();
     // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14) ... rss(21).
     let number = |index: usize| fields.get(index).and_then(|field| field.parse::<i64>().ok());
-    let cpu_ticks = [11, 12, 13, 14].iter().map(|&index| number(index).unwrap_or(0).max(0) as u64).sum();
-    Some(ProcessStat { pid, parent: number(1)? as i32, cpu_ticks, resident_pages: number(21)?.max(0) as u64 })
+    let ticks = |indices: [usize; 2]| indices.iter().map(|&index| number(index).unwrap_or(0).max(0) as u64).sum();
+    Some(ProcessStat {
+        pid,
+        parent: number(1)? as i32,
+        cpu_ticks: ticks([11, 12]),
+        reaped_children_cpu_ticks: ticks([13, 14]),
+        resident_pages: number(21)?.max(0) as u64,
+    })
 }
 
 fn all_processes() -> Vec<ProcessStat> {
@@ -56,21 +65,62 @@ fn tree(processes: &[ProcessStat], root: i32) -> Vec<ProcessStat> {
     found
 }
 
+/// CPU time between two readings as a percentage of some cores.
+struct CpuMeter {
+    cores: f64,
+    ticks_per_second: f64,
+    last: Option<(Instant, u64)>,
+}
+
+impl CpuMeter {
+    fn new(cores: usize) -> Self {
+        // SAFETY: sysconf only reads a configuration value.
+        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        Self { cores: cores.max(1) as f64, ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 }, last: None }
+    }
+
+    /// The share since the last reading; none at the first.
+    fn percent(&mut self, cpu_ticks: u64) -> Option<f64> {
+        let now = Instant::now();
+        let percent = self.last.map(|(then, ticks_then)| {
+            let busy_s = cpu_ticks.saturating_sub(ticks_then) as f64 / self.ticks_per_second;
+            busy_s / now.duration_since(then).as_secs_f64().max(1e-3) / self.cores * 100.0
+        });
+        self.last = Some((now, cpu_ticks));
+        percent
+    }
+}
+
+/// plateau's own CPU use, as a percentage of the cores it may use: a load generator near 100% is out of CPU, and
+/// its measurements are its own limit, not the server's.
+pub struct OwnCpu(CpuMeter);
+
+impl Default for OwnCpu {
+    fn default() -> Self {
+        Self(CpuMeter::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+    }
+}
+
+impl OwnCpu {
+    pub fn sample(&mut self) -> Option<f64> {
+        let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+        self.0.percent(stat.cpu_ticks)
+    }
+}
+
 /// Samples a server's process tree: CPU as a percentage of the cores it may use, memory as a percentage of
 /// its limit (or of the machine).
 pub struct ProcessTree {
     root: i32,
-    allowed_cores: f64,
+    cpu: CpuMeter,
     memory_limit_bytes: f64,
-    ticks_per_second: f64,
     page_bytes: f64,
-    last: Option<(Instant, u64)>,
 }
 
 impl ProcessTree {
     pub fn new(root: i32, allowed_cores: usize, memory_limit_bytes: Option<u64>) -> Self {
         // SAFETY: sysconf only reads a configuration value.
-        let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
         let machine_memory = || {
             let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
             let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
@@ -78,11 +128,9 @@ impl ProcessTree {
         };
         Self {
             root,
-            allowed_cores: allowed_cores.max(1) as f64,
+            cpu: CpuMeter::new(allowed_cores),
             memory_limit_bytes: memory_limit_bytes.or_else(machine_memory).unwrap_or(u64::MAX) as f64,
-            ticks_per_second: if ticks > 0 { ticks as f64 } else { 100.0 },
             page_bytes: if page > 0 { page as f64 } else { 4096.0 },
-            last: None,
         }
     }
 }
@@ -97,16 +145,15 @@ impl ResourceSource for ProcessTree {
         if processes.is_empty() {
             return ResourceSample::default();
         }
-        let now = Instant::now();
-        let cpu_ticks: u64 = processes.iter().map(|process| process.cpu_ticks).sum();
+        let cpu_ticks: u64 =
+            processes.iter().map(|process| process.cpu_ticks + process.reaped_children_cpu_ticks).sum();
         let resident_bytes =
             processes.iter().map(|process| process.resident_pages).sum::<u64>() as f64 * self.page_bytes;
-        let cpu_percent = self.last.map(|(then, ticks_then)| {
-            let busy_s = cpu_ticks.saturating_sub(ticks_then) as f64 / self.ticks_per_second;
-            busy_s / now.duration_since(then).as_secs_f64().max(1e-3) / self.allowed_cores * 100.0
-        });
-        self.last = Some((now, cpu_ticks));
-        ResourceSample { cpu_percent, memory_percent: Some(resident_bytes / self.memory_limit_bytes * 100.0) }
+        ResourceSample {
+            cpu_percent: self.cpu.percent(cpu_ticks),
+            memory_percent: Some(resident_bytes / self.memory_limit_bytes * 100.0),
+            ..ResourceSample::default()
+        }
     }
 }
 
@@ -118,12 +165,20 @@ mod tests {
     fn stat_lines_with_awkward_names_parse() {
         let line = "4242 (my (odd) server) S 4200 4242 4242 0 -1 4194560 100 0 0 0 150 50 7 3 20 0 4 0 1000 123456 789 18446744073709551615";
         let stat = parse_stat(line).unwrap();
-        assert_eq!(stat, ProcessStat { pid: 4242, parent: 4200, cpu_ticks: 150 + 50 + 7 + 3, resident_pages: 789 });
+        let expected = ProcessStat {
+            pid: 4242,
+            parent: 4200,
+            cpu_ticks: 150 + 50,
+            reaped_children_cpu_ticks: 7 + 3,
+            resident_pages: 789,
+        };
+        assert_eq!(stat, expected);
     }
 
     #[test]
     fn the_tree_holds_descendants_only() {
-        let process = |pid, parent| ProcessStat { pid, parent, cpu_ticks: 0, resident_pages: 0 };
+        let process =
+            |pid, parent| ProcessStat { pid, parent, cpu_ticks: 0, reaped_children_cpu_ticks: 0, resident_pages: 0 };
         let processes = [process(1, 0), process(10, 1), process(11, 10), process(12, 11), process(20, 1)];
         let mut pids: Vec<i32> = tree(&processes, 10).iter().map(|process| process.pid).collect();
         pids.sort();
@@ -142,5 +197,19 @@ mod tests {
         let cpu = sample.cpu_percent.unwrap();
         assert!(cpu > 50.0, "a spinning child of this test process used {cpu}% of a core");
         assert!(sample.memory_percent.unwrap() > 0.0);
+    }
+
+    #[test]
+    fn own_cpu_counts_this_process_busy_threads() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let mut own = OwnCpu::default();
+        assert_eq!(own.sample(), None, "the first reading has nothing to compare with");
+        let spin_until = Instant::now() + std::time::Duration::from_millis(500);
+        while Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        let percent = own.sample().unwrap();
+        // One thread spinning for the whole interval is one core's worth.
+        assert!(percent > 60.0 / cores && percent <= 100.0 + 1.0, "{percent}% of {cores} cores");
     }
 }

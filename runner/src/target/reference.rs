@@ -236,7 +236,7 @@ impl ResourceSource for BusyWorkers {
             if capacity_us > 0.0 { (service_us - self.last_service_us) as f64 / capacity_us * 100.0 } else { 0.0 };
         self.last_at = now;
         self.last_service_us = service_us;
-        ResourceSample { cpu_percent: Some(busy_percent.min(100.0)), memory_percent: None }
+        ResourceSample { cpu_percent: Some(busy_percent.min(100.0)), ..ResourceSample::default() }
     }
 }
 
