@@ -4,14 +4,14 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use serde_json::Value;
 
 mod common;
-use common::repository;
+use common::{repository, text};
 
 /// Load-generating tests run one at a time.
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -66,14 +66,6 @@ fn plateau(home: &Path) -> Command {
         .env("AWS_ACCESS_KEY_ID", "testing")
         .env("AWS_SECRET_ACCESS_KEY", "testing-secret-never-printed");
     command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 async fn cloudwatch(url: &str) -> aws_sdk_cloudwatch::Client {

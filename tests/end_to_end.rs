@@ -3,14 +3,14 @@
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::repository;
+use common::{repository, text};
 
 static LOAD: Mutex<()> = Mutex::new(());
 
@@ -49,14 +49,6 @@ fn standalone_reference(workers: &str, service_ms: &str) -> (std::process::Child
     BufReader::new(server.stdout.take().unwrap()).read_line(&mut banner).unwrap();
     let url = banner.split_whitespace().find(|word| word.starts_with("http://")).unwrap().to_string();
     (server, url)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 const TWO_CAPACITIES: &str = r#"

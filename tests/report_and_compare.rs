@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 mod common;
-use common::repository;
+use common::{repository, text};
 
 fn fixture() -> PathBuf {
     repository().join("tests/fixtures/quickstart-results.json")
@@ -16,14 +16,6 @@ fn fixture() -> PathBuf {
 
 fn plateau(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_plateau")).args(args).output().unwrap()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 fn render(results: &Path, out: &Path) {

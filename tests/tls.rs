@@ -12,6 +12,9 @@ use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 
+mod common;
+use common::text;
+
 static LOAD: Mutex<()> = Mutex::new(());
 
 /// A CA, and a server and a client certificate it signed, written as PEM files into `folder`.
@@ -144,14 +147,6 @@ price_per_hour_usd = 1.0
     let results =
         std::fs::read_to_string(out.join("results.json")).ok().map(|text| serde_json::from_str(&text).unwrap());
     (output, results)
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Every request succeeded (so each carried the expected version in its answer) and there were some.

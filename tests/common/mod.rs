@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Output;
 use std::sync::OnceLock;
 
 pub fn repository() -> PathBuf {
@@ -26,4 +27,13 @@ pub fn built_plugins() -> PathBuf {
             repository().join("payload-plugins/build")
         })
         .clone()
+}
+
+/// A command's output for an assertion message.
+pub fn text(output: &Output) -> String {
+    format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
