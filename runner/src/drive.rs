@@ -656,13 +656,18 @@ impl OpenArrivals {
         let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
         let mut due = self.started_at;
         let mut round: Vec<Instant> = Vec::new();
+        let mut next_round = self.started_at;
+        let cancelled = run.cancelled();
+        tokio::pin!(cancelled);
         while due < end {
-            let wake = due.checked_sub(DISPATCH_AHEAD).unwrap_or(due);
+            // At least a tick between rounds; a slow rate sleeps until its next arrival is near.
+            let wake = due.checked_sub(DISPATCH_AHEAD).unwrap_or(due).max(next_round);
             tokio::select! {
-                _ = run.cancelled() => return,
+                _ = &mut cancelled => return,
                 _ = precise_timer::sleep_until(wake) => {}
             }
             let now = Instant::now();
+            next_round = now + SCHEDULER_TICK;
             let horizon = now + DISPATCH_AHEAD;
             round.clear();
             while due <= horizon && due < end {
@@ -704,14 +709,6 @@ impl OpenArrivals {
             };
             if dropped > 0 {
                 shared.recorder.add_dropped(0, dropped);
-            }
-            // At least a tick between rounds; a slow rate sleeps until its next arrival is near.
-            let next_round = now + SCHEDULER_TICK;
-            if due.checked_sub(DISPATCH_AHEAD).is_some_and(|wake| wake < next_round) {
-                tokio::select! {
-                    _ = run.cancelled() => return,
-                    _ = precise_timer::sleep_until(next_round) => {}
-                }
             }
         }
     }

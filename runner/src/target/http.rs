@@ -4,6 +4,7 @@
 //! certificate) and hyper's connection API, and HTTP/2 is negotiated with ALPN, or spoken by prior knowledge over
 //! plain http when the job file asks for it.
 
+use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -359,19 +360,15 @@ impl RequestTemplate {
     /// changes nothing but the body, else the checked request written out.
     fn write_wire_request(&self, prepared: Prepared, out: &mut Vec<u8>) -> Result<(), String> {
         out.clear();
-        let body = match (&self.wire_head, prepared.overrides.is_some()) {
-            (Some(head), false) => {
-                out.extend_from_slice(head);
-                prepared.body
-            }
-            _ => {
-                let (path, headers) = self.path_and_headers(prepared.overrides)?;
+        match (&self.wire_head, prepared.overrides) {
+            (Some(head), None) => out.extend_from_slice(head),
+            (_, overrides) => {
+                let (path, headers) = self.path_and_headers(overrides)?;
                 write_head(out, &self.method, &path, &headers);
-                prepared.body
             }
-        };
-        out.extend_from_slice(format!("content-length: {}\r\n\r\n", body.len()).as_bytes());
-        out.extend_from_slice(&body);
+        }
+        write!(out, "content-length: {}\r\n\r\n", prepared.body.len()).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(&prepared.body);
         Ok(())
     }
 
@@ -391,7 +388,7 @@ impl RequestTemplate {
 /// An HTTP/1.1 request head without its Content-Length and final blank line.
 fn write_head(out: &mut Vec<u8>, method: &Method, path: &Uri, headers: &HeaderMap) {
     let target = path.path_and_query().map_or("/", |path| path.as_str());
-    out.extend_from_slice(format!("{method} {target} HTTP/1.1\r\n").as_bytes());
+    write!(out, "{method} {target} HTTP/1.1\r\n").expect("writing to a Vec cannot fail");
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
@@ -515,21 +512,14 @@ async fn call_hyper(
         let status = response.status();
         let mut body = response.into_body();
         // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
-        let mut kept = Vec::new();
-        let mut received: u64 = 0;
+        let mut reader = wire::BodyReader::new(template.max_response_bytes, template.check.body_contains.is_some());
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|_| ErrorClass::Other)?;
             if let Some(data) = frame.data_ref() {
-                received += data.len() as u64;
-                if received > template.max_response_bytes {
-                    return Err(ErrorClass::Other);
-                }
-                if template.check.body_contains.is_some() {
-                    kept.extend_from_slice(data);
-                }
+                reader.take(data).map_err(|_| ErrorClass::Other)?;
             }
         }
-        Ok((status, kept))
+        Ok((status, reader.into_kept()))
     };
     match deadline.within(start, template.timeout, exchange).await {
         Err(class) => Outcome::Failure { class },

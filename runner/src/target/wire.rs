@@ -71,7 +71,7 @@ impl Connection {
                 }
             }
         };
-        let mut body = BodyReader { received: 0, max_body_bytes, kept: keep_body.then(Vec::new) };
+        let mut body = BodyReader::new(max_body_bytes, keep_body);
         let mut decoder = match framing {
             // A declared length past the cap is refused before its bytes are read.
             Framing::Length(length) if length > max_body_bytes => return Err(WireError::TooLarge),
@@ -97,7 +97,7 @@ impl Connection {
             }
         }
         let keep_alive = keep_alive && !matches!(decoder, Decoder::UntilClose) && start == filled;
-        Ok((Response { status, body: body.kept.unwrap_or_default() }, keep_alive))
+        Ok((Response { status, body: body.into_kept() }, keep_alive))
     }
 
     /// Reads what has arrived after the first `filled` bytes of the buffer, growing it when full.
@@ -192,15 +192,24 @@ impl Decoder {
     }
 }
 
-/// Counts body bytes against the cap and keeps them when asked.
-struct BodyReader {
+/// Counts body bytes against the cap and keeps them when asked (hyper's responses go through it too).
+pub struct BodyReader {
     received: u64,
     max_body_bytes: u64,
     kept: Option<Vec<u8>>,
 }
 
 impl BodyReader {
-    fn take(&mut self, data: &[u8]) -> Result<(), WireError> {
+    pub fn new(max_body_bytes: u64, keep: bool) -> Self {
+        Self { received: 0, max_body_bytes, kept: keep.then(Vec::new) }
+    }
+
+    /// The body, when it was kept; else empty.
+    pub fn into_kept(self) -> Vec<u8> {
+        self.kept.unwrap_or_default()
+    }
+
+    pub fn take(&mut self, data: &[u8]) -> Result<(), WireError> {
         self.received += data.len() as u64;
         if self.received > self.max_body_bytes {
             return Err(WireError::TooLarge);
