@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::execute;
+use crate::run;
 use crate::exit::Exit;
 use crate::payload::{self, LoadedPlugin, PayloadSource};
 use crate::plan;
@@ -14,7 +14,7 @@ use crate::report;
 use crate::report::compare::FailRule;
 use crate::results::Results;
 use crate::spec::{self, ReferenceModel, ServiceTimeDistribution};
-use crate::target::reference::ReferenceServer;
+use crate::server::reference::ReferenceServer;
 
 #[derive(Parser)]
 #[command(
@@ -173,7 +173,7 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, report } => execute::run(&job, out, report.options()).await,
+            Command::Run { job, out, report } => run::run(&job, out, report.options()).await,
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
             Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),
@@ -395,7 +395,7 @@ fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<E
     let request = std::fs::read_to_string(request_path)
         .map_err(|error| error.to_string())
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|error| error.to_string()));
-    let imported = match request.and_then(|request| spec::import::import_sagemaker(&request)) {
+    let imported = match request.and_then(|request| crate::import::import_sagemaker(&request)) {
         Ok(imported) => imported,
         Err(message) => {
             eprintln!("error: {}: {message}", request_path.display());
@@ -492,7 +492,7 @@ async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) 
         model.capacity_rps()
     );
     tokio::select! {
-        _ = execute::shutdown_signal() => {}
+        _ = run::shutdown_signal() => {}
         _ = server.run_until_stopped() => {}
     }
     Ok(Exit::Success)

@@ -1,20 +1,27 @@
 //! plateau: benchmark-as-code for ML inference endpoints.
 //!
-//! The stages pass plain data to each other: `spec` (job files) -> `plan` (test runs) -> `drive` (the load
-//! engine, against a `target`, with bodies from `payload`) -> `measure` (histograms, per-second series) -> `analyze` (plateau, metrics,
-//! recommendation) -> `results` (the saved document) -> `report` (templates). `execute` runs a job through
-//! them; `cloudwatch` publishes client metrics and reads endpoint metrics; `cli` parses arguments.
+//! The stages pass plain data to each other, in this order (docs/architecture.md draws it, and a test keeps every
+//! `use crate::` pointing down it): `spec` (job files) -> `plan` (test runs, each with its schedule) -> `drive`
+//! (the load engine) against a `target` (what plateau sends to) served by a `server` (what plateau starts) with
+//! bodies from `payload` -> `measure` (histograms, per-second series, steps) -> `analyze` (plateau, metrics) ->
+//! `results` (the saved document) -> `recommend` -> `report` (templates). `run` drives a job through them; `aws`
+//! holds the SDK set-up and CloudWatch; `cli` parses arguments.
 
 pub mod analyze;
+pub mod aws;
 pub mod cli;
-pub mod cloudwatch;
 pub mod drive;
-pub mod execute;
 pub mod exit;
+pub mod import;
 pub mod measure;
 pub mod payload;
 pub mod plan;
+pub(crate) mod precise_timer;
+pub mod recommend;
 pub mod report;
 pub mod results;
+pub mod run;
+pub mod server;
 pub mod spec;
 pub mod target;
+pub mod units;

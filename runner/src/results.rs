@@ -6,11 +6,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::scalability::ScalabilityFit;
-use crate::analyze::{Plateau, Recommendation};
-use crate::drive::{EndReason, LoadUnit, SecondSummary};
-use crate::measure::{ErrorCounts, LatencySummary};
+use crate::analyze::{Metrics, Plateau, StepResult};
+use crate::drive::EndReason;
+use crate::measure::series::SecondSummary;
+use crate::plan::LoadUnit;
 use crate::spec::{Objective, PlateauSettings, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
-use crate::target::reference::Realized;
+use crate::server::reference::Realized;
 
 pub const RESULTS_VERSION: u32 = 1;
 
@@ -159,85 +160,37 @@ pub struct ConfigurationResult {
     pub reference: Option<Realized>,
     /// Failures by the service's error code (and a model's own status), each with one example message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub error_details: Vec<crate::target::sagemaker::ErrorDetail>,
+    pub error_details: Vec<crate::aws::errors::ErrorDetail>,
     /// How publishing client metrics to CloudWatch went, when `[cloudwatch] publish` is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cloudwatch: Option<crate::cloudwatch::PublishSummary>,
+    pub cloudwatch: Option<crate::aws::cloudwatch::PublishSummary>,
     /// SageMaker targets: the endpoint's own metrics from CloudWatch for the run's window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_metrics: Option<crate::cloudwatch::EndpointMetrics>,
+    pub endpoint_metrics: Option<crate::aws::cloudwatch::EndpointMetrics>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct StepResult {
-    /// Position in the ramp, from 0.
-    pub index: usize,
-    /// Virtual users during the step (the mean, for phases), or offered requests per second (open model): see
-    /// `job.load_unit`.
-    pub load: f64,
-    /// Seconds since the configuration's start.
-    pub start_s: u64,
-    pub end_s: u64,
-    /// Seconds measured: the step less its ramp-in.
-    pub steady_seconds: u64,
-    /// False when the run ended inside the step.
-    pub complete: bool,
-    /// Successful responses per second over the steady seconds.
-    pub throughput_rps: f64,
-    pub invocations_per_min: f64,
-    /// Latency of successful responses, from the step's histogram.
-    pub latency: LatencySummary,
-    pub errors: ErrorCounts,
-    /// Errors as a percentage of all finished requests.
-    pub error_rate_percent: f64,
-    /// Open model: arrivals dropped at the in-flight cap (a step with drops is overloaded).
-    #[serde(default)]
-    pub dropped: u64,
-    /// p99 of the load generator's lateness against its own schedule, and whether it passed the limit: then the
-    /// step measured plateau, not the server, and is never taken as the plateau.
-    #[serde(default)]
-    pub generator_lag_p99_ms: f64,
-    #[serde(default)]
-    pub generator_saturated: bool,
-    /// Mean resource use over the steady seconds, where there is a source.
-    pub cpu_percent: Option<f64>,
-    pub memory_percent: Option<f64>,
-    /// plateau's own CPU use over the steady seconds, as a share of the cores it may use; at 95% or more the
-    /// step counts as load generator saturated.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub generator_cpu_percent: Option<f64>,
-    /// The steady part's latency histogram in microseconds (HDR V2 deflate, base64).
-    pub histogram: String,
-    /// Streaming endpoints: time to the first chunk (first token), and each response's mean time between chunks
-    /// (time per output token).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_chunk: Option<LatencySummary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub between_chunks: Option<LatencySummary>,
+pub struct Recommendation {
+    pub objective: Objective,
+    /// The recommended configuration, absent when none meets the requirements.
+    pub configuration: Option<String>,
+    pub initial_instance_count: Option<u32>,
+    /// The recommended run's environment variables (EnvironmentParameters), for command targets.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub environment: std::collections::BTreeMap<String, String>,
+    pub reason: String,
+    pub ranking: Vec<Verdict>,
 }
 
-/// The figures SageMaker Inference Recommender reports, at the plateau.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Metrics {
-    /// Requests per minute over the plateau window.
-    pub max_invocations: f64,
-    /// The highest load whose required percentile met `[requirements]`, per minute; absent without an SLO.
-    pub max_invocations_at_slo: Option<f64>,
-    /// ModelLatency over the plateau window.
-    pub model_latency: LatencySummary,
-    pub cost_per_hour_usd: f64,
-    /// CostPerHour / (invocations per hour), on the SLO figure when there is an SLO; absent when nothing met it.
-    pub cost_per_inference_usd: Option<f64>,
-    /// CpuUtilization at the plateau, as a percentage of what the server may use; absent with no source.
-    pub cpu_utilization_percent: Option<f64>,
-    pub memory_utilization_percent: Option<f64>,
-    /// Where the utilization figures come from (e.g. "simulated ..." for the reference endpoint).
-    pub utilization_source: Option<String>,
-    /// Errors in the plateau window, by class.
-    pub errors: ErrorCounts,
-    pub error_rate_percent: f64,
-    /// Coefficient of variation of per-second throughput in the plateau window: the figure's own noise.
-    pub throughput_spread_percent: f64,
-    /// Virtual users, or offered requests per second, at the plateau step.
-    pub load_at_plateau: f64,
+pub struct Verdict {
+    pub configuration: String,
+    /// 1 for the best; absent for configurations that do not meet the requirements.
+    pub rank: Option<usize>,
+    pub meets_requirements: bool,
+    /// The figure ranked on, in the objective's unit (USD per inference, requests per minute, or ms).
+    pub objective_value: Option<f64>,
+    /// Within measurement noise of the recommended configuration.
+    pub near_tie: bool,
+    pub verdict: String,
 }

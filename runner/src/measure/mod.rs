@@ -1,7 +1,9 @@
 //! Measurement: latency histograms (HDR, microseconds), per-second accumulation off the request path, error
-//! classes, histogram serialization, and the resource-sampling interface.
+//! classes, histogram serialization, the resource-sampling interface, the per-second series and per-step records.
 
 pub mod process_tree;
+pub mod series;
+pub mod step;
 
 use std::sync::Mutex;
 

@@ -11,7 +11,8 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::results::{ConfigurationResult, Metrics, Results};
+use crate::analyze::Metrics;
+use crate::results::{ConfigurationResult, Results};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -11,9 +11,9 @@ use anyhow::Context as _;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 use serde::Serialize;
 
-use crate::analyze::Verdict;
-use crate::drive::SecondSummary;
-use crate::results::{ConfigurationResult, Results, StepResult};
+use crate::analyze::StepResult;
+use crate::measure::series::SecondSummary;
+use crate::results::{ConfigurationResult, Results, Verdict};
 use chart::{Chart, ChartSpec, SeriesData};
 
 /// The built-in templates, compiled in so the binary works from any folder.

@@ -1,10 +1,8 @@
-//! Targets: what the load engine sends requests to. Each virtual user owns a `Session` (for HTTP, its own
-//! connection), so the hot path shares nothing between users.
+//! Targets: what the load engine sends requests to (an HTTP server, a SageMaker endpoint). Each virtual user owns
+//! a `Session` (for HTTP, its own connection), so the hot path shares nothing between users. The servers plateau
+//! starts itself are in `server`.
 
-pub mod command;
 pub mod http;
-pub(crate) mod precise_timer;
-pub mod reference;
 pub mod sagemaker;
 pub mod wire;
 

@@ -214,7 +214,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, String> {
             })
             .unwrap_or_default();
         // Each environment combination is an endpoint of its own on SageMaker: one configuration each.
-        for environment in crate::plan::combinations(&parameters) {
+        for environment in crate::spec::combinations(&parameters) {
             configuration_count += 1;
             let label = instance_type.map_or_else(|| format!("serverless-{index}"), str::to_string);
             let settings: Vec<String> = environment.iter().map(|(name, value)| format!("{name}={value}")).collect();

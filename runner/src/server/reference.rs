@@ -101,7 +101,7 @@ impl ServiceModel {
             free_at.push(Reverse(due));
             due
         };
-        super::precise_timer::sleep_until(due).await;
+        crate::precise_timer::sleep_until(due).await;
         let lateness = Instant::now().saturating_duration_since(due);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         self.stats.service_us_total.fetch_add(service.as_micros() as u64, Ordering::Relaxed);

@@ -124,7 +124,7 @@ async fn publish(
                 Ok(_) => summary.data_sent += count,
                 Err(error) => {
                     summary.failed_calls += 1;
-                    summary.last_error = Some(crate::target::sagemaker::describe_sdk_error(&error));
+                    summary.last_error = Some(super::errors::describe_sdk_error(&error));
                 }
             }
         }
@@ -238,7 +238,7 @@ pub async fn endpoint_metrics(
         .end_time(DateTime::from(window_end))
         .send()
         .await
-        .map_err(|error| anyhow::anyhow!(crate::target::sagemaker::describe_sdk_error(&error)))?;
+        .map_err(|error| anyhow::anyhow!(super::errors::describe_sdk_error(&error)))?;
     let mut values: [Option<f64>; 9] = [None; 9];
     for result in output.metric_data_results() {
         let Some(index) = result.id().and_then(|id| id.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok()) else {

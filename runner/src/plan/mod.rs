@@ -7,7 +7,10 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom as _, SliceRandom as _};
 
-use crate::spec::{Configuration, Job};
+use crate::spec::{Configuration, Job, combinations};
+
+mod schedule;
+pub use schedule::{LoadUnit, Schedule, StepWindow};
 
 #[derive(Debug, Clone)]
 pub struct TestRun {
@@ -35,22 +38,6 @@ impl Plan {
     pub fn worst_case_s(&self) -> u64 {
         self.ramp_s * self.runs.len().div_ceil(self.parallel) as u64
     }
-}
-
-/// Every combination of the parameters' values, parameters in name order, values in the order given.
-pub fn combinations(parameters: &BTreeMap<String, Vec<String>>) -> Vec<BTreeMap<String, String>> {
-    parameters.iter().fold(vec![BTreeMap::new()], |partial, (name, values)| {
-        partial
-            .iter()
-            .flat_map(|combination| {
-                values.iter().map(move |value| {
-                    let mut next = combination.clone();
-                    next.insert(name.clone(), value.clone());
-                    next
-                })
-            })
-            .collect()
-    })
 }
 
 pub fn plan(job: &Job) -> Plan {

@@ -1,0 +1,329 @@
+//! The plateau: where throughput stops growing.
+//!
+//! The detector walks the complete steps in order. A step is *flat* when its throughput gained less than
+//! `max(min_gain_percent, min_load_efficiency x the load it added)` over the best step before it. The first flat
+//! step is the plateau once `confirm_steps` further steps are flat too. A step whose latency crosses a
+//! `[stopping]` threshold, or whose error rate passes `max_error_rate_percent`, ends the search: the plateau is
+//! the step before it. With no flat step, the plateau is not reached and MaxInvocations is a lower bound.
+//! `phases` change their load every second, so they are judged by sliding 10 s windows instead (`sliding_window`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::drive::StepVerdict;
+use crate::measure::series::SecondSummary;
+use crate::measure::step::StepRecord;
+use crate::measure;
+use crate::plan::StepWindow;
+use crate::spec::{FlatInvocations, LatencyThreshold, Percentile, PlateauSettings, Stopping};
+
+use super::error_rate_percent;
+
+/// One step as the detector sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepPoint {
+    /// Virtual users, or offered requests per second for an open model.
+    pub load: f64,
+    pub throughput_rps: f64,
+    pub error_rate_percent: f64,
+    /// Observed latency at each `[stopping]` threshold's percentile, in the thresholds' order.
+    pub threshold_latency_ms: Vec<f64>,
+    /// The load generator fell behind its schedule in this step.
+    pub generator_saturated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum PlateauRule {
+    /// Added load stopped adding throughput.
+    ThroughputFlat,
+    /// The step after the plateau crossed a latency threshold.
+    LatencyThreshold { percentile: Percentile, threshold_ms: f64, observed_ms: f64 },
+    /// The step after the plateau had too many errors.
+    ErrorRate { error_rate_percent: f64, limit_percent: f64 },
+    /// Throughput still grew at the last step: MaxInvocations is a lower bound.
+    NotReached,
+    /// The load generator fell behind its schedule at `at_step` before the endpoint levelled off: the steps
+    /// from there on measure plateau, not the endpoint, and MaxInvocations is a lower bound.
+    GeneratorSaturated { at_step: usize },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plateau {
+    pub step: usize,
+    #[serde(flatten)]
+    pub rule: PlateauRule,
+    /// False when the ramp ended before the following steps could confirm it.
+    pub confirmed: bool,
+    /// For `phases`: the sliding window (first and one-past-last second) the figures are measured over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_s: Option<[u64; 2]>,
+}
+
+/// Length of the sliding windows `phases` are judged by (DESIGN: "the first sliding 10 s window").
+pub const SLIDING_WINDOW_S: u64 = 10;
+
+/// For `phases`, whose load changes every second: the first sliding window of `SLIDING_WINDOW_S` seconds whose
+/// throughput gained too little over the window just before it (the flat rule of `detect`), confirmed by the
+/// window just after it. Reads only the per-second counts, from `from_s` (after any warm-up) on.
+pub fn sliding_window(seconds: &[SecondSummary], from_s: u64, settings: &PlateauSettings) -> Option<StepWindow> {
+    let width = SLIDING_WINDOW_S as usize;
+    let usable: Vec<&SecondSummary> = seconds.iter().filter(|second| second.second >= from_s).collect();
+    let stats = |start: usize| -> Option<(f64, f64)> {
+        let window = usable.get(start..start + width)?;
+        let load = window.iter().map(|second| second.load).sum::<f64>() / width as f64;
+        let throughput = window.iter().map(|second| second.completed as f64).sum::<f64>() / width as f64;
+        Some((load, throughput))
+    };
+    let flat = |before: (f64, f64), after: (f64, f64)| {
+        let gain_percent = if before.1 > 0.0 { (after.1 / before.1 - 1.0) * 100.0 } else { f64::INFINITY };
+        let load_gain_percent = (after.0 / before.0.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
+        gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent)
+    };
+    (width..usable.len()).find_map(|start| {
+        let (before, current) = (stats(start - width)?, stats(start)?);
+        let confirmed = stats(start + width).is_none_or(|after| flat(current, after));
+        (flat(before, current) && confirmed).then(|| StepWindow {
+            index: 0,
+            start_s: usable[start].second,
+            end_s: usable[start].second + SLIDING_WINDOW_S,
+            steady_start_s: usable[start].second,
+            load: current.0,
+        })
+    })
+}
+
+/// Finds the plateau among complete steps; `None` only when there are none.
+pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &PlateauSettings) -> Option<Plateau> {
+    let mut best = 0;
+    let mut candidate: Option<usize> = None;
+    for (index, point) in points.iter().enumerate() {
+        let before = index.saturating_sub(1);
+        if point.generator_saturated {
+            let step = candidate.unwrap_or(if index == 0 { 0 } else { best });
+            return Some(Plateau {
+                step,
+                rule: PlateauRule::GeneratorSaturated { at_step: index },
+                confirmed: false,
+                window_s: None,
+            });
+        }
+        if point.error_rate_percent > settings.max_error_rate_percent {
+            let rule = PlateauRule::ErrorRate {
+                error_rate_percent: point.error_rate_percent,
+                limit_percent: settings.max_error_rate_percent,
+            };
+            return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
+        }
+        let crossed = thresholds
+            .iter()
+            .zip(&point.threshold_latency_ms)
+            .find(|(threshold, observed)| **observed > threshold.latency_ms);
+        if let Some((threshold, observed)) = crossed {
+            let rule = PlateauRule::LatencyThreshold {
+                percentile: threshold.percentile,
+                threshold_ms: threshold.latency_ms,
+                observed_ms: *observed,
+            };
+            return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
+        }
+        if index == 0 {
+            continue;
+        }
+        let base = &points[best];
+        let gain_percent = if base.throughput_rps > 0.0 {
+            (point.throughput_rps / base.throughput_rps - 1.0) * 100.0
+        } else {
+            f64::INFINITY
+        };
+        let load_gain_percent = (point.load / base.load.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
+        let flat = gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent);
+        match (flat, candidate) {
+            (true, None) => candidate = Some(index),
+            (true, Some(first)) if index - first >= settings.confirm_steps => {
+                return Some(Plateau {
+                    step: first,
+                    rule: PlateauRule::ThroughputFlat,
+                    confirmed: true,
+                    window_s: None,
+                });
+            }
+            (true, Some(_)) => {}
+            (false, _) => candidate = None,
+        }
+        if point.throughput_rps > base.throughput_rps {
+            best = index;
+        }
+    }
+    if points.is_empty() {
+        return None;
+    }
+    Some(match candidate {
+        Some(first) if settings.confirm_steps == 0 => {
+            Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true, window_s: None }
+        }
+        Some(first) => Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: false, window_s: None },
+        None => Plateau { step: best, rule: PlateauRule::NotReached, confirmed: false, window_s: None },
+    })
+}
+
+fn step_point(step: &StepRecord, thresholds: &[LatencyThreshold]) -> StepPoint {
+    StepPoint {
+        load: step.window.load,
+        throughput_rps: step.throughput_rps(),
+        error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
+        generator_saturated: step.generator_saturated(),
+        threshold_latency_ms: thresholds
+            .iter()
+            .map(|threshold| measure::percentile_ms(&step.steady.latency_us, threshold.percentile.value()))
+            .collect(),
+    }
+}
+
+pub(super) fn complete_points(steps: &[StepRecord], thresholds: &[LatencyThreshold]) -> Vec<StepPoint> {
+    steps.iter().filter(|step| step.complete).map(|step| step_point(step, thresholds)).collect()
+}
+
+/// Runs the detector after every step and ends the ramp when `[stopping]` says so.
+pub struct OnlineDetector<'a> {
+    pub stopping: &'a Stopping,
+    pub settings: PlateauSettings,
+}
+
+impl OnlineDetector<'_> {
+    pub fn verdict(&self, steps: &[StepRecord]) -> StepVerdict {
+        let points = complete_points(steps, &self.stopping.latency_thresholds);
+        match detect(&points, &self.stopping.latency_thresholds, &self.settings) {
+            Some(Plateau { rule: PlateauRule::LatencyThreshold { percentile, threshold_ms, observed_ms }, .. }) => {
+                StepVerdict::Stop(format!(
+                    "{percentile} latency {observed_ms:.1} ms crossed the {threshold_ms} ms threshold"
+                ))
+            }
+            Some(Plateau { rule: PlateauRule::ErrorRate { error_rate_percent, .. }, .. }) => {
+                StepVerdict::Stop(format!("error rate {error_rate_percent:.1}% passed the limit"))
+            }
+            Some(Plateau { rule: PlateauRule::GeneratorSaturated { .. }, .. }) => StepVerdict::Stop(
+                "the load generator fell behind its schedule; more load would measure plateau, not the endpoint"
+                    .to_string(),
+            ),
+            Some(Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. })
+                if self.stopping.flat_invocations == FlatInvocations::Stop =>
+            {
+                StepVerdict::Stop(format!("plateau confirmed at step {}", step + 1))
+            }
+            _ => StepVerdict::Continue,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(series: &[(f64, f64)]) -> Vec<StepPoint> {
+        series
+            .iter()
+            .map(|&(load, throughput_rps)| StepPoint {
+                load,
+                throughput_rps,
+                error_rate_percent: 0.0,
+                threshold_latency_ms: Vec::new(),
+                generator_saturated: false,
+            })
+            .collect()
+    }
+
+    fn settings() -> PlateauSettings {
+        PlateauSettings::default()
+    }
+
+    #[test]
+    fn flat_series_plateaus_at_the_second_step() {
+        let plateau = detect(&points(&[(2.0, 200.0), (4.0, 201.0), (6.0, 199.0)]), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.rule, plateau.confirmed), (1, PlateauRule::ThroughputFlat, true));
+    }
+
+    #[test]
+    fn rising_series_never_plateaus() {
+        let plateau =
+            detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 300.0), (8.0, 400.0)]), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.rule, plateau.confirmed), (3, PlateauRule::NotReached, false));
+    }
+
+    #[test]
+    fn linear_then_saturated_plateaus_at_the_first_flat_step() {
+        let series =
+            [(2.0, 100.0), (4.0, 200.0), (6.0, 300.0), (8.0, 400.0), (10.0, 402.0), (12.0, 398.0), (14.0, 401.0)];
+        let plateau = detect(&points(&series), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.confirmed), (4, true));
+    }
+
+    #[test]
+    fn noise_at_the_plateau_does_not_hide_it() {
+        // +4% and -3% wobble on a saturated server; the load grows by 20% or more per step.
+        let series = [(4.0, 200.0), (8.0, 390.0), (12.0, 400.0), (16.0, 416.0), (20.0, 404.0), (24.0, 395.0)];
+        let plateau = detect(&points(&series), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.confirmed), (2, true));
+    }
+
+    #[test]
+    fn a_single_flat_step_is_unconfirmed_until_the_next_one() {
+        let plateau = detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0)]), &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.confirmed), (2, false));
+        let recovered =
+            detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0), (8.0, 300.0)]), &[], &settings()).unwrap();
+        assert_eq!(recovered.rule, PlateauRule::NotReached);
+    }
+
+    #[test]
+    fn latency_bound_series_plateaus_before_the_threshold_is_crossed() {
+        let threshold = LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms: 50.0 };
+        let mut series = points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 300.0)]);
+        for (point, latency) in series.iter_mut().zip([20.0, 40.0, 60.0]) {
+            point.threshold_latency_ms = vec![latency];
+        }
+        let plateau = detect(&series, &[threshold], &settings()).unwrap();
+        assert_eq!(plateau.step, 1);
+        assert_eq!(
+            plateau.rule,
+            PlateauRule::LatencyThreshold { percentile: threshold.percentile, threshold_ms: 50.0, observed_ms: 60.0 }
+        );
+    }
+
+    #[test]
+    fn errors_end_the_search() {
+        let mut series = points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 290.0)]);
+        series[2].error_rate_percent = 5.0;
+        let plateau = detect(&series, &[], &settings()).unwrap();
+        assert_eq!(plateau.step, 1);
+        assert!(matches!(plateau.rule, PlateauRule::ErrorRate { .. }));
+    }
+
+    #[test]
+    fn phases_plateau_at_the_first_sliding_window_that_stops_growing() {
+        // Users grow by one every 2 s; 4 workers of 20 ms saturate at 4 users (200 requests/s).
+        let seconds: Vec<SecondSummary> = (0..40)
+            .map(|second| {
+                let users = 1.0 + (second / 2) as f64;
+                SecondSummary {
+                    second,
+                    load: users,
+                    started: 0,
+                    completed: (50.0 * users).min(200.0) as u64,
+                    dropped: 0,
+                    errors: 0,
+                    p50_ms: 0.0,
+                    p99_ms: 0.0,
+                    generator_lag_p99_ms: 0.0,
+                    resources: Default::default(),
+                }
+            })
+            .collect();
+        let window = sliding_window(&seconds, 0, &settings()).unwrap();
+        // Seconds 10-19 serve 200/s against 140/s before: +43% for +167% users is still above a quarter of linear
+        // scaling (42%). Seconds 11-20 against 1-10 (155/s): +29% for +143% users is below it: flat.
+        assert_eq!((window.start_s, window.end_s), (11, 21));
+        let flat_from_start = sliding_window(&seconds[6..], 6, &settings()).unwrap();
+        assert_eq!(flat_from_start.start_s, 16, "the window before it must be a full window of the run");
+        assert_eq!(sliding_window(&seconds[..15], 0, &settings()), None, "two full windows are needed");
+    }
+}

@@ -1,0 +1,266 @@
+//! The load engine. Closed model: virtual users on tokio, one session (connection) each, following the traffic
+//! pattern. Open model: a scheduler sends requests at their intended times on a pool of owned sessions, whatever
+//! the server does, and times each from its intended send time, so a stalled server cannot hide its stall.
+//! Everything records into a sharded `Recorder`; a control loop drains it at every second boundary, streams the
+//! second to disk, folds steady seconds into per-step tallies and asks the observer whether to go on. The engine
+//! watches its own lateness and marks steps where it could not keep its schedule.
+
+mod closed;
+mod open;
+
+use std::fs::File;
+use std::io::{BufWriter, Write as _};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::measure::process_tree::OwnCpu;
+use crate::measure::series::{SecondSummary, write_second};
+use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
+use crate::measure::{self, Recorder, ResourceSample, ResourceSource, Tally};
+use crate::plan::{LoadUnit, Schedule, StepWindow};
+use crate::spec::TrafficOptions;
+use crate::target::Target;
+use closed::{VirtualUsers, lag_probe};
+use open::OpenArrivals;
+
+/// How often the number of users is brought up to the schedule between second boundaries.
+const CONTROL_TICK: Duration = Duration::from_millis(50);
+/// Seconds in a row with nothing but connection errors after which the target counts as gone.
+const UNREACHABLE_AFTER_S: u32 = 3;
+
+/// What the observer tells the engine after each step.
+pub enum StepVerdict {
+    Continue,
+    Stop(String),
+}
+
+/// Watches a run: a progress display, and the online plateau detector that may end the ramp early.
+pub trait Observer {
+    /// `tally` is the second's full measurement (histograms included), for observers that publish it.
+    fn on_second(&mut self, second: &SecondSummary, tally: &Tally, step: &StepWindow);
+    fn on_step(&mut self, steps: &[StepRecord]) -> StepVerdict;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EndReason {
+    /// Every step ran.
+    Completed,
+    /// The observer ended the ramp (plateau confirmed or a threshold crossed).
+    Stopped {
+        reason: String,
+    },
+    MaxInvocations {
+        invocations: u64,
+    },
+    Interrupted,
+    TargetUnreachable {
+        seconds: u32,
+    },
+    /// Requests could not be made: a payload plugin trapped, ran out of time or memory, or returned an error.
+    PayloadFailed {
+        message: String,
+    },
+}
+
+impl EndReason {
+    /// Whether the run ended before what it set out to measure was measured.
+    pub fn is_partial(&self) -> bool {
+        matches!(self, EndReason::Interrupted | EndReason::TargetUnreachable { .. } | EndReason::PayloadFailed { .. })
+    }
+}
+
+pub struct RunRecord {
+    pub steps: Vec<StepRecord>,
+    pub seconds: Vec<SecondSummary>,
+    pub end: EndReason,
+    pub elapsed_s: u64,
+}
+
+pub struct DriveOptions<'a> {
+    pub schedule: &'a Schedule,
+    pub traffic: &'a TrafficOptions,
+    /// Seeds Poisson arrivals.
+    pub seed: u64,
+    pub max_invocations: Option<u64>,
+    /// Where each second's full histogram is streamed, one JSON line per second.
+    pub series_path: Option<&'a Path>,
+    pub cancel: CancellationToken,
+}
+
+/// Runs the schedule against `target` until it ends, the observer stops it, or `cancel` fires.
+pub async fn drive<T: Target>(
+    target: Arc<T>,
+    options: DriveOptions<'_>,
+    mut resources: Option<Box<dyn ResourceSource>>,
+    observer: &mut dyn Observer,
+) -> std::io::Result<RunRecord> {
+    let schedule = options.schedule;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let recorder = Arc::new(Recorder::new(4 * workers));
+    let mut series = options.series_path.map(File::create).transpose()?.map(BufWriter::new);
+    let started_at = Instant::now();
+    let run = options.cancel.child_token();
+    let mut load = match schedule.load_unit {
+        LoadUnit::Users => {
+            let think_time = Duration::from_millis(options.traffic.think_time_ms);
+            let mut users = VirtualUsers::new(target, Arc::clone(&recorder), run.clone(), think_time);
+            users.set(schedule.users_at(0.0));
+            tokio::spawn(lag_probe(Arc::clone(&recorder), run.clone()));
+            Load::Closed(users)
+        }
+        LoadUnit::RequestsPerSecond => {
+            let arrivals =
+                OpenArrivals { schedule: schedule.clone(), options: *options.traffic, seed: options.seed, started_at };
+            Load::Open(tokio::spawn(arrivals.run(target, Arc::clone(&recorder), run.clone())))
+        }
+    };
+    let mut control = tokio::time::interval(CONTROL_TICK);
+    control.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+
+    let mut steps: Vec<StepRecord> = Vec::new();
+    let mut seconds: Vec<SecondSummary> = Vec::new();
+    let mut current = new_step(schedule, 0);
+    let mut second_tally = Tally::default();
+    let mut total_completed = 0;
+    let mut unreachable_s = 0;
+    let mut resource_totals = ResourceTotals::default();
+    let mut own_cpu = OwnCpu::default();
+    own_cpu.sample();
+    let mut second: u64 = 0;
+
+    let end = loop {
+        let Some(window) = schedule.steps.get(current.window.index).cloned() else {
+            break EndReason::Completed;
+        };
+        let boundary = started_at + Duration::from_secs(second + 1);
+        tokio::select! {
+            biased;
+            _ = options.cancel.cancelled() => break EndReason::Interrupted,
+            _ = tokio::time::sleep_until(boundary.into()) => {}
+            _ = control.tick() => {
+                if let Some(message) = recorder.fault() {
+                    break EndReason::PayloadFailed { message: message.to_string() };
+                }
+                load.follow(schedule, started_at.elapsed().as_secs_f64());
+                continue;
+            }
+        }
+
+        second_tally.reset();
+        recorder.drain_into(&mut second_tally);
+        let sample = ResourceSample {
+            generator_cpu_percent: own_cpu.sample(),
+            ..resources.as_mut().map(|source| source.sample()).unwrap_or_default()
+        };
+        let summary = summarize_second(second, schedule, &second_tally, sample);
+        if let Some(series) = series.as_mut() {
+            write_second(series, &summary, &second_tally)?;
+        }
+        observer.on_second(&summary, &second_tally, &window);
+        seconds.push(summary);
+
+        if second >= window.steady_start_s {
+            current.steady.merge(&second_tally);
+            current.completed_per_second.push(second_tally.completed);
+            resource_totals.add(sample);
+        }
+        total_completed += second_tally.completed;
+        let only_connect_errors = second_tally.completed == 0 && second_tally.errors.connect > 0;
+        unreachable_s = if only_connect_errors { unreachable_s + 1 } else { 0 };
+        second += 1;
+
+        if unreachable_s >= UNREACHABLE_AFTER_S {
+            break EndReason::TargetUnreachable { seconds: unreachable_s };
+        }
+        if second == window.end_s {
+            current.complete = true;
+            current.resources = std::mem::take(&mut resource_totals).mean();
+            let next = new_step(schedule, window.index + 1);
+            steps.push(std::mem::replace(&mut current, next));
+            if let StepVerdict::Stop(reason) = observer.on_step(&steps) {
+                break EndReason::Stopped { reason };
+            }
+        }
+        if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
+            break EndReason::MaxInvocations { invocations: max };
+        }
+        load.follow(schedule, second as f64);
+    };
+    run.cancel();
+    load.stop().await;
+    // A run cut short keeps its last, unfinished second in the series: those requests were measured too. It is not
+    // merged into a step, whose figures are per whole second.
+    second_tally.reset();
+    recorder.drain_into(&mut second_tally);
+    if end.is_partial() && (second_tally.started > 0 || second_tally.errors.total() > 0) {
+        let summary = summarize_second(second, schedule, &second_tally, ResourceSample::default());
+        if let Some(series) = series.as_mut() {
+            write_second(series, &summary, &second_tally)?;
+        }
+        seconds.push(summary);
+    }
+    if let Some(mut series) = series {
+        series.flush()?;
+    }
+    if !current.completed_per_second.is_empty() {
+        current.resources = resource_totals.mean();
+        steps.push(current);
+    }
+    Ok(RunRecord { steps, seconds, end, elapsed_s: second })
+}
+
+fn summarize_second(second: u64, schedule: &Schedule, tally: &Tally, resources: ResourceSample) -> SecondSummary {
+    SecondSummary {
+        second,
+        load: schedule.load_at(second as f64 + 0.5),
+        started: tally.started,
+        completed: tally.completed,
+        dropped: tally.dropped,
+        errors: tally.errors.total(),
+        p50_ms: measure::percentile_ms(&tally.latency_us, 50.0),
+        p99_ms: measure::percentile_ms(&tally.latency_us, 99.0),
+        generator_lag_p99_ms: measure::percentile_ms(&tally.generator_lag_us, 99.0),
+        resources,
+    }
+}
+
+fn new_step(schedule: &Schedule, index: usize) -> StepRecord {
+    let window = schedule.steps.get(index).cloned().unwrap_or(StepWindow {
+        index,
+        start_s: 0,
+        end_s: 0,
+        steady_start_s: 0,
+        load: 0.0,
+    });
+    new_step_for(window)
+}
+
+/// What generates the load: virtual users that follow the schedule, or the open model's arrival scheduler.
+enum Load<T: Target> {
+    Closed(VirtualUsers<T>),
+    Open(JoinHandle<()>),
+}
+
+impl<T: Target> Load<T> {
+    /// Brings the number of virtual users to the schedule; the open model follows it by itself.
+    fn follow(&mut self, schedule: &Schedule, elapsed_s: f64) {
+        if let Load::Closed(users) = self {
+            users.set(schedule.users_at(elapsed_s));
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            Load::Closed(users) => users.stop().await,
+            Load::Open(scheduler) => {
+                let _ = scheduler.await;
+            }
+        }
+    }
+}

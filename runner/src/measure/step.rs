@@ -1,0 +1,108 @@
+//! A step's measurements over its steady part: the merged tally of its seconds, throughput per second and mean
+//! resource use; and whether the load generator kept up while it ran.
+
+use crate::plan::StepWindow;
+
+use super::{ResourceSample, Tally};
+
+/// The closed model's probe sleeps on tokio's timer, which has 1 ms resolution and rounds up, so an idle engine is
+/// already up to ~2 ms late at p99 (measured on the 2-core CI machine). Beyond this the load generator is not
+/// keeping its schedule (out of CPU, or blocked), and the step measures plateau, not the server.
+pub const GENERATOR_LAG_LIMIT_MS: f64 = 5.0;
+/// plateau's own CPU use, as a share of the cores it may use, beyond which it is out of CPU: the step measured the
+/// load generator's limit (with the reference endpoint, which runs inside plateau, both share this budget).
+pub const GENERATOR_CPU_LIMIT_PERCENT: f64 = 95.0;
+
+/// A step's measurements over its steady part.
+#[derive(Debug, Clone)]
+pub struct StepRecord {
+    pub window: StepWindow,
+    /// False when the run ended during the step.
+    pub complete: bool,
+    pub steady: Tally,
+    /// Successful responses in each steady second, for the spread of throughput.
+    pub completed_per_second: Vec<u64>,
+    pub resources: ResourceSample,
+}
+
+impl StepRecord {
+    pub fn steady_seconds(&self) -> u64 {
+        self.completed_per_second.len() as u64
+    }
+
+    pub fn throughput_rps(&self) -> f64 {
+        let seconds = self.steady_seconds();
+        if seconds == 0 { 0.0 } else { self.steady.completed as f64 / seconds as f64 }
+    }
+
+    pub fn generator_lag_p99_ms(&self) -> f64 {
+        super::percentile_ms(&self.steady.generator_lag_us, 99.0)
+    }
+
+    /// The load generator could not keep its schedule, or ran out of CPU: the step measured plateau's limit, not
+    /// the server's.
+    pub fn generator_saturated(&self) -> bool {
+        self.generator_lag_p99_ms() > GENERATOR_LAG_LIMIT_MS
+            || self.resources.generator_cpu_percent.is_some_and(|percent| percent >= GENERATOR_CPU_LIMIT_PERCENT)
+    }
+}
+
+pub(crate) fn new_step_for(window: StepWindow) -> StepRecord {
+    StepRecord {
+        window,
+        complete: false,
+        steady: Tally::default(),
+        completed_per_second: Vec::new(),
+        resources: ResourceSample::default(),
+    }
+}
+
+/// Sums resource samples over a step's steady seconds; a figure is only reported if every second had it.
+#[derive(Default)]
+pub(crate) struct ResourceTotals {
+    seconds: u32,
+    cpu_percent: Option<f64>,
+    memory_percent: Option<f64>,
+    generator_cpu_percent: Option<f64>,
+}
+
+impl ResourceTotals {
+    pub(crate) fn add(&mut self, sample: ResourceSample) {
+        let first = self.seconds == 0;
+        let sum = |total: Option<f64>, value: Option<f64>| {
+            if first { value } else { total.zip(value).map(|(a, b)| a + b) }
+        };
+        self.cpu_percent = sum(self.cpu_percent, sample.cpu_percent);
+        self.memory_percent = sum(self.memory_percent, sample.memory_percent);
+        self.generator_cpu_percent = sum(self.generator_cpu_percent, sample.generator_cpu_percent);
+        self.seconds += 1;
+    }
+
+    pub(crate) fn mean(self) -> ResourceSample {
+        let seconds = f64::from(self.seconds.max(1));
+        ResourceSample {
+            cpu_percent: self.cpu_percent.map(|total| total / seconds),
+            memory_percent: self.memory_percent.map(|total| total / seconds),
+            generator_cpu_percent: self.generator_cpu_percent.map(|total| total / seconds),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_is_saturated_when_the_generator_is_late_or_out_of_cpu() {
+        let step = |lag_us: u64, generator_cpu_percent: Option<f64>| {
+            let mut step = new_step_for(StepWindow { index: 0, start_s: 0, end_s: 5, steady_start_s: 1, load: 1.0 });
+            step.steady.generator_lag_us.record(lag_us).unwrap();
+            step.resources.generator_cpu_percent = generator_cpu_percent;
+            step
+        };
+        assert!(!step(2_000, Some(60.0)).generator_saturated());
+        assert!(!step(2_000, None).generator_saturated(), "no reading is no verdict");
+        assert!(step(8_000, Some(60.0)).generator_saturated(), "late");
+        assert!(step(2_000, Some(97.0)).generator_saturated(), "out of CPU");
+    }
+}

@@ -1,0 +1,233 @@
+//! Runs a job: each test run's target started (a reference endpoint, or the user's server command), driven
+//! through the traffic pattern, analysed, and saved; then the recommendation and the reports. Ctrl-C, SIGTERM, a
+//! target that goes away or a server that crashes never lose what was measured: results are written after every
+//! configuration and marked partial.
+
+mod configuration;
+mod progress;
+mod signals;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use futures_util::StreamExt as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::AwsClients;
+use crate::exit::Exit;
+use crate::payload::{LoadedPlugin, PayloadSource};
+use crate::plan::{self, Schedule, TestRun};
+use crate::recommend;
+use crate::report;
+use crate::results::{
+    ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
+};
+use crate::spec::{self, Job, TargetKind};
+use configuration::run_configuration;
+use progress::Progress;
+
+pub use signals::shutdown_signal;
+
+fn utc_now() -> String {
+    humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
+}
+
+fn host() -> Host {
+    let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|meminfo| {
+        let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    });
+    Host {
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_bytes,
+        os: std::env::consts::OS.to_string(),
+        arch: std::env::consts::ARCH.to_string(),
+    }
+}
+
+/// Runs the job file at `job_path`, writing everything into `out` (or the default folder).
+pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::ReportOptions) -> anyhow::Result<Exit> {
+    let job = match spec::load(job_path) {
+        Ok(job) => job,
+        Err(error) => {
+            eprintln!("{error}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let plugin = match job.payload.plugin.as_ref().map(LoadedPlugin::load).transpose() {
+        Ok(plugin) => plugin,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let aws = match AwsClients::connect(&job).await {
+        Ok(aws) => aws,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return Ok(Exit::RunFailed);
+        }
+    };
+    let plan = plan::plan(&job);
+    let report_options = report::ReportOptions {
+        templates: report_options.templates.or_else(|| job.report_templates.clone()),
+        ..report_options
+    };
+    let started_at = utc_now();
+    let out = out.unwrap_or_else(|| {
+        let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+        PathBuf::from("plateau-out").join(format!("{}-{stamp}", report::file_stem(&job.name)))
+    });
+    for folder in ["series", "logs"] {
+        std::fs::create_dir_all(out.join(folder))
+            .with_context(|| format!("cannot create the output folder {}", out.display()))?;
+    }
+    eprintln!(
+        "plateau: {} configurations, at most {} s; output in {}",
+        plan.runs.len(),
+        plan.worst_case_s(),
+        out.display()
+    );
+
+    let cancel = CancellationToken::new();
+    tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            shutdown_signal().await;
+            eprintln!("plateau: interrupted; writing partial results");
+            cancel.cancel();
+        }
+    });
+
+    let mut results = Results {
+        results_version: RESULTS_VERSION,
+        partial: true,
+        manifest: Manifest {
+            plateau_version: env!("CARGO_PKG_VERSION").to_string(),
+            job_file: job.source.path.display().to_string(),
+            job_sha256: job.source.sha256.clone(),
+            job_file_text: job.source.text.clone(),
+            seed: job.seed,
+            host: host(),
+            started_at: started_at.clone(),
+            ended_at: started_at,
+            payload_plugin: plugin.as_ref().map(|plugin| PluginIdentity {
+                file: plugin.name.clone(),
+                sha256: plugin.sha256.clone(),
+                kind: if plugin.wrapped_core_module { "core-module" } else { "component" }.to_string(),
+            }),
+        },
+        job: JobSummary {
+            name: job.name.clone(),
+            description: job.description.clone(),
+            target_kind: job
+                .targets
+                .iter()
+                .all(|target| target.kind == job.targets[0].kind)
+                .then_some(job.targets[0].kind),
+            traffic: job.traffic.clone(),
+            traffic_options: job.traffic_options,
+            load_unit: Schedule::new(&job.traffic, &job.traffic_options).load_unit,
+            stopping: job.stopping.clone(),
+            requirements: job.requirements.clone(),
+            objective: job.requirements.objective,
+            plateau: job.plateau,
+        },
+        configurations: Vec::new(),
+        recommendation: None,
+    };
+    let progress = Progress::new(plan.runs.len());
+    // `plan.parallel` runs at once; results arrive in plan order.
+    let mut finished = futures_util::stream::iter(&plan.runs)
+        .map(|run| {
+            let (job, plugin, aws, out, progress, cancel) = (&job, &plugin, &aws, &out, &progress, cancel.clone());
+            async move {
+                if cancel.is_cancelled() {
+                    return skipped(job, run);
+                }
+                let payload = match plugin {
+                    Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
+                    None if !job.payload.samples.is_empty() => PayloadSource::samples(job.payload.samples.clone()),
+                    None => PayloadSource::Fixed(job.payload.body.clone()),
+                };
+                run_configuration(job, run, payload, aws, out, cancel, progress).await
+            }
+        })
+        .buffered(plan.parallel);
+    while let Some(result) = finished.next().await {
+        results.configurations.push(result);
+        // Saved after every configuration, so an abrupt end loses at most the ones in progress.
+        results.manifest.ended_at = utc_now();
+        report::write_results(&results, &out)?;
+    }
+    drop(finished);
+
+    results.partial =
+        cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
+    let recommendation = recommend::recommend(&results.configurations, &job.requirements);
+    let recommended = recommendation.configuration.is_some();
+    results.recommendation = Some(recommendation);
+    results.manifest.ended_at = utc_now();
+    let summary = report::write_all(&results, &out, &report_options)?;
+    println!();
+    print!("{summary}");
+    println!("results: {}", out.display());
+    Ok(if results.partial {
+        Exit::RunFailed
+    } else if recommended {
+        Exit::Success
+    } else {
+        Exit::NoConfigurationMeetsRequirements
+    })
+}
+
+pub(super) fn empty_result(job: &Job, run: &TestRun, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+    let configuration = &run.configuration;
+    let target = job.target_of(configuration);
+    ConfigurationResult {
+        name: run.name.clone(),
+        target: target.name.clone(),
+        target_kind: Some(target.kind),
+        instance_type: configuration.instance_type.clone(),
+        instance_count: configuration.instance_count,
+        price_per_hour_usd: configuration.price_per_hour_usd,
+        price_source: configuration.price_source.clone(),
+        environment: run.environment.clone(),
+        serverless: configuration.serverless,
+        status,
+        end: None,
+        failure,
+        elapsed_s: 0,
+        full_ramp_s: job.ramp_s(),
+        steps: Vec::new(),
+        seconds: Vec::new(),
+        series_file: None,
+        server_log: None,
+        plateau: None,
+        metrics: None,
+        scalability: None,
+        reference: None,
+        error_details: Vec::new(),
+        cloudwatch: None,
+        endpoint_metrics: None,
+    }
+}
+
+fn skipped(job: &Job, run: &TestRun) -> ConfigurationResult {
+    empty_result(job, run, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
+}
+
+pub(super) fn failed(job: &Job, run: &TestRun, error: &anyhow::Error) -> ConfigurationResult {
+    empty_result(job, run, RunStatus::Failed, Some(format!("{error:#}")))
+}
+
+pub(super) fn log_file(run: &TestRun) -> String {
+    format!("logs/{:02}-{}.log", run.index + 1, report::file_stem(&run.name))
+}
+
+pub(super) fn server_log(job: &Job, run: &TestRun) -> Option<String> {
+    (job.target_of(&run.configuration).kind == TargetKind::Command).then(|| log_file(run))
+}

@@ -1,0 +1,447 @@
+//! `[[configurations]]`: the candidate endpoint configurations, each with its instance type, count and price, and
+//! what its target kind needs (a reference model, an endpoint name, environment parameters to sweep).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::diagnostic::{self, DiagnosticSink};
+use super::prices;
+use super::target::{Target, TargetKind, check_url};
+use super::{positive, span_of};
+
+/// A serverless endpoint's settings (IR's ServerlessConfig), recorded with the configuration's results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Serverless {
+    /// 1024 to 6144, in steps of 1024.
+    pub memory_mb: u32,
+    /// 1 to 200.
+    pub max_concurrency: u32,
+    #[serde(default)]
+    pub provisioned_concurrency: u32,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Configuration")]
+pub(super) struct RawConfiguration {
+    #[schemars(with = "String")]
+    name: Spanned<String>,
+    instance_type: String,
+    /// With several `[targets.<name>]`: the one this configuration runs against.
+    #[schemars(with = "Option<String>")]
+    target: Option<Spanned<String>>,
+    #[serde(default = "one")]
+    #[schemars(with = "u32")]
+    instance_count: Spanned<u32>,
+    #[schemars(with = "Option<f64>")]
+    price_per_hour_usd: Option<Spanned<f64>>,
+    #[schemars(with = "Option<String>")]
+    url: Option<Spanned<String>>,
+    #[schemars(with = "Option<RawReferenceModel>")]
+    reference: Option<Spanned<RawReferenceModel>>,
+    /// Command targets: environment variables to try, each with its values; every combination is a test run.
+    #[schemars(with = "Option<BTreeMap<String, Vec<String>>>")]
+    environment: Option<Spanned<BTreeMap<String, Vec<String>>>>,
+    /// Command targets: the CPUs the server may use, as taskset takes them ("0", "0-1", "0,2").
+    #[schemars(with = "Option<String>")]
+    cpus: Option<Spanned<String>>,
+    /// Command targets: the memory MemoryUtilization is a share of (default: the machine's).
+    #[schemars(with = "Option<f64>")]
+    memory_limit_mb: Option<Spanned<f64>>,
+    /// SageMaker targets: the existing endpoint this configuration is.
+    #[schemars(with = "Option<String>")]
+    endpoint_name: Option<Spanned<String>>,
+    /// A serverless endpoint's memory and concurrency, as data.
+    #[schemars(with = "Option<Serverless>")]
+    serverless: Option<Spanned<Serverless>>,
+}
+
+pub(super) fn one() -> Spanned<u32> {
+    Spanned::new(0..0, 1)
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ReferenceModel")]
+pub(super) struct RawReferenceModel {
+    #[schemars(with = "u32")]
+    workers: Spanned<u32>,
+    #[schemars(with = "f64")]
+    service_time_ms: Spanned<f64>,
+    #[serde(default)]
+    distribution: ServiceTimeDistribution,
+    #[schemars(with = "Option<f64>")]
+    cv: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceTimeDistribution {
+    #[default]
+    Fixed,
+    Lognormal,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Configuration {
+    pub name: String,
+    /// Index into `Job::targets`.
+    pub target: usize,
+    pub instance_type: String,
+    pub instance_count: u32,
+    pub price_per_hour_usd: f64,
+    /// "job file", or which table the price came from (tables are estimates).
+    pub price_source: String,
+    /// vCPUs of the instance type, where the price table knows it.
+    pub vcpus: Option<u32>,
+    /// For `http` targets: this configuration's own endpoint, overriding the target's URL.
+    pub url: Option<String>,
+    pub reference: Option<ReferenceModel>,
+    /// Environment variables to try (command targets); the plan runs every combination.
+    pub environment: BTreeMap<String, Vec<String>>,
+    pub cpus: Option<CpuSet>,
+    pub memory_limit_mb: Option<f64>,
+    /// For `sagemaker` targets: the endpoint to invoke.
+    pub endpoint_name: Option<String>,
+    pub serverless: Option<Serverless>,
+}
+
+/// CPUs a server is pinned to, with their count (for CpuUtilization as a share of what it may use).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuSet {
+    pub list: String,
+    pub count: usize,
+}
+
+impl CpuSet {
+    /// Parses a taskset CPU list such as "0", "0-3" or "0,2-3".
+    pub fn parse(list: &str) -> Option<Self> {
+        let mut count = 0;
+        for part in list.split(',') {
+            let (first, last) = match part.trim().split_once('-') {
+                Some((first, last)) => (first.trim().parse::<usize>().ok()?, last.trim().parse::<usize>().ok()?),
+                None => {
+                    let cpu = part.trim().parse::<usize>().ok()?;
+                    (cpu, cpu)
+                }
+            };
+            count += last.checked_sub(first)? + 1;
+        }
+        Some(Self { list: list.trim().to_string(), count })
+    }
+}
+
+/// A simulated model server: `workers` requests served at once, FIFO queue, service times from a distribution.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ReferenceModel {
+    pub workers: u32,
+    pub service_time_ms: f64,
+    pub distribution: ServiceTimeDistribution,
+    /// Coefficient of variation of lognormal service times.
+    pub cv: f64,
+}
+
+impl ReferenceModel {
+    /// Requests per second the model can serve at most: workers / mean service time.
+    pub fn capacity_rps(&self) -> f64 {
+        f64::from(self.workers) * 1000.0 / self.service_time_ms
+    }
+}
+
+/// SageMaker's own rule: up to 63 letters, digits and hyphens, not starting or ending with a hyphen.
+pub(super) fn check_endpoint_name(name: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    let text = name.get_ref();
+    let valid = (1..=63).contains(&text.len())
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        && !text.starts_with('-')
+        && !text.ends_with('-');
+    if !valid {
+        sink.error(
+            span_of(name),
+            key,
+            format!("`{text}` is not a SageMaker endpoint name"),
+            Some("1 to 63 letters, digits and hyphens, not starting or ending with a hyphen".into()),
+        );
+    }
+}
+
+pub(super) fn validate_configurations(
+    raw: &Spanned<Vec<RawConfiguration>>,
+    targets: &[Target],
+    prices: &prices::PriceTable,
+    sink: &mut DiagnosticSink<'_>,
+) -> Vec<Configuration> {
+    if raw.get_ref().is_empty() {
+        sink.error(
+            span_of(raw),
+            "configurations",
+            "needs at least one configuration",
+            Some("add a [[configurations]] table".into()),
+        );
+    }
+    let mut names: Vec<&str> = Vec::new();
+    raw.get_ref()
+        .iter()
+        .enumerate()
+        .filter_map(|(index, config)| {
+            let key = |field: &str| format!("configurations[{index}].{field}");
+            let name = config.name.get_ref();
+            if names.contains(&name.as_str()) {
+                sink.error(
+                    span_of(&config.name),
+                    key("name"),
+                    format!("another configuration is already named `{name}`"),
+                    Some("configuration names must be unique".into()),
+                );
+            }
+            names.push(name);
+            if *config.instance_count.get_ref() == 0 {
+                sink.error(span_of(&config.instance_count), key("instance_count"), "must be at least 1", None);
+            }
+            let listed = prices.instances.get(&config.instance_type);
+            let (price_per_hour_usd, price_source) = match (&config.price_per_hour_usd, listed) {
+                (Some(price), _) if price.get_ref().is_finite() && *price.get_ref() >= 0.0 => {
+                    (*price.get_ref(), "job file".to_string())
+                }
+                (Some(price), _) => {
+                    sink.error(span_of(price), key("price_per_hour_usd"), "must be 0 or more", None);
+                    (0.0, String::new())
+                }
+                (None, Some(listed)) => (listed.price_per_hour_usd, prices.describe()),
+                (None, None) => {
+                    let known: Vec<&str> = prices.instances.keys().map(String::as_str).collect();
+                    let hint = match diagnostic::closest(&config.instance_type, &known) {
+                        Some(close) => format!("did you mean instance_type = \"{close}\"? Or set price_per_hour_usd"),
+                        None => "set price_per_hour_usd, e.g. price_per_hour_usd = 0.23".to_string(),
+                    };
+                    sink.error(
+                        span_of(&config.name),
+                        key("price_per_hour_usd"),
+                        format!("no price for `{}`: it is not in {}", config.instance_type, prices.source),
+                        Some(hint),
+                    );
+                    (0.0, String::new())
+                }
+            };
+            // Without a target there is nothing to check the rest against; that error is reported already.
+            let target_index = target_of(config, targets, &key("target"), sink)?;
+            let target = &targets[target_index];
+            let kind = target.kind;
+            let reference = validate_reference(config, kind, index, sink);
+            let command_only = [
+                ("environment", config.environment.is_some(), config.environment.as_ref().and_then(span_of)),
+                ("cpus", config.cpus.is_some(), config.cpus.as_ref().and_then(span_of)),
+                (
+                    "memory_limit_mb",
+                    config.memory_limit_mb.is_some(),
+                    config.memory_limit_mb.as_ref().and_then(span_of),
+                ),
+            ];
+            for (field, present, span) in command_only {
+                if present && kind != TargetKind::Command {
+                    sink.error(
+                        span.or_else(|| span_of(&config.name)),
+                        key(field),
+                        format!("`{field}` applies only to command targets, which plateau starts itself"),
+                        Some("remove it, or use [target] kind = \"command\"".into()),
+                    );
+                }
+            }
+            for (variable, values) in config.environment.iter().flat_map(|environment| environment.get_ref()) {
+                if values.is_empty() {
+                    let span = config.environment.as_ref().and_then(span_of);
+                    sink.error(span, key(&format!("environment.{variable}")), "needs at least one value", None);
+                }
+            }
+            if let Some(cpus) = &config.cpus
+                && CpuSet::parse(cpus.get_ref()).is_none()
+            {
+                sink.error(
+                    span_of(cpus),
+                    key("cpus"),
+                    format!("`{}` is not a CPU list", cpus.get_ref()),
+                    Some("e.g. \"0\", \"0-1\" or \"0,2\"".into()),
+                );
+            }
+            match (&config.endpoint_name, kind) {
+                (None, TargetKind::Sagemaker) => sink.error(
+                    span_of(&config.name),
+                    key("endpoint_name"),
+                    "a SageMaker configuration names its endpoint",
+                    Some("e.g. endpoint_name = \"my-model-g5-xlarge\" (the endpoint must already exist)".into()),
+                ),
+                (Some(name), TargetKind::Sagemaker) => check_endpoint_name(name, &key("endpoint_name"), sink),
+                (Some(name), _) => sink.error(
+                    span_of(name),
+                    key("endpoint_name"),
+                    "only sagemaker targets take an endpoint name",
+                    Some("remove it, or use [target] kind = \"sagemaker\"".into()),
+                ),
+                (None, _) => {}
+            }
+            if kind == TargetKind::Http && config.url.is_none() && target.http.url.is_none() {
+                sink.error(
+                    span_of(&config.name),
+                    key("url"),
+                    "no URL to send requests to",
+                    Some("set `url` under [target], or on each configuration".into()),
+                );
+            }
+            if let Some(url) = &config.url {
+                if kind == TargetKind::Http {
+                    check_url(url, &key("url"), sink);
+                } else {
+                    sink.error(span_of(url), key("url"), "only http targets take a per-configuration url", None);
+                }
+            }
+            Some(Configuration {
+                name: name.clone(),
+                target: target_index,
+                instance_type: config.instance_type.clone(),
+                instance_count: *config.instance_count.get_ref(),
+                price_per_hour_usd,
+                price_source,
+                vcpus: listed.map(|listed| listed.vcpus),
+                url: config.url.as_ref().map(|url| url.get_ref().clone()),
+                reference,
+                environment: config
+                    .environment
+                    .as_ref()
+                    .map(|environment| environment.get_ref().clone())
+                    .unwrap_or_default(),
+                cpus: config.cpus.as_ref().and_then(|cpus| CpuSet::parse(cpus.get_ref())),
+                memory_limit_mb: config
+                    .memory_limit_mb
+                    .as_ref()
+                    .map(|limit| positive(limit, &key("memory_limit_mb"), sink)),
+                endpoint_name: config.endpoint_name.as_ref().map(|name| name.get_ref().clone()),
+                serverless: config.serverless.as_ref().map(|serverless| {
+                    let settings = *serverless.get_ref();
+                    let memory_ok = (1024..=6144).contains(&settings.memory_mb) && settings.memory_mb % 1024 == 0;
+                    if !memory_ok || !(1..=200).contains(&settings.max_concurrency) {
+                        sink.error(
+                            span_of(serverless),
+                            key("serverless"),
+                            "memory_mb must be 1024 to 6144 in steps of 1024, max_concurrency 1 to 200",
+                            Some("as SageMaker serverless endpoints allow".into()),
+                        );
+                    }
+                    settings
+                }),
+            })
+        })
+        .collect()
+}
+
+/// The index of the target a configuration runs against: the job's only one, or the one it names.
+pub(super) fn target_of(config: &RawConfiguration, targets: &[Target], key: &str, sink: &mut DiagnosticSink<'_>) -> Option<usize> {
+    let names: Vec<&str> = targets.iter().filter_map(|target| target.name.as_deref()).collect();
+    let listed = || names.iter().map(|name| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
+    match &config.target {
+        None if targets.len() == 1 => Some(0),
+        None => {
+            if !targets.is_empty() {
+                let message = format!("the job has {} targets; this configuration names none", targets.len());
+                sink.error(span_of(&config.name), key, message, Some(format!("add target = one of {}", listed())));
+            }
+            None
+        }
+        Some(wanted) if names.is_empty() => {
+            sink.error(
+                span_of(wanted),
+                key,
+                "the job's one [target] has no name to choose",
+                Some("remove `target`, or name the job's targets as [targets.<name>]".into()),
+            );
+            None
+        }
+        Some(wanted) => {
+            let found = names.iter().position(|name| name == wanted.get_ref());
+            if found.is_none() {
+                let hint = match diagnostic::closest(wanted.get_ref(), &names) {
+                    Some(close) => format!("did you mean target = \"{close}\"?"),
+                    None => format!("the job's targets are {}", listed()),
+                };
+                sink.error(span_of(wanted), key, format!("no target is named `{}`", wanted.get_ref()), Some(hint));
+            }
+            found
+        }
+    }
+}
+
+pub(super) fn validate_reference(
+    config: &RawConfiguration,
+    kind: TargetKind,
+    index: usize,
+    sink: &mut DiagnosticSink<'_>,
+) -> Option<ReferenceModel> {
+    let key = |field: &str| format!("configurations[{index}].reference{field}");
+    match (kind, &config.reference) {
+        (TargetKind::Reference, None) => {
+            sink.error(
+                span_of(&config.name),
+                key(""),
+                "a reference configuration needs its model",
+                Some("add e.g. reference = { workers = 4, service_time_ms = 20 }".into()),
+            );
+            None
+        }
+        (TargetKind::Http | TargetKind::Command | TargetKind::Sagemaker, Some(reference)) => {
+            sink.error(
+                span_of(reference),
+                key(""),
+                "only the reference target takes a `reference` model",
+                Some("remove it, or use kind = \"reference\"".into()),
+            );
+            None
+        }
+        (TargetKind::Http | TargetKind::Command | TargetKind::Sagemaker, None) => None,
+        (TargetKind::Reference, Some(reference)) => {
+            let model = reference.get_ref();
+            if *model.workers.get_ref() == 0 {
+                sink.error(span_of(&model.workers), key(".workers"), "must be at least 1", None);
+            }
+            let service_time_ms = positive(&model.service_time_ms, &key(".service_time_ms"), sink);
+            let cv = match (model.distribution, &model.cv) {
+                (ServiceTimeDistribution::Fixed, None) => 0.0,
+                (ServiceTimeDistribution::Fixed, Some(cv)) => {
+                    sink.error(
+                        span_of(cv),
+                        key(".cv"),
+                        "fixed service times have no variation",
+                        Some("set distribution = \"lognormal\" to use cv".into()),
+                    );
+                    0.0
+                }
+                (ServiceTimeDistribution::Lognormal, cv) => {
+                    cv.as_ref().map_or(0.5, |cv| positive(cv, &key(".cv"), sink))
+                }
+            };
+            Some(ReferenceModel {
+                workers: *model.workers.get_ref(),
+                service_time_ms,
+                distribution: model.distribution,
+                cv,
+            })
+        }
+    }
+}
+
+/// Every combination of the parameters' values, parameters in name order, values in the order given.
+pub fn combinations(parameters: &BTreeMap<String, Vec<String>>) -> Vec<BTreeMap<String, String>> {
+    parameters.iter().fold(vec![BTreeMap::new()], |partial, (name, values)| {
+        partial
+            .iter()
+            .flat_map(|combination| {
+                values.iter().map(move |value| {
+                    let mut next = combination.clone();
+                    next.insert(name.clone(), value.clone());
+                    next
+                })
+            })
+            .collect()
+    })
+}

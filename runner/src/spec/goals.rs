@@ -1,0 +1,213 @@
+//! What a run looks for and judges by: `[stopping]` (what may end a ramp early), `[requirements]` (what the
+//! recommendation judges against) and `[plateau]` (the detector's parameters).
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::diagnostic::DiagnosticSink;
+use super::{Percentile, positive, span_of};
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PlateauSettings")]
+pub(super) struct RawPlateauSettings {
+    #[schemars(with = "Option<f64>")]
+    min_gain_percent: Option<Spanned<f64>>,
+    #[schemars(with = "Option<f64>")]
+    min_load_efficiency: Option<Spanned<f64>>,
+    confirm_steps: Option<usize>,
+    #[schemars(with = "Option<f64>")]
+    max_error_rate_percent: Option<Spanned<f64>>,
+}
+
+/// The plateau detector's parameters (`[plateau]` in a job file; see `analyze` for the algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PlateauSettings {
+    /// A step is flat when its throughput gained less than this over the best step before it ...
+    pub min_gain_percent: f64,
+    /// ... or less than this fraction of the load it added (0.25: a quarter of linear scaling).
+    pub min_load_efficiency: f64,
+    /// Flat steps after the first that confirm the plateau.
+    pub confirm_steps: usize,
+    /// A step with more errors than this ends the search.
+    pub max_error_rate_percent: f64,
+}
+
+impl Default for PlateauSettings {
+    fn default() -> Self {
+        Self { min_gain_percent: 3.0, min_load_efficiency: 0.25, confirm_steps: 1, max_error_rate_percent: 1.0 }
+    }
+}
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Stopping")]
+pub(super) struct RawStopping {
+    #[schemars(with = "Option<u64>")]
+    max_invocations: Option<Spanned<u64>>,
+    #[serde(default)]
+    latency_thresholds: Vec<RawLatencyThreshold>,
+    #[serde(default)]
+    flat_invocations: FlatInvocations,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "LatencyThreshold")]
+pub(super) struct RawLatencyThreshold {
+    percentile: Percentile,
+    #[schemars(with = "f64")]
+    latency_ms: Spanned<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FlatInvocations {
+    /// End a configuration's ramp as soon as its plateau is confirmed.
+    Stop,
+    /// Run every step (SageMaker Inference Recommender's default).
+    #[default]
+    Continue,
+}
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Requirements")]
+pub(super) struct RawRequirements {
+    #[schemars(with = "Option<f64>")]
+    latency_ms: Option<Spanned<f64>>,
+    percentile: Option<Percentile>,
+    #[serde(default)]
+    objective: Objective,
+    #[schemars(with = "Option<f64>")]
+    expected_peak_rps: Option<Spanned<f64>>,
+    #[schemars(with = "Option<f64>")]
+    headroom_percent: Option<Spanned<f64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Objective {
+    /// The lowest CostPerInference.
+    #[default]
+    CostPerInference,
+    /// The highest MaxInvocations.
+    Throughput,
+    /// The lowest latency at the required percentile.
+    Latency,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stopping {
+    pub max_invocations: Option<u64>,
+    pub latency_thresholds: Vec<LatencyThreshold>,
+    pub flat_invocations: FlatInvocations,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatencyThreshold {
+    pub percentile: Percentile,
+    pub latency_ms: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Requirements {
+    /// The latency goal: `percentile` of ModelLatency must stay at or under `latency_ms`.
+    pub slo: Option<LatencyThreshold>,
+    pub objective: Objective,
+    pub expected_peak_rps: Option<f64>,
+    pub headroom_percent: f64,
+}
+
+pub(super) fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink<'_>) -> PlateauSettings {
+    let defaults = PlateauSettings::default();
+    let percent = |value: &Option<Spanned<f64>>, key: &str, default: f64, sink: &mut DiagnosticSink<'_>| {
+        value.as_ref().map_or(default, |value| {
+            if !(0.0..=100.0).contains(value.get_ref()) {
+                sink.error(span_of(value), key, "must be between 0 and 100", None);
+            }
+            *value.get_ref()
+        })
+    };
+    let min_load_efficiency = raw.min_load_efficiency.as_ref().map_or(defaults.min_load_efficiency, |value| {
+        if !(0.0..=1.0).contains(value.get_ref()) {
+            sink.error(
+                span_of(value),
+                "plateau.min_load_efficiency",
+                "must be between 0 and 1",
+                Some("0.25 means a quarter of linear scaling".into()),
+            );
+        }
+        *value.get_ref()
+    });
+    PlateauSettings {
+        min_gain_percent: percent(&raw.min_gain_percent, "plateau.min_gain_percent", defaults.min_gain_percent, sink),
+        min_load_efficiency,
+        confirm_steps: raw.confirm_steps.unwrap_or(defaults.confirm_steps),
+        max_error_rate_percent: percent(
+            &raw.max_error_rate_percent,
+            "plateau.max_error_rate_percent",
+            defaults.max_error_rate_percent,
+            sink,
+        ),
+    }
+}
+
+pub(super) fn validate_stopping(raw: &RawStopping, sink: &mut DiagnosticSink<'_>) -> Stopping {
+    if let Some(max) = &raw.max_invocations
+        && *max.get_ref() == 0
+    {
+        sink.error(
+            span_of(max),
+            "stopping.max_invocations",
+            "must be at least 1",
+            Some("leave it out for no limit".into()),
+        );
+    }
+    let latency_thresholds = raw
+        .latency_thresholds
+        .iter()
+        .enumerate()
+        .map(|(index, threshold)| LatencyThreshold {
+            percentile: threshold.percentile,
+            latency_ms: positive(
+                &threshold.latency_ms,
+                &format!("stopping.latency_thresholds[{index}].latency_ms"),
+                sink,
+            ),
+        })
+        .collect();
+    Stopping {
+        max_invocations: raw.max_invocations.as_ref().map(|max| *max.get_ref()),
+        latency_thresholds,
+        flat_invocations: raw.flat_invocations,
+    }
+}
+
+pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut DiagnosticSink<'_>) -> Requirements {
+    let slo = raw.latency_ms.as_ref().map(|latency| LatencyThreshold {
+        percentile: raw.percentile.unwrap_or(Percentile::new(99.0).expect("p99 is valid")),
+        latency_ms: positive(latency, "requirements.latency_ms", sink),
+    });
+    let headroom_percent = raw.headroom_percent.as_ref().map_or(0.0, |headroom| {
+        let value = *headroom.get_ref();
+        if !(0.0..=1000.0).contains(&value) {
+            sink.error(
+                span_of(headroom),
+                "requirements.headroom_percent",
+                "must be between 0 and 1000",
+                Some("20 means provision 20% above the expected peak".into()),
+            );
+        }
+        value
+    });
+    Requirements {
+        slo,
+        objective: raw.objective,
+        expected_peak_rps: raw
+            .expected_peak_rps
+            .as_ref()
+            .map(|peak| positive(peak, "requirements.expected_peak_rps", sink)),
+        headroom_percent,
+    }
+}

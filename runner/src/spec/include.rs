@@ -1,0 +1,102 @@
+//! `include`: job files share tables (a target, a traffic pattern) kept in other files. Each file is parsed on its
+//! own, in the coordinates of one combined text, so every span still names its file and line; then the files are
+//! merged key by key, later files overriding earlier ones and the job file overriding all.
+
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+
+use super::diagnostic::{Diagnostic, SpecError};
+use super::relative_to;
+
+/// An included file's text and where it starts in the combined text.
+pub struct Included {
+    pub path: PathBuf,
+    pub text: String,
+    pub offset: usize,
+}
+
+/// The job file's text with its `include`d files appended, each after a comment naming it: the text a run
+/// records, and the one coordinate system every span refers to (`SpecError::located_in` maps spans back to the
+/// file and line they are in).
+pub(super) fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Included>), SpecError> {
+    let names = match toml::from_str::<toml::Table>(text).ok().and_then(|table| table.get("include").cloned()) {
+        Some(toml::Value::Array(names)) => names,
+        // No includes, or a malformed file or key that parsing reports with its location.
+        _ => return Ok((text.to_string(), Vec::new())),
+    };
+    let problem = |file: &Path, source: &str, message: String, hint: &str| Diagnostic {
+        file: file.to_path_buf(),
+        source: source.to_string(),
+        span: None,
+        key_path: "include".to_string(),
+        message,
+        hint: Some(hint.to_string()),
+    };
+    let mut combined = text.to_string();
+    let mut included = Vec::new();
+    let mut diagnostics = Vec::new();
+    for name in names.iter().filter_map(toml::Value::as_str) {
+        let include_path = relative_to(path, Path::new(name));
+        let Ok(include_text) = std::fs::read_to_string(&include_path) else {
+            let message = format!("cannot read the included file `{}`", include_path.display());
+            diagnostics.push(problem(path, text, message, "paths are relative to the job file"));
+            continue;
+        };
+        if toml::from_str::<toml::Table>(&include_text).is_ok_and(|table| table.contains_key("include")) {
+            let message = "an included file includes nothing itself".to_string();
+            let hint = "list every shared file in the job's own `include`";
+            diagnostics.push(problem(&include_path, &include_text, message, hint));
+            continue;
+        }
+        combined.push_str(&format!("\n# plateau: included from {name}\n"));
+        included.push(Included { path: include_path, text: include_text.clone(), offset: combined.len() });
+        combined.push_str(&include_text);
+    }
+    if diagnostics.is_empty() { Ok((combined, included)) } else { Err(SpecError { diagnostics }) }
+}
+
+/// One text per file, each the length of the combined text with every other file blanked (newlines kept), so
+/// each parses on its own while its spans stay in combined coordinates. Included files come first, the job last.
+pub(super) fn segments(combined: &str, included: &[Included]) -> Vec<String> {
+    let job_end = included.first().map_or(combined.len(), |first| first.offset);
+    let ranges =
+        included.iter().map(|file| file.offset..file.offset + file.text.len()).chain(std::iter::once(0..job_end));
+    ranges
+        .map(|range| {
+            let blanked: Vec<u8> = combined
+                .bytes()
+                .enumerate()
+                .map(|(at, byte)| if range.contains(&at) || byte == b'\n' { byte } else { b' ' })
+                .collect();
+            String::from_utf8(blanked).expect("whole characters are kept or become spaces")
+        })
+        .collect()
+}
+
+/// The job as one TOML document: each file overrides the ones before it key by key, tables merging and every
+/// other value (arrays included) replaced whole, so a job can take a shared `[target]` and change one key of it.
+pub(super) fn merged_document(segments: &[String]) -> Result<Spanned<toml::de::DeTable<'_>>, toml::de::Error> {
+    let mut files = segments.iter().map(|text| toml::de::DeTable::parse(text));
+    let mut merged = files.next().expect("the job file is always a segment")?;
+    for file in files {
+        let (span, mut base) = (file.as_ref().map(Spanned::span).unwrap_or_default(), merged.into_inner());
+        overlay(&mut base, file?.into_inner());
+        merged = Spanned::new(span, base);
+    }
+    Ok(merged)
+}
+
+pub(super) fn overlay<'i>(base: &mut toml::de::DeTable<'i>, over: toml::de::DeTable<'i>) {
+    use toml::de::DeValue;
+    for (key, value) in over {
+        let span = value.span();
+        match (base.get_mut(&key).map(Spanned::get_mut), value.into_inner()) {
+            (Some(DeValue::Table(existing)), DeValue::Table(table)) => overlay(existing, table),
+            (_, value) => {
+                base.remove(&key);
+                base.insert(key, Spanned::new(span, value));
+            }
+        }
+    }
+}

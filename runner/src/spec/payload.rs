@@ -1,0 +1,293 @@
+//! `[payload]`: what each request carries, a fixed body, a file, sample requests, or a WASM plugin with its sandbox.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::diagnostic::DiagnosticSink;
+use super::{DurationValue, existing_folder, relative_to, span_of};
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Payload")]
+pub(super) struct RawPayload {
+    content_type: Option<String>,
+    accept: Option<String>,
+    body: Option<String>,
+    #[schemars(with = "Option<PathBuf>")]
+    file: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<PathBuf>")]
+    plugin: Option<Spanned<PathBuf>>,
+    /// Sample requests: a folder, or a `.tar.gz` of them (as IR's SamplePayloadUrl); request n sends sample
+    /// n mod count, samples in file-name order.
+    #[schemars(with = "Option<PathBuf>")]
+    samples: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
+    config: Option<Spanned<toml::Table>>,
+    #[schemars(with = "Option<RawPluginLimits>")]
+    limits: Option<Spanned<RawPluginLimits>>,
+    #[schemars(with = "Option<RawPluginGrant>")]
+    grant: Option<Spanned<RawPluginGrant>>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PluginLimits")]
+pub(super) struct RawPluginLimits {
+    #[schemars(with = "Option<u32>")]
+    memory_mb: Option<Spanned<u32>>,
+    #[schemars(with = "Option<DurationValue>")]
+    call_timeout: Option<Spanned<DurationValue>>,
+    #[schemars(with = "Option<u64>")]
+    fuel_per_call: Option<Spanned<u64>>,
+    #[schemars(with = "Option<u64>")]
+    max_body_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema, Default)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "PluginGrant")]
+pub(super) struct RawPluginGrant {
+    #[schemars(with = "Option<PathBuf>")]
+    read_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    random: bool,
+    #[serde(default)]
+    clock: bool,
+    #[serde(default)]
+    network: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Payload {
+    pub content_type: String,
+    pub accept: Option<String>,
+    /// The fixed body; empty when samples or a plugin make the bodies.
+    pub body: bytes::Bytes,
+    /// Sample bodies, sent in turn.
+    pub samples: Vec<bytes::Bytes>,
+    pub plugin: Option<PluginSpec>,
+}
+
+/// A WASM payload plugin and its sandbox (`[payload] plugin`, `[payload.config]`, `[payload.limits]`,
+/// `[payload.grant]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// Resolved against the job file's folder.
+    pub path: PathBuf,
+    /// `[payload.config]` as JSON, handed to the plugin's `init`.
+    pub config_json: String,
+    pub limits: PluginLimits,
+    pub grant: PluginGrant,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginLimits {
+    pub memory_mb: u32,
+    pub call_timeout: Duration,
+    pub fuel_per_call: Option<u64>,
+    pub max_body_bytes: u64,
+}
+
+/// What a plugin may reach beyond its own memory; nothing by default.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PluginGrant {
+    /// Mounted read-only at `/data`.
+    pub read_dir: Option<PathBuf>,
+    /// Environment variables passed through (when set).
+    pub env: Vec<String>,
+    /// Real entropy instead of randomness seeded from `[job] seed`.
+    pub random: bool,
+    /// The real clocks instead of a clock fixed at 2000-01-01.
+    pub clock: bool,
+    pub network: bool,
+}
+
+pub(super) const DEFAULT_PLUGIN_MEMORY_MB: u32 = 128;
+const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+const DEFAULT_PLUGIN_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
+
+pub(super) fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, job_path: &Path) -> Option<Payload> {
+    let payload = raw.get_ref();
+    let mut body = bytes::Bytes::new();
+    let mut plugin = None;
+    let mut samples = Vec::new();
+    let sources = [payload.body.is_some(), payload.file.is_some(), payload.plugin.is_some(), payload.samples.is_some()];
+    match (&payload.body, &payload.file, &payload.plugin) {
+        _ if sources.iter().filter(|given| **given).count() != 1 => {
+            sink.error(
+                span_of(raw),
+                "payload",
+                "give exactly one of `body`, `file`, `samples` or `plugin`",
+                Some("e.g. body = '{\"inputs\": [1, 2, 3]}'".into()),
+            );
+            return None;
+        }
+        (Some(text), _, _) => body = bytes::Bytes::from(text.clone().into_bytes()),
+        (_, Some(file), _) => {
+            let resolved = relative_to(job_path, file.get_ref());
+            match std::fs::read(&resolved) {
+                Ok(bytes) => body = bytes::Bytes::from(bytes),
+                Err(error) => {
+                    sink.error(
+                        span_of(file),
+                        "payload.file",
+                        format!("cannot read `{}`: {error}", resolved.display()),
+                        Some("paths are relative to the job file".into()),
+                    );
+                    return None;
+                }
+            }
+        }
+        (_, _, Some(path)) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
+        _ => {
+            let folder = payload.samples.as_ref().expect("one source is given");
+            let resolved = relative_to(job_path, folder.get_ref());
+            match read_samples(&resolved) {
+                Ok(read) => samples = read,
+                Err(message) => {
+                    sink.error(
+                        span_of(folder),
+                        "payload.samples",
+                        message,
+                        Some("a folder of request files, or a .tar.gz of them; relative to the job file".into()),
+                    );
+                    return None;
+                }
+            }
+        }
+    }
+    if plugin.is_none() {
+        let plugin_only = [
+            ("payload.config", payload.config.as_ref().and_then(span_of)),
+            ("payload.limits", payload.limits.as_ref().and_then(span_of)),
+            ("payload.grant", payload.grant.as_ref().and_then(span_of)),
+        ];
+        for (key, span) in plugin_only.into_iter().filter(|(_, span)| span.is_some()) {
+            sink.error(span, key, "only a plugin takes this", Some("set `payload.plugin`, or remove it".into()));
+        }
+    }
+    Some(Payload {
+        content_type: payload.content_type.clone().unwrap_or_else(|| "application/json".to_string()),
+        accept: payload.accept.clone(),
+        body,
+        samples,
+        plugin,
+    })
+}
+
+/// Every regular file in a folder (recursively), or in a `.tar.gz` / `.tgz`, in path order.
+pub(super) fn read_samples(path: &Path) -> Result<Vec<bytes::Bytes>, String> {
+    let mut named: Vec<(String, Vec<u8>)> = Vec::new();
+    let name = path.to_string_lossy();
+    if path.is_dir() {
+        let mut folders = vec![path.to_path_buf()];
+        while let Some(folder) = folders.pop() {
+            let entries =
+                std::fs::read_dir(&folder).map_err(|error| format!("cannot read `{}`: {error}", folder.display()))?;
+            for entry in entries.flatten() {
+                let entry_path = entry.path();
+                if entry_path.is_dir() {
+                    folders.push(entry_path);
+                } else {
+                    let bytes = std::fs::read(&entry_path)
+                        .map_err(|error| format!("cannot read `{}`: {error}", entry_path.display()))?;
+                    named.push((entry_path.to_string_lossy().into_owned(), bytes));
+                }
+            }
+        }
+    } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
+        let file = std::fs::File::open(path).map_err(|error| format!("cannot open `{name}`: {error}"))?;
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let entries = archive.entries().map_err(|error| format!("`{name}` is not a .tar.gz: {error}"))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|error| format!("`{name}` is not a readable .tar.gz: {error}"))?;
+            if entry.header().entry_type().is_file() {
+                let entry_name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+                let mut bytes = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut bytes)
+                    .map_err(|error| format!("cannot read `{entry_name}` in `{name}`: {error}"))?;
+                named.push((entry_name, bytes));
+            }
+        }
+    } else {
+        return Err(format!("`{name}` is neither a folder nor a .tar.gz"));
+    }
+    if named.is_empty() {
+        return Err(format!("`{name}` holds no sample files"));
+    }
+    named.sort();
+    Ok(named.into_iter().map(|(_, bytes)| bytes::Bytes::from(bytes)).collect())
+}
+
+pub(super) fn validate_plugin(
+    payload: &RawPayload,
+    path: &Spanned<PathBuf>,
+    sink: &mut DiagnosticSink<'_>,
+    job_path: &Path,
+) -> Option<PluginSpec> {
+    let resolved = relative_to(job_path, path.get_ref());
+    if !resolved.is_file() {
+        sink.error(
+            span_of(path),
+            "payload.plugin",
+            format!("no plugin at `{}`", resolved.display()),
+            Some("paths are relative to the job file; build the plugin first (see payload-plugins/README.md)".into()),
+        );
+    }
+    let config_json = match &payload.config {
+        Some(table) => match serde_json::to_string(table.get_ref()) {
+            Ok(json) => json,
+            Err(error) => {
+                sink.error(span_of(table), "payload.config", format!("cannot be passed as JSON: {error}"), None);
+                String::new()
+            }
+        },
+        None => "{}".to_string(),
+    };
+    let default_limits = RawPluginLimits::default();
+    let limits = payload.limits.as_ref().map_or(&default_limits, |limits| limits.get_ref());
+    let memory_mb = limits.memory_mb.as_ref().map_or(DEFAULT_PLUGIN_MEMORY_MB, |memory| *memory.get_ref());
+    if let Some(memory) = limits.memory_mb.as_ref().filter(|memory| !(1..=4096).contains(memory.get_ref())) {
+        sink.error(span_of(memory), "payload.limits.memory_mb", "must be 1 to 4096", None);
+    }
+    let call_timeout = limits.call_timeout.as_ref().map_or(DEFAULT_PLUGIN_CALL_TIMEOUT, |value| value.get_ref().0);
+    if let Some(value) = limits.call_timeout.as_ref().filter(|value| value.get_ref().0 < Duration::from_millis(1)) {
+        sink.error(
+            span_of(value),
+            "payload.limits.call_timeout",
+            "must be at least 1ms",
+            Some("e.g. \"100ms\"".into()),
+        );
+    }
+    let default_grant = RawPluginGrant::default();
+    let grant = payload.grant.as_ref().map_or(&default_grant, |grant| grant.get_ref());
+    let read_dir = grant.read_dir.as_ref().map(|dir| {
+        let hint = "paths are relative to the job file; the plugin sees the folder read-only at /data";
+        existing_folder(dir, job_path, "payload.grant.read_dir", hint, sink)
+    });
+    Some(PluginSpec {
+        path: resolved,
+        config_json,
+        limits: PluginLimits {
+            memory_mb,
+            call_timeout,
+            fuel_per_call: limits.fuel_per_call.as_ref().map(|fuel| *fuel.get_ref()),
+            max_body_bytes: limits
+                .max_body_bytes
+                .as_ref()
+                .map_or(DEFAULT_PLUGIN_MAX_BODY_BYTES, |bytes| *bytes.get_ref()),
+        },
+        grant: PluginGrant {
+            read_dir,
+            env: grant.env.clone(),
+            random: grant.random,
+            clock: grant.clock,
+            network: grant.network,
+        },
+    })
+}

@@ -1,0 +1,571 @@
+//! `[target]` and `[targets.<name>]`: what the requests go to, and how they are sent.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::diagnostic::DiagnosticSink;
+use super::{DurationValue, relative_to, span_of};
+
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Target")]
+pub(super) struct RawTarget {
+    #[schemars(with = "TargetKind")]
+    kind: Spanned<TargetKind>,
+    #[schemars(with = "Option<String>")]
+    url: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    method: Option<Spanned<String>>,
+    #[serde(default)]
+    headers: BTreeMap<String, HeaderValue>,
+    timeout: Option<DurationValue>,
+    #[schemars(with = "Option<u64>")]
+    max_response_bytes: Option<Spanned<u64>>,
+    check: Option<RawResponseCheck>,
+    #[schemars(with = "Option<HttpVersion>")]
+    http_version: Option<Spanned<HttpVersion>>,
+    #[schemars(with = "Option<RawTls>")]
+    tls: Option<Spanned<RawTls>>,
+    // Command targets: a server plateau starts itself for each configuration.
+    #[schemars(with = "Option<Vec<String>>")]
+    command: Option<Spanned<Vec<String>>>,
+    #[schemars(with = "Option<PathBuf>")]
+    working_dir: Option<Spanned<PathBuf>>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    port: Option<u16>,
+    path: Option<String>,
+    #[schemars(with = "Option<RawReadiness>")]
+    readiness: Option<Spanned<RawReadiness>>,
+    stop_grace: Option<DurationValue>,
+    // SageMaker targets: endpoints that already exist, one per configuration (`endpoint_name`).
+    #[schemars(with = "Option<String>")]
+    region: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    profile: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    endpoint_url: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    custom_attributes: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    target_variant: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    target_model: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    inference_component: Option<Spanned<String>>,
+    #[schemars(with = "Option<bool>")]
+    streaming: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Tls")]
+pub(super) struct RawTls {
+    #[schemars(with = "Option<PathBuf>")]
+    ca_file: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<PathBuf>")]
+    client_cert: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<PathBuf>")]
+    client_key: Option<Spanned<PathBuf>>,
+    #[schemars(with = "Option<String>")]
+    server_name: Option<Spanned<String>>,
+}
+
+/// Which HTTP the target speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
+pub enum HttpVersion {
+    /// HTTP/2 when an https server offers it (ALPN), else HTTP/1.1; plain http is HTTP/1.1.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "1.1")]
+    Http1,
+    /// HTTP/2 only: negotiated over https, prior knowledge (h2c) over plain http.
+    #[serde(rename = "2")]
+    Http2,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ResponseCheck")]
+pub(super) struct RawResponseCheck {
+    #[schemars(with = "Option<u16>")]
+    status: Option<Spanned<u16>>,
+    body_contains: Option<String>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Readiness")]
+pub(super) struct RawReadiness {
+    http_path: Option<String>,
+    expected_status: Option<u16>,
+    #[serde(default)]
+    tcp: bool,
+    timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    Reference,
+    Http,
+    /// A server command plateau starts itself, once per configuration and environment combination.
+    Command,
+    /// SageMaker real-time endpoints that already exist, called with InvokeEndpoint through the AWS SDK.
+    Sagemaker,
+}
+
+/// A header value given inline, or read from an environment variable so secrets stay out of the job file.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(untagged)]
+pub enum HeaderValue {
+    Inline(String),
+    Env { env: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The `<name>` of `[targets.<name>]`; none for a job's single `[target]`.
+    pub name: Option<String>,
+    pub kind: TargetKind,
+    pub http: HttpRequestSpec,
+    /// For `command` targets: how to start, check and stop the server.
+    pub command: Option<CommandSpec>,
+    /// For `sagemaker` targets: where the endpoints are and how they are invoked.
+    pub sagemaker: Option<SageMakerSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SageMakerSpec {
+    /// None: the SDK's default chain (AWS_REGION, the profile).
+    pub region: Option<String>,
+    pub profile: Option<String>,
+    /// Overrides the service endpoint (VPC endpoints; the tests' emulator).
+    pub endpoint_url: Option<String>,
+    pub custom_attributes: Option<String>,
+    pub target_variant: Option<String>,
+    pub target_model: Option<String>,
+    pub inference_component: Option<String>,
+    /// InvokeEndpointWithResponseStream: time to first chunk and between chunks are measured too.
+    pub streaming: bool,
+}
+
+/// The placeholder in a command's arguments and environment that plateau fills with the server's port.
+pub const PORT_PLACEHOLDER: &str = "{port}";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandSpec {
+    /// The program and its arguments; `{port}` is replaced by the port.
+    pub argv: Vec<String>,
+    pub working_dir: PathBuf,
+    /// Fixed environment variables for every start; `{port}` is replaced here too.
+    pub env: BTreeMap<String, String>,
+    /// A fixed port, or none to have plateau pick a free loopback port.
+    pub port: Option<u16>,
+    /// The path of the inference request.
+    pub path: String,
+    pub readiness: Readiness,
+    /// How long after SIGTERM the server may take before it is killed.
+    pub stop_grace: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Readiness {
+    pub check: ReadinessCheck,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReadinessCheck {
+    /// `GET path` answers with this status.
+    Http { path: String, expected_status: u16 },
+    /// The port accepts a TCP connection.
+    Tcp,
+}
+
+/// How each request is sent over HTTP; for the reference target the URL is filled in per run.
+#[derive(Debug, Clone)]
+pub struct HttpRequestSpec {
+    pub url: Option<String>,
+    pub method: String,
+    pub headers: Vec<(String, HeaderValue)>,
+    pub timeout: Duration,
+    /// A larger response is an error (class `other`): a runaway response must not exhaust memory or skew timing.
+    pub max_response_bytes: u64,
+    pub check: ResponseCheck,
+    pub http_version: HttpVersion,
+    pub tls: TlsSpec,
+}
+
+/// TLS for https targets, beyond the system's roots: paths resolved against the job file's folder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsSpec {
+    /// PEM certificates trusted besides the system's roots (a private CA).
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain and key, for servers that require mutual TLS.
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+    /// The name to verify the server's certificate against (and send as SNI), when it is not the URL's host.
+    pub server_name: Option<String>,
+}
+
+/// What a response must be to count as a success; a response that fails it is a `model_error`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseCheck {
+    /// An exact status; by default any 2xx or 3xx.
+    pub status: Option<u16>,
+    pub body_contains: Option<String>,
+}
+
+/// The job's `[target]`, or its `[targets.<name>]` tables; exactly one of the two.
+pub(super) fn validate_targets(
+    single: Option<&RawTarget>,
+    named: Option<&Spanned<BTreeMap<String, RawTarget>>>,
+    job_path: &Path,
+    sink: &mut DiagnosticSink<'_>,
+) -> Vec<Target> {
+    match (single, named) {
+        (Some(_), Some(named)) => {
+            sink.error(
+                span_of(named),
+                "targets",
+                "a job has one [target] or several [targets.<name>], not both",
+                Some(
+                    "name the [target] too, as [targets.<name>], and give each configuration target = \"<name>\""
+                        .into(),
+                ),
+            );
+            // Which target a configuration meant is anyone's guess: checking them against one would mislead.
+            return Vec::new();
+        }
+        (None, None) => sink.error(
+            None,
+            "target",
+            "the job names no target",
+            Some("add [target] with kind = \"reference\", \"http\", \"command\" or \"sagemaker\"".into()),
+        ),
+        (None, Some(named)) if named.get_ref().is_empty() => {
+            sink.error(span_of(named), "targets", "needs at least one target", Some("add [targets.<name>]".into()))
+        }
+        _ => {}
+    }
+    let single = single.map(|raw| validate_target(raw, None, job_path, sink));
+    let named = named.into_iter().flat_map(|named| named.get_ref());
+    single.into_iter().chain(named.map(|(name, raw)| validate_target(raw, Some(name), job_path, sink))).collect()
+}
+
+pub(super) fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> Target {
+    let prefix = name.map_or_else(|| "target".to_string(), |name| format!("targets.{name}"));
+    let key = |field: &str| format!("{prefix}.{field}");
+    let kind = *raw.kind.get_ref();
+    let method = raw.method.as_ref().map_or_else(|| "POST".to_string(), |m| m.get_ref().to_ascii_uppercase());
+    if let Some(raw_method) = &raw.method
+        && hyper::Method::from_bytes(method.as_bytes()).is_err()
+    {
+        sink.error(
+            span_of(raw_method),
+            key("method"),
+            format!("`{}` is not an HTTP method", raw_method.get_ref()),
+            Some("use POST, PUT or GET".into()),
+        );
+    }
+    match (&kind, &raw.url) {
+        (TargetKind::Reference, Some(url)) => sink.error(
+            span_of(url),
+            key("url"),
+            "the reference target serves itself; it takes no url",
+            Some("remove `url`, or use kind = \"http\" to benchmark your own server".into()),
+        ),
+        (TargetKind::Http, Some(url)) => check_url(url, &key("url"), sink),
+        _ => {}
+    }
+    for (header, value) in &raw.headers {
+        if hyper::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            sink.error(
+                span_of(&raw.kind),
+                key(&format!("headers.{header}")),
+                format!("`{header}` is not a valid header name"),
+                None,
+            );
+        }
+        if let HeaderValue::Inline(text) = value
+            && hyper::header::HeaderValue::from_str(text).is_err()
+        {
+            sink.error(
+                None,
+                key(&format!("headers.{header}")),
+                "the header value has characters HTTP does not allow",
+                None,
+            );
+        }
+    }
+    let command = validate_command(raw, &prefix, sink)
+        .map(|command| CommandSpec { working_dir: relative_to(job_path, &command.working_dir), ..command });
+    let sagemaker = validate_sagemaker(raw, &prefix, sink);
+    Target {
+        name: name.map(str::to_string),
+        kind,
+        command,
+        sagemaker,
+        http: HttpRequestSpec {
+            http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
+            tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
+            url: raw.url.as_ref().map(|url| url.get_ref().clone()),
+            method,
+            headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+            timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
+            max_response_bytes: raw.max_response_bytes.as_ref().map_or(DEFAULT_MAX_RESPONSE_BYTES, |max| {
+                if *max.get_ref() == 0 {
+                    sink.error(span_of(max), key("max_response_bytes"), "must be at least 1", None);
+                }
+                *max.get_ref()
+            }),
+            check: raw.check.as_ref().map_or_else(ResponseCheck::default, |check| {
+                if let Some(status) = &check.status
+                    && !(100..=599).contains(status.get_ref())
+                {
+                    sink.error(span_of(status), key("check.status"), "is not an HTTP status", Some("e.g. 200".into()));
+                }
+                ResponseCheck {
+                    status: check.status.as_ref().map(|status| *status.get_ref()),
+                    body_contains: check.body_contains.clone(),
+                }
+            }),
+        },
+    }
+}
+
+pub(super) fn validate_command(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<CommandSpec> {
+    let key = |field: &str| format!("{prefix}.{field}");
+    let command_keys = [
+        ("command", raw.command.is_some()),
+        ("working_dir", raw.working_dir.is_some()),
+        ("env", !raw.env.is_empty()),
+        ("port", raw.port.is_some()),
+        ("path", raw.path.is_some()),
+        ("readiness", raw.readiness.is_some()),
+        ("stop_grace", raw.stop_grace.is_some()),
+    ];
+    if *raw.kind.get_ref() != TargetKind::Command {
+        for (field, _) in command_keys.iter().filter(|(_, present)| *present) {
+            sink.error(
+                span_of(&raw.kind),
+                key(field),
+                format!("`{field}` applies only to kind = \"command\""),
+                Some("remove it, or set kind = \"command\" to have plateau start the server".into()),
+            );
+        }
+        return None;
+    }
+    let Some(command) = &raw.command else {
+        sink.error(
+            span_of(&raw.kind),
+            key("command"),
+            "a command target needs the command that starts the server",
+            Some("e.g. command = [\"python3\", \"server.py\", \"--port\", \"{port}\"]".into()),
+        );
+        return None;
+    };
+    if command.get_ref().is_empty() || command.get_ref()[0].trim().is_empty() {
+        sink.error(span_of(command), key("command"), "the command is empty", None);
+    }
+    let mentions_port = command.get_ref().iter().chain(raw.env.values()).any(|text| text.contains(PORT_PLACEHOLDER));
+    if raw.port.is_none() && !mentions_port {
+        sink.error(
+            span_of(command),
+            key("command"),
+            "plateau cannot tell which port the server listens on",
+            Some(format!("put {{port}} in the command or in {prefix}.env, or set {prefix}.port")),
+        );
+    }
+    if raw.url.is_some() {
+        sink.error(
+            span_of(&raw.kind),
+            key("url"),
+            "a command target's URL is http://127.0.0.1:<port><path>",
+            Some("use `path` instead of `url`".into()),
+        );
+    }
+    let path = raw.path.clone().unwrap_or_else(|| "/invocations".to_string());
+    if !path.starts_with('/') {
+        sink.error(span_of(command), key("path"), format!("`{path}` must start with /"), None);
+    }
+    let readiness = raw.readiness.as_ref().map(|readiness| readiness.get_ref());
+    let check = match readiness {
+        Some(RawReadiness { tcp: true, http_path: None, expected_status: None, .. }) => ReadinessCheck::Tcp,
+        Some(RawReadiness { tcp: true, .. }) => {
+            sink.error(
+                raw.readiness.as_ref().and_then(span_of),
+                key("readiness"),
+                "choose a TCP check or an HTTP check, not both",
+                Some("remove `tcp`, or remove `http_path` and `expected_status`".into()),
+            );
+            ReadinessCheck::Tcp
+        }
+        _ => ReadinessCheck::Http {
+            path: readiness.and_then(|readiness| readiness.http_path.clone()).unwrap_or_else(|| "/ping".to_string()),
+            expected_status: readiness.and_then(|readiness| readiness.expected_status).unwrap_or(200),
+        },
+    };
+    let timeout =
+        readiness.and_then(|readiness| readiness.timeout).map_or(Duration::from_secs(60), |timeout| timeout.0);
+    Some(CommandSpec {
+        argv: command.get_ref().clone(),
+        working_dir: raw.working_dir.as_ref().map_or_else(PathBuf::new, |folder| folder.get_ref().clone()),
+        env: raw.env.clone(),
+        port: raw.port,
+        path,
+        readiness: Readiness { check, timeout },
+        stop_grace: raw.stop_grace.map_or(Duration::from_secs(5), |grace| grace.0),
+    })
+}
+
+pub(super) fn validate_tls(
+    raw: Option<&Spanned<RawTls>>,
+    prefix: &str,
+    job_path: &Path,
+    sink: &mut DiagnosticSink<'_>,
+) -> TlsSpec {
+    let Some(raw) = raw else { return TlsSpec::default() };
+    let tls = raw.get_ref();
+    let mut file = |value: &Option<Spanned<PathBuf>>, field: &str| {
+        let key = format!("{prefix}.tls.{field}");
+        value.as_ref().map(|path| {
+            let resolved = relative_to(job_path, path.get_ref());
+            if !resolved.is_file() {
+                sink.error(
+                    span_of(path),
+                    key,
+                    format!("no file at `{}`", resolved.display()),
+                    Some("paths are relative to the job file; PEM format".into()),
+                );
+            }
+            resolved
+        })
+    };
+    let spec = TlsSpec {
+        ca_file: file(&tls.ca_file, "ca_file"),
+        client_cert: file(&tls.client_cert, "client_cert"),
+        client_key: file(&tls.client_key, "client_key"),
+        server_name: tls.server_name.as_ref().map(|name| name.get_ref().clone()),
+    };
+    if spec.client_cert.is_some() != spec.client_key.is_some() {
+        sink.error(
+            span_of(raw),
+            format!("{prefix}.tls"),
+            "mutual TLS needs both `client_cert` and `client_key`",
+            Some("give both PEM files, or neither".into()),
+        );
+    }
+    spec
+}
+
+pub(super) fn validate_sagemaker(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<SageMakerSpec> {
+    let text = |value: &Option<Spanned<String>>| value.as_ref().map(|value| value.get_ref().clone());
+    let sagemaker_only = [
+        ("region", raw.region.as_ref().and_then(span_of)),
+        ("profile", raw.profile.as_ref().and_then(span_of)),
+        ("endpoint_url", raw.endpoint_url.as_ref().and_then(span_of)),
+        ("custom_attributes", raw.custom_attributes.as_ref().and_then(span_of)),
+        ("target_variant", raw.target_variant.as_ref().and_then(span_of)),
+        ("target_model", raw.target_model.as_ref().and_then(span_of)),
+        ("inference_component", raw.inference_component.as_ref().and_then(span_of)),
+        ("streaming", raw.streaming.as_ref().and_then(span_of)),
+    ];
+    if *raw.kind.get_ref() != TargetKind::Sagemaker {
+        for (field, span) in sagemaker_only.into_iter().filter(|(_, span)| span.is_some()) {
+            sink.error(
+                span,
+                format!("{prefix}.{field}"),
+                format!("`{field}` applies only to sagemaker targets"),
+                Some("remove it, or use kind = \"sagemaker\"".into()),
+            );
+        }
+        return None;
+    }
+    if let Some(url) = &raw.endpoint_url {
+        check_absolute_url(url, &format!("{prefix}.endpoint_url"), AWS_ENDPOINT_HINT, sink);
+    }
+    if let Some(region) = &raw.region {
+        check_region(region, &format!("{prefix}.region"), sink);
+    }
+    let http_only = [
+        ("url", raw.url.as_ref().map(span_of)),
+        ("method", raw.method.as_ref().map(span_of)),
+        ("check", raw.check.as_ref().map(|_| span_of(&raw.kind))),
+    ];
+    for (field, span) in http_only {
+        if let Some(span) = span {
+            sink.error(
+                span,
+                format!("{prefix}.{field}"),
+                format!("a sagemaker target takes no `{field}`: requests go through InvokeEndpoint"),
+                Some("name each configuration's endpoint with `endpoint_name`".into()),
+            );
+        }
+    }
+    Some(SageMakerSpec {
+        region: text(&raw.region),
+        profile: text(&raw.profile),
+        endpoint_url: text(&raw.endpoint_url),
+        custom_attributes: text(&raw.custom_attributes),
+        target_variant: text(&raw.target_variant),
+        target_model: text(&raw.target_model),
+        inference_component: text(&raw.inference_component),
+        streaming: raw.streaming.as_ref().is_some_and(|streaming| *streaming.get_ref()),
+    })
+}
+
+pub(super) const AWS_ENDPOINT_HINT: &str = "e.g. \"https://runtime.sagemaker.us-east-1.amazonaws.com\"";
+
+/// AWS region names look like `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
+pub(super) fn check_region(region: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    let name = region.get_ref();
+    let parts: Vec<&str> = name.split('-').collect();
+    let plausible = parts.len() >= 3
+        && parts
+            .iter()
+            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
+        && parts.last().is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()));
+    if !plausible {
+        sink.error(
+            span_of(region),
+            key,
+            format!("`{name}` is not an AWS region name"),
+            Some("e.g. \"us-east-1\"".into()),
+        );
+    }
+}
+
+/// An absolute http or https URL with a host.
+pub(super) fn check_absolute_url(url: &Spanned<String>, key: &str, hint: &str, sink: &mut DiagnosticSink<'_>) {
+    let parsed = url.get_ref().parse::<hyper::Uri>().ok();
+    let valid = parsed.as_ref().is_some_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|host| !host.is_empty())
+    });
+    if !valid {
+        sink.error(
+            span_of(url),
+            key,
+            format!("`{}` is not an absolute http or https URL", url.get_ref()),
+            Some(hint.into()),
+        );
+    }
+}
+
+pub(super) fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    check_absolute_url(
+        url,
+        key,
+        "e.g. \"http://127.0.0.1:8080/invocations\" or \"https://model.internal/v1/predict\"",
+        sink,
+    );
+}

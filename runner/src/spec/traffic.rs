@@ -1,0 +1,334 @@
+//! `[traffic]`: the load pattern, virtual users (closed model) or an arrival rate (open model), and the options
+//! every pattern shares (warm-up, arrivals, in-flight cap, think time).
+
+use serde::{Deserialize, Serialize};
+use toml::Spanned;
+
+use super::diagnostic::DiagnosticSink;
+use super::{DurationValue, at_least_one, span_of, whole_seconds};
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Traffic")]
+pub(super) struct RawTraffic {
+    #[schemars(with = "Option<RawStairs>")]
+    stairs: Option<Spanned<RawStairs>>,
+    #[schemars(with = "Option<Vec<RawPhase>>")]
+    phases: Option<Spanned<Vec<Spanned<RawPhase>>>>,
+    #[schemars(with = "Option<RawRateSteps>")]
+    rate_steps: Option<Spanned<RawRateSteps>>,
+    #[schemars(with = "Option<RawRateRamp>")]
+    rate_ramp: Option<Spanned<RawRateRamp>>,
+    #[schemars(with = "Option<RawConstantRate>")]
+    constant_rate: Option<Spanned<RawConstantRate>>,
+    #[schemars(with = "Option<DurationValue>")]
+    warmup: Option<Spanned<DurationValue>>,
+    #[schemars(with = "Option<Arrivals>")]
+    arrivals: Option<Spanned<Arrivals>>,
+    #[schemars(with = "Option<u32>")]
+    max_in_flight: Option<Spanned<u32>>,
+    #[schemars(with = "Option<DurationValue>")]
+    think_time: Option<Spanned<DurationValue>>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RateSteps")]
+pub(super) struct RawRateSteps {
+    #[schemars(with = "f64")]
+    start_rate_per_s: Spanned<f64>,
+    #[schemars(with = "f64")]
+    step_rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
+    step_duration: Spanned<DurationValue>,
+    #[schemars(with = "u32")]
+    steps: Spanned<u32>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "RateRamp")]
+pub(super) struct RawRateRamp {
+    #[schemars(with = "f64")]
+    from_rate_per_s: Spanned<f64>,
+    #[schemars(with = "f64")]
+    to_rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
+    duration: Spanned<DurationValue>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ConstantRate")]
+pub(super) struct RawConstantRate {
+    #[schemars(with = "f64")]
+    rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
+    duration: Spanned<DurationValue>,
+}
+
+/// How an open model spaces its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arrivals {
+    /// Evenly spaced.
+    #[default]
+    Uniform,
+    /// Exponential gaps (a Poisson process), seeded by `[job] seed`.
+    Poisson,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Stairs")]
+pub(super) struct RawStairs {
+    #[schemars(with = "u32")]
+    users_per_step: Spanned<u32>,
+    #[schemars(with = "DurationValue")]
+    step_duration: Spanned<DurationValue>,
+    #[schemars(with = "u32")]
+    steps: Spanned<u32>,
+}
+
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Phase")]
+pub(super) struct RawPhase {
+    initial_users: u32,
+    #[schemars(with = "f64")]
+    spawn_rate_per_s: Spanned<f64>,
+    #[schemars(with = "DurationValue")]
+    duration: Spanned<DurationValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Traffic {
+    /// `steps` steps of `step_duration_s` each; step i runs `users_per_step * (i + 1)` users.
+    Stairs {
+        users_per_step: u32,
+        step_duration_s: u64,
+        steps: u32,
+    },
+    Phases(Vec<Phase>),
+    /// Open model: `steps` steps of `step_duration_s`; step i offers `start_rate_per_s + i * step_rate_per_s`
+    /// requests per second whatever the server does. A constant rate is one step.
+    RateSteps {
+        start_rate_per_s: f64,
+        step_rate_per_s: f64,
+        step_duration_s: u64,
+        steps: u32,
+    },
+    /// Open model: the offered rate rises linearly over `duration_s`; analysed in 10 s windows.
+    RateRamp {
+        from_rate_per_s: f64,
+        to_rate_per_s: f64,
+        duration_s: u64,
+    },
+}
+
+impl Traffic {
+    /// Whether requests arrive on a schedule (open model) rather than from a number of users (closed).
+    pub fn is_open(&self) -> bool {
+        matches!(self, Traffic::RateSteps { .. } | Traffic::RateRamp { .. })
+    }
+}
+
+/// Settings that apply to any traffic pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct TrafficOptions {
+    /// Seconds at the first step's load before the ramp; not measured.
+    pub warmup_s: u64,
+    pub arrivals: Arrivals,
+    /// Open model: requests in flight at most; an arrival beyond it is dropped and counted.
+    pub max_in_flight: u32,
+    /// Closed model: how long a virtual user waits after a response before its next request (a person reading,
+    /// a client batching). Zero sends back to back.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub think_time_ms: u64,
+}
+
+pub(super) fn is_zero(value: &u64) -> bool {
+    *value == 0
+}
+
+impl Default for TrafficOptions {
+    fn default() -> Self {
+        Self { warmup_s: 0, arrivals: Arrivals::Uniform, max_in_flight: 1024, think_time_ms: 0 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    pub initial_users: u32,
+    pub spawn_rate_per_s: f64,
+    pub duration_s: u64,
+}
+
+impl Traffic {
+    /// The ramp's full length, in seconds, when every step runs.
+    pub fn duration_s(&self) -> u64 {
+        match self {
+            Traffic::Stairs { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
+            Traffic::Phases(phases) => phases.iter().map(|phase| phase.duration_s).sum(),
+            Traffic::RateSteps { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
+            Traffic::RateRamp { duration_s, .. } => *duration_s,
+        }
+    }
+}
+
+/// A rate in requests per second: finite and not negative (positive where `positive_only`).
+pub(super) fn rate(value: &Spanned<f64>, key: &str, positive_only: bool, sink: &mut DiagnosticSink<'_>) -> f64 {
+    let number = *value.get_ref();
+    if !number.is_finite() || number < 0.0 || (positive_only && number == 0.0) {
+        let expected = if positive_only { "more than 0" } else { "0 or more" };
+        sink.error(span_of(value), key, format!("must be a rate in requests per second, {expected}"), None);
+    }
+    number
+}
+
+/// Steps of at least two whole seconds: the first second of each is its ramp-in.
+pub(super) fn step_seconds(value: &Spanned<DurationValue>, key: &str, sink: &mut DiagnosticSink<'_>) -> u64 {
+    let seconds = whole_seconds(value, key, sink);
+    if seconds == 1 {
+        sink.error(
+            span_of(value),
+            key,
+            "steps must last at least 2s",
+            Some("a step's first second is its ramp-in and is not measured".into()),
+        );
+    }
+    seconds
+}
+
+pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticSink<'_>) -> Option<Traffic> {
+    let traffic = raw.get_ref();
+    let given = [
+        traffic.stairs.is_some(),
+        traffic.phases.is_some(),
+        traffic.rate_steps.is_some(),
+        traffic.rate_ramp.is_some(),
+        traffic.constant_rate.is_some(),
+    ];
+    if given.iter().filter(|given| **given).count() != 1 {
+        sink.error(
+            span_of(raw),
+            "traffic",
+            "give exactly one traffic pattern: [traffic.stairs], [[traffic.phases]] (virtual users), or [traffic.rate_steps], [traffic.rate_ramp], [traffic.constant_rate] (arrival rate)",
+            Some("e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6".into()),
+        );
+        return None;
+    }
+    if let Some(stairs) = &traffic.stairs {
+        let stairs = stairs.get_ref();
+        return Some(Traffic::Stairs {
+            users_per_step: at_least_one(&stairs.users_per_step, "traffic.stairs.users_per_step", sink),
+            step_duration_s: step_seconds(&stairs.step_duration, "traffic.stairs.step_duration", sink),
+            steps: at_least_one(&stairs.steps, "traffic.stairs.steps", sink),
+        });
+    }
+    if let Some(steps) = &traffic.rate_steps {
+        let steps = steps.get_ref();
+        let key = |field: &str| format!("traffic.rate_steps.{field}");
+        return Some(Traffic::RateSteps {
+            start_rate_per_s: rate(&steps.start_rate_per_s, &key("start_rate_per_s"), true, sink),
+            step_rate_per_s: rate(&steps.step_rate_per_s, &key("step_rate_per_s"), false, sink),
+            step_duration_s: step_seconds(&steps.step_duration, &key("step_duration"), sink),
+            steps: at_least_one(&steps.steps, &key("steps"), sink),
+        });
+    }
+    if let Some(constant) = &traffic.constant_rate {
+        let constant = constant.get_ref();
+        return Some(Traffic::RateSteps {
+            start_rate_per_s: rate(&constant.rate_per_s, "traffic.constant_rate.rate_per_s", true, sink),
+            step_rate_per_s: 0.0,
+            step_duration_s: step_seconds(&constant.duration, "traffic.constant_rate.duration", sink),
+            steps: 1,
+        });
+    }
+    if let Some(ramp) = &traffic.rate_ramp {
+        let ramp = ramp.get_ref();
+        return Some(Traffic::RateRamp {
+            from_rate_per_s: rate(&ramp.from_rate_per_s, "traffic.rate_ramp.from_rate_per_s", true, sink),
+            to_rate_per_s: rate(&ramp.to_rate_per_s, "traffic.rate_ramp.to_rate_per_s", true, sink),
+            duration_s: step_seconds(&ramp.duration, "traffic.rate_ramp.duration", sink),
+        });
+    }
+    let phases = traffic.phases.as_ref()?;
+    if phases.get_ref().is_empty() {
+        sink.error(span_of(phases), "traffic.phases", "needs at least one phase", None);
+    }
+    let phases = phases
+        .get_ref()
+        .iter()
+        .enumerate()
+        .map(|(index, phase)| {
+            let phase = phase.get_ref();
+            let key = |field: &str| format!("traffic.phases[{index}].{field}");
+            if !(phase.spawn_rate_per_s.get_ref().is_finite() && *phase.spawn_rate_per_s.get_ref() >= 0.0) {
+                sink.error(
+                    span_of(&phase.spawn_rate_per_s),
+                    key("spawn_rate_per_s"),
+                    "must be a number of users per second, 0 or more",
+                    None,
+                );
+            }
+            Phase {
+                initial_users: phase.initial_users,
+                spawn_rate_per_s: *phase.spawn_rate_per_s.get_ref(),
+                duration_s: whole_seconds(&phase.duration, &key("duration"), sink),
+            }
+        })
+        .collect();
+    Some(Traffic::Phases(phases))
+}
+
+pub(super) fn validate_traffic_options(
+    raw: &Spanned<RawTraffic>,
+    traffic: Option<&Traffic>,
+    sink: &mut DiagnosticSink<'_>,
+) -> TrafficOptions {
+    let raw = raw.get_ref();
+    let open = traffic.is_some_and(Traffic::is_open);
+    let mut options = TrafficOptions::default();
+    if let Some(warmup) = &raw.warmup {
+        options.warmup_s = whole_seconds(warmup, "traffic.warmup", sink);
+    }
+    if let Some(arrivals) = &raw.arrivals {
+        options.arrivals = *arrivals.get_ref();
+    }
+    if let Some(max_in_flight) = &raw.max_in_flight {
+        options.max_in_flight = at_least_one(max_in_flight, "traffic.max_in_flight", sink);
+    }
+    if let Some(think_time) = &raw.think_time {
+        let duration = think_time.get_ref().0;
+        options.think_time_ms = duration.as_millis() as u64;
+        if open {
+            sink.error(
+                span_of(think_time),
+                "traffic.think_time",
+                "`think_time` applies to virtual users only",
+                Some("an arrival rate already says when each request is sent".into()),
+            );
+        } else if duration.subsec_micros() % 1000 != 0 {
+            sink.error(span_of(think_time), "traffic.think_time", "must be whole milliseconds", None);
+        }
+    }
+    if !open && traffic.is_some() {
+        let open_only = [
+            ("arrivals", raw.arrivals.as_ref().map(Spanned::span)),
+            ("max_in_flight", raw.max_in_flight.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in open_only {
+            if let Some(span) = span {
+                sink.error(
+                    Some(span),
+                    format!("traffic.{key}"),
+                    format!("`{key}` applies to arrival-rate patterns only"),
+                    Some("virtual users send their next request when the last one returns".into()),
+                );
+            }
+        }
+    }
+    options
+}
