@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use crate::run;
 use crate::exit::Exit;
-use crate::payload::{self, LoadedPlugin, PayloadSource};
+use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan;
 use crate::report;
 use crate::report::compare::FailRule;
@@ -261,7 +261,7 @@ fn show_plan(job_path: &Path) -> Exit {
     };
     let plan = plan::plan(&job);
     // The target column only when the job has several to choose from.
-    let target_of = |run: &plan::TestRun| job.target_of(&run.configuration).name.clone().unwrap_or_default();
+    let target_of = |run: &plan::TestRun| run.target_name.clone().unwrap_or_default();
     let target_width = match plan.runs.iter().map(|run| target_of(run).len()).max() {
         Some(width) if width > 0 => width.max("target".len()),
         _ => 0,
@@ -281,7 +281,7 @@ fn show_plan(job_path: &Path) -> Exit {
     for run in &plan.runs {
         let configuration = &run.configuration;
         let usd_per_hour = configuration.price_per_hour_usd * f64::from(configuration.instance_count);
-        let usd = usd_per_hour * plan.ramp_s as f64 / 3600.0;
+        let usd = usd_per_hour * plan.ramp_s() as f64 / 3600.0;
         worst_case_usd += usd;
         println!(
             "{:>3}  {:<40} {}{:<16} {:>9} {:>10.3} {:>12.4}",
@@ -308,7 +308,7 @@ fn show_plan(job_path: &Path) -> Exit {
         "\n{} test runs, {at_once}, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
          endpoint time.",
         plan.runs.len(),
-        plan.ramp_s,
+        plan.ramp_s(),
         plan.worst_case_s(),
         worst_case_usd
     );
@@ -321,27 +321,24 @@ fn preview_payload(job_path: &Path, count: u64, max_bytes: usize, stats: bool) -
         Err(exit) => return exit,
     };
     let plan = plan::plan(&job);
-    let configuration = plan.runs.first().map_or("", |run| run.name.as_str());
-    // Timed from the first instantiation, not the load: what a run pays per request.
-    let (requests, generation) = match &job.payload.plugin {
-        None => {
-            let source = match job.payload.samples.is_empty() {
-                true => PayloadSource::Fixed(job.payload.body.clone()),
-                false => PayloadSource::samples(job.payload.samples.clone()),
-            };
-            let mut stream = source.stream();
-            ((0..count).map(|_| stream.next_request()).collect(), None)
+    let Some(run) = plan.runs.first() else { return Exit::Success };
+    let configuration = run.name.as_str();
+    let plugin = match job.payload.plugin.as_ref().map(|spec| (spec, LoadedPlugin::load(spec))) {
+        Some((spec, Ok(plugin))) => {
+            println!("plugin {} ({}), sha256 {}", plugin.name, spec.path.display(), plugin.sha256);
+            Some(plugin)
         }
-        Some(spec) => match LoadedPlugin::load(spec) {
-            Ok(plugin) => {
-                println!("plugin {} ({}), sha256 {}", plugin.name, spec.path.display(), plugin.sha256);
-                let started = std::time::Instant::now();
-                let requests = payload::preview(&plugin, configuration, job.seed, count);
-                (requests, Some(started.elapsed()))
-            }
-            Err(error) => (Err(format!("{error:#}")), None),
-        },
+        Some((_, Err(error))) => {
+            eprintln!("error: {error:#}");
+            return Exit::RunFailed;
+        }
+        None => None,
     };
+    // Timed from the first instantiation, not the load: what a run pays per request.
+    let started = std::time::Instant::now();
+    let mut stream = PayloadSource::for_run(&job.payload, plugin.as_ref(), configuration, run.seeds.payload).stream();
+    let requests: Result<Vec<_>, _> = (0..count).map(|_| stream.next_request()).collect();
+    let generation = plugin.is_some().then(|| started.elapsed());
     let requests = match requests {
         Ok(requests) => requests,
         Err(message) => {

@@ -10,7 +10,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 
-use crate::spec::Job;
+use crate::spec::{Job, TargetSpec};
 use errors::error_chain;
 
 /// Where the AWS SDK for Rust looks for credentials, in its order: named in the message when none are found.
@@ -79,21 +79,24 @@ impl AwsClients {
     pub async fn connect(job: &Job) -> anyhow::Result<Self> {
         let mut sagemaker = Vec::new();
         for target in &job.targets {
-            sagemaker.push(match &target.sagemaker {
-                Some(spec) => {
+            sagemaker.push(match &target.spec {
+                TargetSpec::Sagemaker { endpoint, timeout } => {
                     let place = AwsPlace {
-                        region: spec.region.as_deref(),
-                        profile: spec.profile.as_deref(),
-                        endpoint_url: spec.endpoint_url.as_deref(),
+                        region: endpoint.region.as_deref(),
+                        profile: endpoint.profile.as_deref(),
+                        endpoint_url: endpoint.endpoint_url.as_deref(),
                     };
-                    let config = sdk_config(place, true, target.http.timeout).await?;
+                    let config = sdk_config(place, true, *timeout).await?;
                     check_credentials(&config).await?;
                     Some(config)
                 }
-                None => None,
+                _ => None,
             });
         }
-        let profile = job.targets.iter().find_map(|target| target.sagemaker.as_ref()?.profile.as_deref());
+        let profile = job.targets.iter().find_map(|target| match &target.spec {
+            TargetSpec::Sagemaker { endpoint, .. } => endpoint.profile.as_deref(),
+            _ => None,
+        });
         let watch = &job.cloudwatch;
         let cloudwatch = if watch.publish || watch.endpoint_metrics {
             let place =

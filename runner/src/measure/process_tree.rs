@@ -1,5 +1,6 @@
 //! Resource use of a process and all its descendants, read from /proc once a second: CPU time (user + system,
-//! including reaped children) and resident memory. Also plateau's own CPU time, which the engine watches.
+//! including reaped children) and resident memory. Also plateau's own CPU time, which the engine watches, and the
+//! members of a process group (what a stopped server left behind). The one /proc scanner for all of them.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -11,6 +12,9 @@ use super::{ResourceSample, ResourceSource};
 struct ProcessStat {
     pid: i32,
     parent: i32,
+    /// `R`, `S`, ..., `Z` for a zombie.
+    state: char,
+    group: i32,
     /// User and system time of the process itself ...
     cpu_ticks: u64,
     /// ... and of its children that have been waited for.
@@ -24,12 +28,14 @@ fn parse_stat(text: &str) -> Option<ProcessStat> {
     let (head, tail) = text.rsplit_once(')')?;
     let pid = head.split_once('(')?.0.trim().parse().ok()?;
     let fields: Vec<&str> = tail.split_whitespace().collect();
-    // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14) ... rss(21).
+    // After the name: state(0) ppid(1) pgrp(2) ... utime(11) stime(12) cutime(13) cstime(14) ... rss(21).
     let number = |index: usize| fields.get(index).and_then(|field| field.parse::<i64>().ok());
     let ticks = |indices: [usize; 2]| indices.iter().map(|&index| number(index).unwrap_or(0).max(0) as u64).sum();
     Some(ProcessStat {
         pid,
         parent: number(1)? as i32,
+        state: fields.first()?.chars().next()?,
+        group: number(2)? as i32,
         cpu_ticks: ticks([11, 12]),
         reaped_children_cpu_ticks: ticks([13, 14]),
         resident_pages: number(21)?.max(0) as u64,
@@ -47,6 +53,27 @@ fn all_processes() -> Vec<ProcessStat> {
             parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
         })
         .collect()
+}
+
+/// Processes still in a process group, zombies aside (they are gone in all but name).
+pub fn group_members(group: i32) -> Vec<i32> {
+    all_processes()
+        .into_iter()
+        .filter(|process| process.group == group && process.state != 'Z')
+        .map(|process| process.pid)
+        .collect()
+}
+
+/// The cores this process may use.
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The machine's physical memory, from /proc/meminfo.
+pub fn machine_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
 /// The root and everything below it.
@@ -97,7 +124,7 @@ pub struct OwnCpu(CpuMeter);
 
 impl Default for OwnCpu {
     fn default() -> Self {
-        Self(CpuMeter::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
+        Self(CpuMeter::new(available_cores()))
     }
 }
 
@@ -121,15 +148,10 @@ impl ProcessTree {
     pub fn new(root: i32, allowed_cores: usize, memory_limit_bytes: Option<u64>) -> Self {
         // SAFETY: sysconf only reads a configuration value.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-        let machine_memory = || {
-            let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-            let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
-            line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
-        };
         Self {
             root,
             cpu: CpuMeter::new(allowed_cores),
-            memory_limit_bytes: memory_limit_bytes.or_else(machine_memory).unwrap_or(u64::MAX) as f64,
+            memory_limit_bytes: memory_limit_bytes.or_else(machine_memory_bytes).unwrap_or(u64::MAX) as f64,
             page_bytes: if page > 0 { page as f64 } else { 4096.0 },
         }
     }
@@ -168,6 +190,8 @@ mod tests {
         let expected = ProcessStat {
             pid: 4242,
             parent: 4200,
+            state: 'S',
+            group: 4242,
             cpu_ticks: 150 + 50,
             reaped_children_cpu_ticks: 7 + 3,
             resident_pages: 789,
@@ -178,7 +202,15 @@ mod tests {
     #[test]
     fn the_tree_holds_descendants_only() {
         let process =
-            |pid, parent| ProcessStat { pid, parent, cpu_ticks: 0, reaped_children_cpu_ticks: 0, resident_pages: 0 };
+            |pid, parent| ProcessStat {
+                pid,
+                parent,
+                state: 'S',
+                group: pid,
+                cpu_ticks: 0,
+                reaped_children_cpu_ticks: 0,
+                resident_pages: 0,
+            };
         let processes = [process(1, 0), process(10, 1), process(11, 10), process(12, 11), process(20, 1)];
         let mut pids: Vec<i32> = tree(&processes, 10).iter().map(|process| process.pid).collect();
         pids.sort();

@@ -13,6 +13,7 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 pub use plugin::LoadedPlugin;
+use crate::spec::Payload;
 use plugin::PluginInstance;
 
 /// The next request's body, and what a plugin changed of the job file's request.
@@ -59,7 +60,17 @@ thread_local! {
 }
 
 impl PayloadSource {
-    pub fn plugin(plugin: Arc<LoadedPlugin>, configuration: &str, job_seed: u64) -> Self {
+    /// Where one test run's requests come from: the job's plugin (instantiated for this run), its samples, or its
+    /// fixed body.
+    pub fn for_run(payload: &Payload, plugin: Option<&Arc<LoadedPlugin>>, run_name: &str, seed: u64) -> Self {
+        match plugin {
+            Some(plugin) => Self::plugin(Arc::clone(plugin), run_name, seed),
+            None if !payload.samples.is_empty() => Self::samples(payload.samples.clone()),
+            None => Self::Fixed(payload.body.clone()),
+        }
+    }
+
+    fn plugin(plugin: Arc<LoadedPlugin>, configuration: &str, job_seed: u64) -> Self {
         Self::Plugin(Arc::new(PluginRun {
             plugin,
             configuration: configuration.to_string(),
@@ -68,7 +79,7 @@ impl PayloadSource {
         }))
     }
 
-    pub fn samples(samples: Vec<Bytes>) -> Self {
+    fn samples(samples: Vec<Bytes>) -> Self {
         Self::Samples(Arc::new(SampleRun { samples, next_sequence: AtomicU64::new(0) }))
     }
 

@@ -1,5 +1,8 @@
 //! Planning: the validated job expanded into the ordered list of test runs (one per configuration and
-//! environment combination), with the time they will take at most.
+//! environment combination), each with what the run loop needs decided once (its name, seeds and file names), and
+//! the traffic pattern turned into the `Schedule` every run follows.
+
+mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,9 +10,7 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom as _, SliceRandom as _};
 
-use crate::spec::{Configuration, Job, combinations};
-
-mod schedule;
+use crate::spec::{Configuration, Deployment, Job};
 pub use schedule::{LoadUnit, Schedule, StepWindow};
 
 #[derive(Debug, Clone)]
@@ -20,13 +21,66 @@ pub struct TestRun {
     pub configuration: Configuration,
     /// The environment variables this run sets (one value of each of the configuration's parameters).
     pub environment: BTreeMap<String, String>,
+    /// The `<name>` of the `[targets.<name>]` it runs against, when the job names its targets.
+    pub target_name: Option<String>,
+    pub seeds: RunSeeds,
+    /// `01-medium`: what the run's files in the output folder are named after.
+    pub file_stem: String,
+}
+
+/// A test run's seeds, each derived from `[job] seed` and the run's position, so a job replays the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunSeeds {
+    /// The open model's Poisson arrivals.
+    pub arrivals: u64,
+    /// The reference endpoint's service times.
+    pub service_times: u64,
+    /// A payload plugin's: each request is seeded from this and its sequence number.
+    pub payload: u64,
+}
+
+impl RunSeeds {
+    fn new(job_seed: u64, index: usize) -> Self {
+        Self {
+            arrivals: job_seed ^ index as u64,
+            service_times: job_seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            // Configurations get the same requests, so their figures compare like with like.
+            payload: job_seed,
+        }
+    }
+}
+
+impl TestRun {
+    /// The per-second histograms, relative to the output folder.
+    pub fn series_file(&self) -> String {
+        format!("series/{}.jsonl", self.file_stem)
+    }
+
+    /// The server's output (command targets only), relative to the output folder.
+    pub fn log_file(&self) -> Option<String> {
+        matches!(self.configuration.deployment, Deployment::Command { .. })
+            .then(|| format!("logs/{}.log", self.file_stem))
+    }
+}
+
+/// A name made safe for a file or folder: letters, digits, `-`, `_` and `.`, the rest as `-`.
+pub fn file_stem(name: &str) -> String {
+    let safe: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
+    let trimmed = safe.trim_matches(['-', '.']);
+    if trimmed.is_empty() { "unnamed".to_string() } else { trimmed.chars().take(64).collect() }
+}
+
+/// What the files of the `index`th test run (from 0) are named after: `01-medium`.
+pub fn run_file_stem(index: usize, name: &str) -> String {
+    format!("{:02}-{}", index + 1, file_stem(name))
 }
 
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub runs: Vec<TestRun>,
-    /// One configuration's full ramp, in seconds.
-    pub ramp_s: u64,
+    /// The ramp every run follows: warm-up and steps.
+    pub schedule: Schedule,
     /// The full grid's size, when `limits.max_tests` made the plan a sample of it.
     pub sampled_from: Option<usize>,
     /// Test runs at once (`limits.max_parallel`, default 1).
@@ -34,70 +88,72 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// One run's full ramp, in seconds: warm-up and every step.
+    pub fn ramp_s(&self) -> u64 {
+        self.schedule.duration_s()
+    }
+
     /// The longest the job can take: every ramp run in full, `parallel` at a time.
     pub fn worst_case_s(&self) -> u64 {
-        self.ramp_s * self.runs.len().div_ceil(self.parallel) as u64
+        self.ramp_s() * self.runs.len().div_ceil(self.parallel) as u64
     }
 }
 
 pub fn plan(job: &Job) -> Plan {
-    let mut runs = Vec::new();
+    let mut grid: Vec<(&Configuration, BTreeMap<String, String>)> = Vec::new();
     for configuration in &job.configurations {
-        for environment in combinations(&configuration.environment) {
+        grid.extend(configuration.deployment.environments().into_iter().map(|environment| (configuration, environment)));
+    }
+    let chosen: Vec<usize> = match job.limits.max_tests.map(|max| max as usize).filter(|max| *max < grid.len()) {
+        Some(max) => sample(&grid, max, job.seed),
+        None => (0..grid.len()).collect(),
+    };
+    let sampled_from = (chosen.len() < grid.len()).then_some(grid.len());
+    let runs: Vec<TestRun> = chosen
+        .into_iter()
+        .enumerate()
+        .map(|(index, at)| {
+            let (configuration, environment) = grid[at].clone();
             let name = if environment.is_empty() {
                 configuration.name.clone()
             } else {
                 let settings: Vec<String> = environment.iter().map(|(name, value)| format!("{name}={value}")).collect();
                 format!("{} ({})", configuration.name, settings.join(", "))
             };
-            runs.push(TestRun { index: runs.len(), name, configuration: configuration.clone(), environment });
-        }
-    }
-    let grid = runs.len();
-    let (runs, sampled_from) = match job.limits.max_tests.map(|max| max as usize).filter(|max| *max < grid) {
-        Some(max) => (sample(runs, max, job.seed), Some(grid)),
-        None => (runs, None),
-    };
+            TestRun {
+                index,
+                file_stem: run_file_stem(index, &name),
+                name,
+                target_name: job.targets[configuration.target].name.clone(),
+                seeds: RunSeeds::new(job.seed, index),
+                configuration: configuration.clone(),
+                environment,
+            }
+        })
+        .collect();
     let parallel = job.limits.max_parallel.map_or(1, |parallel| parallel as usize).clamp(1, runs.len().max(1));
-    Plan { runs, ramp_s: job.ramp_s(), sampled_from, parallel }
+    Plan { runs, schedule: Schedule::new(&job.traffic, &job.traffic_options), sampled_from, parallel }
 }
 
-/// `max` of the runs, seeded: one of each configuration's first (validation ensures there is room), then the rest
-/// at random; in their original order.
-fn sample(runs: Vec<TestRun>, max: usize, seed: u64) -> Vec<TestRun> {
+/// `max` of the grid's entries, seeded: one of each configuration's first (validation ensures there is room), then
+/// the rest at random; their indices in the grid's order.
+fn sample(grid: &[(&Configuration, BTreeMap<String, String>)], max: usize, seed: u64) -> Vec<usize> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut by_configuration: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-    for run in &runs {
-        by_configuration.entry(run.configuration.name.as_str()).or_default().push(run.index);
+    for (index, (configuration, _)) in grid.iter().enumerate() {
+        by_configuration.entry(configuration.name.as_str()).or_default().push(index);
     }
     let mut chosen: BTreeSet<usize> =
         by_configuration.values().filter_map(|indices| indices.choose(&mut rng).copied()).take(max).collect();
-    let mut rest: Vec<usize> = (0..runs.len()).filter(|index| !chosen.contains(index)).collect();
+    let mut rest: Vec<usize> = (0..grid.len()).filter(|index| !chosen.contains(index)).collect();
     rest.shuffle(&mut rng);
     chosen.extend(rest.into_iter().take(max.saturating_sub(chosen.len())));
-    runs.into_iter()
-        .filter(|run| chosen.contains(&run.index))
-        .enumerate()
-        .map(|(index, run)| TestRun { index, ..run })
-        .collect()
+    chosen.into_iter().collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn combinations_cover_the_grid_in_order() {
-        let parameters = BTreeMap::from([
-            ("THREADS".to_string(), vec!["1".to_string(), "2".to_string()]),
-            ("BATCH".to_string(), vec!["8".to_string(), "16".to_string(), "32".to_string()]),
-        ]);
-        let grid = combinations(&parameters);
-        assert_eq!(grid.len(), 6);
-        assert_eq!(grid[0], BTreeMap::from([("BATCH".into(), "8".into()), ("THREADS".into(), "1".into())]));
-        assert_eq!(grid[5], BTreeMap::from([("BATCH".into(), "32".into()), ("THREADS".into(), "2".into())]));
-        assert_eq!(combinations(&BTreeMap::new()), vec![BTreeMap::new()]);
-    }
 
     #[test]
     fn a_grid_larger_than_max_tests_is_sampled_covering_every_configuration() {

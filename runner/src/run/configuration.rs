@@ -1,115 +1,83 @@
 //! One test run: its server started, its target driven through the schedule, its steps analysed, and its result
 //! made, whatever happened (a server that would not start or crashed, a target that went away, Ctrl-C).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector};
-use crate::aws::AwsClients;
-use crate::aws::cloudwatch::Publisher;
-use crate::drive::{self, DriveOptions};
+use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
+use crate::aws::errors::ErrorDetail;
+use crate::drive::{self, DriveOptions, EndReason, RunRecord};
 use crate::measure::ResourceSource;
 use crate::measure::series;
 use crate::payload::PayloadSource;
-use crate::plan::{Schedule, TestRun};
-use crate::report;
+use crate::plan::TestRun;
 use crate::results::{ConfigurationResult, RunStatus};
-use crate::server::{self, Server};
-use crate::spec::{Job, Traffic};
+use crate::server::{Server, Started};
+use crate::spec::{Deployment, Traffic};
 use crate::target::Target;
 use crate::target::http::HttpTarget;
 use crate::target::sagemaker::SageMakerTarget;
 
-use super::progress::{Progress, RunObserver};
-use super::{empty_result, failed, log_file, server_log};
+use super::RunContext;
+use super::progress::RunObserver;
 
 pub(super) async fn run_configuration(
-    job: &Job,
+    context: &RunContext<'_>,
     run: &TestRun,
     payload: PayloadSource,
-    aws: &AwsClients,
-    out: &Path,
     cancel: CancellationToken,
-    progress: &Progress,
 ) -> ConfigurationResult {
+    let (job, progress) = (context.job, context.progress);
     let configuration = &run.configuration;
-    let ramp_s = job.ramp_s();
     let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.name);
     let line = progress.run_line();
     let on_wait =
         |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));
-    let (server, url) = match Server::start(job, run, &out.join(log_file(run)), on_wait).await {
+    let log = run.log_file().map(|log| context.out.join(log)).unwrap_or_default();
+    let mut started = match Server::start(run, &log, on_wait).await {
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));
-            return ConfigurationResult { server_log: server_log(job, run), ..failed(job, run, &error) };
+            return ConfigurationResult { server_log: run.log_file(), ..context.failed(run, &error) };
         }
     };
-    let schedule = Schedule::new(&job.traffic, &job.traffic_options);
-    let series_file = format!("series/{:02}-{}.jsonl", run.index + 1, report::file_stem(&run.name));
-    let resources = server.resources(configuration);
-    let utilization_source = resources.as_ref().map(|source| source.label().to_string());
-    let settings = job.plateau;
-    let endpoint_name = configuration.endpoint_name.clone().unwrap_or_else(|| run.name.clone());
-    let publisher = aws
+    let utilization_source = started.resources.as_ref().map(|source| source.label().to_string());
+    let endpoint_name = match &configuration.deployment {
+        Deployment::Sagemaker { endpoint_name, .. } => endpoint_name.clone(),
+        _ => run.name.clone(),
+    };
+    let publisher = context
+        .aws
         .cloudwatch
         .as_ref()
         .filter(|_| job.cloudwatch.publish)
         .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, &endpoint_name));
     let mut observer = RunObserver {
-        load_unit: schedule.load_unit,
-        detector: OnlineDetector { stopping: &job.stopping, settings },
+        load_unit: context.schedule.load_unit,
+        detector: OnlineDetector { stopping: &job.stopping, settings: job.plateau },
         progress,
         line: &line,
         run_label: label.clone(),
-        steps_total: schedule.steps.len(),
-        ramp_s,
+        steps_total: context.schedule.steps.len(),
+        ramp_s: context.schedule.duration_s(),
         publisher: publisher.as_ref(),
     };
-    // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.
-    let run_cancel = cancel.child_token();
+    let series_file = run.series_file();
     let options = DriveOptions {
-        schedule: &schedule,
+        schedule: context.schedule,
         traffic: &job.traffic_options,
-        seed: job.seed ^ run.index as u64,
+        seed: run.seeds.arrivals,
         max_invocations: job.stopping.max_invocations,
-        series_path: Some(&out.join(&series_file)),
-        cancel: run_cancel.clone(),
+        series_path: Some(&context.out.join(&series_file)),
+        // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.
+        cancel: cancel.child_token(),
     };
     let run_started = SystemTime::now();
-    let target_spec = job.target_of(configuration);
-    let (record, error_details) = match (&target_spec.sagemaker, &aws.sagemaker[configuration.target]) {
-        (Some(spec), Some(config)) => {
-            let target = Arc::new(SageMakerTarget::new(
-                config,
-                &endpoint_name,
-                spec,
-                &job.payload,
-                payload,
-                target_spec.http.timeout,
-            ));
-            if let Err(error) = target.preflight().await {
-                progress.line(format!("{label} failed: {error:#}"));
-                return failed(job, run, &error);
-            }
-            let record = drive_until_exit(Arc::clone(&target), options, resources, &mut observer, &server).await;
-            (record, target.error_details())
-        }
-        _ => {
-            let target = match HttpTarget::new(&url, &target_spec.http, &job.payload, payload) {
-                Ok(target) => target,
-                Err(error) => return failed(job, run, &error),
-            };
-            if let Err(error) = target.preflight().await {
-                progress.line(format!("{label} failed: {error:#}"));
-                return failed(job, run, &error);
-            }
-            (drive_until_exit(Arc::new(target), options, resources, &mut observer, &server).await, Vec::new())
-        }
-    };
+    let driven = drive_target(context, run, &mut started, payload, options, &mut observer).await;
+    let Started { server, address, .. } = started;
     let run_ended = SystemTime::now();
     let cloudwatch = match publisher {
         Some(publisher) => Some(publisher.finish().await),
@@ -123,55 +91,46 @@ pub(super) async fn run_configuration(
             summary.last_error.as_deref().unwrap_or("")
         ));
     }
-    let endpoint_metrics = match (&aws.cloudwatch, &target_spec.sagemaker) {
-        (Some(client), Some(spec)) if job.cloudwatch.endpoint_metrics => {
-            let variant = spec.target_variant.as_deref().unwrap_or("AllTraffic");
-            let read = crate::aws::cloudwatch::endpoint_metrics(
-                client,
-                &endpoint_name,
-                variant,
-                run_started,
-                run_ended,
-                configuration.vcpus,
-            );
-            match read.await {
-                Ok(metrics) => Some(metrics),
-                Err(error) => {
-                    progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error:#}"));
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
+    let endpoint_metrics = endpoint_metrics(context, run, &endpoint_name, (run_started, run_ended), &label).await;
     let crashed = match &server {
-        Server::Command(process) if !cancel.is_cancelled() => process.exited(),
+        Server::Command { process, .. } if !cancel.is_cancelled() => process.exited(),
         _ => None,
     };
-    let leftover = server::stop(&server, job, run).await;
-    let record = match record {
-        Ok(record) => record,
-        Err(error) => {
-            return failed(job, run, &anyhow::Error::new(error).context("cannot write the per-second series"));
+    let leftover = server.stop().await;
+    let (record, error_details) = match driven {
+        Ok(driven) => driven,
+        Err(Failure::BeforeTheRamp(error)) => {
+            progress.line(format!("{label} failed: {error:#}"));
+            return context.failed(run, &error);
+        }
+        Err(Failure::Series(error)) => {
+            let error = anyhow::Error::new(error).context("cannot write the per-second series");
+            return context.failed(run, &error);
         }
     };
     let facts = ConfigurationFacts {
-        load_unit: schedule.load_unit,
+        load_unit: context.schedule.load_unit,
         instance_count: configuration.instance_count,
         price_per_hour_usd: configuration.price_per_hour_usd,
         utilization_source,
     };
-    // Phases are judged by sliding windows, measured again from the series file (DESIGN: MaxInvocations).
+    // Phases are judged by sliding windows, measured again from the series file (docs/metrics.md: MaxInvocations).
     let sliding = match &job.traffic {
         Traffic::Phases(_) => {
-            let from_s = schedule.steps.first().map_or(0, |step| step.start_s);
-            analyze::sliding_window(&record.seconds, from_s, &settings)
-                .and_then(|window| series::window_from_series(&out.join(&series_file), window).ok())
+            let from_s = context.schedule.steps.first().map_or(0, |step| step.start_s);
+            analyze::sliding_window(&record.seconds, from_s, &job.plateau)
+                .and_then(|window| series::window_from_series(&context.out.join(&series_file), window).ok())
         }
         _ => None,
     };
-    let mut analysis =
-        analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &settings, sliding.as_ref());
+    let mut analysis = analyze::analyze_steps(
+        &record.steps,
+        &facts,
+        &job.stopping,
+        &job.requirements,
+        &job.plateau,
+        sliding.as_ref(),
+    );
     // A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
     if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint_metrics.as_ref())
         && (endpoint.cpu_utilization.is_some() || endpoint.memory_utilization.is_some())
@@ -181,17 +140,17 @@ pub(super) async fn run_configuration(
         metrics.utilization_source = Some("CloudWatch (/aws/sagemaker/Endpoints)".to_string());
     }
     let (status, failure) = match (&crashed, &server, &record.end) {
-        (Some(status), Server::Command(process), _) => (
+        (Some(status), Server::Command { process, .. }, _) => (
             RunStatus::Failed,
             Some(format!(
                 "the server exited during the run ({status})\n--- last lines of its log ---\n{}",
                 process.log_tail()
             )),
         ),
-        (_, _, drive::EndReason::TargetUnreachable { seconds }) => {
-            (RunStatus::Partial, Some(format!("the target at {url} refused every connection for {seconds} s")))
+        (_, _, EndReason::TargetUnreachable { seconds }) => {
+            (RunStatus::Partial, Some(format!("the target at {address} refused every connection for {seconds} s")))
         }
-        (_, _, drive::EndReason::PayloadFailed { message }) => (RunStatus::Partial, Some(message.clone())),
+        (_, _, EndReason::PayloadFailed { message }) => (RunStatus::Partial, Some(message.clone())),
         (_, _, end) if end.is_partial() => (RunStatus::Partial, None),
         _ => (RunStatus::Complete, leftover),
     };
@@ -206,7 +165,7 @@ pub(super) async fn run_configuration(
         steps: record.steps.iter().map(analyze::step_result).collect(),
         seconds: record.seconds,
         series_file: Some(series_file),
-        server_log: server_log(job, run),
+        server_log: run.log_file(),
         plateau: analysis.plateau,
         metrics: analysis.metrics,
         scalability: analysis.scalability,
@@ -217,7 +176,46 @@ pub(super) async fn run_configuration(
         error_details,
         cloudwatch,
         endpoint_metrics,
-        ..empty_result(job, run, status, None)
+        ..context.empty_result(run, status, None)
+    }
+}
+
+/// Why a test run measured nothing.
+enum Failure {
+    /// The target could not be made, or its preflight request failed: nothing was sent.
+    BeforeTheRamp(anyhow::Error),
+    Series(std::io::Error),
+}
+
+/// Makes the run's target (for HTTP, at the address its server gave), checks it with one request, and drives it
+/// through the schedule.
+async fn drive_target(
+    context: &RunContext<'_>,
+    run: &TestRun,
+    started: &mut Started,
+    payload: PayloadSource,
+    options: DriveOptions<'_>,
+    observer: &mut RunObserver<'_>,
+) -> Result<(RunRecord, Vec<ErrorDetail>), Failure> {
+    let job = context.job;
+    let (server, resources) = (&started.server, started.resources.take());
+    match &run.configuration.deployment {
+        Deployment::Sagemaker { endpoint_name, endpoint, timeout } => {
+            let config = context.aws.sagemaker[run.configuration.target]
+                .as_ref()
+                .expect("AwsClients::connect makes a client for every SageMaker target");
+            let target =
+                Arc::new(SageMakerTarget::new(config, endpoint_name, endpoint, &job.payload, payload, *timeout));
+            target.preflight().await.map_err(Failure::BeforeTheRamp)?;
+            let record = drive_until_exit(Arc::clone(&target), options, resources, observer, server).await;
+            Ok((record.map_err(Failure::Series)?, target.error_details()))
+        }
+        Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
+            let target = HttpTarget::new(&started.address, http, &job.payload, payload).map_err(Failure::BeforeTheRamp)?;
+            target.preflight().await.map_err(Failure::BeforeTheRamp)?;
+            let record = drive_until_exit(Arc::new(target), options, resources, observer, server).await;
+            Ok((record.map_err(Failure::Series)?, Vec::new()))
+        }
     }
 }
 
@@ -228,7 +226,7 @@ async fn drive_until_exit<T: Target>(
     resources: Option<Box<dyn ResourceSource>>,
     observer: &mut RunObserver<'_>,
     server: &Server,
-) -> std::io::Result<drive::RunRecord> {
+) -> std::io::Result<RunRecord> {
     let run_cancel = options.cancel.clone();
     let driving = drive::drive(target, options, resources, observer);
     tokio::pin!(driving);
@@ -237,6 +235,27 @@ async fn drive_until_exit<T: Target>(
         _ = server.exited() => {
             run_cancel.cancel();
             driving.await
+        }
+    }
+}
+
+/// A SageMaker endpoint's own metrics from CloudWatch for the run's window, when the job reads them.
+async fn endpoint_metrics(
+    context: &RunContext<'_>,
+    run: &TestRun,
+    endpoint_name: &str,
+    (started, ended): (SystemTime, SystemTime),
+    label: &str,
+) -> Option<EndpointMetrics> {
+    let Deployment::Sagemaker { endpoint, .. } = &run.configuration.deployment else { return None };
+    let client = context.aws.cloudwatch.as_ref().filter(|_| context.job.cloudwatch.endpoint_metrics)?;
+    let variant = endpoint.target_variant.as_deref().unwrap_or("AllTraffic");
+    let read = cloudwatch::endpoint_metrics(client, endpoint_name, variant, started, ended, run.configuration.vcpus);
+    match read.await {
+        Ok(metrics) => Some(metrics),
+        Err(error) => {
+            context.progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error:#}"));
+            None
         }
     }
 }

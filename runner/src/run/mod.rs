@@ -8,7 +8,6 @@ mod progress;
 mod signals;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::Context as _;
@@ -16,6 +15,7 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsClients;
+use crate::measure::process_tree;
 use crate::exit::Exit;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan::{self, Schedule, TestRun};
@@ -24,7 +24,7 @@ use crate::report;
 use crate::results::{
     ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
 };
-use crate::spec::{self, Job, TargetKind};
+use crate::spec::{self, Job};
 use configuration::run_configuration;
 use progress::Progress;
 
@@ -35,14 +35,9 @@ fn utc_now() -> String {
 }
 
 fn host() -> Host {
-    let memory_bytes = std::fs::read_to_string("/proc/meminfo").ok().and_then(|meminfo| {
-        let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
-        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib * 1024)
-    });
     Host {
-        cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
-        memory_bytes,
+        cpus: process_tree::available_cores(),
+        memory_bytes: process_tree::machine_memory_bytes(),
         os: std::env::consts::OS.to_string(),
         arch: std::env::consts::ARCH.to_string(),
     }
@@ -79,7 +74,7 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     let started_at = utc_now();
     let out = out.unwrap_or_else(|| {
         let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
-        PathBuf::from("plateau-out").join(format!("{}-{stamp}", report::file_stem(&job.name)))
+        PathBuf::from("plateau-out").join(format!("{}-{stamp}", plan::file_stem(&job.name)))
     });
     for folder in ["series", "logs"] {
         std::fs::create_dir_all(out.join(folder))
@@ -126,11 +121,11 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
             target_kind: job
                 .targets
                 .iter()
-                .all(|target| target.kind == job.targets[0].kind)
-                .then_some(job.targets[0].kind),
+                .all(|target| target.kind() == job.targets[0].kind())
+                .then_some(job.targets[0].kind()),
             traffic: job.traffic.clone(),
             traffic_options: job.traffic_options,
-            load_unit: Schedule::new(&job.traffic, &job.traffic_options).load_unit,
+            load_unit: plan.schedule.load_unit,
             stopping: job.stopping.clone(),
             requirements: job.requirements.clone(),
             objective: job.requirements.objective,
@@ -143,17 +138,14 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     // `plan.parallel` runs at once; results arrive in plan order.
     let mut finished = futures_util::stream::iter(&plan.runs)
         .map(|run| {
-            let (job, plugin, aws, out, progress, cancel) = (&job, &plugin, &aws, &out, &progress, cancel.clone());
+            let context = RunContext { job: &job, schedule: &plan.schedule, aws: &aws, out: &out, progress: &progress };
+            let (plugin, cancel) = (&plugin, cancel.clone());
             async move {
                 if cancel.is_cancelled() {
-                    return skipped(job, run);
+                    return skipped(&context, run);
                 }
-                let payload = match plugin {
-                    Some(plugin) => PayloadSource::plugin(Arc::clone(plugin), &run.name, job.seed),
-                    None if !job.payload.samples.is_empty() => PayloadSource::samples(job.payload.samples.clone()),
-                    None => PayloadSource::Fixed(job.payload.body.clone()),
-                };
-                run_configuration(job, run, payload, aws, out, cancel, progress).await
+                let payload = PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
+                run_configuration(&context, run, payload, cancel).await
             }
         })
         .buffered(plan.parallel);
@@ -184,50 +176,58 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     })
 }
 
-pub(super) fn empty_result(job: &Job, run: &TestRun, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
-    let configuration = &run.configuration;
-    let target = job.target_of(configuration);
-    ConfigurationResult {
-        name: run.name.clone(),
-        target: target.name.clone(),
-        target_kind: Some(target.kind),
-        instance_type: configuration.instance_type.clone(),
-        instance_count: configuration.instance_count,
-        price_per_hour_usd: configuration.price_per_hour_usd,
-        price_source: configuration.price_source.clone(),
-        environment: run.environment.clone(),
-        serverless: configuration.serverless,
-        status,
-        end: None,
-        failure,
-        elapsed_s: 0,
-        full_ramp_s: job.ramp_s(),
-        steps: Vec::new(),
-        seconds: Vec::new(),
-        series_file: None,
-        server_log: None,
-        plateau: None,
-        metrics: None,
-        scalability: None,
-        reference: None,
-        error_details: Vec::new(),
-        cloudwatch: None,
-        endpoint_metrics: None,
+/// What every test run of a job shares.
+pub(super) struct RunContext<'a> {
+    pub(super) job: &'a Job,
+    pub(super) schedule: &'a Schedule,
+    pub(super) aws: &'a AwsClients,
+    /// The output folder.
+    pub(super) out: &'a Path,
+    pub(super) progress: &'a Progress,
+}
+
+impl RunContext<'_> {
+    /// A test run's result before anything is measured: what it is, and how it ended.
+    pub(super) fn empty_result(&self, run: &TestRun, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+        let configuration = &run.configuration;
+        ConfigurationResult {
+            name: run.name.clone(),
+            target: run.target_name.clone(),
+            target_kind: Some(configuration.deployment.kind()),
+            instance_type: configuration.instance_type.clone(),
+            instance_count: configuration.instance_count,
+            price_per_hour_usd: configuration.price_per_hour_usd,
+            price_source: configuration.price_source.clone(),
+            environment: run.environment.clone(),
+            serverless: configuration.serverless,
+            status,
+            end: None,
+            failure,
+            elapsed_s: 0,
+            full_ramp_s: self.schedule.duration_s(),
+            steps: Vec::new(),
+            seconds: Vec::new(),
+            series_file: None,
+            server_log: None,
+            plateau: None,
+            metrics: None,
+            scalability: None,
+            reference: None,
+            error_details: Vec::new(),
+            cloudwatch: None,
+            endpoint_metrics: None,
+        }
+    }
+
+    /// A test run that could not run, with the error that stopped it (and the server's log, if it has one).
+    pub(super) fn failed(&self, run: &TestRun, error: &anyhow::Error) -> ConfigurationResult {
+        ConfigurationResult {
+            server_log: run.log_file(),
+            ..self.empty_result(run, RunStatus::Failed, Some(format!("{error:#}")))
+        }
     }
 }
 
-fn skipped(job: &Job, run: &TestRun) -> ConfigurationResult {
-    empty_result(job, run, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
-}
-
-pub(super) fn failed(job: &Job, run: &TestRun, error: &anyhow::Error) -> ConfigurationResult {
-    empty_result(job, run, RunStatus::Failed, Some(format!("{error:#}")))
-}
-
-pub(super) fn log_file(run: &TestRun) -> String {
-    format!("logs/{:02}-{}.log", run.index + 1, report::file_stem(&run.name))
-}
-
-pub(super) fn server_log(job: &Job, run: &TestRun) -> Option<String> {
-    (job.target_of(&run.configuration).kind == TargetKind::Command).then(|| log_file(run))
+fn skipped(context: &RunContext<'_>, run: &TestRun) -> ConfigurationResult {
+    context.empty_result(run, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
 }

@@ -15,7 +15,7 @@ use crate::measure::step::StepRecord;
 use crate::plan::{LoadUnit, StepWindow};
 
 /// Live progress lines on a terminal, one per test run in progress; plain log lines, one per step, elsewhere (CI).
-pub(super) struct Progress {
+pub(crate) struct Progress {
     bars: Option<MultiProgress>,
     pub(super) runs: usize,
 }

@@ -152,19 +152,3 @@ impl ServerProcess {
         self.signal_group(libc::SIGKILL);
     }
 }
-
-/// Processes still in a process group, from /proc (the check that a stopped server left nothing behind).
-pub fn group_members(group: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|entry| {
-            let pid: i32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // After the name: state(0) ppid(1) pgrp(2); zombies are already gone in all but name.
-            (fields.first() != Some(&"Z") && fields.get(2)?.parse::<i32>().ok()? == group).then_some(pid)
-        })
-        .collect()
-}

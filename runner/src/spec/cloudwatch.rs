@@ -4,7 +4,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
-use super::target::{AWS_ENDPOINT_HINT, Target, check_absolute_url, check_region};
+use super::target::{AWS_ENDPOINT_HINT, TargetDraft, TargetSpec, check_absolute_url, check_region};
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -37,8 +37,11 @@ pub struct CloudWatchSpec {
 /// Inference Recommender's namespace, so dashboards built for it show plateau's runs too.
 pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "/aws/sagemaker/InferenceRecommendationsJobs";
 
-pub(super) fn validate_cloudwatch(raw: &RawCloudWatch, targets: &[Target], sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
-    let sagemaker = targets.iter().find_map(|target| target.sagemaker.as_ref());
+pub(super) fn validate_cloudwatch(raw: &RawCloudWatch, targets: &[TargetDraft], sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
+    let sagemaker = targets.iter().find_map(|target| match &target.spec {
+        Some(TargetSpec::Sagemaker { endpoint, .. }) => Some(endpoint),
+        _ => None,
+    });
     let is_sagemaker = sagemaker.is_some();
     if let Some(url) = &raw.endpoint_url {
         check_absolute_url(url, "cloudwatch.endpoint_url", AWS_ENDPOINT_HINT, sink);

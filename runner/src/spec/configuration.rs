@@ -8,7 +8,9 @@ use toml::Spanned;
 
 use super::diagnostic::{self, DiagnosticSink};
 use super::prices;
-use super::target::{Target, TargetKind, check_url};
+use std::time::Duration;
+
+use super::target::{CommandSpec, HttpRequestSpec, SageMakerSpec, TargetDraft, TargetKind, TargetSpec, check_url};
 use super::{positive, span_of};
 
 /// A serverless endpoint's settings (IR's ServerlessConfig), recorded with the configuration's results.
@@ -85,7 +87,7 @@ pub enum ServiceTimeDistribution {
     Lognormal,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Configuration {
     pub name: String,
     /// Index into `Job::targets`.
@@ -97,16 +99,49 @@ pub struct Configuration {
     pub price_source: String,
     /// vCPUs of the instance type, where the price table knows it.
     pub vcpus: Option<u32>,
-    /// For `http` targets: this configuration's own endpoint, overriding the target's URL.
-    pub url: Option<String>,
-    pub reference: Option<ReferenceModel>,
-    /// Environment variables to try (command targets); the plan runs every combination.
-    pub environment: BTreeMap<String, Vec<String>>,
-    pub cpus: Option<CpuSet>,
-    pub memory_limit_mb: Option<f64>,
-    /// For `sagemaker` targets: the endpoint to invoke.
-    pub endpoint_name: Option<String>,
     pub serverless: Option<Serverless>,
+    /// What this configuration is on its target's kind, with that target's settings.
+    pub deployment: Deployment,
+}
+
+/// A configuration by its target's kind: everything needed to serve its requests and send them.
+#[derive(Debug, Clone)]
+pub enum Deployment {
+    /// A simulated model server plateau runs in process.
+    Reference { model: ReferenceModel, http: HttpRequestSpec },
+    /// A server already running at `url` (the configuration's own, or its target's).
+    Http { url: String, http: HttpRequestSpec },
+    /// A server plateau starts itself for each combination of `parameters` (environment variables to try).
+    Command {
+        server: CommandSpec,
+        http: HttpRequestSpec,
+        parameters: BTreeMap<String, Vec<String>>,
+        /// The CPUs the server is pinned to.
+        cpus: Option<CpuSet>,
+        /// The memory MemoryUtilization is a share of (default: the machine's).
+        memory_limit_mb: Option<f64>,
+    },
+    /// An existing SageMaker endpoint; `timeout` bounds each call.
+    Sagemaker { endpoint_name: String, endpoint: SageMakerSpec, timeout: Duration },
+}
+
+impl Deployment {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            Deployment::Reference { .. } => TargetKind::Reference,
+            Deployment::Http { .. } => TargetKind::Http,
+            Deployment::Command { .. } => TargetKind::Command,
+            Deployment::Sagemaker { .. } => TargetKind::Sagemaker,
+        }
+    }
+
+    /// Every combination of environment variables to run (command targets), or one empty one.
+    pub fn environments(&self) -> Vec<BTreeMap<String, String>> {
+        match self {
+            Deployment::Command { parameters, .. } => combinations(parameters),
+            _ => vec![BTreeMap::new()],
+        }
+    }
 }
 
 /// CPUs a server is pinned to, with their count (for CpuUtilization as a share of what it may use).
@@ -170,10 +205,10 @@ pub(super) fn check_endpoint_name(name: &Spanned<String>, key: &str, sink: &mut 
 
 pub(super) fn validate_configurations(
     raw: &Spanned<Vec<RawConfiguration>>,
-    targets: &[Target],
+    targets: &[TargetDraft],
     prices: &prices::PriceTable,
     sink: &mut DiagnosticSink<'_>,
-) -> Vec<Configuration> {
+) -> Vec<Option<Configuration>> {
     if raw.get_ref().is_empty() {
         sink.error(
             span_of(raw),
@@ -230,6 +265,10 @@ pub(super) fn validate_configurations(
             let target_index = target_of(config, targets, &key("target"), sink)?;
             let target = &targets[target_index];
             let kind = target.kind;
+            let target_url = match &target.spec {
+                Some(TargetSpec::Http { url, .. }) => url.as_ref(),
+                _ => None,
+            };
             let reference = validate_reference(config, kind, index, sink);
             let command_only = [
                 ("environment", config.environment.is_some(), config.environment.as_ref().and_then(span_of)),
@@ -282,7 +321,7 @@ pub(super) fn validate_configurations(
                 ),
                 (None, _) => {}
             }
-            if kind == TargetKind::Http && config.url.is_none() && target.http.url.is_none() {
+            if kind == TargetKind::Http && config.url.is_none() && target_url.is_none() {
                 sink.error(
                     span_of(&config.name),
                     key("url"),
@@ -297,28 +336,9 @@ pub(super) fn validate_configurations(
                     sink.error(span_of(url), key("url"), "only http targets take a per-configuration url", None);
                 }
             }
-            Some(Configuration {
-                name: name.clone(),
-                target: target_index,
-                instance_type: config.instance_type.clone(),
-                instance_count: *config.instance_count.get_ref(),
-                price_per_hour_usd,
-                price_source,
-                vcpus: listed.map(|listed| listed.vcpus),
-                url: config.url.as_ref().map(|url| url.get_ref().clone()),
-                reference,
-                environment: config
-                    .environment
-                    .as_ref()
-                    .map(|environment| environment.get_ref().clone())
-                    .unwrap_or_default(),
-                cpus: config.cpus.as_ref().and_then(|cpus| CpuSet::parse(cpus.get_ref())),
-                memory_limit_mb: config
-                    .memory_limit_mb
-                    .as_ref()
-                    .map(|limit| positive(limit, &key("memory_limit_mb"), sink)),
-                endpoint_name: config.endpoint_name.as_ref().map(|name| name.get_ref().clone()),
-                serverless: config.serverless.as_ref().map(|serverless| {
+            let memory_limit_mb =
+                config.memory_limit_mb.as_ref().map(|limit| positive(limit, &key("memory_limit_mb"), sink));
+            let serverless = config.serverless.as_ref().map(|serverless| {
                     let settings = *serverless.get_ref();
                     let memory_ok = (1024..=6144).contains(&settings.memory_mb) && settings.memory_mb % 1024 == 0;
                     if !memory_ok || !(1..=200).contains(&settings.max_concurrency) {
@@ -330,14 +350,45 @@ pub(super) fn validate_configurations(
                         );
                     }
                     settings
+            });
+            // Absent only where an error was reported above: such a job is never built.
+            let deployment = match target.spec.as_ref() {
+                Some(TargetSpec::Reference { http }) => {
+                    reference.map(|model| Deployment::Reference { model, http: http.clone() })
+                }
+                Some(TargetSpec::Http { http, url }) => {
+                    let own = config.url.as_ref().map(|url| url.get_ref().clone());
+                    own.or_else(|| url.clone()).map(|url| Deployment::Http { url, http: http.clone() })
+                }
+                Some(TargetSpec::Command { http, server }) => Some(Deployment::Command {
+                    server: server.clone(),
+                    http: http.clone(),
+                    parameters: config.environment.as_ref().map(|environment| environment.get_ref().clone()).unwrap_or_default(),
+                    cpus: config.cpus.as_ref().and_then(|cpus| CpuSet::parse(cpus.get_ref())),
+                    memory_limit_mb,
                 }),
-            })
+                Some(TargetSpec::Sagemaker { endpoint, timeout }) => config.endpoint_name.as_ref().map(|name| {
+                    Deployment::Sagemaker { endpoint_name: name.get_ref().clone(), endpoint: endpoint.clone(), timeout: *timeout }
+                }),
+                None => None,
+            };
+            Some(deployment.map(|deployment| Configuration {
+                name: name.clone(),
+                target: target_index,
+                instance_type: config.instance_type.clone(),
+                instance_count: *config.instance_count.get_ref(),
+                price_per_hour_usd,
+                price_source,
+                vcpus: listed.map(|listed| listed.vcpus),
+                serverless,
+                deployment,
+            }))
         })
         .collect()
 }
 
 /// The index of the target a configuration runs against: the job's only one, or the one it names.
-pub(super) fn target_of(config: &RawConfiguration, targets: &[Target], key: &str, sink: &mut DiagnosticSink<'_>) -> Option<usize> {
+pub(super) fn target_of(config: &RawConfiguration, targets: &[TargetDraft], key: &str, sink: &mut DiagnosticSink<'_>) -> Option<usize> {
     let names: Vec<&str> = targets.iter().filter_map(|target| target.name.as_deref()).collect();
     let listed = || names.iter().map(|name| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
     match &config.target {
@@ -444,4 +495,22 @@ pub fn combinations(parameters: &BTreeMap<String, Vec<String>>) -> Vec<BTreeMap<
             })
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combinations_cover_the_grid_in_order() {
+        let parameters = BTreeMap::from([
+            ("THREADS".to_string(), vec!["1".to_string(), "2".to_string()]),
+            ("BATCH".to_string(), vec!["8".to_string(), "16".to_string(), "32".to_string()]),
+        ]);
+        let grid = combinations(&parameters);
+        assert_eq!(grid.len(), 6);
+        assert_eq!(grid[0], BTreeMap::from([("BATCH".into(), "8".into()), ("THREADS".into(), "1".into())]));
+        assert_eq!(grid[5], BTreeMap::from([("BATCH".into(), "32".into()), ("THREADS".into(), "2".into())]));
+        assert_eq!(combinations(&BTreeMap::new()), vec![BTreeMap::new()]);
+    }
 }

@@ -4,7 +4,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
-use super::target::Target;
+use super::target::{TargetDraft, TargetSpec};
 use super::{at_least_one, span_of};
 
 /// How many tests a job may run (IR's ResourceLimit).
@@ -31,7 +31,7 @@ pub struct Limits {
 pub(super) fn validate_limits(
     raw: &RawLimits,
     configurations: usize,
-    targets: &[Target],
+    targets: &[TargetDraft],
     sink: &mut DiagnosticSink<'_>,
 ) -> Limits {
     let max_tests = raw.max_tests.as_ref().map(|max| {
@@ -47,9 +47,11 @@ pub(super) fn validate_limits(
     });
     let max_parallel = raw.max_parallel.as_ref().map(|max| at_least_one(max, "limits.max_parallel", sink));
     if let Some(max) = raw.max_parallel.as_ref().filter(|max| *max.get_ref() > 1)
-        && let Some(target) = targets.iter().find(|target| target.command.as_ref().is_some_and(|c| c.port.is_some()))
+        && let Some(target) = targets
+            .iter()
+            .find(|target| matches!(&target.spec, Some(TargetSpec::Command { server, .. }) if server.port.is_some()))
     {
-        let name = target.name.as_ref().map_or_else(|| "target".to_string(), |name| format!("targets.{name}"));
+        let name = target.key();
         sink.error(
             span_of(max),
             "limits.max_parallel",

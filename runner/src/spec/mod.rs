@@ -24,7 +24,9 @@ use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 pub use cloudwatch::{CloudWatchSpec, DEFAULT_CLOUDWATCH_NAMESPACE};
-pub use configuration::{Configuration, CpuSet, ReferenceModel, Serverless, ServiceTimeDistribution, combinations};
+pub use configuration::{
+    Configuration, CpuSet, Deployment, ReferenceModel, Serverless, ServiceTimeDistribution, combinations,
+};
 use diagnostic::DiagnosticSink;
 pub use diagnostic::{Diagnostic, SpecError};
 pub use goals::{FlatInvocations, LatencyThreshold, Objective, PlateauSettings, Requirements, Stopping};
@@ -34,7 +36,7 @@ pub use payload::{Payload, PluginGrant, PluginLimits, PluginSpec};
 pub use schema::json_schema;
 pub use target::{
     CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck,
-    ResponseCheck, SageMakerSpec, Target, TargetKind, TlsSpec,
+    ResponseCheck, SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
 };
 pub use traffic::{Arrivals, Phase, Traffic, TrafficOptions};
 pub use values::{DurationValue, Percentile};
@@ -141,17 +143,6 @@ pub struct JobSource {
     pub sha256: String,
 }
 
-impl Job {
-    pub fn target_of(&self, configuration: &Configuration) -> &Target {
-        &self.targets[configuration.target]
-    }
-
-    /// A configuration's whole run: warm-up and every step.
-    pub fn ramp_s(&self) -> u64 {
-        self.traffic.duration_s() + self.traffic_options.warmup_s
-    }
-}
-
 pub fn load(path: &Path) -> Result<Job, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|error| SpecError {
         diagnostics: vec![Diagnostic {
@@ -254,6 +245,14 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
 
     let cloudwatch = validate_cloudwatch(&raw.cloudwatch, &targets, sink);
     let limits = validate_limits(&raw.limits, configurations.len(), &targets, sink);
+    let (payload, traffic) = (payload?, traffic?);
+    let plateau = validate_plateau_settings(&raw.plateau, sink);
+    // A draft or a configuration is incomplete only where an error was reported: then there is no job.
+    let targets = targets
+        .into_iter()
+        .map(|draft| Some(Target { name: draft.name, spec: draft.spec? }))
+        .collect::<Option<Vec<_>>>()?;
+    let configurations = configurations.into_iter().collect::<Option<Vec<_>>>()?;
     let job = Job {
         source: JobSource {
             path: path.to_path_buf(),
@@ -264,14 +263,14 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         description: raw.job.description,
         seed: raw.job.seed.unwrap_or(0),
         targets,
-        payload: payload?,
-        traffic: traffic?,
+        payload,
+        traffic,
         traffic_options,
         stopping,
         requirements,
         configurations,
         report_templates,
-        plateau: validate_plateau_settings(&raw.plateau, sink),
+        plateau,
         cloudwatch,
         limits,
     };

@@ -131,16 +131,57 @@ pub enum HeaderValue {
     Env { env: String },
 }
 
+/// One `[target]` or `[targets.<name>]`, validated.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// The `<name>` of `[targets.<name>]`; none for a job's single `[target]`.
     pub name: Option<String>,
-    pub kind: TargetKind,
-    pub http: HttpRequestSpec,
-    /// For `command` targets: how to start, check and stop the server.
-    pub command: Option<CommandSpec>,
-    /// For `sagemaker` targets: where the endpoints are and how they are invoked.
-    pub sagemaker: Option<SageMakerSpec>,
+    pub spec: TargetSpec,
+}
+
+/// A target by kind, each variant holding exactly what its kind needs.
+#[derive(Debug, Clone)]
+pub enum TargetSpec {
+    /// The built-in reference endpoint, served in process on a loopback port for each test run.
+    Reference { http: HttpRequestSpec },
+    /// A server that is already running: at `url`, or at each configuration's own URL.
+    Http { http: HttpRequestSpec, url: Option<String> },
+    /// A server plateau starts for each test run, at `http://127.0.0.1:<port><path>`.
+    Command { http: HttpRequestSpec, server: CommandSpec },
+    /// SageMaker real-time endpoints that already exist, one per configuration; `timeout` bounds each call.
+    Sagemaker { endpoint: SageMakerSpec, timeout: Duration },
+}
+
+impl TargetSpec {
+    pub fn kind(&self) -> TargetKind {
+        match self {
+            TargetSpec::Reference { .. } => TargetKind::Reference,
+            TargetSpec::Http { .. } => TargetKind::Http,
+            TargetSpec::Command { .. } => TargetKind::Command,
+            TargetSpec::Sagemaker { .. } => TargetKind::Sagemaker,
+        }
+    }
+}
+
+impl Target {
+    pub fn kind(&self) -> TargetKind {
+        self.spec.kind()
+    }
+}
+
+/// A target while the job is validated: its name and kind are known even when the rest has errors, so that the
+/// configurations naming it are still checked against it. Its spec is absent only when an error was reported.
+pub(super) struct TargetDraft {
+    pub(super) name: Option<String>,
+    pub(super) kind: TargetKind,
+    pub(super) spec: Option<TargetSpec>,
+}
+
+impl TargetDraft {
+    /// Its table in the job file: `target`, or `targets.<name>`.
+    pub(super) fn key(&self) -> String {
+        self.name.as_ref().map_or_else(|| "target".to_string(), |name| format!("targets.{name}"))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -191,10 +232,9 @@ pub enum ReadinessCheck {
     Tcp,
 }
 
-/// How each request is sent over HTTP; for the reference target the URL is filled in per run.
+/// How each request is sent over HTTP, to whichever URL the test run has.
 #[derive(Debug, Clone)]
 pub struct HttpRequestSpec {
-    pub url: Option<String>,
     pub method: String,
     pub headers: Vec<(String, HeaderValue)>,
     pub timeout: Duration,
@@ -231,7 +271,7 @@ pub(super) fn validate_targets(
     named: Option<&Spanned<BTreeMap<String, RawTarget>>>,
     job_path: &Path,
     sink: &mut DiagnosticSink<'_>,
-) -> Vec<Target> {
+) -> Vec<TargetDraft> {
     match (single, named) {
         (Some(_), Some(named)) => {
             sink.error(
@@ -262,7 +302,7 @@ pub(super) fn validate_targets(
     single.into_iter().chain(named.map(|(name, raw)| validate_target(raw, Some(name), job_path, sink))).collect()
 }
 
-pub(super) fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> Target {
+fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &mut DiagnosticSink<'_>) -> TargetDraft {
     let prefix = name.map_or_else(|| "target".to_string(), |name| format!("targets.{name}"));
     let key = |field: &str| format!("{prefix}.{field}");
     let kind = *raw.kind.get_ref();
@@ -310,15 +350,9 @@ pub(super) fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Pa
     let command = validate_command(raw, &prefix, sink)
         .map(|command| CommandSpec { working_dir: relative_to(job_path, &command.working_dir), ..command });
     let sagemaker = validate_sagemaker(raw, &prefix, sink);
-    Target {
-        name: name.map(str::to_string),
-        kind,
-        command,
-        sagemaker,
-        http: HttpRequestSpec {
+    let http = HttpRequestSpec {
             http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
             tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
-            url: raw.url.as_ref().map(|url| url.get_ref().clone()),
             method,
             headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
             timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
@@ -339,8 +373,14 @@ pub(super) fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Pa
                     body_contains: check.body_contains.clone(),
                 }
             }),
-        },
-    }
+        };
+    let spec = match kind {
+        TargetKind::Reference => Some(TargetSpec::Reference { http }),
+        TargetKind::Http => Some(TargetSpec::Http { http, url: raw.url.as_ref().map(|url| url.get_ref().clone()) }),
+        TargetKind::Command => command.map(|server| TargetSpec::Command { http, server }),
+        TargetKind::Sagemaker => sagemaker.map(|endpoint| TargetSpec::Sagemaker { endpoint, timeout: http.timeout }),
+    };
+    TargetDraft { name: name.map(str::to_string), kind, spec }
 }
 
 pub(super) fn validate_command(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<CommandSpec> {

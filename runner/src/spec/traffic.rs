@@ -165,18 +165,6 @@ pub struct Phase {
     pub duration_s: u64,
 }
 
-impl Traffic {
-    /// The ramp's full length, in seconds, when every step runs.
-    pub fn duration_s(&self) -> u64 {
-        match self {
-            Traffic::Stairs { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
-            Traffic::Phases(phases) => phases.iter().map(|phase| phase.duration_s).sum(),
-            Traffic::RateSteps { step_duration_s, steps, .. } => step_duration_s * u64::from(*steps),
-            Traffic::RateRamp { duration_s, .. } => *duration_s,
-        }
-    }
-}
-
 /// A rate in requests per second: finite and not negative (positive where `positive_only`).
 pub(super) fn rate(value: &Spanned<f64>, key: &str, positive_only: bool, sink: &mut DiagnosticSink<'_>) -> f64 {
     let number = *value.get_ref();
