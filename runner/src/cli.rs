@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
-use crate::run;
 use crate::exit::Exit;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan;
 use crate::report;
 use crate::report::compare::FailRule;
 use crate::results::Results;
-use crate::spec::{self, ReferenceModel, ServiceTimeDistribution};
+use crate::run;
 use crate::server::reference::ReferenceServer;
+use crate::spec::{self, ReferenceModel, ServiceTimeDistribution};
 
 #[derive(Parser)]
 #[command(

@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 
+use crate::units;
+
 /// The job file's text, and a warning for each field that did not carry over.
 pub struct Imported {
     pub toml: String,
@@ -129,7 +131,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, String> {
                             out,
                             "\n[[traffic.phases]]   # IR SpawnRate {spawn_per_minute}/min\ninitial_users = {initial}\n\
                              spawn_rate_per_s = {}\nduration = \"{duration}s\"",
-                            spawn_per_minute / 60.0
+                            units::per_second(spawn_per_minute)
                         );
                     }
                 }

@@ -5,6 +5,7 @@ use crate::analyze::Metrics;
 use crate::measure::{self, LatencySummary};
 use crate::results::{ConfigurationResult, Recommendation, RunStatus, Verdict};
 use crate::spec::{Objective, Requirements};
+use crate::units;
 
 /// Differences smaller than this (or than the figures' own spread) are shown as ties.
 const NEAR_TIE_PERCENT: f64 = 3.0;
@@ -54,9 +55,7 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
         return None;
     }
     let lowest = result.steps.iter().filter(|step| step.complete).min_by(|a, b| a.load.total_cmp(&b.load))?;
-    let observed = crate::measure::decode_histogram(&lowest.histogram)
-        .map(|histogram| measure::percentile_ms(&histogram, slo.percentile.value()))
-        .unwrap_or(f64::NAN);
+    let observed = measure::percentile_ms(&lowest.histogram, slo.percentile.value());
     Some(format!(
         "fails {} ≤ {} ms: {:.1} ms even at the lowest load (step {}), {:.1} ms over",
         slo.percentile,
@@ -167,8 +166,8 @@ pub fn initial_instance_count(result: &ConfigurationResult, metrics: &Metrics, r
     let Some(peak_rps) = requirements.expected_peak_rps else {
         return result.instance_count;
     };
-    let per_instance_rps =
-        metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations) / 60.0 / f64::from(result.instance_count);
+    let per_instance_rps = units::per_second(metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations))
+        / f64::from(result.instance_count);
     let needed_rps = peak_rps * (1.0 + requirements.headroom_percent / 100.0);
     // A tiny tolerance keeps an exact fit (e.g. 300 / 100) from rounding up to one more instance.
     ((needed_rps / per_instance_rps) - 1e-9).ceil().max(1.0) as u32

@@ -10,8 +10,8 @@ use crate::analyze::{Metrics, Plateau, StepResult};
 use crate::drive::EndReason;
 use crate::measure::series::SecondSummary;
 use crate::plan::LoadUnit;
-use crate::spec::{Objective, PlateauSettings, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
 use crate::server::reference::Realized;
+use crate::spec::{Objective, PlateauSettings, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
 
 pub const RESULTS_VERSION: u32 = 1;
 

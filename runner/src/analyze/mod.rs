@@ -8,9 +8,10 @@ pub mod scalability;
 use serde::{Deserialize, Serialize};
 
 use crate::measure::step::StepRecord;
-use crate::measure::{self, ErrorCounts, LatencySummary};
+use crate::measure::{self, ErrorCounts, LatencyHistogram, LatencySummary};
 use crate::plan::LoadUnit;
 use crate::spec::{PlateauSettings, Requirements, Stopping};
+use crate::units;
 pub use plateau::{OnlineDetector, Plateau, PlateauRule, StepPoint, sliding_window};
 use plateau::{complete_points, detect};
 use scalability::ScalabilityFit;
@@ -53,8 +54,9 @@ pub struct StepResult {
     /// step counts as load generator saturated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_cpu_percent: Option<f64>,
-    /// The steady part's latency histogram in microseconds (HDR V2 deflate, base64).
-    pub histogram: String,
+    /// The steady part's latency histogram in microseconds (written as HDR V2 deflate, base64).
+    #[serde(with = "measure::histogram_base64")]
+    pub histogram: LatencyHistogram,
     /// Streaming endpoints: time to the first chunk (first token), and each response's mean time between chunks
     /// (time per output token).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -104,7 +106,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         steady_seconds: step.steady_seconds(),
         complete: step.complete,
         throughput_rps,
-        invocations_per_min: throughput_rps * 60.0,
+        invocations_per_min: units::per_minute(throughput_rps),
         latency: LatencySummary::of(&step.steady.latency_us),
         errors: step.steady.errors,
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
@@ -114,7 +116,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         cpu_percent: step.resources.cpu_percent,
         memory_percent: step.resources.memory_percent,
         generator_cpu_percent: step.resources.generator_cpu_percent,
-        histogram: measure::encode_histogram(&step.steady.latency_us),
+        histogram: step.steady.latency_us.clone(),
         first_chunk: (!step.steady.first_chunk_us.is_empty()).then(|| LatencySummary::of(&step.steady.first_chunk_us)),
         between_chunks: (!step.steady.between_chunks_us.is_empty())
             .then(|| LatencySummary::of(&step.steady.between_chunks_us)),
@@ -132,30 +134,35 @@ pub struct ConfigurationFacts {
 /// What the analysis finds in one configuration's steps.
 #[derive(Debug, Clone, Default)]
 pub struct Analysis {
+    /// Every step that ran, complete or not.
+    pub steps: Vec<StepResult>,
     pub plateau: Option<Plateau>,
     pub metrics: Option<Metrics>,
     pub scalability: Option<ScalabilityFit>,
 }
 
-/// The plateau, the metrics at it and the scalability model, from a configuration's measured steps.
+/// Every step's figures, the plateau, the metrics at it and the scalability model, from a configuration's
+/// measured steps (and, for `phases`, the sliding window where throughput levelled off).
 pub fn analyze_steps(
-    steps: &[StepRecord],
+    records: &[StepRecord],
     facts: &ConfigurationFacts,
     stopping: &Stopping,
     requirements: &Requirements,
     settings: &PlateauSettings,
     sliding: Option<&StepRecord>,
 ) -> Analysis {
-    let complete: Vec<&StepRecord> = steps.iter().filter(|step| step.complete).collect();
-    let points = complete_points(steps, &stopping.latency_thresholds);
+    let steps: Vec<StepResult> = records.iter().map(step_result).collect();
+    let complete: Vec<(&StepRecord, &StepResult)> =
+        records.iter().zip(&steps).filter(|(_, step)| step.complete).collect();
+    let points = complete_points(&steps, &stopping.latency_thresholds);
     let Some(mut plateau) = detect(&points, &stopping.latency_thresholds, settings) else {
-        return Analysis::default();
+        return Analysis { steps, ..Analysis::default() };
     };
     // For phases, a sliding window where throughput levelled off replaces the step, unless a threshold, errors or
     // the load generator ended the search first.
     let sliding = sliding.filter(|_| matches!(plateau.rule, PlateauRule::ThroughputFlat | PlateauRule::NotReached));
     if let Some(window) = sliding {
-        let containing = complete.iter().rposition(|step| step.window.start_s <= window.window.start_s).unwrap_or(0);
+        let containing = complete.iter().rposition(|(_, step)| step.start_s <= window.window.start_s).unwrap_or(0);
         plateau = Plateau {
             step: containing,
             rule: PlateauRule::ThroughputFlat,
@@ -167,36 +174,41 @@ pub fn analyze_steps(
     let scalability = (facts.load_unit == LoadUnit::Users)
         .then(|| scalability::fit(&points.iter().map(|point| (point.load, point.throughput_rps)).collect::<Vec<_>>()))
         .flatten();
-    let step = sliding.unwrap_or(complete[plateau.step]);
-    let max_invocations = step.throughput_rps() * 60.0;
+    let window = sliding.map(|record| (record, step_result(record)));
+    let (record, step) = match &window {
+        Some((record, step)) => (*record, step),
+        None => complete[plateau.step],
+    };
+    let max_invocations = step.invocations_per_min;
     let max_invocations_at_slo = requirements.slo.map(|slo| {
         complete
             .iter()
-            .filter(|step| {
-                step.steady.completed > 0
-                    && measure::percentile_ms(&step.steady.latency_us, slo.percentile.value()) <= slo.latency_ms
+            .filter(|(_, step)| {
+                !step.histogram.is_empty()
+                    && measure::percentile_ms(&step.histogram, slo.percentile.value()) <= slo.latency_ms
             })
-            .map(|step| step.throughput_rps() * 60.0)
+            .map(|(_, step)| step.invocations_per_min)
             .fold(0.0, f64::max)
     });
     let operating_per_min = max_invocations_at_slo.unwrap_or(max_invocations);
     let cost_per_hour_usd = facts.price_per_hour_usd * f64::from(facts.instance_count);
-    let cost_per_inference_usd = (operating_per_min > 0.0).then(|| cost_per_hour_usd / (operating_per_min * 60.0));
+    let cost_per_inference_usd =
+        (operating_per_min > 0.0).then(|| cost_per_hour_usd / units::per_hour(operating_per_min));
     let metrics = Metrics {
         max_invocations,
         max_invocations_at_slo,
-        model_latency: LatencySummary::of(&step.steady.latency_us),
+        model_latency: step.latency,
         cost_per_hour_usd,
         cost_per_inference_usd,
-        cpu_utilization_percent: step.resources.cpu_percent,
-        memory_utilization_percent: step.resources.memory_percent,
+        cpu_utilization_percent: step.cpu_percent,
+        memory_utilization_percent: step.memory_percent,
         utilization_source: facts.utilization_source.clone(),
-        errors: step.steady.errors,
-        error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
-        throughput_spread_percent: spread_percent(&step.completed_per_second),
-        load_at_plateau: step.window.load,
+        errors: step.errors,
+        error_rate_percent: step.error_rate_percent,
+        throughput_spread_percent: spread_percent(&record.completed_per_second),
+        load_at_plateau: step.load,
     };
-    Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability }
+    Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability, steps }
 }
 
 /// Coefficient of variation, in percent.

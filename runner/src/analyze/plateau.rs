@@ -9,14 +9,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::drive::StepVerdict;
+use crate::measure;
 use crate::measure::series::SecondSummary;
 use crate::measure::step::StepRecord;
-use crate::measure;
 use crate::plan::StepWindow;
 use crate::spec::{FlatInvocations, LatencyThreshold, Percentile, PlateauSettings, Stopping};
 
-use super::error_rate_percent;
+use super::{StepResult, step_result};
 
 /// One step as the detector sees it.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +28,12 @@ pub struct StepPoint {
     pub threshold_latency_ms: Vec<f64>,
     /// The load generator fell behind its schedule in this step.
     pub generator_saturated: bool,
+}
+
+impl StepPoint {
+    fn level(&self) -> Level {
+        Level { load: self.load, throughput_rps: self.throughput_rps }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,8 +64,27 @@ pub struct Plateau {
     pub window_s: Option<[u64; 2]>,
 }
 
-/// Length of the sliding windows `phases` are judged by (DESIGN: "the first sliding 10 s window").
+/// Length of the sliding windows `phases` are judged by (docs/metrics.md: the first sliding 10 s window).
 pub const SLIDING_WINDOW_S: u64 = 10;
+
+/// A load level and the throughput measured at it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Level {
+    load: f64,
+    throughput_rps: f64,
+}
+
+/// The flat rule: going from `base` to `next`, throughput gained less than `min_gain_percent`, or less than
+/// `min_load_efficiency` times the load it added.
+fn is_flat(base: Level, next: Level, settings: &PlateauSettings) -> bool {
+    let gain_percent = if base.throughput_rps > 0.0 {
+        (next.throughput_rps / base.throughput_rps - 1.0) * 100.0
+    } else {
+        f64::INFINITY
+    };
+    let load_gain_percent = (next.load / base.load.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
+    gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent)
+}
 
 /// For `phases`, whose load changes every second: the first sliding window of `SLIDING_WINDOW_S` seconds whose
 /// throughput gained too little over the window just before it (the flat rule of `detect`), confirmed by the
@@ -68,26 +92,21 @@ pub const SLIDING_WINDOW_S: u64 = 10;
 pub fn sliding_window(seconds: &[SecondSummary], from_s: u64, settings: &PlateauSettings) -> Option<StepWindow> {
     let width = SLIDING_WINDOW_S as usize;
     let usable: Vec<&SecondSummary> = seconds.iter().filter(|second| second.second >= from_s).collect();
-    let stats = |start: usize| -> Option<(f64, f64)> {
+    let level = |start: usize| -> Option<Level> {
         let window = usable.get(start..start + width)?;
         let load = window.iter().map(|second| second.load).sum::<f64>() / width as f64;
-        let throughput = window.iter().map(|second| second.completed as f64).sum::<f64>() / width as f64;
-        Some((load, throughput))
-    };
-    let flat = |before: (f64, f64), after: (f64, f64)| {
-        let gain_percent = if before.1 > 0.0 { (after.1 / before.1 - 1.0) * 100.0 } else { f64::INFINITY };
-        let load_gain_percent = (after.0 / before.0.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
-        gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent)
+        let throughput_rps = window.iter().map(|second| second.completed as f64).sum::<f64>() / width as f64;
+        Some(Level { load, throughput_rps })
     };
     (width..usable.len()).find_map(|start| {
-        let (before, current) = (stats(start - width)?, stats(start)?);
-        let confirmed = stats(start + width).is_none_or(|after| flat(current, after));
-        (flat(before, current) && confirmed).then(|| StepWindow {
+        let (before, current) = (level(start - width)?, level(start)?);
+        let confirmed = level(start + width).is_none_or(|after| is_flat(current, after, settings));
+        (is_flat(before, current, settings) && confirmed).then(|| StepWindow {
             index: 0,
             start_s: usable[start].second,
             end_s: usable[start].second + SLIDING_WINDOW_S,
             steady_start_s: usable[start].second,
-            load: current.0,
+            load: current.load,
         })
     })
 }
@@ -130,13 +149,7 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
             continue;
         }
         let base = &points[best];
-        let gain_percent = if base.throughput_rps > 0.0 {
-            (point.throughput_rps / base.throughput_rps - 1.0) * 100.0
-        } else {
-            f64::INFINITY
-        };
-        let load_gain_percent = (point.load / base.load.max(f64::MIN_POSITIVE) - 1.0) * 100.0;
-        let flat = gain_percent < settings.min_gain_percent.max(settings.min_load_efficiency * load_gain_percent);
+        let flat = is_flat(base.level(), point.level(), settings);
         match (flat, candidate) {
             (true, None) => candidate = Some(index),
             (true, Some(first)) if index - first >= settings.confirm_steps => {
@@ -166,20 +179,20 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
     })
 }
 
-fn step_point(step: &StepRecord, thresholds: &[LatencyThreshold]) -> StepPoint {
+fn step_point(step: &StepResult, thresholds: &[LatencyThreshold]) -> StepPoint {
     StepPoint {
-        load: step.window.load,
-        throughput_rps: step.throughput_rps(),
-        error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
-        generator_saturated: step.generator_saturated(),
+        load: step.load,
+        throughput_rps: step.throughput_rps,
+        error_rate_percent: step.error_rate_percent,
+        generator_saturated: step.generator_saturated,
         threshold_latency_ms: thresholds
             .iter()
-            .map(|threshold| measure::percentile_ms(&step.steady.latency_us, threshold.percentile.value()))
+            .map(|threshold| measure::percentile_ms(&step.histogram, threshold.percentile.value()))
             .collect(),
     }
 }
 
-pub(super) fn complete_points(steps: &[StepRecord], thresholds: &[LatencyThreshold]) -> Vec<StepPoint> {
+pub(super) fn complete_points(steps: &[StepResult], thresholds: &[LatencyThreshold]) -> Vec<StepPoint> {
     steps.iter().filter(|step| step.complete).map(|step| step_point(step, thresholds)).collect()
 }
 
@@ -190,27 +203,27 @@ pub struct OnlineDetector<'a> {
 }
 
 impl OnlineDetector<'_> {
-    pub fn verdict(&self, steps: &[StepRecord]) -> StepVerdict {
-        let points = complete_points(steps, &self.stopping.latency_thresholds);
-        match detect(&points, &self.stopping.latency_thresholds, &self.settings) {
-            Some(Plateau { rule: PlateauRule::LatencyThreshold { percentile, threshold_ms, observed_ms }, .. }) => {
-                StepVerdict::Stop(format!(
-                    "{percentile} latency {observed_ms:.1} ms crossed the {threshold_ms} ms threshold"
-                ))
+    /// Why the ramp should end after the steps so far, if it should.
+    pub fn stop_reason(&self, steps: &[StepRecord]) -> Option<String> {
+        let steps: Vec<StepResult> = steps.iter().map(step_result).collect();
+        let points = complete_points(&steps, &self.stopping.latency_thresholds);
+        match detect(&points, &self.stopping.latency_thresholds, &self.settings)? {
+            Plateau { rule: PlateauRule::LatencyThreshold { percentile, threshold_ms, observed_ms }, .. } => {
+                Some(format!("{percentile} latency {observed_ms:.1} ms crossed the {threshold_ms} ms threshold"))
             }
-            Some(Plateau { rule: PlateauRule::ErrorRate { error_rate_percent, .. }, .. }) => {
-                StepVerdict::Stop(format!("error rate {error_rate_percent:.1}% passed the limit"))
+            Plateau { rule: PlateauRule::ErrorRate { error_rate_percent, .. }, .. } => {
+                Some(format!("error rate {error_rate_percent:.1}% passed the limit"))
             }
-            Some(Plateau { rule: PlateauRule::GeneratorSaturated { .. }, .. }) => StepVerdict::Stop(
+            Plateau { rule: PlateauRule::GeneratorSaturated { .. }, .. } => Some(
                 "the load generator fell behind its schedule; more load would measure plateau, not the endpoint"
                     .to_string(),
             ),
-            Some(Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. })
+            Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. }
                 if self.stopping.flat_invocations == FlatInvocations::Stop =>
             {
-                StepVerdict::Stop(format!("plateau confirmed at step {}", step + 1))
+                Some(format!("plateau confirmed at step {}", step + 1))
             }
-            _ => StepVerdict::Continue,
+            _ => None,
         }
     }
 }

@@ -112,7 +112,9 @@ where
     }
 }
 
-pub(crate) fn typed_invoke(error: &aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError) -> Option<Typed> {
+pub(crate) fn typed_invoke(
+    error: &aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError,
+) -> Option<Typed> {
     use aws_sdk_sagemakerruntime::operation::invoke_endpoint::InvokeEndpointError as E;
     Some(match error {
         E::ModelError(model) => (ErrorClass::ModelError, "ModelError", model.original_status_code()),

@@ -36,6 +36,22 @@ pub fn decode_histogram(text: &str) -> anyhow::Result<LatencyHistogram> {
     Ok(histogram)
 }
 
+/// Serde for a histogram kept as HDR V2 (deflate) in base64, as results files hold them.
+pub mod histogram_base64 {
+    use serde::{Deserialize as _, Deserializer, Serializer};
+
+    use super::LatencyHistogram;
+
+    pub fn serialize<S: Serializer>(histogram: &LatencyHistogram, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::encode_histogram(histogram))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<LatencyHistogram, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::decode_histogram(&text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Why a request failed; one set of classes for every target kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -201,16 +201,15 @@ mod tests {
 
     #[test]
     fn the_tree_holds_descendants_only() {
-        let process =
-            |pid, parent| ProcessStat {
-                pid,
-                parent,
-                state: 'S',
-                group: pid,
-                cpu_ticks: 0,
-                reaped_children_cpu_ticks: 0,
-                resident_pages: 0,
-            };
+        let process = |pid, parent| ProcessStat {
+            pid,
+            parent,
+            state: 'S',
+            group: pid,
+            cpu_ticks: 0,
+            reaped_children_cpu_ticks: 0,
+            resident_pages: 0,
+        };
         let processes = [process(1, 0), process(10, 1), process(11, 10), process(12, 11), process(20, 1)];
         let mut pids: Vec<i32> = tree(&processes, 10).iter().map(|process| process.pid).collect();
         pids.sort();

@@ -12,8 +12,8 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
-pub use plugin::LoadedPlugin;
 use crate::spec::Payload;
+pub use plugin::LoadedPlugin;
 use plugin::PluginInstance;
 
 /// The next request's body, and what a plugin changed of the job file's request.

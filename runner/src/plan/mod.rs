@@ -102,7 +102,9 @@ impl Plan {
 pub fn plan(job: &Job) -> Plan {
     let mut grid: Vec<(&Configuration, BTreeMap<String, String>)> = Vec::new();
     for configuration in &job.configurations {
-        grid.extend(configuration.deployment.environments().into_iter().map(|environment| (configuration, environment)));
+        grid.extend(
+            configuration.deployment.environments().into_iter().map(|environment| (configuration, environment)),
+        );
     }
     let chosen: Vec<usize> = match job.limits.max_tests.map(|max| max as usize).filter(|max| *max < grid.len()) {
         Some(max) => sample(&grid, max, job.seed),

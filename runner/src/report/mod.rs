@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::analyze::StepResult;
 use crate::measure::series::SecondSummary;
 use crate::results::{ConfigurationResult, Results, Verdict};
+use crate::units;
 use chart::{Chart, ChartSpec, SeriesData};
 
 /// The built-in templates, compiled in so the binary works from any folder.
@@ -135,7 +136,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         let (low, high) = (steps[0].load, steps[steps.len() - 1].load);
         let curve = (0..=40)
             .map(|i| low + (high - low) * f64::from(i) / 40.0)
-            .map(|users| (users, fit.throughput_rps(users) * 60.0));
+            .map(|users| (users, units::per_minute(fit.throughput_rps(users))));
         let name = format!("USL fit (R² {:.3})", fit.r_squared);
         throughput_series.push(SeriesData { dots: false, ..SeriesData::line(name, curve.collect()) });
     }

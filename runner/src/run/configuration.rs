@@ -123,14 +123,8 @@ pub(super) async fn run_configuration(
         }
         _ => None,
     };
-    let mut analysis = analyze::analyze_steps(
-        &record.steps,
-        &facts,
-        &job.stopping,
-        &job.requirements,
-        &job.plateau,
-        sliding.as_ref(),
-    );
+    let mut analysis =
+        analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &job.plateau, sliding.as_ref());
     // A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
     if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint_metrics.as_ref())
         && (endpoint.cpu_utilization.is_some() || endpoint.memory_utilization.is_some())
@@ -162,7 +156,7 @@ pub(super) async fn run_configuration(
         end: Some(record.end),
         failure,
         elapsed_s: record.elapsed_s,
-        steps: record.steps.iter().map(analyze::step_result).collect(),
+        steps: analysis.steps,
         seconds: record.seconds,
         series_file: Some(series_file),
         server_log: run.log_file(),
@@ -211,7 +205,8 @@ async fn drive_target(
             Ok((record.map_err(Failure::Series)?, target.error_details()))
         }
         Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
-            let target = HttpTarget::new(&started.address, http, &job.payload, payload).map_err(Failure::BeforeTheRamp)?;
+            let target =
+                HttpTarget::new(&started.address, http, &job.payload, payload).map_err(Failure::BeforeTheRamp)?;
             target.preflight().await.map_err(Failure::BeforeTheRamp)?;
             let record = drive_until_exit(Arc::new(target), options, resources, observer, server).await;
             Ok((record.map_err(Failure::Series)?, Vec::new()))

@@ -15,8 +15,8 @@ use futures_util::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsClients;
-use crate::measure::process_tree;
 use crate::exit::Exit;
+use crate::measure::process_tree;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan::{self, Schedule, TestRun};
 use crate::recommend;
@@ -144,7 +144,8 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
                 if cancel.is_cancelled() {
                     return skipped(&context, run);
                 }
-                let payload = PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
+                let payload =
+                    PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
                 run_configuration(&context, run, payload, cancel).await
             }
         })
@@ -188,7 +189,12 @@ pub(super) struct RunContext<'a> {
 
 impl RunContext<'_> {
     /// A test run's result before anything is measured: what it is, and how it ended.
-    pub(super) fn empty_result(&self, run: &TestRun, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+    pub(super) fn empty_result(
+        &self,
+        run: &TestRun,
+        status: RunStatus,
+        failure: Option<String>,
+    ) -> ConfigurationResult {
         let configuration = &run.configuration;
         ConfigurationResult {
             name: run.name.clone(),

@@ -13,6 +13,7 @@ use crate::measure::Tally;
 use crate::measure::series::SecondSummary;
 use crate::measure::step::StepRecord;
 use crate::plan::{LoadUnit, StepWindow};
+use crate::units;
 
 /// Live progress lines on a terminal, one per test run in progress; plain log lines, one per step, elsewhere (CI).
 pub(crate) struct Progress {
@@ -119,7 +120,7 @@ impl Observer for RunObserver<'_> {
                 self.steps_total,
                 step.window.load,
                 self.load_unit.label(),
-                step.throughput_rps() * 60.0,
+                units::per_minute(step.throughput_rps()),
                 latency.p50_ms,
                 latency.p99_ms,
                 step.steady.errors.total(),
@@ -133,7 +134,7 @@ impl Observer for RunObserver<'_> {
                 }
             ));
         }
-        let verdict = self.detector.verdict(steps);
+        let verdict = self.detector.stop_reason(steps).map_or(StepVerdict::Continue, StepVerdict::Stop);
         if let StepVerdict::Stop(reason) = &verdict {
             self.progress.line(format!("{} stopped early: {reason}", self.run_label));
         }

@@ -20,7 +20,10 @@ use reference::ReferenceServer;
 /// What serves a test run's requests.
 pub enum Server {
     Reference(ReferenceServer),
-    Command { process: ServerProcess, stop_grace: Duration },
+    Command {
+        process: ServerProcess,
+        stop_grace: Duration,
+    },
     /// An `http` target or a SageMaker endpoint that is already running somewhere.
     External,
 }
@@ -39,9 +42,10 @@ impl Server {
     pub async fn start(run: &TestRun, log: &Path, on_wait: impl Fn(Duration)) -> anyhow::Result<Started> {
         match &run.configuration.deployment {
             Deployment::Reference { model, .. } => {
-                let server = ReferenceServer::start(*model, run.seeds.service_times, SocketAddr::from(([127, 0, 0, 1], 0)))
-                    .await
-                    .context("cannot start the reference endpoint")?;
+                let server =
+                    ReferenceServer::start(*model, run.seeds.service_times, SocketAddr::from(([127, 0, 0, 1], 0)))
+                        .await
+                        .context("cannot start the reference endpoint")?;
                 let resources: Box<dyn ResourceSource> = Box::new(server.busy_workers());
                 Ok(Started { address: server.url(), resources: Some(resources), server: Server::Reference(server) })
             }
@@ -58,7 +62,9 @@ impl Server {
                     server: Server::Command { process, stop_grace: server.stop_grace },
                 })
             }
-            Deployment::Http { url, .. } => Ok(Started { server: Server::External, address: url.clone(), resources: None }),
+            Deployment::Http { url, .. } => {
+                Ok(Started { server: Server::External, address: url.clone(), resources: None })
+            }
             Deployment::Sagemaker { endpoint_name, .. } => Ok(Started {
                 server: Server::External,
                 address: format!("SageMaker endpoint {endpoint_name}"),

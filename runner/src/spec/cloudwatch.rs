@@ -37,7 +37,11 @@ pub struct CloudWatchSpec {
 /// Inference Recommender's namespace, so dashboards built for it show plateau's runs too.
 pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "/aws/sagemaker/InferenceRecommendationsJobs";
 
-pub(super) fn validate_cloudwatch(raw: &RawCloudWatch, targets: &[TargetDraft], sink: &mut DiagnosticSink<'_>) -> CloudWatchSpec {
+pub(super) fn validate_cloudwatch(
+    raw: &RawCloudWatch,
+    targets: &[TargetDraft],
+    sink: &mut DiagnosticSink<'_>,
+) -> CloudWatchSpec {
     let sagemaker = targets.iter().find_map(|target| match &target.spec {
         Some(TargetSpec::Sagemaker { endpoint, .. }) => Some(endpoint),
         _ => None,

@@ -339,17 +339,17 @@ pub(super) fn validate_configurations(
             let memory_limit_mb =
                 config.memory_limit_mb.as_ref().map(|limit| positive(limit, &key("memory_limit_mb"), sink));
             let serverless = config.serverless.as_ref().map(|serverless| {
-                    let settings = *serverless.get_ref();
-                    let memory_ok = (1024..=6144).contains(&settings.memory_mb) && settings.memory_mb % 1024 == 0;
-                    if !memory_ok || !(1..=200).contains(&settings.max_concurrency) {
-                        sink.error(
-                            span_of(serverless),
-                            key("serverless"),
-                            "memory_mb must be 1024 to 6144 in steps of 1024, max_concurrency 1 to 200",
-                            Some("as SageMaker serverless endpoints allow".into()),
-                        );
-                    }
-                    settings
+                let settings = *serverless.get_ref();
+                let memory_ok = (1024..=6144).contains(&settings.memory_mb) && settings.memory_mb % 1024 == 0;
+                if !memory_ok || !(1..=200).contains(&settings.max_concurrency) {
+                    sink.error(
+                        span_of(serverless),
+                        key("serverless"),
+                        "memory_mb must be 1024 to 6144 in steps of 1024, max_concurrency 1 to 200",
+                        Some("as SageMaker serverless endpoints allow".into()),
+                    );
+                }
+                settings
             });
             // Absent only where an error was reported above: such a job is never built.
             let deployment = match target.spec.as_ref() {
@@ -363,13 +363,21 @@ pub(super) fn validate_configurations(
                 Some(TargetSpec::Command { http, server }) => Some(Deployment::Command {
                     server: server.clone(),
                     http: http.clone(),
-                    parameters: config.environment.as_ref().map(|environment| environment.get_ref().clone()).unwrap_or_default(),
+                    parameters: config
+                        .environment
+                        .as_ref()
+                        .map(|environment| environment.get_ref().clone())
+                        .unwrap_or_default(),
                     cpus: config.cpus.as_ref().and_then(|cpus| CpuSet::parse(cpus.get_ref())),
                     memory_limit_mb,
                 }),
-                Some(TargetSpec::Sagemaker { endpoint, timeout }) => config.endpoint_name.as_ref().map(|name| {
-                    Deployment::Sagemaker { endpoint_name: name.get_ref().clone(), endpoint: endpoint.clone(), timeout: *timeout }
-                }),
+                Some(TargetSpec::Sagemaker { endpoint, timeout }) => {
+                    config.endpoint_name.as_ref().map(|name| Deployment::Sagemaker {
+                        endpoint_name: name.get_ref().clone(),
+                        endpoint: endpoint.clone(),
+                        timeout: *timeout,
+                    })
+                }
                 None => None,
             };
             Some(deployment.map(|deployment| Configuration {
@@ -388,7 +396,12 @@ pub(super) fn validate_configurations(
 }
 
 /// The index of the target a configuration runs against: the job's only one, or the one it names.
-pub(super) fn target_of(config: &RawConfiguration, targets: &[TargetDraft], key: &str, sink: &mut DiagnosticSink<'_>) -> Option<usize> {
+pub(super) fn target_of(
+    config: &RawConfiguration,
+    targets: &[TargetDraft],
+    key: &str,
+    sink: &mut DiagnosticSink<'_>,
+) -> Option<usize> {
     let names: Vec<&str> = targets.iter().filter_map(|target| target.name.as_deref()).collect();
     let listed = || names.iter().map(|name| format!("\"{name}\"")).collect::<Vec<_>>().join(", ");
     match &config.target {

@@ -35,8 +35,8 @@ pub use limits::Limits;
 pub use payload::{Payload, PluginGrant, PluginLimits, PluginSpec};
 pub use schema::json_schema;
 pub use target::{
-    CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck,
-    ResponseCheck, SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
+    CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck, ResponseCheck,
+    SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
 };
 pub use traffic::{Arrivals, Phase, Traffic, TrafficOptions};
 pub use values::{DurationValue, Percentile};

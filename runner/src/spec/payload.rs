@@ -111,7 +111,11 @@ pub(super) const DEFAULT_PLUGIN_MEMORY_MB: u32 = 128;
 const DEFAULT_PLUGIN_CALL_TIMEOUT: Duration = Duration::from_secs(1);
 const DEFAULT_PLUGIN_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 
-pub(super) fn validate_payload(raw: &Spanned<RawPayload>, sink: &mut DiagnosticSink<'_>, job_path: &Path) -> Option<Payload> {
+pub(super) fn validate_payload(
+    raw: &Spanned<RawPayload>,
+    sink: &mut DiagnosticSink<'_>,
+    job_path: &Path,
+) -> Option<Payload> {
     let payload = raw.get_ref();
     let mut body = bytes::Bytes::new();
     let mut plugin = None;

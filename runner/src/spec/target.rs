@@ -351,29 +351,29 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
         .map(|command| CommandSpec { working_dir: relative_to(job_path, &command.working_dir), ..command });
     let sagemaker = validate_sagemaker(raw, &prefix, sink);
     let http = HttpRequestSpec {
-            http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
-            tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
-            method,
-            headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
-            timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
-            max_response_bytes: raw.max_response_bytes.as_ref().map_or(DEFAULT_MAX_RESPONSE_BYTES, |max| {
-                if *max.get_ref() == 0 {
-                    sink.error(span_of(max), key("max_response_bytes"), "must be at least 1", None);
-                }
-                *max.get_ref()
-            }),
-            check: raw.check.as_ref().map_or_else(ResponseCheck::default, |check| {
-                if let Some(status) = &check.status
-                    && !(100..=599).contains(status.get_ref())
-                {
-                    sink.error(span_of(status), key("check.status"), "is not an HTTP status", Some("e.g. 200".into()));
-                }
-                ResponseCheck {
-                    status: check.status.as_ref().map(|status| *status.get_ref()),
-                    body_contains: check.body_contains.clone(),
-                }
-            }),
-        };
+        http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
+        tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
+        method,
+        headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
+        timeout: raw.timeout.map_or(DEFAULT_TIMEOUT, |timeout| timeout.0),
+        max_response_bytes: raw.max_response_bytes.as_ref().map_or(DEFAULT_MAX_RESPONSE_BYTES, |max| {
+            if *max.get_ref() == 0 {
+                sink.error(span_of(max), key("max_response_bytes"), "must be at least 1", None);
+            }
+            *max.get_ref()
+        }),
+        check: raw.check.as_ref().map_or_else(ResponseCheck::default, |check| {
+            if let Some(status) = &check.status
+                && !(100..=599).contains(status.get_ref())
+            {
+                sink.error(span_of(status), key("check.status"), "is not an HTTP status", Some("e.g. 200".into()));
+            }
+            ResponseCheck {
+                status: check.status.as_ref().map(|status| *status.get_ref()),
+                body_contains: check.body_contains.clone(),
+            }
+        }),
+    };
     let spec = match kind {
         TargetKind::Reference => Some(TargetSpec::Reference { http }),
         TargetKind::Http => Some(TargetSpec::Http { http, url: raw.url.as_ref().map(|url| url.get_ref().clone()) }),
@@ -508,7 +508,11 @@ pub(super) fn validate_tls(
     spec
 }
 
-pub(super) fn validate_sagemaker(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<SageMakerSpec> {
+pub(super) fn validate_sagemaker(
+    raw: &RawTarget,
+    prefix: &str,
+    sink: &mut DiagnosticSink<'_>,
+) -> Option<SageMakerSpec> {
     let text = |value: &Option<Spanned<String>>| value.as_ref().map(|value| value.get_ref().clone());
     let sagemaker_only = [
         ("region", raw.region.as_ref().and_then(span_of)),
