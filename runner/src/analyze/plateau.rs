@@ -4,7 +4,9 @@
 //! `max(min_gain_percent, min_load_efficiency x the load it added)` over the best step before it. The first flat
 //! step is the plateau once `confirm_steps` further steps are flat too. A step whose latency crosses a
 //! `[stopping]` threshold, or whose error rate passes `max_error_rate_percent`, ends the search: the plateau is
-//! the step before it. With no flat step, the plateau is not reached and MaxInvocations is a lower bound.
+//! the step before it. With no flat step, the plateau is not reached and MaxInvocations is a lower bound. A step
+//! where the load generator fell behind is skipped: it measured plateau, not the endpoint. A ramp that ends with
+//! such steps plateaus, unconfirmed, at the last valid one.
 //! `phases` change their load every second, so they are judged by sliding 10 s windows instead (`sliding_window`).
 
 use serde::{Deserialize, Serialize};
@@ -111,21 +113,23 @@ pub fn sliding_window(seconds: &[SecondSummary], from_s: u64, settings: &Plateau
     })
 }
 
-/// Finds the plateau among complete steps; `None` only when there are none.
+/// Saturated steps in a row, at the end of the ramp so far, after which the online detector ends the ramp: one is
+/// a transient (the machine was busy for a moment), two in a row say that more load would measure plateau.
+pub const SATURATED_STEPS_TO_STOP: usize = 2;
+
+/// Finds the plateau among complete steps; `None` only when there are none. Steps where the load generator fell
+/// behind measured plateau, not the endpoint: they are skipped, neither compared nor compared against.
 pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &PlateauSettings) -> Option<Plateau> {
-    let mut best = 0;
-    let mut candidate: Option<usize> = None;
+    // The valid step with the most throughput so far, the last valid one, and the first flat step with the flat
+    // valid steps after it.
+    let mut best: Option<usize> = None;
+    let mut last_valid: Option<usize> = None;
+    let mut candidate: Option<(usize, usize)> = None;
     for (index, point) in points.iter().enumerate() {
-        let before = index.saturating_sub(1);
         if point.generator_saturated {
-            let step = candidate.unwrap_or(if index == 0 { 0 } else { best });
-            return Some(Plateau {
-                step,
-                rule: PlateauRule::GeneratorSaturated { at_step: index },
-                confirmed: false,
-                window_s: None,
-            });
+            continue;
         }
+        let before = last_valid.unwrap_or(0);
         if point.error_rate_percent > settings.max_error_rate_percent {
             let rule = PlateauRule::ErrorRate {
                 error_rate_percent: point.error_rate_percent,
@@ -145,14 +149,16 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
             };
             return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
         }
-        if index == 0 {
+        last_valid = Some(index);
+        let Some(base_index) = best else {
+            best = Some(index);
             continue;
-        }
-        let base = &points[best];
+        };
+        let base = &points[base_index];
         let flat = is_flat(base.level(), point.level(), settings);
         match (flat, candidate) {
-            (true, None) => candidate = Some(index),
-            (true, Some(first)) if index - first >= settings.confirm_steps => {
+            (true, None) => candidate = Some((index, 0)),
+            (true, Some((first, flat_after))) if flat_after + 1 >= settings.confirm_steps => {
                 return Some(Plateau {
                     step: first,
                     rule: PlateauRule::ThroughputFlat,
@@ -160,17 +166,29 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
                     window_s: None,
                 });
             }
-            (true, Some(_)) => {}
+            (true, Some((first, flat_after))) => candidate = Some((first, flat_after + 1)),
             (false, _) => candidate = None,
         }
         if point.throughput_rps > base.throughput_rps {
-            best = index;
+            best = Some(index);
         }
     }
     if points.is_empty() {
         return None;
     }
-    Some(match candidate {
+    let first = candidate.map(|(first, _)| first);
+    // The ramp ended with the load generator behind: what the endpoint does beyond the last valid step is unknown.
+    let saturated_at_end = points.iter().rev().take_while(|point| point.generator_saturated).count();
+    if saturated_at_end > 0 {
+        return Some(Plateau {
+            step: first.or(best).unwrap_or(0),
+            rule: PlateauRule::GeneratorSaturated { at_step: points.len() - saturated_at_end },
+            confirmed: false,
+            window_s: None,
+        });
+    }
+    let best = best.unwrap_or(0);
+    Some(match first {
         Some(first) if settings.confirm_steps == 0 => {
             Plateau { step: first, rule: PlateauRule::ThroughputFlat, confirmed: true, window_s: None }
         }
@@ -214,10 +232,14 @@ impl OnlineDetector<'_> {
             Plateau { rule: PlateauRule::ErrorRate { error_rate_percent, .. }, .. } => {
                 Some(format!("error rate {error_rate_percent:.1}% passed the limit"))
             }
-            Plateau { rule: PlateauRule::GeneratorSaturated { .. }, .. } => Some(
-                "the load generator fell behind its schedule; more load would measure plateau, not the endpoint"
-                    .to_string(),
-            ),
+            Plateau { rule: PlateauRule::GeneratorSaturated { at_step }, .. }
+                if points.len() - at_step >= SATURATED_STEPS_TO_STOP =>
+            {
+                Some(
+                    "the load generator fell behind its schedule; more load would measure plateau, not the endpoint"
+                        .to_string(),
+                )
+            }
             Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. }
                 if self.stopping.flat_invocations == FlatInvocations::Stop =>
             {
@@ -285,6 +307,26 @@ mod tests {
         let recovered =
             detect(&points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 201.0), (8.0, 300.0)]), &[], &settings()).unwrap();
         assert_eq!(recovered.rule, PlateauRule::NotReached);
+    }
+
+    #[test]
+    fn a_step_flagged_load_generator_saturated_is_not_the_plateau() {
+        // Issue 15, case 1: a busy machine flagged the second step; the endpoint's real plateau comes later.
+        let mut series =
+            points(&[(2.0, 100.0), (4.0, 60.0), (6.0, 300.0), (8.0, 400.0), (10.0, 402.0), (12.0, 401.0)]);
+        series[1].generator_saturated = true;
+        let plateau = detect(&series, &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.rule, plateau.confirmed), (4, PlateauRule::ThroughputFlat, true));
+    }
+
+    #[test]
+    fn a_ramp_that_ends_saturated_plateaus_at_the_last_valid_step_unconfirmed() {
+        let mut series = points(&[(2.0, 100.0), (4.0, 200.0), (6.0, 210.0), (8.0, 220.0)]);
+        series[2].generator_saturated = true;
+        series[3].generator_saturated = true;
+        let plateau = detect(&series, &[], &settings()).unwrap();
+        assert_eq!((plateau.step, plateau.confirmed), (1, false));
+        assert_eq!(plateau.rule, PlateauRule::GeneratorSaturated { at_step: 2 });
     }
 
     #[test]
