@@ -176,7 +176,7 @@ fn violations(files: &[(PathBuf, String)], layers: &[Vec<String>]) -> Vec<String
             siblings.entry((from.clone(), a.clone())).or_default().insert(b.clone());
         }
     }
-    for ((module, start), _) in &siblings {
+    for (module, start) in siblings.keys() {
         if let Some(cycle) = cycle_from(module, start, &siblings) {
             problems.insert(format!("import cycle in `{module}`: {}", cycle.join(" -> ")));
         }

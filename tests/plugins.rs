@@ -37,7 +37,7 @@ fn hostile(name: &str) -> PathBuf {
 
 fn generate(spec: &PluginSpec, count: u64) -> Result<Vec<Prepared>, String> {
     let plugin = LoadedPlugin::load(spec).map_err(|error| format!("{error:#}"))?;
-    payload::preview(&plugin, "config-a", 42, count)
+    payload::preview(&plugin, "config-a", 42, count).map_err(|error| error.to_string())
 }
 
 fn json(request: &Prepared) -> Value {

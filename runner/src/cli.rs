@@ -10,7 +10,7 @@ use crate::exit::Exit;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan;
 use crate::report;
-use crate::report::compare::FailRule;
+use crate::report::compare::{FailRule, RuleError};
 use crate::results::Results;
 use crate::run;
 use crate::server::reference::ReferenceServer;
@@ -392,7 +392,9 @@ fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<E
     let request = std::fs::read_to_string(request_path)
         .map_err(|error| error.to_string())
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).map_err(|error| error.to_string()));
-    let imported = match request.and_then(|request| crate::import::import_sagemaker(&request)) {
+    let imported =
+        request.and_then(|request| crate::import::import_sagemaker(&request).map_err(|error| error.to_string()));
+    let imported = match imported {
         Ok(imported) => imported,
         Err(message) => {
             eprintln!("error: {}: {message}", request_path.display());
@@ -449,7 +451,10 @@ fn compare(
     let inputs = (
         load_results(base),
         load_results(head),
-        fail_on.iter().map(|rule| rule.parse()).collect::<Result<Vec<FailRule>, String>>(),
+        fail_on
+            .iter()
+            .map(|rule| rule.parse().map_err(|error: RuleError| error.to_string()))
+            .collect::<Result<Vec<FailRule>, String>>(),
     );
     let (base, head, rules) = match inputs {
         (Ok(base), Ok(head), Ok(rules)) => (base, head, rules),

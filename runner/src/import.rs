@@ -66,9 +66,22 @@ fn unsupported_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
-pub fn import_sagemaker(request: &Value) -> Result<Imported, String> {
+/// What makes an Inference Recommender request impossible to carry over.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("expected a JSON object: a CreateInferenceRecommendationsJob request")]
+    NotAnObject,
+    #[error("TrafficType `{traffic_type}` is neither PHASES nor STAIRS")]
+    TrafficType { traffic_type: String },
+    #[error("EndpointConfigurations[{index}] has neither InstanceType nor ServerlessConfig")]
+    NoInstanceType { index: usize },
+    #[error("the request has no InputConfig.EndpointConfigurations and no InputConfig.Endpoints")]
+    NoEndpoints,
+}
+
+pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
     if !request.is_object() {
-        return Err("expected a JSON object: a CreateInferenceRecommendationsJob request".into());
+        return Err(ImportError::NotAnObject);
     }
     let mut warnings = Vec::new();
     let mut skipped = Vec::new();
@@ -146,7 +159,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, String> {
                 }
             }
         }
-        Some(other) => return Err(format!("TrafficType `{other}` is neither PHASES nor STAIRS")),
+        Some(other) => return Err(ImportError::TrafficType { traffic_type: other.to_string() }),
     }
 
     // Stopping conditions, and the tightest latency threshold as the requirement IR leaves implicit.
@@ -239,9 +252,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, String> {
                     );
                 }
                 (None, None) => {
-                    return Err(format!(
-                        "EndpointConfigurations[{index}] has neither InstanceType nor ServerlessConfig"
-                    ));
+                    return Err(ImportError::NoInstanceType { index });
                 }
             }
             let _ = writeln!(
@@ -265,7 +276,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, String> {
         );
     }
     if configuration_count == 0 {
-        return Err("the request has no InputConfig.EndpointConfigurations and no InputConfig.Endpoints".into());
+        return Err(ImportError::NoEndpoints);
     }
     if configurations.is_some_and(|configurations| !configurations.is_empty()) {
         warnings.push(

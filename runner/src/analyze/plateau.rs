@@ -312,8 +312,7 @@ mod tests {
     #[test]
     fn a_step_flagged_load_generator_saturated_is_not_the_plateau() {
         // Issue 15, case 1: a busy machine flagged the second step; the endpoint's real plateau comes later.
-        let mut series =
-            points(&[(2.0, 100.0), (4.0, 60.0), (6.0, 300.0), (8.0, 400.0), (10.0, 402.0), (12.0, 401.0)]);
+        let mut series = points(&[(2.0, 100.0), (4.0, 60.0), (6.0, 300.0), (8.0, 400.0), (10.0, 402.0), (12.0, 401.0)]);
         series[1].generator_saturated = true;
         let plateau = detect(&series, &[], &settings()).unwrap();
         assert_eq!((plateau.step, plateau.rule, plateau.confirmed), (4, PlateauRule::ThroughputFlat, true));

@@ -62,6 +62,11 @@ pub fn values_and_counts_ms(histogram: &LatencyHistogram) -> Vec<(f64, f64)> {
         .collect()
 }
 
+/// GetMetricData failed; the SDK error in one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct EndpointMetricsError(String);
+
 /// What publishing came to, reported with the configuration's results.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PublishSummary {
@@ -203,7 +208,7 @@ pub async fn endpoint_metrics(
     started: SystemTime,
     ended: SystemTime,
     vcpus: Option<u32>,
-) -> anyhow::Result<EndpointMetrics> {
+) -> Result<EndpointMetrics, EndpointMetricsError> {
     let minute = |time: SystemTime, up: bool| {
         let seconds = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
         let floor = seconds - seconds % 60;
@@ -238,7 +243,7 @@ pub async fn endpoint_metrics(
         .end_time(DateTime::from(window_end))
         .send()
         .await
-        .map_err(|error| anyhow::anyhow!(super::errors::describe_sdk_error(&error)))?;
+        .map_err(|error| EndpointMetricsError(super::errors::describe_sdk_error(&error)))?;
     let mut values: [Option<f64>; 9] = [None; 9];
     for result in output.metric_data_results() {
         let Some(index) = result.id().and_then(|id| id.strip_prefix('m')).and_then(|i| i.parse::<usize>().ok()) else {

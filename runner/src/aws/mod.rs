@@ -20,6 +20,17 @@ pub const CREDENTIAL_SOURCES: &str = "environment variables (AWS_ACCESS_KEY_ID, 
     (AWS_CONTAINER_CREDENTIALS_RELATIVE_URI or _FULL_URI), and EC2 instance metadata (unless \
     AWS_EC2_METADATA_DISABLED=true)";
 
+/// Why AWS cannot be reached before a run starts.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    #[error("no AWS region: set `region` under [target], or AWS_REGION, or a region in the profile")]
+    NoRegion,
+    #[error("no AWS credentials provider is configured; plateau looks in {CREDENTIAL_SOURCES}")]
+    NoCredentialsProvider,
+    #[error("no usable AWS credentials ({reason}); plateau looked in {CREDENTIAL_SOURCES}")]
+    NoCredentials { reason: String },
+}
+
 /// Where and how an AWS client connects: from the job file, the rest from the SDK's default chain.
 #[derive(Debug, Clone, Copy)]
 pub struct AwsPlace<'a> {
@@ -34,7 +45,7 @@ pub async fn sdk_config(
     place: AwsPlace<'_>,
     measured: bool,
     timeout: Duration,
-) -> anyhow::Result<aws_config::SdkConfig> {
+) -> Result<aws_config::SdkConfig, AwsError> {
     let retries = if measured { RetryConfig::disabled() } else { RetryConfig::standard() };
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(retries)
@@ -50,21 +61,21 @@ pub async fn sdk_config(
     }
     let config = loader.load().await;
     if config.region().is_none() {
-        anyhow::bail!("no AWS region: set `region` under [target], or AWS_REGION, or a region in the profile");
+        return Err(AwsError::NoRegion);
     }
     Ok(config)
 }
 
 /// Resolves credentials once before any request, so a missing or broken chain is one clear message, not a run of
 /// errors. The credentials themselves are never printed.
-pub async fn check_credentials(config: &aws_config::SdkConfig) -> anyhow::Result<()> {
+pub async fn check_credentials(config: &aws_config::SdkConfig) -> Result<(), AwsError> {
     use aws_credential_types::provider::ProvideCredentials as _;
-    let provider = config.credentials_provider().ok_or_else(|| {
-        anyhow::anyhow!("no AWS credentials provider is configured; plateau looks in {CREDENTIAL_SOURCES}")
-    })?;
-    provider.provide_credentials().await.map(|_| ()).map_err(|error| {
-        anyhow::anyhow!("no usable AWS credentials ({}); plateau looked in {CREDENTIAL_SOURCES}", error_chain(&error))
-    })
+    let provider = config.credentials_provider().ok_or(AwsError::NoCredentialsProvider)?;
+    provider
+        .provide_credentials()
+        .await
+        .map(|_| ())
+        .map_err(|error| AwsError::NoCredentials { reason: error_chain(&error) })
 }
 
 /// The AWS clients a job needs, made once: SageMaker Runtime for each sagemaker target (retries off),
@@ -76,7 +87,7 @@ pub struct AwsClients {
 }
 
 impl AwsClients {
-    pub async fn connect(job: &Job) -> anyhow::Result<Self> {
+    pub async fn connect(job: &Job) -> Result<Self, AwsError> {
         let mut sagemaker = Vec::new();
         for target in &job.targets {
             sagemaker.push(match &target.spec {

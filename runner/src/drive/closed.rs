@@ -79,8 +79,8 @@ async fn virtual_user<S: Session>(
     let cancelled = token.cancelled();
     tokio::pin!(cancelled);
     loop {
-        if let Err(message) = session.prepare() {
-            recorder.fail(message);
+        if let Err(error) = session.prepare() {
+            recorder.fail(error.to_string());
             return;
         }
         recorder.started(shard);

@@ -150,8 +150,8 @@ async fn open_worker<S: Session>(
     tokio::pin!(cancelled);
     loop {
         // The next body is made before the worker is free for an arrival, never between its due time and sending.
-        if let Err(message) = session.prepare() {
-            shared.recorder.fail(message);
+        if let Err(error) = session.prepare() {
+            shared.recorder.fail(error.to_string());
             return;
         }
         let claimed = free.then(|| {

@@ -30,7 +30,16 @@ pub fn encode_histogram(histogram: &LatencyHistogram) -> String {
     BASE64.encode(bytes)
 }
 
-pub fn decode_histogram(text: &str) -> anyhow::Result<LatencyHistogram> {
+/// Why a serialized histogram cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum HistogramError {
+    #[error("a histogram is not base64: {0}")]
+    Base64(#[from] base64::DecodeError),
+    #[error("a histogram is not HDR V2: {0}")]
+    Hdr(#[from] hdrhistogram::serialization::DeserializeError),
+}
+
+pub fn decode_histogram(text: &str) -> Result<LatencyHistogram, HistogramError> {
     let bytes = BASE64.decode(text)?;
     let histogram: LatencyHistogram = Deserializer::new().deserialize(&mut bytes.as_slice())?;
     Ok(histogram)

@@ -53,11 +53,25 @@ struct SeriesRecord {
 
 /// Rebuilds a window's measurements from the series file, exactly: how a sliding window of `phases` (which no
 /// step in memory covers) gets its latency distribution without keeping every second's histogram in memory.
-pub fn window_from_series(path: &Path, window: StepWindow) -> anyhow::Result<StepRecord> {
+/// Why a window cannot be rebuilt from the series file.
+#[derive(Debug, thiserror::Error)]
+pub enum SeriesError {
+    #[error("cannot read the series file {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("line {line} of the series file is not a second's record: {source}")]
+    Line { line: usize, source: serde_json::Error },
+    #[error("line {line} of the series file: {source}")]
+    Histogram { line: usize, source: super::HistogramError },
+}
+
+pub fn window_from_series(path: &Path, window: StepWindow) -> Result<StepRecord, SeriesError> {
     let mut record = new_step_for(window);
     let mut resources = ResourceTotals::default();
-    for line in std::fs::read_to_string(path)?.lines() {
-        let parsed: SeriesRecord = serde_json::from_str(line)?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| SeriesError::Read { path: path.display().to_string(), source })?;
+    for (index, line) in text.lines().enumerate() {
+        let parsed: SeriesRecord =
+            serde_json::from_str(line).map_err(|source| SeriesError::Line { line: index + 1, source })?;
         let second = &parsed.summary;
         if !(record.window.start_s..record.window.end_s).contains(&second.second) {
             continue;
@@ -69,7 +83,8 @@ pub fn window_from_series(path: &Path, window: StepWindow) -> anyhow::Result<Ste
             errors: parsed.error_counts,
             ..Tally::default()
         };
-        tally.latency_us = super::decode_histogram(&parsed.histogram)?;
+        tally.latency_us = super::decode_histogram(&parsed.histogram)
+            .map_err(|source| SeriesError::Histogram { line: index + 1, source })?;
         record.steady.merge(&tally);
         record.completed_per_second.push(second.completed);
         resources.add(second.resources);

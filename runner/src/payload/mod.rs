@@ -13,8 +13,8 @@ use std::sync::{Arc, Weak};
 use bytes::Bytes;
 
 use crate::spec::Payload;
-pub use plugin::LoadedPlugin;
 use plugin::PluginInstance;
+pub use plugin::{CallFailure, CompileError, LoadedPlugin, PluginError};
 
 /// The next request's body, and what a plugin changed of the job file's request.
 #[derive(Debug, Clone)]
@@ -100,7 +100,7 @@ pub enum PayloadStream {
 
 impl PayloadStream {
     /// The next request, or why the run must stop (a plugin that failed; its message names the plugin and call).
-    pub fn next_request(&mut self) -> Result<Prepared, String> {
+    pub fn next_request(&mut self) -> Result<Prepared, PluginError> {
         match self {
             Self::Fixed(body) => Ok(Prepared { body: body.clone(), overrides: None }),
             Self::Samples(run) => {
@@ -134,7 +134,7 @@ pub fn preview(
     configuration: &str,
     job_seed: u64,
     count: u64,
-) -> Result<Vec<Prepared>, String> {
+) -> Result<Vec<Prepared>, PluginError> {
     let mut stream = PayloadSource::plugin(Arc::clone(plugin), configuration, job_seed).stream();
     (0..count).map(|_| stream.next_request()).collect()
 }

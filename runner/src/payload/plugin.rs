@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow, bail};
 use rand010::SeedableRng as _;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
@@ -96,13 +95,102 @@ pub struct PluginInstance {
     job_seed: u64,
 }
 
+/// Why a payload plugin cannot be loaded, or cannot make a request: each names the plugin and, for a call, which
+/// call and sequence number, and the limit in the job file's words.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    #[error("cannot read payload plugin `{}`: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot configure wasmtime: {0}")]
+    Engine(String),
+    #[error("payload plugin `{plugin}` cannot be loaded: {reason}")]
+    Unloadable { plugin: String, reason: CompileError },
+    #[error(
+        "plugins may import WASI and nothing else; file, network, clock and random access is granted in \
+         [payload.grant]: payload plugin `{plugin}` needs something plateau does not provide: {reason}"
+    )]
+    Imports { plugin: String, reason: String },
+    #[error("payload plugin `{plugin}` does not export the plateau:payload world: {reason}")]
+    World { plugin: String, reason: String },
+    #[error("cannot open `{}` for payload.grant.read_dir: {reason}", dir.display())]
+    GrantedFolder { dir: PathBuf, reason: String },
+    #[error("payload plugin `{plugin}`: init refused its config: {message}")]
+    InitRefused { plugin: String, message: String },
+    #[error("payload plugin `{plugin}`: generate for sequence {sequence} failed: {message}")]
+    GenerateRefused { plugin: String, sequence: u64, message: String },
+    #[error("payload plugin `{plugin}`: generate-batch for sequences {first}-{last} failed: {message}")]
+    BatchRefused { plugin: String, first: u64, last: u64, message: String },
+    #[error(
+        "payload plugin `{plugin}`: generate-batch for sequences {first}-{last} returned {returned} requests for \
+         {BATCH} contexts"
+    )]
+    BatchShort { plugin: String, first: u64, last: u64, returned: usize },
+    #[error(
+        "payload plugin `{plugin}`: generate for sequence {sequence} returned a body of {bytes} bytes, over the limit \
+         of {max} (payload.limits.max_body_bytes)"
+    )]
+    BodyTooLarge { plugin: String, sequence: u64, bytes: usize, max: u64 },
+    #[error("payload plugin `{plugin}` (sha256 {sha256_prefix}): {call}{} {failure}", for_sequence(*sequence))]
+    CallFailed {
+        plugin: String,
+        sha256_prefix: String,
+        call: &'static str,
+        sequence: Option<u64>,
+        failure: CallFailure,
+    },
+}
+
+fn for_sequence(sequence: Option<u64>) -> String {
+    sequence.map(|n| format!(" for sequence {n}")).unwrap_or_default()
+}
+
+/// How a call into a plugin failed: which limit it hit, or how it trapped.
+#[derive(Debug, thiserror::Error)]
+pub enum CallFailure {
+    #[error("ran past its time limit of {} (payload.limits.call_timeout)", humantime::format_duration(*.0))]
+    TimeLimit(Duration),
+    #[error("used up its fuel of {0} per call (payload.limits.fuel_per_call)")]
+    Fuel(u64),
+    #[error("tried to grow its memory past the limit of {0} MiB (payload.limits.memory_mb)")]
+    Memory(u32),
+    /// wasmtime refuses to copy more than a bounded amount out of a guest in one call.
+    #[error(
+        "returned more data than the host copies in one call; bodies are limited to {0} bytes \
+         (payload.limits.max_body_bytes)"
+    )]
+    TooMuchData(u64),
+    #[error("trapped: {0}")]
+    Trap(Trap),
+    #[error("failed: {0}")]
+    Other(String),
+}
+
+/// Why a plugin's bytes do not compile into a component of the plateau:payload world.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("not WebAssembly (binary or text): {0}")]
+    NotWebAssembly(wat::Error),
+    #[error("neither a component nor a core module")]
+    NeitherComponentNorModule,
+    #[error(
+        "the core module imports `{module}::{name}`; a core-module plugin may import nothing (a component may \
+         import WASI)"
+    )]
+    CoreModuleImports { module: String, name: String },
+    #[error("the core module does not export the plateau:payload world under the canonical ABI: {0}")]
+    NotTheWorld(String),
+    /// wasmtime's or wit-component's own message.
+    #[error("{0}")]
+    Invalid(String),
+}
+
 impl LoadedPlugin {
     /// Reads, hashes and compiles the plugin (or loads its compiled form from the cache), and links it against
     /// the WASI the job file grants. Nothing runs yet.
-    pub fn load(spec: &PluginSpec) -> anyhow::Result<Arc<Self>> {
+    pub fn load(spec: &PluginSpec) -> Result<Arc<Self>, PluginError> {
         let name = spec.path.file_name().map_or_else(|| spec.path.display().to_string(), |n| n.display().to_string());
-        let bytes = std::fs::read(&spec.path)
-            .with_context(|| format!("cannot read payload plugin `{}`", spec.path.display()))?;
+        let bytes =
+            std::fs::read(&spec.path).map_err(|source| PluginError::Read { path: spec.path.clone(), source })?;
         let sha256 = format!("{:x}", Sha256::digest(&bytes));
 
         let mut config = Config::new();
@@ -110,23 +198,22 @@ impl LoadedPlugin {
         config.consume_fuel(spec.limits.fuel_per_call.is_some());
         // Component calls cost about a third as much without the async machinery, which plugins never use.
         config.concurrency_support(false);
-        let engine = Engine::new(&config).map_err(|error| anyhow!("cannot configure wasmtime: {error}"))?;
+        let engine = Engine::new(&config).map_err(|error| PluginError::Engine(error.to_string()))?;
 
         let (component, wrapped_core_module) = compile_cached(&engine, &bytes, &sha256)
-            .with_context(|| format!("payload plugin `{name}` cannot be loaded"))?;
+            .map_err(|reason| PluginError::Unloadable { plugin: name.clone(), reason })?;
         let mut linker = Linker::<PluginState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        let pre = linker.instantiate_pre(&component).map_err(|error| {
-            anyhow!("payload plugin `{name}` needs something plateau does not provide: {error:#}").context(
-                "plugins may import WASI and nothing else; file, network, clock and random access is granted in \
-                 [payload.grant]",
-            )
-        })?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|error| PluginError::Engine(format!("{error:#}")))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|error| PluginError::Imports { plugin: name.clone(), reason: format!("{error:#}") })?;
         let pre = match batch::BatchGeneratorPre::new(pre.clone()) {
             Ok(batch) => Pre::Batch(batch),
-            Err(_) => Pre::Single(single::GeneratorPre::new(pre).map_err(|error| {
-                anyhow!("payload plugin `{name}` does not export the plateau:payload world: {error:#}")
-            })?),
+            Err(_) => Pre::Single(
+                single::GeneratorPre::new(pre)
+                    .map_err(|error| PluginError::World { plugin: name.clone(), reason: format!("{error:#}") })?,
+            ),
         };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -135,7 +222,7 @@ impl LoadedPlugin {
     }
 
     /// A new instance with `init` called on it, generating for `configuration`.
-    pub fn instantiate(self: &Arc<Self>, configuration: &str, job_seed: u64) -> Result<PluginInstance, String> {
+    pub fn instantiate(self: &Arc<Self>, configuration: &str, job_seed: u64) -> Result<PluginInstance, PluginError> {
         let wasi = self.wasi_context(job_seed)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.spec.limits.memory_mb as usize * 1024 * 1024)
@@ -164,17 +251,17 @@ impl LoadedPlugin {
                 context: GenerateContext { sequence: 0, configuration: configuration.to_string(), seed: 0 },
                 job_seed,
             }),
-            Ok(Err(message)) => Err(format!("payload plugin `{}`: init refused its config: {message}", self.name)),
+            Ok(Err(message)) => Err(PluginError::InitRefused { plugin: self.name.clone(), message }),
             Err(error) => Err(self.describe("init", None, &error)),
         }
     }
 
-    fn wasi_context(&self, job_seed: u64) -> Result<WasiCtx, String> {
+    fn wasi_context(&self, job_seed: u64) -> Result<WasiCtx, PluginError> {
         let grant: &PluginGrant = &self.spec.grant;
         let mut wasi = WasiCtxBuilder::new();
         if let Some(dir) = &grant.read_dir {
             wasi.preopened_dir(dir, GUEST_DATA_DIR, FsPerms::ReadOnly)
-                .map_err(|error| format!("cannot open `{}` for payload.grant.read_dir: {error}", dir.display()))?;
+                .map_err(|error| PluginError::GrantedFolder { dir: dir.clone(), reason: format!("{error:#}") })?;
         }
         for name in &grant.env {
             if let Ok(value) = std::env::var(name) {
@@ -207,40 +294,35 @@ impl LoadedPlugin {
         }
     }
 
-    /// A message for a failed call that says which limit was hit, in the job file's words.
-    fn describe(&self, call: &str, sequence: Option<u64>, error: &wasmtime::Error) -> String {
-        let at = sequence.map(|n| format!(" for sequence {n}")).unwrap_or_default();
+    /// A failed call, with the limit it hit.
+    fn describe(&self, call: &'static str, sequence: Option<u64>, error: &wasmtime::Error) -> PluginError {
         let limits = &self.spec.limits;
-        let what = match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!(
-                "ran past its time limit of {} (payload.limits.call_timeout)",
-                humantime::format_duration(limits.call_timeout)
-            ),
-            Some(Trap::OutOfFuel) => format!(
-                "used up its fuel of {} per call (payload.limits.fuel_per_call)",
-                limits.fuel_per_call.unwrap_or_default()
-            ),
-            _ if format!("{error:?}").contains("forcing trap when growing memory") => format!(
-                "tried to grow its memory past the limit of {} MiB (payload.limits.memory_mb)",
-                limits.memory_mb
-            ),
-            // wasmtime refuses to copy more than a bounded amount out of a guest in one call.
-            _ if format!("{error:?}").contains("too much data is being copied") => format!(
-                "returned more data than the host copies in one call; bodies are limited to {} bytes \
-                 (payload.limits.max_body_bytes)",
-                limits.max_body_bytes
-            ),
-            Some(trap) => format!("trapped: {trap}"),
-            None => format!("failed: {error:#}"),
+        let failure = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => CallFailure::TimeLimit(limits.call_timeout),
+            Some(Trap::OutOfFuel) => CallFailure::Fuel(limits.fuel_per_call.unwrap_or_default()),
+            _ if format!("{error:?}").contains("forcing trap when growing memory") => {
+                CallFailure::Memory(limits.memory_mb)
+            }
+            _ if format!("{error:?}").contains("too much data is being copied") => {
+                CallFailure::TooMuchData(limits.max_body_bytes)
+            }
+            Some(trap) => CallFailure::Trap(*trap),
+            None => CallFailure::Other(format!("{error:#}")),
         };
-        format!("payload plugin `{}` (sha256 {}): {call}{at} {what}", self.name, &self.sha256[..12])
+        PluginError::CallFailed {
+            plugin: self.name.clone(),
+            sha256_prefix: self.sha256[..12].to_string(),
+            call,
+            sequence,
+            failure,
+        }
     }
 }
 
 impl PluginInstance {
     /// The next request, numbered from `next_sequence` (shared by every instance of the run): one number at a
     /// time, or a block of them for a plugin that generates in batches.
-    pub fn next_request(&mut self, next_sequence: &std::sync::atomic::AtomicU64) -> Result<Prepared, String> {
+    pub fn next_request(&mut self, next_sequence: &std::sync::atomic::AtomicU64) -> Result<Prepared, PluginError> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.ready.is_empty() {
             match &self.bindings {
@@ -260,7 +342,7 @@ impl PluginInstance {
         self.prepared(sequence, request)
     }
 
-    fn call_generate(&mut self, sequence: u64) -> Result<GeneratedRequest, String> {
+    fn call_generate(&mut self, sequence: u64) -> Result<GeneratedRequest, PluginError> {
         let plugin = &self.plugin;
         plugin.arm(&mut self.store, 1);
         self.context.sequence = sequence;
@@ -268,14 +350,12 @@ impl PluginInstance {
         let Bindings::Single(bindings) = &self.bindings else { unreachable!("called for single plugins only") };
         match bindings.call_generate(&mut self.store, &self.context) {
             Ok(Ok(request)) => Ok(request),
-            Ok(Err(message)) => {
-                Err(format!("payload plugin `{}`: generate for sequence {sequence} failed: {message}", plugin.name))
-            }
+            Ok(Err(message)) => Err(PluginError::GenerateRefused { plugin: plugin.name.clone(), sequence, message }),
             Err(error) => Err(plugin.describe("generate", Some(sequence), &error)),
         }
     }
 
-    fn call_generate_batch(&mut self, first: u64) -> Result<Vec<GeneratedRequest>, String> {
+    fn call_generate_batch(&mut self, first: u64) -> Result<Vec<GeneratedRequest>, PluginError> {
         let plugin = &self.plugin;
         plugin.arm(&mut self.store, BATCH);
         let contexts: Vec<GenerateContext> = (first..first + BATCH)
@@ -289,31 +369,21 @@ impl PluginInstance {
         let last = first + BATCH - 1;
         match bindings.call_generate_batch(&mut self.store, &contexts) {
             Ok(Ok(requests)) if requests.len() as u64 == BATCH => Ok(requests),
-            Ok(Ok(requests)) => Err(format!(
-                "payload plugin `{}`: generate-batch for sequences {first}-{last} returned {} requests for {BATCH} contexts",
-                plugin.name,
-                requests.len()
-            )),
-            Ok(Err(message)) => Err(format!(
-                "payload plugin `{}`: generate-batch for sequences {first}-{last} failed: {message}",
-                plugin.name
-            )),
+            Ok(Ok(requests)) => {
+                Err(PluginError::BatchShort { plugin: plugin.name.clone(), first, last, returned: requests.len() })
+            }
+            Ok(Err(message)) => Err(PluginError::BatchRefused { plugin: plugin.name.clone(), first, last, message }),
             Err(error) => Err(plugin.describe("generate-batch", Some(first), &error)),
         }
     }
 
     /// Checks a generated request against the limits and turns it into what the engine sends.
-    fn prepared(&self, sequence: u64, request: GeneratedRequest) -> Result<Prepared, String> {
+    fn prepared(&self, sequence: u64, request: GeneratedRequest) -> Result<Prepared, PluginError> {
         let plugin = &self.plugin;
         let GeneratedRequest { body, content_type, headers, path_suffix } = request;
         let max = plugin.spec.limits.max_body_bytes;
         if body.len() as u64 > max {
-            return Err(format!(
-                "payload plugin `{}`: generate for sequence {sequence} returned a body of {} bytes, over the limit \
-                 of {max} (payload.limits.max_body_bytes)",
-                plugin.name,
-                body.len()
-            ));
+            return Err(PluginError::BodyTooLarge { plugin: plugin.name.clone(), sequence, bytes: body.len(), max });
         }
         let overrides = (content_type.is_some() || !headers.is_empty() || path_suffix.is_some())
             .then(|| Box::new(Overrides { content_type, headers, path_suffix }));
@@ -368,7 +438,7 @@ fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) {
 
 /// The compiled component for `bytes`, from the on-disk cache when this build compiled it before. The cache key is
 /// the plugin's hash plus the engine's compatibility hash, so a new wasmtime or different settings recompile.
-fn compile_cached(engine: &Engine, bytes: &[u8], sha256: &str) -> anyhow::Result<(Component, bool)> {
+fn compile_cached(engine: &Engine, bytes: &[u8], sha256: &str) -> Result<(Component, bool), CompileError> {
     use std::hash::{Hash as _, Hasher as _};
     let mut engine_hash = std::collections::hash_map::DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut engine_hash);
@@ -382,7 +452,8 @@ fn compile_cached(engine: &Engine, bytes: &[u8], sha256: &str) -> anyhow::Result
         }
     }
     let component_bytes = if wrapped { wrap_core_module(bytes)? } else { bytes.to_vec() };
-    let component = Component::new(engine, &component_bytes).map_err(|error| anyhow!("{error:#}"))?;
+    let component =
+        Component::new(engine, &component_bytes).map_err(|error| CompileError::Invalid(format!("{error:#}")))?;
     if let (Some(path), Ok(serialized)) = (cache_file, component.serialize()) {
         // A cache that cannot be written only costs the next run a compilation.
         let _ = std::fs::create_dir_all(path.parent().expect("cache file has a folder"))
@@ -398,32 +469,33 @@ fn wasmparser_is_component(bytes: &[u8]) -> bool {
 
 /// Wraps a core module that exports `init`, `generate`, `memory` and `cabi_realloc` under the canonical ABI into
 /// a component of the plateau:payload world, so AssemblyScript, C, Zig or hand-written modules work as plugins.
-fn wrap_core_module(bytes: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let mut module = wat::parse_bytes(bytes).context("not WebAssembly (binary or text)")?.into_owned();
+fn wrap_core_module(bytes: &[u8]) -> Result<Vec<u8>, CompileError> {
+    let mut module = wat::parse_bytes(bytes).map_err(CompileError::NotWebAssembly)?.into_owned();
     if !wasmtime::wasmparser::Parser::is_core_wasm(&module) {
-        bail!("neither a component nor a core module");
+        return Err(CompileError::NeitherComponentNorModule);
     }
     for payload in wasmtime::wasmparser::Parser::new(0).parse_all(&module) {
         if let Ok(wasmtime::wasmparser::Payload::ImportSection(imports)) = payload
             && let Some(import) = imports.into_imports().flatten().next()
         {
-            bail!(
-                "the core module imports `{}::{}`; a core-module plugin may import nothing (a component may import \
-                 WASI)",
-                import.module,
-                import.name
-            );
+            return Err(CompileError::CoreModuleImports {
+                module: import.module.to_string(),
+                name: import.name.to_string(),
+            });
         }
     }
     let mut resolve = wit_parser::Resolve::default();
-    let package = resolve.push_str("payload.wit", WIT_SOURCE)?;
-    let world = resolve.select_world(&[package], Some("generator"))?;
-    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)?;
+    let invalid = |error: anyhow::Error| CompileError::Invalid(format!("{error:#}"));
+    let package = resolve.push_str("payload.wit", WIT_SOURCE).map_err(invalid)?;
+    let world = resolve.select_world(&[package], Some("generator")).map_err(invalid)?;
+    wit_component::embed_component_metadata(&mut module, &resolve, world, wit_component::StringEncoding::UTF8)
+        .map_err(invalid)?;
     wit_component::ComponentEncoder::default()
-        .module(&module)?
+        .module(&module)
+        .map_err(invalid)?
         .validate(true)
         .encode()
-        .context("the core module does not export the plateau:payload world under the canonical ABI")
+        .map_err(|error| CompileError::NotTheWorld(format!("{error:#}")))
 }
 
 fn cache_dir() -> Option<PathBuf> {

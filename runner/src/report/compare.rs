@@ -85,13 +85,26 @@ impl Metric {
     }
 }
 
+/// A `--fail-on` rule that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("unknown metric `{metric}`; expected one of {}", METRICS.map(Metric::key).join(", "))]
+    UnknownMetric { metric: String },
+    #[error("cannot read rule `{rule}`: {RULE_HINT}")]
+    Unreadable { rule: String },
+    #[error("cannot read the threshold in `{rule}`: {RULE_HINT}")]
+    Threshold { rule: String },
+}
+
+const RULE_HINT: &str = "expected `METRIC < -N%`, `METRIC > +N%` or `recommendation changed`, e.g. `p99 > +10%`";
+
 impl FromStr for Metric {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
-        METRICS.into_iter().find(|metric| metric.key() == text).ok_or_else(|| {
-            let names: Vec<&str> = METRICS.iter().map(|metric| metric.key()).collect();
-            format!("unknown metric `{text}`; expected one of {}", names.join(", "))
-        })
+    type Err = RuleError;
+    fn from_str(text: &str) -> Result<Self, RuleError> {
+        METRICS
+            .into_iter()
+            .find(|metric| metric.key() == text)
+            .ok_or_else(|| RuleError::UnknownMetric { metric: text.to_string() })
     }
 }
 
@@ -103,26 +116,25 @@ pub enum FailRule {
 }
 
 impl FromStr for FailRule {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, String> {
+    type Err = RuleError;
+    fn from_str(text: &str) -> Result<Self, RuleError> {
         let normalized = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if normalized == "recommendation changed" {
             return Ok(FailRule::RecommendationChanged);
         }
-        let hint = "expected `METRIC < -N%`, `METRIC > +N%` or `recommendation changed`, e.g. `p99 > +10%`";
         let (metric, rest, above) = if let Some((metric, rest)) = normalized.split_once('>') {
             (metric, rest, true)
         } else if let Some((metric, rest)) = normalized.split_once('<') {
             (metric, rest, false)
         } else {
-            return Err(format!("cannot read rule `{text}`: {hint}"));
+            return Err(RuleError::Unreadable { rule: text.to_string() });
         };
         let metric: Metric = metric.trim().parse()?;
         let threshold_percent = rest
             .trim()
             .strip_suffix('%')
             .and_then(|number| number.trim().parse::<f64>().ok())
-            .ok_or_else(|| format!("cannot read the threshold in `{text}`: {hint}"))?;
+            .ok_or_else(|| RuleError::Threshold { rule: text.to_string() })?;
         Ok(FailRule::Change { metric, above, threshold_percent })
     }
 }
@@ -370,7 +382,7 @@ mod tests {
             let rule: FailRule = text.parse().unwrap();
             assert_eq!(rule.to_string(), text);
         }
-        assert!("p42 > 5%".parse::<FailRule>().unwrap_err().contains("unknown metric `p42`"));
+        assert!("p42 > 5%".parse::<FailRule>().unwrap_err().to_string().contains("unknown metric `p42`"));
         assert!("p99 >> 5".parse::<FailRule>().is_err());
     }
 }

@@ -7,7 +7,6 @@ pub mod compare;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 use serde::Serialize;
 
@@ -56,12 +55,31 @@ pub struct ConfigurationView<'a> {
     pub charts: Vec<RenderedChart>,
 }
 
-fn render_chart(env: &Environment<'_>, file_stem: String, chart: Chart) -> anyhow::Result<RenderedChart> {
-    let svg = env.get_template("chart.svg.j2")?.render(minijinja::context! { chart => &chart })?;
+/// Why a report cannot be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot load template `{name}`: {source:#}")]
+    Load { name: String, source: minijinja::Error },
+    #[error("cannot render `{name}`: {source:#}")]
+    Render { name: String, source: minijinja::Error },
+    #[error("a template needs a file name: {}", path.display())]
+    Unnamed { path: PathBuf },
+    #[error("cannot read template {}: {source}", path.display())]
+    ReadTemplate { path: PathBuf, source: std::io::Error },
+    #[error("template {} has a syntax error: {source:#}", path.display())]
+    Syntax { path: PathBuf, source: minijinja::Error },
+    #[error("cannot write {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot serialize the results: {0}")]
+    Serialize(#[from] serde_json::Error),
+}
+
+fn render_chart(env: &Environment<'_>, file_stem: String, chart: Chart) -> Result<RenderedChart, ReportError> {
+    let svg = render(env, "chart.svg.j2", &minijinja::context! { chart => &chart })?;
     Ok(RenderedChart { title: chart.title, file: format!("charts/{file_stem}.svg"), svg })
 }
 
-pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> anyhow::Result<ReportView<'a>> {
+pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportView<'a>, ReportError> {
     let recommended =
         results.recommendation.as_ref().and_then(|recommendation| recommendation.configuration.as_deref());
     let mut configurations = Vec::new();
@@ -71,7 +89,7 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> anyhow::Result<R
             .map(|(kind, chart)| {
                 render_chart(env, format!("{:02}-{}-{kind}", index + 1, file_stem(&result.name)), chart)
             })
-            .collect::<anyhow::Result<_>>()?;
+            .collect::<Result<_, _>>()?;
         configurations.push(ConfigurationView {
             result,
             verdict: results.recommendation.as_ref().and_then(|recommendation| {
@@ -374,9 +392,10 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
     env
 }
 
-pub fn render(env: &Environment<'_>, template: &str, view: &impl Serialize) -> anyhow::Result<String> {
-    let template = env.get_template(template).with_context(|| format!("cannot load template `{template}`"))?;
-    template.render(view).map_err(|error| anyhow::anyhow!("cannot render `{}`: {error:#}", template.name()))
+pub fn render(env: &Environment<'_>, template: &str, view: &impl Serialize) -> Result<String, ReportError> {
+    let loaded =
+        env.get_template(template).map_err(|source| ReportError::Load { name: template.to_string(), source })?;
+    loaded.render(view).map_err(|source| ReportError::Render { name: loaded.name().to_string(), source })
 }
 
 /// Where templates come from and which extra ones to render.
@@ -390,7 +409,7 @@ pub struct ReportOptions {
 
 /// Writes `results.json`, `report.md`, `report.html`, the charts and any extra templates into `out`; returns the
 /// terminal summary.
-pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> anyhow::Result<String> {
+pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> Result<String, ReportError> {
     write_results(results, out)?;
     let mut env = environment(options.templates.as_deref());
     let mut outputs = vec![
@@ -398,38 +417,42 @@ pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> anyh
         ("report.html.j2".to_string(), "report.html".to_string()),
     ];
     for path in &options.extra {
-        let name = path.file_name().and_then(|name| name.to_str()).context("a template needs a file name")?.to_string();
-        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read template {}", path.display()))?;
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .ok_or_else(|| ReportError::Unnamed { path: path.clone() })?
+            .to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ReportError::ReadTemplate { path: path.clone(), source })?;
         env.add_template_owned(name.clone(), text)
-            .with_context(|| format!("template {} has a syntax error", path.display()))?;
+            .map_err(|source| ReportError::Syntax { path: path.clone(), source })?;
         outputs.push((name.clone(), name.strip_suffix(".j2").unwrap_or(&name).to_string()));
     }
     let view = view(results, &env)?;
     let charts_folder = out.join("charts");
-    std::fs::create_dir_all(&charts_folder).with_context(|| format!("cannot create {}", charts_folder.display()))?;
+    std::fs::create_dir_all(&charts_folder)
+        .map_err(|source| ReportError::Write { path: charts_folder.clone(), source })?;
     let all_charts =
         view.overview_chart.iter().chain(view.configurations.iter().flat_map(|configuration| &configuration.charts));
     for chart in all_charts {
-        write_file(&out.join(&chart.file), &chart.svg)?;
+        write_file(&out.join(&chart.file), chart.svg.as_bytes())?;
     }
     for (template, file) in outputs {
-        write_file(&out.join(file), &render(&env, &template, &view)?)?;
+        write_file(&out.join(file), render(&env, &template, &view)?.as_bytes())?;
     }
     render(&env, "summary.txt.j2", &view)
 }
 
-fn write_file(path: &Path, text: &str) -> anyhow::Result<()> {
-    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+fn write_file(path: &Path, text: &[u8]) -> Result<(), ReportError> {
+    std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
 /// Writes `results.json` atomically, so a reader never sees half a file.
-pub fn write_results(results: &Results, out: &Path) -> anyhow::Result<()> {
+pub fn write_results(results: &Results, out: &Path) -> Result<(), ReportError> {
     let path = out.join("results.json");
     let partial_path = out.join("results.json.tmp");
-    std::fs::write(&partial_path, serde_json::to_vec_pretty(results)?)
-        .with_context(|| format!("cannot write {}", partial_path.display()))?;
-    std::fs::rename(&partial_path, &path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    write_file(&partial_path, &serde_json::to_vec_pretty(results)?)?;
+    std::fs::rename(&partial_path, &path).map_err(|source| ReportError::Write { path, source })
 }
 
 #[cfg(test)]

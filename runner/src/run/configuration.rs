@@ -41,7 +41,7 @@ pub(super) async fn run_configuration(
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));
-            return ConfigurationResult { server_log: run.log_file(), ..context.failed(run, &error) };
+            return ConfigurationResult { server_log: run.log_file(), ..context.failed(run, &error.into()) };
         }
     };
     let utilization_source = started.resources.as_ref().map(|source| source.label().to_string());
@@ -200,14 +200,14 @@ async fn drive_target(
                 .expect("AwsClients::connect makes a client for every SageMaker target");
             let target =
                 Arc::new(SageMakerTarget::new(config, endpoint_name, endpoint, &job.payload, payload, *timeout));
-            target.preflight().await.map_err(Failure::BeforeTheRamp)?;
+            target.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
             let record = drive_until_exit(Arc::clone(&target), options, resources, observer, server).await;
             Ok((record.map_err(Failure::Series)?, target.error_details()))
         }
         Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
-            let target =
-                HttpTarget::new(&started.address, http, &job.payload, payload).map_err(Failure::BeforeTheRamp)?;
-            target.preflight().await.map_err(Failure::BeforeTheRamp)?;
+            let target = HttpTarget::new(&started.address, http, &job.payload, payload)
+                .map_err(|error| Failure::BeforeTheRamp(error.into()))?;
+            target.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
             let record = drive_until_exit(Arc::new(target), options, resources, observer, server).await;
             Ok((record.map_err(Failure::Series)?, Vec::new()))
         }

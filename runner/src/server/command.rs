@@ -22,6 +22,17 @@ pub struct ServerError {
     pub log_tail: String,
 }
 
+/// Why a started server never became ready.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error("the server exited before it was ready ({0})")]
+    Exited(ExitStatus),
+    #[error("the server was not ready after {0:?}")]
+    TimedOut(Duration),
+    #[error("cannot make the readiness client: {0}")]
+    Client(reqwest::Error),
+}
+
 pub struct ServerProcess {
     pub pid: i32,
     pub port: u16,
@@ -82,20 +93,19 @@ impl ServerProcess {
             let _ = exit_sender.send(status);
         });
         let server = Self { pid, port, log_path: log_path.to_path_buf(), exit };
-        if let Err(message) = server.wait_until_ready(spec, &on_wait).await {
+        if let Err(not_ready) = server.wait_until_ready(spec, &on_wait).await {
             server.stop(spec.stop_grace).await;
-            return Err(fail(message));
+            return Err(fail(not_ready.to_string()));
         }
         Ok(server)
     }
 
-    async fn wait_until_ready(&self, spec: &CommandSpec, on_wait: &impl Fn(Duration)) -> Result<(), String> {
+    async fn wait_until_ready(&self, spec: &CommandSpec, on_wait: &impl Fn(Duration)) -> Result<(), NotReady> {
         let started = Instant::now();
-        let client =
-            reqwest::Client::builder().timeout(Duration::from_secs(1)).build().map_err(|error| error.to_string())?;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().map_err(NotReady::Client)?;
         loop {
             if let Some(status) = self.exited() {
-                return Err(format!("the server exited before it was ready ({status})"));
+                return Err(NotReady::Exited(status));
             }
             let ready = match &spec.readiness.check {
                 ReadinessCheck::Tcp => tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok(),
@@ -108,7 +118,7 @@ impl ServerProcess {
                 return Ok(());
             }
             if started.elapsed() > spec.readiness.timeout {
-                return Err(format!("the server was not ready after {:?}", spec.readiness.timeout));
+                return Err(NotReady::TimedOut(spec.readiness.timeout));
             }
             on_wait(started.elapsed());
             tokio::time::sleep(Duration::from_millis(100)).await;

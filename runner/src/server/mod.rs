@@ -8,14 +8,21 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use crate::measure::ResourceSource;
 use crate::measure::process_tree::{self, ProcessTree};
 use crate::plan::TestRun;
 use crate::spec::Deployment;
 use command::ServerProcess;
 use reference::ReferenceServer;
+
+/// Why a test run's server did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the reference endpoint: {0}")]
+    Reference(std::io::Error),
+    #[error(transparent)]
+    Command(#[from] command::ServerError),
+}
 
 /// What serves a test run's requests.
 pub enum Server {
@@ -39,13 +46,13 @@ pub struct Started {
 impl Server {
     /// Starts what serves `run` (a command's output goes to `log`); `on_wait` hears how long it has been waited
     /// for.
-    pub async fn start(run: &TestRun, log: &Path, on_wait: impl Fn(Duration)) -> anyhow::Result<Started> {
+    pub async fn start(run: &TestRun, log: &Path, on_wait: impl Fn(Duration)) -> Result<Started, StartError> {
         match &run.configuration.deployment {
             Deployment::Reference { model, .. } => {
                 let server =
                     ReferenceServer::start(*model, run.seeds.service_times, SocketAddr::from(([127, 0, 0, 1], 0)))
                         .await
-                        .context("cannot start the reference endpoint")?;
+                        .map_err(StartError::Reference)?;
                 let resources: Box<dyn ResourceSource> = Box::new(server.busy_workers());
                 Ok(Started { address: server.url(), resources: Some(resources), server: Server::Reference(server) })
             }

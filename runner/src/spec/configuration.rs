@@ -113,7 +113,7 @@ pub enum Deployment {
     Http { url: String, http: HttpRequestSpec },
     /// A server plateau starts itself for each combination of `parameters` (environment variables to try).
     Command {
-        server: CommandSpec,
+        server: Box<CommandSpec>,
         http: HttpRequestSpec,
         parameters: BTreeMap<String, Vec<String>>,
         /// The CPUs the server is pinned to.
@@ -361,7 +361,7 @@ pub(super) fn validate_configurations(
                     own.or_else(|| url.clone()).map(|url| Deployment::Http { url, http: http.clone() })
                 }
                 Some(TargetSpec::Command { http, server }) => Some(Deployment::Command {
-                    server: server.clone(),
+                    server: Box::new(server.clone()),
                     http: http.clone(),
                     parameters: config
                         .environment

@@ -231,8 +231,9 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     let stopping = validate_stopping(&raw.stopping, sink);
     let requirements = validate_requirements(&raw.requirements, sink);
     let prices = match &raw.job.price_table {
-        Some(file) => prices::PriceTable::load(&relative_to(path, file.get_ref())).unwrap_or_else(|message| {
-            sink.error(span_of(file), "job.price_table", message, Some("paths are relative to the job file".into()));
+        Some(file) => prices::PriceTable::load(&relative_to(path, file.get_ref())).unwrap_or_else(|error| {
+            let hint = Some("paths are relative to the job file".into());
+            sink.error(span_of(file), "job.price_table", error.to_string(), hint);
             prices::PriceTable::built_in()
         }),
         None => prices::PriceTable::built_in(),

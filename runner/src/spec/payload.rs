@@ -153,11 +153,11 @@ pub(super) fn validate_payload(
             let resolved = relative_to(job_path, folder.get_ref());
             match read_samples(&resolved) {
                 Ok(read) => samples = read,
-                Err(message) => {
+                Err(error) => {
                     sink.error(
                         span_of(folder),
                         "payload.samples",
-                        message,
+                        error.to_string(),
                         Some("a folder of request files, or a .tar.gz of them; relative to the job file".into()),
                     );
                     return None;
@@ -184,45 +184,69 @@ pub(super) fn validate_payload(
     })
 }
 
+/// Why sample requests cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum SampleError {
+    #[error("cannot read `{path}`: {source}")]
+    Unreadable { path: String, source: std::io::Error },
+    #[error("cannot open `{path}`: {source}")]
+    Unopenable { path: String, source: std::io::Error },
+    #[error("`{path}` is not a .tar.gz: {source}")]
+    NotAnArchive { path: String, source: std::io::Error },
+    #[error("`{path}` is not a readable .tar.gz: {source}")]
+    DamagedArchive { path: String, source: std::io::Error },
+    #[error("cannot read `{entry}` in `{path}`: {source}")]
+    UnreadableEntry { entry: String, path: String, source: std::io::Error },
+    #[error("`{path}` is neither a folder nor a .tar.gz")]
+    NeitherFolderNorArchive { path: String },
+    #[error("`{path}` holds no sample files")]
+    Empty { path: String },
+}
+
 /// Every regular file in a folder (recursively), or in a `.tar.gz` / `.tgz`, in path order.
-pub(super) fn read_samples(path: &Path) -> Result<Vec<bytes::Bytes>, String> {
+pub(super) fn read_samples(path: &Path) -> Result<Vec<bytes::Bytes>, SampleError> {
     let mut named: Vec<(String, Vec<u8>)> = Vec::new();
-    let name = path.to_string_lossy();
+    let name = path.to_string_lossy().into_owned();
+    let unreadable = |at: &Path| {
+        let path = at.display().to_string();
+        move |source| SampleError::Unreadable { path, source }
+    };
     if path.is_dir() {
         let mut folders = vec![path.to_path_buf()];
         while let Some(folder) = folders.pop() {
-            let entries =
-                std::fs::read_dir(&folder).map_err(|error| format!("cannot read `{}`: {error}", folder.display()))?;
-            for entry in entries.flatten() {
+            for entry in std::fs::read_dir(&folder).map_err(unreadable(&folder))?.flatten() {
                 let entry_path = entry.path();
                 if entry_path.is_dir() {
                     folders.push(entry_path);
                 } else {
-                    let bytes = std::fs::read(&entry_path)
-                        .map_err(|error| format!("cannot read `{}`: {error}", entry_path.display()))?;
+                    let bytes = std::fs::read(&entry_path).map_err(unreadable(&entry_path))?;
                     named.push((entry_path.to_string_lossy().into_owned(), bytes));
                 }
             }
         }
     } else if name.ends_with(".tar.gz") || name.ends_with(".tgz") {
-        let file = std::fs::File::open(path).map_err(|error| format!("cannot open `{name}`: {error}"))?;
+        let file =
+            std::fs::File::open(path).map_err(|source| SampleError::Unopenable { path: name.clone(), source })?;
         let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
-        let entries = archive.entries().map_err(|error| format!("`{name}` is not a .tar.gz: {error}"))?;
+        let entries = archive.entries().map_err(|source| SampleError::NotAnArchive { path: name.clone(), source })?;
         for entry in entries {
-            let mut entry = entry.map_err(|error| format!("`{name}` is not a readable .tar.gz: {error}"))?;
+            let mut entry = entry.map_err(|source| SampleError::DamagedArchive { path: name.clone(), source })?;
             if entry.header().entry_type().is_file() {
                 let entry_name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
                 let mut bytes = Vec::new();
-                std::io::Read::read_to_end(&mut entry, &mut bytes)
-                    .map_err(|error| format!("cannot read `{entry_name}` in `{name}`: {error}"))?;
+                std::io::Read::read_to_end(&mut entry, &mut bytes).map_err(|source| SampleError::UnreadableEntry {
+                    entry: entry_name.clone(),
+                    path: name.clone(),
+                    source,
+                })?;
                 named.push((entry_name, bytes));
             }
         }
     } else {
-        return Err(format!("`{name}` is neither a folder nor a .tar.gz"));
+        return Err(SampleError::NeitherFolderNorArchive { path: name });
     }
     if named.is_empty() {
-        return Err(format!("`{name}` holds no sample files"));
+        return Err(SampleError::Empty { path: name });
     }
     named.sort();
     Ok(named.into_iter().map(|(_, bytes)| bytes::Bytes::from(bytes)).collect())

@@ -27,6 +27,15 @@ pub struct InstancePrice {
     pub memory_gib: f64,
 }
 
+/// Why a user's price table cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PriceTableError {
+    #[error("cannot read `{path}`: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("`{path}` is not a price table: {message}")]
+    Invalid { path: String, message: String },
+}
+
 impl PriceTable {
     pub fn built_in() -> Self {
         let mut table: PriceTable = toml::from_str(BUILT_IN).expect("the built-in price table is valid (tested)");
@@ -34,11 +43,13 @@ impl PriceTable {
         table
     }
 
-    pub fn load(path: &Path) -> Result<Self, String> {
-        let text =
-            std::fs::read_to_string(path).map_err(|error| format!("cannot read `{}`: {error}", path.display()))?;
-        let mut table: PriceTable = toml::from_str(&text)
-            .map_err(|error| format!("`{}` is not a price table: {}", path.display(), error.message()))?;
+    pub fn load(path: &Path) -> Result<Self, PriceTableError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| PriceTableError::Read { path: path.display().to_string(), source })?;
+        let mut table: PriceTable = toml::from_str(&text).map_err(|error| PriceTableError::Invalid {
+            path: path.display().to_string(),
+            message: error.message().to_string(),
+        })?;
         table.source = path.display().to_string();
         Ok(table)
     }

@@ -21,13 +21,22 @@ impl Percentile {
     }
 }
 
+/// A single value of the job file that does not parse; serde reports it at the value's line and column.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    #[error(
+        "invalid percentile `{0}`: expected `p` and a number between 0 and 100, like \"p50\", \"p99\" or \"p99.9\""
+    )]
+    Percentile(String),
+    #[error("invalid duration `{text}` ({reason}): expected a number with a unit, like \"30s\", \"2m\" or \"500ms\"")]
+    Duration { text: String, reason: humantime::DurationError },
+}
+
 impl TryFrom<String> for Percentile {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
+    type Error = ValueError;
+    fn try_from(text: String) -> Result<Self, ValueError> {
         let number = text.strip_prefix(['p', 'P']).and_then(|rest| rest.parse::<f64>().ok());
-        number.and_then(Percentile::new).ok_or_else(|| {
-            format!("invalid percentile `{text}`: expected `p` and a number between 0 and 100, like \"p50\", \"p99\" or \"p99.9\"")
-        })
+        number.and_then(Percentile::new).ok_or(ValueError::Percentile(text))
     }
 }
 
@@ -49,13 +58,12 @@ impl From<Percentile> for String {
 pub struct DurationValue(pub Duration);
 
 impl TryFrom<String> for DurationValue {
-    type Error = String;
-    fn try_from(text: String) -> Result<Self, String> {
-        humantime::parse_duration(text.trim()).map(DurationValue).map_err(|error| {
-            format!(
-                "invalid duration `{text}` ({error}): expected a number with a unit, like \"30s\", \"2m\" or \"500ms\""
-            )
-        })
+    type Error = ValueError;
+    fn try_from(text: String) -> Result<Self, ValueError> {
+        match humantime::parse_duration(text.trim()) {
+            Ok(duration) => Ok(DurationValue(duration)),
+            Err(reason) => Err(ValueError::Duration { text, reason }),
+        }
     }
 }
 

@@ -8,7 +8,6 @@ use std::io::Write as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context as _, anyhow, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::{http1, http2};
@@ -20,10 +19,39 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::{Session, Target, wire};
+use super::{PrepareError, Session, Target, wire};
+use crate::aws::errors::error_chain;
 use crate::measure::{ErrorClass, Outcome};
 use crate::payload::{Overrides, PayloadSource, PayloadStream, Prepared};
 use crate::spec::{HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
+
+/// Why an HTTP target cannot be made or reached before the ramp; each says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpTargetError {
+    #[error("`{url}` is not a valid URL: {reason}")]
+    InvalidUrl { url: String, reason: String },
+    #[error("`{url}`: only http:// and https:// URLs are supported")]
+    Scheme { url: String },
+    #[error("`{url}` has no host")]
+    NoHost { url: String },
+    #[error("{what} is not a valid header value: {source}")]
+    HeaderValue { what: String, source: hyper::header::InvalidHeaderValue },
+    #[error("`{name}` is not a valid header name: {source}")]
+    HeaderName { name: String, source: hyper::header::InvalidHeaderName },
+    #[error("header `{name}` reads environment variable `{env}`, which is not set: {source}")]
+    UnsetSecret { name: String, env: String, source: std::env::VarError },
+    #[error("`{method}` is not an HTTP method")]
+    Method { method: String },
+    #[error("{what}: {reason}")]
+    TlsFiles { what: String, reason: String },
+    #[error(
+        "cannot open a TLS connection to {address}: {reason}; check [target.tls]: ca_file for a private CA, \
+         client_cert and client_key for mutual TLS, server_name"
+    )]
+    Handshake { address: String, reason: String },
+    #[error("no TLS exchange with {address} within {timeout:?}")]
+    HandshakeTimeout { address: String, timeout: Duration },
+}
 
 pub struct HttpTarget {
     shared: Arc<RequestTemplate>,
@@ -54,48 +82,65 @@ struct RequestTemplate {
 impl HttpTarget {
     /// Builds the target for `url`; header values from the environment are resolved here and marked sensitive.
     /// Bodies come from `source`; `payload` gives the content type and accept headers.
-    pub fn new(url: &str, spec: &HttpRequestSpec, payload: &Payload, source: PayloadSource) -> anyhow::Result<Self> {
-        let uri: Uri = url.parse().with_context(|| format!("`{url}` is not a valid URL"))?;
+    pub fn new(
+        url: &str,
+        spec: &HttpRequestSpec,
+        payload: &Payload,
+        source: PayloadSource,
+    ) -> Result<Self, HttpTargetError> {
+        let invalid_url = |reason: String| HttpTargetError::InvalidUrl { url: url.to_string(), reason };
+        let uri: Uri = url.parse().map_err(|error: hyper::http::uri::InvalidUri| invalid_url(error.to_string()))?;
         let secure = match uri.scheme_str() {
             Some("http") => false,
             Some("https") => true,
-            _ => bail!("`{url}`: only http:// and https:// URLs are supported"),
+            _ => return Err(HttpTargetError::Scheme { url: url.to_string() }),
         };
-        let host = uri.host().ok_or_else(|| anyhow!("`{url}` has no host"))?;
+        let no_host = || HttpTargetError::NoHost { url: url.to_string() };
+        let host = uri.host().ok_or_else(no_host)?;
         let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
         let address = format!("{host}:{port}");
-        let path = uri.path_and_query().map_or("/", |path| path.as_str()).parse::<Uri>()?;
+        let path = uri
+            .path_and_query()
+            .map_or("/", |path| path.as_str())
+            .parse::<Uri>()
+            .map_err(|error| invalid_url(error.to_string()))?;
         let tls = secure.then(|| tls_connector(&spec.tls, spec.http_version, host)).transpose()?;
 
+        let header_value = |text: &str, what: &str| {
+            text.parse::<hyper::header::HeaderValue>()
+                .map_err(|source| HttpTargetError::HeaderValue { what: what.to_string(), source })
+        };
         let mut headers = HeaderMap::new();
         let authority = uri.authority().map_or(address.clone(), |authority| authority.to_string());
-        headers.insert(header::HOST, authority.parse()?);
-        headers.insert(header::USER_AGENT, concat!("plateau/", env!("CARGO_PKG_VERSION")).parse()?);
+        headers.insert(header::HOST, header_value(&authority, "the URL's host")?);
         headers.insert(
-            header::CONTENT_TYPE,
-            payload.content_type.parse().context("payload.content_type is not a valid header value")?,
+            header::USER_AGENT,
+            header::HeaderValue::from_static(concat!("plateau/", env!("CARGO_PKG_VERSION"))),
         );
+        headers.insert(header::CONTENT_TYPE, header_value(&payload.content_type, "payload.content_type")?);
         if let Some(accept) = &payload.accept {
-            headers.insert(header::ACCEPT, accept.parse().context("payload.accept is not a valid header value")?);
+            headers.insert(header::ACCEPT, header_value(accept, "payload.accept")?);
         }
         for (name, value) in &spec.headers {
-            let name: HeaderName = name.parse().with_context(|| format!("`{name}` is not a valid header name"))?;
+            let name: HeaderName =
+                name.parse().map_err(|source| HttpTargetError::HeaderName { name: name.clone(), source })?;
             let value = match value {
-                HeaderValue::Inline(text) => text.parse()?,
+                HeaderValue::Inline(text) => header_value(text, &format!("header `{name}`"))?,
                 HeaderValue::Env { env } => {
-                    let secret = std::env::var(env).with_context(|| {
-                        format!("header `{name}` reads environment variable `{env}`, which is not set")
+                    let secret = std::env::var(env).map_err(|source| HttpTargetError::UnsetSecret {
+                        name: name.to_string(),
+                        env: env.clone(),
+                        source,
                     })?;
-                    let mut value: hyper::header::HeaderValue = secret
-                        .parse()
-                        .with_context(|| format!("environment variable `{env}` is not a valid header value"))?;
+                    let mut value = header_value(&secret, &format!("environment variable `{env}`"))?;
                     value.set_sensitive(true);
                     value
                 }
             };
             headers.insert(name, value);
         }
-        let method = Method::from_bytes(spec.method.as_bytes())?;
+        let method = Method::from_bytes(spec.method.as_bytes())
+            .map_err(|_| HttpTargetError::Method { method: spec.method.clone() })?;
         let wire_head = (tls.is_none() && spec.http_version != HttpVersion::Http2).then(|| {
             let mut head = Vec::new();
             write_head(&mut head, &method, &path, &headers);
@@ -105,7 +150,7 @@ impl HttpTarget {
             shared: Arc::new(RequestTemplate {
                 address,
                 scheme: uri.scheme().cloned().unwrap_or(hyper::http::uri::Scheme::HTTP),
-                authority: uri.authority().cloned().ok_or_else(|| anyhow!("`{url}` has no host"))?,
+                authority: uri.authority().cloned().ok_or_else(no_host)?,
                 tls,
                 http_version: spec.http_version,
                 method,
@@ -127,17 +172,20 @@ fn tls_connector(
     spec: &TlsSpec,
     version: HttpVersion,
     host: &str,
-) -> anyhow::Result<(TlsConnector, ServerName<'static>)> {
+) -> Result<(TlsConnector, ServerName<'static>), HttpTargetError> {
+    let files = |what: String| move |reason: String| HttpTargetError::TlsFiles { what, reason };
     let mut roots = rustls::RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     roots.add_parsable_certificates(native.certs);
     if let Some(ca_file) = &spec.ca_file {
         let certificates = CertificateDer::pem_file_iter(ca_file)
             .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("cannot read certificates from `{}` (target.tls.ca_file)", ca_file.display()))?;
+            .map_err(|error| error.to_string())
+            .map_err(files(format!("cannot read certificates from `{}` (target.tls.ca_file)", ca_file.display())))?;
         let (added, _) = roots.add_parsable_certificates(certificates);
         if added == 0 {
-            bail!("`{}` holds no usable certificate (target.tls.ca_file)", ca_file.display());
+            let what = format!("`{}` (target.tls.ca_file)", ca_file.display());
+            return Err(HttpTargetError::TlsFiles { what, reason: "holds no usable certificate".to_string() });
         }
     }
     let builder = rustls::ClientConfig::builder().with_root_certificates(roots);
@@ -145,11 +193,15 @@ fn tls_connector(
         (Some(cert_file), Some(key_file)) => {
             let chain = CertificateDer::pem_file_iter(cert_file)
                 .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("cannot read `{}` (target.tls.client_cert)", cert_file.display()))?;
-            let key = PrivateKeyDer::from_pem_file(key_file).with_context(|| {
-                format!("cannot read a private key from `{}` (target.tls.client_key)", key_file.display())
-            })?;
-            builder.with_client_auth_cert(chain, key).context("the client certificate and key do not go together")?
+                .map_err(|error| error.to_string())
+                .map_err(files(format!("cannot read `{}` (target.tls.client_cert)", cert_file.display())))?;
+            let key = PrivateKeyDer::from_pem_file(key_file).map_err(|error| error.to_string()).map_err(files(
+                format!("cannot read a private key from `{}` (target.tls.client_key)", key_file.display()),
+            ))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|error| error.to_string())
+                .map_err(files("the client certificate and key do not go together".to_string()))?
         }
         _ => builder.with_no_client_auth(),
     };
@@ -159,8 +211,9 @@ fn tls_connector(
         HttpVersion::Http2 => vec![b"h2".to_vec()],
     };
     let name = spec.server_name.as_deref().unwrap_or(host).trim_start_matches('[').trim_end_matches(']');
-    let server_name =
-        ServerName::try_from(name.to_string()).with_context(|| format!("`{name}` is not a valid TLS server name"))?;
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|error| error.to_string())
+        .map_err(files(format!("`{name}` is not a valid TLS server name")))?;
     Ok((TlsConnector::from(Arc::new(config)), server_name))
 }
 
@@ -169,30 +222,29 @@ impl HttpTarget {
     /// unknown CA, a missing or refused client certificate, a name mismatch) is one clear message rather than a
     /// run of connection errors. With TLS 1.3 a server refuses a client certificate only after the handshake, so
     /// a handshake alone would not tell.
-    pub async fn preflight(&self) -> anyhow::Result<()> {
+    pub async fn preflight(&self) -> Result<(), HttpTargetError> {
         let template = &self.shared;
         if template.tls.is_none() {
             return Ok(());
         }
         let exchange = async {
-            let mut sender = template.connect().await.map_err(anyhow::Error::new)?;
-            sender.ready().await?;
+            let mut sender = template.connect().await.map_err(|error| error.to_string())?;
+            sender.ready().await.map_err(|error| error_chain(&error))?;
             let mut request = template
                 .request(Prepared { body: Bytes::new(), overrides: None })
-                .map_err(|message| anyhow!(message))?;
+                .map_err(|error| error.to_string())?;
             if matches!(sender, Sender::Http2(_)) {
                 request = template.for_http2(request);
             }
-            let response = sender.send(request).await?;
-            response.into_body().collect().await?;
-            anyhow::Ok(())
+            let response = sender.send(request).await.map_err(|error| error_chain(&error))?;
+            response.into_body().collect().await.map_err(|error| error_chain(&error))?;
+            Ok::<(), String>(())
         };
-        let hint =
-            "check [target.tls]: ca_file for a private CA, client_cert and client_key for mutual TLS, server_name";
+        let address = template.address.clone();
         match tokio::time::timeout(template.timeout, exchange).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(anyhow!("cannot open a TLS connection to {}: {error:#}; {hint}", template.address)),
-            Err(_) => Err(anyhow!("no TLS exchange with {} within {:?}", template.address, template.timeout)),
+            Ok(Err(reason)) => Err(HttpTargetError::Handshake { address, reason }),
+            Err(_) => Err(HttpTargetError::HandshakeTimeout { address, timeout: template.timeout }),
         }
     }
 }
@@ -290,7 +342,7 @@ impl Sender {
 
 impl RequestTemplate {
     /// The request for a prepared body; a plugin's headers and path suffix are checked here, off the clock.
-    fn request(&self, prepared: Prepared) -> Result<Request<Full<Bytes>>, String> {
+    fn request(&self, prepared: Prepared) -> Result<Request<Full<Bytes>>, PrepareError> {
         let (path, headers) = self.path_and_headers(prepared.overrides)?;
         let mut request = Request::new(Full::new(prepared.body));
         *request.method_mut() = self.method.clone();
@@ -300,11 +352,12 @@ impl RequestTemplate {
     }
 
     /// The template's path and headers with a plugin's overrides applied, each checked.
-    fn path_and_headers(&self, overrides: Option<Box<Overrides>>) -> Result<(Uri, HeaderMap), String> {
+    fn path_and_headers(&self, overrides: Option<Box<Overrides>>) -> Result<(Uri, HeaderMap), PrepareError> {
         let mut path = self.path.clone();
         let mut headers = self.headers.clone();
         if let Some(overrides) = overrides {
-            let invalid = |what: &str, text: &str| format!("payload plugin returned an invalid {what}: {text:?}");
+            let invalid =
+                |what: &'static str, text: &str| PrepareError::InvalidOverride { what, text: text.to_string() };
             if let Some(content_type) = overrides.content_type {
                 let value = content_type.parse().map_err(|_| invalid("content type", &content_type))?;
                 headers.insert(header::CONTENT_TYPE, value);
@@ -358,7 +411,7 @@ impl RequestTemplate {
 
     /// The request for a prepared body as HTTP/1.1 bytes, into `out`: the template's head when the payload
     /// changes nothing but the body, else the checked request written out.
-    fn write_wire_request(&self, prepared: Prepared, out: &mut Vec<u8>) -> Result<(), String> {
+    fn write_wire_request(&self, prepared: Prepared, out: &mut Vec<u8>) -> Result<(), PrepareError> {
         out.clear();
         match (&self.wire_head, prepared.overrides) {
             (Some(head), None) => out.extend_from_slice(head),
@@ -398,7 +451,7 @@ fn write_head(out: &mut Vec<u8>, method: &Method, path: &Uri, headers: &HeaderMa
 }
 
 impl Session for HttpSession {
-    fn prepare(&mut self) -> Result<(), String> {
+    fn prepare(&mut self) -> Result<(), PrepareError> {
         match &mut self.transport {
             Transport::Wire { next, ready: ready @ false, .. } => {
                 self.template.write_wire_request(self.payload.next_request()?, next)?;

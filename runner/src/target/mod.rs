@@ -9,6 +9,16 @@ pub mod wire;
 use std::future::Future;
 
 use crate::measure::Outcome;
+use crate::payload::PluginError;
+
+/// Why the next request cannot be made; it ends the run.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error(transparent)]
+    Payload(#[from] PluginError),
+    #[error("payload plugin returned an invalid {what}: {text:?}")]
+    InvalidOverride { what: &'static str, text: String },
+}
 
 pub trait Target: Send + Sync + 'static {
     type Session: Session;
@@ -19,7 +29,7 @@ pub trait Target: Send + Sync + 'static {
 pub trait Session: Send + 'static {
     /// Readies the next request (generating its body) before the clock starts. An error is fatal for the run:
     /// it names what failed (a payload plugin's trap, say). A prepared request not yet sent stays prepared.
-    fn prepare(&mut self) -> Result<(), String>;
+    fn prepare(&mut self) -> Result<(), PrepareError>;
     /// Sends one request and waits for the whole response.
     fn call(&mut self) -> impl Future<Output = Outcome> + Send;
 }

@@ -10,11 +10,20 @@ use aws_sdk_sagemakerruntime::Client;
 use aws_sdk_sagemakerruntime::types::ResponseStream;
 use aws_smithy_types::Blob;
 
-use super::{Session, Target};
+use super::{PrepareError, Session, Target};
 use crate::aws::errors::{ErrorDetail, Failure, classify, explain, typed_invoke, typed_stream};
 use crate::measure::{ErrorClass, Outcome};
 use crate::payload::{PayloadSource, PayloadStream};
 use crate::spec::{Payload, SageMakerSpec};
+
+/// Why an endpoint cannot be benchmarked, found by one request before the ramp.
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(transparent)]
+    Prepare(#[from] PrepareError),
+    #[error("{}", explain(endpoint, region, failure))]
+    Unusable { endpoint: String, region: String, failure: Failure },
+}
 
 pub struct SageMakerTarget {
     shared: Arc<Invocation>,
@@ -59,9 +68,9 @@ impl SageMakerTarget {
 
     /// One request before the ramp: an unknown endpoint, a wrong region or a denied call ends the configuration
     /// with a message naming the endpoint, instead of a run of identical errors.
-    pub async fn preflight(&self) -> anyhow::Result<()> {
+    pub async fn preflight(&self) -> Result<(), PreflightError> {
         let mut session = self.session();
-        session.prepare().map_err(|message| anyhow::anyhow!(message))?;
+        session.prepare()?;
         let invocation = &self.shared;
         let body = session.next.take().unwrap_or_default();
         let result = invocation.invoke(body).await;
@@ -69,7 +78,11 @@ impl SageMakerTarget {
             Ok(_) => Ok(()),
             // The endpoint exists and answers; its model's errors and throttling are measured, not fatal.
             Err(failure) if matches!(failure.class, ErrorClass::ModelError | ErrorClass::Throttled) => Ok(()),
-            Err(failure) => Err(anyhow::anyhow!(explain(&invocation.endpoint_name, &invocation.region, &failure))),
+            Err(failure) => Err(PreflightError::Unusable {
+                endpoint: invocation.endpoint_name.clone(),
+                region: invocation.region.clone(),
+                failure,
+            }),
         }
     }
 
@@ -154,7 +167,7 @@ pub struct SageMakerSession {
 }
 
 impl Session for SageMakerSession {
-    fn prepare(&mut self) -> Result<(), String> {
+    fn prepare(&mut self) -> Result<(), PrepareError> {
         if self.next.is_none() {
             // InvokeEndpoint has no headers or path of its own: a plugin's body is what is sent.
             self.next = Some(self.payload.next_request()?.body.to_vec());
