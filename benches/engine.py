@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The load engine against its peers, measured side by side in one run (DESIGN.md: several rounds, medians).
+"""The load engine against its peers, measured side by side in one run (docs/decisions.md, "The hot path": several rounds, medians).
 
 1. Throughput: nginx (1 worker, small JSON body) on 127.0.0.1, 64 connections, DURATION_S seconds each, for wrk,
    oha, plateau's closed model (64 virtual users) and plateau's open model (a constant rate far above capacity,

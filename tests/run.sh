@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The AWS SDK's credential chain must never reach for the instance-metadata address (DESIGN.md).
+# The AWS SDK's credential chain must never reach for the instance-metadata address (docs/decisions.md, "AWS in tests").
 export AWS_EC2_METADATA_DISABLED=true
 
 # Debian packages: Chromium for the HTML report test; clang and lld to build the C example plugin.
@@ -18,7 +18,7 @@ fi
 # playwright-core drives that Chromium; it downloads no browser of its own.
 (cd tests/browser && npm ci --no-audit --no-fund --silent)
 
-# moto's server mode, the AWS API emulator the AWS tests start (DESIGN.md: AWS in tests), and jsonschema, the
+# moto's server mode, the AWS API emulator the AWS tests start (docs/decisions.md, "AWS in tests"), and jsonschema, the
 # independent validator the schema test checks scenarios with.
 if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import jsonschema' 2>/dev/null; then
   python3 -m venv .venv

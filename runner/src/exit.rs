@@ -1,4 +1,4 @@
-//! Exit codes, one place for all of them (DESIGN.md "Outputs and exit codes").
+//! Exit codes, one place for all of them (docs/decisions.md, "Outputs and exit codes").
 
 /// What a plateau command ended with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

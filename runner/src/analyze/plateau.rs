@@ -66,7 +66,7 @@ pub struct Plateau {
     pub window_s: Option<[u64; 2]>,
 }
 
-/// Length of the sliding windows `phases` are judged by (docs/metrics.md: the first sliding 10 s window).
+/// Length of the sliding windows `phases` are judged by (docs/decisions.md, "What the numbers mean").
 pub const SLIDING_WINDOW_S: u64 = 10;
 
 /// A load level and the throughput measured at it.

@@ -114,7 +114,8 @@ pub(super) async fn run_configuration(
         price_per_hour_usd: configuration.price_per_hour_usd,
         utilization_source,
     };
-    // Phases are judged by sliding windows, measured again from the series file (docs/metrics.md: MaxInvocations).
+    // Phases are judged by sliding windows, measured again from the series file (docs/decisions.md, "What the
+    // numbers mean").
     let sliding = match &job.traffic {
         Traffic::Phases(_) => {
             let from_s = context.schedule.steps.first().map_or(0, |step| step.start_s);
