@@ -5,10 +5,14 @@ use crate::plan::StepWindow;
 
 use super::{ResourceSample, Tally};
 
-/// The closed model's probe sleeps on tokio's timer, which has 1 ms resolution and rounds up, so an idle engine is
-/// already up to ~2 ms late at p99 (measured on the 2-core CI machine). Beyond this the load generator is not
-/// keeping its schedule (out of CPU, or blocked), and the step measures plateau, not the server.
+/// How late the load generator may be, at the percentile below, before it counts as not keeping its schedule
+/// (out of CPU, or blocked): then the step measured plateau, not the server. The closed model's probe sleeps on
+/// tokio's timer (1 ms resolution, rounded up), so an idle engine is already up to ~2 ms late at p99.
 pub const GENERATOR_LAG_LIMIT_MS: f64 = 5.0;
+/// The lag percentile judged. Not p99: on the 2-core CI machine, open-model steps at 10% of plateau's CPU that sent
+/// 99% of their offered rate showed p99 lags of 5-12 ms from brief pauses of the machine, and were flagged; a
+/// generator that falls behind is late for most requests, which p90 sees.
+pub const GENERATOR_LAG_PERCENTILE: f64 = 90.0;
 /// plateau's own CPU use, as a share of the cores it may use, beyond which it is out of CPU: the step measured the
 /// load generator's limit (with the reference endpoint, which runs inside plateau, both share this budget).
 pub const GENERATOR_CPU_LIMIT_PERCENT: f64 = 95.0;
@@ -42,7 +46,7 @@ impl StepRecord {
     /// The load generator could not keep its schedule, or ran out of CPU: the step measured plateau's limit, not
     /// the server's.
     pub fn generator_saturated(&self) -> bool {
-        self.generator_lag_p99_ms() > GENERATOR_LAG_LIMIT_MS
+        super::percentile_ms(&self.steady.generator_lag_us, GENERATOR_LAG_PERCENTILE) > GENERATOR_LAG_LIMIT_MS
             || self.resources.generator_cpu_percent.is_some_and(|percent| percent >= GENERATOR_CPU_LIMIT_PERCENT)
     }
 }
