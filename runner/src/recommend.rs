@@ -50,9 +50,13 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
     if metrics.max_invocations <= 0.0 {
         return Some("served no successful request".to_string());
     }
-    let slo = requirements.slo?;
-    if metrics.max_invocations_at_slo.unwrap_or(0.0) > 0.0 {
-        return None;
+    let Some(slo) = requirements.slo else {
+        return over_error_budget(metrics.error_rate_percent, metrics.load_at_plateau, requirements);
+    };
+    if let Some(at_slo) = metrics.max_invocations_at_slo.filter(|per_min| *per_min > 0.0) {
+        // Judged at the highest load that met the goal: that step's errors count.
+        let judged = result.steps.iter().find(|step| step.complete && step.invocations_per_min == at_slo);
+        return judged.and_then(|step| over_error_budget(step.error_rate_percent, step.load, requirements));
     }
     let lowest = result.steps.iter().filter(|step| step.complete).min_by(|a, b| a.load.total_cmp(&b.load))?;
     let observed = measure::percentile_ms(&lowest.histogram, slo.percentile.value());
@@ -64,6 +68,17 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
         lowest.index + 1,
         observed - slo.latency_ms
     ))
+}
+
+/// Why a configuration that failed `error_rate_percent` of its requests at `load` cannot be recommended, if so.
+fn over_error_budget(error_rate_percent: f64, load: f64, requirements: &Requirements) -> Option<String> {
+    (error_rate_percent > requirements.max_error_rate_percent).then(|| {
+        format!(
+            "fails {error_rate_percent:.1}% of its requests at the load it is judged at ({load}), over the error \
+             budget of {}% (requirements.max_error_rate_percent)",
+            requirements.max_error_rate_percent
+        )
+    })
 }
 
 pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -> Recommendation {

@@ -83,6 +83,10 @@ pub(super) struct RawRequirements {
     expected_peak_rps: Option<Spanned<f64>>,
     #[schemars(with = "Option<f64>")]
     headroom_percent: Option<Spanned<f64>>,
+    /// The error budget: a configuration failing more of its requests than this, at the load it is judged at,
+    /// cannot be recommended (default 1).
+    #[schemars(with = "Option<f64>")]
+    max_error_rate_percent: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
@@ -117,6 +121,16 @@ pub struct Requirements {
     pub objective: Objective,
     pub expected_peak_rps: Option<f64>,
     pub headroom_percent: f64,
+    /// The error budget at the load a configuration is judged at.
+    #[serde(default = "default_error_budget_percent")]
+    pub max_error_rate_percent: f64,
+}
+
+/// Requests that may fail at the judged load, in percent, when `[requirements]` does not say.
+pub const DEFAULT_ERROR_BUDGET_PERCENT: f64 = 1.0;
+
+fn default_error_budget_percent() -> f64 {
+    DEFAULT_ERROR_BUDGET_PERCENT
 }
 
 pub(super) fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink<'_>) -> PlateauSettings {
@@ -201,6 +215,18 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
         }
         value
     });
+    let max_error_rate_percent = raw.max_error_rate_percent.as_ref().map_or(DEFAULT_ERROR_BUDGET_PERCENT, |budget| {
+        let value = *budget.get_ref();
+        if !(0.0..=100.0).contains(&value) {
+            sink.error(
+                span_of(budget),
+                "requirements.max_error_rate_percent",
+                "must be between 0 and 100",
+                Some("1 means at most 1% of requests may fail at the load a configuration is judged at".into()),
+            );
+        }
+        value
+    });
     Requirements {
         slo,
         objective: raw.objective,
@@ -209,5 +235,6 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
             .as_ref()
             .map(|peak| positive(peak, "requirements.expected_peak_rps", sink)),
         headroom_percent,
+        max_error_rate_percent,
     }
 }
