@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::analyze::StepResult;
 use crate::measure::series::SecondSummary;
+use crate::plan;
 use crate::results::{ConfigurationResult, Results, Verdict};
 use crate::units;
 use chart::{Chart, ChartSpec, SeriesData};
@@ -87,7 +88,7 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportVie
         let charts = configuration_charts(result, results)
             .into_iter()
             .map(|(kind, chart)| {
-                render_chart(env, format!("{:02}-{}-{kind}", index + 1, file_stem(&result.name)), chart)
+                render_chart(env, format!("{}-{kind}", plan::run_file_stem(index, &result.name)), chart)
             })
             .collect::<Result<_, _>>()?;
         configurations.push(ConfigurationView {
@@ -104,14 +105,6 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportVie
         .map(|chart| render_chart(env, "overview".to_string(), chart))
         .transpose()?;
     Ok(ReportView { results, load_label: results.job.load_unit.label(), configurations, overview_chart })
-}
-
-/// A name made safe for a file or folder: letters, digits, `-`, `_` and `.`, the rest as `-`.
-pub fn file_stem(name: &str) -> String {
-    let safe: String =
-        name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '-' }).collect();
-    let trimmed = safe.trim_matches(['-', '.']);
-    if trimmed.is_empty() { "unnamed".to_string() } else { trimmed.chars().take(64).collect() }
 }
 
 fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
