@@ -1,6 +1,8 @@
 //! What a run looks for and judges by: `[stopping]` (what may end a ramp early), `[requirements]` (what the
 //! recommendation judges against) and `[plateau]` (the detector's parameters).
 
+use std::ops::RangeInclusive;
+
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
@@ -133,35 +135,44 @@ fn default_error_budget_percent() -> f64 {
     DEFAULT_ERROR_BUDGET_PERCENT
 }
 
-pub(super) fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink<'_>) -> PlateauSettings {
-    let defaults = PlateauSettings::default();
-    let percent = |value: &Option<Spanned<f64>>, key: &str, default: f64, sink: &mut DiagnosticSink<'_>| {
-        value.as_ref().map_or(default, |value| {
-            if !(0.0..=100.0).contains(value.get_ref()) {
-                sink.error(span_of(value), key, "must be between 0 and 100", None);
-            }
-            *value.get_ref()
-        })
-    };
-    let min_load_efficiency = raw.min_load_efficiency.as_ref().map_or(defaults.min_load_efficiency, |value| {
-        if !(0.0..=1.0).contains(value.get_ref()) {
-            sink.error(
-                span_of(value),
-                "plateau.min_load_efficiency",
-                "must be between 0 and 1",
-                Some("0.25 means a quarter of linear scaling".into()),
-            );
+/// A number of the job file, `default` when absent; an error at `key` (with `hint`) when it is outside `range`.
+fn within(
+    value: &Option<Spanned<f64>>,
+    (range, default): (RangeInclusive<f64>, f64),
+    key: &str,
+    hint: Option<&str>,
+    sink: &mut DiagnosticSink<'_>,
+) -> f64 {
+    value.as_ref().map_or(default, |value| {
+        if !range.contains(value.get_ref()) {
+            let message = format!("must be between {} and {}", range.start(), range.end());
+            sink.error(span_of(value), key, message, hint.map(str::to_string));
         }
         *value.get_ref()
-    });
+    })
+}
+
+pub(super) fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink<'_>) -> PlateauSettings {
+    let defaults = PlateauSettings::default();
+    let percent = |default: f64| (0.0..=100.0, default);
+    let min_load_efficiency = within(
+        &raw.min_load_efficiency,
+        (0.0..=1.0, defaults.min_load_efficiency),
+        "plateau.min_load_efficiency",
+        Some("0.25 means a quarter of linear scaling"),
+        sink,
+    );
+    let min_gain_percent =
+        within(&raw.min_gain_percent, percent(defaults.min_gain_percent), "plateau.min_gain_percent", None, sink);
     PlateauSettings {
-        min_gain_percent: percent(&raw.min_gain_percent, "plateau.min_gain_percent", defaults.min_gain_percent, sink),
+        min_gain_percent,
         min_load_efficiency,
         confirm_steps: raw.confirm_steps.unwrap_or(defaults.confirm_steps),
-        max_error_rate_percent: percent(
+        max_error_rate_percent: within(
             &raw.max_error_rate_percent,
+            percent(defaults.max_error_rate_percent),
             "plateau.max_error_rate_percent",
-            defaults.max_error_rate_percent,
+            None,
             sink,
         ),
     }
@@ -203,30 +214,20 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
         percentile: raw.percentile.unwrap_or(Percentile::new(99.0).expect("p99 is valid")),
         latency_ms: positive(latency, "requirements.latency_ms", sink),
     });
-    let headroom_percent = raw.headroom_percent.as_ref().map_or(0.0, |headroom| {
-        let value = *headroom.get_ref();
-        if !(0.0..=1000.0).contains(&value) {
-            sink.error(
-                span_of(headroom),
-                "requirements.headroom_percent",
-                "must be between 0 and 1000",
-                Some("20 means provision 20% above the expected peak".into()),
-            );
-        }
-        value
-    });
-    let max_error_rate_percent = raw.max_error_rate_percent.as_ref().map_or(DEFAULT_ERROR_BUDGET_PERCENT, |budget| {
-        let value = *budget.get_ref();
-        if !(0.0..=100.0).contains(&value) {
-            sink.error(
-                span_of(budget),
-                "requirements.max_error_rate_percent",
-                "must be between 0 and 100",
-                Some("1 means at most 1% of requests may fail at the load a configuration is judged at".into()),
-            );
-        }
-        value
-    });
+    let headroom_percent = within(
+        &raw.headroom_percent,
+        (0.0..=1000.0, 0.0),
+        "requirements.headroom_percent",
+        Some("20 means provision 20% above the expected peak"),
+        sink,
+    );
+    let max_error_rate_percent = within(
+        &raw.max_error_rate_percent,
+        (0.0..=100.0, DEFAULT_ERROR_BUDGET_PERCENT),
+        "requirements.max_error_rate_percent",
+        Some("1 means at most 1% of requests may fail at the load a configuration is judged at"),
+        sink,
+    );
     Requirements {
         slo,
         objective: raw.objective,
