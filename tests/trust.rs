@@ -34,3 +34,53 @@ fn a_configuration_failing_a_fifth_of_its_requests_is_not_recommended() {
     let recommendation = recommend(&results.configurations, &results.job.requirements);
     assert_eq!(recommendation.configuration.as_deref(), Some("medium"));
 }
+
+#[test]
+fn a_target_that_fails_every_request_is_a_failed_run_named_by_its_error_not_the_load_generator() {
+    // Issue 15, case 5: a server that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let held = std::thread::spawn(move || {
+        let mut connections = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < until && connections.len() < 64 {
+            match listener.accept() {
+                Ok((connection, _)) => connections.push(connection),
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+        connections
+    });
+    let folder = tempfile::tempdir().unwrap();
+    let job = folder.path().join("silent.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "version = 1\n[job]\nname = \"silent\"\n[target]\nkind = \"http\"\nurl = \"http://{address}/invocations\"\n\
+             timeout = \"1s\"\n[payload]\nbody = \"{{}}\"\n[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\n\
+             steps = 2\n[[configurations]]\nname = \"c\"\ninstance_type = \"local\"\nprice_per_hour_usd = 1\n"
+        ),
+    )
+    .unwrap();
+    let out = folder.path().join("out");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_plateau"))
+        .arg("run")
+        .arg(&job)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    drop(held);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "a broken target is a failed run: {stderr}");
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let configuration = &results["configurations"][0];
+    assert_eq!(configuration["status"], "failed");
+    let failure = configuration["failure"].as_str().unwrap();
+    eprintln!("{failure}");
+    assert!(failure.contains(&format!("http://{address}/invocations")), "{failure}");
+    assert!(failure.contains("most of them `timeout`"), "{failure}");
+    assert!(!failure.contains("load generator") && !stderr.contains("fell behind"), "{failure}\n{stderr}");
+}

@@ -93,6 +93,26 @@ pub struct ErrorCounts {
 }
 
 impl ErrorCounts {
+    /// Each class with its count, in the classes' order.
+    fn by_class(&self) -> [(&'static str, u64); 9] {
+        [
+            ("connect", self.connect),
+            ("timeout", self.timeout),
+            ("http_4xx", self.http_4xx),
+            ("http_5xx", self.http_5xx),
+            ("throttled", self.throttled),
+            ("model_error", self.model_error),
+            ("validation", self.validation),
+            ("payload_error", self.payload_error),
+            ("other", self.other),
+        ]
+    }
+
+    /// The class with the most errors, by its name in results, and its count; none without errors.
+    pub fn dominant(&self) -> Option<(&'static str, u64)> {
+        self.by_class().into_iter().filter(|(_, count)| *count > 0).max_by_key(|(_, count)| *count)
+    }
+
     pub fn add(&mut self, class: ErrorClass) {
         let counter = match class {
             ErrorClass::Connect => &mut self.connect,

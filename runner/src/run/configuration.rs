@@ -6,14 +6,14 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::analyze::{self, ConfigurationFacts, OnlineDetector};
+use crate::analyze::{self, ConfigurationFacts, OnlineDetector, StepResult};
 use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
 use crate::aws::errors::ErrorDetail;
 use crate::drive::{self, DriveOptions, EndReason, RunRecord};
 use crate::measure::ResourceSource;
 use crate::measure::series;
 use crate::payload::PayloadSource;
-use crate::plan::TestRun;
+use crate::plan::{LoadUnit, TestRun};
 use crate::results::{ConfigurationResult, RunStatus};
 use crate::server::{Server, Started};
 use crate::spec::{Deployment, Traffic};
@@ -147,7 +147,10 @@ pub(super) async fn run_configuration(
         }
         (_, _, EndReason::PayloadFailed { message }) => (RunStatus::Partial, Some(message.clone())),
         (_, _, end) if end.is_partial() => (RunStatus::Partial, None),
-        _ => (RunStatus::Complete, leftover),
+        _ => match target_failure(&analysis.steps, &address, context.schedule.load_unit) {
+            Some(failure) => (RunStatus::Failed, Some(failure)),
+            None => (RunStatus::Complete, leftover),
+        },
     };
     if let Some(failure) = &failure {
         progress.line(format!("{label}: {failure}"));
@@ -173,6 +176,27 @@ pub(super) async fn run_configuration(
         endpoint_metrics,
         ..context.empty_result(run, status, None)
     }
+}
+
+/// Share of failed requests at the lowest load beyond which the target is broken, not overloaded.
+const TARGET_FAILURE_PERCENT: f64 = 50.0;
+
+/// A target that fails most requests already at the lowest load is broken, not slow: the run failed, and the
+/// message says how, by the dominant error class (never "the load generator fell behind").
+fn target_failure(steps: &[StepResult], address: &str, load_unit: LoadUnit) -> Option<String> {
+    let first = steps.iter().find(|step| step.complete)?;
+    if first.error_rate_percent <= TARGET_FAILURE_PERCENT {
+        return None;
+    }
+    let (class, count) = first.errors.dominant()?;
+    let attempts = first.errors.total() + first.latency.count;
+    Some(format!(
+        "the target at {address} failed {} of {attempts} requests at the lowest load ({} {}), most of them \
+         `{class}` ({count})",
+        first.errors.total(),
+        first.load,
+        load_unit.label(),
+    ))
 }
 
 /// Why a test run measured nothing.
