@@ -123,15 +123,19 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
             workers / 2
         );
         let results = run(folder.path(), &format!("light-{workers}"), &body);
-        let median_ms = service_ms / (1.0 + CV * CV).sqrt();
+        // The realized median: the distribution's, plus how late the server's own timer woke each request (tokio
+        // timers run up to a millisecond late), which the endpoint records; the ground truth of this run.
+        let lateness_ms = results["configurations"][0]["reference"]["mean_timer_lateness_ms"].as_f64().unwrap();
+        let median_ms = service_ms / (1.0 + CV * CV).sqrt() + lateness_ms;
         let p50_ms = results["configurations"][0]["steps"][0]["latency"]["p50_ms"].as_f64().unwrap();
         eprintln!(
-            "light      {workers:>2}x{service_ms:<4}ms p50 {p50_ms:.2} ms, service median {median_ms:.2} ms: {:+.1}%",
+            "light      {workers:>2}x{service_ms:<4}ms p50 {p50_ms:.2} ms, realized service median {median_ms:.2} ms \
+             (timer {lateness_ms:.2} ms late): {:+.1}%",
             (p50_ms / median_ms - 1.0) * 100.0
         );
         assert!(
             (p50_ms / median_ms - 1.0).abs() < 0.10,
-            "{workers}x{service_ms}ms: p50 {p50_ms:.2} ms vs median {median_ms:.2} ms"
+            "{workers}x{service_ms}ms: p50 {p50_ms:.2} ms vs realized median {median_ms:.2} ms"
         );
     }
 }
