@@ -2,18 +2,21 @@
 //! plateau, `plateau`); the IR metrics there; and the Universal Scalability Law fitted to the steps
 //! (`scalability`). The recommendation across configurations is `recommend`'s.
 
+pub mod curve;
 pub mod plateau;
 pub mod scalability;
 
 use serde::{Deserialize, Serialize};
 
+use crate::measure::precision::{Interval, LatencyIntervals};
 use crate::measure::step::StepRecord;
 use crate::measure::{self, ErrorCounts, LatencyHistogram, LatencySummary};
 use crate::plan::LoadUnit;
 use crate::spec::{PlateauSettings, Requirements, Stopping};
 use crate::units;
+use curve::pooled;
 pub use plateau::{OnlineDetector, Plateau, PlateauRule, StepPoint, sliding_window};
-use plateau::{complete_points, detect};
+use plateau::{complete_points, detect, fitted_curve, flat_part};
 use scalability::ScalabilityFit;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -33,8 +36,26 @@ pub struct StepResult {
     /// Successful responses per second over the steady seconds.
     pub throughput_rps: f64,
     pub invocations_per_min: f64,
+    /// The throughput's 95% interval (batch means over the steady seconds) and its standard error; absent under two
+    /// steady seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_interval_rps: Option<Interval>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_standard_error_rps: Option<f64>,
+    /// Degrees of freedom of that standard error (batches less one).
+    #[serde(default)]
+    pub throughput_degrees: f64,
+    /// Whether the throughput interval reached `[traffic] precision_percent` (else the step ran to its maximum).
+    #[serde(default = "yes")]
+    pub converged: bool,
+    /// Why no figure is taken from this step; absent for a valid step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<Invalid>,
     /// Latency of successful responses, from the step's histogram.
     pub latency: LatencySummary,
+    /// The latency percentiles' 95% intervals (block bootstrap over the steady seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_intervals: Option<LatencyIntervals>,
     pub errors: ErrorCounts,
     /// Errors as a percentage of all finished requests.
     pub error_rate_percent: f64,
@@ -65,18 +86,80 @@ pub struct StepResult {
     pub between_chunks: Option<LatencySummary>,
 }
 
+fn yes() -> bool {
+    true
+}
+
+/// Why a step's figures are not reported: it is shown, marked, and feeds no figure.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Invalid {
+    /// The run ended inside the step.
+    Incomplete,
+    /// The load generator fell behind its schedule or ran out of CPU: the step measured plateau.
+    GeneratorSaturated,
+    /// More requests failed than `[requirements] max_error_rate_percent` allows.
+    OverErrorBudget { error_rate_percent: f64, limit_percent: f64 },
+}
+
+impl Invalid {
+    pub fn describe(&self) -> String {
+        match self {
+            Invalid::Incomplete => "incomplete: the run ended inside this step".to_string(),
+            Invalid::GeneratorSaturated => {
+                "load generator saturated: this step measured plateau, not the endpoint".to_string()
+            }
+            Invalid::OverErrorBudget { error_rate_percent, limit_percent } => {
+                format!("{error_rate_percent:.1}% errors, over the {limit_percent}% budget")
+            }
+        }
+    }
+}
+
+fn validity(step: &StepResult, max_error_rate_percent: f64) -> Option<Invalid> {
+    if !step.complete {
+        Some(Invalid::Incomplete)
+    } else if step.generator_saturated {
+        Some(Invalid::GeneratorSaturated)
+    } else if step.error_rate_percent > max_error_rate_percent {
+        Some(Invalid::OverErrorBudget {
+            error_rate_percent: step.error_rate_percent,
+            limit_percent: max_error_rate_percent,
+        })
+    } else {
+        None
+    }
+}
+
 /// The figures SageMaker Inference Recommender reports, at the plateau.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Metrics {
-    /// Requests per minute over the plateau window.
+    /// Requests per minute where throughput levelled off: the flat part of the monotone curve fitted to the valid
+    /// steps, never below a valid step at a lower load.
     pub max_invocations: f64,
-    /// The highest load whose required percentile met `[requirements]`, per minute; absent without an SLO.
+    /// Its 95% interval, per minute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_invocations_interval: Option<Interval>,
+    /// The figures are lower bounds: the ramp ended before a confirmed plateau (see `inconclusive`).
+    #[serde(default)]
+    pub lower_bound: bool,
+    /// Why the figures are lower bounds, and what to change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inconclusive: Option<String>,
+    /// The highest valid load whose required percentile met `[requirements]`, per minute (on the fitted curve, never
+    /// above MaxInvocations); absent without an SLO.
     pub max_invocations_at_slo: Option<f64>,
-    /// ModelLatency over the plateau window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_invocations_at_slo_interval: Option<Interval>,
+    /// ModelLatency at the plateau step.
     pub model_latency: LatencySummary,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_latency_intervals: Option<LatencyIntervals>,
     pub cost_per_hour_usd: f64,
     /// CostPerHour / (invocations per hour), on the SLO figure when there is an SLO; absent when nothing met it.
     pub cost_per_inference_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_per_inference_interval_usd: Option<Interval>,
     /// CpuUtilization at the plateau, as a percentage of what the server may use; absent with no source.
     pub cpu_utilization_percent: Option<f64>,
     pub memory_utilization_percent: Option<f64>,
@@ -98,6 +181,7 @@ fn error_rate_percent(completed: u64, errors: &ErrorCounts) -> f64 {
 
 pub fn step_result(step: &StepRecord) -> StepResult {
     let throughput_rps = step.throughput_rps();
+    let means = step.throughput_means();
     StepResult {
         index: step.window.index,
         load: step.window.load,
@@ -107,7 +191,13 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         complete: step.complete,
         throughput_rps,
         invocations_per_min: units::per_minute(throughput_rps),
+        throughput_interval_rps: means.map(|means| means.interval()),
+        throughput_standard_error_rps: means.map(|means| means.standard_error),
+        throughput_degrees: means.map_or(0.0, |means| means.degrees),
+        converged: step.converged,
+        invalid: None,
         latency: LatencySummary::of(&step.steady.latency_us),
+        latency_intervals: step.latency_intervals,
         errors: step.steady.errors,
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
         dropped: step.steady.dropped,
@@ -151,11 +241,15 @@ pub fn analyze_steps(
     settings: &PlateauSettings,
     sliding: Option<&StepRecord>,
 ) -> Analysis {
-    let steps: Vec<StepResult> = records.iter().map(step_result).collect();
+    let mut steps: Vec<StepResult> = records.iter().map(step_result).collect();
+    for step in &mut steps {
+        step.invalid = validity(step, requirements.max_error_rate_percent);
+    }
     let complete: Vec<(&StepRecord, &StepResult)> =
         records.iter().zip(&steps).filter(|(_, step)| step.complete).collect();
-    let points = complete_points(&steps, &stopping.latency_thresholds);
-    let Some(mut plateau) = detect(&points, &stopping.latency_thresholds, settings) else {
+    let thresholds = &stopping.latency_thresholds;
+    let points = complete_points(&steps, thresholds);
+    let Some(mut plateau) = detect(&points, thresholds, settings) else {
         return Analysis { steps, ..Analysis::default() };
     };
     // For phases, a sliding window where throughput levelled off replaces the step, unless a threshold, errors or
@@ -174,32 +268,64 @@ pub fn analyze_steps(
     let scalability = (facts.load_unit == LoadUnit::Users)
         .then(|| scalability::fit(&points.iter().map(|point| (point.load, point.throughput_rps)).collect::<Vec<_>>()))
         .flatten();
+    let fitted = fitted_curve(&points, thresholds, settings);
     let window = sliding.map(|record| (record, step_result(record)));
     let (record, step) = match &window {
         Some((record, step)) => (*record, step),
         None => complete[plateau.step],
     };
-    let max_invocations = step.invocations_per_min;
-    let max_invocations_at_slo = requirements.slo.map(|slo| {
-        complete
-            .iter()
-            .filter(|(_, step)| {
-                !step.histogram.is_empty()
-                    && measure::percentile_ms(&step.histogram, slo.percentile.value()) <= slo.latency_ms
-            })
-            .map(|(_, step)| step.invocations_per_min)
-            .fold(0.0, f64::max)
+    let (capacity_rps, capacity_interval) = match &window {
+        Some((_, step)) => (step.throughput_rps, step.throughput_interval_rps),
+        None => capacity(&points, &fitted, &plateau, settings),
+    };
+    let max_invocations = units::per_minute(capacity_rps);
+    let max_invocations_interval = capacity_interval.map(|interval| interval.scaled(units::per_minute(1.0)));
+    let at_slo = requirements.slo.map(|slo| {
+        // The highest valid load that met the goal, read on the fitted curve, never above the capacity.
+        let meeting = complete.iter().zip(&fitted).rposition(|((_, step), fitted)| {
+            fitted.is_some()
+                && !step.histogram.is_empty()
+                && measure::percentile_ms(&step.histogram, slo.percentile.value()) <= slo.latency_ms
+        });
+        meeting.map_or((0.0, None), |index| {
+            let value_rps = fitted[index].expect("a usable step").min(capacity_rps);
+            let interval = complete[index].1.throughput_interval_rps.map(|interval| Interval {
+                low: interval.low.min(value_rps),
+                high: interval
+                    .high
+                    .min(capacity_interval.map_or(interval.high, |capacity| capacity.high))
+                    .max(value_rps),
+            });
+            (units::per_minute(value_rps), interval.map(|interval| interval.scaled(units::per_minute(1.0))))
+        })
     });
+    let max_invocations_at_slo = at_slo.map(|(value, _)| value);
     let operating_per_min = max_invocations_at_slo.unwrap_or(max_invocations);
+    let operating_interval = match at_slo {
+        Some((_, interval)) => interval,
+        None => max_invocations_interval,
+    };
     let cost_per_hour_usd = facts.price_per_hour_usd * f64::from(facts.instance_count);
     let cost_per_inference_usd =
         (operating_per_min > 0.0).then(|| cost_per_hour_usd / units::per_hour(operating_per_min));
+    let cost_per_inference_interval_usd =
+        operating_interval.filter(|interval| interval.low > 0.0).map(|interval| Interval {
+            low: cost_per_hour_usd / units::per_hour(interval.high),
+            high: cost_per_hour_usd / units::per_hour(interval.low),
+        });
+    let lower_bound = !plateau.confirmed;
     let metrics = Metrics {
         max_invocations,
+        max_invocations_interval,
+        lower_bound,
+        inconclusive: lower_bound.then(|| inconclusive_reason(&plateau, &points, facts.load_unit)),
         max_invocations_at_slo,
+        max_invocations_at_slo_interval: at_slo.and_then(|(_, interval)| interval),
         model_latency: step.latency,
+        model_latency_intervals: step.latency_intervals,
         cost_per_hour_usd,
         cost_per_inference_usd,
+        cost_per_inference_interval_usd,
         cpu_utilization_percent: step.cpu_percent,
         memory_utilization_percent: step.memory_percent,
         utilization_source: facts.utilization_source.clone(),
@@ -209,6 +335,75 @@ pub fn analyze_steps(
         load_at_plateau: step.load,
     };
     Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability, steps }
+}
+
+/// The capacity and its interval, in requests per second: the flat part of the fitted curve pooled by precision,
+/// and never below a valid step at a lower load (a server that served that much can serve it: noise on a saturated
+/// server only ever takes throughput away). With no valid step at all, the best saturated step, as a lower bound.
+fn capacity(
+    points: &[StepPoint],
+    fitted: &[Option<f64>],
+    plateau: &Plateau,
+    settings: &PlateauSettings,
+) -> (f64, Option<Interval>) {
+    let interval_of = |index: usize| -> Option<Interval> {
+        let point = &points[index];
+        (point.degrees > 0.0).then(|| {
+            let half = crate::measure::precision::t_975(point.degrees) * point.standard_error_rps;
+            Interval { low: (point.throughput_rps - half).max(0.0), high: point.throughput_rps + half }
+        })
+    };
+    if fitted[plateau.step].is_none() {
+        let best = (0..points.len()).max_by(|a, b| points[*a].throughput_rps.total_cmp(&points[*b].throughput_rps));
+        return best.map_or((0.0, None), |index| (points[index].throughput_rps, interval_of(index)));
+    }
+    let part = match plateau.rule {
+        PlateauRule::ThroughputFlat => flat_part(points, fitted, plateau.step, settings),
+        _ => vec![plateau.step],
+    };
+    let pooled_points: Vec<_> = part
+        .iter()
+        .filter(|index| points[**index].degrees > 0.0)
+        .map(|index| curve::CurvePoint {
+            throughput_rps: points[*index].throughput_rps,
+            standard_error_rps: points[*index].standard_error_rps,
+            degrees: points[*index].degrees,
+        })
+        .collect();
+    let (mean, interval) = match pooled(&pooled_points) {
+        Some((mean, interval)) => (mean, Some(interval)),
+        None => (points[plateau.step].throughput_rps, None),
+    };
+    let floor = (0..plateau.step)
+        .filter(|index| fitted[*index].is_some())
+        .max_by(|a, b| points[*a].throughput_rps.total_cmp(&points[*b].throughput_rps))
+        .filter(|index| points[*index].throughput_rps > mean);
+    match floor {
+        Some(index) => (points[index].throughput_rps, interval_of(index)),
+        None => (mean, interval),
+    }
+}
+
+/// Why a configuration's figures are only lower bounds, and what would make them conclusive.
+fn inconclusive_reason(plateau: &Plateau, points: &[StepPoint], load_unit: LoadUnit) -> String {
+    let last_load = points.last().map_or(0.0, |point| point.load);
+    let unit = load_unit.label();
+    match plateau.rule {
+        PlateauRule::GeneratorSaturated { at_step } => format!(
+            "the load generator fell behind from step {} on, before the endpoint levelled off: run with fewer \
+             processes on this machine, give a command target its own `cpus`, or spread the load over several \
+             machines",
+            at_step + 1
+        ),
+        PlateauRule::NotReached => format!(
+            "throughput still grew at the last step ({last_load} {unit}): add steps (or larger ones) so the ramp \
+             goes past the plateau"
+        ),
+        _ => format!(
+            "throughput levelled off at the last step ({last_load} {unit}) and no further step confirmed it: add a \
+             step, or lengthen the steps (`traffic.max_step_duration`) so each is precise enough to tell"
+        ),
+    }
 }
 
 /// Coefficient of variation, in percent.

@@ -17,6 +17,7 @@ use crate::measure::step::StepRecord;
 use crate::plan::StepWindow;
 use crate::spec::{FlatInvocations, LatencyThreshold, Percentile, PlateauSettings, Stopping};
 
+use super::curve::{CurvePoint, isotonic};
 use super::{StepResult, step_result};
 
 /// One step as the detector sees it.
@@ -30,12 +31,74 @@ pub struct StepPoint {
     pub threshold_latency_ms: Vec<f64>,
     /// The load generator fell behind its schedule in this step.
     pub generator_saturated: bool,
+    /// The step's throughput precision (batch means), which weighs it in the curve.
+    pub standard_error_rps: f64,
+    pub degrees: f64,
 }
 
 impl StepPoint {
-    fn level(&self) -> Level {
-        Level { load: self.load, throughput_rps: self.throughput_rps }
+    fn curve_point(&self) -> CurvePoint {
+        CurvePoint {
+            throughput_rps: self.throughput_rps,
+            standard_error_rps: self.standard_error_rps,
+            degrees: self.degrees,
+        }
     }
+
+    /// The first `[stopping]` threshold this step crossed, with what it observed.
+    fn crossed<'t>(&self, thresholds: &'t [LatencyThreshold]) -> Option<(&'t LatencyThreshold, f64)> {
+        thresholds
+            .iter()
+            .zip(&self.threshold_latency_ms)
+            .find(|(threshold, observed)| **observed > threshold.latency_ms)
+            .map(|(threshold, observed)| (threshold, *observed))
+    }
+}
+
+/// The fitted throughput of each point: the isotonic fit of the steps the search may use (not saturated, before the
+/// first step that crossed a threshold or the error limit); `None` for the others.
+pub fn fitted_curve(
+    points: &[StepPoint],
+    thresholds: &[LatencyThreshold],
+    settings: &PlateauSettings,
+) -> Vec<Option<f64>> {
+    let end = points
+        .iter()
+        .position(|point| {
+            !point.generator_saturated
+                && (point.error_rate_percent > settings.max_error_rate_percent || point.crossed(thresholds).is_some())
+        })
+        .unwrap_or(points.len());
+    let usable: Vec<usize> = (0..end).filter(|index| !points[*index].generator_saturated).collect();
+    let fit = isotonic(&usable.iter().map(|index| points[*index].curve_point()).collect::<Vec<_>>());
+    let mut fitted = vec![None; points.len()];
+    for (index, value) in usable.into_iter().zip(fit) {
+        fitted[index] = Some(value);
+    }
+    fitted
+}
+
+/// The steps of the curve's flat part: the plateau step and the usable steps after it that gained too little over
+/// it on the fitted curve, up to the first that grew again.
+pub fn flat_part(
+    points: &[StepPoint],
+    fitted: &[Option<f64>],
+    plateau_step: usize,
+    settings: &PlateauSettings,
+) -> Vec<usize> {
+    let Some(base) = fitted.get(plateau_step).copied().flatten() else {
+        return vec![plateau_step];
+    };
+    let base = Level { load: points[plateau_step].load, throughput_rps: base };
+    let mut part = vec![plateau_step];
+    for (index, value) in fitted.iter().enumerate().skip(plateau_step + 1) {
+        let Some(value) = value else { continue };
+        if !is_flat(base, Level { load: points[index].load, throughput_rps: *value }, settings) {
+            break;
+        }
+        part.push(index);
+    }
+    part
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,6 +185,11 @@ pub const SATURATED_STEPS_TO_STOP: usize = 2;
 pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &PlateauSettings) -> Option<Plateau> {
     // The valid step with the most throughput so far, the last valid one, and the first flat step with the flat
     // valid steps after it.
+    let fitted = fitted_curve(points, thresholds, settings);
+    let level = |index: usize| Level {
+        load: points[index].load,
+        throughput_rps: fitted[index].unwrap_or(points[index].throughput_rps),
+    };
     let mut best: Option<usize> = None;
     let mut last_valid: Option<usize> = None;
     let mut candidate: Option<(usize, usize)> = None;
@@ -137,15 +205,11 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
             };
             return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
         }
-        let crossed = thresholds
-            .iter()
-            .zip(&point.threshold_latency_ms)
-            .find(|(threshold, observed)| **observed > threshold.latency_ms);
-        if let Some((threshold, observed)) = crossed {
+        if let Some((threshold, observed_ms)) = point.crossed(thresholds) {
             let rule = PlateauRule::LatencyThreshold {
                 percentile: threshold.percentile,
                 threshold_ms: threshold.latency_ms,
-                observed_ms: *observed,
+                observed_ms,
             };
             return Some(Plateau { step: before, rule, confirmed: true, window_s: None });
         }
@@ -154,8 +218,7 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
             best = Some(index);
             continue;
         };
-        let base = &points[base_index];
-        let flat = is_flat(base.level(), point.level(), settings);
+        let flat = is_flat(level(base_index), level(index), settings);
         match (flat, candidate) {
             (true, None) => candidate = Some((index, 0)),
             (true, Some((first, flat_after))) if flat_after + 1 >= settings.confirm_steps => {
@@ -169,7 +232,7 @@ pub fn detect(points: &[StepPoint], thresholds: &[LatencyThreshold], settings: &
             (true, Some((first, flat_after))) => candidate = Some((first, flat_after + 1)),
             (false, _) => candidate = None,
         }
-        if point.throughput_rps > base.throughput_rps {
+        if level(index).throughput_rps > level(base_index).throughput_rps {
             best = Some(index);
         }
     }
@@ -203,6 +266,8 @@ fn step_point(step: &StepResult, thresholds: &[LatencyThreshold]) -> StepPoint {
         throughput_rps: step.throughput_rps,
         error_rate_percent: step.error_rate_percent,
         generator_saturated: step.generator_saturated,
+        standard_error_rps: step.throughput_standard_error_rps.unwrap_or(step.throughput_rps * 0.1),
+        degrees: step.throughput_degrees,
         threshold_latency_ms: thresholds
             .iter()
             .map(|threshold| measure::percentile_ms(&step.histogram, threshold.percentile.value()))
@@ -263,6 +328,8 @@ mod tests {
                 error_rate_percent: 0.0,
                 threshold_latency_ms: Vec::new(),
                 generator_saturated: false,
+                standard_error_rps: throughput_rps * 0.01,
+                degrees: 4.0,
             })
             .collect()
     }

@@ -12,6 +12,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write as _};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,7 @@ use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
 use crate::measure::{self, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::plan::{LoadUnit, Schedule, StepWindow};
-use crate::spec::TrafficOptions;
+use crate::spec::{StepPrecision, TrafficOptions};
 use crate::target::Target;
 use closed::{VirtualUsers, lag_probe};
 use open::OpenArrivals;
@@ -93,6 +94,20 @@ pub struct DriveOptions<'a> {
     pub cancel: CancellationToken,
 }
 
+/// The step's throughput interval is within the target.
+fn reached(precision: &StepPrecision, step: &StepRecord) -> bool {
+    step.throughput_interval_rps()
+        .is_some_and(|interval| interval.half_width_percent(step.throughput_rps()) <= precision.target_percent)
+}
+
+/// The step is due to end but should run on: not precise yet, below its maximum duration, and serving (a step of
+/// nothing but errors has no throughput to make precise).
+fn extends(precision: &StepPrecision, step: &StepRecord) -> bool {
+    step.window.end_s - step.window.start_s < precision.max_step_duration_s
+        && step.steady.completed > 0
+        && !reached(precision, step)
+}
+
 /// Runs the schedule against `target` until it ends, the observer stops it, or `cancel` fires.
 pub async fn drive<T: Target>(
     target: Arc<T>,
@@ -106,6 +121,9 @@ pub async fn drive<T: Target>(
     let mut series = options.series_path.map(File::create).transpose()?.map(BufWriter::new);
     let started_at = Instant::now();
     let run = options.cancel.child_token();
+    // Seconds the steps so far were extended by to reach their precision: the schedule runs that much behind.
+    let extended_s = Arc::new(AtomicU64::new(0));
+    let mut windows = schedule.steps.clone();
     let mut load = match schedule.load_unit {
         LoadUnit::Users => {
             let think_time = Duration::from_millis(options.traffic.think_time_ms);
@@ -115,8 +133,13 @@ pub async fn drive<T: Target>(
             Load::Closed(users)
         }
         LoadUnit::RequestsPerSecond => {
-            let arrivals =
-                OpenArrivals { schedule: schedule.clone(), options: *options.traffic, seed: options.seed, started_at };
+            let arrivals = OpenArrivals {
+                schedule: schedule.clone(),
+                options: *options.traffic,
+                seed: options.seed,
+                started_at,
+                extended_s: Arc::clone(&extended_s),
+            };
             Load::Open(tokio::spawn(arrivals.run(target, Arc::clone(&recorder), run.clone())))
         }
     };
@@ -125,7 +148,7 @@ pub async fn drive<T: Target>(
 
     let mut steps: Vec<StepRecord> = Vec::new();
     let mut seconds: Vec<SecondSummary> = Vec::new();
-    let mut current = new_step(schedule, 0);
+    let mut current = new_step(&windows, 0);
     let mut second_tally = Tally::default();
     let mut total_completed = 0;
     let mut unreachable_s = 0;
@@ -135,7 +158,7 @@ pub async fn drive<T: Target>(
     let mut second: u64 = 0;
 
     let end = loop {
-        let Some(window) = schedule.steps.get(current.window.index).cloned() else {
+        let Some(window) = windows.get(current.window.index).cloned() else {
             break EndReason::Completed;
         };
         let boundary = started_at + Duration::from_secs(second + 1);
@@ -147,7 +170,7 @@ pub async fn drive<T: Target>(
                 if let Some(message) = recorder.fault() {
                     break EndReason::PayloadFailed { message: message.to_string() };
                 }
-                load.follow(schedule, started_at.elapsed().as_secs_f64());
+                load.follow(schedule, started_at.elapsed().as_secs_f64() - extended_s.load(Ordering::Relaxed) as f64);
                 continue;
             }
         }
@@ -158,7 +181,7 @@ pub async fn drive<T: Target>(
             generator_cpu_percent: own_cpu.sample(),
             ..resources.as_mut().map(|source| source.sample()).unwrap_or_default()
         };
-        let summary = summarize_second(second, schedule, &second_tally, sample);
+        let summary = summarize_second(second, window.load, &second_tally, sample);
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -166,8 +189,7 @@ pub async fn drive<T: Target>(
         seconds.push(summary);
 
         if second >= window.steady_start_s {
-            current.steady.merge(&second_tally);
-            current.completed_per_second.push(second_tally.completed);
+            current.add_second(&second_tally);
             resource_totals.add(sample);
         }
         total_completed += second_tally.completed;
@@ -178,10 +200,23 @@ pub async fn drive<T: Target>(
         if unreachable_s >= UNREACHABLE_AFTER_S {
             break EndReason::TargetUnreachable { seconds: unreachable_s };
         }
-        if second == window.end_s {
+        if second == window.end_s && options.traffic.precision.is_some_and(|precision| extends(&precision, &current)) {
+            // Not yet precise enough and below its maximum duration: the step runs a second longer, and every
+            // later step starts a second later.
+            windows[window.index].end_s += 1;
+            for later in &mut windows[window.index + 1..] {
+                later.start_s += 1;
+                later.steady_start_s += 1;
+                later.end_s += 1;
+            }
+            current.window = windows[window.index].clone();
+            extended_s.fetch_add(1, Ordering::Relaxed);
+        } else if second == window.end_s {
             current.complete = true;
+            current.converged = options.traffic.precision.is_none_or(|precision| reached(&precision, &current));
             current.resources = std::mem::take(&mut resource_totals).mean();
-            let next = new_step(schedule, window.index + 1);
+            current.finish();
+            let next = new_step(&windows, window.index + 1);
             steps.push(std::mem::replace(&mut current, next));
             if let StepVerdict::Stop(reason) = observer.on_step(&steps) {
                 break EndReason::Stopped { reason };
@@ -190,7 +225,7 @@ pub async fn drive<T: Target>(
         if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
             break EndReason::MaxInvocations { invocations: max };
         }
-        load.follow(schedule, second as f64);
+        load.follow(schedule, second as f64 - extended_s.load(Ordering::Relaxed) as f64);
     };
     run.cancel();
     load.stop().await;
@@ -199,7 +234,8 @@ pub async fn drive<T: Target>(
     second_tally.reset();
     recorder.drain_into(&mut second_tally);
     if end.is_partial() && (second_tally.started > 0 || second_tally.errors.total() > 0) {
-        let summary = summarize_second(second, schedule, &second_tally, ResourceSample::default());
+        let load = windows.get(current.window.index).map_or(0.0, |window| window.load);
+        let summary = summarize_second(second, load, &second_tally, ResourceSample::default());
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -210,15 +246,17 @@ pub async fn drive<T: Target>(
     }
     if !current.completed_per_second.is_empty() {
         current.resources = resource_totals.mean();
+        current.converged = options.traffic.precision.is_none_or(|precision| reached(&precision, &current));
+        current.finish();
         steps.push(current);
     }
     Ok(RunRecord { steps, seconds, end, elapsed_s: second })
 }
 
-fn summarize_second(second: u64, schedule: &Schedule, tally: &Tally, resources: ResourceSample) -> SecondSummary {
+fn summarize_second(second: u64, load: f64, tally: &Tally, resources: ResourceSample) -> SecondSummary {
     SecondSummary {
         second,
-        load: schedule.load_at(second as f64 + 0.5),
+        load,
         started: tally.started,
         completed: tally.completed,
         dropped: tally.dropped,
@@ -230,14 +268,9 @@ fn summarize_second(second: u64, schedule: &Schedule, tally: &Tally, resources: 
     }
 }
 
-fn new_step(schedule: &Schedule, index: usize) -> StepRecord {
-    let window = schedule.steps.get(index).cloned().unwrap_or(StepWindow {
-        index,
-        start_s: 0,
-        end_s: 0,
-        steady_start_s: 0,
-        load: 0.0,
-    });
+fn new_step(windows: &[StepWindow], index: usize) -> StepRecord {
+    let window =
+        windows.get(index).cloned().unwrap_or(StepWindow { index, start_s: 0, end_s: 0, steady_start_s: 0, load: 0.0 });
     new_step_for(window)
 }
 

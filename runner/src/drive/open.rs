@@ -31,6 +31,8 @@ pub(super) struct OpenArrivals {
     pub(super) options: TrafficOptions,
     pub(super) seed: u64,
     pub(super) started_at: Instant,
+    /// Seconds the steps so far were extended by: the schedule runs that much behind the clock.
+    pub(super) extended_s: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the scheduler and its workers share.
@@ -66,13 +68,22 @@ impl OpenArrivals {
         // Each worker's own queue of due times; it never holds more than one.
         let mut workers: Vec<mpsc::UnboundedSender<Instant>> = Vec::new();
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let end = self.started_at + Duration::from_secs(self.schedule.duration_s());
+        let end = |extended_s: &std::sync::atomic::AtomicU64| {
+            self.started_at
+                + Duration::from_secs(
+                    self.schedule.duration_s() + extended_s.load(std::sync::atomic::Ordering::Relaxed),
+                )
+        };
+        let schedule_s = |at: Instant| {
+            at.duration_since(self.started_at).as_secs_f64()
+                - self.extended_s.load(std::sync::atomic::Ordering::Relaxed) as f64
+        };
         let mut due = self.started_at;
         let mut round: Vec<Instant> = Vec::new();
         let mut next_round = self.started_at;
         let cancelled = run.cancelled();
         tokio::pin!(cancelled);
-        while due < end {
+        while due < end(&self.extended_s) {
             // At least a tick between rounds; a slow rate sleeps until its next arrival is near.
             let wake = due.checked_sub(DISPATCH_AHEAD).unwrap_or(due).max(next_round);
             tokio::select! {
@@ -83,9 +94,9 @@ impl OpenArrivals {
             next_round = now + SCHEDULER_TICK;
             let horizon = now + DISPATCH_AHEAD;
             round.clear();
-            while due <= horizon && due < end {
+            while due <= horizon && due < end(&self.extended_s) {
                 round.push(due);
-                let rate_per_s = self.schedule.load_at(due.duration_since(self.started_at).as_secs_f64());
+                let rate_per_s = self.schedule.load_at(schedule_s(due));
                 let gap_s = match self.options.arrivals {
                     Arrivals::Uniform => 1.0 / rate_per_s,
                     Arrivals::Poisson => Exp::new(rate_per_s).map_or(1.0 / rate_per_s, |exp| exp.sample(&mut rng)),

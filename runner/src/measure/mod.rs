@@ -1,6 +1,7 @@
 //! Measurement: latency histograms (HDR, microseconds), per-second accumulation off the request path, error
 //! classes, histogram serialization, the resource-sampling interface, the per-second series and per-step records.
 
+pub mod precision;
 pub mod process_tree;
 pub mod series;
 pub mod step;

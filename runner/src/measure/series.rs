@@ -85,11 +85,11 @@ pub fn window_from_series(path: &Path, window: StepWindow) -> Result<StepRecord,
         };
         tally.latency_us = super::decode_histogram(&parsed.histogram)
             .map_err(|source| SeriesError::Histogram { line: index + 1, source })?;
-        record.steady.merge(&tally);
-        record.completed_per_second.push(second.completed);
+        record.add_second(&tally);
         resources.add(second.resources);
     }
     record.complete = !record.completed_per_second.is_empty();
+    record.finish();
     record.resources = resources.mean();
     Ok(record)
 }

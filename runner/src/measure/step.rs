@@ -3,6 +3,7 @@
 
 use crate::plan::StepWindow;
 
+use super::precision::{BatchMeans, Interval, LatencyIntervals, SecondLatencies, latency_intervals};
 use super::{ResourceSample, Tally};
 
 /// How late the load generator may be, at the percentile below, before it counts as not keeping its schedule
@@ -26,12 +27,42 @@ pub struct StepRecord {
     pub steady: Tally,
     /// Successful responses in each steady second, for the spread of throughput.
     pub completed_per_second: Vec<u64>,
+    /// Each steady second's latency distribution, kept only while the step runs (for its intervals).
+    latency_seconds: Vec<SecondLatencies>,
+    /// The latency percentiles' 95% intervals, computed when the step finishes.
+    pub latency_intervals: Option<LatencyIntervals>,
+    /// Whether the throughput interval reached the precision asked for (`[traffic] precision_percent`); a step
+    /// that did not ran to its maximum duration.
+    pub converged: bool,
     pub resources: ResourceSample,
 }
 
 impl StepRecord {
     pub fn steady_seconds(&self) -> u64 {
         self.completed_per_second.len() as u64
+    }
+
+    /// Folds one steady second into the step.
+    pub fn add_second(&mut self, second: &Tally) {
+        self.steady.merge(second);
+        self.completed_per_second.push(second.completed);
+        self.latency_seconds.push(SecondLatencies::of(&second.latency_us));
+    }
+
+    /// Ends the step: its latency intervals are computed and the seconds' distributions let go.
+    pub fn finish(&mut self) {
+        // Seeded by the step's position, so a result replays exactly.
+        self.latency_intervals = latency_intervals(&self.latency_seconds, self.window.index as u64);
+        self.latency_seconds = Vec::new();
+    }
+
+    /// Throughput by batch means over the steady seconds; `None` under two seconds.
+    pub fn throughput_means(&self) -> Option<BatchMeans> {
+        BatchMeans::of(&self.completed_per_second)
+    }
+
+    pub fn throughput_interval_rps(&self) -> Option<Interval> {
+        self.throughput_means().map(|means| means.interval())
     }
 
     pub fn throughput_rps(&self) -> f64 {
@@ -57,6 +88,9 @@ pub(crate) fn new_step_for(window: StepWindow) -> StepRecord {
         complete: false,
         steady: Tally::default(),
         completed_per_second: Vec::new(),
+        latency_seconds: Vec::new(),
+        latency_intervals: None,
+        converged: true,
         resources: ResourceSample::default(),
     }
 }

@@ -38,7 +38,7 @@ pub use target::{
     CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck, ResponseCheck,
     SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
 };
-pub use traffic::{Arrivals, Phase, Traffic, TrafficOptions};
+pub use traffic::{Arrivals, Phase, StepPrecision, Traffic, TrafficOptions};
 pub use values::{DurationValue, Percentile};
 
 use cloudwatch::{RawCloudWatch, validate_cloudwatch};

@@ -29,6 +29,12 @@ pub(super) struct RawTraffic {
     max_in_flight: Option<Spanned<u32>>,
     #[schemars(with = "Option<DurationValue>")]
     think_time: Option<Spanned<DurationValue>>,
+    /// Steps run past `step_duration` until half their throughput interval is within this percentage of it.
+    #[schemars(with = "Option<f64>")]
+    precision_percent: Option<Spanned<f64>>,
+    /// The longest a step may run to reach `precision_percent` (default: three times `step_duration`).
+    #[schemars(with = "Option<DurationValue>")]
+    max_step_duration: Option<Spanned<DurationValue>>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -146,6 +152,36 @@ pub struct TrafficOptions {
     /// a client batching). Zero sends back to back.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub think_time_ms: u64,
+    /// Stepped patterns: how precise each step's throughput must be before it ends. Absent for phases and rate
+    /// ramps, whose load never holds still.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<StepPrecision>,
+}
+
+/// How precise a step's throughput must be before it ends, and how long it may run to get there.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepPrecision {
+    /// Half the 95% interval's width, as a percentage of the throughput.
+    pub target_percent: f64,
+    pub max_step_duration_s: u64,
+}
+
+/// Half-width of a step's throughput interval that ends it: GuideLLM's and perf_analyzer's stability margins are
+/// of this order, and the reference endpoint reaches it within its minimum duration.
+pub const DEFAULT_PRECISION_PERCENT: f64 = 5.0;
+/// A step may run this many times its `step_duration` to reach its precision.
+pub const DEFAULT_MAX_STEP_FACTOR: u64 = 3;
+
+impl Traffic {
+    /// The duration of each step, for patterns whose load holds still step by step.
+    fn step_duration_s(&self) -> Option<u64> {
+        match self {
+            Traffic::Stairs { step_duration_s, .. } | Traffic::RateSteps { step_duration_s, .. } => {
+                Some(*step_duration_s)
+            }
+            Traffic::Phases(_) | Traffic::RateRamp { .. } => None,
+        }
+    }
 }
 
 pub(super) fn is_zero(value: &u64) -> bool {
@@ -154,7 +190,7 @@ pub(super) fn is_zero(value: &u64) -> bool {
 
 impl Default for TrafficOptions {
     fn default() -> Self {
-        Self { warmup_s: 0, arrivals: Arrivals::Uniform, max_in_flight: 1024, think_time_ms: 0 }
+        Self { warmup_s: 0, arrivals: Arrivals::Uniform, max_in_flight: 1024, think_time_ms: 0, precision: None }
     }
 }
 
@@ -302,6 +338,7 @@ pub(super) fn validate_traffic_options(
             sink.error(span_of(think_time), "traffic.think_time", "must be whole milliseconds", None);
         }
     }
+    options.precision = validate_precision(raw, traffic, sink);
     if !open && traffic.is_some() {
         let open_only = [
             ("arrivals", raw.arrivals.as_ref().map(Spanned::span)),
@@ -319,4 +356,53 @@ pub(super) fn validate_traffic_options(
         }
     }
     options
+}
+
+fn validate_precision(
+    raw: &RawTraffic,
+    traffic: Option<&Traffic>,
+    sink: &mut DiagnosticSink<'_>,
+) -> Option<StepPrecision> {
+    let Some(step_duration_s) = traffic?.step_duration_s() else {
+        let keys = [
+            ("precision_percent", raw.precision_percent.as_ref().map(Spanned::span)),
+            ("max_step_duration", raw.max_step_duration.as_ref().map(Spanned::span)),
+        ];
+        for (key, span) in keys {
+            if let Some(span) = span {
+                sink.error(
+                    Some(span),
+                    format!("traffic.{key}"),
+                    format!("`{key}` applies to stepped patterns only (stairs, rate_steps, constant_rate)"),
+                    Some("phases and rate ramps change their load every second, so a step cannot run on".into()),
+                );
+            }
+        }
+        return None;
+    };
+    let target_percent = raw.precision_percent.as_ref().map_or(DEFAULT_PRECISION_PERCENT, |percent| {
+        let value = *percent.get_ref();
+        if !(value > 0.0 && value <= 100.0) {
+            sink.error(
+                span_of(percent),
+                "traffic.precision_percent",
+                "must be more than 0 and at most 100",
+                Some("2 asks for each step's throughput within ±2% (95% interval)".into()),
+            );
+        }
+        value
+    });
+    let max_step_duration_s = raw.max_step_duration.as_ref().map_or(DEFAULT_MAX_STEP_FACTOR * step_duration_s, |max| {
+        let seconds = whole_seconds(max, "traffic.max_step_duration", sink);
+        if seconds < step_duration_s {
+            sink.error(
+                span_of(max),
+                "traffic.max_step_duration",
+                format!("must be at least the step duration ({step_duration_s}s)"),
+                Some("set it equal to the step duration for steps of fixed length".into()),
+            );
+        }
+        seconds
+    });
+    Some(StepPrecision { target_percent, max_step_duration_s })
 }
