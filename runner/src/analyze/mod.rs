@@ -420,6 +420,105 @@ fn spread_percent(values: &[u64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::measure::Tally;
+    use crate::measure::step::new_step_for;
+    use crate::plan::StepWindow;
+    use crate::spec::{FlatInvocations, LatencyThreshold, Objective, Percentile};
+    use proptest::prelude::*;
+
+    /// A step of `counts.len()` steady seconds with those successes, each second's responses at `latency_us`.
+    fn record(index: usize, load: f64, counts: &[u64], latency_us: u64, saturated: bool) -> StepRecord {
+        let length = counts.len() as u64 + 1;
+        let start_s = index as u64 * length;
+        let window = StepWindow { index, start_s, end_s: start_s + length, steady_start_s: start_s + 1, load };
+        let mut step = new_step_for(window);
+        for count in counts {
+            let mut second = Tally { started: *count, completed: *count, ..Tally::default() };
+            second.latency_us.record_n(latency_us, *count).unwrap();
+            if saturated {
+                second.generator_lag_us.record(20_000).unwrap();
+            }
+            step.add_second(&second);
+        }
+        step.complete = true;
+        step.finish();
+        step
+    }
+
+    /// A server of `capacity` per second ramped by one user a step, with dips (a step that lost a share of its
+    /// throughput), stalls (seconds of nothing) and steps the load generator could not keep up with.
+    fn series() -> impl Strategy<Value = Vec<StepRecord>> {
+        let step = (0.0f64..1.0, 0u64..3, any::<bool>(), proptest::collection::vec(0.9f64..1.1, 4..8));
+        (50u64..500, 2usize..8, proptest::collection::vec(step, 2..9)).prop_map(|(capacity, knee, steps)| {
+            steps
+                .into_iter()
+                .enumerate()
+                .map(|(index, (dip, stalls, saturated, noise))| {
+                    let users = (index + 1) as f64;
+                    let level = capacity as f64 * (users / knee as f64).min(1.0);
+                    let level = if dip < 0.2 { level * dip * 4.0 } else { level };
+                    let counts: Vec<u64> = noise
+                        .iter()
+                        .enumerate()
+                        .map(|(second, factor)| if (second as u64) < stalls { 0 } else { (level * factor) as u64 })
+                        .collect();
+                    let latency_us = 10_000 + 5_000 * (users as u64).saturating_sub(knee as u64);
+                    record(index, users, &counts, latency_us, saturated && dip > 0.5)
+                })
+                .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        #[test]
+        fn max_invocations_is_never_below_a_valid_lower_load_step_and_at_goal_never_above_it(records in series()) {
+            let facts = ConfigurationFacts {
+                load_unit: LoadUnit::Users,
+                instance_count: 1,
+                price_per_hour_usd: 1.0,
+                utilization_source: None,
+            };
+            let stopping = Stopping {
+                max_invocations: None,
+                latency_thresholds: Vec::new(),
+                flat_invocations: FlatInvocations::Continue,
+            };
+            let requirements = Requirements {
+                slo: Some(LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms: 22.0 }),
+                objective: Objective::CostPerInference,
+                expected_peak_rps: None,
+                headroom_percent: 0.0,
+                max_error_rate_percent: 1.0,
+            };
+            let analysis =
+                analyze_steps(&records, &facts, &stopping, &requirements, &PlateauSettings::default(), None);
+            let metrics = analysis.metrics.expect("complete steps give figures");
+            let earlier_valid =
+                analysis.steps.iter().filter(|step| step.invalid.is_none() && step.load < metrics.load_at_plateau);
+            for step in earlier_valid {
+                prop_assert!(
+                    metrics.max_invocations >= step.invocations_per_min - 1e-6,
+                    "MaxInvocations {} below step {} ({} at {} users)",
+                    metrics.max_invocations, step.index + 1, step.invocations_per_min, step.load
+                );
+            }
+            if let Some(at_goal) = metrics.max_invocations_at_slo {
+                prop_assert!(
+                    at_goal <= metrics.max_invocations + 1e-6,
+                    "at goal {at_goal} above MaxInvocations {}", metrics.max_invocations
+                );
+            }
+            let plateau = analysis.plateau.expect("a plateau or a bound");
+            let plateau_step = analysis.steps.iter().filter(|step| step.complete).nth(plateau.step).unwrap();
+            prop_assert!(
+                plateau_step.invalid.is_none() || analysis.steps.iter().all(|step| step.invalid.is_some()),
+                "the plateau step {} is invalid ({:?}) though valid steps exist",
+                plateau_step.index + 1, plateau_step.invalid
+            );
+        }
+    }
 
     #[test]
     fn spread_is_the_coefficient_of_variation() {
