@@ -13,6 +13,9 @@ pub enum Exit {
     NoConfigurationMeetsRequirements = 3,
     /// `compare` found a regression by the `--fail-on` rules.
     Regression = 4,
+    /// The run finished, but the recommendation is inconclusive: the best candidate's plateau was not confirmed,
+    /// or its margin over the runner-up is within the figures' intervals.
+    Inconclusive = 5,
 }
 
 impl From<Exit> for std::process::ExitCode {

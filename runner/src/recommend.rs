@@ -2,8 +2,9 @@
 //! InitialInstanceCount that carries the expected peak.
 
 use crate::analyze::Metrics;
+use crate::measure::precision::Interval;
 use crate::measure::{self, LatencySummary};
-use crate::results::{ConfigurationResult, Recommendation, RunStatus, Verdict};
+use crate::results::{Confidence, ConfigurationResult, Recommendation, RunStatus, Verdict};
 use crate::spec::{Objective, Requirements};
 use crate::units;
 
@@ -14,15 +15,41 @@ struct Candidate<'a> {
     result: &'a ConfigurationResult,
     metrics: &'a Metrics,
     value: f64,
+    /// The objective's 95% interval, where the figures have one.
+    interval: Option<Interval>,
 }
 
-fn objective_value(objective: Objective, metrics: &Metrics, requirements: &Requirements) -> Option<f64> {
+impl Candidate<'_> {
+    /// The figures are lower bounds on capacity: cost per inference is then an upper bound.
+    fn inconclusive(&self) -> bool {
+        self.metrics.lower_bound
+    }
+
+    /// Standard error of the value's logarithm, from its interval (relative precision).
+    fn log_error(&self) -> f64 {
+        self.interval
+            .filter(|interval| interval.low > 0.0 && self.value > 0.0)
+            .map_or(0.0, |interval| (interval.high / interval.low).ln() / (2.0 * 1.96))
+    }
+}
+
+fn objective_value(
+    objective: Objective,
+    metrics: &Metrics,
+    requirements: &Requirements,
+) -> Option<(f64, Option<Interval>)> {
     match objective {
-        Objective::CostPerInference => metrics.cost_per_inference_usd,
-        Objective::Throughput => Some(metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations)),
+        Objective::CostPerInference => {
+            metrics.cost_per_inference_usd.map(|value| (value, metrics.cost_per_inference_interval_usd))
+        }
+        Objective::Throughput => Some(match metrics.max_invocations_at_slo {
+            Some(at_slo) => (at_slo, metrics.max_invocations_at_slo_interval),
+            None => (metrics.max_invocations, metrics.max_invocations_interval),
+        }),
         Objective::Latency => {
             let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
-            Some(latency_at(&metrics.model_latency, percentile))
+            let interval = metrics.model_latency_intervals.map(|intervals| intervals.at(percentile));
+            Some((latency_at(&metrics.model_latency, percentile), interval))
         }
     }
 }
@@ -88,19 +115,33 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
     for result in results {
         let value = result.metrics.as_ref().and_then(|metrics| objective_value(objective, metrics, requirements));
         match (unmet_requirement(result, requirements), &result.metrics, value) {
-            (None, Some(metrics), Some(value)) => candidates.push(Candidate { result, metrics, value }),
-            (reason, _, _) => rejected.push(Verdict {
+            (None, Some(metrics), Some((value, interval))) => {
+                candidates.push(Candidate { result, metrics, value, interval })
+            }
+            (reason, metrics, value) => rejected.push(Verdict {
                 configuration: result.name.clone(),
                 rank: None,
                 meets_requirements: false,
-                objective_value: value,
+                objective_value: value.map(|(value, _)| value),
+                objective_interval: value.and_then(|(_, interval)| interval),
+                inconclusive: metrics.as_ref().is_some_and(|metrics| metrics.lower_bound),
                 near_tie: false,
                 verdict: reason.unwrap_or_else(|| "has no figure to rank on".to_string()),
             }),
         }
     }
     let higher_is_better = objective == Objective::Throughput;
+    let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
     candidates.sort_by(|a, b| if higher_is_better { b.value.total_cmp(&a.value) } else { a.value.total_cmp(&b.value) });
+    // An inconclusive configuration's figure is a bound in its favour's opposite direction (at least this much
+    // throughput, at most this cost): it ranks above a conclusive one only when that bound already wins. Latency at
+    // an unconfirmed plateau bounds nothing, so there it ranks after every conclusive one.
+    let best_conclusive =
+        candidates.iter().find(|candidate| !candidate.inconclusive()).map(|candidate| candidate.value);
+    let bound_wins = |candidate: &Candidate<'_>| {
+        objective != Objective::Latency && best_conclusive.is_none_or(|best| better(candidate.value, best))
+    };
+    candidates.sort_by_key(|candidate| candidate.inconclusive() && !bound_wins(candidate));
 
     let Some(best) = candidates.first() else {
         return Recommendation {
@@ -109,6 +150,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
             initial_instance_count: None,
             environment: Default::default(),
             reason: "no configuration meets the requirements".to_string(),
+            confidence: Confidence::OnlyCandidate,
             ranking: rejected,
         };
     };
@@ -116,22 +158,28 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         .iter()
         .enumerate()
         .map(|(index, candidate)| {
-            let difference_percent = (candidate.value / best.value - 1.0).abs() * 100.0;
-            let noise_percent = NEAR_TIE_PERCENT
-                .max(candidate.metrics.throughput_spread_percent)
-                .max(best.metrics.throughput_spread_percent);
-            let near_tie = index > 0 && difference_percent < noise_percent;
+            let margin = margin(best, candidate, objective);
+            // A tie when the difference is within its own interval, or too small to matter.
+            let near_tie = index > 0
+                && (margin.low <= 0.0 || (candidate.value / best.value - 1.0).abs() * 100.0 < NEAR_TIE_PERCENT);
+            let bound = if candidate.inconclusive() { " (a bound: its plateau was not confirmed)" } else { "" };
             let verdict = if index == 0 {
-                "recommended".to_string()
+                format!("recommended{bound}")
             } else {
-                let comparison = describe_difference(objective, candidate.value, best.value);
-                if near_tie { format!("near tie: {comparison}, within measurement noise") } else { comparison }
+                let comparison = describe_difference(objective, candidate.value, best.value, margin);
+                if near_tie {
+                    format!("near tie: {comparison}, within measurement noise{bound}")
+                } else {
+                    format!("{comparison}{bound}")
+                }
             };
             Verdict {
                 configuration: candidate.result.name.clone(),
                 rank: Some(index + 1),
                 meets_requirements: true,
                 objective_value: Some(candidate.value),
+                objective_interval: candidate.interval,
+                inconclusive: candidate.inconclusive(),
                 near_tie,
                 verdict,
             }
@@ -155,6 +203,17 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
     if !ties.is_empty() {
         reason.push_str(&format!("; within measurement noise of {}", ties.join(", ")));
     }
+    let runner_up = candidates.get(1);
+    let confidence = confidence(best, runner_up, bound_wins(best), objective);
+    if let (Some(runner_up), Confidence::Established { margin_percent, margin_half_width_percent }) =
+        (runner_up, &confidence)
+    {
+        reason.push_str(&format!(
+            "; beats {} by {margin_percent:.0}% ± {margin_half_width_percent:.0}% in {}",
+            runner_up.result.name,
+            objective_words(objective)
+        ));
+    }
     ranking.extend(rejected);
     Recommendation {
         objective,
@@ -162,16 +221,81 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         initial_instance_count: Some(initial_instance_count(best.result, best.metrics, requirements)),
         environment: best.result.environment.clone(),
         reason,
+        confidence,
         ranking,
     }
 }
 
-fn describe_difference(objective: Objective, value: f64, best: f64) -> String {
-    let percent = (value / best - 1.0) * 100.0;
+fn objective_words(objective: Objective) -> &'static str {
     match objective {
-        Objective::CostPerInference => format!("costs {percent:.0}% more per inference"),
-        Objective::Throughput => format!("serves {:.0}% fewer invocations", -percent),
-        Objective::Latency => format!("{percent:.0}% higher latency"),
+        Objective::CostPerInference => "cost per inference",
+        Objective::Throughput => "throughput",
+        Objective::Latency => "latency",
+    }
+}
+
+/// How much better `best` is than `other`, in percent of `other`'s figure, with a 95% interval (on the log scale,
+/// the two figures' intervals combined as independent).
+fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> Interval {
+    if best.value <= 0.0 || other.value <= 0.0 {
+        return Interval { low: 0.0, high: 0.0 };
+    }
+    // Positive when best is better: cheaper, faster, or serving more.
+    let ratio = if objective == Objective::Throughput { best.value / other.value } else { other.value / best.value };
+    let signed = ratio.ln();
+    let half = 1.96 * best.log_error().hypot(other.log_error());
+    let to_percent = |log: f64| (1.0 - (-log).exp()) * 100.0;
+    Interval { low: to_percent(signed - half), high: to_percent(signed + half) }
+}
+
+/// Whether the recommendation is established: the best candidate's figures are conclusive (or its bound already
+/// wins), and its margin over the runner-up excludes zero.
+fn confidence(
+    best: &Candidate<'_>,
+    runner_up: Option<&Candidate<'_>>,
+    bound_wins: bool,
+    objective: Objective,
+) -> Confidence {
+    if best.inconclusive() && !bound_wins {
+        return Confidence::Inconclusive {
+            reason: format!(
+                "{}'s plateau was not confirmed, so its {} is only a bound: {}",
+                best.result.name,
+                objective_words(objective),
+                best.metrics.inconclusive.as_deref().unwrap_or("see its steps")
+            ),
+        };
+    }
+    let Some(runner_up) = runner_up else {
+        return Confidence::OnlyCandidate;
+    };
+    let margin = margin(best, runner_up, objective);
+    if margin.low <= 0.0 {
+        return Confidence::Inconclusive {
+            reason: format!(
+                "{} and {} are within each other's intervals ({:.1}% between them, 95% interval {:.1}% to {:.1}%): run \
+                 more trials (`trials`), or longer steps (`traffic.precision_percent`), to tell them apart",
+                best.result.name,
+                runner_up.result.name,
+                (margin.low + margin.high) / 2.0,
+                margin.low,
+                margin.high
+            ),
+        };
+    }
+    Confidence::Established {
+        margin_percent: (margin.low + margin.high) / 2.0,
+        margin_half_width_percent: (margin.high - margin.low) / 2.0,
+    }
+}
+
+fn describe_difference(objective: Objective, value: f64, best: f64, margin: Interval) -> String {
+    let percent = (value / best - 1.0) * 100.0;
+    let plus_minus = (margin.high - margin.low) / 2.0;
+    match objective {
+        Objective::CostPerInference => format!("costs {percent:.0}% more per inference (± {plus_minus:.0}%)"),
+        Objective::Throughput => format!("serves {:.0}% fewer invocations (± {plus_minus:.0}%)", -percent),
+        Objective::Latency => format!("{percent:.0}% higher latency (± {plus_minus:.0}%)"),
     }
 }
 
@@ -181,8 +305,12 @@ pub fn initial_instance_count(result: &ConfigurationResult, metrics: &Metrics, r
     let Some(peak_rps) = requirements.expected_peak_rps else {
         return result.instance_count;
     };
-    let per_instance_rps = units::per_second(metrics.max_invocations_at_slo.unwrap_or(metrics.max_invocations))
-        / f64::from(result.instance_count);
+    // The lower end of the capacity's interval: the count must carry the peak even if the capacity is at its low end.
+    let capacity_per_min = match metrics.max_invocations_at_slo {
+        Some(at_slo) => metrics.max_invocations_at_slo_interval.map_or(at_slo, |interval| interval.low.min(at_slo)),
+        None => metrics.max_invocations_interval.map_or(metrics.max_invocations, |interval| interval.low),
+    };
+    let per_instance_rps = units::per_second(capacity_per_min) / f64::from(result.instance_count);
     let needed_rps = peak_rps * (1.0 + requirements.headroom_percent / 100.0);
     // A tiny tolerance keeps an exact fit (e.g. 300 / 100) from rounding up to one more instance.
     ((needed_rps / per_instance_rps) - 1e-9).ceil().max(1.0) as u32

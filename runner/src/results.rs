@@ -179,7 +179,23 @@ pub struct Recommendation {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub environment: std::collections::BTreeMap<String, String>,
     pub reason: String,
+    /// Whether the recommendation is established by the figures' intervals.
+    #[serde(default)]
+    pub confidence: Confidence,
     pub ranking: Vec<Verdict>,
+}
+
+/// How far the figures establish the recommendation (exit code 5 when they do not).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Confidence {
+    /// The best candidate's figures are conclusive and its margin over the runner-up excludes zero.
+    Established { margin_percent: f64, margin_half_width_percent: f64 },
+    /// One configuration met the requirements (or none did): nothing to be uncertain between.
+    #[default]
+    OnlyCandidate,
+    /// The best candidate, or its margin over the runner-up, is not established; the reason says what to change.
+    Inconclusive { reason: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,6 +206,11 @@ pub struct Verdict {
     pub meets_requirements: bool,
     /// The figure ranked on, in the objective's unit (USD per inference, requests per minute, or ms).
     pub objective_value: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub objective_interval: Option<crate::measure::precision::Interval>,
+    /// The figure is a bound: the configuration's plateau was not confirmed.
+    #[serde(default)]
+    pub inconclusive: bool,
     /// Within measurement noise of the recommended configuration.
     pub near_tie: bool,
     pub verdict: String,

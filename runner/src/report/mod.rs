@@ -336,6 +336,37 @@ fn significant(value: Value, digits: Option<usize>) -> String {
     format!("{number:.decimals$}")
 }
 
+/// `{{ value | estimate(interval, bound, decimals, scale) }}`: a figure with its 95% interval as "12000 ± 41", or
+/// as a bound ("≥ 10920") when `bound` names one: a figure plateau cannot stand behind is never printed bare. `scale`
+/// converts both (60 turns requests per second into per minute).
+fn estimate(
+    value: Value,
+    interval: Option<Value>,
+    bound: Option<String>,
+    decimals: Option<usize>,
+    scale: Option<f64>,
+) -> String {
+    let Ok(number) = f64::try_from(value) else {
+        return "n/a".to_string();
+    };
+    let (decimals, scale) = (decimals.unwrap_or(0), scale.unwrap_or(1.0));
+    let number = number * scale;
+    if let Some(bound) = bound.filter(|bound| !bound.is_empty()) {
+        return format!("{bound} {number:.decimals$}");
+    }
+    let end = |name: &str| {
+        interval.as_ref().and_then(|interval| interval.get_attr(name).ok()).and_then(|end| f64::try_from(end).ok())
+    };
+    match (end("low"), end("high")) {
+        (Some(low), Some(high)) => {
+            // The larger side: intervals of percentiles and of costs are not symmetric.
+            let half = (number - low * scale).max(high * scale - number).max(0.0);
+            format!("{number:.decimals$} ± {half:.decimals$}")
+        }
+        _ => format!("{number:.decimals$}"),
+    }
+}
+
 /// `{{ seconds | duration }}`: "1m 05s".
 fn duration(value: Value) -> String {
     match u64::try_from(value) {
@@ -378,6 +409,7 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
     env.add_filter("fixed", fixed);
     env.add_filter("significant", significant);
     env.add_filter("duration", duration);
+    env.add_filter("estimate", estimate);
     env.add_filter("ljust", ljust);
     env.add_filter("rjust", rjust);
     env.set_trim_blocks(true);

@@ -22,7 +22,7 @@ use crate::plan::{self, Schedule, TestRun};
 use crate::recommend;
 use crate::report;
 use crate::results::{
-    ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
+    Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
 };
 use crate::spec::{self, Job};
 use configuration::run_configuration;
@@ -162,6 +162,7 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
     let recommendation = recommend::recommend(&results.configurations, &job.requirements);
     let recommended = recommendation.configuration.is_some();
+    let established = !matches!(recommendation.confidence, Confidence::Inconclusive { .. });
     results.recommendation = Some(recommendation);
     results.manifest.ended_at = utc_now();
     let summary = report::write_all(&results, &out, &report_options)?;
@@ -170,8 +171,10 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
     println!("results: {}", out.display());
     Ok(if results.partial {
         Exit::RunFailed
-    } else if recommended {
+    } else if recommended && established {
         Exit::Success
+    } else if recommended {
+        Exit::Inconclusive
     } else {
         Exit::NoConfigurationMeetsRequirements
     })
