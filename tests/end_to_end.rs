@@ -384,6 +384,9 @@ kind = "reference"
 timeout = "100ms"
 [payload]
 body = "{}"
+[traffic]
+# Fixed-length steps: the counts below are per 4 s.
+max_step_duration = "4s"
 [traffic.stairs]
 users_per_step = 2
 step_duration = "4s"
@@ -643,6 +646,8 @@ body = "{}"
 arrivals = "poisson"
 max_in_flight = 100
 warmup = "2s"
+# Fixed-length steps, so the seconds can be counted.
+max_step_duration = "4s"
 [traffic.rate_steps]
 start_rate_per_s = 100
 step_rate_per_s = 100
