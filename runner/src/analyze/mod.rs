@@ -361,15 +361,8 @@ fn capacity(
         PlateauRule::ThroughputFlat => flat_part(points, fitted, plateau.step, settings),
         _ => vec![plateau.step],
     };
-    let pooled_points: Vec<_> = part
-        .iter()
-        .filter(|index| points[**index].degrees > 0.0)
-        .map(|index| curve::CurvePoint {
-            throughput_rps: points[*index].throughput_rps,
-            standard_error_rps: points[*index].standard_error_rps,
-            degrees: points[*index].degrees,
-        })
-        .collect();
+    let pooled_points: Vec<_> =
+        part.iter().filter(|index| points[**index].degrees > 0.0).map(|index| points[*index].curve_point()).collect();
     let (mean, interval) = match pooled(&pooled_points) {
         Some((mean, interval)) => (mean, Some(interval)),
         None => (points[plateau.step].throughput_rps, None),

@@ -37,7 +37,7 @@ pub struct StepPoint {
 }
 
 impl StepPoint {
-    fn curve_point(&self) -> CurvePoint {
+    pub(super) fn curve_point(&self) -> CurvePoint {
         CurvePoint {
             throughput_rps: self.throughput_rps,
             standard_error_rps: self.standard_error_rps,

@@ -344,18 +344,33 @@ pub(super) fn validate_traffic_options(
             ("arrivals", raw.arrivals.as_ref().map(Spanned::span)),
             ("max_in_flight", raw.max_in_flight.as_ref().map(Spanned::span)),
         ];
-        for (key, span) in open_only {
-            if let Some(span) = span {
-                sink.error(
-                    Some(span),
-                    format!("traffic.{key}"),
-                    format!("`{key}` applies to arrival-rate patterns only"),
-                    Some("virtual users send their next request when the last one returns".into()),
-                );
-            }
-        }
+        refuse_keys(
+            &open_only,
+            "arrival-rate patterns only",
+            "virtual users send their next request when the last one returns",
+            sink,
+        );
     }
     options
+}
+
+/// Refuses each given `[traffic]` key that does not apply to the pattern, at the key.
+fn refuse_keys(
+    keys: &[(&str, Option<std::ops::Range<usize>>)],
+    applies_to: &str,
+    hint: &str,
+    sink: &mut DiagnosticSink<'_>,
+) {
+    for (key, span) in keys {
+        if let Some(span) = span {
+            sink.error(
+                Some(span.clone()),
+                format!("traffic.{key}"),
+                format!("`{key}` applies to {applies_to}"),
+                Some(hint.into()),
+            );
+        }
+    }
 }
 
 fn validate_precision(
@@ -368,16 +383,12 @@ fn validate_precision(
             ("precision_percent", raw.precision_percent.as_ref().map(Spanned::span)),
             ("max_step_duration", raw.max_step_duration.as_ref().map(Spanned::span)),
         ];
-        for (key, span) in keys {
-            if let Some(span) = span {
-                sink.error(
-                    Some(span),
-                    format!("traffic.{key}"),
-                    format!("`{key}` applies to stepped patterns only (stairs, rate_steps, constant_rate)"),
-                    Some("phases and rate ramps change their load every second, so a step cannot run on".into()),
-                );
-            }
-        }
+        refuse_keys(
+            &keys,
+            "stepped patterns only (stairs, rate_steps, constant_rate)",
+            "phases and rate ramps change their load every second, so a step cannot run on",
+            sink,
+        );
         return None;
     };
     let target_percent = raw.precision_percent.as_ref().map_or(DEFAULT_PRECISION_PERCENT, |percent| {
