@@ -14,7 +14,7 @@ use crate::report::compare::{FailRule, RuleError};
 use crate::results::Results;
 use crate::run;
 use crate::server::reference::ReferenceServer;
-use crate::spec::{self, ReferenceModel, ServiceTimeDistribution};
+use crate::spec::{self, ReferenceModel, ServiceTime, Stalls};
 
 #[derive(Parser)]
 #[command(
@@ -90,16 +90,8 @@ enum Command {
     /// Serve the reference endpoint on its own, so any load tool can be pointed at it. Every option can also come
     /// from the environment, so a command target can sweep them as environment parameters.
     ServeReference {
-        #[arg(long, env = "PLATEAU_REFERENCE_WORKERS", default_value_t = 4)]
-        workers: u32,
-        /// Mean service time in milliseconds.
-        #[arg(long, env = "PLATEAU_REFERENCE_SERVICE_MS", default_value_t = 20.0)]
-        service_ms: f64,
-        #[arg(long, env = "PLATEAU_REFERENCE_DISTRIBUTION", value_enum, default_value_t = DistributionArg::Fixed)]
-        distribution: DistributionArg,
-        /// Coefficient of variation for lognormal service times.
-        #[arg(long, env = "PLATEAU_REFERENCE_CV", default_value_t = 0.5)]
-        cv: f64,
+        #[command(flatten)]
+        model: ReferenceArgs,
         #[arg(long, default_value = "127.0.0.1")]
         host: std::net::IpAddr,
         #[arg(long, env = "PLATEAU_REFERENCE_PORT", default_value_t = 8080)]
@@ -107,6 +99,72 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+}
+
+/// The reference model's flags, as a job file's `reference = { ... }` says it.
+#[derive(clap::Args)]
+struct ReferenceArgs {
+    #[arg(long, env = "PLATEAU_REFERENCE_WORKERS", default_value_t = 4)]
+    workers: u32,
+    /// Mean service time in milliseconds.
+    #[arg(long, env = "PLATEAU_REFERENCE_SERVICE_MS", default_value_t = 20.0)]
+    service_ms: f64,
+    #[arg(long, env = "PLATEAU_REFERENCE_DISTRIBUTION", value_enum, default_value_t = DistributionArg::Fixed)]
+    distribution: DistributionArg,
+    /// Coefficient of variation for lognormal service times.
+    #[arg(long, env = "PLATEAU_REFERENCE_CV", default_value_t = 0.5)]
+    cv: f64,
+    /// Bimodal service times: the share of slow requests (0 to 1).
+    #[arg(long, env = "PLATEAU_REFERENCE_SLOW_SHARE", default_value_t = 0.1)]
+    slow_share: f64,
+    /// Bimodal service times: how many times longer a slow request takes.
+    #[arg(long, env = "PLATEAU_REFERENCE_SLOW_FACTOR", default_value_t = 5.0)]
+    slow_factor: f64,
+    /// Every worker pauses this often, in milliseconds (with --stall-pause-ms).
+    #[arg(long, env = "PLATEAU_REFERENCE_STALL_EVERY_MS", requires = "stall_pause_ms")]
+    stall_every_ms: Option<f64>,
+    /// How long each stall lasts, in milliseconds.
+    #[arg(long, env = "PLATEAU_REFERENCE_STALL_PAUSE_MS", requires = "stall_every_ms")]
+    stall_pause_ms: Option<f64>,
+    /// Capacity changes by this share of nominal each minute.
+    #[arg(long, env = "PLATEAU_REFERENCE_DRIFT_PERCENT_PER_MIN", default_value_t = 0.0, allow_negative_numbers = true)]
+    drift_percent_per_min: f64,
+}
+
+impl ReferenceArgs {
+    /// The model, or which flag is out of range.
+    fn model(&self) -> Result<ReferenceModel, &'static str> {
+        let positive = |value: f64| value.is_finite() && value > 0.0;
+        if self.workers == 0 || !positive(self.service_ms) {
+            return Err("--workers must be at least 1 and --service-ms positive");
+        }
+        let service_time = match self.distribution {
+            DistributionArg::Fixed => ServiceTime::Fixed,
+            DistributionArg::Lognormal if positive(self.cv) => ServiceTime::Lognormal { cv: self.cv },
+            DistributionArg::Lognormal => return Err("--cv must be positive"),
+            DistributionArg::Bimodal if (0.0..=1.0).contains(&self.slow_share) && self.slow_factor > 1.0 => {
+                ServiceTime::Bimodal { slow_share: self.slow_share, slow_factor: self.slow_factor }
+            }
+            DistributionArg::Bimodal => return Err("--slow-share must be between 0 and 1 and --slow-factor above 1"),
+        };
+        let stalls = match (self.stall_every_ms, self.stall_pause_ms) {
+            (Some(every_ms), Some(pause_ms)) if positive(pause_ms) && every_ms >= 10.0 && pause_ms < every_ms / 2.0 => {
+                Some(Stalls { every_ms, pause_ms })
+            }
+            (Some(_), Some(_)) => {
+                return Err("--stall-every-ms must be 10 or more and --stall-pause-ms under half of it");
+            }
+            _ => None,
+        };
+        if !(-50.0..=50.0).contains(&self.drift_percent_per_min) {
+            return Err("--drift-percent-per-min must be between -50 and 50");
+        }
+        Ok(ReferenceModel {
+            stalls,
+            drift_percent_per_min: self.drift_percent_per_min,
+            ..ReferenceModel::steady(self.workers, self.service_ms, service_time)
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -160,6 +218,7 @@ enum CompareFormat {
 enum DistributionArg {
     Fixed,
     Lognormal,
+    Bimodal,
 }
 
 pub fn main() -> Exit {
@@ -188,15 +247,13 @@ pub fn main() -> Exit {
                 compare(&base, &head, &fail_on, format, out.as_deref())
             }
             Command::Report { results, out, report } => rerender(&results, out, report.options()),
-            Command::ServeReference { workers, service_ms, distribution, cv, host, port, seed } => {
-                let distribution = match distribution {
-                    DistributionArg::Fixed => ServiceTimeDistribution::Fixed,
-                    DistributionArg::Lognormal => ServiceTimeDistribution::Lognormal,
-                };
-                let cv = if distribution == ServiceTimeDistribution::Fixed { 0.0 } else { cv };
-                let model = ReferenceModel { workers, service_time_ms: service_ms, distribution, cv };
-                serve_reference(model, SocketAddr::new(host, port), seed).await
-            }
+            Command::ServeReference { model, host, port, seed } => match model.model() {
+                Ok(model) => serve_reference(model, SocketAddr::new(host, port), seed).await,
+                Err(problem) => {
+                    eprintln!("error: {problem}");
+                    Ok(Exit::InvalidInput)
+                }
+            },
         }
     });
     match outcome {
@@ -480,10 +537,6 @@ fn compare(
 }
 
 async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {
-    if model.workers == 0 || model.service_time_ms.is_nan() || model.service_time_ms <= 0.0 {
-        eprintln!("error: --workers must be at least 1 and --service-ms positive");
-        return Ok(Exit::InvalidInput);
-    }
     let server =
         ReferenceServer::start(model, seed, address).await.with_context(|| format!("cannot listen on {address}"))?;
     println!(

@@ -1,6 +1,8 @@
 //! The built-in reference endpoint: an HTTP/1.1 model server of known capacity. `workers` requests are served at
 //! once, each for a service time drawn from a stated distribution, the rest wait FIFO, so its capacity is
-//! `workers / mean service time`.
+//! `workers / mean service time`. Noise modes make it behave as real servers do, with a known effect: periodic
+//! stalls of every worker (a garbage collector) take their share of time away, and drift scales service times
+//! as the minutes pass.
 //!
 //! Service runs on a virtual clock: a queued request starts when its worker's previous request was due to end, not
 //! when the tokio timer (up to ~1 ms late) woke it. Timer lateness therefore adds to latency but never takes away
@@ -20,8 +22,8 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use rand::SeedableRng as _;
 use rand::rngs::StdRng;
+use rand::{Rng as _, SeedableRng as _};
 use rand_distr::{Distribution as _, LogNormal};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
@@ -29,14 +31,17 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::{ResourceSample, ResourceSource};
-use crate::spec::{ReferenceModel, ServiceTimeDistribution};
+use crate::spec::{ReferenceModel, ServiceTime};
 
 /// What the reference endpoint actually did, to compare measured figures with.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Realized {
     pub served: u64,
     pub nominal_capacity_rps: f64,
+    /// The mean of the service times drawn (drift included).
     pub mean_service_ms: f64,
+    /// What the server could serve with every worker busy: workers / the mean drawn service time, less the share
+    /// of time stalls took.
     pub realized_capacity_rps: f64,
     /// How late, on average, the timer woke a request after its service was due to end.
     pub mean_timer_lateness_ms: f64,
@@ -51,28 +56,53 @@ struct Stats {
 struct ServiceModel {
     model: ReferenceModel,
     permits: Semaphore,
+    /// When the server started: stalls and drift are timed from here.
+    origin: Instant,
     /// When each worker is next free, on the virtual clock.
     worker_free_at: Mutex<BinaryHeap<Reverse<Instant>>>,
     rng: Mutex<StdRng>,
-    lognormal: Option<LogNormal<f64>>,
+    draw: Draw,
     stats: Stats,
+}
+
+/// How one service time is drawn, with its distribution's parameters worked out once.
+enum Draw {
+    Fixed,
+    Lognormal(LogNormal<f64>),
+    /// Fast requests take `fast_ms`, a share `slow_share` of them `slow_ms`.
+    Bimodal {
+        fast_ms: f64,
+        slow_ms: f64,
+        slow_share: f64,
+    },
 }
 
 impl ServiceModel {
     fn new(model: ReferenceModel, seed: u64) -> Self {
-        let lognormal = (model.distribution == ServiceTimeDistribution::Lognormal).then(|| {
-            // Mean m and coefficient of variation cv: sigma^2 = ln(1 + cv^2), mu = ln(m) - sigma^2 / 2.
-            let sigma_squared = (1.0 + model.cv * model.cv).ln();
-            LogNormal::new(model.service_time_ms.ln() - sigma_squared / 2.0, sigma_squared.sqrt())
-                .expect("validated parameters")
-        });
+        let mean_ms = model.service_time_ms;
+        let draw = match model.service_time {
+            ServiceTime::Fixed => Draw::Fixed,
+            ServiceTime::Lognormal { cv } => {
+                // Mean m and coefficient of variation cv: sigma^2 = ln(1 + cv^2), mu = ln(m) - sigma^2 / 2.
+                let sigma_squared = (1.0 + cv * cv).ln();
+                Draw::Lognormal(
+                    LogNormal::new(mean_ms.ln() - sigma_squared / 2.0, sigma_squared.sqrt())
+                        .expect("validated parameters"),
+                )
+            }
+            ServiceTime::Bimodal { slow_share, slow_factor } => {
+                let fast_ms = mean_ms / (1.0 - slow_share + slow_share * slow_factor);
+                Draw::Bimodal { fast_ms, slow_ms: fast_ms * slow_factor, slow_share }
+            }
+        };
         let now = Instant::now();
         Self {
             model,
             permits: Semaphore::new(model.workers as usize),
+            origin: now,
             worker_free_at: Mutex::new((0..model.workers).map(|_| Reverse(now)).collect()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
-            lognormal,
+            draw,
             stats: Stats {
                 served: AtomicU64::new(0),
                 service_us_total: AtomicU64::new(0),
@@ -81,25 +111,60 @@ impl ServiceModel {
         }
     }
 
-    fn draw_service(&self) -> Duration {
-        let service_ms = match &self.lognormal {
-            Some(lognormal) => lognormal.sample(&mut *self.rng.lock().expect("rng lock")),
-            None => self.model.service_time_ms,
+    /// A service time for a request starting at `start`: drawn from the distribution, scaled by the drift.
+    fn draw_service(&self, start: Instant) -> Duration {
+        let mean_ms = self.model.service_time_ms;
+        let drawn_ms = match &self.draw {
+            Draw::Fixed => mean_ms,
+            Draw::Lognormal(lognormal) => lognormal.sample(&mut *self.rng.lock().expect("rng lock")),
+            Draw::Bimodal { fast_ms, slow_ms, slow_share } => {
+                let slow = self.rng.lock().expect("rng lock").random::<f64>() < *slow_share;
+                if slow { *slow_ms } else { *fast_ms }
+            }
         };
-        Duration::from_secs_f64(service_ms / 1000.0)
+        Duration::from_secs_f64(drawn_ms / self.capacity_factor(start) / 1000.0)
+    }
+
+    /// Capacity at `at` as a share of nominal: drift moves it linearly, never below a tenth.
+    fn capacity_factor(&self, at: Instant) -> f64 {
+        let minutes = at.saturating_duration_since(self.origin).as_secs_f64() / 60.0;
+        (1.0 + self.model.drift_percent_per_min / 100.0 * minutes).max(0.1)
+    }
+
+    /// When a request that may start at `start` and needs `service` ends: a start inside a stall waits for its end,
+    /// and every stall that begins while it is served holds it for the pause.
+    fn due(&self, start: Instant, service: Duration) -> Instant {
+        let Some(stalls) = self.model.stalls else {
+            return start + service;
+        };
+        let every = Duration::from_secs_f64(stalls.every_ms / 1000.0);
+        let pause = Duration::from_secs_f64(stalls.pause_ms / 1000.0);
+        let since = start.saturating_duration_since(self.origin);
+        // Stall k (k >= 1) is [origin + k * every, origin + k * every + pause).
+        let mut stall = (since.as_secs_f64() / every.as_secs_f64()).floor() as u32;
+        let stall_start = |k: u32| self.origin + every * k;
+        let start = if stall >= 1 && start < stall_start(stall) + pause { stall_start(stall) + pause } else { start };
+        let mut due = start + service;
+        stall += 1;
+        while stall_start(stall) < due {
+            due += pause;
+            stall += 1;
+        }
+        due
     }
 
     /// Queues FIFO for a worker, then holds it for one service time.
     async fn serve(&self) -> Duration {
         let arrival = Instant::now();
         let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        let service = self.draw_service();
-        let due = {
+        let (service, due) = {
             let mut free_at = self.worker_free_at.lock().expect("worker lock");
             let Reverse(worker_free) = free_at.pop().expect("one entry per worker");
-            let due = arrival.max(worker_free) + service;
+            let start = arrival.max(worker_free);
+            let service = self.draw_service(start);
+            let due = self.due(start, service);
             free_at.push(Reverse(due));
-            due
+            (service, due)
         };
         crate::precise_timer::sleep_until(due).await;
         let lateness = Instant::now().saturating_duration_since(due);
@@ -115,8 +180,11 @@ impl ServiceModel {
             if served == 0 { 0.0 } else { total.load(Ordering::Relaxed) as f64 / served as f64 / 1000.0 }
         };
         let mean_service_ms = per_request_ms(&self.stats.service_us_total);
-        let realized_capacity_rps =
-            if mean_service_ms > 0.0 { f64::from(self.model.workers) * 1000.0 / mean_service_ms } else { 0.0 };
+        let realized_capacity_rps = if mean_service_ms > 0.0 {
+            f64::from(self.model.workers) * 1000.0 / mean_service_ms * self.model.available_share()
+        } else {
+            0.0
+        };
         Realized {
             served,
             nominal_capacity_rps: self.model.capacity_rps(),
@@ -243,11 +311,11 @@ impl ResourceSource for BusyWorkers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::Stalls;
 
     #[tokio::test]
     async fn queued_requests_start_on_the_virtual_clock() {
-        let model =
-            ReferenceModel { workers: 2, service_time_ms: 10.0, distribution: ServiceTimeDistribution::Fixed, cv: 0.0 };
+        let model = ReferenceModel::steady(2, 10.0, ServiceTime::Fixed);
         let service = Arc::new(ServiceModel::new(model, 1));
         let started = Instant::now();
         let requests: Vec<_> = (0..20)
@@ -269,17 +337,53 @@ mod tests {
         assert!((realized.realized_capacity_rps - 200.0).abs() < 0.01);
     }
 
+    fn mean_and_median_ms(service_time: ServiceTime) -> (f64, f64) {
+        let service = ServiceModel::new(ReferenceModel::steady(1, 20.0, service_time), 7);
+        let mut draws: Vec<f64> =
+            (0..20_000).map(|_| service.draw_service(service.origin).as_secs_f64() * 1000.0).collect();
+        draws.sort_by(f64::total_cmp);
+        (draws.iter().sum::<f64>() / draws.len() as f64, draws[draws.len() / 2])
+    }
+
     #[test]
-    fn lognormal_draws_have_the_stated_mean() {
+    fn lognormal_and_bimodal_draws_have_the_stated_mean_and_median() {
+        for service_time in
+            [ServiceTime::Lognormal { cv: 0.5 }, ServiceTime::Bimodal { slow_share: 0.1, slow_factor: 6.0 }]
+        {
+            let (mean_ms, median_ms) = mean_and_median_ms(service_time);
+            assert!((mean_ms - 20.0).abs() < 0.4, "{service_time:?}: mean {mean_ms}");
+            let expected = service_time.median_ms(20.0);
+            assert!((median_ms / expected - 1.0).abs() < 0.02, "{service_time:?}: median {median_ms} vs {expected}");
+        }
+        // Bimodal: fast requests take 20 / (0.9 + 0.6) = 13.3 ms, slow ones six times that.
+        assert!((ServiceTime::Bimodal { slow_share: 0.1, slow_factor: 6.0 }.median_ms(20.0) - 13.333).abs() < 0.01);
+    }
+
+    #[test]
+    fn a_stall_holds_requests_in_service_and_delays_those_arriving_in_it() {
         let model = ReferenceModel {
-            workers: 1,
-            service_time_ms: 20.0,
-            distribution: ServiceTimeDistribution::Lognormal,
-            cv: 0.5,
+            stalls: Some(Stalls { every_ms: 100.0, pause_ms: 20.0 }),
+            ..ReferenceModel::steady(2, 10.0, ServiceTime::Fixed)
         };
-        let service = ServiceModel::new(model, 7);
-        let count = 20_000;
-        let mean_ms = (0..count).map(|_| service.draw_service().as_secs_f64() * 1000.0).sum::<f64>() / count as f64;
-        assert!((mean_ms - 20.0).abs() < 0.4, "mean {mean_ms}");
+        let service = ServiceModel::new(model, 1);
+        let at = |ms: u64| service.origin + Duration::from_millis(ms);
+        let service_time = Duration::from_millis(10);
+        assert_eq!(service.due(at(50), service_time), at(60), "no stall before the first period");
+        assert_eq!(service.due(at(95), service_time), at(125), "held by the stall at 100 ms");
+        assert_eq!(service.due(at(105), service_time), at(130), "waits for the stall's end at 120 ms");
+        assert_eq!(service.due(at(195), Duration::from_millis(110)), at(345), "held by two stalls");
+        // Capacity is what the stalls leave: 2 workers x 100/s x 80%.
+        assert!((model.capacity_rps() - 160.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn drift_scales_capacity_by_the_minute() {
+        let model =
+            ReferenceModel { drift_percent_per_min: -10.0, ..ReferenceModel::steady(1, 20.0, ServiceTime::Fixed) };
+        let service = ServiceModel::new(model, 1);
+        let after = |s: u64| service.origin + Duration::from_secs(s);
+        assert!((service.capacity_factor(after(120)) - 0.8).abs() < 1e-9);
+        assert!((service.draw_service(after(120)).as_secs_f64() * 1000.0 - 25.0).abs() < 1e-6);
+        assert!((service.capacity_factor(after(3600)) - 0.1).abs() < 1e-9, "never below a tenth");
     }
 }

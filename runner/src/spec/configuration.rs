@@ -11,7 +11,8 @@ use super::prices;
 use std::time::Duration;
 
 use super::target::{CommandSpec, HttpRequestSpec, SageMakerSpec, TargetDraft, TargetKind, TargetSpec, check_url};
-use super::{positive, span_of};
+use super::values::DurationValue;
+use super::{positive, span_of, within};
 
 /// A serverless endpoint's settings (IR's ServerlessConfig), recorded with the configuration's results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -71,20 +72,57 @@ pub(super) fn one() -> Spanned<u32> {
 pub(super) struct RawReferenceModel {
     #[schemars(with = "u32")]
     workers: Spanned<u32>,
+    /// The mean service time; capacity is workers / this.
     #[schemars(with = "f64")]
     service_time_ms: Spanned<f64>,
     #[serde(default)]
     distribution: ServiceTimeDistribution,
+    /// Lognormal: the coefficient of variation (default 0.5).
     #[schemars(with = "Option<f64>")]
     cv: Option<Spanned<f64>>,
+    /// Bimodal: the share of requests that take the slow mode, between 0 and 1.
+    #[schemars(with = "Option<f64>")]
+    slow_share: Option<Spanned<f64>>,
+    /// Bimodal: how many times longer a slow request takes than a fast one (more than 1).
+    #[schemars(with = "Option<f64>")]
+    slow_factor: Option<Spanned<f64>>,
+    /// Every worker pauses at once, as a garbage collector stops a process: `{ every = "2s", pause_ms = 100 }`.
+    #[schemars(with = "Option<RawStalls>")]
+    stalls: Option<Spanned<RawStalls>>,
+    /// Capacity changes by this share of its nominal value each minute (negative: it degrades), as a machine
+    /// whose neighbours come and go.
+    #[schemars(with = "Option<f64>")]
+    drift_percent_per_min: Option<Spanned<f64>>,
 }
 
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "ReferenceStalls")]
+pub(super) struct RawStalls {
+    #[schemars(with = "DurationValue")]
+    every: Spanned<DurationValue>,
+    #[schemars(with = "f64")]
+    pause_ms: Spanned<f64>,
+}
+
+/// The `distribution` key of a reference model; its parameters become a `ServiceTime`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceTimeDistribution {
     #[default]
     Fixed,
     Lognormal,
+    Bimodal,
+}
+
+impl ServiceTimeDistribution {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceTimeDistribution::Fixed => "fixed",
+            ServiceTimeDistribution::Lognormal => "lognormal",
+            ServiceTimeDistribution::Bimodal => "bimodal",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -169,20 +207,71 @@ impl CpuSet {
     }
 }
 
-/// A simulated model server: `workers` requests served at once, FIFO queue, service times from a distribution.
+/// A simulated model server: `workers` requests served at once, FIFO queue, service times from a distribution,
+/// and optionally the noise real servers have (stalls, drifting capacity) with known effect on capacity.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ReferenceModel {
     pub workers: u32,
+    /// The mean service time, whatever the distribution.
     pub service_time_ms: f64,
-    pub distribution: ServiceTimeDistribution,
-    /// Coefficient of variation of lognormal service times.
-    pub cv: f64,
+    pub service_time: ServiceTime,
+    pub stalls: Option<Stalls>,
+    /// Capacity moves by this share of nominal each minute; 0 for none.
+    pub drift_percent_per_min: f64,
+}
+
+/// How service times vary around their mean.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "distribution", rename_all = "snake_case")]
+pub enum ServiceTime {
+    Fixed,
+    Lognormal {
+        cv: f64,
+    },
+    /// A share of requests takes `slow_factor` times as long as the rest (a cache miss, a long input).
+    Bimodal {
+        slow_share: f64,
+        slow_factor: f64,
+    },
+}
+
+impl ServiceTime {
+    /// The median service time of a distribution with this mean.
+    pub fn median_ms(&self, mean_ms: f64) -> f64 {
+        match *self {
+            ServiceTime::Fixed => mean_ms,
+            ServiceTime::Lognormal { cv } => mean_ms / (1.0 + cv * cv).sqrt(),
+            ServiceTime::Bimodal { slow_share, slow_factor } => {
+                let fast_ms = mean_ms / (1.0 - slow_share + slow_share * slow_factor);
+                if slow_share < 0.5 { fast_ms } else { fast_ms * slow_factor }
+            }
+        }
+    }
+}
+
+/// Every worker pauses for `pause_ms` once every `every_ms`, starting one period after the server starts; a request
+/// in service is held for the pause, one arriving in it waits for its end.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stalls {
+    pub every_ms: f64,
+    pub pause_ms: f64,
 }
 
 impl ReferenceModel {
-    /// Requests per second the model can serve at most: workers / mean service time.
+    /// A steady model of `workers` x `service_time_ms`, without noise.
+    pub fn steady(workers: u32, service_time_ms: f64, service_time: ServiceTime) -> Self {
+        Self { workers, service_time_ms, service_time, stalls: None, drift_percent_per_min: 0.0 }
+    }
+
+    /// Requests per second the model can serve at most at its start: workers / mean service time, less the share
+    /// of time its stalls take.
     pub fn capacity_rps(&self) -> f64 {
-        f64::from(self.workers) * 1000.0 / self.service_time_ms
+        f64::from(self.workers) * 1000.0 / self.service_time_ms * self.available_share()
+    }
+
+    /// The share of time the workers are not stalled.
+    pub fn available_share(&self) -> f64 {
+        self.stalls.map_or(1.0, |stalls| 1.0 - stalls.pause_ms / stalls.every_ms)
     }
 }
 
@@ -469,27 +558,86 @@ pub(super) fn validate_reference(
                 sink.error(span_of(&model.workers), key(".workers"), "must be at least 1", None);
             }
             let service_time_ms = positive(&model.service_time_ms, &key(".service_time_ms"), sink);
-            let cv = match (model.distribution, &model.cv) {
-                (ServiceTimeDistribution::Fixed, None) => 0.0,
-                (ServiceTimeDistribution::Fixed, Some(cv)) => {
+            let service_time = validate_service_time(model, &key, sink);
+            let stalls = model.stalls.as_ref().map(|stalls| {
+                let raw = stalls.get_ref();
+                let every_ms = raw.every.get_ref().0.as_secs_f64() * 1000.0;
+                if every_ms < 10.0 {
+                    sink.error(span_of(&raw.every), key(".stalls.every"), "must be at least 10ms", None);
+                }
+                let pause_ms = positive(&raw.pause_ms, &key(".stalls.pause_ms"), sink);
+                if pause_ms >= every_ms / 2.0 && every_ms >= 10.0 {
                     sink.error(
-                        span_of(cv),
-                        key(".cv"),
-                        "fixed service times have no variation",
-                        Some("set distribution = \"lognormal\" to use cv".into()),
+                        span_of(&raw.pause_ms),
+                        key(".stalls.pause_ms"),
+                        format!("a pause of {pause_ms} ms every {every_ms} ms leaves the server stalled half the time or more"),
+                        Some("make the pause shorter than half of `every`".into()),
                     );
-                    0.0
                 }
-                (ServiceTimeDistribution::Lognormal, cv) => {
-                    cv.as_ref().map_or(0.5, |cv| positive(cv, &key(".cv"), sink))
-                }
-            };
+                Stalls { every_ms, pause_ms }
+            });
+            let drift_percent_per_min = within(
+                &model.drift_percent_per_min,
+                (-50.0..=50.0, 0.0),
+                &key(".drift_percent_per_min"),
+                Some("capacity drifts by this share of its nominal value each minute"),
+                sink,
+            );
             Some(ReferenceModel {
                 workers: *model.workers.get_ref(),
                 service_time_ms,
-                distribution: model.distribution,
-                cv,
+                service_time,
+                stalls,
+                drift_percent_per_min,
             })
+        }
+    }
+}
+
+/// The distribution and its parameters; a parameter of another distribution is an error at its key.
+fn validate_service_time(
+    model: &RawReferenceModel,
+    key: &dyn Fn(&str) -> String,
+    sink: &mut DiagnosticSink<'_>,
+) -> ServiceTime {
+    let distribution = model.distribution;
+    let mut refuse = |value: &Option<Spanned<f64>>, name: &str, wanted: &str| {
+        if let Some(value) = value {
+            let message = match distribution {
+                ServiceTimeDistribution::Fixed => "fixed service times have no variation".to_string(),
+                other => format!("{} service times do not take `{name}`", other.name()),
+            };
+            sink.error(
+                span_of(value),
+                key(&format!(".{name}")),
+                message,
+                Some(format!("set distribution = \"{wanted}\" to use {name}")),
+            );
+        }
+    };
+    match distribution {
+        ServiceTimeDistribution::Fixed | ServiceTimeDistribution::Bimodal => refuse(&model.cv, "cv", "lognormal"),
+        ServiceTimeDistribution::Lognormal => {}
+    }
+    if distribution != ServiceTimeDistribution::Bimodal {
+        refuse(&model.slow_share, "slow_share", "bimodal");
+        refuse(&model.slow_factor, "slow_factor", "bimodal");
+    }
+    match distribution {
+        ServiceTimeDistribution::Fixed => ServiceTime::Fixed,
+        ServiceTimeDistribution::Lognormal => {
+            ServiceTime::Lognormal { cv: model.cv.as_ref().map_or(0.5, |cv| positive(cv, &key(".cv"), sink)) }
+        }
+        ServiceTimeDistribution::Bimodal => {
+            let slow_share = within(&model.slow_share, (0.0..=1.0, 0.1), &key(".slow_share"), None, sink);
+            let slow_factor = model.slow_factor.as_ref().map_or(5.0, |factor| {
+                let value = *factor.get_ref();
+                if !(value.is_finite() && value > 1.0) {
+                    sink.error(span_of(factor), key(".slow_factor"), format!("must be more than 1, not {value}"), None);
+                }
+                value
+            });
+            ServiceTime::Bimodal { slow_share, slow_factor }
         }
     }
 }

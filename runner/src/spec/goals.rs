@@ -1,13 +1,11 @@
 //! What a run looks for and judges by: `[stopping]` (what may end a ramp early), `[requirements]` (what the
 //! recommendation judges against) and `[plateau]` (the detector's parameters).
 
-use std::ops::RangeInclusive;
-
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
-use super::{Percentile, positive, span_of};
+use super::{Percentile, positive, span_of, within};
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -133,23 +131,6 @@ pub const DEFAULT_ERROR_BUDGET_PERCENT: f64 = 1.0;
 
 fn default_error_budget_percent() -> f64 {
     DEFAULT_ERROR_BUDGET_PERCENT
-}
-
-/// A number of the job file, `default` when absent; an error at `key` (with `hint`) when it is outside `range`.
-fn within(
-    value: &Option<Spanned<f64>>,
-    (range, default): (RangeInclusive<f64>, f64),
-    key: &str,
-    hint: Option<&str>,
-    sink: &mut DiagnosticSink<'_>,
-) -> f64 {
-    value.as_ref().map_or(default, |value| {
-        if !range.contains(value.get_ref()) {
-            let message = format!("must be between {} and {}", range.start(), range.end());
-            sink.error(span_of(value), key, message, hint.map(str::to_string));
-        }
-        *value.get_ref()
-    })
 }
 
 pub(super) fn validate_plateau_settings(raw: &RawPlateauSettings, sink: &mut DiagnosticSink<'_>) -> PlateauSettings {

@@ -16,7 +16,7 @@ mod traffic;
 mod values;
 
 use std::collections::BTreeMap;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,7 +25,8 @@ use toml::Spanned;
 
 pub use cloudwatch::{CloudWatchSpec, DEFAULT_CLOUDWATCH_NAMESPACE};
 pub use configuration::{
-    Configuration, CpuSet, Deployment, ReferenceModel, Serverless, ServiceTimeDistribution, combinations,
+    Configuration, CpuSet, Deployment, ReferenceModel, Serverless, ServiceTime, ServiceTimeDistribution, Stalls,
+    combinations,
 };
 use diagnostic::DiagnosticSink;
 pub use diagnostic::{Diagnostic, SpecError};
@@ -304,4 +305,21 @@ fn positive(value: &Spanned<f64>, key: &str, sink: &mut DiagnosticSink<'_>) -> f
         sink.error(span_of(value), key, format!("must be a positive number, not {number}"), None);
     }
     number
+}
+
+/// A number of the job file, `default` when absent; an error at `key` (with `hint`) when it is outside `range`.
+pub(super) fn within(
+    value: &Option<Spanned<f64>>,
+    (range, default): (RangeInclusive<f64>, f64),
+    key: &str,
+    hint: Option<&str>,
+    sink: &mut DiagnosticSink<'_>,
+) -> f64 {
+    value.as_ref().map_or(default, |value| {
+        if !range.contains(value.get_ref()) {
+            let message = format!("must be between {} and {}", range.start(), range.end());
+            sink.error(span_of(value), key, message, hint.map(str::to_string));
+        }
+        *value.get_ref()
+    })
 }
