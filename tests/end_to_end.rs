@@ -4,34 +4,17 @@
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod common;
-use common::{repository, text};
-
-static LOAD: Mutex<()> = Mutex::new(());
-
-fn plateau() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plateau"));
-    command.env("AWS_EC2_METADATA_DISABLED", "true");
-    command
-}
-
-fn load_lock() -> std::sync::MutexGuard<'static, ()> {
-    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
+use common::{load_lock, plateau, read_results, repository, text};
 
 fn write_job(folder: &Path, text: &str) -> PathBuf {
     let path = folder.join("job.toml");
     std::fs::write(&path, text).unwrap();
     path
-}
-
-fn read_results(out: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
 
 fn configuration<'a>(results: &'a Value, name: &str) -> &'a Value {

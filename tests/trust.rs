@@ -4,6 +4,84 @@ use std::path::Path;
 
 use plateau::recommend::recommend;
 use plateau::results::Results;
+use serde_json::Value;
+
+mod common;
+use common::{load_lock, plateau, read_results, text};
+
+/// Runs `job` (TOML text) with `plateau run` and returns its results and exit code.
+fn run_job(folder: &Path, name: &str, job: &str) -> (Value, Option<i32>) {
+    let path = folder.join(format!("{name}.toml"));
+    std::fs::write(&path, job).unwrap();
+    let out = folder.join(name);
+    let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    assert!(out.join("results.json").exists(), "{name} wrote no results: {}", text(&output));
+    (read_results(&out), output.status.code())
+}
+
+/// A noisy server of known capacity: 4 workers, bimodal service times of mean `service_ms` (a tenth of the requests
+/// take five times as long as the rest) and every worker stalled 150 ms every 1.5 s, which takes a tenth of its
+/// capacity: 4 x 1000 / service_ms x 0.9 requests per second.
+fn noisy_reference(service_ms: f64) -> String {
+    format!(
+        "reference = {{ workers = 4, service_time_ms = {service_ms}, distribution = \"bimodal\", slow_share = 0.1, \
+         slow_factor = 5, stalls = {{ every = \"1500ms\", pause_ms = 150 }} }}"
+    )
+}
+
+/// A job of `count` configurations named `noisy-00`, `noisy-01`, ..., each its own seeded server of that model, run
+/// side by side (they are light: 180 requests/s each), stairs of 2 users to the confirmed plateau.
+fn noisy_job(name: &str, count: usize, service_ms: f64, seed: u64) -> String {
+    let configurations: String = (0..count)
+        .map(|index| {
+            format!(
+                "[[configurations]]\nname = \"noisy-{index:02}\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n{}\n",
+                noisy_reference(service_ms)
+            )
+        })
+        .collect();
+    format!(
+        "version = 1\n[job]\nname = \"{name}\"\nseed = {seed}\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n\
+         [traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 8\n[stopping]\nflat_invocations = \"stop\"\n\
+         [limits]\nmax_parallel = {count}\n{configurations}"
+    )
+}
+
+#[test]
+fn the_interval_of_max_invocations_covers_the_realized_capacity_of_a_noisy_server_in_17_of_20_seeded_runs() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let (results, _) = run_job(folder.path(), "coverage", &noisy_job("coverage", 20, 20.0, 7));
+    let mut covered = 0;
+    let mut widths = Vec::new();
+    for configuration in results["configurations"].as_array().unwrap() {
+        let metrics = &configuration["metrics"];
+        let realized_per_min = configuration["reference"]["realized_capacity_rps"].as_f64().unwrap() * 60.0;
+        let nominal_per_min = configuration["reference"]["nominal_capacity_rps"].as_f64().unwrap() * 60.0;
+        assert!(
+            (realized_per_min / nominal_per_min - 1.0).abs() < 0.05,
+            "realized {realized_per_min} vs nominal {nominal_per_min}"
+        );
+        let estimate = metrics["max_invocations"].as_f64().unwrap();
+        let (low, high) = (
+            metrics["max_invocations_interval"]["low"].as_f64().unwrap(),
+            metrics["max_invocations_interval"]["high"].as_f64().unwrap(),
+        );
+        let covers = (low..=high).contains(&realized_per_min);
+        covered += usize::from(covers);
+        widths.push((high - low) / 2.0 / estimate * 100.0);
+        eprintln!(
+            "{}: MaxInvocations {estimate:.0} [{low:.0}, {high:.0}], realized capacity {realized_per_min:.0}/min: {}",
+            configuration["name"].as_str().unwrap(),
+            if covers { "covered" } else { "MISSED" }
+        );
+    }
+    widths.sort_by(f64::total_cmp);
+    eprintln!("coverage: {covered} of 20 intervals cover the realized capacity; median half-width ±{:.1}%", widths[10]);
+    assert!(covered >= 17, "only {covered} of 20 intervals covered the realized capacity");
+    // An interval that covers by being useless would pass too: the median must stay informative.
+    assert!(widths[10] < 10.0, "median half-width ±{:.1}%", widths[10]);
+}
 
 fn quickstart_results() -> Results {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quickstart-results.json");

@@ -2,8 +2,28 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
-use std::sync::OnceLock;
+use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+
+use serde_json::Value;
+
+/// Held by every load-generating test, so only one runs at a time on a 2-core machine.
+static LOAD: Mutex<()> = Mutex::new(());
+
+pub fn load_lock() -> MutexGuard<'static, ()> {
+    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The binary under test, never reaching for the instance-metadata address.
+pub fn plateau() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_plateau"));
+    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    command
+}
+
+pub fn read_results(out: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
 
 pub fn repository() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

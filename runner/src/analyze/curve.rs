@@ -44,19 +44,34 @@ pub fn isotonic(points: &[CurvePoint]) -> Vec<f64> {
     blocks.into_iter().flat_map(|(value, _, count)| std::iter::repeat_n(value, count)).collect()
 }
 
-/// The capacity measured over the flat part's steps, pooled by precision, with a 95% interval. The interval widens
-/// when the steps disagree more than their own intervals allow (the Birge ratio), so a machine that drifted across
-/// the steps does not get a narrow figure.
+/// The capacity measured over the flat part's steps, pooled by precision, with a 95% interval. When the steps
+/// disagree more than their own intervals allow (a machine that drifted across the steps, or a short step whose
+/// few seconds happened to agree), the between-step spread is estimated (DerSimonian and Laird's tau squared) and
+/// added to every step's variance, so no one step outweighs the rest on a precision it does not have, and the
+/// interval is widened by the remaining excess spread (the Birge ratio).
 pub fn pooled(points: &[CurvePoint]) -> Option<(f64, Interval)> {
-    let total_weight: f64 = points.iter().map(CurvePoint::weight).sum();
+    let weights: Vec<f64> = points.iter().map(CurvePoint::weight).collect();
+    let total_weight: f64 = weights.iter().sum();
     if points.is_empty() || total_weight <= 0.0 {
         return None;
     }
-    let mean = points.iter().map(|point| point.throughput_rps * point.weight()).sum::<f64>() / total_weight;
-    let mut variance = 1.0 / total_weight;
+    let weighted_mean = |weights: &[f64]| {
+        points.iter().zip(weights).map(|(point, weight)| point.throughput_rps * weight).sum::<f64>()
+            / weights.iter().sum::<f64>()
+    };
+    let chi_squared = |weights: &[f64], mean: f64| -> f64 {
+        points.iter().zip(weights).map(|(point, weight)| weight * (point.throughput_rps - mean).powi(2)).sum()
+    };
+    let excess = (points.len() as f64 - 1.0).max(1.0);
+    let fixed_mean = weighted_mean(&weights);
+    let scale = total_weight - weights.iter().map(|weight| weight * weight).sum::<f64>() / total_weight;
+    let between_variance =
+        if scale > 0.0 { ((chi_squared(&weights, fixed_mean) - excess) / scale).max(0.0) } else { 0.0 };
+    let weights: Vec<f64> = weights.iter().map(|weight| 1.0 / (1.0 / weight + between_variance)).collect();
+    let mean = weighted_mean(&weights);
+    let mut variance = 1.0 / weights.iter().sum::<f64>();
     if points.len() >= 2 {
-        let chi_squared: f64 = points.iter().map(|point| point.weight() * (point.throughput_rps - mean).powi(2)).sum();
-        variance *= (chi_squared / (points.len() - 1) as f64).max(1.0);
+        variance *= (chi_squared(&weights, mean) / excess).max(1.0);
     }
     let degrees: f64 = points.iter().map(|point| point.degrees).sum::<f64>().max(1.0);
     let half = t_975(degrees) * variance.sqrt();
@@ -94,5 +109,19 @@ mod tests {
         assert!((agreeing_mean - 400.0).abs() < 0.1);
         assert!(agreeing.contains(400.0) && agreeing.high - agreeing.low < 12.0, "{agreeing:?}");
         assert!(disagreeing.high - disagreeing.low > 4.0 * (agreeing.high - agreeing.low), "{disagreeing:?}");
+    }
+
+    #[test]
+    fn a_falsely_precise_step_does_not_outweigh_steps_that_disagree_with_it() {
+        // Two seconds that happened to agree give a near-zero standard error; the steps around it say otherwise.
+        let lucky = CurvePoint { throughput_rps: 196.5, standard_error_rps: 0.0, degrees: 1.0 };
+        let steps = [
+            lucky,
+            CurvePoint { standard_error_rps: 3.0, ..point(186.0) },
+            CurvePoint { standard_error_rps: 3.0, ..point(178.75) },
+        ];
+        let (mean, interval) = pooled(&steps).unwrap();
+        assert!(mean < 190.0, "pooled {mean}, pulled to the lucky step");
+        assert!(interval.contains(179.0) && interval.contains(196.0), "{interval:?}");
     }
 }

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::measure::precision::MIN_SECONDS_FOR_PRECISION;
 use crate::measure::process_tree::OwnCpu;
 use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
@@ -94,10 +95,12 @@ pub struct DriveOptions<'a> {
     pub cancel: CancellationToken,
 }
 
-/// The step's throughput interval is within the target.
+/// The step's throughput interval is within the target, over enough seconds to say so.
 fn reached(precision: &StepPrecision, step: &StepRecord) -> bool {
-    step.throughput_interval_rps()
-        .is_some_and(|interval| interval.half_width_percent(step.throughput_rps()) <= precision.target_percent)
+    step.completed_per_second.len() >= MIN_SECONDS_FOR_PRECISION
+        && step
+            .throughput_interval_rps()
+            .is_some_and(|interval| interval.half_width_percent(step.throughput_rps()) <= precision.target_percent)
 }
 
 /// The step is due to end but should run on: not precise yet, below its maximum duration, and serving (a step of

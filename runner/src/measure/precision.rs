@@ -18,6 +18,9 @@ use super::LatencyHistogram;
 /// Batches a step's steady seconds are cut into, at most: enough degrees of freedom for t, and batches long enough
 /// to hold a second boundary's correlation.
 pub const MAX_BATCHES: usize = 10;
+/// Steady seconds a step needs before its interval can count as precise: two seconds that happened to agree are
+/// not evidence, and four batches are the fewest whose autocorrelation can be estimated.
+pub const MIN_SECONDS_FOR_PRECISION: usize = 4;
 /// Bootstrap resamples for the latency intervals; seeded, so a result replays exactly.
 const RESAMPLES: usize = 400;
 /// The autocorrelation correction is capped here: beyond it, a handful of batches cannot say how much.
