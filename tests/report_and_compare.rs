@@ -147,6 +147,18 @@ fn scale(value: &mut Value, factor: f64) {
     *value = Value::from(value.as_f64().unwrap() * factor);
 }
 
+/// Scales a latency percentile (`p99_ms`, ...) of every step of `configuration`, with its interval: the curve moved.
+fn scale_latency(results: &mut Value, configuration: &str, key: &str, factor: f64) {
+    let configurations = results["configurations"].as_array_mut().unwrap();
+    let steps =
+        configurations.iter_mut().find(|c| c["name"] == configuration).unwrap()["steps"].as_array_mut().unwrap();
+    for step in steps {
+        scale(&mut step["latency"][key], factor);
+        scale(&mut step["latency_intervals"][key]["low"], factor);
+        scale(&mut step["latency_intervals"][key]["high"], factor);
+    }
+}
+
 fn compare(base: &Path, head: &Path, extra: &[&str]) -> (Option<i32>, String, Value) {
     let mut args = vec!["compare", base.to_str().unwrap(), head.to_str().unwrap()];
     args.extend_from_slice(extra);
@@ -165,16 +177,30 @@ const RULES: [&str; 6] =
 fn compare_reports_an_improvement_and_passes() {
     let folder = tempfile::tempdir().unwrap();
     let head = variant(folder.path(), "head.json", |results| {
-        let metrics = metrics_of(results, "medium");
-        scale(&mut metrics["max_invocations"], 1.2);
-        scale(&mut metrics["model_latency"]["p99_ms"], 0.8);
+        scale(&mut metrics_of(results, "medium")["max_invocations"], 1.2);
+        scale_latency(results, "medium", "p99_ms", 0.8);
     });
     let (code, markdown, json) = compare(&fixture(), &head, &RULES);
     assert_eq!(code, Some(0), "{markdown}");
     assert_eq!(json["verdict"], "improvement");
     assert!(markdown.starts_with("## plateau: 🟢 improvement"), "{markdown}");
-    assert!(markdown.contains("| MaxInvocations \\(/min\\) | 12000 | 14400 | 20.0% |"), "{markdown}");
-    assert!(markdown.contains("All checks passed"));
+    assert!(
+        markdown.contains("| MaxInvocations \\(/min\\) | 12000 | 14400 | 20.0% | 19.4% to 20.6% | 🟢 better |"),
+        "{markdown}"
+    );
+    assert!(markdown.contains("| ModelLatency p99 \\(ms\\) | 38.37 | 30.69 | -20.0% |"), "{markdown}");
+    assert!(
+        markdown.contains("Plateau at 6 users (base) and 6 (head); latency compared at 6 users on both."),
+        "{markdown}"
+    );
+    // large's p99 was measured to ±14% in one step: whether it rose by 10% is not decided, and the check says so.
+    assert!(
+        markdown.contains("- **p99 &gt; \\+10%** on large: inconclusive, need about 2 trials of each run:"),
+        "{markdown}"
+    );
+    assert!(!markdown.contains("All checks passed"), "{markdown}");
+    let (code, _, _) = compare(&fixture(), &head, &[&RULES[..], &["--fail-on-inconclusive"]].concat());
+    assert_eq!(code, Some(5), "--fail-on-inconclusive turns an undecided rule into exit 5");
 }
 
 #[test]
@@ -189,7 +215,8 @@ fn compare_fails_a_regression_beyond_noise_with_exit_code_4() {
     assert_eq!(json["fired"][0]["configuration"], "large");
     assert!(
         markdown.contains(
-            "- **max\\_invocations &lt; -5%** on large: MaxInvocations \\(/min\\) went from 48000 to 43200 \\(-10.0%"
+            "- **max\\_invocations &lt; -5%** on large: MaxInvocations \\(/min\\) went from 47985 to 43186 \\(-10.0%, 95% \
+             interval -10.4% to -9.6%\\)"
         ),
         "{markdown}"
     );
@@ -213,15 +240,15 @@ fn compare_fails_a_regression_beyond_noise_with_exit_code_4() {
 fn compare_calls_a_change_inside_the_noise_no_significant_change() {
     let folder = tempfile::tempdir().unwrap();
     let head = variant(folder.path(), "head.json", |results| {
-        let metrics = metrics_of(results, "small");
-        scale(&mut metrics["max_invocations"], 0.98);
-        scale(&mut metrics["model_latency"]["p99_ms"], 1.04);
+        scale(&mut metrics_of(results, "small")["max_invocations"], 0.98);
+        scale_latency(results, "small", "p99_ms", 1.04);
     });
     let (code, markdown, json) = compare(&fixture(), &head, &RULES);
     assert_eq!(code, Some(0), "{markdown}");
     assert_eq!(json["verdict"], "no_significant_change");
+    // The interval excludes zero, but 2% is below the 3% that counts.
     assert!(
-        markdown.contains("| MaxInvocations \\(/min\\) | 6000 | 5880 | -2.0% | ±3.0% | ⚪ within noise |"),
+        markdown.contains("| MaxInvocations \\(/min\\) | 6000 | 5880 | -2.0% | -2.5% to -1.5% | ⚪ within noise |"),
         "{markdown}"
     );
 }

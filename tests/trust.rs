@@ -1,6 +1,7 @@
 //! The cases outside testers met on real, noisy servers (issue 15), each a test named after what broke.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use plateau::recommend::recommend;
 use plateau::results::Results;
@@ -20,19 +21,23 @@ fn run_job(folder: &Path, name: &str, job: &str) -> (Value, Option<i32>) {
 }
 
 /// A noisy server of known capacity: 4 workers, bimodal service times of mean `service_ms` (a tenth of the requests
-/// take five times as long as the rest) and every worker stalled 150 ms every 1.5 s, which takes a tenth of its
+/// take five times as long as the rest) and every worker stalled 70 ms every 700 ms, which takes a tenth of its
 /// capacity: 4 x 1000 / service_ms x 0.9 requests per second.
 fn noisy_reference(service_ms: f64) -> String {
     format!(
         "reference = {{ workers = 4, service_time_ms = {service_ms}, distribution = \"bimodal\", slow_share = 0.1, \
-         slow_factor = 5, stalls = {{ every = \"1500ms\", pause_ms = 150 }} }}"
+         slow_factor = 5, stalls = {{ every = \"700ms\", pause_ms = 70 }} }}"
     )
 }
 
-/// A job of `count` configurations named `noisy-00`, `noisy-01`, ..., each its own seeded server of that model, run
-/// side by side (they are light: 180 requests/s each), stairs of 2 users to the confirmed plateau.
-fn noisy_job(name: &str, count: usize, service_ms: f64, seed: u64) -> String {
-    let configurations: String = (0..count)
+/// Configurations in each noisy job: each is its own seeded server, so one job is 20 seeded runs.
+const RUNS: usize = 20;
+
+/// A job of `RUNS` configurations named `noisy-00`, `noisy-01`, ..., each its own seeded server of that model, run side
+/// by side (they are light: 180 requests/s each), stairs of 2 users to the confirmed plateau, steps run to 2%
+/// precision or 15 s.
+fn noisy_job(name: &str, service_ms: f64, seed: u64) -> String {
+    let configurations: String = (0..RUNS)
         .map(|index| {
             format!(
                 "[[configurations]]\nname = \"noisy-{index:02}\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n{}\n",
@@ -42,16 +47,27 @@ fn noisy_job(name: &str, count: usize, service_ms: f64, seed: u64) -> String {
         .collect();
     format!(
         "version = 1\n[job]\nname = \"{name}\"\nseed = {seed}\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n\
+         [traffic]\nprecision_percent = 2\nmax_step_duration = \"15s\"\n\
          [traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 8\n[stopping]\nflat_invocations = \"stop\"\n\
-         [limits]\nmax_parallel = {count}\n{configurations}"
+         [limits]\nmax_parallel = {RUNS}\n{configurations}"
     )
+}
+
+/// The noisy job at 20 ms, seed 7, run once for every test that needs it: its results file and its results.
+fn noisy_base() -> (PathBuf, &'static Value) {
+    static BASE: OnceLock<(tempfile::TempDir, Value)> = OnceLock::new();
+    let (folder, results) = BASE.get_or_init(|| {
+        let folder = tempfile::tempdir().unwrap();
+        let (results, _) = run_job(folder.path(), "base", &noisy_job("noisy", 20.0, 7));
+        (folder, results)
+    });
+    (folder.path().join("base/results.json"), results)
 }
 
 #[test]
 fn the_interval_of_max_invocations_covers_the_realized_capacity_of_a_noisy_server_in_17_of_20_seeded_runs() {
     let _load = load_lock();
-    let folder = tempfile::tempdir().unwrap();
-    let (results, _) = run_job(folder.path(), "coverage", &noisy_job("coverage", 20, 20.0, 7));
+    let (_, results) = noisy_base();
     let mut covered = 0;
     let mut widths = Vec::new();
     for configuration in results["configurations"].as_array().unwrap() {
@@ -86,6 +102,93 @@ fn the_interval_of_max_invocations_covers_the_realized_capacity_of_a_noisy_serve
 fn quickstart_results() -> Results {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/quickstart-results.json");
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `plateau compare` of two results files as JSON, with rules.
+fn compare_json(base: &Path, head: &Path, rules: &[&str]) -> (Value, Option<i32>) {
+    let mut command = plateau();
+    command.arg("compare").arg(base).arg(head).args(["--format", "json"]);
+    for rule in rules {
+        command.args(["--fail-on", rule]);
+    }
+    let output = command.output().unwrap();
+    (serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", text(&output))), output.status.code())
+}
+
+/// Configurations with no significant change in any figure, and those a rule fired on.
+fn verdicts(comparison: &Value) -> (usize, usize) {
+    let configurations = comparison["configurations"].as_array().unwrap();
+    let unchanged = configurations
+        .iter()
+        .filter(|configuration| {
+            configuration["deltas"].as_array().unwrap().iter().all(|delta| delta["significant"] == false)
+        })
+        .count();
+    (unchanged, comparison["fired"].as_array().unwrap().len())
+}
+
+#[test]
+fn compare_finds_no_change_between_unchanged_noisy_runs_in_19_of_20_and_a_10_percent_capacity_loss_in_19_of_20() {
+    let _load = load_lock();
+    let (base, _) = noisy_base();
+    let base = base.as_path();
+    let folder = tempfile::tempdir().unwrap();
+    // The same servers under another seed; then servers whose service is 1/0.9 as long: capacity 10% lower.
+    run_job(folder.path(), "same", &noisy_job("noisy", 20.0, 8));
+    run_job(folder.path(), "slower", &noisy_job("noisy", 20.0 / 0.9, 8));
+    let rules = ["max_invocations < -5%", "p99 > +25%"];
+    let (same, code) = compare_json(base, &folder.path().join("same/results.json"), &rules);
+    let (unchanged, fired) = verdicts(&same);
+    eprintln!(
+        "unchanged servers: {unchanged} of {RUNS} configurations with no significant change, {fired} rules fired, \
+         {} inconclusive; verdict {}",
+        same["inconclusive"].as_array().unwrap().len(),
+        same["verdict"]
+    );
+    assert!(unchanged >= 19, "{unchanged} of {RUNS} unchanged configurations called unchanged");
+    assert_eq!(code, Some(if fired == 0 { 0 } else { 4 }));
+    assert!(same["job_files_differ"].as_array().unwrap().iter().any(|table| table == "[job]"), "the seeds differ");
+
+    let (slower, code) = compare_json(base, &folder.path().join("slower/results.json"), &rules);
+    let (unchanged, _) = verdicts(&slower);
+    let caught: Vec<&Value> =
+        slower["fired"].as_array().unwrap().iter().filter(|fired| fired["rule"] == "max_invocations < -5%").collect();
+    for delta in slower["configurations"].as_array().unwrap().iter().flat_map(|c| c["deltas"].as_array().unwrap()) {
+        if delta["metric"] == "max_invocations" {
+            eprint!("{:+.1}% ", delta["delta_percent"].as_f64().unwrap());
+        }
+    }
+    eprintln!(
+        "\n10% less capacity: the max_invocations < -5% rule fired on {} of {RUNS}; {} of {RUNS} called unchanged",
+        caught.len(),
+        unchanged
+    );
+    assert!(caught.len() >= 19, "the rule caught {} of {RUNS} regressions", caught.len());
+    assert_eq!(code, Some(4));
+    assert_eq!(slower["verdict"], "regression");
+}
+
+#[test]
+fn two_runs_of_one_configuration_whose_plateaus_sit_at_different_loads_are_compared_at_the_same_load() {
+    // Issue 15, case 3: one run levelled off at 6 users and the other at 8, and p99 was compared across them.
+    let base = quickstart_results();
+    let mut head = base.clone();
+    let medium = head.configurations.iter_mut().find(|result| result.name == "medium").unwrap();
+    let metrics = medium.metrics.as_mut().unwrap();
+    metrics.load_at_plateau = 8.0;
+    metrics.model_latency.p99_ms *= 1.75;
+    let folder = tempfile::tempdir().unwrap();
+    let (base_path, head_path) = (folder.path().join("base.json"), folder.path().join("head.json"));
+    std::fs::write(&base_path, serde_json::to_string(&base).unwrap()).unwrap();
+    std::fs::write(&head_path, serde_json::to_string(&head).unwrap()).unwrap();
+    let (comparison, code) = compare_json(&base_path, &head_path, &["p99 > +10%"]);
+    assert_eq!(code, Some(0), "{comparison:#}");
+    let medium = comparison["configurations"].as_array().unwrap().iter().find(|c| c["name"] == "medium").unwrap();
+    assert_eq!((medium["base_plateau_load"].as_f64(), medium["head_plateau_load"].as_f64()), (Some(6.0), Some(8.0)));
+    assert_eq!(medium["matched_load"].as_f64(), Some(6.0), "latency is compared at the lower plateau load");
+    let p99 = medium["deltas"].as_array().unwrap().iter().find(|delta| delta["metric"] == "p99").unwrap();
+    assert_eq!(p99["delta_percent"].as_f64(), Some(0.0), "{p99}");
+    assert_eq!(comparison["verdict"], "no_significant_change");
 }
 
 #[test]

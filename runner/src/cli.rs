@@ -73,14 +73,18 @@ enum Command {
         report: ReportArgs,
     },
     /// Compare two results files for a pull-request check: Markdown (or JSON, JUnit XML) on stdout, exit code 4
-    /// when a --fail-on rule fires.
+    /// when a --fail-on rule fires; latency is compared at one load on both curves, changes with their intervals.
     Compare {
         base: PathBuf,
         head: PathBuf,
-        /// A rule that fails the check, e.g. "max_invocations < -5%", "p99 > +10%", "recommendation changed"
-        /// (repeatable). Rules fire only on changes larger than the runs' own noise.
+        /// A rule that fails the check, e.g. "max_invocations < -5%", "p99 > +10%", "knee_load < -20%",
+        /// "recommendation changed" (repeatable). A rule fires only when the change's 95% interval excludes zero.
         #[arg(long = "fail-on", value_name = "RULE")]
         fail_on: Vec<String>,
+        /// Exit 5 when a rule cannot be decided (the change's interval reaches past its threshold), instead of
+        /// passing and saying so.
+        #[arg(long)]
+        fail_on_inconclusive: bool,
         #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
         format: CompareFormat,
         /// Write here instead of stdout.
@@ -243,8 +247,8 @@ pub fn main() -> Exit {
             Command::Payload(PayloadCommand::Preview { job, count, max_bytes, stats }) => {
                 Ok(preview_payload(&job, count, max_bytes, stats))
             }
-            Command::Compare { base, head, fail_on, format, out } => {
-                compare(&base, &head, &fail_on, format, out.as_deref())
+            Command::Compare { base, head, fail_on, fail_on_inconclusive, format, out } => {
+                compare(&base, &head, &fail_on, fail_on_inconclusive, format, out.as_deref())
             }
             Command::Report { results, out, report } => rerender(&results, out, report.options()),
             Command::ServeReference { model, host, port, seed } => match model.model() {
@@ -502,6 +506,7 @@ fn compare(
     base: &Path,
     head: &Path,
     fail_on: &[String],
+    fail_on_inconclusive: bool,
     format: CompareFormat,
     out: Option<&Path>,
 ) -> anyhow::Result<Exit> {
@@ -533,7 +538,13 @@ fn compare(
         Some(path) => std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?,
         None => print!("{text}"),
     }
-    Ok(if comparison.fired.is_empty() { Exit::Success } else { Exit::Regression })
+    Ok(if !comparison.fired.is_empty() {
+        Exit::Regression
+    } else if fail_on_inconclusive && !comparison.inconclusive.is_empty() {
+        Exit::Inconclusive
+    } else {
+        Exit::Success
+    })
 }
 
 async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {

@@ -344,6 +344,16 @@ impl LatencySummary {
             max_ms: histogram.max() as f64 / 1000.0,
         }
     }
+
+    /// The kept percentile a requirement or comparison names (as `LatencyIntervals::at`): p50, p90, p95, else p99.
+    pub fn at(&self, percentile: f64) -> f64 {
+        match percentile {
+            p if p <= 50.0 => self.p50_ms,
+            p if p <= 90.0 => self.p90_ms,
+            p if p <= 95.0 => self.p95_ms,
+            _ => self.p99_ms,
+        }
+    }
 }
 
 /// Resource use over the last interval, as percentages of what may be used: the system under test's, and the

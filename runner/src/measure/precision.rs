@@ -183,6 +183,20 @@ pub fn latency_intervals(seconds: &[SecondLatencies], seed: u64) -> Option<Laten
         })
         .collect();
     let batches = cumulative.len();
+    // The percentiles of a draw that gives each batch `weights[batch]` copies.
+    let percentiles_of = |weights: &[u64]| -> [f64; 4] {
+        let count_below = |slot: usize| -> u64 {
+            weights.iter().zip(&cumulative).map(|(weight, counts)| weight * counts[slot]).sum()
+        };
+        let total = count_below(values.len() - 1);
+        PERCENTILES.map(|percentile| {
+            // The rank HDR's value_at_percentile reads: the smallest value with at least that many at or below.
+            let rank = ((percentile / 100.0) * total as f64).ceil().max(1.0) as u64;
+            let slot = partition_point(values.len(), |slot| count_below(slot) < rank);
+            f64::from(values[slot.min(values.len() - 1)]) / 1000.0
+        })
+    };
+    let estimates = percentiles_of(&vec![1; batches]);
     let mut rng = StdRng::seed_from_u64(seed);
     let mut draws: [Vec<f64>; 4] = Default::default();
     let mut weights = vec![0u64; batches];
@@ -191,21 +205,24 @@ pub fn latency_intervals(seconds: &[SecondLatencies], seed: u64) -> Option<Laten
         for _ in 0..batches {
             weights[rng.random_range(0..batches)] += 1;
         }
-        let count_below = |slot: usize| -> u64 {
-            weights.iter().zip(&cumulative).map(|(weight, counts)| weight * counts[slot]).sum()
-        };
-        let total = count_below(values.len() - 1);
-        for (draw, percentile) in draws.iter_mut().zip(PERCENTILES) {
-            // The rank HDR's value_at_percentile reads: the smallest value with at least that many at or below.
-            let rank = ((percentile / 100.0) * total as f64).ceil().max(1.0) as u64;
-            let slot = partition_point(values.len(), |slot| count_below(slot) < rank);
-            draw.push(f64::from(values[slot.min(values.len() - 1)]) / 1000.0);
+        for (draw, value) in draws.iter_mut().zip(percentiles_of(&weights)) {
+            draw.push(value);
         }
     }
-    let [p50, p90, p95, p99] = draws.map(|mut draw| {
+    // With a handful of blocks the bootstrap's spread is too small: it is widened by the blocks' own small-sample
+    // factors, t with blocks - 1 degrees of freedom over the normal's 1.96, and sqrt(b / (b - 1)) for the
+    // resampling variance's bias.
+    let widening = t_975((batches - 1) as f64) / 1.96 * (batches as f64 / (batches - 1) as f64).sqrt();
+    for draw in &mut draws {
         draw.sort_by(f64::total_cmp);
+    }
+    let [p50, p90, p95, p99]: [Interval; 4] = std::array::from_fn(|index| {
+        let (draw, estimate) = (&draws[index], estimates[index]);
         let at = |fraction: f64| draw[((draw.len() - 1) as f64 * fraction).round() as usize];
-        Interval { low: at(0.025), high: at(0.975) }
+        Interval {
+            low: (estimate - (estimate - at(0.025)).max(0.0) * widening).max(0.0),
+            high: estimate + (at(0.975) - estimate).max(0.0) * widening,
+        }
     });
     Some(LatencyIntervals { p50_ms: p50, p90_ms: p90, p95_ms: p95, p99_ms: p99 })
 }

@@ -336,6 +336,16 @@ fn significant(value: Value, digits: Option<usize>) -> String {
     format!("{number:.decimals$}")
 }
 
+/// `{{ value | load }}`: a step's load, whole users as "6", fractional loads (phases' mean users, offered rates)
+/// with one decimal.
+fn load(value: Value) -> String {
+    match f64::try_from(value) {
+        Ok(number) if number.fract() == 0.0 => format!("{number:.0}"),
+        Ok(number) => format!("{number:.1}"),
+        Err(_) => "n/a".to_string(),
+    }
+}
+
 /// `{{ value | estimate(interval, bound, decimals, scale) }}`: a figure with its 95% interval as "12000 ± 41", or
 /// as a bound ("≥ 10920") when `bound` names one: a figure plateau cannot stand behind is never printed bare. `scale`
 /// converts both (60 turns requests per second into per minute).
@@ -410,6 +420,7 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
     env.add_filter("significant", significant);
     env.add_filter("duration", duration);
     env.add_filter("estimate", estimate);
+    env.add_filter("load", load);
     env.add_filter("ljust", ljust);
     env.add_filter("rjust", rjust);
     env.set_trim_blocks(true);
@@ -488,6 +499,12 @@ mod tests {
     fn markdown_escaping_neutralises_tables_and_html() {
         assert_eq!(escape_markdown("a|b <img src=x onerror=alert(1)>"), "a\\|b &lt;img src=x onerror=alert\\(1\\)&gt;");
         assert_eq!(escape_markdown("line\nbreak_*x*"), "line break\\_\\*x\\*");
+    }
+
+    #[test]
+    fn loads_print_whole_users_without_decimals() {
+        assert_eq!(load(Value::from(6.0)), "6");
+        assert_eq!(load(Value::from(12.5)), "12.5");
     }
 
     #[test]

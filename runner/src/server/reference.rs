@@ -69,12 +69,25 @@ struct ServiceModel {
 enum Draw {
     Fixed,
     Lognormal(LogNormal<f64>),
-    /// Fast requests take `fast_ms`, a share `slow_share` of them `slow_ms`.
+    /// Fast requests take `fast_ms` on average, a share `slow_share` of them `slow_ms`; each mode is scaled by
+    /// `jitter` (mean 1). Two exact service times would let closed-loop users lock into a pattern that depends on
+    /// how the run started, which real servers do not do.
     Bimodal {
         fast_ms: f64,
         slow_ms: f64,
         slow_share: f64,
+        jitter: LogNormal<f64>,
     },
+}
+
+/// The coefficient of variation of each bimodal mode around its own mean.
+const BIMODAL_MODE_CV: f64 = 0.2;
+
+/// A lognormal distribution of mean `mean` and coefficient of variation `cv`.
+fn lognormal(mean: f64, cv: f64) -> LogNormal<f64> {
+    // sigma^2 = ln(1 + cv^2), mu = ln(mean) - sigma^2 / 2.
+    let sigma_squared = (1.0 + cv * cv).ln();
+    LogNormal::new(mean.ln() - sigma_squared / 2.0, sigma_squared.sqrt()).expect("validated parameters")
 }
 
 impl ServiceModel {
@@ -82,17 +95,15 @@ impl ServiceModel {
         let mean_ms = model.service_time_ms;
         let draw = match model.service_time {
             ServiceTime::Fixed => Draw::Fixed,
-            ServiceTime::Lognormal { cv } => {
-                // Mean m and coefficient of variation cv: sigma^2 = ln(1 + cv^2), mu = ln(m) - sigma^2 / 2.
-                let sigma_squared = (1.0 + cv * cv).ln();
-                Draw::Lognormal(
-                    LogNormal::new(mean_ms.ln() - sigma_squared / 2.0, sigma_squared.sqrt())
-                        .expect("validated parameters"),
-                )
-            }
+            ServiceTime::Lognormal { cv } => Draw::Lognormal(lognormal(mean_ms, cv)),
             ServiceTime::Bimodal { slow_share, slow_factor } => {
                 let fast_ms = mean_ms / (1.0 - slow_share + slow_share * slow_factor);
-                Draw::Bimodal { fast_ms, slow_ms: fast_ms * slow_factor, slow_share }
+                Draw::Bimodal {
+                    fast_ms,
+                    slow_ms: fast_ms * slow_factor,
+                    slow_share,
+                    jitter: lognormal(1.0, BIMODAL_MODE_CV),
+                }
             }
         };
         let now = Instant::now();
@@ -117,9 +128,10 @@ impl ServiceModel {
         let drawn_ms = match &self.draw {
             Draw::Fixed => mean_ms,
             Draw::Lognormal(lognormal) => lognormal.sample(&mut *self.rng.lock().expect("rng lock")),
-            Draw::Bimodal { fast_ms, slow_ms, slow_share } => {
-                let slow = self.rng.lock().expect("rng lock").random::<f64>() < *slow_share;
-                if slow { *slow_ms } else { *fast_ms }
+            Draw::Bimodal { fast_ms, slow_ms, slow_share, jitter } => {
+                let mut rng = self.rng.lock().expect("rng lock");
+                let mode_ms = if rng.random::<f64>() < *slow_share { *slow_ms } else { *fast_ms };
+                mode_ms * jitter.sample(&mut *rng)
             }
         };
         Duration::from_secs_f64(drawn_ms / self.capacity_factor(start) / 1000.0)
@@ -337,26 +349,26 @@ mod tests {
         assert!((realized.realized_capacity_rps - 200.0).abs() < 0.01);
     }
 
-    fn mean_and_median_ms(service_time: ServiceTime) -> (f64, f64) {
+    fn draws_ms(service_time: ServiceTime) -> Vec<f64> {
         let service = ServiceModel::new(ReferenceModel::steady(1, 20.0, service_time), 7);
-        let mut draws: Vec<f64> =
-            (0..20_000).map(|_| service.draw_service(service.origin).as_secs_f64() * 1000.0).collect();
-        draws.sort_by(f64::total_cmp);
-        (draws.iter().sum::<f64>() / draws.len() as f64, draws[draws.len() / 2])
+        (0..20_000).map(|_| service.draw_service(service.origin).as_secs_f64() * 1000.0).collect()
     }
 
     #[test]
-    fn lognormal_and_bimodal_draws_have_the_stated_mean_and_median() {
-        for service_time in
-            [ServiceTime::Lognormal { cv: 0.5 }, ServiceTime::Bimodal { slow_share: 0.1, slow_factor: 6.0 }]
-        {
-            let (mean_ms, median_ms) = mean_and_median_ms(service_time);
-            assert!((mean_ms - 20.0).abs() < 0.4, "{service_time:?}: mean {mean_ms}");
-            let expected = service_time.median_ms(20.0);
-            assert!((median_ms / expected - 1.0).abs() < 0.02, "{service_time:?}: median {median_ms} vs {expected}");
-        }
-        // Bimodal: fast requests take 20 / (0.9 + 0.6) = 13.3 ms, slow ones six times that.
-        assert!((ServiceTime::Bimodal { slow_share: 0.1, slow_factor: 6.0 }.median_ms(20.0) - 13.333).abs() < 0.01);
+    fn lognormal_and_bimodal_draws_have_the_stated_mean_and_shape() {
+        let mean = |draws: &[f64]| draws.iter().sum::<f64>() / draws.len() as f64;
+        let mut lognormal = draws_ms(ServiceTime::Lognormal { cv: 0.5 });
+        lognormal.sort_by(f64::total_cmp);
+        assert!((mean(&lognormal) - 20.0).abs() < 0.4, "mean {}", mean(&lognormal));
+        let median_ms = 20.0 / 1.25f64.sqrt();
+        assert!((lognormal[10_000] / median_ms - 1.0).abs() < 0.02, "median {}", lognormal[10_000]);
+        // Bimodal: fast requests take 20 / (0.9 + 0.6) = 13.3 ms on average, a tenth of them six times that.
+        let bimodal = draws_ms(ServiceTime::Bimodal { slow_share: 0.1, slow_factor: 6.0 });
+        assert!((mean(&bimodal) - 20.0).abs() < 0.4, "mean {}", mean(&bimodal));
+        let slow = bimodal.iter().filter(|ms| **ms > 40.0).count() as f64 / bimodal.len() as f64;
+        assert!((slow - 0.1).abs() < 0.01, "slow share {slow}");
+        let fast: Vec<f64> = bimodal.iter().copied().filter(|ms| *ms <= 40.0).collect();
+        assert!((mean(&fast) - 13.333).abs() < 0.2, "fast mode {}", mean(&fast));
     }
 
     #[test]

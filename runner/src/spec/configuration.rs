@@ -235,20 +235,6 @@ pub enum ServiceTime {
     },
 }
 
-impl ServiceTime {
-    /// The median service time of a distribution with this mean.
-    pub fn median_ms(&self, mean_ms: f64) -> f64 {
-        match *self {
-            ServiceTime::Fixed => mean_ms,
-            ServiceTime::Lognormal { cv } => mean_ms / (1.0 + cv * cv).sqrt(),
-            ServiceTime::Bimodal { slow_share, slow_factor } => {
-                let fast_ms = mean_ms / (1.0 - slow_share + slow_share * slow_factor);
-                if slow_share < 0.5 { fast_ms } else { fast_ms * slow_factor }
-            }
-        }
-    }
-}
-
 /// Every worker pauses for `pause_ms` once every `every_ms`, starting one period after the server starts; a request
 /// in service is held for the pause, one arriving in it waits for its end.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
