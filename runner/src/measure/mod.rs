@@ -345,14 +345,19 @@ impl LatencySummary {
         }
     }
 
-    /// The kept percentile a requirement or comparison names (as `LatencyIntervals::at`): p50, p90, p95, else p99.
+    /// The percentile a requirement or comparison names, falling back to p99 for percentiles not kept.
     pub fn at(&self, percentile: f64) -> f64 {
-        match percentile {
-            p if p <= 50.0 => self.p50_ms,
-            p if p <= 90.0 => self.p90_ms,
-            p if p <= 95.0 => self.p95_ms,
-            _ => self.p99_ms,
-        }
+        kept_percentile(percentile, [self.p50_ms, self.p90_ms, self.p95_ms, self.p99_ms])
+    }
+}
+
+/// Of the four percentiles kept (p50, p90, p95, p99), the one a requirement names, or p99 for those above.
+fn kept_percentile<T>(percentile: f64, [p50, p90, p95, p99]: [T; 4]) -> T {
+    match percentile {
+        p if p <= 50.0 => p50,
+        p if p <= 90.0 => p90,
+        p if p <= 95.0 => p95,
+        _ => p99,
     }
 }
 

@@ -145,12 +145,7 @@ pub struct LatencyIntervals {
 impl LatencyIntervals {
     /// The interval of the percentile a requirement names, falling back to p99's for percentiles not kept.
     pub fn at(&self, percentile: f64) -> Interval {
-        match percentile {
-            p if p <= 50.0 => self.p50_ms,
-            p if p <= 90.0 => self.p90_ms,
-            p if p <= 95.0 => self.p95_ms,
-            _ => self.p99_ms,
-        }
+        super::kept_percentile(percentile, [self.p50_ms, self.p90_ms, self.p95_ms, self.p99_ms])
     }
 }
 
