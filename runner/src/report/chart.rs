@@ -63,6 +63,10 @@ pub struct Point {
     /// Text drawn beside the point, e.g. a configuration's name on a scatter.
     pub annotation: Option<String>,
     pub highlight: bool,
+    /// The 95% interval as an error bar: its top and bottom in SVG coordinates.
+    pub bar: Option<(f64, f64)>,
+    /// A point no figure is taken from (an invalid step): drawn hollow and grey, left out of the line.
+    pub greyed: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -86,6 +90,10 @@ pub struct SeriesData {
     pub labels: Vec<String>,
     /// Text drawn beside each point, one per value, or none.
     pub annotations: Vec<String>,
+    /// Each value's 95% interval (low, high) in data units, where it has one; empty for none.
+    pub intervals: Vec<Option<(f64, f64)>>,
+    /// Indexes of points no figure is taken from.
+    pub greyed: Vec<usize>,
 }
 
 impl SeriesData {
@@ -99,6 +107,8 @@ impl SeriesData {
             highlighted: Vec::new(),
             labels: Vec::new(),
             annotations: Vec::new(),
+            intervals: Vec::new(),
+            greyed: Vec::new(),
         }
     }
 }
@@ -155,6 +165,9 @@ pub fn build(spec: ChartSpec) -> Chart {
         x_max = x_max.max(x);
         y_max = y_max.max(y);
     }
+    for (_, high) in spec.series.iter().flat_map(|series| series.intervals.iter().flatten()) {
+        y_max = y_max.max(*high);
+    }
     for (position, _) in &spec.markers {
         x_max = x_max.max(*position);
     }
@@ -193,10 +206,18 @@ pub fn build(spec: ChartSpec) -> Chart {
                         .unwrap_or_else(|| format!("{}, {}", format_tick(x), format_tick(y))),
                     annotation: data.annotations.get(point_index).cloned(),
                     highlight: data.highlighted.contains(&point_index),
+                    bar: data
+                        .intervals
+                        .get(point_index)
+                        .copied()
+                        .flatten()
+                        .map(|(low, high)| (round(to_y(high)), round(to_y(low.max(y_low))))),
+                    greyed: data.greyed.contains(&point_index),
                 })
                 .collect();
             let polyline = if data.joined {
-                points.iter().map(|point| format!("{},{}", point.x, point.y)).collect::<Vec<_>>().join(" ")
+                let used = points.iter().filter(|point| !point.greyed);
+                used.map(|point| format!("{},{}", point.x, point.y)).collect::<Vec<_>>().join(" ")
             } else {
                 String::new()
             };
@@ -266,5 +287,28 @@ mod tests {
         assert_eq!((points[1].x, points[1].y), (chart.plot.right, chart.plot.top));
         assert!(points[1].highlight && !points[0].highlight);
         assert_eq!(chart.markers[0].position, (chart.plot.left + chart.plot.right) / 2.0);
+    }
+
+    #[test]
+    fn intervals_become_error_bars_and_invalid_points_leave_the_line() {
+        let chart = build(ChartSpec {
+            title: "t".into(),
+            x_label: "x".into(),
+            y_label: "y".into(),
+            series: vec![SeriesData {
+                intervals: vec![Some((90.0, 110.0)), None, Some((40.0, 60.0))],
+                greyed: vec![1],
+                ..SeriesData::line("s", vec![(0.0, 100.0), (5.0, 20.0), (10.0, 50.0)])
+            }],
+            markers: vec![],
+            guides: vec![],
+        });
+        let series = &chart.series[0];
+        let (top, bottom) = series.points[0].bar.unwrap();
+        assert!(top < series.points[0].y && bottom > series.points[0].y, "{top} {bottom}");
+        assert!(series.points[1].greyed && series.points[1].bar.is_none());
+        assert_eq!(series.polyline.split(' ').count(), 2, "the invalid point is not joined: {}", series.polyline);
+        // The axis reaches the top of the highest error bar.
+        assert!(chart.y_ticks.last().unwrap().label.parse::<f64>().unwrap() >= 110.0);
     }
 }

@@ -132,12 +132,28 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             guides,
         })
     };
+    // Invalid steps are drawn hollow and grey, out of the line; every step carries its 95% interval.
+    let greyed: Vec<usize> =
+        steps.iter().enumerate().filter(|(_, step)| step.invalid.is_some()).map(|(index, _)| index).collect();
+    let not_used = |step: &StepResult| {
+        step.invalid.map(|invalid| format!(" (not used: {})", invalid.describe())).unwrap_or_default()
+    };
     let mut throughput_series = vec![SeriesData {
         highlighted: plateau.into_iter().collect(),
         labels: steps
             .iter()
-            .map(|step| format!("{} {load_label}: {:.0} invocations/min", step.load, step.invocations_per_min))
+            .map(|step| {
+                format!("{} {load_label}: {:.0} invocations/min{}", step.load, step.invocations_per_min, not_used(step))
+            })
             .collect(),
+        intervals: steps
+            .iter()
+            .map(|step| {
+                step.throughput_interval_rps
+                    .map(|interval| (units::per_minute(interval.low), units::per_minute(interval.high)))
+            })
+            .collect(),
+        greyed: greyed.clone(),
         ..SeriesData::line(
             "invocations per minute",
             steps.iter().map(|step| (step.load, step.invocations_per_min)).collect(),
@@ -152,9 +168,23 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         throughput_series.push(SeriesData { dots: false, ..SeriesData::line(name, curve.collect()) });
     }
     let throughput = against_load("Throughput against load", "invocations per minute", throughput_series, Vec::new());
-    let percentile_series = |name: &str, pick: fn(&StepResult) -> f64| SeriesData {
-        labels: steps.iter().map(|step| format!("{} {load_label}: {name} {:.1} ms", step.load, pick(step))).collect(),
-        ..SeriesData::line(name, steps.iter().map(|step| (step.load, pick(step))).collect())
+    let percentile_series = |name: &str, percentile: f64| SeriesData {
+        labels: steps
+            .iter()
+            .map(|step| {
+                format!("{} {load_label}: {name} {:.1} ms{}", step.load, step.latency.at(percentile), not_used(step))
+            })
+            .collect(),
+        intervals: steps
+            .iter()
+            .map(|step| {
+                step.latency_intervals
+                    .map(|intervals| intervals.at(percentile))
+                    .map(|interval| (interval.low, interval.high))
+            })
+            .collect(),
+        greyed: greyed.clone(),
+        ..SeriesData::line(name, steps.iter().map(|step| (step.load, step.latency.at(percentile))).collect())
     };
     let goal = results
         .job
@@ -164,11 +194,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     let latency = against_load(
         "ModelLatency against load",
         "latency (ms)",
-        vec![
-            percentile_series("p50", |step| step.latency.p50_ms),
-            percentile_series("p90", |step| step.latency.p90_ms),
-            percentile_series("p99", |step| step.latency.p99_ms),
-        ],
+        vec![percentile_series("p50", 50.0), percentile_series("p90", 90.0), percentile_series("p99", 99.0)],
         goal.into_iter().collect(),
     );
     let over_time = |title: &str, y_label: &str, series: Vec<SeriesData>| {
