@@ -192,6 +192,36 @@ fn two_runs_of_one_configuration_whose_plateaus_sit_at_different_loads_are_compa
 }
 
 #[test]
+fn a_configuration_whose_load_generator_saturated_is_a_bound_not_judged_costlier() {
+    // Issue 15, case 1: `large` stopped at step 1 with 10,920/min, its only step flagged "load generator saturated",
+    // and was judged "costs 482% more per inference" as if that were its capacity.
+    let mut results = quickstart_results();
+    let large = results.configurations.iter_mut().find(|result| result.name == "large").unwrap();
+    large.steps.truncate(1);
+    large.steps[0].generator_saturated = true;
+    large.steps[0].invalid = Some(plateau::analyze::Invalid::GeneratorSaturated);
+    let metrics = large.metrics.as_mut().unwrap();
+    let scale = 10_920.0 / metrics.max_invocations;
+    metrics.max_invocations = 10_920.0;
+    metrics.max_invocations_at_slo = Some(10_920.0);
+    metrics.cost_per_inference_usd = metrics.cost_per_inference_usd.map(|cost| cost / scale);
+    metrics.lower_bound = true;
+    metrics.inconclusive = Some("the load generator fell behind from step 1 on".to_string());
+    let recommendation = recommend(&results.configurations, &results.job.requirements);
+    assert_eq!(recommendation.configuration.as_deref(), Some("medium"), "{}", recommendation.reason);
+    let verdict = recommendation.ranking.iter().find(|verdict| verdict.configuration == "large").unwrap();
+    eprintln!("large: {}", verdict.verdict);
+    assert!(verdict.inconclusive, "{verdict:?}");
+    assert_eq!(verdict.rank, Some(3), "a bound that does not win ranks below the conclusive candidates");
+    assert!(
+        verdict.verdict.starts_with("costs at most ") && verdict.verdict.contains("a bound: its plateau was not confirmed"),
+        "{}",
+        verdict.verdict
+    );
+    assert!(!verdict.verdict.contains('±'), "a bound has no interval: {}", verdict.verdict);
+}
+
+#[test]
 fn a_configuration_failing_a_fifth_of_its_requests_is_not_recommended() {
     let mut results = quickstart_results();
     assert_eq!(recommend(&results.configurations, &results.job.requirements).configuration.as_deref(), Some("medium"));

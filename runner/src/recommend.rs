@@ -166,7 +166,8 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
             let verdict = if index == 0 {
                 format!("recommended{bound}")
             } else {
-                let comparison = describe_difference(objective, candidate.value, best.value, margin);
+                let comparison =
+                    describe_difference(objective, candidate.value, best.value, margin, candidate.inconclusive());
                 if near_tie {
                     format!("near tie: {comparison}, within measurement noise{bound}")
                 } else {
@@ -289,13 +290,18 @@ fn confidence(
     }
 }
 
-fn describe_difference(objective: Objective, value: f64, best: f64, margin: Interval) -> String {
+/// How a candidate compares with the best. A `bound`'s figure is one side of the truth (at most this cost, at least
+/// this throughput, at least this latency), so its difference is stated as a bound, without an interval.
+fn describe_difference(objective: Objective, value: f64, best: f64, margin: Interval, bound: bool) -> String {
     let percent = (value / best - 1.0) * 100.0;
     let plus_minus = (margin.high - margin.low) / 2.0;
-    match objective {
-        Objective::CostPerInference => format!("costs {percent:.0}% more per inference (± {plus_minus:.0}%)"),
-        Objective::Throughput => format!("serves {:.0}% fewer invocations (± {plus_minus:.0}%)", -percent),
-        Objective::Latency => format!("{percent:.0}% higher latency (± {plus_minus:.0}%)"),
+    match (objective, bound) {
+        (Objective::CostPerInference, false) => format!("costs {percent:.0}% more per inference (± {plus_minus:.0}%)"),
+        (Objective::CostPerInference, true) => format!("costs at most {percent:.0}% more per inference"),
+        (Objective::Throughput, false) => format!("serves {:.0}% fewer invocations (± {plus_minus:.0}%)", -percent),
+        (Objective::Throughput, true) => format!("serves at most {:.0}% fewer invocations", -percent),
+        (Objective::Latency, false) => format!("{percent:.0}% higher latency (± {plus_minus:.0}%)"),
+        (Objective::Latency, true) => format!("at least {percent:.0}% higher latency"),
     }
 }
 
