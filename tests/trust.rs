@@ -214,7 +214,8 @@ fn a_configuration_whose_load_generator_saturated_is_a_bound_not_judged_costlier
     assert!(verdict.inconclusive, "{verdict:?}");
     assert_eq!(verdict.rank, Some(3), "a bound that does not win ranks below the conclusive candidates");
     assert!(
-        verdict.verdict.starts_with("costs at most ") && verdict.verdict.contains("a bound: its plateau was not confirmed"),
+        verdict.verdict.starts_with("costs at most ")
+            && verdict.verdict.contains("a bound: its plateau was not confirmed"),
         "{}",
         verdict.verdict
     );
