@@ -264,10 +264,14 @@ pub fn analyze_steps(
             window_s: Some([window.window.start_s, window.window.end_s]),
         };
     }
-    // The USL models concurrency; an open model's offered rate is not one.
-    let scalability = (facts.load_unit == LoadUnit::Users)
-        .then(|| scalability::fit(&points.iter().map(|point| (point.load, point.throughput_rps)).collect::<Vec<_>>()))
-        .flatten();
+    // The USL models concurrency; an open model's offered rate is not one. Its predicted peak is a reported figure,
+    // so only valid steps feed it.
+    let valid: Vec<(f64, f64)> = complete
+        .iter()
+        .filter(|(_, step)| step.invalid.is_none())
+        .map(|(_, step)| (step.load, step.throughput_rps))
+        .collect();
+    let scalability = (facts.load_unit == LoadUnit::Users).then(|| scalability::fit(&valid)).flatten();
     let fitted = fitted_curve(&points, thresholds, settings);
     let window = sliding.map(|record| (record, step_result(record)));
     let (record, step) = match &window {
@@ -511,6 +515,42 @@ mod tests {
                 plateau_step.index + 1, plateau_step.invalid
             );
         }
+    }
+
+    #[test]
+    fn the_scalability_fit_leaves_invalid_steps_out() {
+        // A server of 200/s whose last two steps saturated the load generator and measured half of that.
+        let records: Vec<StepRecord> = (0..6)
+            .map(|index| {
+                let users = (index + 1) as f64 * 2.0;
+                let level = (100.0 * users).min(200.0) as u64;
+                let saturated = index >= 4;
+                let count = if saturated { level / 2 } else { level };
+                record(index, users, &[count, count, count, count], 10_000, saturated)
+            })
+            .collect();
+        let facts = ConfigurationFacts {
+            load_unit: LoadUnit::Users,
+            instance_count: 1,
+            price_per_hour_usd: 1.0,
+            utilization_source: None,
+        };
+        let stopping = Stopping {
+            max_invocations: None,
+            latency_thresholds: Vec::new(),
+            flat_invocations: FlatInvocations::Continue,
+        };
+        let requirements = Requirements {
+            slo: None,
+            objective: Objective::CostPerInference,
+            expected_peak_rps: None,
+            headroom_percent: 0.0,
+            max_error_rate_percent: 1.0,
+        };
+        let analysis = analyze_steps(&records, &facts, &stopping, &requirements, &PlateauSettings::default(), None);
+        let fit = analysis.scalability.expect("four valid steps fit");
+        // Fitted with the saturated steps, the model would predict a peak and a fall to 100/s by 12 users.
+        assert!(fit.throughput_rps(12.0) > 180.0, "{fit:?}");
     }
 
     #[test]
