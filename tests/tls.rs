@@ -126,6 +126,8 @@ timeout = "5s"
 {target}
 [payload]
 body = '{{"inputs": [1]}}'
+[traffic]
+max_step_duration = "2s"
 [traffic.stairs]
 users_per_step = 2
 step_duration = "2s"
@@ -152,10 +154,13 @@ price_per_hour_usd = 1.0
 /// Every request succeeded (so each carried the expected version in its answer) and there were some.
 fn assert_all_succeeded(output: &Output, results: &Option<Value>) {
     assert_eq!(output.status.code(), Some(0), "{}", text(output));
-    let step = &results.as_ref().unwrap()["configurations"][0]["steps"][0];
+    let configuration = &results.as_ref().unwrap()["configurations"][0];
+    let step = &configuration["steps"][0];
+    // The first message of each error class, so a failure here says what went wrong.
+    let details = &configuration["error_details"];
     assert!(step["throughput_rps"].as_f64().unwrap() > 100.0, "{step}");
-    assert_eq!(step["errors"]["model_error"], 0, "requests over the wrong HTTP version: {step}");
-    assert_eq!(step["error_rate_percent"], 0.0, "{step}");
+    assert_eq!(step["errors"]["model_error"], 0, "requests over the wrong HTTP version: {details}");
+    assert_eq!(step["error_rate_percent"], 0.0, "{details}");
 }
 
 #[test]

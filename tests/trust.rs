@@ -296,3 +296,68 @@ fn a_target_that_fails_every_request_is_a_failed_run_named_by_its_error_not_the_
     assert!(failure.contains("most of them `timeout`"), "{failure}");
     assert!(!failure.contains("load generator") && !stderr.contains("fell behind"), "{failure}\n{stderr}");
 }
+
+#[test]
+fn a_server_that_fails_every_request_is_named_with_an_example_of_its_answer_and_no_secret() {
+    // Issue 15, case 5: for http targets no error message was kept anywhere; only SageMaker had error details.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::{Read as _, Write as _};
+        // Serves until the test binary exits; the run it answers is bounded to one 2-second step.
+        for connection in listener.incoming() {
+            let Ok(mut connection) = connection else { continue };
+            let mut request = [0u8; 8192];
+            let read = connection.read(&mut request).unwrap_or(0);
+            // The answer echoes the request, as some servers' error pages do, secret header included.
+            let echoed = String::from_utf8_lossy(&request[..read]).replace("\r\n", " | ");
+            let body = format!("model weights missing; you sent: {echoed}");
+            let _ = write!(
+                connection,
+                "HTTP/1.1 500 Internal Server Error\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let token = "s3cr3t-token-6f1e";
+    let folder = tempfile::tempdir().unwrap();
+    let job = format!(
+        "version = 1\n[job]\nname = \"broken\"\n[target]\nkind = \"http\"\nurl = \"http://{address}/invocations\"\n\
+         timeout = \"2s\"\nheaders = {{ Authorization = {{ env = \"PLATEAU_TEST_TOKEN\" }} }}\n\
+         check = {{ body_contains = \"predictions\" }}\n[payload]\nbody = \"{{}}\"\n\
+         [traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 1\n[traffic]\nmax_step_duration = \"2s\"\n\
+         [[configurations]]\nname = \"c\"\ninstance_type = \"local\"\nprice_per_hour_usd = 1\n"
+    );
+    let path = folder.path().join("broken.toml");
+    std::fs::write(&path, job).unwrap();
+    let out = folder.path().join("out");
+    let output =
+        plateau().env("PLATEAU_TEST_TOKEN", token).arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let results_text = std::fs::read_to_string(out.join("results.json")).unwrap();
+    let results: Value = serde_json::from_str(&results_text).unwrap();
+    let configuration = &results["configurations"][0];
+    let failure = configuration["failure"].as_str().unwrap();
+    eprintln!("{failure}");
+    assert!(failure.contains("most of them `http_5xx`"), "{failure}");
+    assert!(
+        failure.contains(
+            "e.g. HTTP 500 Internal Server Error, and the body does not contain `predictions`: model weights missing"
+        ),
+        "{failure}"
+    );
+    assert!(failure.contains("[redacted]"), "the echoed secret is replaced: {failure}");
+    let details = configuration["error_details"].as_array().unwrap();
+    assert_eq!(details.len(), 1, "{details:?}");
+    assert_eq!(details[0]["code"], "http_5xx");
+    assert!(details[0]["count"].as_u64().unwrap() > 10, "{details:?}");
+    for file in ["results.json", "report.md", "report.html"] {
+        let written = std::fs::read_to_string(out.join(file)).unwrap();
+        assert!(!written.contains(token), "{file} holds the secret");
+    }
+    assert!(
+        !String::from_utf8_lossy(&output.stderr).contains(token)
+            && !String::from_utf8_lossy(&output.stdout).contains(token)
+    );
+    drop(results_text);
+}

@@ -6,7 +6,8 @@ pub mod process_tree;
 pub mod series;
 pub mod step;
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -78,6 +79,69 @@ pub enum ErrorClass {
     Other,
 }
 
+/// How many error classes there are: `ErrorClass::Other` is the last.
+const ERROR_CLASSES: usize = ErrorClass::Other as usize + 1;
+
+/// The first failure of each class a target met, as an example for the results, and how many of that class there
+/// were in the run. A failure whose class already has its example costs one atomic load and one add, so a server
+/// that fails every request does not slow the engine; the message is only formatted for the first.
+#[derive(Debug, Default)]
+pub struct ErrorExamples {
+    counts: [AtomicU64; ERROR_CLASSES],
+    examples: [OnceLock<String>; ERROR_CLASSES],
+}
+
+impl ErrorExamples {
+    pub fn note(&self, class: ErrorClass, message: impl FnOnce() -> String) {
+        self.counts[class as usize].fetch_add(1, Ordering::Relaxed);
+        let example = &self.examples[class as usize];
+        if example.get().is_none() {
+            // Secrets never reach an example: messages name addresses, statuses and error kinds, never headers.
+            let _ = example.set(message().chars().take(500).collect());
+        }
+    }
+
+    /// Each class met, with its count and its first message.
+    pub fn examples(&self) -> Vec<(ErrorClass, u64, String)> {
+        ErrorClass::ALL
+            .into_iter()
+            .filter_map(|class| {
+                let example = self.examples[class as usize].get()?;
+                Some((class, self.counts[class as usize].load(Ordering::Relaxed), example.clone()))
+            })
+            .collect()
+    }
+}
+
+impl ErrorClass {
+    /// The class's name in results and messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Connect => "connect",
+            ErrorClass::Timeout => "timeout",
+            ErrorClass::Http4xx => "http_4xx",
+            ErrorClass::Http5xx => "http_5xx",
+            ErrorClass::Throttled => "throttled",
+            ErrorClass::ModelError => "model_error",
+            ErrorClass::Validation => "validation",
+            ErrorClass::PayloadError => "payload_error",
+            ErrorClass::Other => "other",
+        }
+    }
+
+    pub const ALL: [ErrorClass; ERROR_CLASSES] = [
+        ErrorClass::Connect,
+        ErrorClass::Timeout,
+        ErrorClass::Http4xx,
+        ErrorClass::Http5xx,
+        ErrorClass::Throttled,
+        ErrorClass::ModelError,
+        ErrorClass::Validation,
+        ErrorClass::PayloadError,
+        ErrorClass::Other,
+    ];
+}
+
 /// Error counts by class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorCounts {
@@ -95,18 +159,22 @@ pub struct ErrorCounts {
 
 impl ErrorCounts {
     /// Each class with its count, in the classes' order.
-    fn by_class(&self) -> [(&'static str, u64); 9] {
-        [
-            ("connect", self.connect),
-            ("timeout", self.timeout),
-            ("http_4xx", self.http_4xx),
-            ("http_5xx", self.http_5xx),
-            ("throttled", self.throttled),
-            ("model_error", self.model_error),
-            ("validation", self.validation),
-            ("payload_error", self.payload_error),
-            ("other", self.other),
-        ]
+    fn by_class(&self) -> [(&'static str, u64); ERROR_CLASSES] {
+        ErrorClass::ALL.map(|class| (class.name(), self.count(class)))
+    }
+
+    fn count(&self, class: ErrorClass) -> u64 {
+        match class {
+            ErrorClass::Connect => self.connect,
+            ErrorClass::Timeout => self.timeout,
+            ErrorClass::Http4xx => self.http_4xx,
+            ErrorClass::Http5xx => self.http_5xx,
+            ErrorClass::Throttled => self.throttled,
+            ErrorClass::ModelError => self.model_error,
+            ErrorClass::Validation => self.validation,
+            ErrorClass::PayloadError => self.payload_error,
+            ErrorClass::Other => self.other,
+        }
     }
 
     /// The class with the most errors, by its name in results, and its count; none without errors.

@@ -147,7 +147,7 @@ pub(super) async fn run_configuration(
         }
         (_, _, EndReason::PayloadFailed { message }) => (RunStatus::Partial, Some(message.clone())),
         (_, _, end) if end.is_partial() => (RunStatus::Partial, None),
-        _ => match target_failure(&analysis.steps, &address, context.schedule.load_unit) {
+        _ => match target_failure(&analysis.steps, &error_details, &address, context.schedule.load_unit) {
             Some(failure) => (RunStatus::Failed, Some(failure)),
             None => (RunStatus::Complete, leftover),
         },
@@ -183,16 +183,21 @@ const TARGET_FAILURE_PERCENT: f64 = 50.0;
 
 /// A target that fails most requests already at the lowest load is broken, not slow: the run failed, and the
 /// message says how, by the dominant error class (never "the load generator fell behind").
-fn target_failure(steps: &[StepResult], address: &str, load_unit: LoadUnit) -> Option<String> {
+fn target_failure(steps: &[StepResult], details: &[ErrorDetail], address: &str, load_unit: LoadUnit) -> Option<String> {
     let first = steps.iter().find(|step| step.complete)?;
     if first.error_rate_percent <= TARGET_FAILURE_PERCENT {
         return None;
     }
     let (class, count) = first.errors.dominant()?;
     let attempts = first.errors.total() + first.latency.count;
+    let example = details
+        .iter()
+        .find(|detail| detail.class.name() == class)
+        .map(|detail| format!(", e.g. {}", detail.example))
+        .unwrap_or_default();
     Some(format!(
         "the target at {address} failed {} of {attempts} requests at the lowest load ({} {}), most of them \
-         `{class}` ({count})",
+         `{class}` ({count}){example}",
         first.errors.total(),
         first.load,
         load_unit.label(),
@@ -233,8 +238,9 @@ async fn drive_target(
             let target = HttpTarget::new(&started.address, http, &job.payload, payload)
                 .map_err(|error| Failure::BeforeTheRamp(error.into()))?;
             target.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
-            let record = drive_until_exit(Arc::new(target), options, resources, observer, server).await;
-            Ok((record.map_err(Failure::Series)?, Vec::new()))
+            let target = Arc::new(target);
+            let record = drive_until_exit(Arc::clone(&target), options, resources, observer, server).await;
+            Ok((record.map_err(Failure::Series)?, target.error_details()))
         }
     }
 }

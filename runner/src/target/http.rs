@@ -20,8 +20,9 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::{PrepareError, Session, Target, wire};
+use crate::aws::errors::ErrorDetail;
 use crate::aws::errors::error_chain;
-use crate::measure::{ErrorClass, Outcome};
+use crate::measure::{ErrorClass, ErrorExamples, Outcome};
 use crate::payload::{Overrides, PayloadSource, PayloadStream, Prepared};
 use crate::spec::{HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
 
@@ -77,6 +78,37 @@ struct RequestTemplate {
     timeout: Duration,
     max_response_bytes: u64,
     check: ResponseCheck,
+    /// The first failure of each class, for the results.
+    examples: ErrorExamples,
+}
+
+impl RequestTemplate {
+    /// `class`, with `message` kept as its example if it is the first of its class.
+    fn failed(&self, class: ErrorClass, message: impl FnOnce() -> String) -> ErrorClass {
+        self.examples.note(class, message);
+        class
+    }
+
+    /// The outcome of a response, its example kept when it failed.
+    fn judged(&self, status: u16, body: &[u8], latency_us: u64) -> Outcome {
+        let outcome = judge(status, body, &self.check, latency_us);
+        if let Outcome::Failure { class } = outcome {
+            self.examples.note(class, || self.redacted(describe_response(status, body, &self.check)));
+        }
+        outcome
+    }
+
+    /// `text` with every secret header value (from the environment) replaced: a server may echo what it was sent.
+    fn redacted(&self, mut text: String) -> String {
+        for value in self.headers.values().filter(|value| value.is_sensitive()) {
+            if let Ok(secret) = value.to_str()
+                && !secret.is_empty()
+            {
+                text = text.replace(secret, "[redacted]");
+            }
+        }
+        text
+    }
 }
 
 impl HttpTarget {
@@ -160,6 +192,7 @@ impl HttpTarget {
                 timeout: spec.timeout,
                 max_response_bytes: spec.max_response_bytes,
                 check: spec.check.clone(),
+                examples: ErrorExamples::default(),
             }),
             payload: source,
         })
@@ -246,6 +279,24 @@ impl HttpTarget {
             Ok(Err(reason)) => Err(HttpTargetError::Handshake { address, reason }),
             Err(_) => Err(HttpTargetError::HandshakeTimeout { address, timeout: template.timeout }),
         }
+    }
+}
+
+impl HttpTarget {
+    /// Each error class the run met, with its count and its first message, as the results keep them.
+    pub fn error_details(&self) -> Vec<ErrorDetail> {
+        self.shared
+            .examples
+            .examples()
+            .into_iter()
+            .map(|(class, count, example)| ErrorDetail {
+                class,
+                code: class.name().to_string(),
+                model_status: None,
+                count,
+                example,
+            })
+            .collect()
     }
 }
 
@@ -496,8 +547,12 @@ async fn open<C>(
     }
     match tokio::time::timeout(template.timeout, connect).await {
         Ok(Ok(connection)) => Ok(connection),
-        Ok(Err(_)) => Err(ErrorClass::Connect),
-        Err(_) => Err(ErrorClass::Timeout),
+        Ok(Err(error)) => {
+            Err(template.failed(ErrorClass::Connect, || format!("connecting to {}: {error}", template.address)))
+        }
+        Err(_) => Err(template.failed(ErrorClass::Timeout, || {
+            format!("no connection to {} within {:?}", template.address, template.timeout)
+        })),
     }
 }
 
@@ -521,21 +576,23 @@ async fn call_wire(
             // The server had closed this idle keep-alive connection: the request goes again on a new one, and
             // the clock keeps running.
             Err(wire::WireError::ClosedBeforeResponse) if reused => {
-                connection = wire::Connection::connect(&template.address).await.map_err(|_| ErrorClass::Connect)?;
+                connection = wire::Connection::connect(&template.address).await.map_err(|error| {
+                    template.failed(ErrorClass::Connect, || format!("reconnecting to {}: {error}", template.address))
+                })?;
                 connection.exchange(request, head_request, template.max_response_bytes, keep_body).await
             }
             other => other,
         }
-        .map_err(|_| ErrorClass::Other)
+        .map_err(|error| template.failed(ErrorClass::Other, || describe_wire_error(&error, template)))
     };
     match deadline.within(start, template.timeout, exchange).await {
-        Err(class) => Outcome::Failure { class },
+        Err(class) => Outcome::Failure { class: timed_out(template, class) },
         Ok((response, keep_alive)) => {
             let latency_us = start.elapsed().as_micros() as u64;
             if keep_alive {
                 *slot = Some(connection);
             }
-            judge(response.status, &response.body, &template.check, latency_us)
+            template.judged(response.status, &response.body, latency_us)
         }
     }
 }
@@ -560,28 +617,74 @@ async fn call_hyper(
         request = template.for_http2(request);
     }
     let start = Instant::now();
+    let broken = |error: hyper::Error| {
+        template.failed(ErrorClass::Other, || format!("exchange with {}: {}", template.address, error_chain(&error)))
+    };
     let exchange = async {
-        let response = sender.send(request).await.map_err(|_| ErrorClass::Other)?;
+        let response = sender.send(request).await.map_err(broken)?;
         let status = response.status();
         let mut body = response.into_body();
         // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
         let mut reader = wire::BodyReader::new(template.max_response_bytes, template.check.body_contains.is_some());
         while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|_| ErrorClass::Other)?;
+            let frame = frame.map_err(broken)?;
             if let Some(data) = frame.data_ref() {
-                reader.take(data).map_err(|_| ErrorClass::Other)?;
+                reader
+                    .take(data)
+                    .map_err(|error| template.failed(ErrorClass::Other, || describe_wire_error(&error, template)))?;
             }
         }
         Ok((status, reader.into_kept()))
     };
     match deadline.within(start, template.timeout, exchange).await {
-        Err(class) => Outcome::Failure { class },
+        Err(class) => Outcome::Failure { class: timed_out(template, class) },
         Ok((status, body)) => {
             let latency_us = start.elapsed().as_micros() as u64;
             *slot = Some(sender);
-            judge(status.as_u16(), &body, &template.check, latency_us)
+            template.judged(status.as_u16(), &body, latency_us)
         }
     }
+}
+
+/// A deadline's verdict: a timeout gets its example here (other classes got theirs where they failed).
+fn timed_out(template: &RequestTemplate, class: ErrorClass) -> ErrorClass {
+    if class == ErrorClass::Timeout {
+        template
+            .examples
+            .note(class, || format!("no response from {} within {:?}", template.address, template.timeout));
+    }
+    class
+}
+
+fn describe_wire_error(error: &wire::WireError, template: &RequestTemplate) -> String {
+    let address = &template.address;
+    match error {
+        wire::WireError::ClosedBeforeResponse => format!("{address} closed the connection before responding"),
+        wire::WireError::TooLarge => {
+            format!("a response from {address} passed max_response_bytes ({} bytes)", template.max_response_bytes)
+        }
+        wire::WireError::Broken => {
+            format!("a response from {address} that is not HTTP/1.1, or a connection that failed mid-response")
+        }
+    }
+}
+
+/// A failed response in words: its status, what the check expected, and the start of the body when it was kept.
+fn describe_response(status: u16, body: &[u8], check: &ResponseCheck) -> String {
+    let reason = hyper::StatusCode::from_u16(status).ok().and_then(|code| code.canonical_reason()).unwrap_or("");
+    let mut text = format!("HTTP {status} {reason}").trim_end().to_string();
+    if let Some(expected) = check.status.filter(|expected| *expected != status) {
+        text.push_str(&format!(", expected {expected}"));
+    }
+    if let Some(wanted) = check.body_contains.as_ref().filter(|wanted| !contains(body, wanted.as_bytes())) {
+        text.push_str(&format!(", and the body does not contain `{wanted}`"));
+    }
+    if !body.is_empty() {
+        let start: String =
+            String::from_utf8_lossy(&body[..body.len().min(200)]).chars().filter(|c| !c.is_control()).collect();
+        text.push_str(&format!(": {start}"));
+    }
+    text
 }
 
 /// Success, or the error class a response falls in: by status, then by the job's response check.
