@@ -466,31 +466,36 @@ mod tests {
         })
     }
 
+    /// The analysis of one configuration at $1/hour, ramped by users, with a latency goal or none, never stopped early.
+    fn analyzed(records: &[StepRecord], slo: Option<LatencyThreshold>) -> Analysis {
+        let facts = ConfigurationFacts {
+            load_unit: LoadUnit::Users,
+            instance_count: 1,
+            price_per_hour_usd: 1.0,
+            utilization_source: None,
+        };
+        let stopping = Stopping {
+            max_invocations: None,
+            latency_thresholds: Vec::new(),
+            flat_invocations: FlatInvocations::Continue,
+        };
+        let requirements = Requirements {
+            slo,
+            objective: Objective::CostPerInference,
+            expected_peak_rps: None,
+            headroom_percent: 0.0,
+            max_error_rate_percent: 1.0,
+        };
+        analyze_steps(records, &facts, &stopping, &requirements, &PlateauSettings::default(), None)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(400))]
 
         #[test]
         fn max_invocations_is_never_below_a_valid_lower_load_step_and_at_goal_never_above_it(records in series()) {
-            let facts = ConfigurationFacts {
-                load_unit: LoadUnit::Users,
-                instance_count: 1,
-                price_per_hour_usd: 1.0,
-                utilization_source: None,
-            };
-            let stopping = Stopping {
-                max_invocations: None,
-                latency_thresholds: Vec::new(),
-                flat_invocations: FlatInvocations::Continue,
-            };
-            let requirements = Requirements {
-                slo: Some(LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms: 22.0 }),
-                objective: Objective::CostPerInference,
-                expected_peak_rps: None,
-                headroom_percent: 0.0,
-                max_error_rate_percent: 1.0,
-            };
-            let analysis =
-                analyze_steps(&records, &facts, &stopping, &requirements, &PlateauSettings::default(), None);
+            let goal = LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms: 22.0 };
+            let analysis = analyzed(&records, Some(goal));
             let metrics = analysis.metrics.expect("complete steps give figures");
             let earlier_valid =
                 analysis.steps.iter().filter(|step| step.invalid.is_none() && step.load < metrics.load_at_plateau);
@@ -529,25 +534,7 @@ mod tests {
                 record(index, users, &[count, count, count, count], 10_000, saturated)
             })
             .collect();
-        let facts = ConfigurationFacts {
-            load_unit: LoadUnit::Users,
-            instance_count: 1,
-            price_per_hour_usd: 1.0,
-            utilization_source: None,
-        };
-        let stopping = Stopping {
-            max_invocations: None,
-            latency_thresholds: Vec::new(),
-            flat_invocations: FlatInvocations::Continue,
-        };
-        let requirements = Requirements {
-            slo: None,
-            objective: Objective::CostPerInference,
-            expected_peak_rps: None,
-            headroom_percent: 0.0,
-            max_error_rate_percent: 1.0,
-        };
-        let analysis = analyze_steps(&records, &facts, &stopping, &requirements, &PlateauSettings::default(), None);
+        let analysis = analyzed(&records, None);
         let fit = analysis.scalability.expect("four valid steps fit");
         // Fitted with the saturated steps, the model would predict a peak and a fall to 100/s by 12 users.
         assert!(fit.throughput_rps(12.0) > 180.0, "{fit:?}");
