@@ -69,7 +69,10 @@ pub mod histogram_base64 {
 pub enum ErrorClass {
     Connect,
     Timeout,
+    // Named as the error counts name them; results written before said `http4xx`.
+    #[serde(rename = "http_4xx", alias = "http4xx")]
     Http4xx,
+    #[serde(rename = "http_5xx", alias = "http5xx")]
     Http5xx,
     Throttled,
     ModelError,
@@ -450,6 +453,14 @@ pub trait ResourceSource: Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_classes_serialize_by_their_names_and_read_the_old_ones() {
+        for class in ErrorClass::ALL {
+            assert_eq!(serde_json::to_value(class).unwrap(), class.name());
+        }
+        assert_eq!(serde_json::from_str::<ErrorClass>("\"http5xx\"").unwrap(), ErrorClass::Http5xx);
+    }
 
     #[test]
     fn histograms_round_trip_through_base64() {
