@@ -23,7 +23,7 @@ use crate::measure::precision::MIN_SECONDS_FOR_PRECISION;
 use crate::measure::process_tree::OwnCpu;
 use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
-use crate::measure::{self, Recorder, ResourceSample, ResourceSource, Tally};
+use crate::measure::{self, ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::plan::{LoadUnit, Schedule, StepWindow};
 use crate::spec::{StepPrecision, TrafficOptions};
 use crate::target::Target;
@@ -80,6 +80,8 @@ impl EndReason {
 pub struct RunRecord {
     pub steps: Vec<StepRecord>,
     pub seconds: Vec<SecondSummary>,
+    /// Every failure of the run by class, ramp-ins and the last, unfinished second included.
+    pub errors: ErrorCounts,
     pub end: EndReason,
     pub elapsed_s: u64,
 }
@@ -153,6 +155,7 @@ pub async fn drive<T: Target>(
     let mut seconds: Vec<SecondSummary> = Vec::new();
     let mut current = new_step(&windows, 0);
     let mut second_tally = Tally::default();
+    let mut errors = ErrorCounts::default();
     let mut total_completed = 0;
     let mut unreachable_s = 0;
     let mut resource_totals = ResourceTotals::default();
@@ -196,6 +199,7 @@ pub async fn drive<T: Target>(
             resource_totals.add(sample);
         }
         total_completed += second_tally.completed;
+        errors.merge(&second_tally.errors);
         let only_connect_errors = second_tally.completed == 0 && second_tally.errors.connect > 0;
         unreachable_s = if only_connect_errors { unreachable_s + 1 } else { 0 };
         second += 1;
@@ -236,6 +240,7 @@ pub async fn drive<T: Target>(
     // merged into a step, whose figures are per whole second.
     second_tally.reset();
     recorder.drain_into(&mut second_tally);
+    errors.merge(&second_tally.errors);
     if end.is_partial() && (second_tally.started > 0 || second_tally.errors.total() > 0) {
         let load = windows.get(current.window.index).map_or(0.0, |window| window.load);
         let summary = summarize_second(second, load, &second_tally, ResourceSample::default());
@@ -253,7 +258,7 @@ pub async fn drive<T: Target>(
         current.finish();
         steps.push(current);
     }
-    Ok(RunRecord { steps, seconds, end, elapsed_s: second })
+    Ok(RunRecord { steps, seconds, errors, end, elapsed_s: second })
 }
 
 fn summarize_second(second: u64, load: f64, tally: &Tally, resources: ResourceSample) -> SecondSummary {

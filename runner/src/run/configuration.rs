@@ -240,7 +240,9 @@ async fn drive_target(
             target.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
             let target = Arc::new(target);
             let record = drive_until_exit(Arc::clone(&target), options, resources, observer, server).await;
-            Ok((record.map_err(Failure::Series)?, target.error_details()))
+            let record = record.map_err(Failure::Series)?;
+            let details = target.error_details(&record.errors);
+            Ok((record, details))
         }
     }
 }

@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 use super::{PrepareError, Session, Target, wire};
 use crate::aws::errors::ErrorDetail;
 use crate::aws::errors::error_chain;
-use crate::measure::{ErrorClass, ErrorExamples, Outcome};
+use crate::measure::{ErrorClass, ErrorCounts, ErrorExamples, Outcome};
 use crate::payload::{Overrides, PayloadSource, PayloadStream, Prepared};
 use crate::spec::{HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
 
@@ -283,17 +283,18 @@ impl HttpTarget {
 }
 
 impl HttpTarget {
-    /// Each error class the run met, with its count and its first message, as the results keep them.
-    pub fn error_details(&self) -> Vec<ErrorDetail> {
+    /// Each error class the run met, with its count (`errors`, the run's totals) and its first message, as the
+    /// results keep them.
+    pub fn error_details(&self, errors: &ErrorCounts) -> Vec<ErrorDetail> {
         self.shared
             .examples
             .examples()
             .into_iter()
-            .map(|(class, count, example)| ErrorDetail {
+            .map(|(class, example)| ErrorDetail {
                 class,
                 code: class.name().to_string(),
                 model_status: None,
-                count,
+                count: errors.count(class),
                 example,
             })
             .collect()
