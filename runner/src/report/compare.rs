@@ -90,41 +90,31 @@ impl Metric {
         }
     }
 
-    /// The percentile of a latency metric.
-    fn percentile(self) -> Option<f64> {
-        match self {
-            Metric::P50 => Some(50.0),
-            Metric::P90 => Some(90.0),
-            Metric::P99 => Some(99.0),
-            _ => None,
-        }
-    }
-
     /// This metric's figure in one run; latency at `matched_load`, and only there.
     fn figure(self, result: &ConfigurationResult, matched_load: Option<f64>) -> Option<Figure> {
         let metrics = result.metrics.as_ref()?;
         let bound = metrics.lower_bound;
-        let figure = |value: f64, interval: Option<Interval>| Figure { value, interval, bound };
-        if let Some(percentile) = self.percentile() {
-            return latency_at(&result.steps, matched_load?, percentile);
-        }
-        Some(match self {
+        let figure = |value: f64, interval: Option<Interval>| Some(Figure { value, interval, bound });
+        let latency = |percentile: f64| matched_load.and_then(|load| latency_at(&result.steps, load, percentile));
+        match self {
             Metric::MaxInvocations => figure(metrics.max_invocations, metrics.max_invocations_interval),
             Metric::MaxInvocationsAtSlo => {
                 figure(metrics.max_invocations_at_slo?, metrics.max_invocations_at_slo_interval)
             }
+            Metric::P50 => latency(50.0),
+            Metric::P90 => latency(90.0),
+            Metric::P99 => latency(99.0),
             Metric::CostPerInference => {
                 figure(metrics.cost_per_inference_usd?, metrics.cost_per_inference_interval_usd)
             }
-            Metric::ErrorRate => Figure { value: metrics.error_rate_percent, interval: None, bound: false },
+            Metric::ErrorRate => Some(Figure { value: metrics.error_rate_percent, interval: None, bound: false }),
             // A knee is known to one step: the plateau step or the one before it.
             Metric::KneeLoad => {
                 let gap = knee_resolution(&result.steps, metrics.load_at_plateau);
                 let interval = Interval { low: metrics.load_at_plateau - gap, high: metrics.load_at_plateau };
                 figure(metrics.load_at_plateau, Some(interval))
             }
-            Metric::P50 | Metric::P90 | Metric::P99 => unreachable!("latency is read above"),
-        })
+        }
     }
 }
 
