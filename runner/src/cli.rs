@@ -36,6 +36,9 @@ enum Command {
         /// Output folder [default: plateau-out/<job name>-<UTC time>].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Run each configuration N times, interleaved, instead of the job file's `[job] trials`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_TRIALS)))]
+        trials: Option<u32>,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -236,7 +239,7 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, report } => run::run(&job, out, report.options()).await,
+            Command::Run { job, out, trials, report } => run::run(&job, out, trials, report.options()).await,
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
             Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),
@@ -549,7 +552,7 @@ fn compare(
 
 async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {
     let server =
-        ReferenceServer::start(model, seed, address).await.with_context(|| format!("cannot listen on {address}"))?;
+        ReferenceServer::start(model, seed, address, std::time::Instant::now()).await.with_context(|| format!("cannot listen on {address}"))?;
     println!(
         "reference endpoint: {} ({} workers x {} ms, capacity {:.1} requests/s); Ctrl-C stops it",
         server.url(),

@@ -2,8 +2,9 @@
 //! InitialInstanceCount that carries the expected peak.
 
 use crate::analyze::Metrics;
-use crate::measure::precision::Interval;
-use crate::measure::{self, LatencySummary};
+use crate::analyze::trials::{AcrossTrials, TrialsSummary};
+use crate::measure::precision::{Interval, t_975};
+use crate::measure;
 use crate::results::{Confidence, ConfigurationResult, Recommendation, RunStatus, Verdict};
 use crate::spec::{Objective, Requirements};
 use crate::units;
@@ -17,6 +18,8 @@ struct Candidate<'a> {
     value: f64,
     /// The objective's 95% interval, where the figures have one.
     interval: Option<Interval>,
+    /// With trials: the trials measured, by number, and the objective in each.
+    trials: Option<(&'a [u32], &'a [f64])>,
 }
 
 impl Candidate<'_> {
@@ -49,18 +52,23 @@ fn objective_value(
         Objective::Latency => {
             let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
             let interval = metrics.model_latency_intervals.map(|intervals| intervals.at(percentile));
-            Some((latency_at(&metrics.model_latency, percentile), interval))
+            Some((metrics.model_latency.at(percentile), interval))
         }
     }
 }
 
-/// The summary's figure for a percentile, falling back to p99 for percentiles it does not keep.
-fn latency_at(latency: &LatencySummary, percentile: f64) -> f64 {
-    match percentile {
-        p if p <= 50.0 => latency.p50_ms,
-        p if p <= 90.0 => latency.p90_ms,
-        p if p <= 95.0 => latency.p95_ms,
-        _ => latency.p99_ms,
+/// The objective's figure across a configuration's trials, where each trial has one.
+fn objective_per_trial<'a>(
+    objective: Objective,
+    trials: &'a TrialsSummary,
+    requirements: &Requirements,
+) -> Option<&'a AcrossTrials> {
+    match objective {
+        Objective::CostPerInference => trials.cost_per_inference_usd.as_ref(),
+        Objective::Throughput => Some(trials.max_invocations_at_slo.as_ref().unwrap_or(&trials.max_invocations)),
+        Objective::Latency => {
+            Some(trials.latency(requirements.slo.map_or(99.0, |slo| slo.percentile.value())))
+        }
     }
 }
 
@@ -80,9 +88,9 @@ fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) 
     let Some(slo) = requirements.slo else {
         return over_error_budget(metrics.error_rate_percent, metrics.load_at_plateau, requirements);
     };
-    if let Some(at_slo) = metrics.max_invocations_at_slo.filter(|per_min| *per_min > 0.0) {
+    if metrics.max_invocations_at_slo.is_some_and(|per_min| per_min > 0.0) {
         // Judged at the highest load that met the goal: that step's errors count.
-        let judged = result.steps.iter().find(|step| step.complete && step.invocations_per_min == at_slo);
+        let judged = result.steps.iter().find(|step| step.complete && Some(step.load) == metrics.load_at_slo);
         return judged.and_then(|step| over_error_budget(step.error_rate_percent, step.load, requirements));
     }
     let lowest = result.steps.iter().filter(|step| step.complete).min_by(|a, b| a.load.total_cmp(&b.load))?;
@@ -116,7 +124,11 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         let value = result.metrics.as_ref().and_then(|metrics| objective_value(objective, metrics, requirements));
         match (unmet_requirement(result, requirements), &result.metrics, value) {
             (None, Some(metrics), Some((value, interval))) => {
-                candidates.push(Candidate { result, metrics, value, interval })
+                let trials = result.trials.as_ref().and_then(|trials| {
+                    let values = objective_per_trial(objective, trials, requirements)?;
+                    Some((trials.measured.as_slice(), values.values.as_slice()))
+                });
+                candidates.push(Candidate { result, metrics, value, interval, trials })
             }
             (reason, metrics, value) => rejected.push(Verdict {
                 configuration: result.name.clone(),
@@ -235,18 +247,46 @@ fn objective_words(objective: Objective) -> &'static str {
     }
 }
 
-/// How much better `best` is than `other`, in percent of `other`'s figure, with a 95% interval (on the log scale,
-/// the two figures' intervals combined as independent).
+/// How much better `best` is than `other`, in percent of `other`'s figure, with a 95% interval on the log scale.
+/// With trials of both, each trial's pair is compared (they ran side by side, so what drifted between trials
+/// cancels) and the interval is Student's t over the pairs; otherwise the two figures' intervals are combined as
+/// independent.
 fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> Interval {
     if best.value <= 0.0 || other.value <= 0.0 {
         return Interval { low: 0.0, high: 0.0 };
     }
     // Positive when best is better: cheaper, faster, or serving more.
-    let ratio = if objective == Objective::Throughput { best.value / other.value } else { other.value / best.value };
-    let signed = ratio.ln();
-    let half = 1.96 * best.log_error().hypot(other.log_error());
+    let better_by = |best: f64, other: f64| {
+        if objective == Objective::Throughput { (best / other).ln() } else { (other / best).ln() }
+    };
     let to_percent = |log: f64| (1.0 - (-log).exp()) * 100.0;
+    if let Some(pairs) = paired_trials(best, other) {
+        let logs: Vec<f64> = pairs.iter().map(|(best, other)| better_by(*best, *other)).collect();
+        let count = logs.len() as f64;
+        let mean = logs.iter().sum::<f64>() / count;
+        let deviation = (logs.iter().map(|log| (log - mean).powi(2)).sum::<f64>() / (count - 1.0)).sqrt();
+        let half = t_975(count - 1.0) * deviation / count.sqrt();
+        return Interval { low: to_percent(mean - half), high: to_percent(mean + half) };
+    }
+    let signed = better_by(best.value, other.value);
+    let half = 1.96 * best.log_error().hypot(other.log_error());
     Interval { low: to_percent(signed - half), high: to_percent(signed + half) }
+}
+
+/// The two candidates' objective in each trial both measured, paired by trial; `None` under two such trials.
+fn paired_trials(best: &Candidate<'_>, other: &Candidate<'_>) -> Option<Vec<(f64, f64)>> {
+    let (best_trials, other_trials) = (best.trials?, other.trials?);
+    let pairs: Vec<(f64, f64)> = best_trials
+        .0
+        .iter()
+        .zip(best_trials.1)
+        .filter_map(|(trial, value)| {
+            let at = other_trials.0.iter().position(|other| other == trial)?;
+            Some((*value, other_trials.1[at]))
+        })
+        .filter(|(best, other)| *best > 0.0 && *other > 0.0)
+        .collect();
+    (pairs.len() >= 2).then_some(pairs)
 }
 
 /// Whether the recommendation is established: the best candidate's figures are conclusive (or its bound already

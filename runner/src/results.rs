@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::scalability::ScalabilityFit;
+use crate::analyze::trials::TrialsSummary;
 use crate::analyze::{Metrics, Plateau, StepResult};
 use crate::drive::EndReason;
 use crate::measure::series::SecondSummary;
@@ -24,8 +25,12 @@ pub struct Results {
     pub manifest: Manifest,
     /// The job as validated: what was asked for.
     pub job: JobSummary,
-    /// One entry per configuration, in run order, including those that failed or were skipped.
+    /// One entry per configuration, in run order, including those that failed or were skipped. With `[job] trials`
+    /// above 1, each combines the configuration's trials (see `trials` in it, and `trial_runs`).
     pub configurations: Vec<ConfigurationResult>,
+    /// With `[job] trials` above 1: every test run, in the order they ran (trial-major), each with its `trial`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trial_runs: Vec<ConfigurationResult>,
     /// Absent only while the run is in progress (results are saved after every configuration).
     pub recommendation: Option<Recommendation>,
 }
@@ -111,6 +116,13 @@ pub enum RunStatus {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ConfigurationResult {
     pub name: String,
+    /// In `trial_runs`: which of the configuration's trials this run was, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trial: Option<u32>,
+    /// In `configurations`, with trials: each figure's mean, interval and spread across the trials. The steps
+    /// are then the trials' steps pooled, and `metrics` hold the means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trials: Option<TrialsSummary>,
     /// The `[targets.<name>]` this configuration ran against, when the job has named targets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,

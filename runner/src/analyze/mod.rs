@@ -5,6 +5,7 @@
 pub mod curve;
 pub mod plateau;
 pub mod scalability;
+pub mod trials;
 
 use serde::{Deserialize, Serialize};
 
@@ -151,6 +152,9 @@ pub struct Metrics {
     pub max_invocations_at_slo: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_invocations_at_slo_interval: Option<Interval>,
+    /// The load of the step that figure was read at: where the error budget is judged with an SLO.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_at_slo: Option<f64>,
     /// ModelLatency at the plateau step.
     pub model_latency: LatencySummary,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,6 +215,28 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         between_chunks: (!step.steady.between_chunks_us.is_empty())
             .then(|| LatencySummary::of(&step.steady.between_chunks_us)),
     }
+}
+
+/// A latency percentile at `load` and its interval, read on the valid steps: the step at that load, or interpolated
+/// linearly between the steps on either side; absent outside the measured loads.
+pub fn latency_at(steps: &[StepResult], load: f64, percentile: f64) -> Option<(f64, Option<Interval>)> {
+    let valid: Vec<&StepResult> =
+        steps.iter().filter(|step| step.complete && step.invalid.is_none() && step.latency.count > 0).collect();
+    let at = |step: &StepResult| {
+        (step.latency.at(percentile), step.latency_intervals.map(|intervals| intervals.at(percentile)))
+    };
+    if let Some(step) = valid.iter().find(|step| (step.load - load).abs() < 1e-9) {
+        return Some(at(step));
+    }
+    let below = valid.iter().filter(|step| step.load < load).max_by(|a, b| a.load.total_cmp(&b.load))?;
+    let above = valid.iter().filter(|step| step.load > load).min_by(|a, b| a.load.total_cmp(&b.load))?;
+    let share = (load - below.load) / (above.load - below.load);
+    let between = |low: f64, high: f64| low + (high - low) * share;
+    let ((low_value, low_interval), (high_value, high_interval)) = (at(below), at(above));
+    let interval = low_interval
+        .zip(high_interval)
+        .map(|(low, high)| Interval { low: between(low.low, high.low), high: between(low.high, high.high) });
+    Some((between(low_value, high_value), interval))
 }
 
 /// What the analysis needs about one configuration besides its steps.
@@ -291,7 +317,7 @@ pub fn analyze_steps(
                 && !step.histogram.is_empty()
                 && measure::percentile_ms(&step.histogram, slo.percentile.value()) <= slo.latency_ms
         });
-        meeting.map_or((0.0, None), |index| {
+        meeting.map_or((0.0, None, None), |index| {
             let value_rps = fitted[index].expect("a usable step").min(capacity_rps);
             let interval = complete[index].1.throughput_interval_rps.map(|interval| Interval {
                 low: interval.low.min(value_rps),
@@ -300,13 +326,14 @@ pub fn analyze_steps(
                     .min(capacity_interval.map_or(interval.high, |capacity| capacity.high))
                     .max(value_rps),
             });
-            (units::per_minute(value_rps), interval.map(|interval| interval.scaled(units::per_minute(1.0))))
+            let interval = interval.map(|interval| interval.scaled(units::per_minute(1.0)));
+            (units::per_minute(value_rps), interval, Some(complete[index].1.load))
         })
     });
-    let max_invocations_at_slo = at_slo.map(|(value, _)| value);
+    let max_invocations_at_slo = at_slo.map(|(value, _, _)| value);
     let operating_per_min = max_invocations_at_slo.unwrap_or(max_invocations);
     let operating_interval = match at_slo {
-        Some((_, interval)) => interval,
+        Some((_, interval, _)) => interval,
         None => max_invocations_interval,
     };
     let cost_per_hour_usd = facts.price_per_hour_usd * f64::from(facts.instance_count);
@@ -324,7 +351,8 @@ pub fn analyze_steps(
         lower_bound,
         inconclusive: lower_bound.then(|| inconclusive_reason(&plateau, &points, facts.load_unit)),
         max_invocations_at_slo,
-        max_invocations_at_slo_interval: at_slo.and_then(|(_, interval)| interval),
+        max_invocations_at_slo_interval: at_slo.and_then(|(_, interval, _)| interval),
+        load_at_slo: at_slo.and_then(|(_, _, load)| load),
         model_latency: step.latency,
         model_latency_intervals: step.latency_intervals,
         cost_per_hour_usd,

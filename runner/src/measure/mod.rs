@@ -411,7 +411,7 @@ impl LatencySummary {
 }
 
 /// Of the four percentiles kept (p50, p90, p95, p99), the one a requirement names, or p99 for those above.
-fn kept_percentile<T>(percentile: f64, [p50, p90, p95, p99]: [T; 4]) -> T {
+pub fn kept_percentile<T>(percentile: f64, [p50, p90, p95, p99]: [T; 4]) -> T {
     match percentile {
         p if p <= 50.0 => p50,
         p if p <= 90.0 => p90,

@@ -24,8 +24,23 @@ pub struct TestRun {
     /// The `<name>` of the `[targets.<name>]` it runs against, when the job names its targets.
     pub target_name: Option<String>,
     pub seeds: RunSeeds,
-    /// `01-medium`: what the run's files in the output folder are named after.
+    /// `01-medium`, `03-medium-t2`: what the run's files in the output folder are named after.
     pub file_stem: String,
+    /// Which of the configuration's trials this is, when the job runs more than one.
+    pub trial: Option<Trial>,
+}
+
+/// One of `of` runs of the same configuration (`[job] trials`), numbered from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trial {
+    pub number: u32,
+    pub of: u32,
+}
+
+impl std::fmt::Display for Trial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "trial {}/{}", self.number, self.of)
+    }
 }
 
 /// A test run's seeds, each derived from `[job] seed` and the run's position, so a job replays the same way.
@@ -71,9 +86,13 @@ pub fn file_stem(name: &str) -> String {
     if trimmed.is_empty() { "unnamed".to_string() } else { trimmed.chars().take(64).collect() }
 }
 
-/// What the files of the `index`th test run (from 0) are named after: `01-medium`.
-pub fn run_file_stem(index: usize, name: &str) -> String {
-    format!("{:02}-{}", index + 1, file_stem(name))
+/// What the files of the `index`th test run (from 0) are named after: `01-medium`, or `03-medium-t2` for a
+/// configuration's second trial.
+pub fn run_file_stem(index: usize, name: &str, trial: Option<Trial>) -> String {
+    match trial {
+        Some(trial) => format!("{:02}-{}-t{}", index + 1, file_stem(name), trial.number),
+        None => format!("{:02}-{}", index + 1, file_stem(name)),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,10 +130,19 @@ pub fn plan(job: &Job) -> Plan {
         None => (0..grid.len()).collect(),
     };
     let sampled_from = (chosen.len() < grid.len()).then_some(grid.len());
-    let runs: Vec<TestRun> = chosen
-        .into_iter()
+    // Trial-major, each trial in the opposite order to the one before (A B C, C B A, A B C): a slow drift of the
+    // machine falls on every configuration alike, and a linear one cancels over each pair of trials.
+    let trials = (1..=job.trials).map(|number| (job.trials > 1).then_some(Trial { number, of: job.trials }));
+    let runs: Vec<TestRun> = trials
+        .flat_map(|trial| {
+            let order: Vec<usize> = match trial {
+                Some(trial) if trial.number % 2 == 0 => chosen.iter().rev().copied().collect(),
+                _ => chosen.clone(),
+            };
+            order.into_iter().map(move |at| (trial, at))
+        })
         .enumerate()
-        .map(|(index, at)| {
+        .map(|(index, (trial, at))| {
             let (configuration, environment) = grid[at].clone();
             let name = if environment.is_empty() {
                 configuration.name.clone()
@@ -124,8 +152,9 @@ pub fn plan(job: &Job) -> Plan {
             };
             TestRun {
                 index,
-                file_stem: run_file_stem(index, &name),
+                file_stem: run_file_stem(index, &name, trial),
                 name,
+                trial,
                 target_name: job.targets[configuration.target].name.clone(),
                 seeds: RunSeeds::new(job.seed, index),
                 configuration: configuration.clone(),

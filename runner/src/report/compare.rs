@@ -19,7 +19,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
-use crate::analyze::StepResult;
+use crate::analyze::{StepResult, latency_at};
 use crate::measure::precision::Interval;
 use crate::results::{Confidence, ConfigurationResult, Results};
 use statrs::distribution::{ContinuousCDF as _, Normal};
@@ -95,7 +95,10 @@ impl Metric {
         let metrics = result.metrics.as_ref()?;
         let bound = metrics.lower_bound;
         let figure = |value: f64, interval: Option<Interval>| Some(Figure { value, interval, bound });
-        let latency = |percentile: f64| matched_load.and_then(|load| latency_at(&result.steps, load, percentile));
+        let latency = |percentile: f64| {
+            let (value, interval) = latency_at(&result.steps, matched_load?, percentile)?;
+            Some(Figure { value, interval, bound: false })
+        };
         match self {
             Metric::MaxInvocations => figure(metrics.max_invocations, metrics.max_invocations_interval),
             Metric::MaxInvocationsAtSlo => {
@@ -147,34 +150,6 @@ fn knee_resolution(steps: &[StepResult], knee_load: f64) -> f64 {
         .map(|step| step.load)
         .fold(0.0, f64::max);
     knee_load - below
-}
-
-/// A latency percentile at `load`, read on the run's valid steps: the step at that load, or interpolated linearly
-/// between the steps on either side (its interval too); absent outside the measured loads.
-fn latency_at(steps: &[StepResult], load: f64, percentile: f64) -> Option<Figure> {
-    let valid: Vec<&StepResult> =
-        steps.iter().filter(|step| step.complete && step.invalid.is_none() && step.latency.count > 0).collect();
-    let at = |step: &StepResult| Figure {
-        value: step.latency.at(percentile),
-        interval: step.latency_intervals.map(|intervals| intervals.at(percentile)),
-        bound: false,
-    };
-    if let Some(step) = valid.iter().find(|step| (step.load - load).abs() < 1e-9) {
-        return Some(at(step));
-    }
-    let below = valid.iter().filter(|step| step.load < load).max_by(|a, b| a.load.total_cmp(&b.load))?;
-    let above = valid.iter().filter(|step| step.load > load).min_by(|a, b| a.load.total_cmp(&b.load))?;
-    let share = (load - below.load) / (above.load - below.load);
-    let between = |low: f64, high: f64| low + (high - low) * share;
-    let (low, high) = (at(below), at(above));
-    Some(Figure {
-        value: between(low.value, high.value),
-        interval: low
-            .interval
-            .zip(high.interval)
-            .map(|(low, high)| Interval { low: between(low.low, high.low), high: between(low.high, high.high) }),
-        bound: false,
-    })
 }
 
 impl FromStr for Metric {

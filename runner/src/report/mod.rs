@@ -88,7 +88,7 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportVie
         let charts = configuration_charts(result, results)
             .into_iter()
             .map(|(kind, chart)| {
-                render_chart(env, format!("{}-{kind}", plan::run_file_stem(index, &result.name)), chart)
+                render_chart(env, format!("{}-{kind}", plan::run_file_stem(index, &result.name, None)), chart)
             })
             .collect::<Result<_, _>>()?;
         configurations.push(ConfigurationView {
@@ -207,25 +207,39 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             guides: Vec::new(),
         })
     };
-    let per_second = |pick: fn(&SecondSummary) -> f64| {
-        result.seconds.iter().map(|second| (second.second as f64, pick(second))).collect()
+    // One timeline per test run: a configuration with trials draws each trial's seconds, each from its own start.
+    let trial_runs: Vec<&ConfigurationResult> =
+        results.trial_runs.iter().filter(|run| run.name == result.name && result.trials.is_some()).collect();
+    let timelines: Vec<(String, &[SecondSummary])> = if trial_runs.is_empty() {
+        vec![(String::new(), result.seconds.as_slice())]
+    } else {
+        trial_runs
+            .iter()
+            .map(|run| (format!(", trial {}", run.trial.unwrap_or_default()), run.seconds.as_slice()))
+            .collect()
     };
-    let throughput_over_time = over_time(
-        "Throughput and load over time",
-        "requests/s · load",
-        vec![
-            SeriesData::line("requests/s", per_second(|second| second.completed as f64)),
-            SeriesData::line(results.job.load_unit.label(), per_second(|second| second.load)),
-        ],
-    );
-    let latency_over_time = over_time(
-        "Latency over time",
-        "latency (ms)",
-        vec![
-            SeriesData::line("p50", per_second(|second| second.p50_ms)),
-            SeriesData::line("p99", per_second(|second| second.p99_ms)),
-        ],
-    );
+    let per_second = |seconds: &[SecondSummary], pick: fn(&SecondSummary) -> f64| {
+        seconds.iter().map(|second| (second.second as f64, pick(second))).collect()
+    };
+    let mut throughput_lines: Vec<SeriesData> = timelines
+        .iter()
+        .map(|(trial, seconds)| {
+            SeriesData::line(format!("requests/s{trial}"), per_second(seconds, |second| second.completed as f64))
+        })
+        .collect();
+    throughput_lines
+        .push(SeriesData::line(results.job.load_unit.label(), per_second(timelines[0].1, |second| second.load)));
+    let throughput_over_time = over_time("Throughput and load over time", "requests/s · load", throughput_lines);
+    let latency_lines: Vec<SeriesData> = timelines
+        .iter()
+        .flat_map(|(trial, seconds)| {
+            // With trials, p99 alone: two lines a trial would not be read.
+            let p50 = trial.is_empty().then(|| SeriesData::line("p50", per_second(seconds, |second| second.p50_ms)));
+            p50.into_iter()
+                .chain([SeriesData::line(format!("p99{trial}"), per_second(seconds, |second| second.p99_ms))])
+        })
+        .collect();
+    let latency_over_time = over_time("Latency over time", "latency (ms)", latency_lines);
     let mut charts = vec![
         ("throughput", throughput),
         ("latency", latency),
@@ -234,7 +248,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     ];
     let resource_series = |name: &str, pick: fn(&SecondSummary) -> Option<f64>| {
         let values: Vec<(f64, f64)> =
-            result.seconds.iter().filter_map(|second| Some((second.second as f64, pick(second)?))).collect();
+            timelines[0].1.iter().filter_map(|second| Some((second.second as f64, pick(second)?))).collect();
         (!values.is_empty()).then(|| SeriesData::line(name, values))
     };
     let resources: Vec<SeriesData> = [

@@ -32,12 +32,15 @@ pub(super) async fn run_configuration(
 ) -> ConfigurationResult {
     let (job, progress) = (context.job, context.progress);
     let configuration = &run.configuration;
-    let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.name);
+    let label = match run.trial {
+        Some(trial) => format!("[{}/{}] {} ({trial})", run.index + 1, progress.runs, run.name),
+        None => format!("[{}/{}] {}", run.index + 1, progress.runs, run.name),
+    };
     let line = progress.run_line();
     let on_wait =
         |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));
     let log = run.log_file().map(|log| context.out.join(log)).unwrap_or_default();
-    let mut started = match Server::start(run, &log, on_wait).await {
+    let mut started = match Server::start(run, &log, context.started, on_wait).await {
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));

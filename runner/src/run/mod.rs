@@ -6,9 +6,10 @@
 mod configuration;
 mod progress;
 mod signals;
+mod trials;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
 use futures_util::StreamExt as _;
@@ -44,9 +45,15 @@ fn host() -> Host {
 }
 
 /// Runs the job file at `job_path`, writing everything into `out` (or the default folder).
-pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::ReportOptions) -> anyhow::Result<Exit> {
+/// `trials`, when given, replaces the job file's `[job] trials`.
+pub async fn run(
+    job_path: &Path,
+    out: Option<PathBuf>,
+    trials: Option<u32>,
+    report_options: report::ReportOptions,
+) -> anyhow::Result<Exit> {
     let job = match spec::load(job_path) {
-        Ok(job) => job,
+        Ok(job) => Job { trials: trials.unwrap_or(job.trials), ..job },
         Err(error) => {
             eprintln!("{error}");
             return Ok(Exit::InvalidInput);
@@ -80,8 +87,9 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         std::fs::create_dir_all(out.join(folder))
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
+    let trials = if job.trials > 1 { format!(" ({} trials of each, interleaved)", job.trials) } else { String::new() };
     eprintln!(
-        "plateau: {} configurations, at most {} s; output in {}",
+        "plateau: {} test runs{trials}, at most {} s; output in {}",
         plan.runs.len(),
         plan.worst_case_s(),
         out.display()
@@ -132,13 +140,22 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
             plateau: job.plateau,
         },
         configurations: Vec::new(),
+        trial_runs: Vec::new(),
         recommendation: None,
     };
     let progress = Progress::new(plan.runs.len());
+    let job_started = Instant::now();
     // `plan.parallel` runs at once; results arrive in plan order.
     let mut finished = futures_util::stream::iter(&plan.runs)
         .map(|run| {
-            let context = RunContext { job: &job, schedule: &plan.schedule, aws: &aws, out: &out, progress: &progress };
+            let context = RunContext {
+                job: &job,
+                schedule: &plan.schedule,
+                aws: &aws,
+                out: &out,
+                progress: &progress,
+                started: job_started,
+            };
             let (plugin, cancel) = (&plugin, cancel.clone());
             async move {
                 if cancel.is_cancelled() {
@@ -151,7 +168,13 @@ pub async fn run(job_path: &Path, out: Option<PathBuf>, report_options: report::
         })
         .buffered(plan.parallel);
     while let Some(result) = finished.next().await {
-        results.configurations.push(result);
+        if job.trials > 1 {
+            results.trial_runs.push(result);
+            results.configurations =
+                trials::by_configuration(&results.trial_runs, job.trials, plan.schedule.load_unit);
+        } else {
+            results.configurations.push(result);
+        }
         // Saved after every configuration, so an abrupt end loses at most the ones in progress.
         results.manifest.ended_at = utc_now();
         report::write_results(&results, &out)?;
@@ -188,6 +211,8 @@ pub(super) struct RunContext<'a> {
     /// The output folder.
     pub(super) out: &'a Path,
     pub(super) progress: &'a Progress,
+    /// When the job started: the reference endpoint's drift and stalls count from here.
+    pub(super) started: Instant,
 }
 
 impl RunContext<'_> {
@@ -201,6 +226,8 @@ impl RunContext<'_> {
         let configuration = &run.configuration;
         ConfigurationResult {
             name: run.name.clone(),
+            trial: run.trial.map(|trial| trial.number),
+            trials: None,
             target: run.target_name.clone(),
             target_kind: Some(configuration.deployment.kind()),
             instance_type: configuration.instance_type.clone(),

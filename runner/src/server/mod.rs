@@ -6,7 +6,7 @@ pub mod reference;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::measure::ResourceSource;
 use crate::measure::process_tree::{self, ProcessTree};
@@ -45,14 +45,19 @@ pub struct Started {
 
 impl Server {
     /// Starts what serves `run` (a command's output goes to `log`); `on_wait` hears how long it has been waited
-    /// for.
-    pub async fn start(run: &TestRun, log: &Path, on_wait: impl Fn(Duration)) -> Result<Started, StartError> {
+    /// for. A reference endpoint's stalls and drift count from `job_started`.
+    pub async fn start(
+        run: &TestRun,
+        log: &Path,
+        job_started: Instant,
+        on_wait: impl Fn(Duration),
+    ) -> Result<Started, StartError> {
         match &run.configuration.deployment {
             Deployment::Reference { model, .. } => {
-                let server =
-                    ReferenceServer::start(*model, run.seeds.service_times, SocketAddr::from(([127, 0, 0, 1], 0)))
-                        .await
-                        .map_err(StartError::Reference)?;
+                let address = SocketAddr::from(([127, 0, 0, 1], 0));
+                let server = ReferenceServer::start(*model, run.seeds.service_times, address, job_started)
+                    .await
+                    .map_err(StartError::Reference)?;
                 let resources: Box<dyn ResourceSource> = Box::new(server.busy_workers());
                 Ok(Started { address: server.url(), resources: Some(resources), server: Server::Reference(server) })
             }

@@ -56,7 +56,8 @@ struct Stats {
 struct ServiceModel {
     model: ReferenceModel,
     permits: Semaphore,
-    /// When the server started: stalls and drift are timed from here.
+    /// Stalls and drift are timed from here: the job's start when plateau runs the endpoint, so a slow drift of the
+    /// machine reaches every configuration that runs later, as it would on a real one.
     origin: Instant,
     /// When each worker is next free, on the virtual clock.
     worker_free_at: Mutex<BinaryHeap<Reverse<Instant>>>,
@@ -91,7 +92,7 @@ fn lognormal(mean: f64, cv: f64) -> LogNormal<f64> {
 }
 
 impl ServiceModel {
-    fn new(model: ReferenceModel, seed: u64) -> Self {
+    fn new(model: ReferenceModel, seed: u64, origin: Instant) -> Self {
         let mean_ms = model.service_time_ms;
         let draw = match model.service_time {
             ServiceTime::Fixed => Draw::Fixed,
@@ -110,7 +111,7 @@ impl ServiceModel {
         Self {
             model,
             permits: Semaphore::new(model.workers as usize),
-            origin: now,
+            origin,
             worker_free_at: Mutex::new((0..model.workers).map(|_| Reverse(now)).collect()),
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             draw,
@@ -215,11 +216,16 @@ pub struct ReferenceServer {
 }
 
 impl ReferenceServer {
-    /// Binds `address` (port 0 picks a free one) and serves until stopped.
-    pub async fn start(model: ReferenceModel, seed: u64, address: SocketAddr) -> std::io::Result<Self> {
+    /// Binds `address` (port 0 picks a free one) and serves until stopped; stalls and drift count from `origin`.
+    pub async fn start(
+        model: ReferenceModel,
+        seed: u64,
+        address: SocketAddr,
+        origin: Instant,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let service = Arc::new(ServiceModel::new(model, seed));
+        let service = Arc::new(ServiceModel::new(model, seed, origin));
         let shutdown = CancellationToken::new();
         tokio::spawn(accept_loop(listener, Arc::clone(&service), shutdown.clone()));
         Ok(Self { address, service, shutdown })
@@ -328,7 +334,7 @@ mod tests {
     #[tokio::test]
     async fn queued_requests_start_on_the_virtual_clock() {
         let model = ReferenceModel::steady(2, 10.0, ServiceTime::Fixed);
-        let service = Arc::new(ServiceModel::new(model, 1));
+        let service = Arc::new(ServiceModel::new(model, 1, Instant::now()));
         let started = Instant::now();
         let requests: Vec<_> = (0..20)
             .map(|_| {
@@ -350,7 +356,7 @@ mod tests {
     }
 
     fn draws_ms(service_time: ServiceTime) -> Vec<f64> {
-        let service = ServiceModel::new(ReferenceModel::steady(1, 20.0, service_time), 7);
+        let service = ServiceModel::new(ReferenceModel::steady(1, 20.0, service_time), 7, Instant::now());
         (0..20_000).map(|_| service.draw_service(service.origin).as_secs_f64() * 1000.0).collect()
     }
 
@@ -377,7 +383,7 @@ mod tests {
             stalls: Some(Stalls { every_ms: 100.0, pause_ms: 20.0 }),
             ..ReferenceModel::steady(2, 10.0, ServiceTime::Fixed)
         };
-        let service = ServiceModel::new(model, 1);
+        let service = ServiceModel::new(model, 1, Instant::now());
         let at = |ms: u64| service.origin + Duration::from_millis(ms);
         let service_time = Duration::from_millis(10);
         assert_eq!(service.due(at(50), service_time), at(60), "no stall before the first period");
@@ -392,7 +398,7 @@ mod tests {
     fn drift_scales_capacity_by_the_minute() {
         let model =
             ReferenceModel { drift_percent_per_min: -10.0, ..ReferenceModel::steady(1, 20.0, ServiceTime::Fixed) };
-        let service = ServiceModel::new(model, 1);
+        let service = ServiceModel::new(model, 1, Instant::now());
         let after = |s: u64| service.origin + Duration::from_secs(s);
         assert!((service.capacity_factor(after(120)) - 0.8).abs() < 1e-9);
         assert!((service.draw_service(after(120)).as_secs_f64() * 1000.0 - 25.0).abs() < 1e-6);

@@ -110,10 +110,17 @@ struct RawJob {
     name: Spanned<String>,
     description: Option<String>,
     seed: Option<u64>,
+    /// Runs of each configuration, interleaved across configurations (A B C A B C); the figures are then the mean
+    /// over trials with a t interval. Default 1.
+    #[schemars(with = "Option<u32>")]
+    trials: Option<Spanned<u32>>,
     /// A price table of the user's own, relative to the job file; else the built-in one.
     #[schemars(with = "Option<PathBuf>")]
     price_table: Option<Spanned<PathBuf>>,
 }
+
+/// The most trials a job may ask for: each is a full ramp of every configuration.
+pub const MAX_TRIALS: u32 = 100;
 
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -121,6 +128,8 @@ pub struct Job {
     pub name: String,
     pub description: Option<String>,
     pub seed: u64,
+    /// `[job] trials` (1 to `MAX_TRIALS`): how many times each configuration runs.
+    pub trials: u32,
     /// At least one; `Configuration::target` indexes it.
     pub targets: Vec<Target>,
     pub payload: Payload,
@@ -249,6 +258,14 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     let limits = validate_limits(&raw.limits, configurations.len(), &targets, sink);
     let (payload, traffic) = (payload?, traffic?);
     let plateau = validate_plateau_settings(&raw.plateau, sink);
+    let trials = raw.job.trials.as_ref().map_or(1, |trials| {
+        if !(1..=MAX_TRIALS).contains(trials.get_ref()) {
+            let message = format!("must be between 1 and {MAX_TRIALS}");
+            let hint = "each trial is a full ramp of every configuration; 3 to 5 give a usable interval";
+            sink.error(span_of(trials), "job.trials", message, Some(hint.into()));
+        }
+        *trials.get_ref()
+    });
     // A draft or a configuration is incomplete only where an error was reported: then there is no job.
     let targets = targets
         .into_iter()
@@ -264,6 +281,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         name: raw.job.name.into_inner(),
         description: raw.job.description,
         seed: raw.job.seed.unwrap_or(0),
+        trials,
         targets,
         payload,
         traffic,
