@@ -361,3 +361,71 @@ fn a_server_that_fails_every_request_is_named_with_an_example_of_its_answer_and_
     );
     drop(results_text);
 }
+
+#[test]
+fn trials_interleave_configurations_so_a_drifting_machine_falls_on_each_alike() {
+    // Two identical servers on a machine whose capacity drifts down 30% a minute. Run one after the other, the first
+    // would look better; run in trials, each trial in the opposite order (a b, b a), both see the same drift.
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let configuration = |name: &str| {
+        format!(
+            "[[configurations]]\nname = \"{name}\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
+             reference = {{ workers = 4, service_time_ms = 25, drift_percent_per_min = -30 }}\n"
+        )
+    };
+    let job = format!(
+        "version = 1\n[job]\nname = \"drift\"\nseed = 11\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n\
+         [traffic]\nprecision_percent = 10\nmax_step_duration = \"5s\"\n\
+         [traffic.stairs]\nusers_per_step = 3\nstep_duration = \"4s\"\nsteps = 3\n{}{}",
+        configuration("a"),
+        configuration("b")
+    );
+    let path = folder.path().join("drift.toml");
+    std::fs::write(&path, job).unwrap();
+    let out = folder.path().join("out");
+    let output = plateau().arg("run").arg(&path).arg("--trials").arg("2").arg("--out").arg(&out).output().unwrap();
+    let printed = text(&output);
+    let results = read_results(&out);
+
+    let order: Vec<(String, u64)> = results["trial_runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| (run["name"].as_str().unwrap().to_string(), run["trial"].as_u64().unwrap()))
+        .collect();
+    let expected: Vec<(String, u64)> =
+        [("a", 1), ("b", 1), ("b", 2), ("a", 2)].map(|(name, trial)| (name.to_string(), trial)).to_vec();
+    assert_eq!(order, expected, "trial-major, each trial in the opposite order");
+    assert_eq!(results["job"]["trials"], 2);
+
+    let combined: Vec<&Value> = results["configurations"].as_array().unwrap().iter().collect();
+    assert_eq!(combined.len(), 2);
+    let mut means = Vec::new();
+    for configuration in &combined {
+        let name = configuration["name"].as_str().unwrap();
+        let trials = &configuration["trials"];
+        let values: Vec<f64> =
+            trials["max_invocations"]["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let mean = trials["max_invocations"]["mean"].as_f64().unwrap();
+        assert_eq!(trials["measured"], serde_json::json!([1, 2]), "{name}");
+        assert!((mean - values.iter().sum::<f64>() / 2.0).abs() < 1e-6);
+        assert_eq!(configuration["metrics"]["max_invocations"].as_f64(), Some(mean), "{name}: the figure is the mean");
+        let drop = 1.0 - values.iter().cloned().fold(f64::INFINITY, f64::min) / values.iter().cloned().fold(0.0, f64::max);
+        println!("{name}: per trial {values:?}, mean {mean:.0}, drift between its trials {:.1}%", drop * 100.0);
+        assert!(drop > 0.05, "{name}: the drift shows between trials: {values:?}");
+        let cv = trials["max_invocations"]["cv_percent"].as_f64().unwrap();
+        assert!(cv > 2.0, "{name}: CV {cv}");
+        assert!(printed.contains(&format!("{name}: MaxInvocations per trial")) && printed.contains("(CV "), "{printed}");
+        means.push(mean);
+    }
+    let imbalance = (means[0] / means[1] - 1.0).abs() * 100.0;
+    let first_trial_gap = {
+        let first = |index: usize| combined[index]["trials"]["max_invocations"]["values"][0].as_f64().unwrap();
+        (first(0) / first(1) - 1.0).abs() * 100.0
+    };
+    println!("a against b: {imbalance:.1}% over both trials, {first_trial_gap:.1}% in the first trial alone");
+    assert!(imbalance < 3.0 && imbalance < first_trial_gap, "the drift cancels over a b, b a");
+    let report = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(report.contains("## Trials") && report.contains("| a | 2 of 2 |"), "{report}");
+}

@@ -170,7 +170,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         .iter()
         .enumerate()
         .map(|(index, candidate)| {
-            let margin = margin(best, candidate, objective);
+            let margin = margin(best, candidate, objective).interval;
             // A tie when the difference is within its own interval, or too small to matter.
             let near_tie = index > 0
                 && (margin.low <= 0.0 || (candidate.value / best.value - 1.0).abs() * 100.0 < NEAR_TIE_PERCENT);
@@ -251,9 +251,9 @@ fn objective_words(objective: Objective) -> &'static str {
 /// With trials of both, each trial's pair is compared (they ran side by side, so what drifted between trials
 /// cancels) and the interval is Student's t over the pairs; otherwise the two figures' intervals are combined as
 /// independent.
-fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> Interval {
+fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> Margin {
     if best.value <= 0.0 || other.value <= 0.0 {
-        return Interval { low: 0.0, high: 0.0 };
+        return Margin { percent: 0.0, interval: Interval { low: 0.0, high: 0.0 } };
     }
     // Positive when best is better: cheaper, faster, or serving more.
     let better_by = |best: f64, other: f64| {
@@ -266,11 +266,20 @@ fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> 
         let mean = logs.iter().sum::<f64>() / count;
         let deviation = (logs.iter().map(|log| (log - mean).powi(2)).sum::<f64>() / (count - 1.0)).sqrt();
         let half = t_975(count - 1.0) * deviation / count.sqrt();
-        return Interval { low: to_percent(mean - half), high: to_percent(mean + half) };
+        let interval = Interval { low: to_percent(mean - half), high: to_percent(mean + half) };
+        return Margin { percent: to_percent(mean), interval };
     }
     let signed = better_by(best.value, other.value);
     let half = 1.96 * best.log_error().hypot(other.log_error());
-    Interval { low: to_percent(signed - half), high: to_percent(signed + half) }
+    Margin { percent: to_percent(signed), interval: Interval { low: to_percent(signed - half), high: to_percent(signed + half) } }
+}
+
+/// How much better one candidate is than another, in percent of the other's figure: the estimate and its 95%
+/// interval (asymmetric: it is symmetric on the log scale).
+#[derive(Debug, Clone, Copy)]
+struct Margin {
+    percent: f64,
+    interval: Interval,
 }
 
 /// The two candidates' objective in each trial both measured, paired by trial; `None` under two such trials.
@@ -310,7 +319,7 @@ fn confidence(
     let Some(runner_up) = runner_up else {
         return Confidence::OnlyCandidate;
     };
-    let margin = margin(best, runner_up, objective);
+    let Margin { percent, interval: margin } = margin(best, runner_up, objective);
     if margin.low <= 0.0 {
         return Confidence::Inconclusive {
             reason: format!(
@@ -318,14 +327,14 @@ fn confidence(
                  more trials (`trials`), or longer steps (`traffic.precision_percent`), to tell them apart",
                 best.result.name,
                 runner_up.result.name,
-                (margin.low + margin.high) / 2.0,
+                percent,
                 margin.low,
                 margin.high
             ),
         };
     }
     Confidence::Established {
-        margin_percent: (margin.low + margin.high) / 2.0,
+        margin_percent: percent,
         margin_half_width_percent: (margin.high - margin.low) / 2.0,
     }
 }

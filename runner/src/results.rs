@@ -101,6 +101,13 @@ pub struct JobSummary {
     /// The plateau detector's parameters.
     #[serde(default)]
     pub plateau: PlateauSettings,
+    /// Runs of each configuration (`[job] trials`, or `--trials`).
+    #[serde(default = "one")]
+    pub trials: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

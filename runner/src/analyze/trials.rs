@@ -288,3 +288,77 @@ fn pooled_step(valid: &[&StepResult]) -> StepResult {
         ..valid[0].clone()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_interval_across_trials_is_students_t_on_n_minus_one_degrees() {
+        let figures = [(100.0, None), (110.0, None), (90.0, None)];
+        let across = AcrossTrials::of(&figures);
+        assert_eq!(across.mean, 100.0);
+        // s = 10, t(2) = 4.303: half width 4.303 × 10 / √3 = 24.84.
+        let interval = across.interval.unwrap();
+        assert!((interval.high - 124.84).abs() < 0.01 && (interval.low - 75.16).abs() < 0.01, "{interval:?}");
+        assert!((across.cv_percent - 10.0).abs() < 1e-9);
+        assert_eq!(across.values, [100.0, 110.0, 90.0]);
+    }
+
+    #[test]
+    fn trials_that_agree_are_no_more_precise_than_their_own_intervals_allow() {
+        let own = Some(Interval { low: 90.0, high: 110.0 });
+        let across = AcrossTrials::of(&[(100.0, own), (100.0, own), (100.0, own), (100.0, own)]);
+        // Four runs of ±10 each: the mean is known to ±√(4 × 10²) / 4 = ±5, not ±0.
+        assert_eq!(across.interval, Some(Interval { low: 95.0, high: 105.0 }));
+        assert_eq!(across.cv_percent, 0.0);
+        let single = AcrossTrials::of(&[(100.0, own)]);
+        assert_eq!(single.interval, own, "one trial keeps its own interval");
+    }
+
+    #[test]
+    fn pooled_steps_average_the_trials_where_they_were_valid() {
+        let step = |throughput_rps: f64, invalid: bool| {
+            let mut histogram = new_histogram();
+            histogram.record(10_000).unwrap();
+            StepResult {
+                index: 0,
+                load: 4.0,
+                start_s: 0,
+                end_s: 10,
+                steady_seconds: 8,
+                complete: true,
+                throughput_rps,
+                invocations_per_min: units::per_minute(throughput_rps),
+                throughput_interval_rps: None,
+                throughput_standard_error_rps: None,
+                throughput_degrees: 0.0,
+                converged: true,
+                invalid: invalid.then_some(super::super::Invalid::GeneratorSaturated),
+                latency: LatencySummary::of(&histogram),
+                latency_intervals: None,
+                errors: Default::default(),
+                error_rate_percent: 0.0,
+                dropped: 0,
+                generator_lag_p99_ms: 0.0,
+                generator_saturated: invalid,
+                cpu_percent: Some(50.0),
+                memory_percent: None,
+                generator_cpu_percent: None,
+                histogram,
+                first_chunk: None,
+                between_chunks: None,
+            }
+        };
+        let (first, second, saturated) = ([step(100.0, false)], [step(120.0, false)], [step(10.0, true)]);
+        let pooled = pool_steps(&[&first, &second, &saturated]);
+        assert_eq!(pooled.len(), 1);
+        assert_eq!(pooled[0].throughput_rps, 110.0, "the saturated trial's step feeds nothing");
+        assert_eq!(pooled[0].invocations_per_min, 6600.0);
+        assert_eq!(pooled[0].histogram.len(), 2);
+        assert_eq!(pooled[0].steady_seconds, 16);
+        assert!(pooled[0].invalid.is_none());
+        let only_saturated = pool_steps(&[&saturated, &saturated]);
+        assert!(only_saturated[0].invalid.is_some(), "a step valid in no trial stays marked");
+    }
+}

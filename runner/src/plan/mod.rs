@@ -187,6 +187,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn trials_interleave_configurations_each_in_the_opposite_order_to_the_one_before() {
+        let text = "version = 1\n[job]\nname = \"t\"\ntrials = 3\n[target]\nkind = \"reference\"\n\
+                    [payload]\nbody = \"{}\"\n[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"5s\"\nsteps = 2\n\
+                    [[configurations]]\nname = \"a\"\ninstance_type = \"ref.a\"\nprice_per_hour_usd = 1\n\
+                    reference = { workers = 1, service_time_ms = 10 }\n\
+                    [[configurations]]\nname = \"b\"\ninstance_type = \"ref.b\"\nprice_per_hour_usd = 1\n\
+                    reference = { workers = 1, service_time_ms = 10 }\n";
+        let job = crate::spec::parse(std::path::Path::new("trials.toml"), text).unwrap();
+        let plan = plan(&job);
+        let stems: Vec<&str> = plan.runs.iter().map(|run| run.file_stem.as_str()).collect();
+        assert_eq!(stems, ["01-a-t1", "02-b-t1", "03-b-t2", "04-a-t2", "05-a-t3", "06-b-t3"]);
+        assert_eq!(plan.runs[2].trial, Some(Trial { number: 2, of: 3 }));
+        assert_eq!(plan.runs[2].name, "b", "a trial keeps its configuration's name");
+        let seeds: BTreeSet<u64> = plan.runs.iter().map(|run| run.seeds.service_times).collect();
+        assert_eq!(seeds.len(), 6, "every trial draws its own service times");
+        assert_eq!(plan.worst_case_s(), 6 * plan.ramp_s());
+        let once = crate::spec::parse(std::path::Path::new("once.toml"), &text.replace("trials = 3\n", "")).unwrap();
+        let stems: Vec<String> = super::plan(&once).runs.into_iter().map(|run| run.file_stem).collect();
+        assert_eq!(stems, ["01-a", "02-b"]);
+        let error = crate::spec::parse(std::path::Path::new("t.toml"), &text.replace("trials = 3", "trials = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("job.trials") && error.contains("must be between 1 and 100"), "{error}");
+    }
+
+    #[test]
     fn a_grid_larger_than_max_tests_is_sampled_covering_every_configuration() {
         let text = |max_tests: u32| {
             format!(

@@ -251,6 +251,9 @@ pub struct ConfigurationDelta {
     pub head_plateau_load: Option<f64>,
     /// The one load both runs' latencies are compared at: the lower plateau load.
     pub matched_load: Option<f64>,
+    /// Trials behind each side's figures (1 for a job without `trials`).
+    pub base_trials: u32,
+    pub head_trials: u32,
     pub deltas: Vec<MetricDelta>,
 }
 
@@ -418,7 +421,19 @@ fn configuration_delta(
         }
         _ => Vec::new(),
     };
-    ConfigurationDelta { name: name.to_string(), presence, base_plateau_load, head_plateau_load, matched_load, deltas }
+    let trials = |result: Option<&ConfigurationResult>| {
+        result.and_then(|result| result.trials.as_ref()).map_or(1, |trials| trials.measured.len().max(1) as u32)
+    };
+    ConfigurationDelta {
+        name: name.to_string(),
+        presence,
+        base_plateau_load,
+        head_plateau_load,
+        matched_load,
+        base_trials: trials(base),
+        head_trials: trials(head),
+        deltas,
+    }
 }
 
 /// Whole numbers for large figures, three significant digits for small ones (costs per inference).
@@ -431,14 +446,15 @@ fn readable(value: f64) -> String {
     }
 }
 
-/// Trials of each run that would likely shrink the change's interval enough to decide `threshold`: intervals
-/// narrow with the square root of the trials, so the interval must shrink to the distance between the change and
-/// the boundary it straddles (the threshold, or zero once the change is past it). Absent when the change sits on it.
-fn trials_needed(delta: &MetricDelta, threshold: f64, past: bool) -> Option<u32> {
+/// Trials of each run that would likely shrink the change's interval enough to decide `threshold`, when each run
+/// already has `ran`: intervals narrow with the square root of the trials, so the interval must shrink to the
+/// distance between the change and the boundary it straddles (the threshold, or zero once the change is past it).
+/// Absent when the change sits on it.
+fn trials_needed(delta: &MetricDelta, threshold: f64, past: bool, ran: u32) -> Option<u32> {
     let half_width = (delta.interval.high - delta.interval.low) / 2.0;
     let distance = if past { delta.delta_percent.abs() } else { (threshold - delta.delta_percent).abs() };
-    let trials = (half_width / distance).powi(2).ceil();
-    (distance > 0.0 && trials <= 100.0).then_some(trials.max(2.0) as u32)
+    let trials = (f64::from(ran) * (half_width / distance).powi(2)).ceil();
+    (distance > 0.0 && trials <= f64::from(crate::spec::MAX_TRIALS)).then_some(trials.max(f64::from(ran) + 1.0) as u32)
 }
 
 fn find<'a>(results: &'a Results, name: &str) -> Option<&'a ConfigurationResult> {
@@ -570,7 +586,8 @@ pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison
                             trials_needed: None,
                         });
                     } else if reaches {
-                        let trials = trials_needed(delta, *threshold_percent, past(delta.delta_percent));
+                        let ran = configuration.base_trials.min(configuration.head_trials);
+                        let trials = trials_needed(delta, *threshold_percent, past(delta.delta_percent), ran);
                         inconclusive.push(UndecidedRule {
                             rule: rule.to_string(),
                             configuration: Some(configuration.name.clone()),
@@ -662,8 +679,10 @@ mod tests {
             direction: "unchanged",
         };
         // Half-width 8 points, 4 from the -5% threshold: (8 / 4)^2 = 4 trials.
-        assert_eq!(trials_needed(&undecided, -5.0, false), Some(4));
+        assert_eq!(trials_needed(&undecided, -5.0, false, 1), Some(4));
+        // Runs of 3 trials each already: 3 × 4 = 12.
+        assert_eq!(trials_needed(&undecided, -5.0, false, 3), Some(12));
         let at_threshold = MetricDelta { delta_percent: -5.0, ..undecided };
-        assert_eq!(trials_needed(&at_threshold, -5.0, false), None);
+        assert_eq!(trials_needed(&at_threshold, -5.0, false, 1), None);
     }
 }

@@ -138,6 +138,7 @@ pub async fn run(
             requirements: job.requirements.clone(),
             objective: job.requirements.objective,
             plateau: job.plateau,
+            trials: job.trials,
         },
         configurations: Vec::new(),
         trial_runs: Vec::new(),
