@@ -411,12 +411,16 @@ fn trials_interleave_configurations_so_a_drifting_machine_falls_on_each_alike() 
         assert_eq!(trials["measured"], serde_json::json!([1, 2]), "{name}");
         assert!((mean - values.iter().sum::<f64>() / 2.0).abs() < 1e-6);
         assert_eq!(configuration["metrics"]["max_invocations"].as_f64(), Some(mean), "{name}: the figure is the mean");
-        let drop = 1.0 - values.iter().cloned().fold(f64::INFINITY, f64::min) / values.iter().cloned().fold(0.0, f64::max);
+        let drop =
+            1.0 - values.iter().cloned().fold(f64::INFINITY, f64::min) / values.iter().cloned().fold(0.0, f64::max);
         println!("{name}: per trial {values:?}, mean {mean:.0}, drift between its trials {:.1}%", drop * 100.0);
         assert!(drop > 0.05, "{name}: the drift shows between trials: {values:?}");
         let cv = trials["max_invocations"]["cv_percent"].as_f64().unwrap();
         assert!(cv > 2.0, "{name}: CV {cv}");
-        assert!(printed.contains(&format!("{name}: MaxInvocations per trial")) && printed.contains("(CV "), "{printed}");
+        assert!(
+            printed.contains(&format!("{name}: MaxInvocations per trial")) && printed.contains("(CV "),
+            "{printed}"
+        );
         means.push(mean);
     }
     let imbalance = (means[0] / means[1] - 1.0).abs() * 100.0;

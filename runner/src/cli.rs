@@ -350,7 +350,7 @@ fn show_plan(job_path: &Path) -> Exit {
         println!(
             "{:>3}  {:<40} {}{:<16} {:>9} {:>10.3} {:>12.4}",
             run.index + 1,
-            run.name,
+            run.label(),
             target_column(&target_of(run)),
             configuration.instance_type,
             configuration.instance_count,
@@ -369,9 +369,10 @@ fn show_plan(job_path: &Path) -> Exit {
         parallel => format!("{parallel} at a time (limits.max_parallel; they share this machine's CPU)"),
     };
     println!(
-        "\n{} test runs, {at_once}, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
+        "\n{} test runs{}, {at_once}, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
          endpoint time.",
         plan.runs.len(),
+        plan.trials_note(),
         plan.ramp_s(),
         plan.worst_case_s(),
         worst_case_usd
@@ -551,8 +552,9 @@ fn compare(
 }
 
 async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {
-    let server =
-        ReferenceServer::start(model, seed, address, std::time::Instant::now()).await.with_context(|| format!("cannot listen on {address}"))?;
+    let server = ReferenceServer::start(model, seed, address, std::time::Instant::now())
+        .await
+        .with_context(|| format!("cannot listen on {address}"))?;
     println!(
         "reference endpoint: {} ({} workers x {} ms, capacity {:.1} requests/s); Ctrl-C stops it",
         server.url(),

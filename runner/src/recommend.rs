@@ -3,8 +3,8 @@
 
 use crate::analyze::Metrics;
 use crate::analyze::trials::{AcrossTrials, TrialsSummary};
-use crate::measure::precision::{Interval, t_975};
 use crate::measure;
+use crate::measure::precision::{Interval, t_975};
 use crate::results::{Confidence, ConfigurationResult, Recommendation, RunStatus, Verdict};
 use crate::spec::{Objective, Requirements};
 use crate::units;
@@ -66,9 +66,7 @@ fn objective_per_trial<'a>(
     match objective {
         Objective::CostPerInference => trials.cost_per_inference_usd.as_ref(),
         Objective::Throughput => Some(trials.max_invocations_at_slo.as_ref().unwrap_or(&trials.max_invocations)),
-        Objective::Latency => {
-            Some(trials.latency(requirements.slo.map_or(99.0, |slo| slo.percentile.value())))
-        }
+        Objective::Latency => Some(trials.latency(requirements.slo.map_or(99.0, |slo| slo.percentile.value()))),
     }
 }
 
@@ -271,7 +269,10 @@ fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> 
     }
     let signed = better_by(best.value, other.value);
     let half = 1.96 * best.log_error().hypot(other.log_error());
-    Margin { percent: to_percent(signed), interval: Interval { low: to_percent(signed - half), high: to_percent(signed + half) } }
+    Margin {
+        percent: to_percent(signed),
+        interval: Interval { low: to_percent(signed - half), high: to_percent(signed + half) },
+    }
 }
 
 /// How much better one candidate is than another, in percent of the other's figure: the estimate and its 95%
@@ -325,18 +326,11 @@ fn confidence(
             reason: format!(
                 "{} and {} are within each other's intervals ({:.1}% between them, 95% interval {:.1}% to {:.1}%): run \
                  more trials (`trials`), or longer steps (`traffic.precision_percent`), to tell them apart",
-                best.result.name,
-                runner_up.result.name,
-                percent,
-                margin.low,
-                margin.high
+                best.result.name, runner_up.result.name, percent, margin.low, margin.high
             ),
         };
     }
-    Confidence::Established {
-        margin_percent: percent,
-        margin_half_width_percent: (margin.high - margin.low) / 2.0,
-    }
+    Confidence::Established { margin_percent: percent, margin_half_width_percent: (margin.high - margin.low) / 2.0 }
 }
 
 /// How a candidate compares with the best. A `bound`'s figure is one side of the truth (at most this cost, at least

@@ -37,8 +37,7 @@ impl AcrossTrials {
             let interval = figures.first().and_then(|(_, interval)| *interval);
             return Self { mean, interval, cv_percent: 0.0, values };
         }
-        let deviation =
-            (values.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / (count - 1.0)).sqrt();
+        let deviation = (values.iter().map(|value| (value - mean).powi(2)).sum::<f64>() / (count - 1.0)).sqrt();
         let between = t_975(count - 1.0) * deviation / count.sqrt();
         let within = own.map_or(0.0, |halves| halves.iter().map(|half| half * half).sum::<f64>().sqrt() / count);
         let half = between.max(within);
@@ -97,9 +96,12 @@ fn mean_of_some(values: impl IntoIterator<Item = Option<f64>>) -> Option<f64> {
     (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
 }
 
+/// One trial's p50, p90, p95 and p99, each with its interval where it has one.
+type Percentiles = [(f64, Option<Interval>); 4];
+
 /// Four percentiles' figures (p50, p90, p95, p99) across trials, and the summary and intervals they make.
 fn latency_across(
-    per_trial: &[([(f64, Option<Interval>); 4], &LatencySummary)],
+    per_trial: &[(Percentiles, &LatencySummary)],
 ) -> ([AcrossTrials; 4], LatencySummary, Option<LatencyIntervals>) {
     let percentiles: [AcrossTrials; 4] = std::array::from_fn(|kept| {
         AcrossTrials::of(&per_trial.iter().map(|(figures, _)| figures[kept]).collect::<Vec<_>>())
@@ -144,7 +146,7 @@ pub fn combine(trials: &[Trial<'_>], asked: u32) -> Option<(Metrics, TrialsSumma
     let first = trials.first()?.metrics;
     let matched_load = trials.iter().map(|trial| trial.metrics.load_at_plateau).fold(f64::INFINITY, f64::min);
     // Each trial's latency at the matched load; its own plateau's where its steps cannot give it (phases).
-    let latency: Vec<([(f64, Option<Interval>); 4], &LatencySummary)> = trials
+    let latency: Vec<(Percentiles, &LatencySummary)> = trials
         .iter()
         .map(|trial| {
             let figures = KEPT.map(|percentile| {
@@ -158,7 +160,10 @@ pub fn combine(trials: &[Trial<'_>], asked: u32) -> Option<(Metrics, TrialsSumma
         .collect();
     let ([p50_ms, p90_ms, p95_ms, p99_ms], model_latency, model_latency_intervals) = latency_across(&latency);
     let max_invocations = AcrossTrials::of(
-        &trials.iter().map(|trial| (trial.metrics.max_invocations, trial.metrics.max_invocations_interval)).collect::<Vec<_>>(),
+        &trials
+            .iter()
+            .map(|trial| (trial.metrics.max_invocations, trial.metrics.max_invocations_interval))
+            .collect::<Vec<_>>(),
     );
     // A goal met in some trials only is not met: the figure is absent, as it is for one run that never met it.
     let max_invocations_at_slo = all(trials.iter().map(|trial| {
@@ -192,9 +197,7 @@ pub fn combine(trials: &[Trial<'_>], asked: u32) -> Option<(Metrics, TrialsSumma
         cost_per_inference_usd: cost_per_inference_usd.as_ref().map(|cost| cost.mean),
         cost_per_inference_interval_usd: cost_per_inference_usd.as_ref().and_then(|cost| cost.interval),
         cpu_utilization_percent: mean_of_some(trials.iter().map(|trial| trial.metrics.cpu_utilization_percent)),
-        memory_utilization_percent: mean_of_some(
-            trials.iter().map(|trial| trial.metrics.memory_utilization_percent),
-        ),
+        memory_utilization_percent: mean_of_some(trials.iter().map(|trial| trial.metrics.memory_utilization_percent)),
         utilization_source: first.utilization_source.clone(),
         errors,
         error_rate_percent: mean_of_some(trials.iter().map(|trial| Some(trial.metrics.error_rate_percent)))
@@ -240,10 +243,11 @@ pub fn pool_steps(trials: &[&[StepResult]]) -> Vec<StepResult> {
 }
 
 fn pooled_step(valid: &[&StepResult]) -> StepResult {
-    let throughput =
-        AcrossTrials::of(&valid.iter().map(|step| (step.throughput_rps, step.throughput_interval_rps)).collect::<Vec<_>>());
+    let throughput = AcrossTrials::of(
+        &valid.iter().map(|step| (step.throughput_rps, step.throughput_interval_rps)).collect::<Vec<_>>(),
+    );
     let degrees = (valid.len() - 1) as f64;
-    let latency: Vec<([(f64, Option<Interval>); 4], &LatencySummary)> = valid
+    let latency: Vec<(Percentiles, &LatencySummary)> = valid
         .iter()
         .map(|step| {
             let figures = KEPT.map(|percentile| {
@@ -283,8 +287,7 @@ fn pooled_step(valid: &[&StepResult]) -> StepResult {
         generator_cpu_percent: mean(|step| step.generator_cpu_percent),
         histogram,
         first_chunk: all(valid.iter().map(|step| step.first_chunk.as_ref())).map(|chunks| mean_summary(&chunks)),
-        between_chunks: all(valid.iter().map(|step| step.between_chunks.as_ref()))
-            .map(|chunks| mean_summary(&chunks)),
+        between_chunks: all(valid.iter().map(|step| step.between_chunks.as_ref())).map(|chunks| mean_summary(&chunks)),
         ..valid[0].clone()
     }
 }

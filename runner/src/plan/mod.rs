@@ -66,6 +66,14 @@ impl RunSeeds {
 }
 
 impl TestRun {
+    /// Its name, with its trial when the job runs more than one: `medium (trial 2/3)`.
+    pub fn label(&self) -> String {
+        match self.trial {
+            Some(trial) => format!("{} ({trial})", self.name),
+            None => self.name.clone(),
+        }
+    }
+
     /// The per-second histograms, relative to the output folder.
     pub fn series_file(&self) -> String {
         format!("series/{}.jsonl", self.file_stem)
@@ -104,12 +112,23 @@ pub struct Plan {
     pub sampled_from: Option<usize>,
     /// Test runs at once (`limits.max_parallel`, default 1).
     pub parallel: usize,
+    /// Runs of each configuration (`[job] trials`).
+    pub trials: u32,
 }
 
 impl Plan {
     /// One run's full ramp, in seconds: warm-up and every step.
     pub fn ramp_s(&self) -> u64 {
         self.schedule.duration_s()
+    }
+
+    /// ` (3 trials of each configuration, interleaved)` when there are trials, to follow a count of test runs.
+    pub fn trials_note(&self) -> String {
+        if self.trials > 1 {
+            format!(" ({} trials of each configuration, interleaved)", self.trials)
+        } else {
+            String::new()
+        }
     }
 
     /// The longest the job can take: every ramp run in full, `parallel` at a time.
@@ -163,7 +182,13 @@ pub fn plan(job: &Job) -> Plan {
         })
         .collect();
     let parallel = job.limits.max_parallel.map_or(1, |parallel| parallel as usize).clamp(1, runs.len().max(1));
-    Plan { runs, schedule: Schedule::new(&job.traffic, &job.traffic_options), sampled_from, parallel }
+    Plan {
+        runs,
+        schedule: Schedule::new(&job.traffic, &job.traffic_options),
+        sampled_from,
+        parallel,
+        trials: job.trials,
+    }
 }
 
 /// `max` of the grid's entries, seeded: one of each configuration's first (validation ensures there is room), then

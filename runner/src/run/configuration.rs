@@ -32,10 +32,7 @@ pub(super) async fn run_configuration(
 ) -> ConfigurationResult {
     let (job, progress) = (context.job, context.progress);
     let configuration = &run.configuration;
-    let label = match run.trial {
-        Some(trial) => format!("[{}/{}] {} ({trial})", run.index + 1, progress.runs, run.name),
-        None => format!("[{}/{}] {}", run.index + 1, progress.runs, run.name),
-    };
+    let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.label());
     let line = progress.run_line();
     let on_wait =
         |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));

@@ -87,10 +87,10 @@ pub async fn run(
         std::fs::create_dir_all(out.join(folder))
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
-    let trials = if job.trials > 1 { format!(" ({} trials of each, interleaved)", job.trials) } else { String::new() };
     eprintln!(
-        "plateau: {} test runs{trials}, at most {} s; output in {}",
+        "plateau: {} test runs{}, at most {} s; output in {}",
         plan.runs.len(),
+        plan.trials_note(),
         plan.worst_case_s(),
         out.display()
     );
@@ -171,8 +171,7 @@ pub async fn run(
     while let Some(result) = finished.next().await {
         if job.trials > 1 {
             results.trial_runs.push(result);
-            results.configurations =
-                trials::by_configuration(&results.trial_runs, job.trials, plan.schedule.load_unit);
+            results.configurations = trials::by_configuration(&results.trial_runs, job.trials, plan.schedule.load_unit);
         } else {
             results.configurations.push(result);
         }

@@ -11,7 +11,11 @@ use crate::server::reference::Realized;
 
 /// The test runs (in the order they ran) grouped by configuration, in the order configurations first ran, each
 /// group combined.
-pub(super) fn by_configuration(runs: &[ConfigurationResult], asked: u32, load_unit: LoadUnit) -> Vec<ConfigurationResult> {
+pub(super) fn by_configuration(
+    runs: &[ConfigurationResult],
+    asked: u32,
+    load_unit: LoadUnit,
+) -> Vec<ConfigurationResult> {
     let mut names: Vec<&str> = Vec::new();
     for run in runs {
         if !names.contains(&run.name.as_str()) {
@@ -39,10 +43,8 @@ fn combine(group: &[&ConfigurationResult], asked: u32, load_unit: LoadUnit) -> C
     } else {
         RunStatus::Partial
     };
-    let failures: Vec<String> = group
-        .iter()
-        .filter_map(|run| Some(format!("trial {}: {}", run.trial?, run.failure.as_deref()?)))
-        .collect();
+    let failures: Vec<String> =
+        group.iter().filter_map(|run| Some(format!("trial {}: {}", run.trial?, run.failure.as_deref()?))).collect();
     let measured: Vec<&ConfigurationResult> = group.iter().copied().filter(|run| run.metrics.is_some()).collect();
     let trial_figures: Vec<Trial<'_>> = measured
         .iter()
@@ -89,7 +91,8 @@ fn combine(group: &[&ConfigurationResult], asked: u32, load_unit: LoadUnit) -> C
 /// What the reference endpoints did across the trials: requests added, rates and times averaged.
 fn mean_realized(group: &[&ConfigurationResult]) -> Option<Realized> {
     let realized: Vec<&Realized> = group.iter().filter_map(|run| run.reference.as_ref()).collect();
-    let mean = |figure: fn(&Realized) -> f64| realized.iter().map(|one| figure(one)).sum::<f64>() / realized.len() as f64;
+    let mean =
+        |figure: fn(&Realized) -> f64| realized.iter().map(|one| figure(one)).sum::<f64>() / realized.len() as f64;
     (!realized.is_empty()).then(|| Realized {
         served: realized.iter().map(|one| one.served).sum(),
         nominal_capacity_rps: mean(|one| one.nominal_capacity_rps),
