@@ -484,10 +484,9 @@ fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<E
     Ok(Exit::Success)
 }
 
-/// Reads a results file, or says on stderr why it cannot.
+/// Reads a results file, or says why it cannot.
 fn load_results(path: &Path) -> Result<Results, String> {
-    let text = std::fs::read_to_string(path).map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    serde_json::from_str(&text).map_err(|error| format!("{} is not a plateau results file: {error}", path.display()))
+    Results::load(path).map_err(|error| error.to_string())
 }
 
 fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOptions) -> anyhow::Result<Exit> {

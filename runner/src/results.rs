@@ -2,6 +2,7 @@
 //! plain data, and histograms are serialized (HDR V2 deflate, base64) so runs can be merged and re-analysed.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,40 @@ use crate::server::reference::Realized;
 use crate::spec::{Objective, PlateauSettings, Requirements, Stopping, TargetKind, Traffic, TrafficOptions};
 
 pub const RESULTS_VERSION: u32 = 1;
+
+/// Why a results file cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{} is not a plateau results file: {source}", path.display())]
+    NotResults { path: PathBuf, source: serde_json::Error },
+    #[error(
+        "{} has results_version {found}, and this plateau reads {RESULTS_VERSION}: {}",
+        path.display(),
+        if *found > RESULTS_VERSION { "it was written by a newer plateau; upgrade this one" } else { "it is not a results version plateau ever wrote" }
+    )]
+    Version { path: PathBuf, found: u32 },
+}
+
+/// Only the version, read before the rest: a newer file's fields may mean something else.
+#[derive(Deserialize)]
+struct Versioned {
+    results_version: u32,
+}
+
+impl Results {
+    /// Reads a results file, checking its version before its contents.
+    pub fn load(path: &Path) -> Result<Results, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        let not_results = |source| LoadError::NotResults { path: path.into(), source };
+        let Versioned { results_version } = serde_json::from_str(&text).map_err(not_results)?;
+        if results_version != RESULTS_VERSION {
+            return Err(LoadError::Version { path: path.into(), found: results_version });
+        }
+        serde_json::from_str(&text).map_err(not_results)
+    }
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Results {

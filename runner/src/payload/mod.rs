@@ -83,6 +83,16 @@ impl PayloadSource {
         Self::Samples(Arc::new(SampleRun { samples, next_sequence: AtomicU64::new(0) }))
     }
 
+    /// Before the ramp: a plugin is instantiated and its `init` called once, off the runtime's threads, so a plugin
+    /// that loops, traps or refuses its config fails the run with its own message before any load is sent.
+    pub async fn preflight(&self) -> Result<(), PluginError> {
+        let Self::Plugin(run) = self else { return Ok(()) };
+        let run = Arc::clone(run);
+        let instantiated =
+            tokio::task::spawn_blocking(move || run.plugin.instantiate(&run.configuration, run.job_seed).map(drop));
+        instantiated.await.unwrap_or_else(|panic| std::panic::resume_unwind(panic.into_panic()))
+    }
+
     pub fn stream(&self) -> PayloadStream {
         match self {
             Self::Fixed(body) => PayloadStream::Fixed(body.clone()),
@@ -108,7 +118,7 @@ impl PayloadStream {
                 let body = run.samples[(sequence % run.samples.len() as u64) as usize].clone();
                 Ok(Prepared { body, overrides: None })
             }
-            Self::Plugin(run) => {
+            Self::Plugin(run) => off_the_runtime(run.plugin.does_io(), || {
                 INSTANCES.with_borrow_mut(|instances| {
                     let index =
                         match instances.iter().position(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(run))) {
@@ -123,9 +133,19 @@ impl PayloadStream {
                         };
                     instances[index].1.next_request(&run.next_sequence)
                 })
-            }
+            }),
         }
     }
+}
+
+/// Runs `call` outside the async runtime's context when `needed`. WASI's file and network calls block on the
+/// runtime from inside (wasmtime-wasi's `in_tokio`), which panics on one of its threads; `block_in_place` hands the
+/// thread's other work to another thread for the call. It costs a hand-off per call, so only plugins granted
+/// files or network pay it.
+fn off_the_runtime<T>(needed: bool, call: impl FnOnce() -> T) -> T {
+    let on_a_worker = tokio::runtime::Handle::try_current()
+        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if needed && on_a_worker { tokio::task::block_in_place(call) } else { call() }
 }
 
 /// The first `count` requests a plugin generates for `configuration`, as a run would (for `payload preview`).

@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rand010::SeedableRng as _;
 use sha2::{Digest as _, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Overrides, Prepared};
@@ -49,6 +49,8 @@ enum Bindings {
 const WIT_SOURCE: &str = include_str!("../../../payload-plugins/wit/payload.wit");
 /// Epoch ticks drive the per-call time limit; a call may overrun its limit by up to one tick.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
+/// `init` gets this many calls' worth of time: it may build tables or parse a corpus.
+const INIT_CALLS: u64 = 10;
 /// Where a granted `read_dir` appears inside the plugin.
 pub const GUEST_DATA_DIR: &str = "/data";
 
@@ -63,6 +65,8 @@ pub struct LoadedPlugin {
     engine: Engine,
     pre: Pre,
     ticker_stop: Arc<AtomicBool>,
+    /// Set when the run is interrupted (Ctrl-C, SIGTERM): every call in progress traps at its next epoch tick.
+    interrupted: Arc<AtomicBool>,
 }
 
 impl Drop for LoadedPlugin {
@@ -75,6 +79,8 @@ struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// When the call in progress runs out of time.
+    call_deadline: Instant,
 }
 
 impl WasiView for PluginState {
@@ -149,6 +155,13 @@ fn for_sequence(sequence: Option<u64>) -> String {
 pub enum CallFailure {
     #[error("ran past its time limit of {} (payload.limits.call_timeout)", humantime::format_duration(*.0))]
     TimeLimit(Duration),
+    #[error(
+        "ran past init's time limit of {} ({INIT_CALLS} × payload.limits.call_timeout)",
+        humantime::format_duration(*.0)
+    )]
+    InitTimeLimit(Duration),
+    #[error("was stopped: the run was interrupted")]
+    Interrupted,
     #[error("used up its fuel of {0} per call (payload.limits.fuel_per_call)")]
     Fuel(u64),
     #[error("tried to grow its memory past the limit of {0} MiB (payload.limits.memory_mb)")]
@@ -218,7 +231,28 @@ impl LoadedPlugin {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), Arc::clone(&ticker_stop));
-        Ok(Arc::new(Self { name, sha256, wrapped_core_module, spec: spec.clone(), engine, pre, ticker_stop }))
+        let interrupted = Arc::new(AtomicBool::new(false));
+        Ok(Arc::new(Self {
+            name,
+            sha256,
+            wrapped_core_module,
+            spec: spec.clone(),
+            engine,
+            pre,
+            ticker_stop,
+            interrupted,
+        }))
+    }
+
+    /// Ends every call in progress and refuses the rest: the run is over (Ctrl-C, SIGTERM).
+    pub fn interrupt(&self) {
+        self.interrupted.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether calls may reach WASI's files or network, which block on an async runtime from inside (see
+    /// `payload::off_the_runtime`).
+    pub fn does_io(&self) -> bool {
+        self.spec.grant.read_dir.is_some() || self.spec.grant.network
     }
 
     /// A new instance with `init` called on it, generating for `configuration`.
@@ -229,10 +263,20 @@ impl LoadedPlugin {
             .trap_on_grow_failure(true)
             .instances(64)
             .build();
-        let mut store = Store::new(&self.engine, PluginState { wasi, table: ResourceTable::new(), limits });
+        let state = PluginState { wasi, table: ResourceTable::new(), limits, call_deadline: Instant::now() };
+        let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);
-        // `init` may do real work (build tables, parse a corpus), so it gets ten calls' worth of time.
-        self.arm(&mut store, 10);
+        // Every tick, a call in progress is checked against its own deadline and against an interrupted run.
+        let interrupted = Arc::clone(&self.interrupted);
+        store.epoch_deadline_callback(move |context| {
+            Ok(if interrupted.load(Ordering::Relaxed) || Instant::now() >= context.data().call_deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(1)
+            })
+        });
+        // `init` may do real work (build tables, parse a corpus), so it gets `INIT_CALLS` calls' worth of time.
+        self.arm(&mut store, INIT_CALLS);
         let describe = |error: wasmtime::Error| self.describe("init", None, &error);
         let bindings = match &self.pre {
             Pre::Single(pre) => Bindings::Single(pre.instantiate(&mut store).map_err(describe)?),
@@ -287,8 +331,8 @@ impl LoadedPlugin {
 
     /// Sets the deadline (and fuel) for the next `calls` calls' worth of work.
     fn arm(&self, store: &mut Store<PluginState>, calls: u64) {
-        let ticks = self.spec.limits.call_timeout.as_micros().div_ceil(EPOCH_TICK.as_micros()) as u64 + 1;
-        store.set_epoch_deadline(ticks * calls);
+        store.data_mut().call_deadline = Instant::now() + self.spec.limits.call_timeout * calls as u32;
+        store.set_epoch_deadline(1);
         if let Some(fuel) = self.spec.limits.fuel_per_call {
             let _ = store.set_fuel(fuel.saturating_mul(calls));
         }
@@ -298,6 +342,10 @@ impl LoadedPlugin {
     fn describe(&self, call: &'static str, sequence: Option<u64>, error: &wasmtime::Error) -> PluginError {
         let limits = &self.spec.limits;
         let failure = match error.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) if self.interrupted.load(Ordering::Relaxed) => CallFailure::Interrupted,
+            Some(Trap::Interrupt) if call == "init" => {
+                CallFailure::InitTimeLimit(limits.call_timeout * INIT_CALLS as u32)
+            }
             Some(Trap::Interrupt) => CallFailure::TimeLimit(limits.call_timeout),
             Some(Trap::OutOfFuel) => CallFailure::Fuel(limits.fuel_per_call.unwrap_or_default()),
             _ if format!("{error:?}").contains("forcing trap when growing memory") => {

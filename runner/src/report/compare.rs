@@ -251,6 +251,9 @@ pub struct ConfigurationDelta {
     pub head_plateau_load: Option<f64>,
     /// The one load both runs' latencies are compared at: the lower plateau load.
     pub matched_load: Option<f64>,
+    /// Whether each side has figures (a failed or skipped configuration has none).
+    pub base_measured: bool,
+    pub head_measured: bool,
     /// Trials behind each side's figures (1 for a job without `trials`).
     pub base_trials: u32,
     pub head_trials: u32,
@@ -430,6 +433,8 @@ fn configuration_delta(
         base_plateau_load,
         head_plateau_load,
         matched_load,
+        base_measured: base.is_some_and(|result| result.metrics.is_some()),
+        head_measured: head.is_some_and(|result| result.metrics.is_some()),
         base_trials: trials(base),
         head_trials: trials(head),
         deltas,

@@ -320,6 +320,7 @@ pub fn escape_markdown(text: &str) -> String {
             '>' => escaped.push_str("&gt;"),
             '&' => escaped.push_str("&amp;"),
             '\n' | '\r' => escaped.push(' '),
+            control if control.is_control() => {}
             '\\' | '`' | '*' | '_' | '{' | '}' | '[' | ']' | '(' | ')' | '#' | '+' | '!' | '|' | '~' => {
                 escaped.push('\\');
                 escaped.push(character);
@@ -338,6 +339,11 @@ fn strip_control(text: &str) -> String {
 fn formatter(out: &mut minijinja::Output, state: &State, value: &Value) -> Result<(), Error> {
     let custom = match state.auto_escape() {
         AutoEscape::Custom(name) if !value.is_safe() => name,
+        // XML (SVG, JUnit) cannot hold most control characters even escaped, and HTML shows them as garbage.
+        AutoEscape::Html if !value.is_safe() && value.as_str().is_some_and(|text| text.contains(char::is_control)) => {
+            let shown = Value::from(strip_control(value.as_str().unwrap_or_default()));
+            return minijinja::escape_formatter(out, state, &shown);
+        }
         _ => return minijinja::escape_formatter(out, state, value),
     };
     let text = display(value);
@@ -523,12 +529,25 @@ fn write_file(path: &Path, text: &[u8]) -> Result<(), ReportError> {
     std::fs::write(path, text).map_err(|source| ReportError::Write { path: path.to_path_buf(), source })
 }
 
-/// Writes `results.json` atomically, so a reader never sees half a file.
+/// Writes `results.json` atomically and durably: a reader, or a run resumed after a crash or power loss, sees the
+/// old file or the new one, never half of one; a write that fails (a full disk) leaves no temporary file behind.
 pub fn write_results(results: &Results, out: &Path) -> Result<(), ReportError> {
     let path = out.join("results.json");
     let partial_path = out.join("results.json.tmp");
-    write_file(&partial_path, &serde_json::to_vec_pretty(results)?)?;
-    std::fs::rename(&partial_path, &path).map_err(|source| ReportError::Write { path, source })
+    let bytes = serde_json::to_vec_pretty(results)?;
+    let written = (|| {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&partial_path)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&partial_path, &path)?;
+        // The rename is durable once the folder's entry is.
+        std::fs::File::open(out)?.sync_all()
+    })();
+    written.map_err(|source| {
+        let _ = std::fs::remove_file(&partial_path);
+        ReportError::Write { path, source }
+    })
 }
 
 #[cfg(test)]

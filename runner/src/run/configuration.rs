@@ -222,6 +222,7 @@ async fn drive_target(
     observer: &mut RunObserver<'_>,
 ) -> Result<(RunRecord, Vec<ErrorDetail>), Failure> {
     let job = context.job;
+    payload.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
     let (server, resources) = (&started.server, started.resources.take());
     match &run.configuration.deployment {
         Deployment::Sagemaker { endpoint_name, endpoint, timeout } => {

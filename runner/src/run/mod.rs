@@ -97,11 +97,15 @@ pub async fn run(
 
     let cancel = CancellationToken::new();
     tokio::spawn({
-        let cancel = cancel.clone();
+        let (cancel, plugin) = (cancel.clone(), plugin.clone());
         async move {
             shutdown_signal().await;
             eprintln!("plateau: interrupted; writing partial results");
             cancel.cancel();
+            // A plugin call in progress (an `init` that loops) would hold its thread until its own limit.
+            if let Some(plugin) = plugin {
+                plugin.interrupt();
+            }
         }
     });
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::target::{CommandSpec, HttpRequestSpec, SageMakerSpec, TargetDraft, TargetKind, TargetSpec, check_url};
 use super::values::DurationValue;
-use super::{positive, span_of, within};
+use super::{positive, printable, span_of, within};
 
 /// A serverless endpoint's settings (IR's ServerlessConfig), recorded with the configuration's results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -32,7 +32,8 @@ pub struct Serverless {
 pub(super) struct RawConfiguration {
     #[schemars(with = "String")]
     name: Spanned<String>,
-    instance_type: String,
+    #[schemars(with = "String")]
+    instance_type: Spanned<String>,
     /// With several `[targets.<name>]`: the one this configuration runs against.
     #[schemars(with = "Option<String>")]
     target: Option<Spanned<String>>,
@@ -308,10 +309,12 @@ pub(super) fn validate_configurations(
                 );
             }
             names.push(name);
+            printable(name, span_of(&config.name), &key("name"), sink);
+            printable(config.instance_type.get_ref(), span_of(&config.instance_type), &key("instance_type"), sink);
             if *config.instance_count.get_ref() == 0 {
                 sink.error(span_of(&config.instance_count), key("instance_count"), "must be at least 1", None);
             }
-            let listed = prices.instances.get(&config.instance_type);
+            let listed = prices.instances.get(config.instance_type.get_ref());
             let (price_per_hour_usd, price_source) = match (&config.price_per_hour_usd, listed) {
                 (Some(price), _) if price.get_ref().is_finite() && *price.get_ref() >= 0.0 => {
                     (*price.get_ref(), "job file".to_string())
@@ -323,14 +326,14 @@ pub(super) fn validate_configurations(
                 (None, Some(listed)) => (listed.price_per_hour_usd, prices.describe()),
                 (None, None) => {
                     let known: Vec<&str> = prices.instances.keys().map(String::as_str).collect();
-                    let hint = match diagnostic::closest(&config.instance_type, &known) {
+                    let hint = match diagnostic::closest(config.instance_type.get_ref(), &known) {
                         Some(close) => format!("did you mean instance_type = \"{close}\"? Or set price_per_hour_usd"),
                         None => "set price_per_hour_usd, e.g. price_per_hour_usd = 0.23".to_string(),
                     };
                     sink.error(
                         span_of(&config.name),
                         key("price_per_hour_usd"),
-                        format!("no price for `{}`: it is not in {}", config.instance_type, prices.source),
+                        format!("no price for `{}`: it is not in {}", config.instance_type.get_ref(), prices.source),
                         Some(hint),
                     );
                     (0.0, String::new())
@@ -365,6 +368,10 @@ pub(super) fn validate_configurations(
                 }
             }
             for (variable, values) in config.environment.iter().flat_map(|environment| environment.get_ref()) {
+                let span = config.environment.as_ref().and_then(span_of);
+                for text in std::iter::once(variable).chain(values) {
+                    printable(text, span.clone(), &key("environment"), sink);
+                }
                 if values.is_empty() {
                     let span = config.environment.as_ref().and_then(span_of);
                     sink.error(span, key(&format!("environment.{variable}")), "needs at least one value", None);
@@ -458,7 +465,7 @@ pub(super) fn validate_configurations(
             Some(deployment.map(|deployment| Configuration {
                 name: name.clone(),
                 target: target_index,
-                instance_type: config.instance_type.clone(),
+                instance_type: config.instance_type.get_ref().clone(),
                 instance_count: *config.instance_count.get_ref(),
                 price_per_hour_usd,
                 price_source,

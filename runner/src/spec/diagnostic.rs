@@ -91,8 +91,23 @@ impl fmt::Display for Diagnostic {
         if let Some(hint) = hint {
             message = message.footer(hint);
         }
-        write!(f, "{}", Renderer::plain().render(message))
+        // A name, a path or an included file may hold control characters: shown, never sent to the terminal.
+        write!(f, "{}", visible_controls(&Renderer::plain().render(message).to_string()))
     }
+}
+
+/// `text` with every control character but line breaks and tabs written out (`\u{1b}`), so printing it cannot move
+/// the cursor, clear the screen or change colours.
+pub fn visible_controls(text: &str) -> String {
+    let mut shown = String::with_capacity(text.len());
+    for character in text.chars() {
+        if character.is_control() && !matches!(character, '\n' | '\t') {
+            shown.push_str(&character.escape_unicode().to_string());
+        } else {
+            shown.push(character);
+        }
+    }
+    shown
 }
 
 /// Spans from the parser may point one past the end, or into a multi-byte character; annotate-snippets wants

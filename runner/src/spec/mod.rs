@@ -108,7 +108,8 @@ struct RawReport {
 struct RawJob {
     #[schemars(with = "String")]
     name: Spanned<String>,
-    description: Option<String>,
+    #[schemars(with = "Option<String>")]
+    description: Option<Spanned<String>>,
     seed: Option<u64>,
     /// Runs of each configuration, interleaved across configurations (A B C A B C); the figures are then the mean
     /// over trials with a t interval. Default 1.
@@ -258,6 +259,10 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     let limits = validate_limits(&raw.limits, configurations.len(), &targets, sink);
     let (payload, traffic) = (payload?, traffic?);
     let plateau = validate_plateau_settings(&raw.plateau, sink);
+    printable(raw.job.name.get_ref(), span_of(&raw.job.name), "job.name", sink);
+    if let Some(description) = &raw.job.description {
+        printable(description.get_ref(), span_of(description), "job.description", sink);
+    }
     let trials = raw.job.trials.as_ref().map_or(1, |trials| {
         if !(1..=MAX_TRIALS).contains(trials.get_ref()) {
             let message = format!("must be between 1 and {MAX_TRIALS}");
@@ -279,7 +284,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
             sha256: format!("{:x}", Sha256::digest(text.as_bytes())),
         },
         name: raw.job.name.into_inner(),
-        description: raw.job.description,
+        description: raw.job.description.map(Spanned::into_inner),
         seed: raw.job.seed.unwrap_or(0),
         trials,
         targets,
@@ -297,6 +302,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
     Some(job)
 }
 
+/// A ramp's duration (a step, a phase, a warm-up): whole seconds, from 1 s to `traffic::MAX_DURATION_S`.
 fn whole_seconds(value: &Spanned<DurationValue>, key: &str, sink: &mut DiagnosticSink<'_>) -> u64 {
     let duration = value.get_ref().0;
     if duration.subsec_nanos() != 0 || duration.as_secs() == 0 {
@@ -306,6 +312,14 @@ fn whole_seconds(value: &Spanned<DurationValue>, key: &str, sink: &mut Diagnosti
             "must be a whole number of seconds, at least 1s",
             Some("plateau measures per second; e.g. \"30s\"".into()),
         );
+    } else if duration.as_secs() > traffic::MAX_DURATION_S {
+        sink.error(
+            span_of(value),
+            key,
+            format!("must be at most {}h", traffic::MAX_DURATION_S / 3600),
+            Some("a step, phase or warm-up longer than a day is almost always a typo in the unit".into()),
+        );
+        return traffic::MAX_DURATION_S;
     }
     duration.as_secs()
 }
@@ -315,6 +329,29 @@ fn at_least_one(value: &Spanned<u32>, key: &str, sink: &mut DiagnosticSink<'_>) 
         sink.error(span_of(value), key, "must be at least 1", None);
     }
     *value.get_ref()
+}
+
+/// Names are printed on terminals and embedded in reports, charts and XML: a control character (an escape sequence
+/// that recolours or clears a terminal, a byte XML cannot hold) is refused, and never echoed.
+fn printable(text: &str, span: Option<Range<usize>>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    if text.chars().any(char::is_control) {
+        sink.error(
+            span,
+            key,
+            "must not contain control characters (escapes such as \\u001b, tabs or line breaks)",
+            Some("names are printed on terminals and in reports; use letters, digits, spaces and punctuation".into()),
+        );
+    }
+}
+
+/// A count from 1 to `max`, the limit said in the message.
+fn count_within(value: &Spanned<u32>, max: u32, key: &str, hint: &str, sink: &mut DiagnosticSink<'_>) -> u32 {
+    let count = at_least_one(value, key, sink);
+    if count > max {
+        sink.error(span_of(value), key, format!("must be at most {max}"), Some(hint.into()));
+        return max;
+    }
+    count
 }
 
 fn positive(value: &Spanned<f64>, key: &str, sink: &mut DiagnosticSink<'_>) -> f64 {

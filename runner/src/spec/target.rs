@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
-use super::{DurationValue, relative_to, span_of};
+use super::{DurationValue, printable, relative_to, span_of};
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -298,6 +298,9 @@ pub(super) fn validate_targets(
         _ => {}
     }
     let single = single.map(|raw| validate_target(raw, None, job_path, sink));
+    for name in named.iter().flat_map(|named| named.get_ref().keys()) {
+        printable(name, named.and_then(span_of), "targets", sink);
+    }
     let named = named.into_iter().flat_map(|named| named.get_ref());
     single.into_iter().chain(named.map(|(name, raw)| validate_target(raw, Some(name), job_path, sink))).collect()
 }

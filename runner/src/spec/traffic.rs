@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
-use super::{DurationValue, at_least_one, span_of, whole_seconds};
+use super::{DurationValue, at_least_one, count_within, span_of, whole_seconds};
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -100,7 +100,8 @@ pub(super) struct RawStairs {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Phase")]
 pub(super) struct RawPhase {
-    initial_users: u32,
+    #[schemars(with = "u32")]
+    initial_users: Spanned<u32>,
     #[schemars(with = "f64")]
     spawn_rate_per_s: Spanned<f64>,
     #[schemars(with = "DurationValue")]
@@ -172,7 +173,38 @@ pub const DEFAULT_PRECISION_PERCENT: f64 = 5.0;
 /// A step may run this many times its `step_duration` to reach its precision.
 pub const DEFAULT_MAX_STEP_FACTOR: u64 = 3;
 
+// Bounds on a ramp, each said in its error: a typo must not plan a run of years, or allocate in proportion to one.
+/// Steps of a stepped pattern, or phases.
+pub const MAX_STEPS: u32 = 1_000;
+/// Virtual users at once: each is a task with its own connection.
+pub const MAX_USERS: f64 = 100_000.0;
+/// An open model's offered rate, requests per second.
+pub const MAX_RATE_PER_S: f64 = 1_000_000.0;
+/// Any one duration of a ramp: a step, a phase, a warm-up.
+pub const MAX_DURATION_S: u64 = 24 * 3600;
+/// A whole ramp, warm-up and every step at its longest.
+pub const MAX_RAMP_S: u64 = 7 * 24 * 3600;
+/// A virtual user's pause between requests.
+pub const MAX_THINK_TIME_MS: u64 = 3_600_000;
+/// Requests in flight at once in the open model.
+pub const MAX_IN_FLIGHT: u32 = 1_000_000;
+
+const STEPS_HINT: &str = "a ramp of more steps than this is almost always a typo; split it into several jobs";
+
 impl Traffic {
+    /// The longest a ramp can last, in seconds: the warm-up, and every step run to its maximum.
+    fn longest_s(&self, options: &TrafficOptions) -> u64 {
+        let ramp_s = match self {
+            Traffic::Stairs { steps, .. } | Traffic::RateSteps { steps, .. } => {
+                let step_s = options.precision.map_or(self.step_duration_s().unwrap_or(0), |p| p.max_step_duration_s);
+                u64::from(*steps) * step_s
+            }
+            Traffic::Phases(phases) => phases.iter().map(|phase| phase.duration_s).sum(),
+            Traffic::RateRamp { duration_s, .. } => *duration_s,
+        };
+        options.warmup_s + ramp_s
+    }
+
     /// The duration of each step, for patterns whose load holds still step by step.
     fn step_duration_s(&self) -> Option<u64> {
         match self {
@@ -201,14 +233,31 @@ pub struct Phase {
     pub duration_s: u64,
 }
 
-/// A rate in requests per second: finite and not negative (positive where `positive_only`).
+/// A rate in requests per second: finite, not negative (positive where `positive_only`), at most `MAX_RATE_PER_S`.
 pub(super) fn rate(value: &Spanned<f64>, key: &str, positive_only: bool, sink: &mut DiagnosticSink<'_>) -> f64 {
     let number = *value.get_ref();
     if !number.is_finite() || number < 0.0 || (positive_only && number == 0.0) {
         let expected = if positive_only { "more than 0" } else { "0 or more" };
         sink.error(span_of(value), key, format!("must be a rate in requests per second, {expected}"), None);
+        return 0.0;
+    }
+    if number > MAX_RATE_PER_S {
+        sink.error(span_of(value), key, format!("must be at most {MAX_RATE_PER_S} requests per second"), None);
+        return MAX_RATE_PER_S;
     }
     number
+}
+
+/// Reports a ramp whose highest load passes `max` (users or requests per second), at `value`.
+fn load_within<T>(highest: f64, max: f64, unit: &str, value: &Spanned<T>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    if highest > max {
+        sink.error(
+            span_of(value),
+            key,
+            format!("the ramp reaches {highest} {unit}, more than the {max} plateau drives at once"),
+            Some("fewer or smaller steps; past this, spread the load over several machines".into()),
+        );
+    }
 }
 
 /// Steps of at least two whole seconds: the first second of each is its ramp-in.
@@ -245,20 +294,29 @@ pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticS
     }
     if let Some(stairs) = &traffic.stairs {
         let stairs = stairs.get_ref();
+        let users_per_step = at_least_one(&stairs.users_per_step, "traffic.stairs.users_per_step", sink);
+        let steps = count_within(&stairs.steps, MAX_STEPS, "traffic.stairs.steps", STEPS_HINT, sink);
+        let highest = f64::from(users_per_step) * f64::from(steps);
+        load_within(highest, MAX_USERS, "users", &stairs.users_per_step, "traffic.stairs.users_per_step", sink);
         return Some(Traffic::Stairs {
-            users_per_step: at_least_one(&stairs.users_per_step, "traffic.stairs.users_per_step", sink),
+            users_per_step,
             step_duration_s: step_seconds(&stairs.step_duration, "traffic.stairs.step_duration", sink),
-            steps: at_least_one(&stairs.steps, "traffic.stairs.steps", sink),
+            steps,
         });
     }
     if let Some(steps) = &traffic.rate_steps {
-        let steps = steps.get_ref();
+        let raw_steps = steps.get_ref();
         let key = |field: &str| format!("traffic.rate_steps.{field}");
+        let start_rate_per_s = rate(&raw_steps.start_rate_per_s, &key("start_rate_per_s"), true, sink);
+        let step_rate_per_s = rate(&raw_steps.step_rate_per_s, &key("step_rate_per_s"), false, sink);
+        let count = count_within(&raw_steps.steps, MAX_STEPS, &key("steps"), STEPS_HINT, sink);
+        let highest = start_rate_per_s + step_rate_per_s * f64::from(count.saturating_sub(1));
+        load_within(highest, MAX_RATE_PER_S, "requests/s", &raw_steps.step_rate_per_s, &key("step_rate_per_s"), sink);
         return Some(Traffic::RateSteps {
-            start_rate_per_s: rate(&steps.start_rate_per_s, &key("start_rate_per_s"), true, sink),
-            step_rate_per_s: rate(&steps.step_rate_per_s, &key("step_rate_per_s"), false, sink),
-            step_duration_s: step_seconds(&steps.step_duration, &key("step_duration"), sink),
-            steps: at_least_one(&steps.steps, &key("steps"), sink),
+            start_rate_per_s,
+            step_rate_per_s,
+            step_duration_s: step_seconds(&raw_steps.step_duration, &key("step_duration"), sink),
+            steps: count,
         });
     }
     if let Some(constant) = &traffic.constant_rate {
@@ -282,6 +340,11 @@ pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticS
     if phases.get_ref().is_empty() {
         sink.error(span_of(phases), "traffic.phases", "needs at least one phase", None);
     }
+    if phases.get_ref().len() > MAX_STEPS as usize {
+        let message = format!("has {} phases; at most {MAX_STEPS}", phases.get_ref().len());
+        sink.error(span_of(phases), "traffic.phases", message, Some(STEPS_HINT.into()));
+        return None;
+    }
     let phases = phases
         .get_ref()
         .iter()
@@ -297,11 +360,12 @@ pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticS
                     None,
                 );
             }
-            Phase {
-                initial_users: phase.initial_users,
-                spawn_rate_per_s: *phase.spawn_rate_per_s.get_ref(),
-                duration_s: whole_seconds(&phase.duration, &key("duration"), sink),
-            }
+            let duration_s = whole_seconds(&phase.duration, &key("duration"), sink);
+            let initial_users = *phase.initial_users.get_ref();
+            let spawn_rate_per_s = *phase.spawn_rate_per_s.get_ref();
+            let highest = f64::from(initial_users) + spawn_rate_per_s.max(0.0) * duration_s as f64;
+            load_within(highest, MAX_USERS, "users", &phase.initial_users, &key("initial_users"), sink);
+            Phase { initial_users, spawn_rate_per_s, duration_s }
         })
         .collect();
     Some(Traffic::Phases(phases))
@@ -312,6 +376,7 @@ pub(super) fn validate_traffic_options(
     traffic: Option<&Traffic>,
     sink: &mut DiagnosticSink<'_>,
 ) -> TrafficOptions {
+    let traffic_span = span_of(raw);
     let raw = raw.get_ref();
     let open = traffic.is_some_and(Traffic::is_open);
     let mut options = TrafficOptions::default();
@@ -322,11 +387,16 @@ pub(super) fn validate_traffic_options(
         options.arrivals = *arrivals.get_ref();
     }
     if let Some(max_in_flight) = &raw.max_in_flight {
-        options.max_in_flight = at_least_one(max_in_flight, "traffic.max_in_flight", sink);
+        let hint = "requests beyond it are dropped and counted; a million in flight is past what one machine holds";
+        options.max_in_flight = count_within(max_in_flight, MAX_IN_FLIGHT, "traffic.max_in_flight", hint, sink);
     }
     if let Some(think_time) = &raw.think_time {
         let duration = think_time.get_ref().0;
-        options.think_time_ms = duration.as_millis() as u64;
+        options.think_time_ms = duration.as_millis().min(u128::from(MAX_THINK_TIME_MS)) as u64;
+        if duration.as_millis() > u128::from(MAX_THINK_TIME_MS) {
+            let message = format!("must be at most {} s", MAX_THINK_TIME_MS / 1000);
+            sink.error(span_of(think_time), "traffic.think_time", message, None);
+        }
         if open {
             sink.error(
                 span_of(think_time),
@@ -339,6 +409,18 @@ pub(super) fn validate_traffic_options(
         }
     }
     options.precision = validate_precision(raw, traffic, sink);
+    if let Some(longest_s) = traffic.map(|traffic| traffic.longest_s(&options)).filter(|s| *s > MAX_RAMP_S) {
+        sink.error(
+            traffic_span,
+            "traffic",
+            format!(
+                "the ramp can last {} h (warm-up and every step at its longest), more than the {} h plateau plans",
+                longest_s / 3600,
+                MAX_RAMP_S / 3600
+            ),
+            Some("fewer or shorter steps, or a lower `traffic.max_step_duration`".into()),
+        );
+    }
     if !open && traffic.is_some() {
         let open_only = [
             ("arrivals", raw.arrivals.as_ref().map(Spanned::span)),

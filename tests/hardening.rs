@@ -1,0 +1,282 @@
+//! Hostile input and faults (issue 16): each case an outside tester met, a test named after what broke.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+mod common;
+use common::{plateau, repository, text};
+
+/// A job file's `[traffic]` and first configuration, the rest a small valid job.
+fn job(traffic: &str, name: &str) -> String {
+    format!(
+        "version = 1\n[job]\nname = \"{name}\"\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n{traffic}\n\
+         [[configurations]]\nname = \"{name}\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
+         reference = {{ workers = 1, service_time_ms = 10 }}\n"
+    )
+}
+
+/// `plateau validate` of `text`: its exit code and everything it printed.
+fn validate(folder: &Path, text_of_job: &str) -> (Option<i32>, String) {
+    let path = folder.join("job.toml");
+    std::fs::write(&path, text_of_job).unwrap();
+    let output = plateau().arg("validate").arg(&path).output().unwrap();
+    (output.status.code(), text(&output))
+}
+
+#[test]
+fn ramps_of_a_billion_steps_users_or_years_are_refused_at_validation_with_the_limit() {
+    // Case 1: these validated, and `run` aborted allocating 40 GB.
+    let folder = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 1000000000",
+            "traffic.stairs.steps",
+            "must be at most 1000",
+        ),
+        (
+            "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 4294967295",
+            "traffic.stairs.steps",
+            "must be at most 1000",
+        ),
+        (
+            "[traffic.stairs]\nusers_per_step = 4294967295\nstep_duration = \"2s\"\nsteps = 2",
+            "traffic.stairs.users_per_step",
+            "more than the 100000 plateau drives at once",
+        ),
+        (
+            "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"100years\"\nsteps = 2",
+            "traffic.stairs.step_duration",
+            "must be at most 24h",
+        ),
+        (
+            "[traffic]\nwarmup = \"1000000000days\"\n[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 2",
+            "traffic.warmup",
+            "",
+        ),
+        (
+            "[traffic]\nmax_step_duration = \"24h\"\n[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2h\"\nsteps = 1000",
+            "traffic",
+            "more than the 168 h plateau plans",
+        ),
+        (
+            "[traffic.rate_steps]\nstart_rate_per_s = 10\nstep_rate_per_s = 1e12\nstep_duration = \"2s\"\nsteps = 3",
+            "traffic.rate_steps.step_rate_per_s",
+            "must be at most 1000000 requests per second",
+        ),
+        (
+            "[traffic]\nmax_in_flight = 4294967295\n[traffic.constant_rate]\nrate_per_s = 10\nduration = \"5s\"",
+            "traffic.max_in_flight",
+            "must be at most 1000000",
+        ),
+    ];
+    for (traffic, key, message) in cases {
+        let started = std::time::Instant::now();
+        let (code, printed) = validate(folder.path(), &job(traffic, "ramp"));
+        assert_eq!(code, Some(1), "{traffic}\n{printed}");
+        assert!(printed.contains(&format!("`{key}`")) && printed.contains(message), "{traffic}\n{printed}");
+        assert!(printed.contains("job.toml:"), "the error names the file and line: {printed}");
+        assert!(started.elapsed().as_secs() < 5, "{traffic}: validation took {:?}", started.elapsed());
+    }
+}
+
+#[test]
+fn control_characters_in_names_are_refused_and_never_reach_the_terminal() {
+    // Case 6: an escape sequence in a name cleared the terminal and made the SVG and JUnit XML invalid.
+    let folder = tempfile::tempdir().unwrap();
+    let hostile = "\\u001b[31mRED\\u001b[2J";
+    let stairs = "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 2";
+    let (code, printed) = validate(folder.path(), &job(stairs, hostile));
+    assert_eq!(code, Some(1), "{printed}");
+    for key in ["job.name", "configurations[0].name"] {
+        assert!(printed.contains(&format!("`{key}`: must not contain control characters")), "{key}: {printed}");
+    }
+    assert!(!printed.contains('\u{1b}'), "an escape reached the terminal: {printed:?}");
+    let environment =
+        job(stairs, "ok").replace("reference = {", "environment = { \"A\\u0007\" = [\"1\"] }\nreference = {");
+    let (_, printed) = validate(folder.path(), &environment);
+    assert!(printed.contains("control characters") || printed.contains("environment"), "{printed}");
+    assert!(!printed.contains('\u{7}'), "{printed:?}");
+}
+
+/// The quickstart fixture with one configuration renamed to `name`, written to `folder/name-results.json`.
+fn fixture_with_a_name(folder: &Path, name: &str, file: &str) -> std::path::PathBuf {
+    let mut results: Value = serde_json::from_str(
+        &std::fs::read_to_string(repository().join("tests/fixtures/quickstart-results.json")).unwrap(),
+    )
+    .unwrap();
+    results["configurations"][3]["name"] = Value::from(name);
+    let path = folder.join(file);
+    std::fs::write(&path, serde_json::to_string(&results).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn every_report_format_drops_control_characters_from_a_results_file_that_holds_them() {
+    // Case 6, the other half: results written elsewhere (or edited) may still hold them.
+    let folder = tempfile::tempdir().unwrap();
+    let name = "large\u{1b}[2J\u{7}\u{0}";
+    let results = fixture_with_a_name(folder.path(), name, "results.json");
+    let out = folder.path().join("reports");
+    let output = plateau().arg("report").arg(&results).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(!String::from_utf8_lossy(&output.stdout).contains(['\u{1b}', '\u{7}', '\u{0}']), "{}", text(&output));
+    for file in ["report.html", "report.md", "charts/overview.svg"] {
+        let written = std::fs::read_to_string(out.join(file)).unwrap();
+        // Markdown escapes the bracket.
+        let shown = written.contains("large[2J") || written.contains("large\\[2J");
+        assert!(shown, "{file} shows the name without its control characters");
+        assert!(!written.contains(['\u{1b}', '\u{7}', '\u{0}']), "{file} holds a control character");
+    }
+    let base = fixture_with_a_name(folder.path(), "large", "base.json");
+    let output = plateau().args(["compare", "--format", "junit"]).arg(&base).arg(&results).output().unwrap();
+    let junit = String::from_utf8_lossy(&output.stdout);
+    assert!(junit.contains("<testsuite") && !junit.contains(['\u{1b}', '\u{7}', '\u{0}']), "{}", text(&output));
+}
+
+#[test]
+fn a_results_file_from_a_newer_plateau_is_refused_by_report_and_compare() {
+    // Case 10: `results_version: 99` was read as if it were this version's.
+    let folder = tempfile::tempdir().unwrap();
+    let path = fixture_with_a_name(folder.path(), "large", "results.json");
+    let mut results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    results["results_version"] = Value::from(99);
+    let newer = folder.path().join("newer.json");
+    std::fs::write(&newer, serde_json::to_string(&results).unwrap()).unwrap();
+    let output = plateau().arg("report").arg(&newer).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("results_version 99, and this plateau reads 1: it was written by a newer plateau"),
+        "{}",
+        text(&output)
+    );
+    let output = plateau().arg("compare").arg(&path).arg(&newer).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+}
+
+#[test]
+fn a_configuration_measured_in_neither_run_is_said_so() {
+    // Case 10: compare said "not measured in one of the runs" of a configuration neither run measured.
+    let folder = tempfile::tempdir().unwrap();
+    let failed = |file: &str| {
+        let path = fixture_with_a_name(folder.path(), "large", file);
+        let mut results: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        results["configurations"][3]["status"] = Value::from("failed");
+        results["configurations"][3]["metrics"] = Value::Null;
+        std::fs::write(&path, serde_json::to_string(&results).unwrap()).unwrap();
+        path
+    };
+    let (base, head) = (failed("base.json"), failed("head.json"));
+    let output = plateau().arg("compare").arg(&base).arg(&head).output().unwrap();
+    let markdown = String::from_utf8_lossy(&output.stdout);
+    assert!(markdown.contains("Not measured in either run."), "{}", text(&output));
+    assert!(!markdown.contains("one of the runs"), "{markdown}");
+}
+
+#[test]
+fn a_results_file_that_cannot_be_written_leaves_no_temporary_file() {
+    // Case 10: a full disk left `results.json.tmp` beside the results.
+    let folder = tempfile::tempdir().unwrap();
+    let source = fixture_with_a_name(folder.path(), "large", "source.json");
+    let out = folder.path().join("out");
+    std::fs::create_dir_all(out.join("results.json")).unwrap();
+    // `report` writes the reports, not results.json; `run` does. A folder where results.json should be makes the
+    // final rename fail the way a full disk makes the write fail.
+    let results: plateau::results::Results = plateau::results::Results::load(&source).unwrap();
+    let error = plateau::report::write_results(&results, &out).unwrap_err().to_string();
+    assert!(error.contains("results.json"), "{error}");
+    assert!(!out.join("results.json.tmp").exists(), "the temporary file was left behind");
+}
+
+/// A reference job whose payload is `plugin`, with `payload_extra` in `[payload]` (grants, limits).
+fn plugin_job(plugin: &Path, payload_extra: &str, steps: u32) -> String {
+    format!(
+        "version = 1\n[job]\nname = \"plugin\"\n[target]\nkind = \"reference\"\n[payload]\nplugin = \"{}\"\n{payload_extra}\n\
+         [traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = {steps}\n\
+         [[configurations]]\nname = \"only\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
+         reference = {{ workers = 2, service_time_ms = 5 }}\n",
+        plugin.display()
+    )
+}
+
+#[test]
+fn a_plugin_granted_a_folder_reads_it_in_preview_and_in_a_run_without_a_panic() {
+    // Case 2: `read_dir` panicked ("Cannot start a runtime from within a runtime"): exit 101 in `payload preview`,
+    // and in `run` every worker thread panicked and the run reported 0 requests, not partial.
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let data = folder.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("sample.txt"), "sample data").unwrap();
+    let probe = common::built_plugins().join("sandbox-probe.wasm");
+    let grant = format!("[payload.grant]\nread_dir = \"{}\"", data.display());
+    let path = folder.path().join("job.toml");
+    std::fs::write(&path, plugin_job(&probe, &grant, 2)).unwrap();
+
+    let output = plateau().args(["payload", "preview"]).arg(&path).args(["--count", "2"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("sample data"), "{}", text(&output));
+
+    let out = folder.path().join("out");
+    let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    let results = common::read_results(&out);
+    assert_eq!(results["partial"], false, "{}", text(&output));
+    let configuration = &results["configurations"][0];
+    assert_eq!(configuration["status"], "complete", "{}", text(&output));
+    let completed: u64 =
+        configuration["seconds"].as_array().unwrap().iter().map(|s| s["completed"].as_u64().unwrap()).sum();
+    assert!(completed > 500, "{completed} requests: {}", text(&output));
+    assert!(!text(&output).contains("panicked"), "{}", text(&output));
+}
+
+#[test]
+fn a_plugin_whose_init_never_returns_fails_the_run_at_inits_own_limit_before_any_load() {
+    // Case 3: a 12 s plan took 60 s, every step 0 requests and 0 errors, the results said complete, no plugin error
+    // was recorded, and the message named the call limit although init's is ten times it.
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let plugin = repository().join("payload-plugins/hostile/init-loop.wat");
+    let path = folder.path().join("job.toml");
+    std::fs::write(&path, plugin_job(&plugin, "[payload.limits]\ncall_timeout = \"200ms\"", 4)).unwrap();
+    let out = folder.path().join("out");
+    let started = std::time::Instant::now();
+    let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(elapsed.as_secs_f64() < 6.0, "the run took {elapsed:?}");
+    let results = common::read_results(&out);
+    let configuration = &results["configurations"][0];
+    assert_eq!(configuration["status"], "failed");
+    let failure = configuration["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("init-loop.wat")
+            && failure.contains("init ran past init's time limit of 2s (10 × payload.limits.call_timeout)"),
+        "{failure}"
+    );
+    assert_eq!(configuration["seconds"].as_array().map_or(0, Vec::len), 0, "no load was sent");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_ends_a_plugin_init_in_progress_within_two_seconds_with_partial_results() {
+    // Case 3: Ctrl-C waited 21 s for the plugin's own limit.
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let plugin = repository().join("payload-plugins/hostile/init-loop.wat");
+    let path = folder.path().join("job.toml");
+    std::fs::write(&path, plugin_job(&plugin, "[payload.limits]\ncall_timeout = \"30s\"", 4)).unwrap();
+    let out = folder.path().join("out");
+    let mut child = plateau().arg("run").arg(&path).arg("--out").arg(&out).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let interrupted = std::time::Instant::now();
+    // SAFETY: signalling a child this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = child.wait().unwrap();
+    let took = interrupted.elapsed();
+    assert!(took.as_secs_f64() < 2.0, "Ctrl-C took {took:?}");
+    assert_eq!(status.code(), Some(2));
+    let results = common::read_results(&out);
+    assert_eq!(results["partial"], true);
+    let failure = results["configurations"][0]["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("was stopped: the run was interrupted"), "{failure}");
+}
