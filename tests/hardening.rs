@@ -280,3 +280,44 @@ fn ctrl_c_ends_a_plugin_init_in_progress_within_two_seconds_with_partial_results
     let failure = results["configurations"][0]["failure"].as_str().unwrap_or_default();
     assert!(failure.contains("was stopped: the run was interrupted"), "{failure}");
 }
+
+#[test]
+fn include_reads_only_regular_toml_files_inside_the_job_files_folder_and_never_prints_what_they_hold() {
+    // Case 4: `include = ["/proc/self/environ"]` printed the environment, tokens included, in the error snippet; a
+    // credentials file printed its keys; `/dev/zero` grew to 2.9 GB.
+    let folder = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let secret = "sk-live-0123456789abcdef";
+    std::fs::write(outside.path().join("credentials"), format!("[default]\naws_secret_access_key = {secret}\n"))
+        .unwrap();
+    std::fs::write(folder.path().join("notes.txt"), format!("token: {secret}\nnot toml at all\n")).unwrap();
+    std::fs::write(folder.path().join("nested.toml"), "include = [\"other.toml\"]\n").unwrap();
+    std::fs::write(folder.path().join("big.toml"), "# padding\n".repeat(200_000)).unwrap();
+    std::fs::create_dir(folder.path().join("folder.toml")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("credentials"), folder.path().join("linked.toml")).unwrap();
+    let stairs = "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 2";
+    let credentials = outside.path().join("credentials");
+    let cases = [
+        ("/proc/self/environ", "is outside"),
+        ("/dev/zero", "is outside"),
+        (credentials.to_str().unwrap(), "is outside"),
+        ("linked.toml", "is outside"),
+        ("notes.txt", "is not TOML (from line 1)"),
+        ("nested.toml", "has an `include` of its own"),
+        ("big.toml", "is larger than 1024 KiB"),
+        ("folder.toml", "is not a regular file"),
+    ];
+    for (name, expected) in cases {
+        let text_of_job = format!("include = [\"{name}\"]\n{}", job(stairs, "inc"));
+        let path = folder.path().join("job.toml");
+        std::fs::write(&path, text_of_job).unwrap();
+        let started = std::time::Instant::now();
+        let output = plateau().arg("validate").arg(&path).env("PLATEAU_TEST_TOKEN", secret).output().unwrap();
+        let printed = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{name}: {printed}");
+        assert!(printed.contains(expected), "{name}: {printed}");
+        assert!(printed.contains("job.toml:1:"), "{name}: the error points at the include: {printed}");
+        assert!(!printed.contains(secret) && !printed.contains("PLATEAU_TEST_TOKEN"), "{name} leaked: {printed}");
+        assert!(started.elapsed().as_secs() < 5, "{name}: {:?}", started.elapsed());
+    }
+}

@@ -36,17 +36,21 @@ pub(super) fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Incl
     let mut combined = text.to_string();
     let mut included = Vec::new();
     let mut diagnostics = Vec::new();
+    let root = allowed_root(path);
     for name in names.iter().filter_map(toml::Value::as_str) {
-        let include_path = relative_to(path, Path::new(name));
-        let Ok(include_text) = std::fs::read_to_string(&include_path) else {
-            let message = format!("cannot read the included file `{}`", include_path.display());
-            diagnostics.push(problem(path, text, message, "paths are relative to the job file"));
-            continue;
+        // Each problem points at the name in the job's `include`, and never shows what the included file holds.
+        let at_name = text.find(&format!("\"{name}\"")).map(|start| start..start + name.len() + 2);
+        let (include_path, include_text) = match read_included(path, name, &root) {
+            Ok(read) => read,
+            Err((message, hint)) => {
+                diagnostics.push(Diagnostic { span: at_name, ..problem(path, text, message, hint) });
+                continue;
+            }
         };
         if toml::from_str::<toml::Table>(&include_text).is_ok_and(|table| table.contains_key("include")) {
-            let message = "an included file includes nothing itself".to_string();
+            let message = format!("`{name}` has an `include` of its own; an included file may not include others");
             let hint = "list every shared file in the job's own `include`";
-            diagnostics.push(problem(&include_path, &include_text, message, hint));
+            diagnostics.push(Diagnostic { span: at_name, ..problem(path, text, message, hint) });
             continue;
         }
         combined.push_str(&format!("\n# plateau: included from {name}\n"));
@@ -54,6 +58,53 @@ pub(super) fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Incl
         combined.push_str(&include_text);
     }
     if diagnostics.is_empty() { Ok((combined, included)) } else { Err(SpecError { diagnostics }) }
+}
+
+/// Included files are at most this large: shared tables are a few lines.
+const MAX_INCLUDE_BYTES: u64 = 1024 * 1024;
+
+/// The folder included files must be inside: the job file's repository (the nearest folder up with `.git`), or
+/// its own folder outside one. A job file from a pull request must not read the machine's other files.
+fn allowed_root(job_path: &Path) -> PathBuf {
+    let folder = job_path.parent().filter(|folder| !folder.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let folder = folder.canonicalize().unwrap_or_else(|_| folder.to_path_buf());
+    folder.ancestors().find(|dir| dir.join(".git").exists()).unwrap_or(&folder).to_path_buf()
+}
+
+/// An included file's path and text, or why it cannot be included (a message and a hint, neither quoting it).
+fn read_included(job_path: &Path, name: &str, root: &Path) -> Result<(PathBuf, String), (String, &'static str)> {
+    use std::io::Read as _;
+    let path = relative_to(job_path, Path::new(name));
+    let unreadable = |error: std::io::Error| {
+        (format!("cannot read the included file `{}`: {error}", path.display()), "paths are relative to the job file")
+    };
+    let canonical = path.canonicalize().map_err(unreadable)?;
+    if !canonical.starts_with(root) {
+        let message = format!("`{name}` is outside {}, the job file's repository or folder", root.display());
+        return Err((message, "keep shared files beside the job files that include them"));
+    }
+    let metadata = std::fs::metadata(&canonical).map_err(unreadable)?;
+    if !metadata.is_file() {
+        return Err((format!("`{name}` is not a regular file"), "include TOML files holding shared tables"));
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::open(&canonical)
+        .and_then(|file| file.take(MAX_INCLUDE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > MAX_INCLUDE_BYTES {
+        let message =
+            format!("`{name}` is larger than {} KiB, the most an included file may be", MAX_INCLUDE_BYTES / 1024);
+        return Err((message, "included files hold shared tables: a target, a traffic pattern"));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| (format!("`{name}` is not text (UTF-8)"), "include TOML files holding shared tables"))?;
+    if let Err(error) = toml::from_str::<toml::Table>(&text) {
+        let line = error.span().map_or(1, |span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        // The parser's own message may quote the file; only its line is said.
+        let message = format!("`{name}` is not TOML (from line {line})");
+        return Err((message, "include TOML files holding shared tables; check that line"));
+    }
+    Ok((path, text))
 }
 
 /// One text per file, each the length of the combined text with every other file blanked (newlines kept), so
