@@ -13,6 +13,7 @@ use serde_json::Value;
 const MODELS: [(u32, f64, f64); 4] = [(2, 10.0, 0.10), (4, 20.0, 0.12), (8, 5.0, 0.64), (16, 50.0, 0.20)];
 const CV: f64 = 0.5;
 
+mod common;
 fn capacity_rps(workers: u32, service_ms: f64) -> f64 {
     f64::from(workers) * 1000.0 / service_ms
 }
@@ -36,7 +37,7 @@ fn run(folder: &Path, name: &str, body: &str) -> Value {
     let output =
         Command::new(env!("CARGO_BIN_EXE_plateau")).arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+    common::read_results(&out)
 }
 
 fn assert_capacity(result: &Value, workers: u32, service_ms: f64, how: &str) {

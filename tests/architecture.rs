@@ -289,3 +289,39 @@ fn a_module_the_layers_do_not_name_is_found() {
         vec!["helpers.rs: module `helpers` is not in docs/architecture.md's layers"]
     );
 }
+
+/// The tests of `code` (a test binary's source) that take neither lock of the machine, when any test takes the
+/// exclusive one: a test that does not would run beside a measurement.
+fn tests_without_a_lock(code: &str) -> Vec<String> {
+    if !code.contains("load_lock()") {
+        return Vec::new();
+    }
+    let mut unlocked = Vec::new();
+    for (at, _) in code.match_indices("#[test]") {
+        let rest = &code[at..];
+        let Some(signature) = rest.find("fn ") else { continue };
+        let name: String = rest[signature + 3..].chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+        let body = &rest[signature..rest.find("\n}\n").unwrap_or(rest.len())];
+        if !body.contains("load_lock()") && !body.contains("shared_lock()") {
+            unlocked.push(name);
+        }
+    }
+    unlocked
+}
+
+#[test]
+fn every_test_beside_a_load_test_takes_the_machine_lock() {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests");
+    let mut unlocked = Vec::new();
+    for entry in std::fs::read_dir(&tests).unwrap() {
+        let path = entry.unwrap().path();
+        // This file names the locks in its own planted example.
+        if path.extension().is_some_and(|extension| extension == "rs") && !path.ends_with("architecture.rs") {
+            let code = std::fs::read_to_string(&path).unwrap();
+            unlocked.extend(tests_without_a_lock(&code).into_iter().map(|name| format!("{}: {name}", path.display())));
+        }
+    }
+    assert!(unlocked.is_empty(), "tests that take neither load_lock() nor shared_lock():\n{}", unlocked.join("\n"));
+    let planted = "#[test]\nfn heavy() {\n    let _m = load_lock();\n}\n\n#[test]\nfn light() {\n    run();\n}\n";
+    assert_eq!(tests_without_a_lock(planted), ["light"]);
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
-use common::{load_lock, plateau, read_results, repository, text};
+use common::{load_lock, plateau, read_results, repository, shared_lock, text};
 
 fn write_job(folder: &Path, text: &str) -> PathBuf {
     let path = folder.join("job.toml");
@@ -464,6 +464,7 @@ price_per_hour_usd = 1
 
 #[test]
 fn every_scenario_validates() {
+    let _machine = shared_lock();
     let scenarios: Vec<PathBuf> = std::fs::read_dir(repository().join("scenarios"))
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -478,6 +479,7 @@ fn every_scenario_validates() {
 
 #[test]
 fn the_readme_job_file_example_validates() {
+    let _machine = shared_lock();
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
     let section = &readme[readme.find("## Job files").expect("the README has a job-file section")..];
     let example = section.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).unwrap();
@@ -489,6 +491,7 @@ fn the_readme_job_file_example_validates() {
 
 #[test]
 fn an_unknown_key_is_named_with_file_line_and_a_suggestion() {
+    let _machine = shared_lock();
     let folder = tempfile::tempdir().unwrap();
     let job = write_job(folder.path(), &TWO_CAPACITIES.replace("users_per_step = 3", "user_per_step = 3"));
     let output = plateau().arg("validate").arg(&job).output().unwrap();
@@ -757,6 +760,7 @@ fn think_time_paces_each_virtual_user() {
 
 #[test]
 fn an_inference_recommender_request_imports_into_a_valid_job_file() {
+    let _machine = shared_lock();
     let folder = tempfile::tempdir().unwrap();
     let job = folder.path().join("imported.toml");
     let output = plateau()
@@ -785,6 +789,7 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
 
 #[test]
 fn sample_payloads_from_a_folder_or_a_tarball_are_sent_in_turn() {
+    let _machine = shared_lock();
     let folder = tempfile::tempdir().unwrap();
     let samples = folder.path().join("samples");
     std::fs::create_dir_all(samples.join("nested")).unwrap();
@@ -830,6 +835,7 @@ fn sample_payloads_from_a_folder_or_a_tarball_are_sent_in_turn() {
 
 #[test]
 fn job_files_share_tables_through_include_and_errors_name_the_included_file() {
+    let _machine = shared_lock();
     let folder = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(folder.path().join("shared")).unwrap();
     let shared = folder.path().join("shared/ramp.toml");

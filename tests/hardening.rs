@@ -5,7 +5,7 @@ use std::path::Path;
 use serde_json::Value;
 
 mod common;
-use common::{plateau, repository, text};
+use common::{plateau, repository, shared_lock, text};
 
 /// A job file's `[traffic]` and first configuration, the rest a small valid job.
 fn job(traffic: &str, name: &str) -> String {
@@ -26,6 +26,7 @@ fn validate(folder: &Path, text_of_job: &str) -> (Option<i32>, String) {
 
 #[test]
 fn ramps_of_a_billion_steps_users_or_years_are_refused_at_validation_with_the_limit() {
+    let _machine = shared_lock();
     // Case 1: these validated, and `run` aborted allocating 40 GB.
     let folder = tempfile::tempdir().unwrap();
     let cases = [
@@ -82,6 +83,7 @@ fn ramps_of_a_billion_steps_users_or_years_are_refused_at_validation_with_the_li
 
 #[test]
 fn control_characters_in_names_are_refused_and_never_reach_the_terminal() {
+    let _machine = shared_lock();
     // Case 6: an escape sequence in a name cleared the terminal and made the SVG and JUnit XML invalid.
     let folder = tempfile::tempdir().unwrap();
     let hostile = "\\u001b[31mRED\\u001b[2J";
@@ -113,6 +115,7 @@ fn fixture_with_a_name(folder: &Path, name: &str, file: &str) -> std::path::Path
 
 #[test]
 fn every_report_format_drops_control_characters_from_a_results_file_that_holds_them() {
+    let _machine = shared_lock();
     // Case 6, the other half: results written elsewhere (or edited) may still hold them.
     let folder = tempfile::tempdir().unwrap();
     let name = "large\u{1b}[2J\u{7}\u{0}";
@@ -136,6 +139,7 @@ fn every_report_format_drops_control_characters_from_a_results_file_that_holds_t
 
 #[test]
 fn a_results_file_from_a_newer_plateau_is_refused_by_report_and_compare() {
+    let _machine = shared_lock();
     // Case 10: `results_version: 99` was read as if it were this version's.
     let folder = tempfile::tempdir().unwrap();
     let path = fixture_with_a_name(folder.path(), "large", "results.json");
@@ -156,6 +160,7 @@ fn a_results_file_from_a_newer_plateau_is_refused_by_report_and_compare() {
 
 #[test]
 fn a_configuration_measured_in_neither_run_is_said_so() {
+    let _machine = shared_lock();
     // Case 10: compare said "not measured in one of the runs" of a configuration neither run measured.
     let folder = tempfile::tempdir().unwrap();
     let failed = |file: &str| {
@@ -175,6 +180,7 @@ fn a_configuration_measured_in_neither_run_is_said_so() {
 
 #[test]
 fn a_results_file_that_cannot_be_written_leaves_no_temporary_file() {
+    let _machine = shared_lock();
     // Case 10: a full disk left `results.json.tmp` beside the results.
     let folder = tempfile::tempdir().unwrap();
     let source = fixture_with_a_name(folder.path(), "large", "source.json");
@@ -227,6 +233,10 @@ fn a_plugin_granted_a_folder_reads_it_in_preview_and_in_a_run_without_a_panic() 
         configuration["seconds"].as_array().unwrap().iter().map(|s| s["completed"].as_u64().unwrap()).sum();
     assert!(completed > 500, "{completed} requests: {}", text(&output));
     assert!(!text(&output).contains("panicked"), "{}", text(&output));
+    // What a failing measuring test prints: the step table with the load generator's own figures.
+    let diagnosis = common::diagnosis(&out);
+    assert!(diagnosis.contains("only: \"complete\"") && diagnosis.contains("lag p99 ms"), "{diagnosis}");
+    assert_eq!(diagnosis.lines().filter(|line| line.trim_start().starts_with(['1', '2'])).count(), 2, "{diagnosis}");
 }
 
 #[test]
@@ -266,7 +276,9 @@ fn ctrl_c_ends_a_plugin_init_in_progress_within_two_seconds_with_partial_results
     let path = folder.path().join("job.toml");
     std::fs::write(&path, plugin_job(&plugin, "[payload.limits]\ncall_timeout = \"30s\"", 4)).unwrap();
     let out = folder.path().join("out");
-    let mut child = plateau().arg("run").arg(&path).arg("--out").arg(&out).spawn().unwrap();
+    let quiet = || std::process::Stdio::null();
+    let mut child =
+        plateau().arg("run").arg(&path).arg("--out").arg(&out).stdout(quiet()).stderr(quiet()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1500));
     let interrupted = std::time::Instant::now();
     // SAFETY: signalling a child this test started and still owns.
@@ -283,6 +295,7 @@ fn ctrl_c_ends_a_plugin_init_in_progress_within_two_seconds_with_partial_results
 
 #[test]
 fn include_reads_only_regular_toml_files_inside_the_job_files_folder_and_never_prints_what_they_hold() {
+    let _machine = shared_lock();
     // Case 4: `include = ["/proc/self/environ"]` printed the environment, tokens included, in the error snippet; a
     // credentials file printed its keys; `/dev/zero` grew to 2.9 GB.
     let folder = tempfile::tempdir().unwrap();

@@ -11,7 +11,7 @@ use plateau::spec::{PluginGrant, PluginLimits, PluginSpec};
 use serde_json::Value;
 
 mod common;
-use common::{built_plugins, repository};
+use common::{built_plugins, load_lock, repository, shared_lock};
 
 fn spec(path: PathBuf, config: Value) -> PluginSpec {
     PluginSpec {
@@ -46,6 +46,7 @@ fn json(request: &Prepared) -> Value {
 
 #[test]
 fn tabular_rows_and_columns_follow_the_config() {
+    let _machine = shared_lock();
     let config = serde_json::json!({
         "features": 5, "rows": 3, "decimals": 2,
         "default": { "kind": "normal", "mean": 100.0, "stddev": 1.0 },
@@ -72,6 +73,7 @@ fn tabular_rows_and_columns_follow_the_config() {
 
 #[test]
 fn kserve_v2_requests_have_the_configured_tensors_and_path() {
+    let _machine = shared_lock();
     let config = serde_json::json!({
         "model": "resnet", "version": "2", "outputs": ["probabilities"],
         "inputs": [
@@ -101,6 +103,7 @@ fn kserve_v2_requests_have_the_configured_tensors_and_path() {
 
 #[test]
 fn llm_prompts_follow_the_token_length_distribution() {
+    let _machine = shared_lock();
     let config = serde_json::json!({
         "model": "tiny-llm", "max_tokens": 64, "stream": true, "system": "Be brief.",
         "prompt_tokens": { "kind": "lognormal", "median": 200.0, "sigma": 0.4 },
@@ -130,6 +133,7 @@ fn llm_prompts_follow_the_token_length_distribution() {
 
 #[test]
 fn images_are_real_pngs_or_raw_pixels_of_the_configured_size() {
+    let _machine = shared_lock();
     let png =
         generate(&spec(example("image-classification"), serde_json::json!({ "width": 64, "height": 48 })), 2).unwrap();
     for request in &png {
@@ -157,6 +161,7 @@ fn images_are_real_pngs_or_raw_pixels_of_the_configured_size() {
 
 #[test]
 fn the_same_job_generates_the_same_requests_and_each_request_differs() {
+    let _machine = shared_lock();
     let spec = spec(example("tabular"), serde_json::json!({ "features": 4 }));
     let first = generate(&spec, 20).unwrap();
     let second = generate(&spec, 20).unwrap();
@@ -167,6 +172,7 @@ fn the_same_job_generates_the_same_requests_and_each_request_differs() {
 
 #[test]
 fn minimal_examples_in_rust_and_c_agree_and_c_is_wrapped_from_a_core_module() {
+    let _machine = shared_lock();
     let rust = generate(&spec(example("minimal-rust"), serde_json::json!({})), 5).unwrap();
     let c = generate(&spec(example("minimal-c"), serde_json::json!({})), 5).unwrap();
     for (sequence, (rust, c)) in rust.iter().zip(&c).enumerate() {
@@ -179,6 +185,7 @@ fn minimal_examples_in_rust_and_c_agree_and_c_is_wrapped_from_a_core_module() {
 
 #[test]
 fn nothing_is_granted_by_default_and_each_grant_works() {
+    let _machine = shared_lock();
     let probe = |grant: PluginGrant, seed: u64| -> Value {
         let plugin = LoadedPlugin::load(&PluginSpec { grant, ..spec(example("sandbox-probe"), Value::Null) }).unwrap();
         let requests = payload::preview(&plugin, "c", seed, 1).unwrap();
@@ -224,6 +231,7 @@ fn hostile_error(name: &str, limits: impl FnOnce(&mut PluginLimits)) -> (String,
 
 #[test]
 fn hostile_plugins_are_stopped_with_the_right_error() {
+    let _machine = shared_lock();
     let (error, elapsed) = hostile_error("infinite-loop", |_| {});
     assert!(error.contains("generate for sequence 0 ran past its time limit of 50ms"), "{error}");
     assert!(elapsed < Duration::from_secs(2), "stopped after {elapsed:?}");
@@ -252,6 +260,7 @@ fn hostile_plugins_are_stopped_with_the_right_error() {
 
 #[test]
 fn a_plugin_that_fails_mid_run_keeps_what_was_measured() {
+    let _machine = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let job = folder.path().join("job.toml");
     std::fs::write(
@@ -304,6 +313,7 @@ reference = {{ workers = 1, service_time_ms = 10 }}
 
 #[test]
 fn compiled_plugins_are_cached_by_hash() {
+    let _machine = shared_lock();
     let cache = tempfile::tempdir().unwrap();
     built_plugins();
     let output = Command::new(env!("CARGO_BIN_EXE_plateau"))

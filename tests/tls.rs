@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -13,9 +13,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::Value;
 
 mod common;
-use common::text;
-
-static LOAD: Mutex<()> = Mutex::new(());
+use common::{load_lock, read_results, text};
 
 /// A CA, and a server and a client certificate it signed, written as PEM files into `folder`.
 struct Certificates {
@@ -112,7 +110,6 @@ fn serve(certificates: Option<&Certificates>, require_client_certificate: bool) 
 }
 
 fn run_job(folder: &Path, target: &str) -> (Output, Option<Value>) {
-    let _load = LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let job = folder.join("job.toml");
     std::fs::write(
         &job,
@@ -146,8 +143,7 @@ price_per_hour_usd = 1.0
         .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
         .output()
         .unwrap();
-    let results =
-        std::fs::read_to_string(out.join("results.json")).ok().map(|text| serde_json::from_str(&text).unwrap());
+    let results = out.join("results.json").exists().then(|| read_results(&out));
     (output, results)
 }
 
@@ -165,6 +161,7 @@ fn assert_all_succeeded(output: &Output, results: &Option<Value>) {
 
 #[test]
 fn https_with_a_private_ca_negotiates_http2_or_keeps_http1_when_asked() {
+    let _machine = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let certificates = make_certificates(folder.path());
     let port = serve(Some(&certificates), false);
@@ -187,6 +184,7 @@ fn https_with_a_private_ca_negotiates_http2_or_keeps_http1_when_asked() {
 
 #[test]
 fn an_unknown_certificate_authority_is_one_clear_error() {
+    let _machine = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let certificates = make_certificates(folder.path());
     let port = serve(Some(&certificates), false);
@@ -199,6 +197,7 @@ fn an_unknown_certificate_authority_is_one_clear_error() {
 
 #[test]
 fn mutual_tls_sends_the_client_certificate() {
+    let _machine = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let certificates = make_certificates(folder.path());
     let port = serve(Some(&certificates), true);
@@ -218,6 +217,7 @@ fn mutual_tls_sends_the_client_certificate() {
 
 #[test]
 fn plain_http2_by_prior_knowledge() {
+    let _machine = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let port = serve(None, false);
     let (output, results) = run_job(

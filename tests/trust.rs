@@ -8,7 +8,7 @@ use plateau::results::Results;
 use serde_json::Value;
 
 mod common;
-use common::{load_lock, plateau, read_results, text};
+use common::{load_lock, plateau, read_results, shared_lock, text};
 
 /// Runs `job` (TOML text) with `plateau run` and returns its results and exit code.
 fn run_job(folder: &Path, name: &str, job: &str) -> (Value, Option<i32>) {
@@ -170,6 +170,7 @@ fn compare_finds_no_change_between_unchanged_noisy_runs_in_19_of_20_and_a_10_per
 
 #[test]
 fn two_runs_of_one_configuration_whose_plateaus_sit_at_different_loads_are_compared_at_the_same_load() {
+    let _machine = shared_lock();
     // Issue 15, case 3: one run levelled off at 6 users and the other at 8, and p99 was compared across them.
     let base = quickstart_results();
     let mut head = base.clone();
@@ -193,6 +194,7 @@ fn two_runs_of_one_configuration_whose_plateaus_sit_at_different_loads_are_compa
 
 #[test]
 fn a_configuration_whose_load_generator_saturated_is_a_bound_not_judged_costlier() {
+    let _machine = shared_lock();
     // Issue 15, case 1: `large` stopped at step 1 with 10,920/min, its only step flagged "load generator saturated",
     // and was judged "costs 482% more per inference" as if that were its capacity.
     let mut results = quickstart_results();
@@ -224,6 +226,7 @@ fn a_configuration_whose_load_generator_saturated_is_a_bound_not_judged_costlier
 
 #[test]
 fn a_configuration_failing_a_fifth_of_its_requests_is_not_recommended() {
+    let _machine = shared_lock();
     let mut results = quickstart_results();
     assert_eq!(recommend(&results.configurations, &results.job.requirements).configuration.as_deref(), Some("medium"));
     let medium = results.configurations.iter_mut().find(|result| result.name == "medium").unwrap();
@@ -249,6 +252,7 @@ fn a_configuration_failing_a_fifth_of_its_requests_is_not_recommended() {
 
 #[test]
 fn a_target_that_fails_every_request_is_a_failed_run_named_by_its_error_not_the_load_generator() {
+    let _machine = shared_lock();
     // Issue 15, case 5: a server that accepts connections and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
@@ -299,6 +303,7 @@ fn a_target_that_fails_every_request_is_a_failed_run_named_by_its_error_not_the_
 
 #[test]
 fn a_server_that_fails_every_request_is_named_with_an_example_of_its_answer_and_no_secret() {
+    let _machine = shared_lock();
     // Issue 15, case 5: for http targets no error message was kept anywhere; only SageMaker had error details.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();

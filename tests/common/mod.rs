@@ -1,17 +1,24 @@
 //! Helpers shared by the integration tests. Each test binary uses some of them.
 #![allow(dead_code)]
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Once, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use serde_json::Value;
 
-/// Held by every load-generating test, so only one runs at a time on a 2-core machine.
-static LOAD: Mutex<()> = Mutex::new(());
+/// The machine. A load-generating test holds it alone (`load_lock`); every other test of a binary that has one
+/// shares it (`shared_lock`), so nothing runs beside a measurement on this 2-core machine. Test binaries run one
+/// after another, so no test of another binary does either. `tests/architecture.rs` checks every test takes one.
+static MACHINE: RwLock<()> = RwLock::new(());
 
-pub fn load_lock() -> MutexGuard<'static, ()> {
-    LOAD.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub fn load_lock() -> RwLockWriteGuard<'static, ()> {
+    MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub fn shared_lock() -> RwLockReadGuard<'static, ()> {
+    MACHINE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The binary under test, never reaching for the instance-metadata address.
@@ -21,8 +28,77 @@ pub fn plateau() -> Command {
     command
 }
 
+thread_local! {
+    /// The output folders this test read results from: diagnosed if it fails.
+    static READ: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A run's results. If the test then fails, the panic also prints the run's own diagnosis (`diagnosis`).
 pub fn read_results(out: &Path) -> Value {
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            default(info);
+            READ.with_borrow(|read| read.iter().for_each(|out| eprintln!("{}", diagnosis(out))));
+        }));
+    });
+    READ.with_borrow_mut(|read| read.push(out.to_path_buf()));
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
+}
+
+/// What a failed measuring test needs to be told from a starved machine: every step's load, throughput and
+/// interval, whether it converged, why it is invalid, the load generator's lag and CPU, errors; and the machine's
+/// load average now.
+pub fn diagnosis(out: &Path) -> String {
+    let Some(results) = std::fs::read_to_string(out.join("results.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+    else {
+        return format!("diagnosis: no results in {}", out.display());
+    };
+    let load_average = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let mut lines = vec![format!(
+        "diagnosis of {} (partial: {}; machine load average now: {})",
+        out.display(),
+        results["partial"],
+        load_average.trim()
+    )];
+    let runs =
+        results["trial_runs"].as_array().filter(|runs| !runs.is_empty()).or(results["configurations"].as_array());
+    for run in runs.into_iter().flatten() {
+        lines.push(format!(
+            "  {}{}: {}, ended {}, MaxInvocations {}",
+            run["name"].as_str().unwrap_or("?"),
+            run["trial"].as_u64().map(|trial| format!(" (trial {trial})")).unwrap_or_default(),
+            run["status"],
+            run["end"]["kind"],
+            run["metrics"]["max_invocations"]
+        ));
+        lines.push(
+            "    step     load  throughput/s  ±95%      converged  invalid              lag p99 ms  gen CPU %  errors"
+                .into(),
+        );
+        for step in run["steps"].as_array().into_iter().flatten() {
+            let interval = &step["throughput_interval_rps"];
+            let half = (interval["high"].as_f64().unwrap_or(0.0) - interval["low"].as_f64().unwrap_or(0.0)) / 2.0;
+            let errors: u64 =
+                step["errors"].as_object().map_or(0, |errors| errors.values().filter_map(Value::as_u64).sum());
+            lines.push(format!(
+                "    {:>4} {:>8} {:>13.1} {:>6.1}   {:<9}  {:<20} {:>10.2} {:>10} {:>7}",
+                step["index"].as_u64().unwrap_or(0) + 1,
+                step["load"].as_f64().unwrap_or(0.0),
+                step["throughput_rps"].as_f64().unwrap_or(0.0),
+                half,
+                step["converged"].as_bool().unwrap_or(false),
+                step["invalid"]["kind"].as_str().unwrap_or("-"),
+                step["generator_lag_p99_ms"].as_f64().unwrap_or(0.0),
+                step["generator_cpu_percent"].as_f64().map_or("-".into(), |cpu| format!("{cpu:.0}")),
+                errors
+            ));
+        }
+    }
+    lines.join("\n")
 }
 
 pub fn repository() -> PathBuf {
