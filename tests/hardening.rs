@@ -334,3 +334,62 @@ fn include_reads_only_regular_toml_files_inside_the_job_files_folder_and_never_p
         assert!(started.elapsed().as_secs() < 5, "{name}: {:?}", started.elapsed());
     }
 }
+
+/// A server on 127.0.0.1 that reads requests and answers each with `reply` (or never, for `None`); its port.
+fn misbehaving_server(reply: Option<&'static [u8]>) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 65536];
+                while let Ok(read) = stream.read(&mut buffer) {
+                    if read == 0 {
+                        return;
+                    }
+                    if let Some(reply) = reply
+                        && stream.write_all(reply).is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn silent_garbage_and_oversize_servers_are_failed_runs_named_by_what_they_did() {
+    // Case 5: a silent server and garbage or oversize answers ended with "the load generator fell behind its
+    // schedule" (exit 3), and HTTP targets kept no message.
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let cases: [(Option<&'static [u8]>, &str, &str); 3] = [
+        (None, "`timeout`", "no response from 127.0.0.1"),
+        (Some(b"garbage that is not http\r\n\r\n"), "`other`", "that is not HTTP/1.1"),
+        (Some(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\nabc"), "`other`", "passed max_response_bytes"),
+    ];
+    for (reply, class, example) in cases {
+        let port = misbehaving_server(reply);
+        let path = folder.path().join(format!("{port}.toml"));
+        let job = format!(
+            "version = 1\n[job]\nname = \"bad\"\n[target]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/invocations\"\n\
+             timeout = \"1s\"\n[payload]\nbody = \"{{}}\"\n[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"3s\"\n\
+             steps = 2\n[[configurations]]\nname = \"only\"\ninstance_type = \"local\"\nprice_per_hour_usd = 0.1\n"
+        );
+        std::fs::write(&path, job).unwrap();
+        let out = folder.path().join(port.to_string());
+        let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+        let printed = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{printed}");
+        assert!(!printed.contains("fell behind"), "{printed}");
+        let configuration = &common::read_results(&out)["configurations"][0];
+        assert_eq!(configuration["status"], "failed");
+        let failure = configuration["failure"].as_str().unwrap();
+        assert!(failure.contains(class) && failure.contains(example), "{failure}");
+        assert!(configuration["error_details"][0]["example"].as_str().unwrap().contains(example), "{configuration}");
+    }
+}
