@@ -393,3 +393,38 @@ fn silent_garbage_and_oversize_servers_are_failed_runs_named_by_what_they_did() 
         assert!(configuration["error_details"][0]["example"].as_str().unwrap().contains(example), "{configuration}");
     }
 }
+
+#[test]
+fn preview_run_and_validate_check_plugins_alike() {
+    // Case 9: `payload preview` showed CRLF header values as valid while `run` refused them without the plugin's
+    // name, hash and sequence; `validate` said ok for a file that is not WASM or imports what is not granted.
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let probe = common::built_plugins().join("sandbox-probe.wasm");
+    let config = "[payload.config]\nheader = [\"x-a\", \"a\\r\\nInjected: 1\"]";
+    let path = folder.path().join("job.toml");
+    std::fs::write(&path, plugin_job(&probe, config, 2)).unwrap();
+    let refused = "payload plugin `sandbox-probe.wasm` (sha256 ";
+    let what = "generate for sequence 0 returned an invalid header value: \"a\\r\\nInjected: 1\"";
+
+    let output = plateau().args(["payload", "preview"]).arg(&path).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(text(&output).contains(refused) && text(&output).contains(what), "{}", text(&output));
+
+    let out = folder.path().join("out");
+    let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    let failure = common::read_results(&out)["configurations"][0]["failure"].as_str().unwrap().to_string();
+    assert!(failure.contains(refused) && failure.contains(what), "{failure}");
+
+    std::fs::write(folder.path().join("not-wasm.wasm"), "this is not WebAssembly").unwrap();
+    let forbidden = repository().join("payload-plugins/hostile/forbidden-import.wat");
+    for (plugin, expected) in
+        [(folder.path().join("not-wasm.wasm"), "not WebAssembly"), (forbidden, "imports `env::open_socket`")]
+    {
+        std::fs::write(&path, plugin_job(&plugin, "", 2)).unwrap();
+        let (code, printed) = validate(folder.path(), &plugin_job(&plugin, "", 2));
+        assert_eq!(code, Some(1), "{printed}");
+        assert!(printed.contains("`payload.plugin`") && printed.contains(expected), "{printed}");
+    }
+}

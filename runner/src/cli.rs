@@ -272,11 +272,29 @@ pub fn main() -> Exit {
     }
 }
 
+/// The job's payload plugin loaded as `run` loads it (compiled, its imports linked against what the job grants),
+/// so `validate` refuses what `run` would: a file that is not WebAssembly, or one that imports what is not granted.
+fn check_plugin(job: &spec::Job) -> Result<(), spec::diagnostic::SpecError> {
+    let Some(plugin) = &job.payload.plugin else { return Ok(()) };
+    let Err(error) = LoadedPlugin::load(plugin) else { return Ok(()) };
+    let span = job.source.text.find("\nplugin").map(|newline| newline + 1..newline + 1 + "plugin".len());
+    Err(spec::diagnostic::SpecError {
+        diagnostics: vec![spec::diagnostic::Diagnostic {
+            file: job.source.path.clone(),
+            source: job.source.text.clone(),
+            span,
+            key_path: "payload.plugin".to_string(),
+            message: format!("{error:#}"),
+            hint: Some("`plateau payload preview` runs the plugin and shows what it generates".to_string()),
+        }],
+    })
+}
+
 fn validate(files: &[PathBuf], format: ValidateFormat) -> Exit {
     let mut exit = Exit::Success;
     let mut reports = Vec::new();
     for file in files {
-        let outcome = spec::load(file);
+        let outcome = spec::load(file).and_then(|job| check_plugin(&job).map(|()| job));
         if outcome.is_err() {
             exit = Exit::InvalidInput;
         }

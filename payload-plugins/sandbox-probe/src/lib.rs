@@ -1,7 +1,11 @@
 //! For tests only: each request's body reports what the sandbox let the plugin see, so the tests can check that
-//! nothing is granted by default and that each grant works.
+//! nothing is granted by default and that each grant works. A config of `{"header": [name, value]}` adds that
+//! header to every request, exactly as given, so tests can check what the host refuses.
 
 use std::hash::{BuildHasher as _, RandomState};
+use std::sync::OnceLock;
+
+static HEADER: OnceLock<Option<(String, String)>> = OnceLock::new();
 use std::time::{SystemTime, UNIX_EPOCH};
 
 wit_bindgen::generate!({ path: "../wit", world: "generator" });
@@ -9,7 +13,12 @@ wit_bindgen::generate!({ path: "../wit", world: "generator" });
 struct Probe;
 
 impl Guest for Probe {
-    fn init(_config: String) -> Result<(), String> {
+    fn init(config: String) -> Result<(), String> {
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+        let header = config["header"].as_array().and_then(|pair| {
+            Some((pair.first()?.as_str()?.to_string(), pair.get(1)?.as_str()?.to_string()))
+        });
+        let _ = HEADER.set(header);
         Ok(())
     }
 
@@ -25,7 +34,7 @@ impl Guest for Probe {
         Ok(Request {
             body: report.to_string().into_bytes(),
             content_type: None,
-            headers: Vec::new(),
+            headers: HEADER.get().cloned().flatten().into_iter().collect(),
             path_suffix: None,
         })
     }

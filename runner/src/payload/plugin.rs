@@ -136,6 +136,12 @@ pub enum PluginError {
          of {max} (payload.limits.max_body_bytes)"
     )]
     BodyTooLarge { plugin: String, sequence: u64, bytes: usize, max: u64 },
+    #[error(
+        "payload plugin `{plugin}` (sha256 {sha256_prefix}): generate for sequence {sequence} returned an invalid \
+         {what}: \"{text}\" (header names and values may not hold line breaks or control characters; a path suffix \
+         starts with `/`)"
+    )]
+    InvalidRequest { plugin: String, sha256_prefix: String, sequence: u64, what: &'static str, text: String },
     #[error("payload plugin `{plugin}` (sha256 {sha256_prefix}): {call}{} {failure}", for_sequence(*sequence))]
     CallFailed {
         plugin: String,
@@ -432,6 +438,32 @@ impl PluginInstance {
         let max = plugin.spec.limits.max_body_bytes;
         if body.len() as u64 > max {
             return Err(PluginError::BodyTooLarge { plugin: plugin.name.clone(), sequence, bytes: body.len(), max });
+        }
+        // Checked here, so `payload preview` and `run` refuse the same requests with the same message.
+        let invalid = |what: &'static str, text: &str| PluginError::InvalidRequest {
+            plugin: plugin.name.clone(),
+            sha256_prefix: plugin.sha256[..12].to_string(),
+            sequence,
+            what,
+            text: text.escape_debug().to_string(),
+        };
+        if let Some(content_type) = &content_type
+            && hyper::header::HeaderValue::from_str(content_type).is_err()
+        {
+            return Err(invalid("content type", content_type));
+        }
+        for (name, value) in &headers {
+            if hyper::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(invalid("header name", name));
+            }
+            if hyper::header::HeaderValue::from_str(value).is_err() {
+                return Err(invalid("header value", value));
+            }
+        }
+        if let Some(suffix) = &path_suffix
+            && (!suffix.starts_with('/') || suffix.parse::<hyper::Uri>().is_err())
+        {
+            return Err(invalid("path suffix", suffix));
         }
         let overrides = (content_type.is_some() || !headers.is_empty() || path_suffix.is_some())
             .then(|| Box::new(Overrides { content_type, headers, path_suffix }));
