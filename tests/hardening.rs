@@ -428,3 +428,69 @@ fn preview_run_and_validate_check_plugins_alike() {
         assert!(printed.contains("`payload.plugin`") && printed.contains(expected), "{printed}");
     }
 }
+
+#[test]
+fn validate_reports_every_misspelt_key_and_wrong_type_of_a_file_in_file_order() {
+    // Case 7: three misspelt keys gave one error; four errors gave one, not the earliest.
+    let _machine = shared_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let text_of_job = "version = 1\n[job]\nname = \"x\"\nsede = 1\n[target]\nkind = \"reference\"\ntimout = \"1s\"\n\
+                       [payload]\nbody = \"{}\"\n[traffic.stairs]\nusers_per_step = \"two\"\nstep_duraton = \"2s\"\nsteps = 2\n\
+                       [[configurations]]\nname = \"a\"\ninstance_type = \"i\"\nprice_per_hour_usd = 1\n\
+                       reference = { workers = 1, service_time_ms = 1, worker = 2 }\n";
+    let (code, printed) = validate(folder.path(), text_of_job);
+    assert_eq!(code, Some(1), "{printed}");
+    let expected = [
+        "`job.sede`: unknown key",
+        "`target.timout`: unknown key",
+        "`traffic.stairs.users_per_step`: invalid type",
+        "`traffic.stairs.step_duraton`: unknown key",
+        "`configurations[0].reference.worker`: unknown key",
+    ];
+    let positions: Vec<usize> = expected
+        .iter()
+        .map(|error| printed.find(error).unwrap_or_else(|| panic!("{error} missing: {printed}")))
+        .collect();
+    assert!(positions.windows(2).all(|pair| pair[0] < pair[1]), "not in file order: {printed}");
+    for hint in ["did you mean `seed`?", "did you mean `timeout`?", "did you mean `step_duration`?"] {
+        assert!(printed.contains(hint), "{hint}: {printed}");
+    }
+}
+
+#[test]
+fn messages_name_the_missing_table_the_header_shape_a_finite_price_and_never_rust_types() {
+    // Case 8: a missing table was reported at `version` 1:1; `{ envv = ... }` gave "data did not match any variant
+    // of untagged enum HeaderValue"; NaN prices "must be 0 or more"; "expected u32" with no hint; a 10,000-digit
+    // duration echoed twice.
+    let _machine = shared_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let (_, printed) =
+        validate(folder.path(), "version = 1\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{}\"\n");
+    for table in ["no [job] table", "no [traffic] table", "no [[configurations]] table"] {
+        assert!(printed.contains(table), "{table}: {printed}");
+    }
+    assert!(!printed.contains("`version`"), "{printed}");
+
+    let stairs = "[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 2";
+    let header = job(stairs, "h").replace(
+        "kind = \"reference\"",
+        "kind = \"http\"\nurl = \"http://127.0.0.1:1/\"\nheaders = { a = { envv = \"X\" } }",
+    );
+    let header = header.replace("reference = { workers = 1, service_time_ms = 10 }\n", "");
+    let (_, printed) = validate(folder.path(), &header);
+    assert!(printed.contains("a header value is a string, or { env = \"NAME\" }"), "{printed}");
+    assert!(!printed.contains("untagged"), "{printed}");
+
+    let (_, printed) =
+        validate(folder.path(), &job(stairs, "p").replace("price_per_hour_usd = 0.1", "price_per_hour_usd = nan"));
+    assert!(printed.contains("not nan or inf"), "{printed}");
+
+    let (_, printed) = validate(folder.path(), &job(&stairs.replace("steps = 2", "steps = \"two\""), "t"));
+    assert!(printed.contains("expected a whole number") && printed.contains("help: write a whole number"), "{printed}");
+    assert!(!printed.contains("u32"), "{printed}");
+
+    let long = job(&stairs.replace("\"2s\"", &format!("\"{}s\"", "9".repeat(10_000))), "l");
+    let (code, printed) = validate(folder.path(), &long);
+    assert_eq!(code, Some(1));
+    assert!(printed.len() < 1_000, "{} characters printed", printed.len());
+}

@@ -320,7 +320,8 @@ pub(super) fn validate_configurations(
                     (*price.get_ref(), "job file".to_string())
                 }
                 (Some(price), _) => {
-                    sink.error(span_of(price), key("price_per_hour_usd"), "must be 0 or more", None);
+                    let message = "must be a price in US dollars, 0 or more (not nan or inf)";
+                    sink.error(span_of(price), key("price_per_hour_usd"), message, None);
                     (0.0, String::new())
                 }
                 (None, Some(listed)) => (listed.price_per_hour_usd, prices.describe()),

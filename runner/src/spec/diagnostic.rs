@@ -81,7 +81,14 @@ impl fmt::Display for Diagnostic {
         let location = self.location();
         let hint = self.hint.as_deref().map(|hint| Level::Help.title(hint));
         let mut message = Level::Error.title(&title);
-        if let Some(span) = self.span.clone().filter(|_| !self.source.is_empty()) {
+        // A line too long to read (a 10,000-digit value) is named by its location, not printed.
+        let readable = |span: &Range<usize>| {
+            let start = self.source.floor_char_boundary(span.start.min(self.source.len()));
+            let line_start = self.source[..start].rfind('\n').map_or(0, |at| at + 1);
+            let line_end = self.source[start..].find('\n').map_or(self.source.len(), |at| start + at);
+            line_end - line_start <= MAX_SNIPPET_LINE
+        };
+        if let Some(span) = self.span.clone().filter(|span| !self.source.is_empty() && readable(span)) {
             let span = clamp_span(&self.source, span);
             message = message
                 .snippet(Snippet::source(&self.source).origin(&origin).fold(true).annotation(Level::Error.span(span)));
@@ -95,6 +102,9 @@ impl fmt::Display for Diagnostic {
         write!(f, "{}", visible_controls(&Renderer::plain().render(message).to_string()))
     }
 }
+
+/// Source lines longer than this are not quoted in a diagnostic.
+const MAX_SNIPPET_LINE: usize = 300;
 
 /// `text` with every control character but line breaks and tabs written out (`\u{1b}`), so printing it cannot move
 /// the cursor, clear the screen or change colours.
@@ -130,6 +140,14 @@ impl<'a> DiagnosticSink<'a> {
         Self { file, source, diagnostics: Vec::new() }
     }
 
+    pub fn file(&self) -> &'a Path {
+        self.file
+    }
+
+    pub fn source(&self) -> &'a str {
+        self.source
+    }
+
     pub fn error(
         &mut self,
         span: Option<Range<usize>>,
@@ -159,7 +177,19 @@ impl<'a> DiagnosticSink<'a> {
             })
             .unwrap_or_default();
         let message = error.message().trim().to_string();
-        let hint = did_you_mean(&message);
+        // A table the whole file lacks: serde points at the document's start, which is `version`.
+        if message.starts_with("missing field `") && span.as_ref().is_some_and(|span| span.start == 0) {
+            // Every table the file lacks, not only the first serde met.
+            let present = |key: &str| document.is_some_and(|document| document.get(key).is_some());
+            for key in
+                ["version", "job", "payload", "traffic", "configurations"].into_iter().filter(|key| !present(key))
+            {
+                let (table, hint) = missing_table_hint(key);
+                self.error(None, key, format!("the job file has no {table}"), Some(hint.to_string()));
+            }
+            return;
+        }
+        let hint = did_you_mean(&message).or_else(|| type_hint(&message));
         let message = rephrase(&message);
         self.error(span, key_path, message, hint);
     }
@@ -169,9 +199,68 @@ impl<'a> DiagnosticSink<'a> {
     }
 }
 
-/// serde says "unknown field"; users write keys.
+/// serde's words in users' words: keys, not fields; what a value should look like, not a Rust type.
 fn rephrase(message: &str) -> String {
-    message.replace("unknown field", "unknown key").replace("missing field", "missing key")
+    let message = message.replace("unknown field", "unknown key").replace("missing field", "missing key");
+    if message.contains("untagged enum HeaderValue") {
+        return "a header value is a string, or { env = \"NAME\" } to read it from the environment".to_string();
+    }
+    let message = [
+        ("expected u32", "expected a whole number from 0 to 4294967295"),
+        ("expected u64", "expected a whole number, 0 or more"),
+        ("expected u16", "expected a whole number from 0 to 65535"),
+        ("expected f64", "expected a number"),
+        ("expected a boolean", "expected true or false"),
+    ]
+    .iter()
+    .fold(message, |message, (jargon, words)| message.replace(jargon, words));
+    shortened(&message)
+}
+
+/// A message that echoes a value keeps its first 80 characters: a 10,000-digit number is not read twice.
+fn shortened(message: &str) -> String {
+    const KEPT: usize = 80;
+    let mut shown = String::new();
+    let mut run = 0;
+    for character in message.chars() {
+        run = if character.is_whitespace() { 0 } else { run + 1 };
+        if run <= KEPT {
+            shown.push(character);
+        } else if run == KEPT + 1 {
+            shown.push('…');
+        }
+    }
+    shown
+}
+
+/// How a top-level key the file lacks is written, and what to add.
+fn missing_table_hint(key: &str) -> (&'static str, &'static str) {
+    match key {
+        "job" => ("[job] table", "add [job] with name = \"...\""),
+        "traffic" => (
+            "[traffic] table",
+            "add a traffic pattern, e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6",
+        ),
+        "configurations" => {
+            ("[[configurations]] table", "add a [[configurations]] table for each configuration to try")
+        }
+        "payload" => ("[payload] table", "add [payload] with body = '...', samples, or plugin"),
+        _ => ("`version`", "add version = 1 at the top"),
+    }
+}
+
+/// For a value of the wrong type, an example of the right one.
+fn type_hint(message: &str) -> Option<String> {
+    let example = if message.contains("expected u32") || message.contains("expected u64") {
+        "a whole number without quotes, e.g. 4"
+    } else if message.contains("expected f64") {
+        "a number without quotes, e.g. 0.25"
+    } else if message.contains("expected a boolean") {
+        "true or false, without quotes"
+    } else {
+        return None;
+    };
+    Some(format!("write {example}"))
 }
 
 /// For "unknown field `x`, expected one of `a`, `b`" (and the same for variants) names the closest valid one.
@@ -245,7 +334,7 @@ fn walk_value(value: &DeValue<'_>, offset: usize, path: &mut String) {
 }
 
 /// Tables declared with `[header]` syntax have spans that do not cover their keys, so look inside.
-fn contains_nested(value: &DeValue<'_>, offset: usize) -> bool {
+pub(super) fn contains_nested(value: &DeValue<'_>, offset: usize) -> bool {
     match value {
         DeValue::Table(table) => table.iter().any(|(key, value)| {
             key.span().contains(&offset) || value.span().contains(&offset) || contains_nested(value.get_ref(), offset)

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Spanned;
 
-use super::diagnostic::{Diagnostic, SpecError};
+use super::diagnostic::{Diagnostic, SpecError, contains_nested};
 use super::relative_to;
 
 /// An included file's text and where it starts in the combined text.
@@ -150,4 +150,28 @@ pub(super) fn overlay<'i>(base: &mut toml::de::DeTable<'i>, over: toml::de::DeTa
             }
         }
     }
+}
+
+/// Takes out of `table` the innermost key whose key or value holds `offset`; false when none does.
+pub(super) fn remove_key_at(table: &mut toml::de::DeTable<'_>, offset: usize) -> bool {
+    use toml::de::DeValue;
+    let holds = |key: &Spanned<std::borrow::Cow<'_, str>>, value: &Spanned<DeValue<'_>>| {
+        key.span().contains(&offset) || value.span().contains(&offset) || contains_nested(value.get_ref(), offset)
+    };
+    let Some(key) = table.iter().find(|(key, value)| holds(key, value)).map(|(key, _)| key.clone()) else {
+        return false;
+    };
+    let in_key = key.span().contains(&offset);
+    let removed_inside = match table.get_mut(key.get_ref().as_ref()).map(Spanned::get_mut) {
+        Some(DeValue::Table(inner)) if !in_key => remove_key_at(inner, offset),
+        Some(DeValue::Array(items)) if !in_key => items.iter_mut().any(|item| match item.get_mut() {
+            DeValue::Table(inner) => remove_key_at(inner, offset),
+            _ => false,
+        }),
+        _ => false,
+    };
+    if !removed_inside {
+        table.remove(key.get_ref().as_ref());
+    }
+    true
 }

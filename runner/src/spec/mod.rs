@@ -184,13 +184,44 @@ pub fn parse(path: &Path, text: &str) -> Result<Job, SpecError> {
     let raw = match RawJobFile::deserialize(toml::de::Deserializer::from(document.clone())) {
         Ok(raw) => raw,
         Err(error) => {
-            sink.from_toml(&error, Some(document.get_ref()));
+            every_shape_error(error, document, &mut sink);
             return Err(SpecError { diagnostics: sink.diagnostics }.located_in(&included));
         }
     };
     let job = validate(raw, &mut sink, path, text);
     sink.into_result().map_err(|error| error.located_in(&included))?;
     Ok(job.expect("validation without diagnostics yields a job"))
+}
+
+/// The most errors of shape (unknown keys, wrong types) one file reports.
+const MAX_SHAPE_ERRORS: usize = 20;
+
+/// serde stops at a file's first unknown key or wrong type; this reports each of them, in file order. Each error's
+/// key is taken out of the document and the rest read again, until the document reads, an error has no place to
+/// take out, or a key taken out is missed (what follows is only a consequence).
+fn every_shape_error(
+    first: toml::de::Error,
+    mut document: toml::Spanned<toml::de::DeTable<'_>>,
+    sink: &mut DiagnosticSink<'_>,
+) {
+    let mut errors = Vec::new();
+    let mut error = first;
+    loop {
+        let mut reported = DiagnosticSink::new(sink.file(), sink.source());
+        reported.from_toml(&error, Some(document.get_ref()));
+        errors.extend(reported.diagnostics);
+        let Some(offset) = error.span().map(|span| span.start).filter(|start| *start > 0) else { break };
+        if errors.len() >= MAX_SHAPE_ERRORS || !include::remove_key_at(document.get_mut(), offset) {
+            break;
+        }
+        match RawJobFile::deserialize(toml::de::Deserializer::from(document.clone())) {
+            Ok(_) => break,
+            Err(next) if next.message().starts_with("missing field") => break,
+            Err(next) => error = next,
+        }
+    }
+    errors.sort_by_key(|diagnostic| diagnostic.span.as_ref().map_or(0, |span| span.start));
+    sink.diagnostics.extend(errors);
 }
 
 /// A path from the job file, relative to the job file's folder.
