@@ -494,3 +494,70 @@ fn messages_name_the_missing_table_the_header_shape_a_finite_price_and_never_rus
     assert_eq!(code, Some(1));
     assert!(printed.len() < 1_000, "{} characters printed", printed.len());
 }
+
+/// A reference job publishing its client metrics to a CloudWatch at `port` on 127.0.0.1, with `timeout` per call.
+fn publishing_job(port: u16, timeout: &str, steps: u32) -> String {
+    format!(
+        "version = 1\n[job]\nname = \"cw\"\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n\
+         [traffic]\nmax_step_duration = \"2s\"\n[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = {steps}\n\
+         [cloudwatch]\npublish = true\nregion = \"us-east-1\"\nendpoint_url = \"http://127.0.0.1:{port}\"\ntimeout = \"{timeout}\"\n\
+         [[configurations]]\nname = \"only\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
+         reference = {{ workers = 1, service_time_ms = 5 }}\n"
+    )
+}
+
+fn with_fake_credentials(command: &mut std::process::Command) -> &mut std::process::Command {
+    command.env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", "testing").env("AWS_REGION", "us-east-1")
+}
+
+#[cfg(unix)]
+#[test]
+fn a_cloudwatch_that_never_answers_costs_its_timeout_and_sigterm_ends_the_run_at_once() {
+    // Case 12: a CloudWatch that never answered added 60 s per configuration (not configurable), SIGTERM waited
+    // 55 s, and an error without an AWS code read "unhandled error (Unknown)".
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let silent = misbehaving_server(None);
+    let path = folder.path().join("silent.toml");
+    std::fs::write(&path, publishing_job(silent, "2s", 2)).unwrap();
+    let out = folder.path().join("silent");
+    let started = std::time::Instant::now();
+    let output = with_fake_credentials(&mut plateau()).arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    let took = started.elapsed().as_secs_f64();
+    let cloudwatch = &common::read_results(&out)["configurations"][0]["cloudwatch"];
+    assert!(cloudwatch["failed_calls"].as_u64().unwrap() >= 1, "{cloudwatch} {}", text(&output));
+    // A 4 s ramp, then at most the call in flight and the last one, 2 s each: not a minute.
+    assert!(took < 10.0, "the run took {took:.1} s: {}", text(&output));
+
+    let gateway = misbehaving_server(Some(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"));
+    std::fs::write(&path, publishing_job(gateway, "2s", 1)).unwrap();
+    let out = folder.path().join("gateway");
+    let output = with_fake_credentials(&mut plateau()).arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    let last_error = common::read_results(&out)["configurations"][0]["cloudwatch"]["last_error"].to_string();
+    assert!(last_error.contains("HTTP 502") || last_error.contains("502"), "{last_error} {}", text(&output));
+    assert!(!last_error.contains("(Unknown)"), "{last_error}");
+
+    std::fs::write(&path, publishing_job(silent, "30s", 30)).unwrap();
+    let out = folder.path().join("sigterm");
+    let quiet = || std::process::Stdio::null();
+    let mut child = with_fake_credentials(&mut plateau())
+        .arg("run")
+        .arg(&path)
+        .arg("--out")
+        .arg(&out)
+        .stdout(quiet())
+        .stderr(quiet())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(4));
+    let signalled = std::time::Instant::now();
+    // SAFETY: signalling a child this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    let took = signalled.elapsed().as_secs_f64();
+    assert!(took < 2.5, "SIGTERM took {took:.1} s");
+    let results = common::read_results(&out);
+    assert_eq!(results["partial"], true);
+    let last_error = results["configurations"][0]["cloudwatch"]["last_error"].as_str().unwrap_or_default();
+    assert!(last_error.contains("abandoned: the run was interrupted"), "{last_error}");
+}

@@ -221,6 +221,9 @@ pub struct ConfigurationResult {
     /// SageMaker targets: the endpoint's own metrics from CloudWatch for the run's window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_metrics: Option<crate::aws::cloudwatch::EndpointMetrics>,
+    /// Why the endpoint's metrics could not be read, when the job asked for them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_metrics_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -81,6 +81,7 @@ pub struct PublishSummary {
 pub struct Publisher {
     sender: mpsc::UnboundedSender<ClientSecond>,
     task: tokio::task::JoinHandle<PublishSummary>,
+    namespace: String,
 }
 
 impl Publisher {
@@ -91,7 +92,7 @@ impl Publisher {
             Dimension::builder().name("EndpointName").value(endpoint_name).build(),
         ];
         let task = tokio::spawn(publish(client, spec.namespace.clone(), dimensions, receiver));
-        Self { sender, task }
+        Self { sender, task, namespace: spec.namespace.clone() }
     }
 
     /// Queues a second; never waits.
@@ -99,13 +100,26 @@ impl Publisher {
         let _ = self.sender.send(second);
     }
 
-    /// Sends what is left and says how publishing went.
-    pub async fn finish(self) -> PublishSummary {
-        drop(self.sender);
-        self.task.await.unwrap_or_else(|error| PublishSummary {
-            last_error: Some(format!("the publishing task failed: {error}")),
-            ..PublishSummary::default()
-        })
+    /// Sends what is left and says how publishing went; when `give_up` comes first (the run was interrupted),
+    /// what is left is dropped and the summary says so.
+    pub async fn finish(self, give_up: impl std::future::Future<Output = ()>) -> PublishSummary {
+        let Publisher { sender, mut task, namespace } = self;
+        drop(sender);
+        tokio::select! {
+            finished = &mut task => finished.unwrap_or_else(|error| PublishSummary {
+                namespace,
+                last_error: Some(format!("the publishing task failed: {error}")),
+                ..PublishSummary::default()
+            }),
+            () = give_up => {
+                task.abort();
+                PublishSummary {
+                    namespace,
+                    last_error: Some("abandoned: the run was interrupted before CloudWatch took the last data".into()),
+                    ..PublishSummary::default()
+                }
+            }
+        }
     }
 }
 

@@ -6,16 +6,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::measure::ErrorClass;
 
-/// An SDK error in one line: the service's code and message when it answered, else what failed on the way.
+/// A response's HTTP status, where the SDK kept the response (its tests use none).
+pub trait HttpStatus {
+    fn http_status(&self) -> Option<u16>;
+}
+
+impl HttpStatus for aws_sdk_sagemakerruntime::config::http::HttpResponse {
+    fn http_status(&self) -> Option<u16> {
+        Some(self.status().as_u16())
+    }
+}
+
+/// An event stream's message: the stream's errors come inside a response that already answered 200.
+impl HttpStatus for aws_smithy_types::event_stream::RawMessage {
+    fn http_status(&self) -> Option<u16> {
+        None
+    }
+}
+
+impl HttpStatus for () {
+    fn http_status(&self) -> Option<u16> {
+        None
+    }
+}
+
+/// A service error's code, or, when the answer had none (a proxy's or load balancer's page), its HTTP status.
+fn code_or_status<E: ProvideErrorMetadata, R: HttpStatus>(error: &E, response: &R) -> String {
+    match (error.code(), response.http_status()) {
+        (Some(code), _) => code.to_string(),
+        (None, Some(status)) => format!("HTTP {status}"),
+        (None, None) => "Unknown".to_string(),
+    }
+}
+
+/// An SDK error in one line: the service's code (or the HTTP status) and message when it answered, else what failed
+/// on the way.
 pub fn describe_sdk_error<E, R>(error: &SdkError<E, R>) -> String
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + HttpStatus,
 {
     match error {
         SdkError::ServiceError(context) => format!(
             "{}: {}",
-            context.err().code().unwrap_or("error"),
+            code_or_status(context.err(), context.raw()),
             context.err().message().unwrap_or("(no message)")
         ),
         other => error_chain(other),
@@ -70,7 +104,7 @@ type Typed = (ErrorClass, &'static str, Option<i32>);
 pub fn classify<E, R>(error: &SdkError<E, R>, typed: impl Fn(&E) -> Option<Typed>) -> Failure
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + HttpStatus,
 {
     match error {
         SdkError::ServiceError(context) => {
@@ -82,11 +116,21 @@ where
                 let message = message.strip_prefix(&format!("{code}: ")).map_or(message.clone(), str::to_string);
                 return Failure { class, code: code.to_string(), model_status, message };
             }
-            let code = service_error.code().unwrap_or("Unknown").to_string();
+            let code = code_or_status(service_error, context.raw());
+            let status = context.raw().http_status();
             let class = match code.as_str() {
                 "ThrottlingException" | "TooManyRequestsException" => ErrorClass::Throttled,
                 "ValidationError" | "ValidationException" => ErrorClass::Validation,
+                _ if status == Some(429) => ErrorClass::Throttled,
+                _ if status.is_some_and(|status| status >= 500) => ErrorClass::Http5xx,
+                _ if status.is_some_and(|status| status >= 400) => ErrorClass::Http4xx,
                 _ => ErrorClass::Other,
+            };
+            // "unhandled error (Unknown)" says nothing; the status does.
+            let message = if message.starts_with("unhandled error") {
+                format!("{code} without an AWS error code")
+            } else {
+                message
             };
             Failure { class, code, model_status: None, message }
         }

@@ -112,7 +112,7 @@ impl AwsClients {
         let cloudwatch = if watch.publish || watch.endpoint_metrics {
             let place =
                 AwsPlace { region: watch.region.as_deref(), profile, endpoint_url: watch.endpoint_url.as_deref() };
-            let config = sdk_config(place, false, Duration::from_secs(30)).await?;
+            let config = sdk_config(place, false, watch.timeout).await?;
             check_credentials(&config).await?;
             Some(aws_sdk_cloudwatch::Client::new(&config))
         } else {

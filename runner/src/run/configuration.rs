@@ -79,8 +79,13 @@ pub(super) async fn run_configuration(
     let driven = drive_target(context, run, &mut started, payload, options, &mut observer).await;
     let Started { server, address, .. } = started;
     let run_ended = SystemTime::now();
+    // On Ctrl-C or SIGTERM, CloudWatch gets a second to take what is left, not its full timeout.
+    let interrupted = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
     let cloudwatch = match publisher {
-        Some(publisher) => Some(publisher.finish().await),
+        Some(publisher) => Some(publisher.finish(interrupted).await),
         None => None,
     };
     if let Some(summary) = cloudwatch.as_ref().filter(|summary| summary.failed_calls > 0) {
@@ -91,7 +96,17 @@ pub(super) async fn run_configuration(
             summary.last_error.as_deref().unwrap_or("")
         ));
     }
-    let endpoint_metrics = endpoint_metrics(context, run, &endpoint_name, (run_started, run_ended), &label).await;
+    let (endpoint_metrics, endpoint_metrics_error) = if cancel.is_cancelled() {
+        (None, endpoint_metrics_wanted(context, run).then(|| "not read: the run was interrupted".to_string()))
+    } else {
+        match endpoint_metrics(context, run, &endpoint_name, (run_started, run_ended)).await {
+            Ok(metrics) => (metrics, None),
+            Err(error) => {
+                progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error}"));
+                (None, Some(error))
+            }
+        }
+    };
     let crashed = match &server {
         Server::Command { process, .. } if !cancel.is_cancelled() => process.exited(),
         _ => None,
@@ -174,6 +189,7 @@ pub(super) async fn run_configuration(
         error_details,
         cloudwatch,
         endpoint_metrics,
+        endpoint_metrics_error,
         ..context.empty_result(run, status, None)
     }
 }
@@ -268,23 +284,28 @@ async fn drive_until_exit<T: Target>(
     }
 }
 
-/// A SageMaker endpoint's own metrics from CloudWatch for the run's window, when the job reads them.
+/// Whether the job reads this run's endpoint metrics from CloudWatch.
+fn endpoint_metrics_wanted(context: &RunContext<'_>, run: &TestRun) -> bool {
+    matches!(run.configuration.deployment, Deployment::Sagemaker { .. })
+        && context.aws.cloudwatch.is_some()
+        && context.job.cloudwatch.endpoint_metrics
+}
+
+/// A SageMaker endpoint's own metrics from CloudWatch for the run's window, when the job reads them; why not, when
+/// they cannot be read.
 async fn endpoint_metrics(
     context: &RunContext<'_>,
     run: &TestRun,
     endpoint_name: &str,
     (started, ended): (SystemTime, SystemTime),
-    label: &str,
-) -> Option<EndpointMetrics> {
-    let Deployment::Sagemaker { endpoint, .. } = &run.configuration.deployment else { return None };
-    let client = context.aws.cloudwatch.as_ref().filter(|_| context.job.cloudwatch.endpoint_metrics)?;
+) -> Result<Option<EndpointMetrics>, String> {
+    let Deployment::Sagemaker { endpoint, .. } = &run.configuration.deployment else { return Ok(None) };
+    let Some(client) = context.aws.cloudwatch.as_ref().filter(|_| context.job.cloudwatch.endpoint_metrics) else {
+        return Ok(None);
+    };
     let variant = endpoint.target_variant.as_deref().unwrap_or("AllTraffic");
-    let read = cloudwatch::endpoint_metrics(client, endpoint_name, variant, started, ended, run.configuration.vcpus);
-    match read.await {
-        Ok(metrics) => Some(metrics),
-        Err(error) => {
-            context.progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error:#}"));
-            None
-        }
-    }
+    cloudwatch::endpoint_metrics(client, endpoint_name, variant, started, ended, run.configuration.vcpus)
+        .await
+        .map(Some)
+        .map_err(|error| format!("{error:#}"))
 }

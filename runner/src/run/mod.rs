@@ -256,6 +256,7 @@ impl RunContext<'_> {
             error_details: Vec::new(),
             cloudwatch: None,
             endpoint_metrics: None,
+            endpoint_metrics_error: None,
         }
     }
 

@@ -84,6 +84,7 @@ fn combine(group: &[&ConfigurationResult], asked: u32, load_unit: LoadUnit) -> C
         error_details: merged_details(group),
         cloudwatch: None,
         endpoint_metrics: None,
+        endpoint_metrics_error: None,
         ..first.clone()
     }
 }

@@ -3,8 +3,12 @@
 use serde::Deserialize;
 use toml::Spanned;
 
+use std::time::Duration;
+
 use super::diagnostic::DiagnosticSink;
+use super::span_of;
 use super::target::{AWS_ENDPOINT_HINT, TargetDraft, TargetSpec, check_absolute_url, check_region};
+use super::values::DurationValue;
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +22,13 @@ pub(super) struct RawCloudWatch {
     region: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     endpoint_url: Option<Spanned<String>>,
+    /// How long one CloudWatch call may take (default 10s): a CloudWatch that never answers delays nothing more.
+    #[schemars(with = "Option<DurationValue>")]
+    timeout: Option<Spanned<DurationValue>>,
 }
+
+/// Each CloudWatch call's limit when the job file sets none.
+pub const DEFAULT_CLOUDWATCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[cloudwatch]`: publishing plateau's client metrics, and reading the endpoint's own.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +42,8 @@ pub struct CloudWatchSpec {
     pub region: Option<String>,
     /// Defaults to CloudWatch's public endpoint for the region.
     pub endpoint_url: Option<String>,
+    /// Each call's limit.
+    pub timeout: Duration,
 }
 
 /// Inference Recommender's namespace, so dashboards built for it show plateau's runs too.
@@ -76,5 +88,13 @@ pub(super) fn validate_cloudwatch(
             .or_else(|| sagemaker.and_then(|s| s.region.clone())),
         // Not inherited from the target: a SageMaker Runtime VPC endpoint does not serve CloudWatch.
         endpoint_url: raw.endpoint_url.as_ref().map(|url| url.get_ref().clone()),
+        timeout: raw.timeout.as_ref().map_or(DEFAULT_CLOUDWATCH_TIMEOUT, |timeout| {
+            let duration = timeout.get_ref().0;
+            if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&duration) {
+                let hint = "PutMetricData and GetMetricData answer in well under a second";
+                sink.error(span_of(timeout), "cloudwatch.timeout", "must be between 1s and 5m", Some(hint.into()));
+            }
+            duration
+        }),
     }
 }
