@@ -561,3 +561,73 @@ fn a_cloudwatch_that_never_answers_costs_its_timeout_and_sigterm_ends_the_run_at
     let last_error = results["configurations"][0]["cloudwatch"]["last_error"].as_str().unwrap_or_default();
     assert!(last_error.contains("abandoned: the run was interrupted"), "{last_error}");
 }
+
+#[cfg(unix)]
+#[test]
+fn a_run_killed_mid_way_resumes_keeping_what_it_completed() {
+    // "kill -9 mid-run, then --resume: finished configurations are not re-run, and the final results equal an
+    // uninterrupted run's configuration list."
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let configurations: String = [("a", 1), ("b", 2), ("c", 4)]
+        .map(|(name, workers)| {
+            format!(
+                "[[configurations]]\nname = \"{name}\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
+                 reference = {{ workers = {workers}, service_time_ms = 10 }}\n"
+            )
+        })
+        .concat();
+    let text_of_job = format!(
+        "version = 1\n[job]\nname = \"resume\"\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n\
+         [traffic]\nmax_step_duration = \"2s\"\n[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"2s\"\nsteps = 3\n\
+         {configurations}"
+    );
+    let path = folder.path().join("job.toml");
+    std::fs::write(&path, &text_of_job).unwrap();
+    let out = folder.path().join("out");
+    let quiet = || std::process::Stdio::null();
+    let mut child =
+        plateau().arg("run").arg(&path).arg("--out").arg(&out).stdout(quiet()).stderr(quiet()).spawn().unwrap();
+    // Killed (no chance to write anything) once the first configuration is saved.
+    let saved = |count: usize| {
+        std::fs::read_to_string(out.join("results.json"))
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .filter(|results| results["configurations"].as_array().is_some_and(|done| done.len() >= count))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let before = loop {
+        if let Some(results) = saved(1) {
+            break results;
+        }
+        assert!(std::time::Instant::now() < deadline, "no configuration was saved");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    // SAFETY: signalling a child this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+    child.wait().unwrap();
+    let before = saved(1).unwrap_or(before);
+    let completed_before = before["configurations"].as_array().unwrap().len();
+    assert!(completed_before < 3, "the kill came too late to test anything");
+
+    let output = plateau().arg("run").arg("--resume").arg(&out).current_dir(folder.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    assert!(text(&output).contains("kept, as the interrupted run completed it"), "{}", text(&output));
+    let after = common::read_results(&out);
+    assert_eq!(after["partial"], false);
+    let names = |results: &Value| -> Vec<String> {
+        results["configurations"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(names(&after), ["a", "b", "c"], "the configuration list of an uninterrupted run");
+    for index in 0..completed_before {
+        assert_eq!(after["configurations"][index], before["configurations"][index], "a kept run was re-run");
+    }
+    assert_eq!(after["manifest"]["started_at"], before["manifest"]["started_at"]);
+    assert_eq!(after["manifest"]["resumed"]["kept"].as_array().unwrap().len(), completed_before);
+
+    // A changed job file is refused, not mixed with the old one's results.
+    std::fs::write(&path, text_of_job.replace("steps = 3", "steps = 4")).unwrap();
+    let output = plateau().arg("run").arg("--resume").arg(&out).current_dir(folder.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("changed since the run started"), "{}", text(&output));
+}

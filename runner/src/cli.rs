@@ -32,12 +32,17 @@ enum Command {
     /// Run a job file: ramp load on every configuration, find its plateau, recommend one.
     Run {
         /// The job file (TOML).
-        job: PathBuf,
+        #[arg(required_unless_present = "resume", conflicts_with = "resume")]
+        job: Option<PathBuf>,
         /// Output folder [default: plateau-out/<job name>-<UTC time>].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
+        /// Finish an interrupted run (Ctrl-C, kill -9, power loss) in its output folder: the test runs it completed
+        /// are kept, the rest run. The job file must be unchanged.
+        #[arg(long, value_name = "DIR")]
+        resume: Option<PathBuf>,
         /// Run each configuration N times, interleaved, instead of the job file's `[job] trials`.
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_TRIALS)))]
+        #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_TRIALS)))]
         trials: Option<u32>,
         #[command(flatten)]
         report: ReportArgs,
@@ -239,7 +244,14 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, trials, report } => run::run(&job, out, trials, report.options()).await,
+            Command::Run { job, out, resume, trials, report } => {
+                // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
+                match (job, resume) {
+                    (_, Some(folder)) => run::run(run::Launch::Resume { folder }, report.options()).await,
+                    (Some(job), None) => run::run(run::Launch::New { job, out, trials }, report.options()).await,
+                    (None, None) => Ok(Exit::InvalidInput),
+                }
+            }
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job } => Ok(show_plan(&job)),
             Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),

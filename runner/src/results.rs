@@ -90,6 +90,17 @@ pub struct Manifest {
     /// The payload plugin that generated the requests, if one did: which bytes, so a result names its inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_plugin: Option<PluginIdentity>,
+    /// When the run was interrupted and then resumed (`plateau run --resume`): when, and the test runs kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<Resumed>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resumed {
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// The test runs the interrupted run had completed, kept as they were: `medium`, `medium (trial 2)`.
+    pub kept: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,6 +235,16 @@ pub struct ConfigurationResult {
     /// Why the endpoint's metrics could not be read, when the job asked for them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint_metrics_error: Option<String>,
+}
+
+impl ConfigurationResult {
+    /// Its name, with its trial in `trial_runs`: `medium (trial 2)`.
+    pub fn label(&self) -> String {
+        match self.trial {
+            Some(trial) => format!("{} (trial {trial})", self.name),
+            None => self.name.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -23,7 +23,8 @@ use crate::plan::{self, Schedule, TestRun};
 use crate::recommend;
 use crate::report;
 use crate::results::{
-    Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, RunStatus,
+    Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, Resumed,
+    RunStatus,
 };
 use crate::spec::{self, Job};
 use configuration::run_configuration;
@@ -45,20 +46,54 @@ fn host() -> Host {
 }
 
 /// Runs the job file at `job_path`, writing everything into `out` (or the default folder).
-/// `trials`, when given, replaces the job file's `[job] trials`.
-pub async fn run(
-    job_path: &Path,
-    out: Option<PathBuf>,
-    trials: Option<u32>,
-    report_options: report::ReportOptions,
-) -> anyhow::Result<Exit> {
-    let job = match spec::load(job_path) {
+/// What `plateau run` was asked to do.
+pub enum Launch {
+    /// Run the job file into `out` (or a new folder); `trials`, when given, replaces its `[job] trials`.
+    New { job: PathBuf, out: Option<PathBuf>, trials: Option<u32> },
+    /// Finish the interrupted run in `folder`: its completed test runs are kept, the rest run.
+    Resume { folder: PathBuf },
+}
+
+/// Runs a job, writing everything into its output folder.
+pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyhow::Result<Exit> {
+    let (job_path, out, trials, previous) = match launch {
+        Launch::New { job, out, trials } => (job, out, trials, None),
+        Launch::Resume { folder } => match Results::load(&folder.join("results.json")) {
+            Ok(previous) => {
+                (PathBuf::from(&previous.manifest.job_file), Some(folder), Some(previous.job.trials), Some(previous))
+            }
+            Err(error) => {
+                eprintln!("error: cannot resume: {error}");
+                return Ok(Exit::InvalidInput);
+            }
+        },
+    };
+    let job = match spec::load(&job_path) {
         Ok(job) => Job { trials: trials.unwrap_or(job.trials), ..job },
         Err(error) => {
             eprintln!("{error}");
             return Ok(Exit::InvalidInput);
         }
     };
+    if let Some(previous) = previous.as_ref().filter(|previous| previous.manifest.job_sha256 != job.source.sha256) {
+        eprintln!(
+            "error: cannot resume: {} changed since the run started (sha256 {} then, {} now); a resumed run must \
+             finish the job it began, so run the changed job anew",
+            job_path.display(),
+            &previous.manifest.job_sha256[..12],
+            &job.source.sha256[..12]
+        );
+        return Ok(Exit::InvalidInput);
+    }
+    // The test runs the interrupted run completed, kept as they were.
+    let kept: Vec<ConfigurationResult> = previous
+        .as_ref()
+        .map(|previous| if previous.trial_runs.is_empty() { &previous.configurations } else { &previous.trial_runs })
+        .into_iter()
+        .flatten()
+        .filter(|result| result.status == RunStatus::Complete)
+        .cloned()
+        .collect();
     let plugin = match job.payload.plugin.as_ref().map(LoadedPlugin::load).transpose() {
         Ok(plugin) => plugin,
         Err(error) => {
@@ -78,7 +113,7 @@ pub async fn run(
         templates: report_options.templates.or_else(|| job.report_templates.clone()),
         ..report_options
     };
-    let started_at = utc_now();
+    let started_at = previous.as_ref().map_or_else(utc_now, |previous| previous.manifest.started_at.clone());
     let out = out.unwrap_or_else(|| {
         let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         PathBuf::from("plateau-out").join(format!("{}-{stamp}", plan::file_stem(&job.name)))
@@ -121,6 +156,9 @@ pub async fn run(
             host: host(),
             started_at: started_at.clone(),
             ended_at: started_at,
+            resumed: previous
+                .as_ref()
+                .map(|_| Resumed { at: utc_now(), kept: kept.iter().map(ConfigurationResult::label).collect() }),
             payload_plugin: plugin.as_ref().map(|plugin| PluginIdentity {
                 file: plugin.name.clone(),
                 sha256: plugin.sha256.clone(),
@@ -161,8 +199,14 @@ pub async fn run(
                 progress: &progress,
                 started: job_started,
             };
-            let (plugin, cancel) = (&plugin, cancel.clone());
+            let (plugin, cancel, kept) = (&plugin, cancel.clone(), &kept);
             async move {
+                let trial = run.trial.map(|trial| trial.number);
+                if let Some(done) = kept.iter().find(|done| done.name == run.name && done.trial == trial) {
+                    let label = format!("[{}/{}] {}", run.index + 1, context.progress.runs, run.label());
+                    context.progress.line(format!("{label}: kept, as the interrupted run completed it"));
+                    return done.clone();
+                }
                 if cancel.is_cancelled() {
                     return skipped(&context, run);
                 }
