@@ -631,3 +631,32 @@ fn a_run_killed_mid_way_resumes_keeping_what_it_completed() {
     assert_eq!(output.status.code(), Some(1), "{}", text(&output));
     assert!(text(&output).contains("changed since the run started"), "{}", text(&output));
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_while_a_command_target_starts_ends_the_run_within_two_seconds() {
+    // "Ctrl-C or SIGTERM ends any run, including ... server start-up, within 2 s, and writes partial results."
+    let _machine = shared_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let text_of_job = "version = 1\n[job]\nname = \"slow-start\"\n[target]\nkind = \"command\"\n\
+                       command = [\"sh\", \"-c\", \"sleep 60 # {port}\"]\nreadiness = { timeout = \"60s\" }\nstop_grace = \"30s\"\n\
+                       [payload]\nbody = \"{}\"\n[traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 2\n\
+                       [[configurations]]\nname = \"only\"\ninstance_type = \"local\"\nprice_per_hour_usd = 0.1\n";
+    let path = folder.path().join("job.toml");
+    std::fs::write(&path, text_of_job).unwrap();
+    let out = folder.path().join("out");
+    let quiet = || std::process::Stdio::null();
+    let mut child =
+        plateau().arg("run").arg(&path).arg("--out").arg(&out).stdout(quiet()).stderr(quiet()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let interrupted = std::time::Instant::now();
+    // SAFETY: signalling a child this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    child.wait().unwrap();
+    let took = interrupted.elapsed().as_secs_f64();
+    assert!(took < 2.0, "Ctrl-C during start-up took {took:.1} s");
+    let results = common::read_results(&out);
+    assert_eq!(results["partial"], true);
+    let failure = results["configurations"][0]["failure"].as_str().unwrap_or_default();
+    assert!(failure.contains("interrupted while the server started"), "{failure}");
+}

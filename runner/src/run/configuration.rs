@@ -37,7 +37,7 @@ pub(super) async fn run_configuration(
     let on_wait =
         |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));
     let log = run.log_file().map(|log| context.out.join(log)).unwrap_or_default();
-    let mut started = match Server::start(run, &log, context.started, on_wait).await {
+    let mut started = match Server::start(run, &log, context.started, &cancel, on_wait).await {
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));

@@ -8,6 +8,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::spec::{CommandSpec, PORT_PLACEHOLDER, ReadinessCheck};
 
@@ -31,7 +32,13 @@ enum NotReady {
     TimedOut(Duration),
     #[error("cannot make the readiness client: {0}")]
     Client(reqwest::Error),
+    #[error("the run was interrupted while the server started")]
+    Interrupted,
 }
+
+/// How long an interrupted start-up waits for the server to stop before it is killed: Ctrl-C ends a run in two
+/// seconds, whatever `stop_grace` says.
+const INTERRUPTED_GRACE: Duration = Duration::from_millis(500);
 
 pub struct ServerProcess {
     pub pid: i32,
@@ -59,6 +66,7 @@ impl ServerProcess {
         cpus: Option<&str>,
         log_path: &Path,
         on_wait: impl Fn(Duration),
+        cancel: &CancellationToken,
     ) -> Result<Self, ServerError> {
         let log = log_path.display().to_string();
         let fail = |message: String| ServerError { message, log: log.clone(), log_tail: log_tail(log_path) };
@@ -93,14 +101,20 @@ impl ServerProcess {
             let _ = exit_sender.send(status);
         });
         let server = Self { pid, port, log_path: log_path.to_path_buf(), exit };
-        if let Err(not_ready) = server.wait_until_ready(spec, &on_wait).await {
-            server.stop(spec.stop_grace).await;
+        if let Err(not_ready) = server.wait_until_ready(spec, &on_wait, cancel).await {
+            let grace = if matches!(not_ready, NotReady::Interrupted) { INTERRUPTED_GRACE } else { spec.stop_grace };
+            server.stop(grace).await;
             return Err(fail(not_ready.to_string()));
         }
         Ok(server)
     }
 
-    async fn wait_until_ready(&self, spec: &CommandSpec, on_wait: &impl Fn(Duration)) -> Result<(), NotReady> {
+    async fn wait_until_ready(
+        &self,
+        spec: &CommandSpec,
+        on_wait: &impl Fn(Duration),
+        cancel: &CancellationToken,
+    ) -> Result<(), NotReady> {
         let started = Instant::now();
         let client = reqwest::Client::builder().timeout(Duration::from_secs(1)).build().map_err(NotReady::Client)?;
         loop {
@@ -121,7 +135,10 @@ impl ServerProcess {
                 return Err(NotReady::TimedOut(spec.readiness.timeout));
             }
             on_wait(started.elapsed());
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                () = cancel.cancelled() => return Err(NotReady::Interrupted),
+            }
         }
     }
 

@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::measure::ResourceSource;
 use crate::measure::process_tree::{self, ProcessTree};
 use crate::plan::TestRun;
@@ -45,11 +47,13 @@ pub struct Started {
 
 impl Server {
     /// Starts what serves `run` (a command's output goes to `log`); `on_wait` hears how long it has been waited
-    /// for. A reference endpoint's stalls and drift count from `job_started`.
+    /// for. A reference endpoint's stalls and drift count from `job_started`; a command's wait for readiness ends
+    /// when `cancel` does.
     pub async fn start(
         run: &TestRun,
         log: &Path,
         job_started: Instant,
+        cancel: &CancellationToken,
         on_wait: impl Fn(Duration),
     ) -> Result<Started, StartError> {
         match &run.configuration.deployment {
@@ -63,7 +67,7 @@ impl Server {
             }
             Deployment::Command { server, cpus, memory_limit_mb, .. } => {
                 let cpu_list = cpus.as_ref().map(|cpus| cpus.list.as_str());
-                let process = ServerProcess::start(server, &run.environment, cpu_list, log, on_wait).await?;
+                let process = ServerProcess::start(server, &run.environment, cpu_list, log, on_wait, cancel).await?;
                 let allowed_cores = cpus.as_ref().map_or_else(process_tree::available_cores, |cpus| cpus.count);
                 let memory_limit_bytes = memory_limit_mb.map(|mb| (mb * 1024.0 * 1024.0) as u64);
                 let resources: Box<dyn ResourceSource> =
