@@ -266,6 +266,24 @@ fn a_plugin_whose_init_never_returns_fails_the_run_at_inits_own_limit_before_any
     assert_eq!(configuration["seconds"].as_array().map_or(0, Vec::len), 0, "no load was sent");
 }
 
+/// Starts `command` quietly, sends it `signal` after `after`, and returns how long it took to exit from then, and
+/// its exit code.
+#[cfg(unix)]
+fn seconds_to_exit_after_signal(
+    command: &mut std::process::Command,
+    after: std::time::Duration,
+    signal: i32,
+) -> (f64, Option<i32>) {
+    let quiet = || std::process::Stdio::null();
+    let mut child = command.stdout(quiet()).stderr(quiet()).spawn().unwrap();
+    std::thread::sleep(after);
+    let signalled = std::time::Instant::now();
+    // SAFETY: signalling a child this test started and still owns.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let status = child.wait().unwrap();
+    (signalled.elapsed().as_secs_f64(), status.code())
+}
+
 #[cfg(unix)]
 #[test]
 fn ctrl_c_ends_a_plugin_init_in_progress_within_two_seconds_with_partial_results() {
@@ -276,17 +294,11 @@ fn ctrl_c_ends_a_plugin_init_in_progress_within_two_seconds_with_partial_results
     let path = folder.path().join("job.toml");
     std::fs::write(&path, plugin_job(&plugin, "[payload.limits]\ncall_timeout = \"30s\"", 4)).unwrap();
     let out = folder.path().join("out");
-    let quiet = || std::process::Stdio::null();
-    let mut child =
-        plateau().arg("run").arg(&path).arg("--out").arg(&out).stdout(quiet()).stderr(quiet()).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let interrupted = std::time::Instant::now();
-    // SAFETY: signalling a child this test started and still owns.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
-    let took = interrupted.elapsed();
-    assert!(took.as_secs_f64() < 2.0, "Ctrl-C took {took:?}");
-    assert_eq!(status.code(), Some(2));
+    let mut command = plateau();
+    command.arg("run").arg(&path).arg("--out").arg(&out);
+    let (took, code) = seconds_to_exit_after_signal(&mut command, std::time::Duration::from_millis(1500), libc::SIGINT);
+    assert!(took < 2.0, "Ctrl-C took {took:.1} s");
+    assert_eq!(code, Some(2));
     let results = common::read_results(&out);
     assert_eq!(results["partial"], true);
     let failure = results["configurations"][0]["failure"].as_str().unwrap_or_default();
@@ -539,22 +551,9 @@ fn a_cloudwatch_that_never_answers_costs_its_timeout_and_sigterm_ends_the_run_at
 
     std::fs::write(&path, publishing_job(silent, "30s", 30)).unwrap();
     let out = folder.path().join("sigterm");
-    let quiet = || std::process::Stdio::null();
-    let mut child = with_fake_credentials(&mut plateau())
-        .arg("run")
-        .arg(&path)
-        .arg("--out")
-        .arg(&out)
-        .stdout(quiet())
-        .stderr(quiet())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_secs(4));
-    let signalled = std::time::Instant::now();
-    // SAFETY: signalling a child this test started and still owns.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    child.wait().unwrap();
-    let took = signalled.elapsed().as_secs_f64();
+    let mut command = plateau();
+    with_fake_credentials(&mut command).arg("run").arg(&path).arg("--out").arg(&out);
+    let (took, _) = seconds_to_exit_after_signal(&mut command, std::time::Duration::from_secs(4), libc::SIGTERM);
     assert!(took < 2.5, "SIGTERM took {took:.1} s");
     let results = common::read_results(&out);
     assert_eq!(results["partial"], true);
@@ -645,16 +644,11 @@ fn ctrl_c_while_a_command_target_starts_ends_the_run_within_two_seconds() {
     let path = folder.path().join("job.toml");
     std::fs::write(&path, text_of_job).unwrap();
     let out = folder.path().join("out");
-    let quiet = || std::process::Stdio::null();
-    let mut child =
-        plateau().arg("run").arg(&path).arg("--out").arg(&out).stdout(quiet()).stderr(quiet()).spawn().unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let interrupted = std::time::Instant::now();
-    // SAFETY: signalling a child this test started and still owns.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    child.wait().unwrap();
-    let took = interrupted.elapsed().as_secs_f64();
+    let mut command = plateau();
+    command.arg("run").arg(&path).arg("--out").arg(&out);
+    let (took, code) = seconds_to_exit_after_signal(&mut command, std::time::Duration::from_millis(1500), libc::SIGINT);
     assert!(took < 2.0, "Ctrl-C during start-up took {took:.1} s");
+    assert_eq!(code, Some(2));
     let results = common::read_results(&out);
     assert_eq!(results["partial"], true);
     let failure = results["configurations"][0]["failure"].as_str().unwrap_or_default();
