@@ -225,6 +225,37 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     assert!(markdown.contains("server-side"), "{markdown}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_endpoint_metrics_read_that_fails_is_kept_in_the_results_and_the_report() {
+    // Issue 16, case 12: a failed read of the endpoint's metrics was only printed to stderr.
+    let _load = LOAD.lock().await;
+    let moto = Moto::start();
+    let configured = reqwest::Client::new()
+        .post(format!("{}/moto-api/static/sagemaker/endpoint-results", moto.url))
+        .body(r#"{"results": [{"Body": "{\"predictions\": [0.5]}", "ContentType": "application/json"}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(configured.status().is_success());
+    // A CloudWatch that accepts connections and never answers.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let folder = tempfile::tempdir().unwrap();
+    let watch = format!("[cloudwatch]\nendpoint_url = \"http://{}\"\ntimeout = \"1s\"\n", silent.local_addr().unwrap());
+    let job = sagemaker_job(folder.path(), &moto.url, &watch);
+    let out = folder.path().join("out");
+    let output =
+        plateau(folder.path()).args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let configuration = &read_results(&out)["configurations"][0];
+    assert_eq!(configuration["status"], "complete");
+    assert!(configuration["endpoint_metrics"].is_null());
+    let error = configuration["endpoint_metrics_error"].as_str().unwrap_or_else(|| panic!("{configuration}"));
+    assert!(!error.is_empty() && !error.contains("(Unknown)"), "{error}");
+    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(markdown.contains("The endpoint's own metrics (CloudWatch) could not be read"), "{markdown}");
+    drop(silent);
+}
+
 #[test]
 fn missing_credentials_name_the_sources_tried() {
     let folder = tempfile::tempdir().unwrap();
