@@ -114,11 +114,9 @@ fn read_results(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwatch() {
-    let _load = LOAD.lock().await;
+/// moto, with InvokeEndpoint answering from its configurable queue of results.
+async fn moto_with_an_endpoint() -> Moto {
     let moto = Moto::start();
-    // moto answers InvokeEndpoint from a configurable queue of results.
     let configured = reqwest::Client::new()
         .post(format!("{}/moto-api/static/sagemaker/endpoint-results", moto.url))
         .body(r#"{"results": [{"Body": "{\"predictions\": [0.5]}", "ContentType": "application/json"}]}"#)
@@ -126,6 +124,13 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
         .await
         .unwrap();
     assert!(configured.status().is_success());
+    moto
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwatch() {
+    let _load = LOAD.lock().await;
+    let moto = moto_with_an_endpoint().await;
 
     // The endpoint's own metrics, as SageMaker would publish them: ModelLatency in microseconds, CPUUtilization
     // as a sum over cores (ml.m5.large has 2 vCPUs).
@@ -229,14 +234,7 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
 async fn an_endpoint_metrics_read_that_fails_is_kept_in_the_results_and_the_report() {
     // Issue 16, case 12: a failed read of the endpoint's metrics was only printed to stderr.
     let _load = LOAD.lock().await;
-    let moto = Moto::start();
-    let configured = reqwest::Client::new()
-        .post(format!("{}/moto-api/static/sagemaker/endpoint-results", moto.url))
-        .body(r#"{"results": [{"Body": "{\"predictions\": [0.5]}", "ContentType": "application/json"}]}"#)
-        .send()
-        .await
-        .unwrap();
-    assert!(configured.status().is_success());
+    let moto = moto_with_an_endpoint().await;
     // A CloudWatch that accepts connections and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let folder = tempfile::tempdir().unwrap();

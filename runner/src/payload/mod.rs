@@ -143,9 +143,12 @@ impl PayloadStream {
 /// thread's other work to another thread for the call. It costs a hand-off per call, so only plugins granted
 /// files or network pay it.
 fn off_the_runtime<T>(needed: bool, call: impl FnOnce() -> T) -> T {
-    let on_a_worker = tokio::runtime::Handle::try_current()
-        .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-    if needed && on_a_worker { tokio::task::block_in_place(call) } else { call() }
+    // Only plugins that need it look up the runtime: this is on every request's path.
+    let on_a_worker = || {
+        tokio::runtime::Handle::try_current()
+            .is_ok_and(|runtime| runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    };
+    if needed && on_a_worker() { tokio::task::block_in_place(call) } else { call() }
 }
 
 /// The first `count` requests a plugin generates for `configuration`, as a run would (for `payload preview`).
