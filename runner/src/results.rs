@@ -42,12 +42,17 @@ impl Results {
     /// Reads a results file, checking its version before its contents.
     pub fn load(path: &Path) -> Result<Results, LoadError> {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: path.into(), source })?;
+        Self::from_json(path, &text)
+    }
+
+    /// Reads a results document's text, checking its version before its contents; `path` names it in errors.
+    pub fn from_json(path: &Path, text: &str) -> Result<Results, LoadError> {
         let not_results = |source| LoadError::NotResults { path: path.into(), source };
-        let Versioned { results_version } = serde_json::from_str(&text).map_err(not_results)?;
+        let Versioned { results_version } = serde_json::from_str(text).map_err(not_results)?;
         if results_version != RESULTS_VERSION {
             return Err(LoadError::Version { path: path.into(), found: results_version });
         }
-        serde_json::from_str(&text).map_err(not_results)
+        serde_json::from_str(text).map_err(not_results)
     }
 }
 

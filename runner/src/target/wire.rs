@@ -7,7 +7,7 @@
 
 use std::io;
 
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// A response head larger than this is refused: no model server sends one, and it bounds the buffer.
@@ -32,8 +32,9 @@ pub struct Response {
     pub body: Vec<u8>,
 }
 
-pub struct Connection {
-    stream: TcpStream,
+/// A connection over TCP; over any other stream only in the fuzz targets, which feed responses in chosen pieces.
+pub struct Connection<S = TcpStream> {
+    stream: S,
     buffer: Vec<u8>,
 }
 
@@ -41,7 +42,13 @@ impl Connection {
     pub async fn connect(address: &str) -> io::Result<Self> {
         let stream = TcpStream::connect(address).await?;
         stream.set_nodelay(true)?;
-        Ok(Self { stream, buffer: vec![0; READ_CHUNK] })
+        Ok(Self::over(stream))
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
+    pub fn over(stream: S) -> Self {
+        Self { stream, buffer: vec![0; READ_CHUNK] }
     }
 
     /// Sends `request` (head and body, as prepared) and reads the whole response. `Ok(None)` means the server
