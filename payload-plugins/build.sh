@@ -10,8 +10,9 @@ mkdir -p "$out"
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then
     rustup target add wasm32-wasip2
 fi
-# Rust plugins: wasm32-wasip2 with wit-bindgen gives components directly.
-cargo build --quiet --release --locked --target wasm32-wasip2 --manifest-path "$here/Cargo.toml"
+# Rust plugins: wasm32-wasip2 with wit-bindgen gives components directly. The target folder is named, so a
+# CARGO_TARGET_DIR set for plateau's own build does not move the plugins away from where they are copied from.
+cargo build --quiet --release --locked --target wasm32-wasip2 --manifest-path "$here/Cargo.toml" --target-dir "$here/target"
 for name in tabular kserve_v2 llm_chat image_classification minimal_rust sandbox_probe; do
     cp "$here/target/wasm32-wasip2/release/$name.wasm" "$out/${name//_/-}.wasm"
 done
