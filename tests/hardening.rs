@@ -544,8 +544,10 @@ fn a_cloudwatch_that_never_answers_costs_its_timeout_and_sigterm_ends_the_run_at
     // A 4 s ramp, then at most the call in flight and the last one, 2 s each: not a minute.
     assert!(took < 10.0, "the run took {took:.1} s: {}", text(&output));
 
+    // The SDK retries a 502 twice, after up to 1 s and then up to 2 s (jittered): a timeout of 2 s sometimes ended
+    // the retries first and was reported instead; 10 s always lets the last 502 be the error.
     let gateway = misbehaving_server(Some(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n"));
-    std::fs::write(&path, publishing_job(gateway, "2s", 1)).unwrap();
+    std::fs::write(&path, publishing_job(gateway, "10s", 1)).unwrap();
     let out = folder.path().join("gateway");
     let output = with_fake_credentials(&mut plateau()).arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
     let last_error = common::read_results(&out)["configurations"][0]["cloudwatch"]["last_error"].to_string();
