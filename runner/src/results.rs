@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::scalability::ScalabilityFit;
+use crate::analyze::search::SearchSummary;
 use crate::analyze::trials::TrialsSummary;
 use crate::analyze::{Metrics, Plateau, StepResult};
 use crate::drive::EndReason;
@@ -210,8 +211,19 @@ pub struct ConfigurationResult {
     /// Seconds the ramp ran, and what the full ramp would have taken.
     pub elapsed_s: u64,
     pub full_ramp_s: u64,
-    /// Every step that ran, the last one marked incomplete if the ramp ended inside it.
+    /// Every step that ran, the last one marked incomplete if the ramp ended inside it. In search mode, the measured
+    /// steps only.
     pub steps: Vec<StepResult>,
+    /// Racing stopped this configuration (or skipped its later trials) because it could not win: why. Its figures
+    /// are then from the steps it ran, and it is not ranked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eliminated: Option<String>,
+    /// Search mode: the probe's short steps, which placed the measured ones and feed no figure.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probe_steps: Vec<StepResult>,
+    /// Search mode: the probe's bracket and knee estimate, and how often the measured steps doubled past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<SearchSummary>,
     /// One entry per second of the run: users, requests started and completed, errors, p50/p99, resources.
     pub seconds: Vec<SecondSummary>,
     /// The per-second histograms, one JSON line a second, relative to the results file.

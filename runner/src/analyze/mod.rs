@@ -5,6 +5,7 @@
 pub mod curve;
 pub mod plateau;
 pub mod scalability;
+pub mod search;
 pub mod trials;
 
 use serde::{Deserialize, Serialize};
@@ -447,7 +448,7 @@ mod tests {
     use super::*;
     use crate::measure::Tally;
     use crate::measure::step::new_step_for;
-    use crate::plan::StepWindow;
+    use crate::plan::{StepRole, StepWindow};
     use crate::spec::{FlatInvocations, LatencyThreshold, Objective, Percentile};
     use proptest::prelude::*;
 
@@ -455,7 +456,7 @@ mod tests {
     fn record(index: usize, load: f64, counts: &[u64], latency_us: u64, saturated: bool) -> StepRecord {
         let length = counts.len() as u64 + 1;
         let start_s = index as u64 * length;
-        let window = StepWindow { index, start_s, end_s: start_s + length, steady_start_s: start_s + 1, load };
+        let window = StepWindow::new(index, start_s, length, load, StepRole::Measured);
         let mut step = new_step_for(window);
         for count in counts {
             let mut second = Tally { started: *count, completed: *count, ..Tally::default() };

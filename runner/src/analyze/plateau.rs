@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::measure;
 use crate::measure::series::SecondSummary;
 use crate::measure::step::StepRecord;
-use crate::plan::StepWindow;
+use crate::plan::{StepRole, StepWindow};
 use crate::spec::{FlatInvocations, LatencyThreshold, Percentile, PlateauSettings, Stopping};
 
 use super::curve::{CurvePoint, isotonic};
@@ -172,6 +172,7 @@ pub fn sliding_window(seconds: &[SecondSummary], from_s: u64, settings: &Plateau
             end_s: usable[start].second + SLIDING_WINDOW_S,
             steady_start_s: usable[start].second,
             load: current.load,
+            role: StepRole::Measured,
         })
     })
 }
@@ -290,7 +291,12 @@ impl OnlineDetector<'_> {
     pub fn stop_reason(&self, steps: &[StepRecord]) -> Option<String> {
         let steps: Vec<StepResult> = steps.iter().map(step_result).collect();
         let points = complete_points(&steps, &self.stopping.latency_thresholds);
-        match detect(&points, &self.stopping.latency_thresholds, &self.settings)? {
+        self.reason(&points, self.stopping.flat_invocations == FlatInvocations::Stop)
+    }
+
+    /// Why a ramp with these steps should end, if it should; a confirmed plateau ends it when `stop_when_flat`.
+    pub fn reason(&self, points: &[StepPoint], stop_when_flat: bool) -> Option<String> {
+        match detect(points, &self.stopping.latency_thresholds, &self.settings)? {
             Plateau { rule: PlateauRule::LatencyThreshold { percentile, threshold_ms, observed_ms }, .. } => {
                 Some(format!("{percentile} latency {observed_ms:.1} ms crossed the {threshold_ms} ms threshold"))
             }
@@ -305,13 +311,29 @@ impl OnlineDetector<'_> {
                         .to_string(),
                 )
             }
-            Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. }
-                if self.stopping.flat_invocations == FlatInvocations::Stop =>
-            {
+            Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. } if stop_when_flat => {
                 Some(format!("plateau confirmed at step {}", step + 1))
             }
             _ => None,
         }
+    }
+
+    /// The first step of a confirmed plateau where throughput stopped growing, if the steps show one.
+    pub fn confirmed_plateau(&self, points: &[StepPoint]) -> Option<usize> {
+        match detect(points, &self.stopping.latency_thresholds, &self.settings)? {
+            Plateau { step, rule: PlateauRule::ThroughputFlat, confirmed: true, .. } => Some(step),
+            _ => None,
+        }
+    }
+
+    /// A step as the detector sees it.
+    pub fn point(&self, step: &StepResult) -> StepPoint {
+        step_point(step, &self.stopping.latency_thresholds)
+    }
+
+    /// Whether the step crossed a `[stopping]` latency threshold.
+    pub fn crossed(&self, point: &StepPoint) -> bool {
+        point.crossed(&self.stopping.latency_thresholds).is_some()
     }
 }
 

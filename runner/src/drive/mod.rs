@@ -24,7 +24,7 @@ use crate::measure::process_tree::OwnCpu;
 use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
 use crate::measure::{self, ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
-use crate::plan::{LoadUnit, Schedule, StepWindow};
+use crate::plan::{LoadUnit, Schedule, StepRole, StepWindow};
 use crate::spec::{StepPrecision, TrafficOptions};
 use crate::target::Target;
 use closed::{VirtualUsers, lag_probe};
@@ -37,8 +37,19 @@ const UNREACHABLE_AFTER_S: u32 = 3;
 
 /// What the observer tells the engine after each step.
 pub enum StepVerdict {
+    /// On to the schedule's next step; the run is complete when there is none.
     Continue,
+    /// Run this step next (search mode chooses its steps as it goes).
+    Then(NextStep),
     Stop(String),
+}
+
+/// A step chosen while the run goes: its load, how long it lasts, and what it is for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NextStep {
+    pub load: f64,
+    pub duration_s: u64,
+    pub role: StepRole,
 }
 
 /// Watches a run: a progress display, and the online plateau detector that may end the ramp early.
@@ -105,10 +116,11 @@ fn reached(precision: &StepPrecision, step: &StepRecord) -> bool {
             .is_some_and(|interval| interval.half_width_percent(step.throughput_rps()) <= precision.target_percent)
 }
 
-/// The step is due to end but should run on: not precise yet, below its maximum duration, and serving (a step of
-/// nothing but errors has no throughput to make precise).
+/// The step is due to end but should run on: measured (a probe is short by design), not precise yet, below its
+/// maximum duration, and serving (a step of nothing but errors has no throughput to make precise).
 fn extends(precision: &StepPrecision, step: &StepRecord) -> bool {
-    step.window.end_s - step.window.start_s < precision.max_step_duration_s
+    step.window.role.is_measured()
+        && step.window.end_s - step.window.start_s < precision.max_step_duration_s
         && step.steady.completed > 0
         && !reached(precision, step)
 }
@@ -126,26 +138,27 @@ pub async fn drive<T: Target>(
     let mut series = options.series_path.map(File::create).transpose()?.map(BufWriter::new);
     let started_at = Instant::now();
     let run = options.cancel.child_token();
-    // Seconds the steps so far were extended by to reach their precision: the schedule runs that much behind.
-    let extended_s = Arc::new(AtomicU64::new(0));
+    // The steps as they run: a step that is not yet precise runs on and moves the later ones, and search mode adds
+    // each step when the one before it ends.
     let mut windows = schedule.steps.clone();
+    let first_load = windows.first().map_or(0.0, |window| window.load);
     let mut load = match schedule.load_unit {
         LoadUnit::Users => {
             let think_time = Duration::from_millis(options.traffic.think_time_ms);
             let mut users = VirtualUsers::new(target, Arc::clone(&recorder), run.clone(), think_time);
-            users.set(schedule.users_at(0.0));
+            users.set(first_load as u32);
             tokio::spawn(lag_probe(Arc::clone(&recorder), run.clone()));
             Load::Closed(users)
         }
         LoadUnit::RequestsPerSecond => {
+            let rate_per_s = Arc::new(AtomicU64::new(first_load.to_bits()));
             let arrivals = OpenArrivals {
-                schedule: schedule.clone(),
+                rate_per_s: Arc::clone(&rate_per_s),
                 options: *options.traffic,
                 seed: options.seed,
                 started_at,
-                extended_s: Arc::clone(&extended_s),
             };
-            Load::Open(tokio::spawn(arrivals.run(target, Arc::clone(&recorder), run.clone())))
+            Load::Open { scheduler: tokio::spawn(arrivals.run(target, Arc::clone(&recorder), run.clone())), rate_per_s }
         }
     };
     let mut control = tokio::time::interval(CONTROL_TICK);
@@ -176,7 +189,7 @@ pub async fn drive<T: Target>(
                 if let Some(message) = recorder.fault() {
                     break EndReason::PayloadFailed { message: message.to_string() };
                 }
-                load.follow(schedule, started_at.elapsed().as_secs_f64() - extended_s.load(Ordering::Relaxed) as f64);
+                load.follow(load_now(schedule, &window, started_at.elapsed().as_secs_f64()));
                 continue;
             }
         }
@@ -217,22 +230,28 @@ pub async fn drive<T: Target>(
                 later.end_s += 1;
             }
             current.window = windows[window.index].clone();
-            extended_s.fetch_add(1, Ordering::Relaxed);
         } else if second == window.end_s {
             current.complete = true;
-            current.converged = options.traffic.precision.is_none_or(|precision| reached(&precision, &current));
+            current.converged = converged(options.traffic.precision, &current);
             current.resources = std::mem::take(&mut resource_totals).mean();
             current.finish();
-            let next = new_step(&windows, window.index + 1);
-            steps.push(std::mem::replace(&mut current, next));
-            if let StepVerdict::Stop(reason) = observer.on_step(&steps) {
-                break EndReason::Stopped { reason };
+            steps.push(std::mem::replace(&mut current, new_step(&windows, usize::MAX)));
+            match observer.on_step(&steps) {
+                StepVerdict::Stop(reason) => break EndReason::Stopped { reason },
+                StepVerdict::Then(next) => {
+                    windows.truncate(window.index + 1);
+                    windows.push(StepWindow::new(window.index + 1, second, next.duration_s, next.load, next.role));
+                }
+                StepVerdict::Continue => {}
             }
+            current = new_step(&windows, window.index + 1);
         }
         if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
             break EndReason::MaxInvocations { invocations: max };
         }
-        load.follow(schedule, second as f64 - extended_s.load(Ordering::Relaxed) as f64);
+        if windows.get(current.window.index).is_some() {
+            load.follow(load_now(schedule, &current.window, second as f64));
+        }
     };
     run.cancel();
     load.stop().await;
@@ -254,7 +273,7 @@ pub async fn drive<T: Target>(
     }
     if !current.completed_per_second.is_empty() {
         current.resources = resource_totals.mean();
-        current.converged = options.traffic.precision.is_none_or(|precision| reached(&precision, &current));
+        current.converged = converged(options.traffic.precision, &current);
         current.finish();
         steps.push(current);
     }
@@ -276,30 +295,41 @@ fn summarize_second(second: u64, load: f64, tally: &Tally, resources: ResourceSa
     }
 }
 
+/// Whether a step reached the precision asked for; a probe is not held to it.
+fn converged(precision: Option<StepPrecision>, step: &StepRecord) -> bool {
+    !step.window.role.is_measured() || precision.is_none_or(|precision| reached(&precision, step))
+}
+
+/// The load to follow now: a stepped pattern holds its current step's load (through the warm-up, and while a step
+/// runs on); phases and rate ramps change theirs continuously.
+fn load_now(schedule: &Schedule, step: &StepWindow, elapsed_s: f64) -> f64 {
+    if schedule.is_stepped() { step.load } else { schedule.load_at(elapsed_s) }
+}
+
 fn new_step(windows: &[StepWindow], index: usize) -> StepRecord {
-    let window =
-        windows.get(index).cloned().unwrap_or(StepWindow { index, start_s: 0, end_s: 0, steady_start_s: 0, load: 0.0 });
+    let window = windows.get(index).cloned().unwrap_or(StepWindow::new(index, 0, 0, 0.0, StepRole::Measured));
     new_step_for(window)
 }
 
-/// What generates the load: virtual users that follow the schedule, or the open model's arrival scheduler.
+/// What generates the load: virtual users, or the open model's arrival scheduler and the rate it offers.
 enum Load<T: Target> {
     Closed(VirtualUsers<T>),
-    Open(JoinHandle<()>),
+    Open { scheduler: JoinHandle<()>, rate_per_s: Arc<AtomicU64> },
 }
 
 impl<T: Target> Load<T> {
-    /// Brings the number of virtual users to the schedule; the open model follows it by itself.
-    fn follow(&mut self, schedule: &Schedule, elapsed_s: f64) {
-        if let Load::Closed(users) = self {
-            users.set(schedule.users_at(elapsed_s));
+    /// Brings the number of virtual users, or the offered rate, to `load`.
+    fn follow(&mut self, load: f64) {
+        match self {
+            Load::Closed(users) => users.set(load as u32),
+            Load::Open { rate_per_s, .. } => rate_per_s.store(load.to_bits(), Ordering::Relaxed),
         }
     }
 
     async fn stop(self) {
         match self {
             Load::Closed(users) => users.stop().await,
-            Load::Open(scheduler) => {
+            Load::Open { scheduler, .. } => {
                 let _ = scheduler.await;
             }
         }

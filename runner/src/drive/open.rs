@@ -2,6 +2,7 @@
 //! whatever the server does; an arrival with no free worker under `max_in_flight` is dropped and counted.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng as _;
@@ -11,7 +12,6 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::Recorder;
-use crate::plan::Schedule;
 use crate::precise_timer;
 use crate::spec::{Arrivals, TrafficOptions};
 use crate::target::{Session, Target};
@@ -27,12 +27,11 @@ const SCHEDULER_TICK: Duration = Duration::from_millis(1);
 /// are out, it goes to a worker (each worker owns one session, and takes the next arrival as soon as it is free);
 /// otherwise it is dropped and counted.
 pub(super) struct OpenArrivals {
-    pub(super) schedule: Schedule,
+    /// The rate to offer (an f64's bits), set by the control loop as the steps go.
+    pub(super) rate_per_s: Arc<AtomicU64>,
     pub(super) options: TrafficOptions,
     pub(super) seed: u64,
     pub(super) started_at: Instant,
-    /// Seconds the steps so far were extended by: the schedule runs that much behind the clock.
-    pub(super) extended_s: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// What the scheduler and its workers share.
@@ -68,22 +67,13 @@ impl OpenArrivals {
         // Each worker's own queue of due times; it never holds more than one.
         let mut workers: Vec<mpsc::UnboundedSender<Instant>> = Vec::new();
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let end = |extended_s: &std::sync::atomic::AtomicU64| {
-            self.started_at
-                + Duration::from_secs(
-                    self.schedule.duration_s() + extended_s.load(std::sync::atomic::Ordering::Relaxed),
-                )
-        };
-        let schedule_s = |at: Instant| {
-            at.duration_since(self.started_at).as_secs_f64()
-                - self.extended_s.load(std::sync::atomic::Ordering::Relaxed) as f64
-        };
         let mut due = self.started_at;
         let mut round: Vec<Instant> = Vec::new();
         let mut next_round = self.started_at;
         let cancelled = run.cancelled();
         tokio::pin!(cancelled);
-        while due < end(&self.extended_s) {
+        // Until the control loop ends the run.
+        loop {
             // At least a tick between rounds; a slow rate sleeps until its next arrival is near.
             let wake = due.checked_sub(DISPATCH_AHEAD).unwrap_or(due).max(next_round);
             tokio::select! {
@@ -94,9 +84,14 @@ impl OpenArrivals {
             next_round = now + SCHEDULER_TICK;
             let horizon = now + DISPATCH_AHEAD;
             round.clear();
-            while due <= horizon && due < end(&self.extended_s) {
+            while due <= horizon {
+                let rate_per_s = f64::from_bits(self.rate_per_s.load(Ordering::Relaxed));
+                if rate_per_s <= 0.0 {
+                    // Nothing to offer (the run is ending): look again next round.
+                    due = next_round;
+                    break;
+                }
                 round.push(due);
-                let rate_per_s = self.schedule.load_at(schedule_s(due));
                 let gap_s = match self.options.arrivals {
                     Arrivals::Uniform => 1.0 / rate_per_s,
                     Arrivals::Poisson => Exp::new(rate_per_s).map_or(1.0 / rate_per_s, |exp| exp.sample(&mut rng)),

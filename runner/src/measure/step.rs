@@ -129,11 +129,12 @@ impl ResourceTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::StepRole;
 
     #[test]
     fn a_step_is_saturated_when_the_generator_is_late_or_out_of_cpu() {
         let step = |lag_us: u64, generator_cpu_percent: Option<f64>| {
-            let mut step = new_step_for(StepWindow { index: 0, start_s: 0, end_s: 5, steady_start_s: 1, load: 1.0 });
+            let mut step = new_step_for(StepWindow::new(0, 0, 5, 1.0, StepRole::Measured));
             step.steady.generator_lag_us.record(lag_us).unwrap();
             step.resources.generator_cpu_percent = generator_cpu_percent;
             step

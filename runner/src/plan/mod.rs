@@ -11,7 +11,7 @@ use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom as _, SliceRandom as _};
 
 use crate::spec::{Configuration, Deployment, Job};
-pub use schedule::{LoadUnit, Schedule, StepWindow};
+pub use schedule::{LoadUnit, Schedule, StepRole, StepWindow};
 
 #[derive(Debug, Clone)]
 pub struct TestRun {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{Traffic, TrafficOptions};
+use crate::spec::{FIRST_PROBE_STEP_S, Traffic, TrafficOptions};
 
 /// Phases and rate ramps are analysed in windows of this length, since their load changes continuously.
 const WINDOW_S: u64 = 10;
@@ -29,6 +29,22 @@ impl LoadUnit {
     }
 }
 
+/// What a step is for. Search mode's probe steps are short and only bracket the capacity; every figure comes from
+/// measured steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepRole {
+    #[default]
+    Measured,
+    Probe,
+}
+
+impl StepRole {
+    pub fn is_measured(&self) -> bool {
+        *self == StepRole::Measured
+    }
+}
+
 /// One step of the ramp as the analysis sees it: a time window with a load level and a steady part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepWindow {
@@ -39,6 +55,16 @@ pub struct StepWindow {
     pub steady_start_s: u64,
     /// Virtual users, or offered requests per second (the mean over the window, for phases and ramps).
     pub load: f64,
+    #[serde(default, skip_serializing_if = "StepRole::is_measured")]
+    pub role: StepRole,
+}
+
+impl StepWindow {
+    /// A step of `duration_s` from `start_s`, whose ramp-in is not measured.
+    pub fn new(index: usize, start_s: u64, duration_s: u64, load: f64, role: StepRole) -> Self {
+        let steady_start_s = start_s + ramp_in_s(duration_s).min(duration_s.saturating_sub(1));
+        StepWindow { index, start_s, end_s: start_s + duration_s, steady_start_s, load, role }
+    }
 }
 
 /// The traffic pattern turned into a load at each moment and a list of analysis steps, after any warm-up.
@@ -60,13 +86,7 @@ fn equal_steps(warmup_s: u64, step_duration_s: u64, steps: u32, load: impl Fn(u6
     (0..u64::from(steps))
         .map(|index| {
             let start_s = warmup_s + index * step_duration_s;
-            StepWindow {
-                index: index as usize,
-                start_s,
-                end_s: start_s + step_duration_s,
-                steady_start_s: start_s + ramp_in_s(step_duration_s),
-                load: load(index),
-            }
+            StepWindow::new(index as usize, start_s, step_duration_s, load(index), StepRole::Measured)
         })
         .collect()
 }
@@ -85,7 +105,8 @@ fn windows(warmup_s: u64, segment_durations_s: &[u64]) -> Vec<StepWindow> {
                 end_s = segment_end_s;
             }
             let steady_start_s = if start_s == segment_start_s && end_s - start_s >= 2 { start_s + 1 } else { start_s };
-            windows.push(StepWindow { index: windows.len(), start_s, end_s, steady_start_s, load: 0.0 });
+            let role = StepRole::Measured;
+            windows.push(StepWindow { index: windows.len(), start_s, end_s, steady_start_s, load: 0.0, role });
             start_s = end_s;
         }
         segment_start_s = segment_end_s;
@@ -112,8 +133,19 @@ impl Schedule {
                 schedule.with_mean_loads(windows(warmup_s, &durations))
             }
             Traffic::RateRamp { duration_s, .. } => schedule.with_mean_loads(windows(warmup_s, &[*duration_s])),
+            // The first probe step; the search adds each next step as the one before it ends.
+            Traffic::Search(search) => {
+                let first_s = search.probe_step_s.max(FIRST_PROBE_STEP_S);
+                vec![StepWindow::new(0, warmup_s, first_s, search.load.start(), StepRole::Probe)]
+            }
         };
         schedule
+    }
+
+    /// Whether the load holds still step by step (and a step may run on until precise), rather than changing
+    /// every second.
+    pub fn is_stepped(&self) -> bool {
+        !matches!(self.traffic, Traffic::Phases(_) | Traffic::RateRamp { .. })
     }
 
     fn with_mean_loads(&self, mut windows: Vec<StepWindow>) -> Vec<StepWindow> {
@@ -125,21 +157,24 @@ impl Schedule {
         windows
     }
 
+    /// The ramp's length with every step at its planned length; for search mode, at most that (every probe step
+    /// up to the maximum load, and every measured step).
     pub fn duration_s(&self) -> u64 {
-        self.steps.last().map_or(self.warmup_s, |step| step.end_s)
+        match &self.traffic {
+            Traffic::Search(search) => {
+                self.warmup_s + search.longest_probe_s() + u64::from(search.max_steps) * search.step_duration_s
+            }
+            _ => self.steps.last().map_or(self.warmup_s, |step| step.end_s),
+        }
     }
 
     /// The load at `elapsed_s` seconds into the run, in `load_unit`; the warm-up runs at the first step's load.
     pub fn load_at(&self, elapsed_s: f64) -> f64 {
         let t = (elapsed_s - self.warmup_s as f64).max(0.0);
         match &self.traffic {
-            Traffic::Stairs { users_per_step, step_duration_s, steps } => {
-                let index = ((t / *step_duration_s as f64).floor() as u32).min(steps.saturating_sub(1));
-                f64::from(users_per_step * (index + 1))
-            }
-            Traffic::RateSteps { start_rate_per_s, step_rate_per_s, step_duration_s, steps } => {
-                let index = ((t / *step_duration_s as f64).floor() as u32).min(steps.saturating_sub(1));
-                start_rate_per_s + step_rate_per_s * f64::from(index)
+            Traffic::Stairs { .. } | Traffic::RateSteps { .. } | Traffic::Search(_) => {
+                let step = self.steps.iter().rev().find(|step| step.start_s as f64 <= elapsed_s);
+                step.or(self.steps.first()).map_or(0.0, |step| step.load)
             }
             Traffic::RateRamp { from_rate_per_s, to_rate_per_s, duration_s } => {
                 let fraction = (t / (*duration_s).max(1) as f64).min(1.0);
@@ -161,11 +196,6 @@ impl Schedule {
             }
         }
     }
-
-    /// Virtual users the closed model runs `elapsed_s` seconds into the run.
-    pub fn users_at(&self, elapsed_s: f64) -> u32 {
-        self.load_at(elapsed_s) as u32
-    }
 }
 
 #[cfg(test)]
@@ -182,10 +212,11 @@ mod tests {
         let schedule =
             Schedule::new(&Traffic::Stairs { users_per_step: 3, step_duration_s: 5, steps: 4 }, &no_warmup());
         assert_eq!(schedule.duration_s(), 20);
-        assert_eq!(schedule.steps[2], StepWindow { index: 2, start_s: 10, end_s: 15, steady_start_s: 11, load: 9.0 });
+        assert_eq!(schedule.steps[2], StepWindow::new(2, 10, 5, 9.0, StepRole::Measured));
+        assert_eq!((schedule.steps[2].end_s, schedule.steps[2].steady_start_s), (15, 11));
         assert_eq!(
-            (schedule.users_at(0.0), schedule.users_at(9.99), schedule.users_at(19.5), schedule.users_at(25.0)),
-            (3, 6, 12, 12)
+            (schedule.load_at(0.0), schedule.load_at(9.99), schedule.load_at(19.5), schedule.load_at(25.0)),
+            (3.0, 6.0, 12.0, 12.0)
         );
     }
 
@@ -198,9 +229,9 @@ mod tests {
             ]),
             &no_warmup(),
         );
-        assert_eq!(schedule.users_at(0.0), 2);
-        assert_eq!(schedule.users_at(4.1), 4);
-        assert_eq!(schedule.users_at(22.0), 10);
+        assert_eq!(schedule.load_at(0.0), 2.0);
+        assert_eq!(schedule.load_at(4.1), 4.0);
+        assert_eq!(schedule.load_at(22.0), 10.0);
         let bounds: Vec<(u64, u64)> = schedule.steps.iter().map(|step| (step.start_s, step.end_s)).collect();
         assert_eq!(bounds, vec![(0, 10), (10, 21), (21, 26)]);
         assert_eq!(schedule.steps[0].steady_start_s, 1);

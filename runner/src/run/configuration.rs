@@ -6,14 +6,16 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::analyze::search::{self, Searcher};
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector, StepResult};
 use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
 use crate::aws::errors::ErrorDetail;
 use crate::drive::{self, DriveOptions, EndReason, RunRecord};
 use crate::measure::ResourceSource;
 use crate::measure::series;
+use crate::measure::step::StepRecord;
 use crate::payload::PayloadSource;
-use crate::plan::{LoadUnit, TestRun};
+use crate::plan::{LoadUnit, StepRole, TestRun};
 use crate::results::{ConfigurationResult, RunStatus};
 use crate::server::{Server, Started};
 use crate::spec::{Deployment, Traffic};
@@ -23,6 +25,7 @@ use crate::target::sagemaker::SageMakerTarget;
 
 use super::RunContext;
 use super::progress::RunObserver;
+use super::race::Racer;
 
 pub(super) async fn run_configuration(
     context: &RunContext<'_>,
@@ -55,9 +58,26 @@ pub(super) async fn run_configuration(
         .as_ref()
         .filter(|_| job.cloudwatch.publish)
         .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, &endpoint_name));
+    let facts = ConfigurationFacts {
+        load_unit: context.schedule.load_unit,
+        instance_count: configuration.instance_count,
+        price_per_hour_usd: configuration.price_per_hour_usd,
+        utilization_source,
+    };
+    let detector = || OnlineDetector { stopping: &job.stopping, settings: job.plateau };
+    let searcher = || match &job.traffic {
+        Traffic::Search(search) => {
+            Some(Searcher { search, detector: detector(), think_time_ms: job.traffic_options.think_time_ms })
+        }
+        _ => None,
+    };
     let mut observer = RunObserver {
         load_unit: context.schedule.load_unit,
-        detector: OnlineDetector { stopping: &job.stopping, settings: job.plateau },
+        detector: detector(),
+        searcher: searcher(),
+        probe_steps: 0,
+        racer: context.race.map(|race| Racer { race, job, facts: &facts }),
+        eliminated: None,
         progress,
         line: &line,
         run_label: label.clone(),
@@ -77,6 +97,7 @@ pub(super) async fn run_configuration(
     };
     let run_started = SystemTime::now();
     let driven = drive_target(context, run, &mut started, payload, options, &mut observer).await;
+    let eliminated = observer.eliminated.take();
     let Started { server, address, .. } = started;
     let run_ended = SystemTime::now();
     // On Ctrl-C or SIGTERM, CloudWatch gets a second to take what is left, not its full timeout.
@@ -123,12 +144,6 @@ pub(super) async fn run_configuration(
             return context.failed(run, &error);
         }
     };
-    let facts = ConfigurationFacts {
-        load_unit: context.schedule.load_unit,
-        instance_count: configuration.instance_count,
-        price_per_hour_usd: configuration.price_per_hour_usd,
-        utilization_source,
-    };
     // Phases are judged by sliding windows, measured again from the series file (docs/decisions.md, "What the
     // numbers mean").
     let sliding = match &job.traffic {
@@ -139,8 +154,24 @@ pub(super) async fn run_configuration(
         }
         _ => None,
     };
+    // Search mode's probe steps placed the measured ones; figures come from measured steps only.
+    let (probe, measured): (Vec<StepRecord>, Vec<StepRecord>) =
+        record.steps.into_iter().partition(|step| step.window.role == StepRole::Probe);
+    let measured: Vec<StepRecord> = measured
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut step)| {
+            step.window.index = index;
+            step
+        })
+        .collect();
     let mut analysis =
-        analyze::analyze_steps(&record.steps, &facts, &job.stopping, &job.requirements, &job.plateau, sliding.as_ref());
+        analyze::analyze_steps(&measured, &facts, &job.stopping, &job.requirements, &job.plateau, sliding.as_ref());
+    let search = searcher().map(|searcher| {
+        let (probe, _) = search::split(&probe);
+        let summary = searcher.summary(&probe, &analysis.steps);
+        (probe, summary)
+    });
     // A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
     if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint_metrics.as_ref())
         && (endpoint.cpu_utilization.is_some() || endpoint.memory_utilization.is_some())
@@ -176,6 +207,9 @@ pub(super) async fn run_configuration(
         failure,
         elapsed_s: record.elapsed_s,
         steps: analysis.steps,
+        eliminated,
+        probe_steps: search.as_ref().map(|(probe, _)| probe.clone()).unwrap_or_default(),
+        search: search.map(|(_, summary)| summary),
         seconds: record.seconds,
         series_file: Some(series_file),
         server_log: run.log_file(),

@@ -5,6 +5,7 @@
 
 mod configuration;
 mod progress;
+mod race;
 mod signals;
 mod trials;
 
@@ -187,6 +188,7 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
         recommendation: None,
     };
     let progress = Progress::new(plan.runs.len());
+    let race = race::Race::default();
     let job_started = Instant::now();
     // `plan.parallel` runs at once; results arrive in plan order.
     let mut finished = futures_util::stream::iter(&plan.runs)
@@ -198,6 +200,7 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
                 out: &out,
                 progress: &progress,
                 started: job_started,
+                race: job.racing.then_some(&race),
             };
             let (plugin, cancel, kept) = (&plugin, cancel.clone(), &kept);
             async move {
@@ -209,6 +212,14 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
                 }
                 if cancel.is_cancelled() {
                     return skipped(&context, run);
+                }
+                if let Some(reason) = context.race.and_then(|race| race.eliminated(&run.name)) {
+                    let label = format!("[{}/{}] {}", run.index + 1, context.progress.runs, run.label());
+                    context.progress.line(format!("{label}: not run, eliminated by an earlier trial: {reason}"));
+                    return ConfigurationResult {
+                        eliminated: Some(reason),
+                        ..context.empty_result(run, RunStatus::Complete, None)
+                    };
                 }
                 let payload =
                     PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
@@ -223,6 +234,7 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
         } else {
             results.configurations.push(result);
         }
+        race.update(&results.configurations, &job);
         // Saved after every configuration, so an abrupt end loses at most the ones in progress.
         results.manifest.ended_at = utc_now();
         report::write_results(&results, &out)?;
@@ -261,6 +273,8 @@ pub(super) struct RunContext<'a> {
     pub(super) progress: &'a Progress,
     /// When the job started: the reference endpoint's drift and stalls count from here.
     pub(super) started: Instant,
+    /// The race the runs are in, unless `[job] racing = false`.
+    pub(super) race: Option<&'a race::Race>,
 }
 
 impl RunContext<'_> {
@@ -290,6 +304,9 @@ impl RunContext<'_> {
             elapsed_s: 0,
             full_ramp_s: self.schedule.duration_s(),
             steps: Vec::new(),
+            eliminated: None,
+            probe_steps: Vec::new(),
+            search: None,
             seconds: Vec::new(),
             series_file: None,
             server_log: None,

@@ -6,13 +6,15 @@ use std::time::{Duration, SystemTime};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+use super::race::Racer;
 use crate::analyze::OnlineDetector;
+use crate::analyze::search::Searcher;
 use crate::aws::cloudwatch::{ClientSecond, Publisher};
 use crate::drive::{Observer, StepVerdict};
 use crate::measure::Tally;
 use crate::measure::series::SecondSummary;
 use crate::measure::step::StepRecord;
-use crate::plan::{LoadUnit, StepWindow};
+use crate::plan::{LoadUnit, StepRole, StepWindow};
 use crate::units;
 
 /// Live progress lines on a terminal, one per test run in progress; plain log lines, one per step, elsewhere (CI).
@@ -69,6 +71,14 @@ impl Drop for RunLine {
 pub(super) struct RunObserver<'a> {
     pub(super) load_unit: LoadUnit,
     pub(super) detector: OnlineDetector<'a>,
+    /// Search mode: chooses each next step.
+    pub(super) searcher: Option<Searcher<'a>>,
+    /// Probe steps run so far: measured steps are numbered after them.
+    pub(super) probe_steps: usize,
+    /// Racing: stops the run once it cannot win.
+    pub(super) racer: Option<Racer<'a>>,
+    /// Why racing stopped the run, once it has.
+    pub(super) eliminated: Option<String>,
     pub(super) progress: &'a Progress,
     pub(super) line: &'a RunLine,
     pub(super) run_label: String,
@@ -80,6 +90,19 @@ pub(super) struct RunObserver<'a> {
 
 fn clock(seconds: u64) -> String {
     format!("{}:{:02}", seconds / 60, seconds % 60)
+}
+
+impl RunObserver<'_> {
+    /// `step 3/6`; in search mode `probe 2` or `step 3 of at most 8`.
+    fn step_label(&self, step: &StepWindow) -> String {
+        match (step.role, &self.searcher) {
+            (StepRole::Probe, _) => format!("probe {}", step.index + 1),
+            (StepRole::Measured, Some(searcher)) => {
+                format!("step {} of at most {}", step.index + 1 - self.probe_steps, searcher.search.max_steps)
+            }
+            (StepRole::Measured, None) => format!("step {}/{}", step.index + 1, self.steps_total),
+        }
+    }
 }
 
 impl Observer for RunObserver<'_> {
@@ -95,10 +118,9 @@ impl Observer for RunObserver<'_> {
         }
         if self.line.is_shown() {
             self.line.set(format!(
-                "{} · step {}/{} · {:.0} {} · {} req/s · p99 {:.1} ms · {} errors · {} / {}",
+                "{} · {} · {:.0} {} · {} req/s · p99 {:.1} ms · {} errors · {} / {}",
                 self.run_label,
-                step.index + 1,
-                self.steps_total,
+                self.step_label(step),
                 second.load,
                 self.load_unit.label(),
                 second.completed,
@@ -114,10 +136,9 @@ impl Observer for RunObserver<'_> {
         if let Some(step) = steps.last() {
             let latency = crate::measure::LatencySummary::of(&step.steady.latency_us);
             self.progress.line(format!(
-                "{} step {}/{}: {:.0} {}, {:.0} invocations/min, p50 {:.1} ms, p99 {:.1} ms, {} errors{}",
+                "{} {}: {:.0} {}, {:.0} invocations/min, p50 {:.1} ms, p99 {:.1} ms, {} errors{}",
                 self.run_label,
-                step.window.index + 1,
-                self.steps_total,
+                self.step_label(&step.window),
                 step.window.load,
                 self.load_unit.label(),
                 units::per_minute(step.throughput_rps()),
@@ -134,9 +155,49 @@ impl Observer for RunObserver<'_> {
                 }
             ));
         }
-        let verdict = self.detector.stop_reason(steps).map_or(StepVerdict::Continue, StepVerdict::Stop);
-        if let StepVerdict::Stop(reason) = &verdict {
-            self.progress.line(format!("{} stopped early: {reason}", self.run_label));
+        self.probe_steps = steps.iter().filter(|step| step.window.role == StepRole::Probe).count();
+        let verdict = match &self.searcher {
+            Some(searcher) => searcher.next(steps),
+            None => self.detector.stop_reason(steps).map_or(StepVerdict::Continue, StepVerdict::Stop),
+        };
+        // Racing stops only a ramp that would go on: one that ends anyway was measured in full.
+        let goes_on = match (&verdict, steps.last()) {
+            (StepVerdict::Then(_), _) => true,
+            (StepVerdict::Continue, Some(last)) => last.window.index + 1 < self.steps_total,
+            _ => false,
+        };
+        if let Some(racer) = self.racer.as_ref().filter(|_| goes_on) {
+            if let Some(reason) = racer.cannot_win(steps) {
+                let elapsed_s = steps.last().map_or(0, |step| step.window.end_s);
+                let saved = match self.searcher {
+                    Some(_) => "its remaining steps not run".to_string(),
+                    None => format!("up to {} s of its ramp saved", self.ramp_s.saturating_sub(elapsed_s)),
+                };
+                self.progress.line(format!("{} eliminated after {elapsed_s} s ({saved}): {reason}", self.run_label));
+                self.eliminated = Some(reason.clone());
+                return StepVerdict::Stop(format!("eliminated: {reason}"));
+            }
+        }
+        match (&verdict, &self.searcher) {
+            (StepVerdict::Stop(reason), Some(_)) => {
+                self.progress.line(format!("{} search done: {reason}", self.run_label));
+            }
+            (StepVerdict::Stop(reason), None) => {
+                self.progress.line(format!("{} stopped early: {reason}", self.run_label));
+            }
+            // Every step so far was a probe, and the next is measured: the probe just ended.
+            (StepVerdict::Then(next), Some(searcher)) if next.role.is_measured() && self.probe_steps == steps.len() => {
+                let bracket = searcher.bracket(&crate::analyze::search::split(steps).0);
+                self.progress.line(format!(
+                    "{} probe done: {}; knee near {:.1} {}, measured steps from {}",
+                    self.run_label,
+                    bracket.ended,
+                    bracket.knee_load,
+                    self.load_unit.label(),
+                    next.load
+                ));
+            }
+            _ => {}
         }
         verdict
     }

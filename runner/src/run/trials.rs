@@ -75,6 +75,10 @@ fn combine(group: &[&ConfigurationResult], asked: u32, load_unit: LoadUnit) -> C
         full_ramp_s: first.full_ramp_s * u64::from(asked),
         steps,
         seconds: Vec::new(),
+        eliminated: group.iter().find_map(|run| run.eliminated.clone()),
+        // Each trial searched on its own; their probes are in `trial_runs`.
+        probe_steps: Vec::new(),
+        search: None,
         series_file: None,
         server_log: None,
         plateau,

@@ -101,7 +101,7 @@ pub enum Objective {
     Latency,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Stopping {
     pub max_invocations: Option<u64>,
     pub latency_thresholds: Vec<LatencyThreshold>,

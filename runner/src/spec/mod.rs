@@ -39,7 +39,7 @@ pub use target::{
     CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck, ResponseCheck,
     SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
 };
-pub use traffic::{Arrivals, Phase, StepPrecision, Traffic, TrafficOptions};
+pub use traffic::{Arrivals, FIRST_PROBE_STEP_S, Phase, Search, SearchLoad, StepPrecision, Traffic, TrafficOptions};
 pub use values::{DurationValue, Percentile};
 
 use cloudwatch::{RawCloudWatch, validate_cloudwatch};
@@ -115,6 +115,9 @@ struct RawJob {
     /// over trials with a t interval. Default 1.
     #[schemars(with = "Option<u32>")]
     trials: Option<Spanned<u32>>,
+    /// Stop a configuration early once its figures show it cannot beat the best one measured so far, or misses
+    /// the latency goal at its lowest load (default true).
+    racing: Option<bool>,
     /// A price table of the user's own, relative to the job file; else the built-in one.
     #[schemars(with = "Option<PathBuf>")]
     price_table: Option<Spanned<PathBuf>>,
@@ -131,6 +134,8 @@ pub struct Job {
     pub seed: u64,
     /// `[job] trials` (1 to `MAX_TRIALS`): how many times each configuration runs.
     pub trials: u32,
+    /// `[job] racing`: configurations that cannot win stop early.
+    pub racing: bool,
     /// At least one; `Configuration::target` indexes it.
     pub targets: Vec<Target>,
     pub payload: Payload,
@@ -318,6 +323,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         description: raw.job.description.map(Spanned::into_inner),
         seed: raw.job.seed.unwrap_or(0),
         trials,
+        racing: raw.job.racing.unwrap_or(true),
         targets,
         payload,
         traffic,

@@ -21,6 +21,8 @@ pub(super) struct RawTraffic {
     rate_ramp: Option<Spanned<RawRateRamp>>,
     #[schemars(with = "Option<RawConstantRate>")]
     constant_rate: Option<Spanned<RawConstantRate>>,
+    #[schemars(with = "Option<RawSearch>")]
+    search: Option<Spanned<RawSearch>>,
     #[schemars(with = "Option<DurationValue>")]
     warmup: Option<Spanned<DurationValue>>,
     #[schemars(with = "Option<Arrivals>")]
@@ -71,6 +73,35 @@ pub(super) struct RawConstantRate {
     rate_per_s: Spanned<f64>,
     #[schemars(with = "DurationValue")]
     duration: Spanned<DurationValue>,
+}
+
+/// Search mode: a probe doubles the load from `start_users` (or `start_rate_per_s`) until throughput stops scaling,
+/// then measured steps are placed around the capacity it found.
+#[derive(Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "Search")]
+pub(super) struct RawSearch {
+    /// Virtual users of the first probe step (default 1); each probe step doubles them.
+    #[schemars(with = "Option<u32>")]
+    start_users: Option<Spanned<u32>>,
+    /// The most virtual users the search may run (default 100000).
+    #[schemars(with = "Option<u32>")]
+    max_users: Option<Spanned<u32>>,
+    /// Open model instead: the first probe step's offered rate; each probe step doubles it.
+    #[schemars(with = "Option<f64>")]
+    start_rate_per_s: Option<Spanned<f64>>,
+    /// Open model: the highest rate the search may offer (default 1000000).
+    #[schemars(with = "Option<f64>")]
+    max_rate_per_s: Option<Spanned<f64>>,
+    /// Each probe step's length (default 3s, of which the first second is not measured).
+    #[schemars(with = "Option<DurationValue>")]
+    probe_step_duration: Option<Spanned<DurationValue>>,
+    /// Each measured step's length.
+    #[schemars(with = "DurationValue")]
+    step_duration: Spanned<DurationValue>,
+    /// At most this many measured steps (default 8).
+    #[schemars(with = "Option<u32>")]
+    steps: Option<Spanned<u32>>,
 }
 
 /// How an open model spaces its requests.
@@ -132,14 +163,77 @@ pub enum Traffic {
         to_rate_per_s: f64,
         duration_s: u64,
     },
+    /// Steps chosen as the run goes: a doubling probe, then measured steps around the capacity it found.
+    Search(Search),
 }
 
 impl Traffic {
     /// Whether requests arrive on a schedule (open model) rather than from a number of users (closed).
     pub fn is_open(&self) -> bool {
-        matches!(self, Traffic::RateSteps { .. } | Traffic::RateRamp { .. })
+        matches!(
+            self,
+            Traffic::RateSteps { .. }
+                | Traffic::RateRamp { .. }
+                | Traffic::Search(Search { load: SearchLoad::RatePerSecond { .. }, .. })
+        )
     }
 }
+
+/// Search mode (`[traffic.search]`), validated.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Search {
+    pub load: SearchLoad,
+    pub probe_step_s: u64,
+    pub step_duration_s: u64,
+    /// Measured steps at most.
+    pub max_steps: u32,
+}
+
+/// Where search mode starts and how far it may go: virtual users (closed model) or an offered rate (open).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SearchLoad {
+    Users { start: u32, max: u32 },
+    RatePerSecond { start: f64, max: f64 },
+}
+
+impl Search {
+    /// The probe at its longest, every step from the start doubled up to the maximum load.
+    pub fn longest_probe_s(&self) -> u64 {
+        let first_s = self.probe_step_s.max(FIRST_PROBE_STEP_S);
+        first_s + u64::from(self.load.probe_steps() - 1) * self.probe_step_s
+    }
+}
+
+impl SearchLoad {
+    pub fn start(&self) -> f64 {
+        match self {
+            SearchLoad::Users { start, .. } => f64::from(*start),
+            SearchLoad::RatePerSecond { start, .. } => *start,
+        }
+    }
+
+    pub fn max(&self) -> f64 {
+        match self {
+            SearchLoad::Users { max, .. } => f64::from(*max),
+            SearchLoad::RatePerSecond { max, .. } => *max,
+        }
+    }
+
+    /// Probe steps at most: the start, doubled until the maximum.
+    fn probe_steps(&self) -> u32 {
+        (self.max() / self.start()).log2().ceil().max(0.0) as u32 + 1
+    }
+}
+
+/// Search mode's defaults: a probe step long enough for two measured seconds, and measured steps enough to climb
+/// from below the knee to a confirmed plateau with room to double twice when the probe was wrong.
+pub const DEFAULT_PROBE_STEP_S: u64 = 3;
+/// The probe's first step, at the lowest load, runs at least this long: four measured seconds give its latency an
+/// interval racing can rely on (a configuration that misses the goal there stops at once), and the base latency
+/// Little's law places the knee with.
+pub const FIRST_PROBE_STEP_S: u64 = 5;
+pub const DEFAULT_SEARCH_STEPS: u32 = 8;
 
 /// Settings that apply to any traffic pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -201,6 +295,10 @@ impl Traffic {
             }
             Traffic::Phases(phases) => phases.iter().map(|phase| phase.duration_s).sum(),
             Traffic::RateRamp { duration_s, .. } => *duration_s,
+            Traffic::Search(search) => {
+                let step_s = options.precision.map_or(search.step_duration_s, |p| p.max_step_duration_s);
+                search.longest_probe_s() + u64::from(search.max_steps) * step_s
+            }
         };
         options.warmup_s + ramp_s
     }
@@ -211,6 +309,7 @@ impl Traffic {
             Traffic::Stairs { step_duration_s, .. } | Traffic::RateSteps { step_duration_s, .. } => {
                 Some(*step_duration_s)
             }
+            Traffic::Search(search) => Some(search.step_duration_s),
             Traffic::Phases(_) | Traffic::RateRamp { .. } => None,
         }
     }
@@ -282,12 +381,13 @@ pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticS
         traffic.rate_steps.is_some(),
         traffic.rate_ramp.is_some(),
         traffic.constant_rate.is_some(),
+        traffic.search.is_some(),
     ];
     if given.iter().filter(|given| **given).count() != 1 {
         sink.error(
             span_of(raw),
             "traffic",
-            "give exactly one traffic pattern: [traffic.stairs], [[traffic.phases]] (virtual users), or [traffic.rate_steps], [traffic.rate_ramp], [traffic.constant_rate] (arrival rate)",
+            "give exactly one traffic pattern: [traffic.stairs], [[traffic.phases]] (virtual users), [traffic.rate_steps], [traffic.rate_ramp], [traffic.constant_rate] (arrival rate), or [traffic.search] (either, steps found as it runs)",
             Some("e.g. [traffic.stairs] users_per_step = 2, step_duration = \"10s\", steps = 6".into()),
         );
         return None;
@@ -336,6 +436,9 @@ pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticS
             duration_s: step_seconds(&ramp.duration, "traffic.rate_ramp.duration", sink),
         });
     }
+    if let Some(search) = &traffic.search {
+        return Some(Traffic::Search(validate_search(search, sink)));
+    }
     let phases = traffic.phases.as_ref()?;
     if phases.get_ref().is_empty() {
         sink.error(span_of(phases), "traffic.phases", "needs at least one phase", None);
@@ -369,6 +472,67 @@ pub(super) fn validate_traffic(raw: &Spanned<RawTraffic>, sink: &mut DiagnosticS
         })
         .collect();
     Some(Traffic::Phases(phases))
+}
+
+fn validate_search(raw: &Spanned<RawSearch>, sink: &mut DiagnosticSink<'_>) -> Search {
+    let search = raw.get_ref();
+    let key = |field: &str| format!("traffic.search.{field}");
+    let users = [&search.start_users, &search.max_users].map(|value| value.as_ref().map(Spanned::span));
+    let rates = [&search.start_rate_per_s, &search.max_rate_per_s].map(|value| value.as_ref().map(Spanned::span));
+    let load = if rates.iter().any(Option::is_some) {
+        for (field, span) in ["start_users", "max_users"].into_iter().zip(users) {
+            if let Some(span) = span {
+                sink.error(
+                    Some(span),
+                    key(field),
+                    "give users (closed model) or a rate (open model), not both",
+                    Some("`start_rate_per_s` and `max_rate_per_s` search by arrival rate".into()),
+                );
+            }
+        }
+        let start = match &search.start_rate_per_s {
+            Some(start) => rate(start, &key("start_rate_per_s"), true, sink),
+            None => {
+                let hint = "the probe doubles the rate from it, e.g. start_rate_per_s = 10";
+                sink.error(span_of(raw), key("start_rate_per_s"), "is needed with `max_rate_per_s`", Some(hint.into()));
+                1.0
+            }
+        };
+        let max = search.max_rate_per_s.as_ref().map_or(MAX_RATE_PER_S, |max| {
+            let value = rate(max, &key("max_rate_per_s"), true, sink);
+            below_start(value, start, max, &key("max_rate_per_s"), sink);
+            value
+        });
+        SearchLoad::RatePerSecond { start, max }
+    } else {
+        let start = search.start_users.as_ref().map_or(1, |start| at_least_one(start, &key("start_users"), sink));
+        let max = search.max_users.as_ref().map_or(MAX_USERS as u32, |max| {
+            let value = at_least_one(max, &key("max_users"), sink);
+            load_within(f64::from(value), MAX_USERS, "users", max, &key("max_users"), sink);
+            below_start(f64::from(value), f64::from(start), max, &key("max_users"), sink);
+            value
+        });
+        SearchLoad::Users { start, max: max.min(MAX_USERS as u32) }
+    };
+    Search {
+        load,
+        probe_step_s: search
+            .probe_step_duration
+            .as_ref()
+            .map_or(DEFAULT_PROBE_STEP_S, |duration| step_seconds(duration, &key("probe_step_duration"), sink)),
+        step_duration_s: step_seconds(&search.step_duration, &key("step_duration"), sink),
+        max_steps: search
+            .steps
+            .as_ref()
+            .map_or(DEFAULT_SEARCH_STEPS, |steps| count_within(steps, MAX_STEPS, &key("steps"), STEPS_HINT, sink)),
+    }
+}
+
+/// Reports a search maximum below its start, at the maximum.
+fn below_start<T>(max: f64, start: f64, value: &Spanned<T>, key: &str, sink: &mut DiagnosticSink<'_>) {
+    if max < start {
+        sink.error(span_of(value), key, format!("must be at least the start ({start})"), None);
+    }
 }
 
 pub(super) fn validate_traffic_options(
@@ -467,7 +631,7 @@ fn validate_precision(
         ];
         refuse_keys(
             &keys,
-            "stepped patterns only (stairs, rate_steps, constant_rate)",
+            "stepped patterns only (stairs, rate_steps, constant_rate, search)",
             "phases and rate ramps change their load every second, so a step cannot run on",
             sink,
         );

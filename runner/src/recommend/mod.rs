@@ -1,6 +1,8 @@
 //! The recommendation: configurations that meet the requirements, ranked by the objective, near ties named, and the
 //! InitialInstanceCount that carries the expected peak.
 
+pub mod race;
+
 use crate::analyze::Metrics;
 use crate::analyze::trials::{AcrossTrials, TrialsSummary};
 use crate::measure;
@@ -72,6 +74,9 @@ fn objective_per_trial<'a>(
 
 /// Why a configuration does not meet the requirements, or `None` if it does.
 fn unmet_requirement(result: &ConfigurationResult, requirements: &Requirements) -> Option<String> {
+    if let Some(reason) = &result.eliminated {
+        return Some(format!("eliminated: {reason}"));
+    }
     if result.status == RunStatus::Failed || result.status == RunStatus::Skipped {
         // The first line: the whole failure, with any log tail, is in the results and the report's details.
         let failure = result.failure.as_deref().and_then(|failure| failure.lines().next());

@@ -1,0 +1,343 @@
+//! Search mode (`[traffic.search]`): which step runs next, decided when the step before it ends.
+//!
+//! A probe doubles the load in short steps until throughput levels off (closed model: a plateau the detector
+//! confirms on the probe's steps; open model: a rate the server did not serve), or a step is not usable (too many
+//! errors, a `[stopping]` latency threshold crossed, the load generator behind). That brackets the capacity: the
+//! knee lies between the last probe step before the plateau and its first. Little's law places it inside
+//! the bracket (closed model: the best throughput times the latency at the lowest load, think time included; open
+//! model: the best throughput). Measured steps start below the knee and climb by a quarter at a time, so the steps
+//! are densest where throughput bends, until the plateau detector confirms a plateau or a threshold ends the
+//! ramp. The probe's steps are short and imprecise, so the bracket is only a guess: when measured steps still
+//! scale almost linearly, it was wrong, and they double again (a re-probe) until throughput bends. Only measured
+//! steps feed the figures; the probe is kept in the results to show how the steps were placed.
+
+use serde::{Deserialize, Serialize};
+
+use crate::drive::{NextStep, StepVerdict};
+use crate::measure::step::StepRecord;
+use crate::plan::StepRole;
+use crate::spec::{Search, SearchLoad};
+
+use super::plateau::{OnlineDetector, StepPoint};
+use super::{StepResult, step_result};
+
+/// Open model: a probe step whose server served less than this share of the offered rate is past its capacity.
+const PROBE_SERVED_SHARE: f64 = 0.9;
+/// Measured steps past the probe's knee that still gained at least this share of linear scaling show the bracket
+/// was too low: the next step doubles the load.
+const REPROBE_SCALING: f64 = 0.75;
+/// The first measured step's load, as a share of the knee the probe found: one step that scales before it.
+const FIRST_STEP_SHARE: f64 = 0.8;
+/// Each measured step's load over the one before it, near the knee.
+const STEP_FACTOR: f64 = 1.25;
+
+/// Decides search mode's steps.
+pub struct Searcher<'a> {
+    pub search: &'a Search,
+    pub detector: OnlineDetector<'a>,
+    pub think_time_ms: u64,
+}
+
+/// What the probe found: the loads that bracket the knee, the knee's estimate inside it, and why the probe ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bracket {
+    /// The last probe step that scaled and the first that did not; absent when the probe's first step did not
+    /// scale or was unusable, or the probe reached the maximum load still scaling.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loads: Option<[f64; 2]>,
+    pub knee_load: f64,
+    pub ended: String,
+}
+
+/// How a search went: its probe's bracket, and how many times measured steps doubled past it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SearchSummary {
+    pub bracket: Bracket,
+    pub reprobes: u32,
+    pub probe_s: u64,
+}
+
+/// The share of linear scaling going from `before` to `after`: 1 when throughput grew as much as the load, 0 when
+/// it did not grow.
+fn scaling(before: &StepResult, after: &StepResult) -> f64 {
+    let load_gain = after.load / before.load.max(f64::MIN_POSITIVE) - 1.0;
+    if before.throughput_rps <= 0.0 || load_gain <= 0.0 {
+        return 0.0;
+    }
+    (after.throughput_rps / before.throughput_rps - 1.0) / load_gain
+}
+
+impl Searcher<'_> {
+    /// The next step after `records` (every step so far, probe steps first), or why the search is done.
+    pub fn next(&self, records: &[StepRecord]) -> StepVerdict {
+        let (probe, measured) = split(records);
+        if measured.is_empty() {
+            if let Some(load) = self.next_probe(&probe) {
+                return StepVerdict::Then(NextStep {
+                    load,
+                    duration_s: self.search.probe_step_s,
+                    role: StepRole::Probe,
+                });
+            }
+            return self.measured(self.round(self.bracket(&probe).knee_load * FIRST_STEP_SHARE));
+        }
+        let knee = self.bracket(&probe).knee_load;
+        let points: Vec<StepPoint> = measured.iter().map(|step| self.detector.point(step)).collect();
+        if let Some(reason) = self.detector.reason(&points, true) {
+            return StepVerdict::Stop(reason);
+        }
+        if measured.len() >= self.search.max_steps as usize {
+            return StepVerdict::Stop(format!(
+                "the search ran its {} measured steps before a confirmed plateau",
+                self.search.max_steps
+            ));
+        }
+        let last = measured.last().expect("measured steps");
+        if last.load >= self.search.load.max() {
+            return StepVerdict::Stop(format!("the search reached its maximum load ({})", last.load));
+        }
+        // Still scaling almost linearly past the knee the probe placed: the bracket was wrong.
+        let past_knee = last.load > knee * STEP_FACTOR;
+        let factor = match measured.len().checked_sub(2).map(|before| scaling(&measured[before], last)) {
+            Some(scaled) if past_knee && scaled >= REPROBE_SCALING => 2.0,
+            _ => STEP_FACTOR,
+        };
+        self.measured(self.round(last.load * factor).max(self.above(last.load)).min(self.search.load.max()))
+    }
+
+    fn measured(&self, load: f64) -> StepVerdict {
+        StepVerdict::Then(NextStep { load, duration_s: self.search.step_duration_s, role: StepRole::Measured })
+    }
+
+    /// The next probe load, or `None` when the probe is done.
+    fn next_probe(&self, probe: &[StepResult]) -> Option<f64> {
+        let last = probe.last()?;
+        if self.unusable(last) || self.levelled(probe).is_some() || last.load >= self.search.load.max() {
+            return None;
+        }
+        Some(self.round(last.load * 2.0).min(self.search.load.max()))
+    }
+
+    /// Where the probe found throughput levelled off, if it has: closed, the first step of a plateau the detector
+    /// confirmed on the probe's own steps (so racing may rely on it); open, the first step whose server did not
+    /// serve what was offered (it fell short or dropped arrivals), which no higher rate can change.
+    fn levelled(&self, probe: &[StepResult]) -> Option<usize> {
+        match self.search.load {
+            SearchLoad::Users { .. } => {
+                let points: Vec<StepPoint> = probe.iter().map(|step| self.detector.point(step)).collect();
+                self.detector.confirmed_plateau(&points)
+            }
+            SearchLoad::RatePerSecond { .. } => {
+                probe.iter().position(|step| step.dropped > 0 || step.throughput_rps < step.load * PROBE_SERVED_SHARE)
+            }
+        }
+    }
+
+    /// A step no figure can come from: errors past the limit, a latency threshold crossed, the generator behind,
+    /// or nothing served.
+    fn unusable(&self, step: &StepResult) -> bool {
+        let point = self.detector.point(step);
+        step.throughput_rps <= 0.0
+            || step.generator_saturated
+            || step.error_rate_percent > self.detector.settings.max_error_rate_percent
+            || self.detector.crossed(&point)
+    }
+
+    /// The probe's bracket and knee estimate.
+    pub fn bracket(&self, probe: &[StepResult]) -> Bracket {
+        let start = self.search.load.start();
+        let Some(last) = probe.last() else {
+            return Bracket { loads: None, knee_load: start, ended: "no probe step ran".into() };
+        };
+        let usable: Vec<&StepResult> = probe.iter().filter(|step| !self.unusable(step)).collect();
+        let best_rps = usable.iter().map(|step| step.throughput_rps).fold(0.0, f64::max);
+        // Little's law: with every request served at the lowest load's latency, `best_rps` needs this much load.
+        let knee = match self.search.load {
+            SearchLoad::Users { .. } => {
+                let cycle_ms = usable.first().map_or(0.0, |step| step.latency.mean_ms) + self.think_time_ms as f64;
+                best_rps * cycle_ms / 1000.0
+            }
+            SearchLoad::RatePerSecond { .. } => best_rps,
+        };
+        let bracket = |at: usize| at.checked_sub(1).map(|before| [probe[before].load, probe[at].load]);
+        let (loads, ended) = if let Some(at) = self.levelled(probe) {
+            (bracket(at), format!("throughput levelled off at {}", probe[at].load))
+        } else if self.unusable(last) {
+            (bracket(probe.len() - 1), format!("the probe step at {} was not usable", last.load))
+        } else {
+            (None, format!("the probe reached the maximum load ({}) still scaling", last.load))
+        };
+        let high = loads.map_or(last.load, |[_, high]| high);
+        Bracket { loads, knee_load: knee.clamp(start.min(high), high), ended }
+    }
+
+    /// A load as the model takes it: whole users (at least one), or a rate.
+    fn round(&self, load: f64) -> f64 {
+        match self.search.load {
+            SearchLoad::Users { .. } => load.round().max(1.0),
+            SearchLoad::RatePerSecond { .. } => load,
+        }
+    }
+
+    /// The smallest load above `load`: one more user, or any higher rate.
+    fn above(&self, load: f64) -> f64 {
+        match self.search.load {
+            SearchLoad::Users { .. } => load + 1.0,
+            SearchLoad::RatePerSecond { .. } => load,
+        }
+    }
+
+    /// What the search did, from the steps it ran.
+    pub fn summary(&self, probe: &[StepResult], measured: &[StepResult]) -> SearchSummary {
+        let reprobes = measured.windows(2).skip(1).filter(|pair| pair[1].load >= 2.0 * pair[0].load).count() as u32;
+        let probe_s = probe.iter().map(|step| step.end_s - step.start_s).sum();
+        SearchSummary { bracket: self.bracket(probe), reprobes, probe_s }
+    }
+}
+
+/// The steps so far as probe steps and measured steps, each numbered from 0 among its own.
+pub fn split(records: &[StepRecord]) -> (Vec<StepResult>, Vec<StepResult>) {
+    let (probe, measured): (Vec<&StepRecord>, Vec<&StepRecord>) =
+        records.iter().partition(|record| record.window.role == StepRole::Probe);
+    let renumber = |steps: Vec<&StepRecord>| -> Vec<StepResult> {
+        steps.into_iter().enumerate().map(|(index, record)| StepResult { index, ..step_result(record) }).collect()
+    };
+    (renumber(probe), renumber(measured))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measure::Tally;
+    use crate::measure::step::new_step_for;
+    use crate::plan::StepWindow;
+    use crate::spec::{FIRST_PROBE_STEP_S, PlateauSettings, Stopping};
+
+    /// A step of four steady seconds at `load`, serving `rps` a second at `latency_ms`.
+    fn step(index: usize, window: StepWindow, rps: u64, latency_ms: f64) -> StepRecord {
+        let mut record = new_step_for(StepWindow { index, ..window });
+        for _ in 0..4 {
+            let mut second = Tally { started: rps, completed: rps, ..Tally::default() };
+            second.latency_us.record_n((latency_ms * 1000.0) as u64, rps.max(1)).unwrap();
+            record.add_second(&second);
+        }
+        record.complete = true;
+        record.finish();
+        record
+    }
+
+    /// Runs a search against `serve` (throughput and latency at a load) until it stops; the steps it ran.
+    fn run(search: &Search, mut serve: impl FnMut(f64) -> (u64, f64)) -> (Vec<StepRecord>, String) {
+        let stopping = Stopping::default();
+        let searcher = Searcher {
+            search,
+            detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
+            think_time_ms: 0,
+        };
+        let mut records = Vec::new();
+        let first_s = search.probe_step_s.max(FIRST_PROBE_STEP_S);
+        let mut window = StepWindow::new(0, 0, first_s, search.load.start(), StepRole::Probe);
+        loop {
+            let (rps, latency_ms) = serve(window.load);
+            records.push(step(records.len(), window.clone(), rps, latency_ms));
+            match searcher.next(&records) {
+                StepVerdict::Then(next) => {
+                    window = StepWindow::new(records.len(), window.end_s, next.duration_s, next.load, next.role);
+                }
+                StepVerdict::Stop(reason) => return (records, reason),
+                StepVerdict::Continue => panic!("a search always says what comes next"),
+            }
+            assert!(records.len() < 40, "the search never ended");
+        }
+    }
+
+    fn loads(records: &[StepRecord], role: StepRole) -> Vec<f64> {
+        records.iter().filter(|record| record.window.role == role).map(|record| record.window.load).collect()
+    }
+
+    fn closed(max_steps: u32) -> Search {
+        Search { load: SearchLoad::Users { start: 1, max: 1000 }, probe_step_s: 3, step_duration_s: 5, max_steps }
+    }
+
+    /// A closed-model server of `workers` each taking `service_ms`: throughput grows with users up to
+    /// `workers / service_ms`, and beyond it users queue.
+    fn server(workers: f64, service_ms: f64) -> impl Fn(f64) -> (u64, f64) {
+        move |users| {
+            let capacity = workers * 1000.0 / service_ms;
+            let rps = (users * 1000.0 / service_ms).min(capacity);
+            (rps.round() as u64, users * 1000.0 / rps)
+        }
+    }
+
+    #[test]
+    fn the_probe_brackets_the_knee_and_measured_steps_confirm_the_plateau_just_past_it() {
+        // 4 workers of 20 ms: 200/s from 4 users on.
+        let (records, reason) = run(&closed(8), server(4.0, 20.0));
+        assert_eq!(loads(&records, StepRole::Probe), [1.0, 2.0, 4.0, 8.0, 16.0], "8 gained nothing, 16 confirmed it");
+        // The knee by Little's law: 200/s x 20 ms = 4 users; measured steps from 0.8 of it, a quarter apart.
+        assert_eq!(loads(&records, StepRole::Measured), [3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(reason, "plateau confirmed at step 3");
+        let (probe, measured) = split(&records);
+        let stopping = Stopping::default();
+        let searcher = Searcher {
+            search: &closed(8),
+            detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
+            think_time_ms: 0,
+        };
+        let summary = searcher.summary(&probe, &measured);
+        assert_eq!(summary.bracket.loads, Some([4.0, 8.0]));
+        assert!((summary.bracket.knee_load - 4.0).abs() < 0.05, "{:?}", summary.bracket);
+        assert_eq!((summary.reprobes, summary.probe_s), (0, 17), "5 s at the lowest load, then 3 s a step");
+        assert_eq!(measured.iter().map(|step| step.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn a_wrong_bracket_is_corrected_by_doubling_the_measured_steps() {
+        // 8 workers of 10 ms (800/s from 8 users), but the probe met a transient at 2 and 4 users and saw a plateau
+        // at 2: it places the knee near 1 user.
+        let honest = server(8.0, 10.0);
+        let mut probing = true;
+        let (records, reason) = run(&closed(10), |users| {
+            let served = match users {
+                2.0 if probing => (105, 19.0),
+                4.0 if probing => (110, 36.0),
+                _ => honest(users),
+            };
+            probing = probing && users != 4.0;
+            served
+        });
+        assert_eq!(loads(&records, StepRole::Probe), [1.0, 2.0, 4.0]);
+        // 2 users is past the knee the probe placed (1.1 x 1.25), and still scaled linearly: the steps double.
+        assert_eq!(loads(&records, StepRole::Measured), [1.0, 2.0, 4.0, 8.0, 16.0, 20.0]);
+        assert_eq!(reason, "plateau confirmed at step 5");
+    }
+
+    #[test]
+    fn an_open_search_doubles_the_rate_until_it_is_not_served() {
+        let search = Search {
+            load: SearchLoad::RatePerSecond { start: 10.0, max: 10_000.0 },
+            probe_step_s: 3,
+            step_duration_s: 5,
+            max_steps: 8,
+        };
+        // 100/s at most; below it every arrival is served in 10 ms.
+        let (records, reason) =
+            run(&search, |rate| (rate.min(100.0).round() as u64, if rate < 100.0 { 10.0 } else { 500.0 }));
+        assert_eq!(loads(&records, StepRole::Probe), [10.0, 20.0, 40.0, 80.0, 160.0]);
+        assert_eq!(loads(&records, StepRole::Measured), [80.0, 100.0, 125.0, 156.25]);
+        assert_eq!(reason, "plateau confirmed at step 3");
+    }
+
+    #[test]
+    fn the_search_stops_at_its_maximum_load_or_steps() {
+        let search = Search { load: SearchLoad::Users { start: 1, max: 6 }, ..closed(8) };
+        // Never saturates within 6 users.
+        let (records, reason) = run(&search, server(100.0, 10.0));
+        assert_eq!(loads(&records, StepRole::Probe), [1.0, 2.0, 4.0, 6.0]);
+        assert_eq!(loads(&records, StepRole::Measured), [5.0, 6.0]);
+        assert_eq!(reason, "the search reached its maximum load (6)");
+        let (_, reason) =
+            run(&Search { load: SearchLoad::Users { start: 1, max: 1000 }, ..closed(2) }, server(100.0, 10.0));
+        assert_eq!(reason, "the search ran its 2 measured steps before a confirmed plateau");
+    }
+}

@@ -1,0 +1,287 @@
+//! Racing: while configurations run, a candidate that can no longer beat the leader stops early.
+//!
+//! The leader is the configuration the recommendation would pick among those measured so far, and its *worst* is
+//! the unfavourable end of its objective's interval (for a plateau that was not confirmed, its figure is already a
+//! bound on the unfavourable side). A running candidate's *best* is the favourable end of what its steps so far
+//! allow, and exists only once they bound it:
+//! - cost per inference and throughput need a bounded capacity: a confirmed plateau (the high end of the capacity
+//!   interval, or of the figure at the goal), or, with a latency goal, a step that missed the goal beyond doubt
+//!   (the low end of its percentile's interval above the goal): the load that meets the goal is below it, where
+//!   throughput is at most the highest interval reached so far;
+//! - latency is at best the lowest low end any step's interval reached, since latency does not fall as load grows.
+//!
+//! A candidate whose best cannot beat the leader's worst is eliminated, as is one that misses the latency goal
+//! beyond doubt at its lowest load, which no load mends. Both rest on what the plateau detector already assumes:
+//! throughput that stopped growing does not grow again, and more load never lowers latency.
+
+use serde::{Deserialize, Serialize};
+
+use crate::analyze::{Metrics, StepResult};
+use crate::measure::precision::{Interval, MIN_SECONDS_FOR_PRECISION};
+use crate::results::ConfigurationResult;
+use crate::spec::{LatencyThreshold, Objective, Requirements};
+use crate::units;
+
+use super::recommend;
+
+/// The configuration to beat, and the worst its objective may be.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Leader {
+    pub name: String,
+    pub objective: Objective,
+    /// The unfavourable end of its objective's interval: highest cost or latency, lowest throughput.
+    pub worst: f64,
+}
+
+/// The leader among configurations measured in full (eliminated ones are not), if one meets the requirements and
+/// its figure bounds anything (latency at an unconfirmed plateau does not).
+pub fn leader(results: &[ConfigurationResult], requirements: &Requirements) -> Option<Leader> {
+    let measured: Vec<ConfigurationResult> =
+        results.iter().filter(|result| result.eliminated.is_none()).cloned().collect();
+    let recommendation = recommend(&measured, requirements);
+    let best = recommendation.ranking.first().filter(|verdict| verdict.rank == Some(1))?;
+    let objective = requirements.objective;
+    if best.inconclusive && objective == Objective::Latency {
+        return None;
+    }
+    let worst = match (objective, best.objective_interval) {
+        (Objective::Throughput, Some(interval)) => interval.low,
+        (_, Some(interval)) => interval.high,
+        (_, None) => best.objective_value?,
+    };
+    Some(Leader { name: best.configuration.clone(), objective, worst })
+}
+
+/// The objective in words, with its unit, for elimination messages.
+fn say(objective: Objective, value: f64) -> String {
+    match objective {
+        Objective::CostPerInference => format!("${:.3} per million inferences", value * 1e6),
+        Objective::Throughput => format!("{value:.0} invocations/min"),
+        Objective::Latency => format!("{value:.1} ms"),
+    }
+}
+
+/// A step's percentile latency interval, when it has one over enough seconds to rely on: a probe step's two
+/// seconds show where the knee is, but a bootstrap over two seconds cannot say a goal is missed beyond doubt.
+fn latency_interval(step: &StepResult, percentile: f64) -> Option<Interval> {
+    let intervals = step.latency_intervals.filter(|_| step.steady_seconds >= MIN_SECONDS_FOR_PRECISION as u64)?;
+    Some(intervals.at(percentile))
+}
+
+/// Steps a figure may come from, in load order.
+fn valid(steps: &[StepResult]) -> Vec<&StepResult> {
+    let mut valid: Vec<&StepResult> =
+        steps.iter().filter(|step| step.complete && step.invalid.is_none() && step.latency.count > 0).collect();
+    valid.sort_by(|a, b| a.load.total_cmp(&b.load));
+    valid
+}
+
+/// The most throughput, per minute, the candidate can reach where it counts (at the goal, when there is one),
+/// once its steps bound it.
+fn capacity_bound_per_min(steps: &[StepResult], metrics: &Metrics, slo: Option<LatencyThreshold>) -> Option<f64> {
+    let reached_per_min = |steps: &[&StepResult]| {
+        steps
+            .iter()
+            .map(|step| step.throughput_interval_rps.map_or(step.throughput_rps, |interval| interval.high))
+            .fold(0.0, f64::max)
+            * units::per_minute(1.0)
+    };
+    let valid = valid(steps);
+    let beyond_goal = slo.and_then(|slo| {
+        valid.iter().position(|step| {
+            latency_interval(step, slo.percentile.value()).is_some_and(|interval| interval.low > slo.latency_ms)
+        })
+    });
+    let at_goal = beyond_goal.map(|index| reached_per_min(&valid[..=index]));
+    let plateau = (!metrics.lower_bound).then(|| {
+        let interval =
+            if slo.is_some() { metrics.max_invocations_at_slo_interval } else { metrics.max_invocations_interval };
+        let value = metrics.max_invocations_at_slo.filter(|_| slo.is_some()).unwrap_or(metrics.max_invocations);
+        interval.map_or(value, |interval| interval.high.max(value))
+    });
+    match (at_goal, plateau) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (bound, None) | (None, bound) => bound,
+    }
+}
+
+/// A set of steps analysed together: a ramp's measured steps, or search mode's probe, which racing may also rely on
+/// (its plateau is confirmed by the same detector).
+pub struct Evidence<'a> {
+    pub steps: &'a [StepResult],
+    pub metrics: &'a Metrics,
+}
+
+/// Why a running candidate cannot win, from its steps so far and their analysis; `None` while it still can.
+pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader: Option<&Leader>) -> Option<String> {
+    let mut valid: Vec<&StepResult> = evidence.iter().flat_map(|evidence| valid(evidence.steps)).collect();
+    valid.sort_by(|a, b| a.load.total_cmp(&b.load));
+    // The goal missed beyond doubt by a step at the lowest load any step ran.
+    let lowest_load = valid.first().map(|step| step.load);
+    let missed = requirements.slo.and_then(|slo| {
+        let interval = valid
+            .iter()
+            .filter(|step| Some(step.load) == lowest_load)
+            .find_map(|step| latency_interval(step, slo.percentile.value()))?;
+        (interval.low > slo.latency_ms).then_some((slo, interval))
+    });
+    if let (Some((slo, interval)), Some(load)) = (missed, lowest_load) {
+        return Some(format!(
+            "misses {} ≤ {} ms even at its lowest load ({load}): {:.1} to {:.1} ms (95% interval)",
+            slo.percentile, slo.latency_ms, interval.low, interval.high
+        ));
+    }
+    let leader = leader?;
+    let objective = requirements.objective;
+    // The most either set of steps allows: each bound holds on its own, and the larger is the safer.
+    let capacity = || {
+        evidence
+            .iter()
+            .filter_map(|evidence| capacity_bound_per_min(evidence.steps, evidence.metrics, requirements.slo))
+            .reduce(f64::max)
+    };
+    let best = match objective {
+        Objective::Latency => {
+            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
+            valid
+                .iter()
+                .filter_map(|step| latency_interval(step, percentile))
+                .map(|interval| interval.low)
+                .reduce(f64::min)?
+        }
+        Objective::Throughput => capacity()?,
+        Objective::CostPerInference => {
+            let capacity = capacity()?;
+            if capacity <= 0.0 {
+                return Some("serves nothing that meets the requirements".to_string());
+            }
+            evidence.first()?.metrics.cost_per_hour_usd / units::per_hour(capacity)
+        }
+    };
+    let beats = match objective {
+        Objective::Throughput => best > leader.worst,
+        Objective::CostPerInference | Objective::Latency => best < leader.worst,
+    };
+    (!beats).then(|| {
+        format!(
+            "cannot beat {}: {} at best, against {} at worst",
+            leader.name,
+            say(objective, best),
+            say(objective, leader.worst)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::{self, Analysis, ConfigurationFacts};
+    use crate::measure::Tally;
+    use crate::measure::step::{StepRecord, new_step_for};
+    use crate::plan::{LoadUnit, StepRole, StepWindow};
+    use crate::spec::{Percentile, PlateauSettings, Stopping};
+
+    /// Steps of five steady seconds at each (users, requests/s, latency ms), analysed as a ramp priced `price`.
+    fn analysed(steps: &[(f64, u64, f64)], price: f64, requirements: &Requirements) -> Analysis {
+        let records: Vec<StepRecord> = steps
+            .iter()
+            .enumerate()
+            .map(|(index, &(load, rps, latency_ms))| {
+                let mut record = new_step_for(StepWindow::new(index, index as u64 * 6, 6, load, StepRole::Measured));
+                for _ in 0..5 {
+                    let mut second = Tally { started: rps, completed: rps, ..Tally::default() };
+                    second.latency_us.record_n((latency_ms * 1000.0) as u64, rps).unwrap();
+                    record.add_second(&second);
+                }
+                record.complete = true;
+                record.finish();
+                record
+            })
+            .collect();
+        let facts = ConfigurationFacts {
+            load_unit: LoadUnit::Users,
+            instance_count: 1,
+            price_per_hour_usd: price,
+            utilization_source: None,
+        };
+        analyze::analyze_steps(&records, &facts, &Stopping::default(), requirements, &PlateauSettings::default(), None)
+    }
+
+    fn requirements(objective: Objective, goal_ms: Option<f64>) -> Requirements {
+        Requirements {
+            slo: goal_ms.map(|latency_ms| LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms }),
+            objective,
+            expected_peak_rps: None,
+            headroom_percent: 0.0,
+            max_error_rate_percent: 1.0,
+        }
+    }
+
+    fn judge(analysis: &Analysis, requirements: &Requirements, leader: Option<&Leader>) -> Option<String> {
+        let evidence = Evidence { steps: &analysis.steps, metrics: analysis.metrics.as_ref().unwrap() };
+        cannot_win(&[evidence], requirements, leader)
+    }
+
+    #[test]
+    fn a_confirmed_plateau_that_costs_more_than_the_leader_at_worst_is_eliminated() {
+        let requirements = requirements(Objective::CostPerInference, None);
+        // $0.10 an hour at 100/s is $0.278 per million (the high end of its capacity, 100.3/s, gives $0.277); the
+        // leader costs at most $0.21.
+        let leader = Leader { name: "medium".into(), objective: Objective::CostPerInference, worst: 0.21e-6 };
+        let flat =
+            analysed(&[(1.0, 50, 20.0), (2.0, 100, 20.0), (3.0, 100, 30.0), (4.0, 100, 40.0)], 0.10, &requirements);
+        let reason = judge(&flat, &requirements, Some(&leader)).expect("eliminated");
+        assert_eq!(
+            reason,
+            "cannot beat medium: $0.277 per million inferences at best, against $0.210 per million inferences at worst"
+        );
+        // Cheaper than the leader's worst: it may still win.
+        assert_eq!(
+            judge(
+                &analysed(
+                    &[(1.0, 50, 20.0), (2.0, 100, 20.0), (3.0, 100, 30.0), (4.0, 100, 40.0)],
+                    0.05,
+                    &requirements
+                ),
+                &requirements,
+                Some(&leader)
+            ),
+            None
+        );
+        // Still climbing: nothing bounds its capacity, so it is never eliminated.
+        let rising = analysed(&[(1.0, 50, 20.0), (2.0, 100, 20.0)], 0.10, &requirements);
+        assert_eq!(judge(&rising, &requirements, Some(&leader)), None);
+    }
+
+    #[test]
+    fn a_goal_missed_beyond_doubt_bounds_the_capacity_at_the_goal_and_at_the_lowest_load_eliminates_alone() {
+        let requirements = requirements(Objective::CostPerInference, Some(60.0));
+        let leader = Leader { name: "medium".into(), objective: Objective::CostPerInference, worst: 0.21e-6 };
+        // Still climbing, but 120 ms at 4 users: the load that meets the goal is below 4 users, where throughput is
+        // at most the 200/s reached there ($0.139 per million at $0.10), which can still win; at $0.20 ($0.278)
+        // it cannot.
+        let steps = [(1.0, 50, 20.0), (2.0, 100, 40.0), (3.0, 150, 55.0), (4.0, 200, 120.0)];
+        assert_eq!(judge(&analysed(&steps, 0.10, &requirements), &requirements, Some(&leader)), None);
+        let reason = judge(&analysed(&steps, 0.20, &requirements), &requirements, Some(&leader)).expect("eliminated");
+        assert!(reason.starts_with("cannot beat medium: $0.278 per million"), "{reason}");
+        // 80 ms at its lowest load: no load meets the goal, leader or not.
+        let slow = analysed(&[(1.0, 12, 80.0)], 0.005, &requirements);
+        assert_eq!(
+            judge(&slow, &requirements, None).as_deref(),
+            Some("misses p99 ≤ 60 ms even at its lowest load (1): 80.1 to 80.1 ms (95% interval)")
+        );
+    }
+
+    #[test]
+    fn latency_is_bounded_by_the_lowest_interval_any_step_reached() {
+        let requirements = requirements(Objective::Latency, None);
+        let leader = Leader { name: "fast".into(), objective: Objective::Latency, worst: 15.0 };
+        let slow = analysed(&[(1.0, 50, 20.0)], 1.0, &requirements);
+        assert_eq!(
+            judge(&slow, &requirements, Some(&leader)).as_deref(),
+            Some("cannot beat fast: 20.0 ms at best, against 15.0 ms at worst")
+        );
+        let quick = analysed(&[(1.0, 100, 10.0)], 1.0, &requirements);
+        assert_eq!(judge(&quick, &requirements, Some(&leader)), None);
+    }
+}
