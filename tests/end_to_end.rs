@@ -891,3 +891,151 @@ fn job_files_share_tables_through_include_and_errors_name_the_included_file() {
         "{stderr}"
     );
 }
+
+/// A configuration of 1,600 requests/s (16 workers of 10 ms) against stairs that end at 8 users, and `traffic`.
+fn beyond_the_stairs(traffic: &str) -> String {
+    format!(
+        r#"
+version = 1
+[job]
+name = "beyond the stairs"
+seed = 11
+[target]
+kind = "reference"
+[payload]
+body = "{{}}"
+{traffic}
+[[configurations]]
+name = "big"
+instance_type = "ref.16x10"
+price_per_hour_usd = 1
+reference = {{ workers = 16, service_time_ms = 10 }}
+"#
+    )
+}
+
+#[test]
+fn search_mode_confirms_a_plateau_the_fixed_stairs_never_reach() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let run = |name: &str, traffic: &str| {
+        let out = folder.path().join(name);
+        let job = folder.path().join(format!("{name}.toml"));
+        std::fs::write(&job, beyond_the_stairs(traffic)).unwrap();
+        let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+        (output, read_results(&out))
+    };
+    let (output, stairs) = run("stairs", "[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 4");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let big = configuration(&stairs, "big");
+    assert_eq!(
+        (big["plateau"]["rule"].as_str(), big["metrics"]["lower_bound"].as_bool()),
+        (Some("not_reached"), Some(true))
+    );
+
+    let (output, search) = run("search", "[traffic.search]\nstart_users = 1\nstep_duration = \"3s\"");
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let big = configuration(&search, "big");
+    assert_eq!(big["plateau"]["rule"], "throughput_flat");
+    assert_eq!(big["plateau"]["confirmed"], true);
+    assert_eq!(big["metrics"]["lower_bound"], false);
+    let realized_rps = big["reference"]["realized_capacity_rps"].as_f64().unwrap();
+    let max_invocations = big["metrics"]["max_invocations"].as_f64().unwrap();
+    assert!(
+        (max_invocations / (realized_rps * 60.0) - 1.0).abs() < 0.10,
+        "MaxInvocations {max_invocations} vs capacity {} per minute",
+        realized_rps * 60.0
+    );
+    // The probe doubled from 1 user until throughput levelled off past the knee (16 users) and was confirmed.
+    let probe: Vec<f64> =
+        big["probe_steps"].as_array().unwrap().iter().map(|step| step["load"].as_f64().unwrap()).collect();
+    assert_eq!(probe[..5], [1.0, 2.0, 4.0, 8.0, 16.0], "{probe:?}");
+    let bracket = &big["search"]["bracket"];
+    let knee = bracket["knee_load"].as_f64().unwrap();
+    assert!((12.0..=20.0).contains(&knee), "the knee is at 16 users: {bracket}");
+    // Measured steps start below the knee and stop two steps past it, never far below it as the stairs did.
+    let measured: Vec<f64> =
+        big["steps"].as_array().unwrap().iter().map(|step| step["load"].as_f64().unwrap()).collect();
+    assert!(measured[0] < 16.0 && measured[0] >= 10.0, "{measured:?}");
+    assert!(measured.len() <= 5 && *measured.last().unwrap() <= 32.0, "{measured:?}");
+    assert_eq!(big["steps"][0]["index"], 0, "measured steps are numbered among themselves");
+    let report = std::fs::read_to_string(folder.path().join("search/report.md")).unwrap();
+    assert!(report.contains("search mode. The probe ran"), "{report}");
+}
+
+#[test]
+fn racing_stops_configurations_that_cannot_win_and_skips_their_later_trials() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    // `good` costs $0.21 per million inferences; `pricey` serves as much for twice the price; `slow` misses the
+    // 60 ms goal at any load. Under stairs that stop at a confirmed plateau, `pricey` ends its ramp anyway; in
+    // trial 2 (run in the opposite order), both losers are known and not run.
+    let job = write_job(
+        folder.path(),
+        r#"
+version = 1
+[job]
+name = "race"
+seed = 2
+trials = 2
+[target]
+kind = "reference"
+[payload]
+body = "{}"
+[traffic.search]
+start_users = 1
+step_duration = "3s"
+[requirements]
+latency_ms = 60
+percentile = "p99"
+objective = "cost-per-inference"
+[[configurations]]
+name = "good"
+instance_type = "ref.4x20"
+price_per_hour_usd = 0.15
+reference = { workers = 4, service_time_ms = 20 }
+[[configurations]]
+name = "pricey"
+instance_type = "ref.4x20b"
+price_per_hour_usd = 0.30
+reference = { workers = 4, service_time_ms = 20 }
+[[configurations]]
+name = "slow"
+instance_type = "ref.1x80"
+price_per_hour_usd = 0.001
+reference = { workers = 1, service_time_ms = 80 }
+"#,
+    );
+    let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let results = read_results(&out);
+    assert_eq!(results["partial"], false);
+    assert_eq!(results["recommendation"]["configuration"], "good");
+    // Trial 1: `pricey` stopped once its probe bounded its capacity; `slow` after its first, lowest-load step.
+    let pricey = configuration(&results, "pricey");
+    let reason = pricey["eliminated"].as_str().unwrap();
+    assert!(reason.starts_with("cannot beat good: $0.41") || reason.starts_with("cannot beat good: $0.42"), "{reason}");
+    let slow = configuration(&results, "slow")["eliminated"].as_str().unwrap();
+    assert!(slow.starts_with("misses p99 ≤ 60 ms even at its lowest load (1)"), "{slow}");
+    let trial_runs = results["trial_runs"].as_array().unwrap();
+    let first_slow = trial_runs.iter().find(|run| run["name"] == "slow" && run["trial"] == 1).unwrap();
+    assert_eq!(first_slow["elapsed_s"], 5, "one probe step at the lowest load");
+    assert!(first_slow["steps"].as_array().unwrap().is_empty(), "no measured step ran");
+    // Trial 2 ran `good` again, and neither loser.
+    for name in ["pricey", "slow"] {
+        let second = trial_runs.iter().find(|run| run["name"] == name && run["trial"] == 2).unwrap();
+        assert_eq!(second["elapsed_s"], 0, "{name}");
+        assert!(second["eliminated"].is_string(), "{name}");
+        assert!(stderr.contains(&format!("{name} (trial 2/2): not run, eliminated by an earlier trial")), "{stderr}");
+    }
+    let good = trial_runs.iter().filter(|run| run["name"] == "good").count();
+    assert_eq!(good, 2);
+    let verdicts = results["recommendation"]["ranking"].as_array().unwrap();
+    let pricey_verdict = verdicts.iter().find(|verdict| verdict["configuration"] == "pricey").unwrap();
+    assert_eq!(pricey_verdict["rank"], Value::Null, "an eliminated configuration is never ranked");
+    assert!(pricey_verdict["verdict"].as_str().unwrap().starts_with("eliminated: cannot beat good"));
+    let summary = String::from_utf8_lossy(&output.stdout);
+    assert!(summary.contains("eliminated: misses p99"), "{summary}");
+}

@@ -76,7 +76,7 @@ pub(super) async fn run_configuration(
         detector: detector(),
         searcher: searcher(),
         probe_steps: 0,
-        racer: context.race.map(|race| Racer { race, job, facts: &facts }),
+        racer: context.race.map(|race| Racer { name: &run.name, race, job, facts: &facts }),
         eliminated: None,
         progress,
         line: &line,

@@ -54,6 +54,8 @@ impl Race {
 
 /// One running configuration in the race.
 pub(super) struct Racer<'a> {
+    /// The configuration's name: with trials it may be the leader itself, which it does not race.
+    pub(super) name: &'a str,
     pub(super) race: &'a Race,
     pub(super) job: &'a Job,
     pub(super) facts: &'a ConfigurationFacts,
@@ -76,6 +78,7 @@ impl Racer<'_> {
             .iter()
             .filter_map(|analysis| Some(Evidence { steps: &analysis.steps, metrics: analysis.metrics.as_ref()? }))
             .collect();
-        cannot_win(&evidence, &job.requirements, self.race.leader().as_ref())
+        let leader = self.race.leader().filter(|leader| leader.name != self.name);
+        cannot_win(&evidence, &job.requirements, leader.as_ref())
     }
 }
