@@ -953,11 +953,11 @@ fn search_mode_confirms_a_plateau_the_fixed_stairs_never_reach() {
     let bracket = &big["search"]["bracket"];
     let knee = bracket["knee_load"].as_f64().unwrap();
     assert!((12.0..=20.0).contains(&knee), "the knee is at 16 users: {bracket}");
-    // Measured steps start below the knee and stop two steps past it, never far below it as the stairs did.
+    // Measured steps start at the knee and stop a few steps past it, never far below it as the stairs did.
     let measured: Vec<f64> =
         big["steps"].as_array().unwrap().iter().map(|step| step["load"].as_f64().unwrap()).collect();
-    assert!(measured[0] < 16.0 && measured[0] >= 10.0, "{measured:?}");
-    assert!(measured.len() <= 5 && *measured.last().unwrap() <= 32.0, "{measured:?}");
+    assert!((12.0..=20.0).contains(&measured[0]), "{measured:?}");
+    assert!(measured.len() <= 5 && *measured.last().unwrap() <= 48.0, "{measured:?}");
     assert_eq!(big["steps"][0]["index"], 0, "measured steps are numbered among themselves");
     let report = std::fs::read_to_string(folder.path().join("search/report.md")).unwrap();
     assert!(report.contains("search mode. The probe ran"), "{report}");

@@ -5,7 +5,7 @@
 //! errors, a `[stopping]` latency threshold crossed, the load generator behind). That brackets the capacity: the
 //! knee lies between the last probe step before the plateau and its first. Little's law places it inside
 //! the bracket (closed model: the best throughput times the latency at the lowest load, think time included; open
-//! model: the best throughput). Measured steps start below the knee and climb by a quarter at a time, so the steps
+//! model: the best throughput). Measured steps start at the knee and climb by a quarter at a time, so the steps
 //! are densest where throughput bends, until the plateau detector confirms a plateau or a threshold ends the
 //! ramp. The probe's steps are short and imprecise, so the bracket is only a guess: when measured steps still
 //! scale almost linearly, it was wrong, and they double again (a re-probe) until throughput bends. Only measured
@@ -26,8 +26,6 @@ const PROBE_SERVED_SHARE: f64 = 0.9;
 /// Measured steps past the probe's knee that still gained at least this share of linear scaling show the bracket
 /// was too low: the next step doubles the load.
 const REPROBE_SCALING: f64 = 0.75;
-/// The first measured step's load, as a share of the knee the probe found: one step that scales before it.
-const FIRST_STEP_SHARE: f64 = 0.8;
 /// Each measured step's load over the one before it, near the knee.
 const STEP_FACTOR: f64 = 1.25;
 
@@ -79,7 +77,12 @@ impl Searcher<'_> {
                     role: StepRole::Probe,
                 });
             }
-            return self.measured(self.round(self.bracket(&probe).knee_load * FIRST_STEP_SHARE));
+            // At the knee: the probe already saw throughput rise below it.
+            let knee = self.bracket(&probe).knee_load;
+            return self.measured(match self.search.load {
+                SearchLoad::Users { .. } => knee.round().max(1.0),
+                SearchLoad::RatePerSecond { .. } => knee,
+            });
         }
         let knee = self.bracket(&probe).knee_load;
         let points: Vec<StepPoint> = measured.iter().map(|step| self.detector.point(step)).collect();
@@ -274,9 +277,9 @@ mod tests {
         // 4 workers of 20 ms: 200/s from 4 users on.
         let (records, reason) = run(&closed(8), server(4.0, 20.0));
         assert_eq!(loads(&records, StepRole::Probe), [1.0, 2.0, 4.0, 8.0, 16.0], "8 gained nothing, 16 confirmed it");
-        // The knee by Little's law: 200/s x 20 ms = 4 users; measured steps from 0.8 of it, a quarter apart.
-        assert_eq!(loads(&records, StepRole::Measured), [3.0, 4.0, 5.0, 6.0]);
-        assert_eq!(reason, "plateau confirmed at step 3");
+        // The knee by Little's law: 200/s x 20 ms = 4 users; measured steps from it, a quarter apart.
+        assert_eq!(loads(&records, StepRole::Measured), [4.0, 5.0, 6.0]);
+        assert_eq!(reason, "plateau confirmed at step 2");
         let (probe, measured) = split(&records);
         let stopping = Stopping::default();
         let searcher = Searcher {
@@ -288,7 +291,7 @@ mod tests {
         assert_eq!(summary.bracket.loads, Some([4.0, 8.0]));
         assert!((summary.bracket.knee_load - 4.0).abs() < 0.05, "{:?}", summary.bracket);
         assert_eq!((summary.reprobes, summary.probe_s), (0, 17), "5 s at the lowest load, then 3 s a step");
-        assert_eq!(measured.iter().map(|step| step.index).collect::<Vec<_>>(), [0, 1, 2, 3]);
+        assert_eq!(measured.iter().map(|step| step.index).collect::<Vec<_>>(), [0, 1, 2]);
     }
 
     #[test]
@@ -307,7 +310,8 @@ mod tests {
             served
         });
         assert_eq!(loads(&records, StepRole::Probe), [1.0, 2.0, 4.0]);
-        // 2 users is past the knee the probe placed (1.1 x 1.25), and still scaled linearly: the steps double.
+        // 2 users is past the knee the probe placed (1.1 x 1.25), and still scaled linearly: the steps double
+        // until throughput stops growing, and one more confirms it.
         assert_eq!(loads(&records, StepRole::Measured), [1.0, 2.0, 4.0, 8.0, 16.0, 20.0]);
         assert_eq!(reason, "plateau confirmed at step 5");
     }
@@ -324,8 +328,8 @@ mod tests {
         let (records, reason) =
             run(&search, |rate| (rate.min(100.0).round() as u64, if rate < 100.0 { 10.0 } else { 500.0 }));
         assert_eq!(loads(&records, StepRole::Probe), [10.0, 20.0, 40.0, 80.0, 160.0]);
-        assert_eq!(loads(&records, StepRole::Measured), [80.0, 100.0, 125.0, 156.25]);
-        assert_eq!(reason, "plateau confirmed at step 3");
+        assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25]);
+        assert_eq!(reason, "plateau confirmed at step 2");
     }
 
     #[test]
@@ -334,7 +338,7 @@ mod tests {
         // Never saturates within 6 users.
         let (records, reason) = run(&search, server(100.0, 10.0));
         assert_eq!(loads(&records, StepRole::Probe), [1.0, 2.0, 4.0, 6.0]);
-        assert_eq!(loads(&records, StepRole::Measured), [5.0, 6.0]);
+        assert_eq!(loads(&records, StepRole::Measured), [6.0]);
         assert_eq!(reason, "the search reached its maximum load (6)");
         let (_, reason) =
             run(&Search { load: SearchLoad::Users { start: 1, max: 1000 }, ..closed(2) }, server(100.0, 10.0));

@@ -222,7 +222,9 @@ impl SearchLoad {
 
     /// Probe steps at most: the start, doubled until the maximum.
     fn probe_steps(&self) -> u32 {
-        (self.max() / self.start()).log2().ceil().max(0.0) as u32 + 1
+        // A start refused as invalid (0) must not turn into an endless probe in the next error.
+        let ratio = self.max() / self.start();
+        if ratio.is_finite() && ratio > 1.0 { ratio.log2().ceil() as u32 + 1 } else { 1 }
     }
 }
 
