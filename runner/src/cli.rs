@@ -152,6 +152,7 @@ impl ReferenceArgs {
         }
         let service_time = match self.distribution {
             DistributionArg::Fixed => ServiceTime::Fixed,
+            DistributionArg::Exponential => ServiceTime::Exponential,
             DistributionArg::Lognormal if positive(self.cv) => ServiceTime::Lognormal { cv: self.cv },
             DistributionArg::Lognormal => return Err("--cv must be positive"),
             DistributionArg::Bimodal if (0.0..=1.0).contains(&self.slow_share) && self.slow_factor > 1.0 => {
@@ -231,6 +232,7 @@ enum DistributionArg {
     Fixed,
     Lognormal,
     Bimodal,
+    Exponential,
 }
 
 pub fn main() -> Exit {

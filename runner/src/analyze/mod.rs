@@ -320,10 +320,19 @@ pub fn analyze_steps(
         });
         meeting.map_or((0.0, None, None), |index| {
             let value_rps = fitted[index].expect("a usable step").min(capacity_rps);
+            // The goal's boundary lies between this step and the next usable one, which missed it: the figure
+            // at the goal may be as high as that step's throughput.
+            let next_high = complete[index + 1..]
+                .iter()
+                .zip(&fitted[index + 1..])
+                .find(|(_, fitted)| fitted.is_some())
+                .and_then(|((_, step), _)| step.throughput_interval_rps)
+                .map_or(0.0, |interval| interval.high);
             let interval = complete[index].1.throughput_interval_rps.map(|interval| Interval {
                 low: interval.low.min(value_rps),
                 high: interval
                     .high
+                    .max(next_high)
                     .min(capacity_interval.map_or(interval.high, |capacity| capacity.high))
                     .max(value_rps),
             });

@@ -14,9 +14,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::drive::{NextStep, StepVerdict};
+use crate::measure;
 use crate::measure::step::StepRecord;
 use crate::plan::StepRole;
-use crate::spec::{Search, SearchLoad};
+use crate::spec::{LatencyThreshold, Search, SearchLoad};
 
 use super::plateau::{OnlineDetector, StepPoint};
 use super::{StepResult, step_result};
@@ -28,12 +29,36 @@ const PROBE_SERVED_SHARE: f64 = 0.9;
 const REPROBE_SCALING: f64 = 0.75;
 /// Each measured step's load over the one before it, near the knee.
 const STEP_FACTOR: f64 = 1.25;
+/// The latency goal's boundary is found when the rates either side of it are within this share (users: one apart).
+const BOUNDARY_RESOLUTION: f64 = 0.05;
+/// Across the final bracket, a percentile that grew by this factor or more is a cliff.
+const CLIFF_FACTOR: f64 = 2.0;
 
 /// Decides search mode's steps.
 pub struct Searcher<'a> {
     pub search: &'a Search,
     pub detector: OnlineDetector<'a>,
     pub think_time_ms: u64,
+    /// `[requirements]`' latency goal, whose boundary the search finds once the plateau is found.
+    pub goal: Option<LatencyThreshold>,
+}
+
+/// The steps either side of the latency goal.
+pub struct Boundary<'s> {
+    pub met: &'s StepResult,
+    pub missed: &'s StepResult,
+}
+
+/// Where the latency goal's boundary lies, as the search left it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoalBoundary {
+    /// The highest load that met the goal, and the lowest above it that missed it.
+    pub loads: [f64; 2],
+    /// The required percentile at each, in ms.
+    pub latency_ms: [f64; 2],
+    /// The percentile at least doubled across a load step within the resolution: a cliff (a queue that overflows,
+    /// a cache that stops fitting) rather than a smooth rise, so a little more load costs a lot of latency.
+    pub cliff: bool,
 }
 
 /// What the probe found: the loads that bracket the knee, the knee's estimate inside it, and why the probe ended.
@@ -47,12 +72,15 @@ pub struct Bracket {
     pub ended: String,
 }
 
-/// How a search went: its probe's bracket, and how many times measured steps doubled past it.
+/// How a search went: its probe's bracket, how many times measured steps doubled past it, and where the latency
+/// goal's boundary lies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SearchSummary {
     pub bracket: Bracket,
     pub reprobes: u32,
     pub probe_s: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal_boundary: Option<GoalBoundary>,
 }
 
 /// The share of linear scaling going from `before` to `after`: 1 when throughput grew as much as the load, 0 when
@@ -85,27 +113,69 @@ impl Searcher<'_> {
             });
         }
         let knee = self.bracket(&probe).knee_load;
+        // Steps in load order: the boundary search below adds steps between earlier ones.
+        let mut measured = measured;
+        measured.sort_by(|a, b| a.load.total_cmp(&b.load));
         let points: Vec<StepPoint> = measured.iter().map(|step| self.detector.point(step)).collect();
-        if let Some(reason) = self.detector.reason(&points, true) {
-            return StepVerdict::Stop(reason);
-        }
+        let highest = measured.last().expect("measured steps");
+        let done = if let Some(reason) = self.detector.reason(&points, true) {
+            Some(reason)
+        } else if highest.load >= self.search.load.max() {
+            Some(format!("the search reached its maximum load ({})", highest.load))
+        } else {
+            None
+        };
         if measured.len() >= self.search.max_steps as usize {
-            return StepVerdict::Stop(format!(
-                "the search ran its {} measured steps before a confirmed plateau",
-                self.search.max_steps
-            ));
+            let why = done.unwrap_or_else(|| "before a confirmed plateau".to_string());
+            return StepVerdict::Stop(format!("the search ran its {} measured steps ({why})", self.search.max_steps));
         }
-        let last = measured.last().expect("measured steps");
-        if last.load >= self.search.load.max() {
-            return StepVerdict::Stop(format!("the search reached its maximum load ({})", last.load));
+        if let Some(reason) = done {
+            return match self.boundary_step(&probe, &measured) {
+                Some(load) => self.measured(load),
+                None => StepVerdict::Stop(reason),
+            };
         }
         // Still scaling almost linearly past the knee the probe placed: the bracket was wrong.
-        let past_knee = last.load > knee * STEP_FACTOR;
-        let factor = match measured.len().checked_sub(2).map(|before| scaling(&measured[before], last)) {
+        let past_knee = highest.load > knee * STEP_FACTOR;
+        let factor = match measured.len().checked_sub(2).map(|before| scaling(&measured[before], highest)) {
             Some(scaled) if past_knee && scaled >= REPROBE_SCALING => 2.0,
             _ => STEP_FACTOR,
         };
-        self.measured(self.round(last.load * factor).max(self.above(last.load)).min(self.search.load.max()))
+        self.measured(self.round(highest.load * factor).max(self.above(highest.load)).min(self.search.load.max()))
+    }
+
+    /// With a latency goal, once the plateau is found: the load between the highest step that met the goal and the
+    /// lowest above it that missed, until they are within `BOUNDARY_RESOLUTION` (one user, for users); then a
+    /// measured step where the bracket's lower end is only a probe step. `None` when the boundary is found, or
+    /// there is none to find (every step met the goal, or none did).
+    fn boundary_step(&self, probe: &[StepResult], measured: &[StepResult]) -> Option<f64> {
+        let Boundary { met, missed } = self.boundary(probe, measured)?;
+        let resolved = match self.search.load {
+            SearchLoad::Users { .. } => missed.load - met.load <= 1.0,
+            SearchLoad::RatePerSecond { .. } => missed.load / met.load - 1.0 <= BOUNDARY_RESOLUTION,
+        };
+        if resolved {
+            let measured_there = measured.iter().any(|step| step.load == met.load);
+            return (!measured_there).then_some(met.load);
+        }
+        let middle = self.round((met.load + missed.load) / 2.0);
+        Some(if middle > met.load && middle < missed.load { middle } else { self.above(met.load) })
+    }
+
+    /// The steps either side of the latency goal: the highest load whose percentile met it, and the lowest above
+    /// it that missed it (probe steps included: they place the bisection, measured steps give the figure).
+    pub fn boundary<'s>(&self, probe: &'s [StepResult], measured: &'s [StepResult]) -> Option<Boundary<'s>> {
+        let goal = self.goal?;
+        let latency_ms = |step: &StepResult| measure::percentile_ms(&step.histogram, goal.percentile.value());
+        let mut steps: Vec<&StepResult> = probe
+            .iter()
+            .chain(measured)
+            .filter(|step| step.complete && step.latency.count > 0 && !step.generator_saturated)
+            .collect();
+        steps.sort_by(|a, b| a.load.total_cmp(&b.load));
+        let met = *steps.iter().rev().find(|step| latency_ms(step) <= goal.latency_ms)?;
+        let missed = *steps.iter().find(|step| step.load > met.load && latency_ms(step) > goal.latency_ms)?;
+        Some(Boundary { met, missed })
     }
 
     fn measured(&self, load: f64) -> StepVerdict {
@@ -192,9 +262,19 @@ impl Searcher<'_> {
 
     /// What the search did, from the steps it ran.
     pub fn summary(&self, probe: &[StepResult], measured: &[StepResult]) -> SearchSummary {
-        let reprobes = measured.windows(2).skip(1).filter(|pair| pair[1].load >= 2.0 * pair[0].load).count() as u32;
+        let mut by_load: Vec<&StepResult> = measured.iter().collect();
+        by_load.sort_by(|a, b| a.load.total_cmp(&b.load));
+        let reprobes = by_load.windows(2).skip(1).filter(|pair| pair[1].load >= 2.0 * pair[0].load).count() as u32;
         let probe_s = probe.iter().map(|step| step.end_s - step.start_s).sum();
-        SearchSummary { bracket: self.bracket(probe), reprobes, probe_s }
+        let goal_boundary = self.goal.zip(self.boundary(probe, measured)).map(|(goal, Boundary { met, missed })| {
+            let latency_ms = [met, missed].map(|step| measure::percentile_ms(&step.histogram, goal.percentile.value()));
+            GoalBoundary {
+                loads: [met.load, missed.load],
+                latency_ms,
+                cliff: latency_ms[1] >= CLIFF_FACTOR * latency_ms[0],
+            }
+        });
+        SearchSummary { bracket: self.bracket(probe), reprobes, probe_s, goal_boundary }
     }
 }
 
@@ -230,12 +310,22 @@ mod tests {
     }
 
     /// Runs a search against `serve` (throughput and latency at a load) until it stops; the steps it ran.
-    fn run(search: &Search, mut serve: impl FnMut(f64) -> (u64, f64)) -> (Vec<StepRecord>, String) {
+    fn run(search: &Search, serve: impl FnMut(f64) -> (u64, f64)) -> (Vec<StepRecord>, String) {
+        run_to(search, None, serve)
+    }
+
+    /// `run`, with a latency goal.
+    fn run_to(
+        search: &Search,
+        goal: Option<LatencyThreshold>,
+        mut serve: impl FnMut(f64) -> (u64, f64),
+    ) -> (Vec<StepRecord>, String) {
         let stopping = Stopping::default();
         let searcher = Searcher {
             search,
             detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
             think_time_ms: 0,
+            goal,
         };
         let mut records = Vec::new();
         let first_s = search.probe_step_s.max(FIRST_PROBE_STEP_S);
@@ -286,6 +376,7 @@ mod tests {
             search: &closed(8),
             detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
             think_time_ms: 0,
+            goal: None,
         };
         let summary = searcher.summary(&probe, &measured);
         assert_eq!(summary.bracket.loads, Some([4.0, 8.0]));
@@ -333,6 +424,34 @@ mod tests {
     }
 
     #[test]
+    fn with_a_latency_goal_the_search_bisects_to_its_boundary_after_the_plateau() {
+        let search = Search {
+            load: SearchLoad::RatePerSecond { start: 10.0, max: 10_000.0 },
+            probe_step_s: 3,
+            step_duration_s: 5,
+            max_steps: 8,
+        };
+        // An M/M/1 queue of 100/s: p90 = ln(10) / (100 - rate); a 50 ms goal is met up to 53.95/s.
+        let p90_ms = |rate: f64| if rate < 100.0 { 10f64.ln() / (100.0 - rate) * 1000.0 } else { 5000.0 };
+        let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
+        let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
+        // The plateau first, then halving the bracket between 40/s (met, a probe step) and 80/s (missed).
+        assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25, 60.0, 50.0, 55.0, 52.5]);
+        assert_eq!(reason, "plateau confirmed at step 6", "steps counted in load order");
+        let stopping = Stopping::default();
+        let searcher = Searcher {
+            search: &search,
+            detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
+            think_time_ms: 0,
+            goal: Some(goal),
+        };
+        let (probe, measured) = split(&records);
+        let boundary = searcher.summary(&probe, &measured).goal_boundary.unwrap();
+        assert_eq!(boundary.loads, [52.5, 55.0], "within 5%, either side of 53.95/s");
+        assert!(!boundary.cliff, "{boundary:?}");
+    }
+
+    #[test]
     fn the_search_stops_at_its_maximum_load_or_steps() {
         let search = Search { load: SearchLoad::Users { start: 1, max: 6 }, ..closed(8) };
         // Never saturates within 6 users.
@@ -342,6 +461,6 @@ mod tests {
         assert_eq!(reason, "the search reached its maximum load (6)");
         let (_, reason) =
             run(&Search { load: SearchLoad::Users { start: 1, max: 1000 }, ..closed(2) }, server(100.0, 10.0));
-        assert_eq!(reason, "the search ran its 2 measured steps before a confirmed plateau");
+        assert_eq!(reason, "the search ran its 2 measured steps (before a confirmed plateau)");
     }
 }

@@ -92,6 +92,10 @@ impl Metric {
 
     /// This metric's figure in one run; latency at `matched_load`, and only there.
     fn figure(self, result: &ConfigurationResult, matched_load: Option<f64>) -> Option<Figure> {
+        // Racing stopped it partway: its figures are from the steps it ran, not comparable with a full ramp's.
+        if result.eliminated.is_some() {
+            return None;
+        }
         let metrics = result.metrics.as_ref()?;
         let bound = metrics.lower_bound;
         let figure = |value: f64, interval: Option<Interval>| Some(Figure { value, interval, bound });

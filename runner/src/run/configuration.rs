@@ -66,9 +66,12 @@ pub(super) async fn run_configuration(
     };
     let detector = || OnlineDetector { stopping: &job.stopping, settings: job.plateau };
     let searcher = || match &job.traffic {
-        Traffic::Search(search) => {
-            Some(Searcher { search, detector: detector(), think_time_ms: job.traffic_options.think_time_ms })
-        }
+        Traffic::Search(search) => Some(Searcher {
+            search,
+            detector: detector(),
+            think_time_ms: job.traffic_options.think_time_ms,
+            goal: job.requirements.slo,
+        }),
         _ => None,
     };
     let mut observer = RunObserver {
@@ -154,9 +157,13 @@ pub(super) async fn run_configuration(
         }
         _ => None,
     };
-    // Search mode's probe steps placed the measured ones; figures come from measured steps only.
-    let (probe, measured): (Vec<StepRecord>, Vec<StepRecord>) =
+    // Search mode's probe steps placed the measured ones; figures come from measured steps only, in load order
+    // (the latency goal's boundary search adds steps between earlier ones).
+    let (probe, mut measured): (Vec<StepRecord>, Vec<StepRecord>) =
         record.steps.into_iter().partition(|step| step.window.role == StepRole::Probe);
+    if matches!(job.traffic, Traffic::Search(_)) {
+        measured.sort_by(|a, b| a.window.load.total_cmp(&b.window.load));
+    }
     let measured: Vec<StepRecord> = measured
         .into_iter()
         .enumerate()

@@ -24,7 +24,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
-use rand_distr::{Distribution as _, LogNormal};
+use rand_distr::{Distribution as _, Exp, LogNormal};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -70,6 +70,8 @@ struct ServiceModel {
 enum Draw {
     Fixed,
     Lognormal(LogNormal<f64>),
+    /// In milliseconds: rate 1 / mean.
+    Exponential(Exp<f64>),
     /// Fast requests take `fast_ms` on average, a share `slow_share` of them `slow_ms`; each mode is scaled by
     /// `jitter` (mean 1). Two exact service times would let closed-loop users lock into a pattern that depends on
     /// how the run started, which real servers do not do.
@@ -97,6 +99,7 @@ impl ServiceModel {
         let draw = match model.service_time {
             ServiceTime::Fixed => Draw::Fixed,
             ServiceTime::Lognormal { cv } => Draw::Lognormal(lognormal(mean_ms, cv)),
+            ServiceTime::Exponential => Draw::Exponential(Exp::new(1.0 / mean_ms).expect("a positive mean")),
             ServiceTime::Bimodal { slow_share, slow_factor } => {
                 let fast_ms = mean_ms / (1.0 - slow_share + slow_share * slow_factor);
                 Draw::Bimodal {
@@ -129,6 +132,7 @@ impl ServiceModel {
         let drawn_ms = match &self.draw {
             Draw::Fixed => mean_ms,
             Draw::Lognormal(lognormal) => lognormal.sample(&mut *self.rng.lock().expect("rng lock")),
+            Draw::Exponential(exponential) => exponential.sample(&mut *self.rng.lock().expect("rng lock")),
             Draw::Bimodal { fast_ms, slow_ms, slow_share, jitter } => {
                 let mut rng = self.rng.lock().expect("rng lock");
                 let mode_ms = if rng.random::<f64>() < *slow_share { *slow_ms } else { *fast_ms };
@@ -361,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn lognormal_and_bimodal_draws_have_the_stated_mean_and_shape() {
+    fn lognormal_bimodal_and_exponential_draws_have_the_stated_mean_and_shape() {
         let mean = |draws: &[f64]| draws.iter().sum::<f64>() / draws.len() as f64;
         let mut lognormal = draws_ms(ServiceTime::Lognormal { cv: 0.5 });
         lognormal.sort_by(f64::total_cmp);
@@ -375,6 +379,12 @@ mod tests {
         assert!((slow - 0.1).abs() < 0.01, "slow share {slow}");
         let fast: Vec<f64> = bimodal.iter().copied().filter(|ms| *ms <= 40.0).collect();
         assert!((mean(&fast) - 13.333).abs() < 0.2, "fast mode {}", mean(&fast));
+        // Exponential: the 99th percentile is the mean x ln(100).
+        let mut exponential = draws_ms(ServiceTime::Exponential);
+        exponential.sort_by(f64::total_cmp);
+        assert!((mean(&exponential) - 20.0).abs() < 0.6, "mean {}", mean(&exponential));
+        let p99 = exponential[exponential.len() * 99 / 100];
+        assert!((p99 / (20.0 * 100f64.ln()) - 1.0).abs() < 0.05, "p99 {p99}");
     }
 
     #[test]

@@ -114,6 +114,8 @@ pub enum ServiceTimeDistribution {
     Fixed,
     Lognormal,
     Bimodal,
+    /// Memoryless: with Poisson arrivals on one worker, an M/M/1 queue, whose latency percentiles are known exactly.
+    Exponential,
 }
 
 impl ServiceTimeDistribution {
@@ -122,6 +124,7 @@ impl ServiceTimeDistribution {
             ServiceTimeDistribution::Fixed => "fixed",
             ServiceTimeDistribution::Lognormal => "lognormal",
             ServiceTimeDistribution::Bimodal => "bimodal",
+            ServiceTimeDistribution::Exponential => "exponential",
         }
     }
 }
@@ -234,6 +237,8 @@ pub enum ServiceTime {
         slow_share: f64,
         slow_factor: f64,
     },
+    /// Exponentially distributed (coefficient of variation 1).
+    Exponential,
 }
 
 /// Every worker pauses for `pause_ms` once every `every_ms`, starting one period after the server starts; a request
@@ -610,7 +615,9 @@ fn validate_service_time(
         }
     };
     match distribution {
-        ServiceTimeDistribution::Fixed | ServiceTimeDistribution::Bimodal => refuse(&model.cv, "cv", "lognormal"),
+        ServiceTimeDistribution::Fixed | ServiceTimeDistribution::Bimodal | ServiceTimeDistribution::Exponential => {
+            refuse(&model.cv, "cv", "lognormal")
+        }
         ServiceTimeDistribution::Lognormal => {}
     }
     if distribution != ServiceTimeDistribution::Bimodal {
@@ -619,6 +626,7 @@ fn validate_service_time(
     }
     match distribution {
         ServiceTimeDistribution::Fixed => ServiceTime::Fixed,
+        ServiceTimeDistribution::Exponential => ServiceTime::Exponential,
         ServiceTimeDistribution::Lognormal => {
             ServiceTime::Lognormal { cv: model.cv.as_ref().map_or(0.5, |cv| positive(cv, &key(".cv"), sink)) }
         }
