@@ -29,8 +29,6 @@ const PROBE_SERVED_SHARE: f64 = 0.9;
 const REPROBE_SCALING: f64 = 0.75;
 /// Each measured step's load over the one before it, near the knee.
 const STEP_FACTOR: f64 = 1.25;
-/// The latency goal's boundary is found when the rates either side of it are within this share (users: one apart).
-const BOUNDARY_RESOLUTION: f64 = 0.05;
 /// Across the final bracket, a percentile that grew by this factor or more is a cliff.
 const CLIFF_FACTOR: f64 = 2.0;
 
@@ -39,7 +37,7 @@ pub struct Searcher<'a> {
     pub search: &'a Search,
     pub detector: OnlineDetector<'a>,
     pub think_time_ms: u64,
-    /// `[requirements]`' latency goal, whose boundary the search finds once the plateau is found.
+    /// `[requirements]`' latency goal, whose boundary the summary places between two steps.
     pub goal: Option<LatencyThreshold>,
 }
 
@@ -56,8 +54,8 @@ pub struct GoalBoundary {
     pub loads: [f64; 2],
     /// The required percentile at each, in ms.
     pub latency_ms: [f64; 2],
-    /// The percentile at least doubled across a load step within the resolution: a cliff (a queue that overflows,
-    /// a cache that stops fitting) rather than a smooth rise, so a little more load costs a lot of latency.
+    /// The percentile at least doubled between the two: a cliff (a queue that overflows, a cache that stops
+    /// fitting) rather than a smooth rise, so a little more load costs a lot of latency.
     pub cliff: bool,
 }
 
@@ -113,9 +111,6 @@ impl Searcher<'_> {
             });
         }
         let knee = self.bracket(&probe).knee_load;
-        // Steps in load order: the boundary search below adds steps between earlier ones.
-        let mut measured = measured;
-        measured.sort_by(|a, b| a.load.total_cmp(&b.load));
         let points: Vec<StepPoint> = measured.iter().map(|step| self.detector.point(step)).collect();
         let highest = measured.last().expect("measured steps");
         let done = if let Some(reason) = self.detector.reason(&points, true) {
@@ -130,10 +125,7 @@ impl Searcher<'_> {
             return StepVerdict::Stop(format!("the search ran its {} measured steps ({why})", self.search.max_steps));
         }
         if let Some(reason) = done {
-            return match self.boundary_step(&probe, &measured) {
-                Some(load) => self.measured(load),
-                None => StepVerdict::Stop(reason),
-            };
+            return StepVerdict::Stop(reason);
         }
         // Still scaling almost linearly past the knee the probe placed: the bracket was wrong.
         let past_knee = highest.load > knee * STEP_FACTOR;
@@ -142,24 +134,6 @@ impl Searcher<'_> {
             _ => STEP_FACTOR,
         };
         self.measured(self.round(highest.load * factor).max(self.above(highest.load)).min(self.search.load.max()))
-    }
-
-    /// With a latency goal, once the plateau is found: the load between the highest step that met the goal and the
-    /// lowest above it that missed, until they are within `BOUNDARY_RESOLUTION` (one user, for users); then a
-    /// measured step where the bracket's lower end is only a probe step. `None` when the boundary is found, or
-    /// there is none to find (every step met the goal, or none did).
-    fn boundary_step(&self, probe: &[StepResult], measured: &[StepResult]) -> Option<f64> {
-        let Boundary { met, missed } = self.boundary(probe, measured)?;
-        let resolved = match self.search.load {
-            SearchLoad::Users { .. } => missed.load - met.load <= 1.0,
-            SearchLoad::RatePerSecond { .. } => missed.load / met.load - 1.0 <= BOUNDARY_RESOLUTION,
-        };
-        if resolved {
-            let measured_there = measured.iter().any(|step| step.load == met.load);
-            return (!measured_there).then_some(met.load);
-        }
-        let middle = self.round((met.load + missed.load) / 2.0);
-        Some(if middle > met.load && middle < missed.load { middle } else { self.above(met.load) })
     }
 
     /// The steps either side of the latency goal: the highest load whose percentile met it, and the lowest above
@@ -424,20 +398,17 @@ mod tests {
     }
 
     #[test]
-    fn with_a_latency_goal_the_search_bisects_to_its_boundary_after_the_plateau() {
+    fn with_a_latency_goal_the_summary_places_its_boundary_between_two_steps() {
         let search = Search {
             load: SearchLoad::RatePerSecond { start: 10.0, max: 10_000.0 },
             probe_step_s: 3,
             step_duration_s: 5,
-            max_steps: 8,
+            max_steps: 12,
         };
         // An M/M/1 queue of 100/s: p90 = ln(10) / (100 - rate); a 50 ms goal is met up to 53.95/s.
         let p90_ms = |rate: f64| if rate < 100.0 { 10f64.ln() / (100.0 - rate) * 1000.0 } else { 5000.0 };
         let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
-        let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
-        // The plateau first, then halving the bracket between 40/s (met, a probe step) and 80/s (missed).
-        assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25, 60.0, 50.0, 55.0, 52.5]);
-        assert_eq!(reason, "plateau confirmed at step 6", "steps counted in load order");
+        let (records, _) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
         let stopping = Stopping::default();
         let searcher = Searcher {
             search: &search,
@@ -447,8 +418,8 @@ mod tests {
         };
         let (probe, measured) = split(&records);
         let boundary = searcher.summary(&probe, &measured).goal_boundary.unwrap();
-        assert_eq!(boundary.loads, [52.5, 55.0], "within 5%, either side of 53.95/s");
-        assert!(!boundary.cliff, "{boundary:?}");
+        assert_eq!(boundary.loads, [40.0, 80.0], "the probe's steps either side of 53.95/s");
+        assert!(boundary.cliff, "38 ms, then 115 ms: {boundary:?}");
     }
 
     #[test]

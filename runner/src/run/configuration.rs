@@ -157,13 +157,9 @@ pub(super) async fn run_configuration(
         }
         _ => None,
     };
-    // Search mode's probe steps placed the measured ones; figures come from measured steps only, in load order
-    // (the latency goal's boundary search adds steps between earlier ones).
-    let (probe, mut measured): (Vec<StepRecord>, Vec<StepRecord>) =
+    // Search mode's probe steps placed the measured ones; figures come from measured steps only.
+    let (probe, measured): (Vec<StepRecord>, Vec<StepRecord>) =
         record.steps.into_iter().partition(|step| step.window.role == StepRole::Probe);
-    if matches!(job.traffic, Traffic::Search(_)) {
-        measured.sort_by(|a, b| a.window.load.total_cmp(&b.window.load));
-    }
     let measured: Vec<StepRecord> = measured
         .into_iter()
         .enumerate()

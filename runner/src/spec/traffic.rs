@@ -99,7 +99,7 @@ pub(super) struct RawSearch {
     /// Each measured step's length.
     #[schemars(with = "DurationValue")]
     step_duration: Spanned<DurationValue>,
-    /// At most this many measured steps (default 8).
+    /// At most this many measured steps (default 12).
     #[schemars(with = "Option<u32>")]
     steps: Option<Spanned<u32>>,
 }
@@ -228,14 +228,15 @@ impl SearchLoad {
     }
 }
 
-/// Search mode's defaults: a probe step long enough for two measured seconds, and measured steps enough to climb
-/// from below the knee to a confirmed plateau with room to double twice when the probe was wrong.
+/// Search mode's probe steps last long enough for two measured seconds.
 pub const DEFAULT_PROBE_STEP_S: u64 = 3;
 /// The probe's first step, at the lowest load, runs at least this long: four measured seconds give its latency an
 /// interval racing can rely on (a configuration that misses the goal there stops at once), and the base latency
 /// Little's law places the knee with.
 pub const FIRST_PROBE_STEP_S: u64 = 5;
-pub const DEFAULT_SEARCH_STEPS: u32 = 8;
+/// Measured steps enough to climb from the knee to a confirmed plateau, with room to double several times when the
+/// probe was wrong.
+pub const DEFAULT_SEARCH_STEPS: u32 = 12;
 
 /// Settings that apply to any traffic pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
