@@ -283,6 +283,15 @@ mod tests {
         record
     }
 
+    fn searcher<'a>(search: &'a Search, stopping: &'a Stopping, goal: Option<LatencyThreshold>) -> Searcher<'a> {
+        Searcher {
+            search,
+            detector: OnlineDetector { stopping, settings: PlateauSettings::default() },
+            think_time_ms: 0,
+            goal,
+        }
+    }
+
     /// Runs a search against `serve` (throughput and latency at a load) until it stops; the steps it ran.
     fn run(search: &Search, serve: impl FnMut(f64) -> (u64, f64)) -> (Vec<StepRecord>, String) {
         run_to(search, None, serve)
@@ -295,12 +304,7 @@ mod tests {
         mut serve: impl FnMut(f64) -> (u64, f64),
     ) -> (Vec<StepRecord>, String) {
         let stopping = Stopping::default();
-        let searcher = Searcher {
-            search,
-            detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
-            think_time_ms: 0,
-            goal,
-        };
+        let searcher = searcher(search, &stopping, goal);
         let mut records = Vec::new();
         let first_s = search.probe_step_s.max(FIRST_PROBE_STEP_S);
         let mut window = StepWindow::new(0, 0, first_s, search.load.start(), StepRole::Probe);
@@ -346,12 +350,8 @@ mod tests {
         assert_eq!(reason, "plateau confirmed at step 2");
         let (probe, measured) = split(&records);
         let stopping = Stopping::default();
-        let searcher = Searcher {
-            search: &closed(8),
-            detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
-            think_time_ms: 0,
-            goal: None,
-        };
+        let search = closed(8);
+        let searcher = searcher(&search, &stopping, None);
         let summary = searcher.summary(&probe, &measured);
         assert_eq!(summary.bracket.loads, Some([4.0, 8.0]));
         assert!((summary.bracket.knee_load - 4.0).abs() < 0.05, "{:?}", summary.bracket);
@@ -410,12 +410,7 @@ mod tests {
         let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
         let (records, _) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
         let stopping = Stopping::default();
-        let searcher = Searcher {
-            search: &search,
-            detector: OnlineDetector { stopping: &stopping, settings: PlateauSettings::default() },
-            think_time_ms: 0,
-            goal: Some(goal),
-        };
+        let searcher = searcher(&search, &stopping, Some(goal));
         let (probe, measured) = split(&records);
         let boundary = searcher.summary(&probe, &measured).goal_boundary.unwrap();
         assert_eq!(boundary.loads, [40.0, 80.0], "the probe's steps either side of 53.95/s");
