@@ -1013,10 +1013,19 @@ reference = { workers = 1, service_time_ms = 80 }
     let results = read_results(&out);
     assert_eq!(results["partial"], false);
     assert_eq!(results["recommendation"]["configuration"], "good");
-    // Trial 1: `pricey` stopped once its probe bounded its capacity; `slow` after its first, lowest-load step.
+    // Trial 1: every configuration was probed first, then `good`, the most promising, was measured; `pricey` was
+    // never measured, as its probe bounded its capacity below what it needed; `slow` stopped after its first,
+    // lowest-load step.
     let pricey = configuration(&results, "pricey");
     let reason = pricey["eliminated"].as_str().unwrap();
     assert!(reason.starts_with("cannot beat good: $0.41") || reason.starts_with("cannot beat good: $0.42"), "{reason}");
+    assert!(stderr.contains("pricey (trial 1/2) eliminated after its probe"), "{stderr}");
+    let first_pricey = results["trial_runs"].as_array().unwrap().iter().find(|run| run["name"] == "pricey").unwrap();
+    assert!(first_pricey["steps"].as_array().unwrap().is_empty(), "not measured");
+    assert!(first_pricey["probe_steps"].as_array().unwrap().len() >= 4, "probed");
+    let good_measured = stderr.find("good (trial 1/2) step 1 of at most").unwrap();
+    assert!(good_measured < stderr.find("pricey (trial 1/2) eliminated").unwrap(), "{stderr}");
+    assert!(stderr.find("slow (trial 1/2) probe 1").unwrap() < good_measured, "probes first: {stderr}");
     let slow = configuration(&results, "slow")["eliminated"].as_str().unwrap();
     assert!(slow.starts_with("misses p99 ≤ 60 ms even at its lowest load (1)"), "{slow}");
     let trial_runs = results["trial_runs"].as_array().unwrap();

@@ -142,6 +142,11 @@ impl Schedule {
         schedule
     }
 
+    /// Search mode's measured pass, run after every configuration's probe: it starts at the step the probe chose.
+    pub fn measuring_from(&self, load: f64, duration_s: u64, role: StepRole) -> Schedule {
+        Schedule { steps: vec![StepWindow::new(0, self.warmup_s, duration_s, load, role)], ..self.clone() }
+    }
+
     /// Whether the load holds still step by step (and a step may run on until precise), rather than changing
     /// every second.
     pub fn is_stepped(&self) -> bool {

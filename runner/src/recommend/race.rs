@@ -112,10 +112,44 @@ pub struct Evidence<'a> {
     pub metrics: &'a Metrics,
 }
 
-/// Why a running candidate cannot win, from its steps so far and their analysis; `None` while it still can.
-pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader: Option<&Leader>) -> Option<String> {
+/// Every valid step of the evidence, in load order.
+fn valid_in<'a>(evidence: &'a [Evidence<'a>]) -> Vec<&'a StepResult> {
     let mut valid: Vec<&StepResult> = evidence.iter().flat_map(|evidence| valid(evidence.steps)).collect();
     valid.sort_by(|a, b| a.load.total_cmp(&b.load));
+    valid
+}
+
+/// The favourable end of the objective the candidate's steps so far allow, once they bound it (infinite cost when
+/// nothing it serves meets the requirements).
+pub fn best_possible(evidence: &[Evidence<'_>], requirements: &Requirements) -> Option<f64> {
+    // The most either set of steps allows: each bound holds on its own, and the larger is the safer.
+    let capacity = || {
+        evidence
+            .iter()
+            .filter_map(|evidence| capacity_bound_per_min(evidence.steps, evidence.metrics, requirements.slo))
+            .reduce(f64::max)
+    };
+    match requirements.objective {
+        Objective::Latency => {
+            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
+            valid_in(evidence)
+                .iter()
+                .filter_map(|step| latency_interval(step, percentile))
+                .map(|interval| interval.low)
+                .reduce(f64::min)
+        }
+        Objective::Throughput => capacity(),
+        Objective::CostPerInference => {
+            let capacity = capacity()?;
+            let cost_per_hour_usd = evidence.first()?.metrics.cost_per_hour_usd;
+            Some(if capacity > 0.0 { cost_per_hour_usd / units::per_hour(capacity) } else { f64::INFINITY })
+        }
+    }
+}
+
+/// Why a running candidate cannot win, from its steps so far and their analysis; `None` while it still can.
+pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader: Option<&Leader>) -> Option<String> {
+    let valid = valid_in(evidence);
     // The goal missed beyond doubt by a step at the lowest load any step ran.
     let lowest_load = valid.first().map(|step| step.load);
     let missed = requirements.slo.and_then(|slo| {
@@ -133,31 +167,10 @@ pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader
     }
     let leader = leader?;
     let objective = requirements.objective;
-    // The most either set of steps allows: each bound holds on its own, and the larger is the safer.
-    let capacity = || {
-        evidence
-            .iter()
-            .filter_map(|evidence| capacity_bound_per_min(evidence.steps, evidence.metrics, requirements.slo))
-            .reduce(f64::max)
-    };
-    let best = match objective {
-        Objective::Latency => {
-            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
-            valid
-                .iter()
-                .filter_map(|step| latency_interval(step, percentile))
-                .map(|interval| interval.low)
-                .reduce(f64::min)?
-        }
-        Objective::Throughput => capacity()?,
-        Objective::CostPerInference => {
-            let capacity = capacity()?;
-            if capacity <= 0.0 {
-                return Some("serves nothing that meets the requirements".to_string());
-            }
-            evidence.first()?.metrics.cost_per_hour_usd / units::per_hour(capacity)
-        }
-    };
+    let best = best_possible(evidence, requirements)?;
+    if best.is_infinite() {
+        return Some("serves nothing that meets the requirements".to_string());
+    }
     let beats = match objective {
         Objective::Throughput => best > leader.worst,
         Objective::CostPerInference | Objective::Latency => best < leader.worst,

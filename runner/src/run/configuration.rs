@@ -10,7 +10,7 @@ use crate::analyze::search::{self, Searcher};
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector, StepResult};
 use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
 use crate::aws::errors::ErrorDetail;
-use crate::drive::{self, DriveOptions, EndReason, RunRecord};
+use crate::drive::{self, DriveOptions, EndReason, NextStep, RunRecord};
 use crate::measure::ResourceSource;
 use crate::measure::series;
 use crate::measure::step::StepRecord;
@@ -27,24 +27,95 @@ use super::RunContext;
 use super::progress::RunObserver;
 use super::race::Racer;
 
+/// How much of its ramp a test run covers. With racing, search mode probes every configuration first and then
+/// measures them in order of promise, so the likely winner is measured first and the others meet a leader: those
+/// whose probe already shows they cannot beat it are never measured.
+#[derive(Clone, Copy)]
+pub(super) enum Pass<'a> {
+    /// The whole ramp.
+    Whole,
+    /// Search mode's probe: the run stops where the measured steps would begin.
+    Probe,
+    /// Search mode's measured steps, after the probe pass.
+    Measure(&'a Probed),
+}
+
+/// A configuration whose probe ran, waiting for its measured pass.
+pub(super) struct Probed {
+    /// The probe's result: its steps, bracket and time, no figures yet.
+    pub(super) result: ConfigurationResult,
+    pub(super) records: Vec<StepRecord>,
+    /// The first measured step the search chose.
+    pub(super) next: NextStep,
+    /// The favourable end of the objective the probe allows, when it bounds it: its measured pass's place in line.
+    pub(super) best: Option<f64>,
+}
+
+/// What a test run gave: its result, or a probe waiting for its measured pass.
+pub(super) enum Ran {
+    Done(ConfigurationResult),
+    Probed(Probed),
+}
+
+impl Ran {
+    pub(super) fn done(self) -> ConfigurationResult {
+        match self {
+            Ran::Done(result) => result,
+            Ran::Probed(probed) => probed.result,
+        }
+    }
+}
+
 pub(super) async fn run_configuration(
     context: &RunContext<'_>,
     run: &TestRun,
     payload: PayloadSource,
     cancel: CancellationToken,
-) -> ConfigurationResult {
+    pass: Pass<'_>,
+) -> Ran {
     let (job, progress) = (context.job, context.progress);
     let configuration = &run.configuration;
     let label = format!("[{}/{}] {}", run.index + 1, progress.runs, run.label());
+    let facts = |utilization_source| ConfigurationFacts {
+        load_unit: context.schedule.load_unit,
+        instance_count: configuration.instance_count,
+        price_per_hour_usd: configuration.price_per_hour_usd,
+        utilization_source,
+    };
+    let prior_elapsed_s = match pass {
+        Pass::Measure(probed) => probed.result.elapsed_s,
+        Pass::Whole | Pass::Probe => 0,
+    };
+    let (prior, schedule) = match pass {
+        Pass::Measure(probed) => {
+            // The leader measured since this probe ran may already be out of its reach.
+            let facts = facts(None);
+            let racer = context.race.map(|race| Racer { name: &run.name, race, job, facts: &facts });
+            if let Some(reason) = racer.and_then(|racer| racer.cannot_win(&probed.records)) {
+                progress.line(format!(
+                    "{label} eliminated after its probe ({} s, not measured): {reason}",
+                    probed.result.elapsed_s
+                ));
+                return Ran::Done(ConfigurationResult { eliminated: Some(reason), ..probed.result.clone() });
+            }
+            let next = probed.next;
+            (probed.records.as_slice(), context.schedule.measuring_from(next.load, next.duration_s, next.role))
+        }
+        Pass::Whole | Pass::Probe => (&[][..], context.schedule.clone()),
+    };
+    // The probe pass keeps its own series and server log beside the measured pass's.
+    let probe_only = matches!(pass, Pass::Probe);
+    let pass_file = |file: String| if probe_only { file.replacen('.', ".probe.", 1) } else { file };
     let line = progress.run_line();
     let on_wait =
         |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));
-    let log = run.log_file().map(|log| context.out.join(log)).unwrap_or_default();
+    let log_file = run.log_file().map(pass_file);
+    let log = log_file.as_ref().map(|log| context.out.join(log)).unwrap_or_default();
     let mut started = match Server::start(run, &log, context.started, &cancel, on_wait).await {
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));
-            return ConfigurationResult { server_log: run.log_file(), ..context.failed(run, &error.into()) };
+            return Ran::Done(ConfigurationResult { server_log: log_file, ..context.failed(run, &error.into()) });
         }
     };
     let utilization_source = started.resources.as_ref().map(|source| source.label().to_string());
@@ -58,12 +129,7 @@ pub(super) async fn run_configuration(
         .as_ref()
         .filter(|_| job.cloudwatch.publish)
         .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, &endpoint_name));
-    let facts = ConfigurationFacts {
-        load_unit: context.schedule.load_unit,
-        instance_count: configuration.instance_count,
-        price_per_hour_usd: configuration.price_per_hour_usd,
-        utilization_source,
-    };
+    let facts = facts(utilization_source);
     let detector = || OnlineDetector { stopping: &job.stopping, settings: job.plateau };
     let searcher = || match &job.traffic {
         Traffic::Search(search) => Some(Searcher {
@@ -79,18 +145,21 @@ pub(super) async fn run_configuration(
         detector: detector(),
         searcher: searcher(),
         probe_steps: 0,
+        prior,
+        probe_only,
+        probe_done: None,
         racer: context.race.map(|race| Racer { name: &run.name, race, job, facts: &facts }),
         eliminated: None,
         progress,
         line: &line,
         run_label: label.clone(),
-        steps_total: context.schedule.steps.len(),
-        ramp_s: context.schedule.duration_s(),
+        steps_total: schedule.steps.len(),
+        ramp_s: schedule.duration_s(),
         publisher: publisher.as_ref(),
     };
-    let series_file = run.series_file();
+    let series_file = pass_file(run.series_file());
     let options = DriveOptions {
-        schedule: context.schedule,
+        schedule: &schedule,
         traffic: &job.traffic_options,
         seed: run.seeds.arrivals,
         max_invocations: job.stopping.max_invocations,
@@ -100,7 +169,11 @@ pub(super) async fn run_configuration(
     };
     let run_started = SystemTime::now();
     let driven = drive_target(context, run, &mut started, payload, options, &mut observer).await;
-    let eliminated = observer.eliminated.take();
+    let (eliminated, probe_done) = (observer.eliminated.take(), observer.probe_done.take());
+    let best = match (&driven, &observer.racer) {
+        (Ok((record, _)), Some(racer)) if probe_done.is_some() => racer.best_possible(&record.steps),
+        _ => None,
+    };
     let Started { server, address, .. } = started;
     let run_ended = SystemTime::now();
     // On Ctrl-C or SIGTERM, CloudWatch gets a second to take what is left, not its full timeout.
@@ -140,11 +213,11 @@ pub(super) async fn run_configuration(
         Ok(driven) => driven,
         Err(Failure::BeforeTheRamp(error)) => {
             progress.line(format!("{label} failed: {error:#}"));
-            return context.failed(run, &error);
+            return Ran::Done(context.failed(run, &error));
         }
         Err(Failure::Series(error)) => {
             let error = anyhow::Error::new(error).context("cannot write the per-second series");
-            return context.failed(run, &error);
+            return Ran::Done(context.failed(run, &error));
         }
     };
     // Phases are judged by sliding windows, measured again from the series file (docs/decisions.md, "What the
@@ -158,8 +231,11 @@ pub(super) async fn run_configuration(
         _ => None,
     };
     // Search mode's probe steps placed the measured ones; figures come from measured steps only.
-    let (probe, measured): (Vec<StepRecord>, Vec<StepRecord>) =
+    let (mut probe, measured): (Vec<StepRecord>, Vec<StepRecord>) =
         record.steps.into_iter().partition(|step| step.window.role == StepRole::Probe);
+    if let Pass::Measure(probed) = pass {
+        probe = probed.records.clone();
+    }
     let measured: Vec<StepRecord> = measured
         .into_iter()
         .enumerate()
@@ -204,18 +280,18 @@ pub(super) async fn run_configuration(
     if let Some(failure) = &failure {
         progress.line(format!("{label}: {failure}"));
     }
-    ConfigurationResult {
+    let result = ConfigurationResult {
         status,
         end: Some(record.end),
         failure,
-        elapsed_s: record.elapsed_s,
+        elapsed_s: record.elapsed_s + prior_elapsed_s,
         steps: analysis.steps,
         eliminated,
         probe_steps: search.as_ref().map(|(probe, _)| probe.clone()).unwrap_or_default(),
         search: search.map(|(_, summary)| summary),
         seconds: record.seconds,
         series_file: Some(series_file),
-        server_log: run.log_file(),
+        server_log: log_file,
         plateau: analysis.plateau,
         metrics: analysis.metrics,
         scalability: analysis.scalability,
@@ -228,6 +304,12 @@ pub(super) async fn run_configuration(
         endpoint_metrics,
         endpoint_metrics_error,
         ..context.empty_result(run, status, None)
+    };
+    match probe_done {
+        Some(next) if result.status == RunStatus::Complete && result.eliminated.is_none() => {
+            Ran::Probed(Probed { result, records: probe, next, best })
+        }
+        _ => Ran::Done(result),
     }
 }
 

@@ -10,10 +10,11 @@ mod signals;
 mod trials;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
-use futures_util::StreamExt as _;
+use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsClients;
@@ -27,8 +28,8 @@ use crate::results::{
     Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, Resumed,
     RunStatus,
 };
-use crate::spec::{self, Job};
-use configuration::run_configuration;
+use crate::spec::{self, Job, Objective, Traffic};
+use configuration::{Pass, Probed, Ran, run_configuration};
 use progress::Progress;
 
 pub use signals::shutdown_signal;
@@ -189,57 +190,63 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
     };
     let progress = Progress::new(plan.runs.len());
     let race = race::Race::default();
-    let job_started = Instant::now();
-    // `plan.parallel` runs at once; results arrive in plan order.
-    let mut finished = futures_util::stream::iter(&plan.runs)
-        .map(|run| {
-            let context = RunContext {
-                job: &job,
-                schedule: &plan.schedule,
-                aws: &aws,
-                out: &out,
-                progress: &progress,
-                started: job_started,
-                race: job.racing.then_some(&race),
-            };
-            let (plugin, cancel, kept) = (&plugin, cancel.clone(), &kept);
-            async move {
-                let trial = run.trial.map(|trial| trial.number);
-                if let Some(done) = kept.iter().find(|done| done.name == run.name && done.trial == trial) {
-                    let label = format!("[{}/{}] {}", run.index + 1, context.progress.runs, run.label());
-                    context.progress.line(format!("{label}: kept, as the interrupted run completed it"));
-                    return done.clone();
-                }
-                if cancel.is_cancelled() {
-                    return skipped(&context, run);
-                }
-                if let Some(reason) = context.race.and_then(|race| race.eliminated(&run.name)) {
-                    let label = format!("[{}/{}] {}", run.index + 1, context.progress.runs, run.label());
-                    context.progress.line(format!("{label}: not run, eliminated by an earlier trial: {reason}"));
-                    return ConfigurationResult {
-                        eliminated: Some(reason),
-                        ..context.empty_result(run, RunStatus::Complete, None)
-                    };
-                }
-                let payload =
-                    PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
-                run_configuration(&context, run, payload, cancel).await
-            }
-        })
-        .buffered(plan.parallel);
-    while let Some(result) = finished.next().await {
+    let context = RunContext {
+        job: &job,
+        schedule: &plan.schedule,
+        aws: &aws,
+        out: &out,
+        progress: &progress,
+        started: Instant::now(),
+        race: job.racing.then_some(&race),
+    };
+    // Results by test run, saved in plan order after every one, so an abrupt end loses at most the ones in progress.
+    let mut done: Vec<Option<ConfigurationResult>> = vec![None; plan.runs.len()];
+    let mut record = |results: &mut Results, run: &TestRun, result: ConfigurationResult| -> anyhow::Result<()> {
+        done[run.index] = Some(result);
+        let finished: Vec<ConfigurationResult> = done.iter().flatten().cloned().collect();
         if job.trials > 1 {
-            results.trial_runs.push(result);
-            results.configurations = trials::by_configuration(&results.trial_runs, job.trials, plan.schedule.load_unit);
+            results.configurations = trials::by_configuration(&finished, job.trials, plan.schedule.load_unit);
+            results.trial_runs = finished;
         } else {
-            results.configurations.push(result);
+            results.configurations = finished;
         }
         race.update(&results.configurations, &job);
-        // Saved after every configuration, so an abrupt end loses at most the ones in progress.
         results.manifest.ended_at = utc_now();
-        report::write_results(&results, &out)?;
+        Ok(report::write_results(results, &out)?)
+    };
+    // Raced search mode probes every configuration of a trial first, then measures them most promising first (see
+    // `Pass`); a trial's losers are known before the next trial begins.
+    let two_passes = job.racing && matches!(job.traffic, Traffic::Search(_)) && plan.runs.len() > 1;
+    let first_pass = if two_passes { Pass::Probe } else { Pass::Whole };
+    for trial in plan.runs.chunk_by(|a, b| a.trial.map(|trial| trial.number) == b.trial.map(|trial| trial.number)) {
+        let mut probed: Vec<(&TestRun, Probed)> = Vec::new();
+        {
+            // `plan.parallel` runs at once; results arrive in plan order.
+            let mut finished = futures_util::stream::iter(trial)
+                .map(|run| run_one(&context, run, &plugin, &cancel, &kept, first_pass).map(move |ran| (run, ran)))
+                .buffered(plan.parallel);
+            while let Some((run, ran)) = finished.next().await {
+                match ran {
+                    Ran::Probed(waiting) => probed.push((run, waiting)),
+                    Ran::Done(result) => record(&mut results, run, result)?,
+                }
+            }
+        }
+        // The most promising first: a probe that bounds nothing may be the best of all.
+        let direction = if job.requirements.objective == Objective::Throughput { -1.0 } else { 1.0 };
+        probed.sort_by(|(_, a), (_, b)| {
+            let key = |probed: &Probed| probed.best.map_or(f64::NEG_INFINITY, |best| direction * best);
+            key(a).total_cmp(&key(b))
+        });
+        let mut finished = futures_util::stream::iter(&probed)
+            .map(|(run, waiting)| {
+                run_one(&context, run, &plugin, &cancel, &kept, Pass::Measure(waiting)).map(move |ran| (*run, ran))
+            })
+            .buffered(plan.parallel);
+        while let Some((run, ran)) = finished.next().await {
+            record(&mut results, run, ran.done())?;
+        }
     }
-    drop(finished);
 
     results.partial =
         cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
@@ -328,6 +335,38 @@ impl RunContext<'_> {
             ..self.empty_result(run, RunStatus::Failed, Some(format!("{error:#}")))
         }
     }
+}
+
+/// One test run in a pass, unless the interrupted run being resumed completed it, the run was interrupted first, or
+/// an earlier trial showed the configuration cannot win.
+async fn run_one(
+    context: &RunContext<'_>,
+    run: &TestRun,
+    plugin: &Option<Arc<LoadedPlugin>>,
+    cancel: &CancellationToken,
+    kept: &[ConfigurationResult],
+    pass: Pass<'_>,
+) -> Ran {
+    let label = || format!("[{}/{}] {}", run.index + 1, context.progress.runs, run.label());
+    let trial = run.trial.map(|trial| trial.number);
+    if let Some(done) = kept.iter().find(|done| done.name == run.name && done.trial == trial) {
+        context.progress.line(format!("{}: kept, as the interrupted run completed it", label()));
+        return Ran::Done(done.clone());
+    }
+    if cancel.is_cancelled() {
+        return Ran::Done(skipped(context, run));
+    }
+    if let Some(reason) = context.race.and_then(|race| race.eliminated(&run.name)) {
+        context.progress.line(format!("{}: not run, eliminated by an earlier trial: {reason}", label()));
+        // A probe that ran before the earlier trial was eliminated keeps its steps.
+        let ran = match pass {
+            Pass::Measure(probed) => probed.result.clone(),
+            Pass::Whole | Pass::Probe => context.empty_result(run, RunStatus::Complete, None),
+        };
+        return Ran::Done(ConfigurationResult { eliminated: Some(reason), ..ran });
+    }
+    let payload = PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
+    run_configuration(context, run, payload, cancel.clone(), pass).await
 }
 
 fn skipped(context: &RunContext<'_>, run: &TestRun) -> ConfigurationResult {

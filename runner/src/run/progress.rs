@@ -10,7 +10,7 @@ use super::race::Racer;
 use crate::analyze::OnlineDetector;
 use crate::analyze::search::Searcher;
 use crate::aws::cloudwatch::{ClientSecond, Publisher};
-use crate::drive::{Observer, StepVerdict};
+use crate::drive::{NextStep, Observer, StepVerdict};
 use crate::measure::Tally;
 use crate::measure::series::SecondSummary;
 use crate::measure::step::StepRecord;
@@ -75,6 +75,11 @@ pub(super) struct RunObserver<'a> {
     pub(super) searcher: Option<Searcher<'a>>,
     /// Probe steps run so far: measured steps are numbered after them.
     pub(super) probe_steps: usize,
+    /// Search mode's measured pass: the probe's steps, run in the probe pass before it.
+    pub(super) prior: &'a [StepRecord],
+    /// Search mode's probe pass: the run stops where measured steps would begin, and keeps the first of them here.
+    pub(super) probe_only: bool,
+    pub(super) probe_done: Option<NextStep>,
     /// Racing: stops the run once it cannot win.
     pub(super) racer: Option<Racer<'a>>,
     /// Why racing stopped the run, once it has.
@@ -156,6 +161,14 @@ impl Observer for RunObserver<'_> {
             ));
         }
         self.probe_steps = steps.iter().filter(|step| step.window.role == StepRole::Probe).count();
+        let engine_steps = steps;
+        let with_prior;
+        let steps = if self.prior.is_empty() {
+            steps
+        } else {
+            with_prior = [self.prior, steps].concat();
+            &with_prior
+        };
         let verdict = match &self.searcher {
             Some(searcher) => searcher.next(steps),
             None => self.detector.stop_reason(steps).map_or(StepVerdict::Continue, StepVerdict::Stop),
@@ -186,16 +199,23 @@ impl Observer for RunObserver<'_> {
                 self.progress.line(format!("{} stopped early: {reason}", self.run_label));
             }
             // Every step so far was a probe, and the next is measured: the probe just ended.
-            (StepVerdict::Then(next), Some(searcher)) if next.role.is_measured() && self.probe_steps == steps.len() => {
+            (StepVerdict::Then(next), Some(searcher))
+                if next.role.is_measured() && self.probe_steps == engine_steps.len() && self.prior.is_empty() =>
+            {
                 let bracket = searcher.bracket(&crate::analyze::search::split(steps).0);
                 self.progress.line(format!(
-                    "{} probe done: {}; knee near {:.1} {}, measured steps from {}",
+                    "{} probe done: {}; knee near {:.1} {}, measured steps from {}{}",
                     self.run_label,
                     bracket.ended,
                     bracket.knee_load,
                     self.load_unit.label(),
-                    next.load
+                    next.load,
+                    if self.probe_only { " once every configuration is probed" } else { "" }
                 ));
+                if self.probe_only {
+                    self.probe_done = Some(*next);
+                    return StepVerdict::Stop("the probe pass ends here".to_string());
+                }
             }
             _ => {}
         }

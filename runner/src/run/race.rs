@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use crate::analyze::{self, Analysis, ConfigurationFacts};
 use crate::measure::step::StepRecord;
 use crate::plan::StepRole;
-use crate::recommend::race::{Evidence, Leader, cannot_win, leader};
+use crate::recommend::race::{Evidence, Leader, best_possible, cannot_win, leader};
 use crate::results::ConfigurationResult;
 use crate::spec::Job;
 
@@ -65,20 +65,32 @@ impl Racer<'_> {
     /// Why the configuration cannot win after its steps so far, if it cannot: its measured steps and search mode's
     /// probe are each analysed as a ramp of their own.
     pub(super) fn cannot_win(&self, steps: &[StepRecord]) -> Option<String> {
+        let analyses = self.analyses(steps);
+        let leader = self.race.leader().filter(|leader| leader.name != self.name);
+        cannot_win(&evidence(&analyses), &self.job.requirements, leader.as_ref())
+    }
+
+    /// The favourable end of the objective the steps so far allow, once they bound it: how promising it is.
+    pub(super) fn best_possible(&self, steps: &[StepRecord]) -> Option<f64> {
+        best_possible(&evidence(&self.analyses(steps)), &self.job.requirements)
+    }
+
+    fn analyses(&self, steps: &[StepRecord]) -> Vec<Analysis> {
         let job = self.job;
-        let analyses: Vec<Analysis> = [StepRole::Probe, StepRole::Measured]
+        [StepRole::Probe, StepRole::Measured]
             .into_iter()
             .map(|role| steps.iter().filter(|step| step.window.role == role).cloned().collect::<Vec<_>>())
             .filter(|group| !group.is_empty())
             .map(|group| {
                 analyze::analyze_steps(&group, self.facts, &job.stopping, &job.requirements, &job.plateau, None)
             })
-            .collect();
-        let evidence: Vec<Evidence<'_>> = analyses
-            .iter()
-            .filter_map(|analysis| Some(Evidence { steps: &analysis.steps, metrics: analysis.metrics.as_ref()? }))
-            .collect();
-        let leader = self.race.leader().filter(|leader| leader.name != self.name);
-        cannot_win(&evidence, &job.requirements, leader.as_ref())
+            .collect()
     }
+}
+
+fn evidence(analyses: &[Analysis]) -> Vec<Evidence<'_>> {
+    analyses
+        .iter()
+        .filter_map(|analysis| Some(Evidence { steps: &analysis.steps, metrics: analysis.metrics.as_ref()? }))
+        .collect()
 }
