@@ -179,17 +179,19 @@ impl Observer for RunObserver<'_> {
             (StepVerdict::Continue, Some(last)) => last.window.index + 1 < self.steps_total,
             _ => false,
         };
-        if let Some(racer) = self.racer.as_ref().filter(|_| goes_on) {
-            if let Some(reason) = racer.cannot_win(steps) {
-                let elapsed_s = steps.last().map_or(0, |step| step.window.end_s);
-                let saved = match self.searcher {
-                    Some(_) => "its remaining steps not run".to_string(),
-                    None => format!("up to {} s of its ramp saved", self.ramp_s.saturating_sub(elapsed_s)),
-                };
-                self.progress.line(format!("{} eliminated after {elapsed_s} s ({saved}): {reason}", self.run_label));
-                self.eliminated = Some(reason.clone());
-                return StepVerdict::Stop(format!("eliminated: {reason}"));
-            }
+        if let Some(racer) = self.racer.as_ref().filter(|_| goes_on)
+            && let Some(reason) = racer.cannot_win(steps)
+        {
+            // A measured pass counts its probe pass's time too.
+            let end_s = |steps: &[StepRecord]| steps.last().map_or(0, |step| step.window.end_s);
+            let elapsed_s = end_s(self.prior) + end_s(engine_steps);
+            let saved = match self.searcher {
+                Some(_) => "its remaining steps not run".to_string(),
+                None => format!("up to {} s of its ramp saved", self.ramp_s.saturating_sub(elapsed_s)),
+            };
+            self.progress.line(format!("{} eliminated after {elapsed_s} s ({saved}): {reason}", self.run_label));
+            self.eliminated = Some(reason.clone());
+            return StepVerdict::Stop(format!("eliminated: {reason}"));
         }
         match (&verdict, &self.searcher) {
             (StepVerdict::Stop(reason), Some(_)) => {
