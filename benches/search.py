@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PLATEAU = ROOT / "target" / "release" / "plateau"
+# PLATEAU names another binary (a copy, so a rebuild cannot change it halfway through the benchmark).
+PLATEAU = Path(os.environ.get("PLATEAU", ROOT / "target" / "release" / "plateau"))
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 # (name, workers, service time ms, price per hour): capacities 12.5, 50, 100, 200, 800 and 1,600 requests/s. With a
