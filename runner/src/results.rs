@@ -221,6 +221,9 @@ pub struct ConfigurationResult {
     /// Search mode: the probe's short steps, which placed the measured ones and feed no figure.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probe_steps: Vec<StepResult>,
+    /// Search mode: the steps that bisected the latency goal's boundary; they feed only the figure at the goal.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub boundary_steps: Vec<StepResult>,
     /// Search mode: the probe's bracket and knee estimate, and how often the measured steps doubled past it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub search: Option<SearchSummary>,

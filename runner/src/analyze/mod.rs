@@ -253,31 +253,42 @@ pub struct ConfigurationFacts {
 pub struct Analysis {
     /// Every step that ran, complete or not.
     pub steps: Vec<StepResult>,
+    /// Search mode's bisection of the latency goal's boundary: only the figure at the goal reads them.
+    pub boundary_steps: Vec<StepResult>,
     pub plateau: Option<Plateau>,
     pub metrics: Option<Metrics>,
     pub scalability: Option<ScalabilityFit>,
 }
 
 /// Every step's figures, the plateau, the metrics at it and the scalability model, from a configuration's
-/// measured steps (and, for `phases`, the sliding window where throughput levelled off).
+/// measured steps (and, for `phases`, the sliding window where throughput levelled off); search mode's boundary
+/// steps add to the figure at the latency goal.
 pub fn analyze_steps(
     records: &[StepRecord],
+    boundary: &[StepRecord],
     facts: &ConfigurationFacts,
     stopping: &Stopping,
     requirements: &Requirements,
     settings: &PlateauSettings,
     sliding: Option<&StepRecord>,
 ) -> Analysis {
-    let mut steps: Vec<StepResult> = records.iter().map(step_result).collect();
-    for step in &mut steps {
-        step.invalid = validity(step, requirements.max_error_rate_percent);
-    }
+    let judged = |records: &[StepRecord]| -> Vec<StepResult> {
+        records
+            .iter()
+            .map(|record| {
+                let step = step_result(record);
+                StepResult { invalid: validity(&step, requirements.max_error_rate_percent), ..step }
+            })
+            .collect()
+    };
+    let steps = judged(records);
+    let boundary_steps = judged(boundary);
     let complete: Vec<(&StepRecord, &StepResult)> =
         records.iter().zip(&steps).filter(|(_, step)| step.complete).collect();
     let thresholds = &stopping.latency_thresholds;
     let points = complete_points(&steps, thresholds);
     let Some(mut plateau) = detect(&points, thresholds, settings) else {
-        return Analysis { steps, ..Analysis::default() };
+        return Analysis { steps, boundary_steps, ..Analysis::default() };
     };
     // For phases, a sliding window where throughput levelled off replaces the step, unless a threshold, errors or
     // the load generator ended the search first.
@@ -312,32 +323,52 @@ pub fn analyze_steps(
     let max_invocations = units::per_minute(capacity_rps);
     let max_invocations_interval = capacity_interval.map(|interval| interval.scaled(units::per_minute(1.0)));
     let at_slo = requirements.slo.map(|slo| {
-        // The highest valid load that met the goal, read on the fitted curve, never above the capacity.
-        let meeting = complete.iter().zip(&fitted).rposition(|((_, step), fitted)| {
-            fitted.is_some()
-                && !step.histogram.is_empty()
-                && measure::percentile_ms(&step.histogram, slo.percentile.value()) <= slo.latency_ms
+        // Usable steps in load order, with their throughput on the fitted curve (measured steps) or their own
+        // (boundary steps, which lie between measured ones), never above the capacity.
+        let mut usable: Vec<(&StepResult, f64)> = complete
+            .iter()
+            .zip(&fitted)
+            .filter_map(|((_, step), fitted)| Some((*step, (*fitted)?)))
+            .chain(
+                boundary_steps
+                    .iter()
+                    .filter(|step| step.complete && step.invalid.is_none())
+                    .map(|step| (step, step.throughput_rps)),
+            )
+            .map(|(step, rps)| (step, rps.min(capacity_rps)))
+            .collect();
+        usable.sort_by(|(a, _), (b, _)| a.load.total_cmp(&b.load));
+        let percentile = slo.percentile.value();
+        let latency_interval = |step: &StepResult| step.latency_intervals.map(|intervals| intervals.at(percentile));
+        // The figure: the highest load whose percentile met the goal.
+        let meeting = usable.iter().rposition(|(step, _)| {
+            !step.histogram.is_empty() && measure::percentile_ms(&step.histogram, percentile) <= slo.latency_ms
         });
         meeting.map_or((0.0, None, None), |index| {
-            let value_rps = fitted[index].expect("a usable step").min(capacity_rps);
-            // The goal's boundary lies between this step and the next usable one, which missed it: the figure
-            // at the goal may be as high as that step's throughput.
-            let next_high = complete[index + 1..]
+            let (step, value_rps) = usable[index];
+            // Its interval runs from the highest step that met the goal beyond doubt (its percentile's interval
+            // below it) to the lowest above that missed it beyond doubt: the boundary lies between them.
+            let met = usable[..=index]
                 .iter()
-                .zip(&fitted[index + 1..])
-                .find(|(_, fitted)| fitted.is_some())
-                .and_then(|((_, step), _)| step.throughput_interval_rps)
-                .map_or(0.0, |interval| interval.high);
-            let interval = complete[index].1.throughput_interval_rps.map(|interval| Interval {
-                low: interval.low.min(value_rps),
-                high: interval
+                .rev()
+                .find(|(step, _)| latency_interval(step).is_some_and(|interval| interval.high <= slo.latency_ms))
+                .map_or(step, |(step, _)| *step);
+            let missed = usable[index + 1..]
+                .iter()
+                .find(|(step, _)| latency_interval(step).is_some_and(|interval| interval.low > slo.latency_ms))
+                .or(usable.get(index + 1))
+                .and_then(|(step, _)| step.throughput_interval_rps);
+            let interval = step.throughput_interval_rps.map(|own| Interval {
+                low: met.throughput_interval_rps.unwrap_or(own).low.min(value_rps),
+                high: missed
+                    .unwrap_or(own)
                     .high
-                    .max(next_high)
-                    .min(capacity_interval.map_or(interval.high, |capacity| capacity.high))
+                    .max(own.high)
+                    .min(capacity_interval.map_or(f64::INFINITY, |capacity| capacity.high))
                     .max(value_rps),
             });
             let interval = interval.map(|interval| interval.scaled(units::per_minute(1.0)));
-            (units::per_minute(value_rps), interval, Some(complete[index].1.load))
+            (units::per_minute(value_rps), interval, Some(step.load))
         })
     });
     let max_invocations_at_slo = at_slo.map(|(value, _, _)| value);
@@ -376,7 +407,7 @@ pub fn analyze_steps(
         throughput_spread_percent: spread_percent(&record.completed_per_second),
         load_at_plateau: step.load,
     };
-    Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability, steps }
+    Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability, steps, boundary_steps }
 }
 
 /// The capacity and its interval, in requests per second: the flat part of the fitted curve pooled by precision,
@@ -524,7 +555,7 @@ mod tests {
             headroom_percent: 0.0,
             max_error_rate_percent: 1.0,
         };
-        analyze_steps(records, &facts, &stopping, &requirements, &PlateauSettings::default(), None)
+        analyze_steps(records, &[], &facts, &stopping, &requirements, &PlateauSettings::default(), None)
     }
 
     proptest! {

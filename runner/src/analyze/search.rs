@@ -10,6 +10,12 @@
 //! ramp. The probe's steps are short and imprecise, so the bracket is only a guess: when measured steps still
 //! scale almost linearly, it was wrong, and they double again (a re-probe) until throughput bends. Only measured
 //! steps feed the figures; the probe is kept in the results to show how the steps were placed.
+//!
+//! With a latency goal missed below the plateau, the search bisects the load between the highest step that met it
+//! and the lowest above that missed it, to within 2.5% (one user), in boundary steps that feed only the figure at
+//! the goal (AIPerf's highest concurrency under an SLA is the anchor). When the probe already shows the boundary,
+//! that comes before the measured steps, while the backlog of the probe's one overloaded step is small; otherwise
+//! after them.
 
 use serde::{Deserialize, Serialize};
 
@@ -31,13 +37,18 @@ const REPROBE_SCALING: f64 = 0.75;
 const STEP_FACTOR: f64 = 1.25;
 /// Across the final bracket, a percentile that grew by this factor or more is a cliff.
 const CLIFF_FACTOR: f64 = 2.0;
+/// The goal's boundary is found once the rates either side of it are this close (users: one apart), or the
+/// throughput between them grows by less than this share, so the figure at the goal cannot move more.
+const BOUNDARY_RESOLUTION: f64 = 0.025;
+/// Bisection steps at most: from a probe's doubling to 2.5% takes five or six.
+const BOUNDARY_STEPS: usize = 6;
 
 /// Decides search mode's steps.
 pub struct Searcher<'a> {
     pub search: &'a Search,
     pub detector: OnlineDetector<'a>,
     pub think_time_ms: u64,
-    /// `[requirements]`' latency goal, whose boundary the summary places between two steps.
+    /// `[requirements]`' latency goal, whose boundary the search bisects.
     pub goal: Option<LatencyThreshold>,
 }
 
@@ -57,6 +68,9 @@ pub struct GoalBoundary {
     /// The percentile at least doubled between the two: a cliff (a queue that overflows, a cache that stops
     /// fitting) rather than a smooth rise, so a little more load costs a lot of latency.
     pub cliff: bool,
+    /// Bisection steps run to find it.
+    #[serde(default)]
+    pub steps: u32,
 }
 
 /// What the probe found: the loads that bracket the knee, the knee's estimate inside it, and why the probe ended.
@@ -94,7 +108,7 @@ fn scaling(before: &StepResult, after: &StepResult) -> f64 {
 impl Searcher<'_> {
     /// The next step after `records` (every step so far, probe steps first), or why the search is done.
     pub fn next(&self, records: &[StepRecord]) -> StepVerdict {
-        let (probe, measured) = split(records);
+        let Split { probe, measured, boundary } = split(records);
         if measured.is_empty() {
             if let Some(load) = self.next_probe(&probe) {
                 return StepVerdict::Then(NextStep {
@@ -102,6 +116,9 @@ impl Searcher<'_> {
                     duration_s: self.search.probe_step_s,
                     role: StepRole::Probe,
                 });
+            }
+            if let Some(load) = self.boundary_step(&probe, &measured, &boundary, false) {
+                return self.boundary_at(load);
             }
             // At the knee: the probe already saw throughput rise below it.
             let knee = self.bracket(&probe).knee_load;
@@ -120,12 +137,16 @@ impl Searcher<'_> {
         } else {
             None
         };
-        if measured.len() >= self.search.max_steps as usize {
+        let done = if measured.len() >= self.search.max_steps as usize {
             let why = done.unwrap_or_else(|| "before a confirmed plateau".to_string());
-            return StepVerdict::Stop(format!("the search ran its {} measured steps ({why})", self.search.max_steps));
-        }
+            Some(format!("the search ran its {} measured steps ({why})", self.search.max_steps))
+        } else {
+            done
+        };
         if let Some(reason) = done {
-            return StepVerdict::Stop(reason);
+            return self
+                .boundary_step(&probe, &measured, &boundary, true)
+                .map_or(StepVerdict::Stop(reason), |load| self.boundary_at(load));
         }
         // Still scaling almost linearly past the knee the probe placed: the bracket was wrong.
         let past_knee = highest.load > knee * STEP_FACTOR;
@@ -136,14 +157,48 @@ impl Searcher<'_> {
         self.measured(self.round(highest.load * factor).max(self.above(highest.load)).min(self.search.load.max()))
     }
 
+    /// The next bisection step of the latency goal's boundary, if it is not yet found (see `BOUNDARY_RESOLUTION`);
+    /// once the ramp is done, then a boundary step at the load that met the goal when only a short probe step ran
+    /// there. `None` when there is nothing (more) to find: every step met the goal, none did, or the steps ran out.
+    fn boundary_step(
+        &self,
+        probe: &[StepResult],
+        measured: &[StepResult],
+        boundary: &[StepResult],
+        ramp_done: bool,
+    ) -> Option<f64> {
+        if boundary.len() >= BOUNDARY_STEPS {
+            return None;
+        }
+        let Boundary { met, missed } = self.boundary(probe, measured, boundary)?;
+        let resolved = match self.search.load {
+            SearchLoad::Users { .. } => missed.load - met.load <= 1.0,
+            SearchLoad::RatePerSecond { .. } => missed.load / met.load - 1.0 <= BOUNDARY_RESOLUTION,
+        };
+        let gains = missed.throughput_rps > met.throughput_rps * (1.0 + BOUNDARY_RESOLUTION);
+        if resolved || !gains {
+            let precise = measured.iter().chain(boundary).any(|step| step.load == met.load);
+            return (ramp_done && !precise).then_some(met.load);
+        }
+        let middle = self.round((met.load + missed.load) / 2.0);
+        Some(if middle > met.load && middle < missed.load { middle } else { self.above(met.load) })
+    }
+
     /// The steps either side of the latency goal: the highest load whose percentile met it, and the lowest above
-    /// it that missed it (probe steps included: they place the bisection, measured steps give the figure).
-    pub fn boundary<'s>(&self, probe: &'s [StepResult], measured: &'s [StepResult]) -> Option<Boundary<'s>> {
+    /// it that missed it (probe steps included: they place the bisection; measured and boundary steps give the
+    /// figure).
+    pub fn boundary<'s>(
+        &self,
+        probe: &'s [StepResult],
+        measured: &'s [StepResult],
+        boundary: &'s [StepResult],
+    ) -> Option<Boundary<'s>> {
         let goal = self.goal?;
         let latency_ms = |step: &StepResult| measure::percentile_ms(&step.histogram, goal.percentile.value());
         let mut steps: Vec<&StepResult> = probe
             .iter()
             .chain(measured)
+            .chain(boundary)
             .filter(|step| step.complete && step.latency.count > 0 && !step.generator_saturated)
             .collect();
         steps.sort_by(|a, b| a.load.total_cmp(&b.load));
@@ -154,6 +209,10 @@ impl Searcher<'_> {
 
     fn measured(&self, load: f64) -> StepVerdict {
         StepVerdict::Then(NextStep { load, duration_s: self.search.step_duration_s, role: StepRole::Measured })
+    }
+
+    fn boundary_at(&self, load: f64) -> StepVerdict {
+        StepVerdict::Then(NextStep { load, duration_s: self.search.step_duration_s, role: StepRole::Boundary })
     }
 
     /// The next probe load, or `None` when the probe is done.
@@ -235,31 +294,43 @@ impl Searcher<'_> {
     }
 
     /// What the search did, from the steps it ran.
-    pub fn summary(&self, probe: &[StepResult], measured: &[StepResult]) -> SearchSummary {
+    pub fn summary(&self, Split { probe, measured, boundary }: &Split) -> SearchSummary {
         let mut by_load: Vec<&StepResult> = measured.iter().collect();
         by_load.sort_by(|a, b| a.load.total_cmp(&b.load));
         let reprobes = by_load.windows(2).skip(1).filter(|pair| pair[1].load >= 2.0 * pair[0].load).count() as u32;
         let probe_s = probe.iter().map(|step| step.end_s - step.start_s).sum();
-        let goal_boundary = self.goal.zip(self.boundary(probe, measured)).map(|(goal, Boundary { met, missed })| {
-            let latency_ms = [met, missed].map(|step| measure::percentile_ms(&step.histogram, goal.percentile.value()));
-            GoalBoundary {
-                loads: [met.load, missed.load],
-                latency_ms,
-                cliff: latency_ms[1] >= CLIFF_FACTOR * latency_ms[0],
-            }
-        });
+        let goal_boundary =
+            self.goal.zip(self.boundary(probe, measured, boundary)).map(|(goal, Boundary { met, missed })| {
+                let latency_ms =
+                    [met, missed].map(|step| measure::percentile_ms(&step.histogram, goal.percentile.value()));
+                GoalBoundary {
+                    loads: [met.load, missed.load],
+                    latency_ms,
+                    cliff: latency_ms[1] >= CLIFF_FACTOR * latency_ms[0],
+                    steps: boundary.len() as u32,
+                }
+            });
         SearchSummary { bracket: self.bracket(probe), reprobes, probe_s, goal_boundary }
     }
 }
 
-/// The steps so far as probe steps and measured steps, each numbered from 0 among its own.
-pub fn split(records: &[StepRecord]) -> (Vec<StepResult>, Vec<StepResult>) {
-    let (probe, measured): (Vec<&StepRecord>, Vec<&StepRecord>) =
-        records.iter().partition(|record| record.window.role == StepRole::Probe);
-    let renumber = |steps: Vec<&StepRecord>| -> Vec<StepResult> {
-        steps.into_iter().enumerate().map(|(index, record)| StepResult { index, ..step_result(record) }).collect()
+/// A search's steps by role, each numbered from 0 among its own.
+pub struct Split {
+    pub probe: Vec<StepResult>,
+    pub measured: Vec<StepResult>,
+    pub boundary: Vec<StepResult>,
+}
+
+pub fn split(records: &[StepRecord]) -> Split {
+    let of = |role: StepRole| -> Vec<StepResult> {
+        records
+            .iter()
+            .filter(|record| record.window.role == role)
+            .enumerate()
+            .map(|(index, record)| StepResult { index, ..step_result(record) })
+            .collect()
     };
-    (renumber(probe), renumber(measured))
+    Split { probe: of(StepRole::Probe), measured: of(StepRole::Measured), boundary: of(StepRole::Boundary) }
 }
 
 #[cfg(test)]
@@ -348,15 +419,15 @@ mod tests {
         // The knee by Little's law: 200/s x 20 ms = 4 users; measured steps from it, a quarter apart.
         assert_eq!(loads(&records, StepRole::Measured), [4.0, 5.0, 6.0]);
         assert_eq!(reason, "plateau confirmed at step 2");
-        let (probe, measured) = split(&records);
+        let steps = split(&records);
         let stopping = Stopping::default();
         let search = closed(8);
         let searcher = searcher(&search, &stopping, None);
-        let summary = searcher.summary(&probe, &measured);
+        let summary = searcher.summary(&steps);
         assert_eq!(summary.bracket.loads, Some([4.0, 8.0]));
         assert!((summary.bracket.knee_load - 4.0).abs() < 0.05, "{:?}", summary.bracket);
         assert_eq!((summary.reprobes, summary.probe_s), (0, 17), "5 s at the lowest load, then 3 s a step");
-        assert_eq!(measured.iter().map(|step| step.index).collect::<Vec<_>>(), [0, 1, 2]);
+        assert_eq!(steps.measured.iter().map(|step| step.index).collect::<Vec<_>>(), [0, 1, 2]);
     }
 
     #[test]
@@ -398,7 +469,7 @@ mod tests {
     }
 
     #[test]
-    fn with_a_latency_goal_the_summary_places_its_boundary_between_two_steps() {
+    fn with_a_latency_goal_missed_below_the_plateau_the_search_bisects_to_its_boundary() {
         let search = Search {
             load: SearchLoad::RatePerSecond { start: 10.0, max: 10_000.0 },
             probe_step_s: 3,
@@ -408,13 +479,29 @@ mod tests {
         // An M/M/1 queue of 100/s: p90 = ln(10) / (100 - rate); a 50 ms goal is met up to 53.95/s.
         let p90_ms = |rate: f64| if rate < 100.0 { 10f64.ln() / (100.0 - rate) * 1000.0 } else { 5000.0 };
         let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
-        let (records, _) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
+        let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
+        // The probe shows the boundary between 40/s (met) and 80/s (missed): halving it to within 2.5% comes
+        // first, then the plateau, with the same measured steps as without a goal.
+        assert_eq!(loads(&records, StepRole::Boundary), [60.0, 50.0, 55.0, 52.5, 53.75]);
+        assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25]);
+        let roles: Vec<StepRole> = records.iter().map(|record| record.window.role).collect();
+        assert_eq!(roles[5..11], [[StepRole::Boundary; 5].as_slice(), &[StepRole::Measured]].concat());
+        assert_eq!(reason, "plateau confirmed at step 2", "boundary steps are not plateau steps");
         let stopping = Stopping::default();
         let searcher = searcher(&search, &stopping, Some(goal));
-        let (probe, measured) = split(&records);
-        let boundary = searcher.summary(&probe, &measured).goal_boundary.unwrap();
-        assert_eq!(boundary.loads, [40.0, 80.0], "the probe's steps either side of 53.95/s");
-        assert!(boundary.cliff, "38 ms, then 115 ms: {boundary:?}");
+        let boundary = searcher.summary(&split(&records)).goal_boundary.unwrap();
+        assert_eq!(boundary.loads, [53.75, 55.0], "either side of 53.95/s");
+        assert_eq!(boundary.steps, 5);
+        assert!(!boundary.cliff, "49.8 ms, then 51.2 ms: {boundary:?}");
+    }
+
+    #[test]
+    fn a_goal_missed_only_at_the_plateau_is_not_bisected() {
+        // 4 workers of 20 ms; p99 grows with users past the knee: a 30 ms goal is met up to 6 users and missed at 8,
+        // where throughput no longer grows, so no load between them could raise the figure at the goal.
+        let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(99.0).unwrap(), latency_ms: 30.0 };
+        let (records, _) = run_to(&closed(8), Some(goal), server(4.0, 20.0));
+        assert!(loads(&records, StepRole::Boundary).is_empty(), "{:?}", loads(&records, StepRole::Boundary));
     }
 
     #[test]

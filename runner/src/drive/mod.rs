@@ -119,7 +119,7 @@ fn reached(precision: &StepPrecision, step: &StepRecord) -> bool {
 /// The step is due to end but should run on: measured (a probe is short by design), not precise yet, below its
 /// maximum duration, and serving (a step of nothing but errors has no throughput to make precise).
 fn extends(precision: &StepPrecision, step: &StepRecord) -> bool {
-    step.window.role.is_measured()
+    step.window.role != StepRole::Probe
         && step.window.end_s - step.window.start_s < precision.max_step_duration_s
         && step.steady.completed > 0
         && !reached(precision, step)
@@ -175,6 +175,11 @@ pub async fn drive<T: Target>(
     let mut own_cpu = OwnCpu::default();
     own_cpu.sample();
     let mut second: u64 = 0;
+    // Requests sent and finished so far, for the requests in flight at each second's end.
+    let (mut sent, mut finished) = (0u64, 0u64);
+    let mut in_flight_before = 0;
+    // Seconds the running step's steady part was moved later while its inherited backlog drained.
+    let mut settle_s = 0;
 
     let end = loop {
         let Some(window) = windows.get(current.window.index).cloned() else {
@@ -207,7 +212,21 @@ pub async fn drive<T: Target>(
         observer.on_second(&summary, &second_tally, &window);
         seconds.push(summary);
 
-        if second >= window.steady_start_s {
+        sent += second_tally.started;
+        finished += second_tally.completed + second_tally.errors.total();
+        let in_flight = sent.saturating_sub(finished);
+        // An open-model boundary step comes after overloaded steps and inherits their backlog: its steady part
+        // starts once the requests in flight stop falling, at most its own length later.
+        let draining = window.role == StepRole::Boundary
+            && schedule.load_unit == LoadUnit::RequestsPerSecond
+            && in_flight < in_flight_before
+            && settle_s < window.end_s - window.start_s - settle_s;
+        in_flight_before = in_flight;
+        if second == window.steady_start_s && draining {
+            lengthen(&mut windows, window.index, true);
+            settle_s += 1;
+            current.window = windows[window.index].clone();
+        } else if second >= window.steady_start_s {
             current.add_second(&second_tally);
             resource_totals.add(sample);
         }
@@ -220,17 +239,13 @@ pub async fn drive<T: Target>(
         if unreachable_s >= UNREACHABLE_AFTER_S {
             break EndReason::TargetUnreachable { seconds: unreachable_s };
         }
-        if second == window.end_s && options.traffic.precision.is_some_and(|precision| extends(&precision, &current)) {
-            // Not yet precise enough and below its maximum duration: the step runs a second longer, and every
-            // later step starts a second later.
-            windows[window.index].end_s += 1;
-            for later in &mut windows[window.index + 1..] {
-                later.start_s += 1;
-                later.steady_start_s += 1;
-                later.end_s += 1;
-            }
+        // The step may have settled this second: its end is the one in `windows`.
+        let end_s = windows[window.index].end_s;
+        if second == end_s && options.traffic.precision.is_some_and(|precision| extends(&precision, &current)) {
+            // Not yet precise enough and below its maximum duration: the step runs a second longer.
+            lengthen(&mut windows, window.index, false);
             current.window = windows[window.index].clone();
-        } else if second == window.end_s {
+        } else if second == end_s {
             current.complete = true;
             current.converged = converged(options.traffic.precision, &current);
             current.resources = std::mem::take(&mut resource_totals).mean();
@@ -245,6 +260,7 @@ pub async fn drive<T: Target>(
                 StepVerdict::Continue => {}
             }
             current = new_step(&windows, window.index + 1);
+            settle_s = 0;
         }
         if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
             break EndReason::MaxInvocations { invocations: max };
@@ -280,6 +296,20 @@ pub async fn drive<T: Target>(
     Ok(RunRecord { steps, seconds, errors, end, elapsed_s: second })
 }
 
+/// Step `index` ends a second later (and, while it settles, its steady part starts a second later); every later
+/// step moves with it.
+fn lengthen(windows: &mut [StepWindow], index: usize, settling: bool) {
+    windows[index].end_s += 1;
+    if settling {
+        windows[index].steady_start_s += 1;
+    }
+    for later in &mut windows[index + 1..] {
+        later.start_s += 1;
+        later.steady_start_s += 1;
+        later.end_s += 1;
+    }
+}
+
 fn summarize_second(second: u64, load: f64, tally: &Tally, resources: ResourceSample) -> SecondSummary {
     SecondSummary {
         second,
@@ -297,7 +327,7 @@ fn summarize_second(second: u64, load: f64, tally: &Tally, resources: ResourceSa
 
 /// Whether a step reached the precision asked for; a probe is not held to it.
 fn converged(precision: Option<StepPrecision>, step: &StepRecord) -> bool {
-    !step.window.role.is_measured() || precision.is_none_or(|precision| reached(&precision, step))
+    step.window.role == StepRole::Probe || precision.is_none_or(|precision| reached(&precision, step))
 }
 
 /// The load to follow now: a stepped pattern holds its current step's load (through the warm-up, and while a step

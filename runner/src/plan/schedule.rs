@@ -30,13 +30,17 @@ impl LoadUnit {
 }
 
 /// What a step is for. Search mode's probe steps are short and only bracket the capacity; every figure comes from
-/// measured steps.
+/// measured steps, and the figure at the latency goal also from boundary steps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepRole {
     #[default]
     Measured,
     Probe,
+    /// Search mode's bisection of the latency goal's boundary, once the ramp is done. These steps lie close
+    /// together below the plateau, where the plateau rule would take their small gains for a level curve, so
+    /// neither the plateau nor the capacity reads them.
+    Boundary,
 }
 
 impl StepRole {

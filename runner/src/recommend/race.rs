@@ -217,7 +217,15 @@ mod tests {
             price_per_hour_usd: price,
             utilization_source: None,
         };
-        analyze::analyze_steps(&records, &facts, &Stopping::default(), requirements, &PlateauSettings::default(), None)
+        analyze::analyze_steps(
+            &records,
+            &[],
+            &facts,
+            &Stopping::default(),
+            requirements,
+            &PlateauSettings::default(),
+            None,
+        )
     }
 
     fn requirements(objective: Objective, goal_ms: Option<f64>) -> Requirements {

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::analyze::search::{self, Searcher};
+use crate::analyze::search::{self, Searcher, Split};
 use crate::analyze::{self, ConfigurationFacts, OnlineDetector, StepResult};
 use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
 use crate::aws::errors::ErrorDetail;
@@ -145,6 +145,7 @@ pub(super) async fn run_configuration(
         detector: detector(),
         searcher: searcher(),
         probe_steps: 0,
+        ramp_steps: 0,
         prior,
         probe_only,
         probe_done: None,
@@ -230,26 +231,40 @@ pub(super) async fn run_configuration(
         }
         _ => None,
     };
-    // Search mode's probe steps placed the measured ones; figures come from measured steps only.
-    let (mut probe, measured): (Vec<StepRecord>, Vec<StepRecord>) =
-        record.steps.into_iter().partition(|step| step.window.role == StepRole::Probe);
+    // Search mode's probe steps placed the measured ones; figures come from measured steps, and the figure at the
+    // latency goal also from boundary steps.
+    let (mut probe, mut measured, mut boundary) = (Vec::new(), Vec::new(), Vec::new());
+    for step in record.steps {
+        match step.window.role {
+            StepRole::Probe => probe.push(step),
+            StepRole::Measured => measured.push(step),
+            StepRole::Boundary => boundary.push(step),
+        }
+    }
     if let Pass::Measure(probed) = pass {
         probe = probed.records.clone();
     }
-    let measured: Vec<StepRecord> = measured
-        .into_iter()
-        .enumerate()
-        .map(|(index, mut step)| {
+    for steps in [&mut measured, &mut boundary] {
+        for (index, step) in steps.iter_mut().enumerate() {
             step.window.index = index;
-            step
-        })
-        .collect();
-    let mut analysis =
-        analyze::analyze_steps(&measured, &facts, &job.stopping, &job.requirements, &job.plateau, sliding.as_ref());
+        }
+    }
+    let mut analysis = analyze::analyze_steps(
+        &measured,
+        &boundary,
+        &facts,
+        &job.stopping,
+        &job.requirements,
+        &job.plateau,
+        sliding.as_ref(),
+    );
     let search = searcher().map(|searcher| {
-        let (probe, _) = search::split(&probe);
-        let summary = searcher.summary(&probe, &analysis.steps);
-        (probe, summary)
+        let steps = Split {
+            probe: search::split(&probe).probe,
+            measured: analysis.steps.clone(),
+            boundary: analysis.boundary_steps.clone(),
+        };
+        (searcher.summary(&steps), steps.probe)
     });
     // A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
     if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint_metrics.as_ref())
@@ -287,8 +302,9 @@ pub(super) async fn run_configuration(
         elapsed_s: record.elapsed_s + prior_elapsed_s,
         steps: analysis.steps,
         eliminated,
-        probe_steps: search.as_ref().map(|(probe, _)| probe.clone()).unwrap_or_default(),
-        search: search.map(|(_, summary)| summary),
+        probe_steps: search.as_ref().map(|(_, probe)| probe.clone()).unwrap_or_default(),
+        boundary_steps: analysis.boundary_steps,
+        search: search.map(|(summary, _)| summary),
         seconds: record.seconds,
         series_file: Some(series_file),
         server_log: log_file,

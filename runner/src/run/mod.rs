@@ -313,6 +313,7 @@ impl RunContext<'_> {
             steps: Vec::new(),
             eliminated: None,
             probe_steps: Vec::new(),
+            boundary_steps: Vec::new(),
             search: None,
             seconds: Vec::new(),
             series_file: None,

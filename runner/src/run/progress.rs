@@ -75,6 +75,8 @@ pub(super) struct RunObserver<'a> {
     pub(super) searcher: Option<Searcher<'a>>,
     /// Probe steps run so far: measured steps are numbered after them.
     pub(super) probe_steps: usize,
+    /// Probe and measured steps run so far: boundary steps are numbered after them.
+    pub(super) ramp_steps: usize,
     /// Search mode's measured pass: the probe's steps, run in the probe pass before it.
     pub(super) prior: &'a [StepRecord],
     /// Search mode's probe pass: the run stops where measured steps would begin, and keeps the first of them here.
@@ -106,6 +108,7 @@ impl RunObserver<'_> {
                 format!("step {} of at most {}", step.index + 1 - self.probe_steps, searcher.search.max_steps)
             }
             (StepRole::Measured, None) => format!("step {}/{}", step.index + 1, self.steps_total),
+            (StepRole::Boundary, _) => format!("boundary step {}", step.index + 1 - self.ramp_steps),
         }
     }
 }
@@ -161,6 +164,7 @@ impl Observer for RunObserver<'_> {
             ));
         }
         self.probe_steps = steps.iter().filter(|step| step.window.role == StepRole::Probe).count();
+        self.ramp_steps = steps.iter().filter(|step| step.window.role != StepRole::Boundary).count();
         let engine_steps = steps;
         let with_prior;
         let steps = if self.prior.is_empty() {
@@ -197,6 +201,14 @@ impl Observer for RunObserver<'_> {
             (StepVerdict::Stop(reason), Some(_)) => {
                 self.progress.line(format!("{} search done: {reason}", self.run_label));
             }
+            (StepVerdict::Then(next), Some(_))
+                if next.role == StepRole::Boundary && self.ramp_steps == engine_steps.len() =>
+            {
+                self.progress.line(format!(
+                    "{} ramp done; the latency goal is missed below the plateau, so its boundary is bisected, from {}",
+                    self.run_label, next.load
+                ));
+            }
             (StepVerdict::Stop(reason), None) => {
                 self.progress.line(format!("{} stopped early: {reason}", self.run_label));
             }
@@ -204,7 +216,7 @@ impl Observer for RunObserver<'_> {
             (StepVerdict::Then(next), Some(searcher))
                 if next.role.is_measured() && self.probe_steps == engine_steps.len() && self.prior.is_empty() =>
             {
-                let bracket = searcher.bracket(&crate::analyze::search::split(steps).0);
+                let bracket = searcher.bracket(&crate::analyze::search::split(steps).probe);
                 self.progress.line(format!(
                     "{} probe done: {}; knee near {:.1} {}, measured steps from {}{}",
                     self.run_label,

@@ -82,7 +82,7 @@ impl Racer<'_> {
             .map(|role| steps.iter().filter(|step| step.window.role == role).cloned().collect::<Vec<_>>())
             .filter(|group| !group.is_empty())
             .map(|group| {
-                analyze::analyze_steps(&group, self.facts, &job.stopping, &job.requirements, &job.plateau, None)
+                analyze::analyze_steps(&group, &[], self.facts, &job.stopping, &job.requirements, &job.plateau, None)
             })
             .collect()
     }

@@ -76,8 +76,9 @@ fn combine(group: &[&ConfigurationResult], asked: u32, load_unit: LoadUnit) -> C
         steps,
         seconds: Vec::new(),
         eliminated: group.iter().find_map(|run| run.eliminated.clone()),
-        // Each trial searched on its own; their probes are in `trial_runs`.
+        // Each trial searched on its own; their probes and boundary steps are in `trial_runs`.
         probe_steps: Vec::new(),
+        boundary_steps: Vec::new(),
         search: None,
         series_file: None,
         server_log: None,
