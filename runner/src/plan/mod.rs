@@ -54,11 +54,22 @@ pub struct RunSeeds {
     pub payload: u64,
 }
 
+/// SplitMix64's finalizer: inputs that differ in one bit give unrelated outputs.
+fn mix(mut value: u64) -> u64 {
+    value = (value ^ (value >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    value = (value ^ (value >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    value ^ (value >> 31)
+}
+
 impl RunSeeds {
     fn new(job_seed: u64, index: usize) -> Self {
+        // Each stream of each run from its own seed: arrivals and service times drawn from one sequence would be
+        // correlated (with Poisson arrivals and exponential service, every service time a fixed share of the gap
+        // after it, so no request ever queued).
+        let stream = |kind: u64| mix(mix(job_seed) ^ ((index as u64) << 2 | kind));
         Self {
-            arrivals: job_seed ^ index as u64,
-            service_times: job_seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            arrivals: stream(1),
+            service_times: stream(2),
             // Configurations get the same requests, so their figures compare like with like.
             payload: job_seed,
         }
