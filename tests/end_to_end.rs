@@ -1048,3 +1048,91 @@ reference = { workers = 1, service_time_ms = 80 }
     let summary = String::from_utf8_lossy(&output.stdout);
     assert!(summary.contains("eliminated: misses p99"), "{summary}");
 }
+
+#[test]
+fn the_latency_goals_boundary_is_found_within_5_percent_of_the_m_m_1_queue() {
+    let _load = load_lock();
+    // One worker with exponential service times of 10 ms under Poisson arrivals is an M/M/1 queue: its response
+    // time is exponential with rate (100/s - rate), so p90 = ln(10) / (100 - rate) s, and a 50 ms goal is met up to
+    // 100 - 46.05 = 53.95 requests/s.
+    let analytic_rps = 100.0 - 10f64.ln() / 0.050;
+    let folder = tempfile::tempdir().unwrap();
+    let seeds = [1, 2, 3, 4, 5];
+    // The seeds run at once: each is a light load (at most 160 requests/s), and the test stays short.
+    let children: Vec<(u64, PathBuf, std::process::Child)> = seeds
+        .iter()
+        .map(|seed| {
+            let out = folder.path().join(format!("out-{seed}"));
+            let job = folder.path().join(format!("job-{seed}.toml"));
+            std::fs::write(
+                &job,
+                format!(
+                    r#"
+version = 1
+[job]
+name = "m/m/1"
+seed = {seed}
+[target]
+kind = "reference"
+[payload]
+body = "{{}}"
+[traffic]
+arrivals = "poisson"
+max_step_duration = "8s"
+[traffic.search]
+start_rate_per_s = 10
+step_duration = "8s"
+steps = 4
+[requirements]
+latency_ms = 50
+percentile = "p90"
+objective = "throughput"
+[[configurations]]
+name = "mm1"
+instance_type = "ref.mm1"
+price_per_hour_usd = 1
+reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }}
+"#
+                ),
+            )
+            .unwrap();
+            let child = plateau()
+                .arg("run")
+                .arg(&job)
+                .arg("--out")
+                .arg(&out)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (*seed, out, child)
+        })
+        .collect();
+    let (mut within, mut covered) = (0, 0);
+    for (seed, out, child) in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(matches!(output.status.code(), Some(0 | 5)), "{}", text(&output));
+        let results = read_results(&out);
+        let mm1 = configuration(&results, "mm1");
+        let at_goal_rps = mm1["metrics"]["max_invocations_at_slo"].as_f64().unwrap() / 60.0;
+        let interval = &mm1["metrics"]["max_invocations_at_slo_interval"];
+        let (low, high) = (interval["low"].as_f64().unwrap() / 60.0, interval["high"].as_f64().unwrap() / 60.0);
+        let boundary = &mm1["search"]["goal_boundary"];
+        let bisected: Vec<f64> =
+            mm1["boundary_steps"].as_array().unwrap().iter().map(|step| step["load"].as_f64().unwrap()).collect();
+        println!(
+            "seed {seed}: at the goal {at_goal_rps:.2}/s, 95% interval {low:.2} to {high:.2} (analytic \
+             {analytic_rps:.2}/s); bisected at {bisected:?}; boundary {boundary}"
+        );
+        assert!(bisected.len() >= 3, "the probe's bracket (40 to 80/s) was bisected: {bisected:?}");
+        assert!(boundary["loads"][1].as_f64().unwrap() / boundary["loads"][0].as_f64().unwrap() <= 1.026, "{boundary}");
+        within += usize::from((at_goal_rps / analytic_rps - 1.0).abs() <= 0.05);
+        covered += usize::from(low <= analytic_rps && analytic_rps <= high);
+    }
+    println!(
+        "within 5%: {within} of {}; interval covers the analytic boundary: {covered} of {}",
+        seeds.len(),
+        seeds.len()
+    );
+    assert_eq!((within, covered), (seeds.len(), seeds.len()));
+}

@@ -64,6 +64,10 @@ pub struct StepResult {
     /// Open model: arrivals dropped at the in-flight cap (a step with drops is overloaded).
     #[serde(default)]
     pub dropped: u64,
+    /// Requests sent in the steady part: the open model's served share is completed over sent, which Poisson
+    /// arrivals do not blur.
+    #[serde(default)]
+    pub sent: u64,
     /// p99 of the load generator's lateness against its own schedule, and whether it passed the limit: then the
     /// step measured plateau, not the server, and is never taken as the plateau.
     #[serde(default)]
@@ -206,6 +210,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         errors: step.steady.errors,
         error_rate_percent: error_rate_percent(step.steady.completed, &step.steady.errors),
         dropped: step.steady.dropped,
+        sent: step.steady.started,
         generator_lag_p99_ms: step.generator_lag_p99_ms(),
         generator_saturated: step.generator_saturated(),
         cpu_percent: step.resources.cpu_percent,

@@ -28,7 +28,8 @@ use crate::spec::{LatencyThreshold, Search, SearchLoad};
 use super::plateau::{OnlineDetector, StepPoint};
 use super::{StepResult, step_result};
 
-/// Open model: a probe step whose server served less than this share of the offered rate is past its capacity.
+/// Open model: a probe step whose server completed less than this share of the requests sent to it (not of the
+/// offered rate, which Poisson arrivals only approach) is past its capacity.
 const PROBE_SERVED_SHARE: f64 = 0.9;
 /// Measured steps past the probe's knee that still gained at least this share of linear scaling show the bracket
 /// was too low: the next step doubles the load.
@@ -40,8 +41,8 @@ const CLIFF_FACTOR: f64 = 2.0;
 /// The goal's boundary is found once the rates either side of it are this close (users: one apart), or the
 /// throughput between them grows by less than this share, so the figure at the goal cannot move more.
 const BOUNDARY_RESOLUTION: f64 = 0.025;
-/// Bisection steps at most: from a probe's doubling to 2.5% takes five or six.
-const BOUNDARY_STEPS: usize = 6;
+/// Bisection steps at most: from the probe's first step to 2.5% of the load that missed takes six or seven.
+const BOUNDARY_STEPS: usize = 8;
 
 /// Decides search mode's steps.
 pub struct Searcher<'a> {
@@ -117,7 +118,7 @@ impl Searcher<'_> {
                     role: StepRole::Probe,
                 });
             }
-            if let Some(load) = self.boundary_step(&probe, &measured, &boundary, false) {
+            if let Some(load) = self.boundary_step(&probe, &measured, &boundary) {
                 return self.boundary_at(load);
             }
             // At the knee: the probe already saw throughput rise below it.
@@ -145,7 +146,7 @@ impl Searcher<'_> {
         };
         if let Some(reason) = done {
             return self
-                .boundary_step(&probe, &measured, &boundary, true)
+                .boundary_step(&probe, &measured, &boundary)
                 .map_or(StepVerdict::Stop(reason), |load| self.boundary_at(load));
         }
         // Still scaling almost linearly past the knee the probe placed: the bracket was wrong.
@@ -157,16 +158,10 @@ impl Searcher<'_> {
         self.measured(self.round(highest.load * factor).max(self.above(highest.load)).min(self.search.load.max()))
     }
 
-    /// The next bisection step of the latency goal's boundary, if it is not yet found (see `BOUNDARY_RESOLUTION`);
-    /// once the ramp is done, then a boundary step at the load that met the goal when only a short probe step ran
-    /// there. `None` when there is nothing (more) to find: every step met the goal, none did, or the steps ran out.
-    fn boundary_step(
-        &self,
-        probe: &[StepResult],
-        measured: &[StepResult],
-        boundary: &[StepResult],
-        ramp_done: bool,
-    ) -> Option<f64> {
+    /// The next bisection step of the latency goal's boundary, if it is not yet found (see `BOUNDARY_RESOLUTION`):
+    /// `None` when there is nothing (more) to find: every step met the goal, none did, throughput no longer grows
+    /// up to the step that missed it (so the figure at the goal cannot move), or the steps ran out.
+    fn boundary_step(&self, probe: &[StepResult], measured: &[StepResult], boundary: &[StepResult]) -> Option<f64> {
         if boundary.len() >= BOUNDARY_STEPS {
             return None;
         }
@@ -175,18 +170,24 @@ impl Searcher<'_> {
             SearchLoad::Users { .. } => missed.load - met.load <= 1.0,
             SearchLoad::RatePerSecond { .. } => missed.load / met.load - 1.0 <= BOUNDARY_RESOLUTION,
         };
-        let gains = missed.throughput_rps > met.throughput_rps * (1.0 + BOUNDARY_RESOLUTION);
-        if resolved || !gains {
-            let precise = measured.iter().chain(boundary).any(|step| step.load == met.load);
-            return (ramp_done && !precise).then_some(met.load);
+        let below_rps = probe
+            .iter()
+            .chain(measured)
+            .chain(boundary)
+            .filter(|step| step.load < missed.load)
+            .map(|step| step.throughput_rps)
+            .fold(0.0, f64::max);
+        if resolved || missed.throughput_rps <= below_rps * (1.0 + BOUNDARY_RESOLUTION) {
+            return None;
         }
         let middle = self.round((met.load + missed.load) / 2.0);
         Some(if middle > met.load && middle < missed.load { middle } else { self.above(met.load) })
     }
 
     /// The steps either side of the latency goal: the highest load whose percentile met it, and the lowest above
-    /// it that missed it (probe steps included: they place the bisection; measured and boundary steps give the
-    /// figure).
+    /// it that missed it. A short probe step near the capacity has not reached its steady queue and understates
+    /// latency, so only measured and boundary steps, and the probe's first step (the lowest load, run longer), can
+    /// show the goal met; any step can show it missed.
     pub fn boundary<'s>(
         &self,
         probe: &'s [StepResult],
@@ -202,7 +203,8 @@ impl Searcher<'_> {
             .filter(|step| step.complete && step.latency.count > 0 && !step.generator_saturated)
             .collect();
         steps.sort_by(|a, b| a.load.total_cmp(&b.load));
-        let met = *steps.iter().rev().find(|step| latency_ms(step) <= goal.latency_ms)?;
+        let trusted = |step: &StepResult| !probe.iter().skip(1).any(|short| std::ptr::eq(short, step));
+        let met = *steps.iter().rev().find(|step| trusted(step) && latency_ms(step) <= goal.latency_ms)?;
         let missed = *steps.iter().find(|step| step.load > met.load && latency_ms(step) > goal.latency_ms)?;
         Some(Boundary { met, missed })
     }
@@ -233,9 +235,10 @@ impl Searcher<'_> {
                 let points: Vec<StepPoint> = probe.iter().map(|step| self.detector.point(step)).collect();
                 self.detector.confirmed_plateau(&points)
             }
-            SearchLoad::RatePerSecond { .. } => {
-                probe.iter().position(|step| step.dropped > 0 || step.throughput_rps < step.load * PROBE_SERVED_SHARE)
-            }
+            SearchLoad::RatePerSecond { .. } => probe.iter().position(|step| {
+                let finished = step.latency.count + step.errors.total();
+                step.dropped > 0 || (finished as f64) < step.sent as f64 * PROBE_SERVED_SHARE
+            }),
         }
     }
 
@@ -345,7 +348,10 @@ mod tests {
     fn step(index: usize, window: StepWindow, rps: u64, latency_ms: f64) -> StepRecord {
         let mut record = new_step_for(StepWindow { index, ..window });
         for _ in 0..4 {
-            let mut second = Tally { started: rps, completed: rps, ..Tally::default() };
+            // Sent: an open model's offered rate, when the server served less (closed-model tests serve more a
+            // second than they have users).
+            let sent = rps.max(window.load as u64);
+            let mut second = Tally { started: sent, completed: rps, ..Tally::default() };
             second.latency_us.record_n((latency_ms * 1000.0) as u64, rps.max(1)).unwrap();
             record.add_second(&second);
         }
@@ -480,19 +486,19 @@ mod tests {
         let p90_ms = |rate: f64| if rate < 100.0 { 10f64.ln() / (100.0 - rate) * 1000.0 } else { 5000.0 };
         let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
         let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
-        // The probe shows the boundary between 40/s (met) and 80/s (missed): halving it to within 2.5% comes
-        // first, then the plateau, with the same measured steps as without a goal.
-        assert_eq!(loads(&records, StepRole::Boundary), [60.0, 50.0, 55.0, 52.5, 53.75]);
+        // The probe shows the boundary between 10/s (its first step, met) and 80/s (missed): halving it to within
+        // 2.5% comes first, then the plateau, with the same measured steps as without a goal.
+        assert_eq!(loads(&records, StepRole::Boundary), [45.0, 62.5, 53.75, 58.125, 55.9375, 54.84375]);
         assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25]);
         let roles: Vec<StepRole> = records.iter().map(|record| record.window.role).collect();
-        assert_eq!(roles[5..11], [[StepRole::Boundary; 5].as_slice(), &[StepRole::Measured]].concat());
+        assert_eq!(roles[5..12], [[StepRole::Boundary; 6].as_slice(), &[StepRole::Measured]].concat());
         assert_eq!(reason, "plateau confirmed at step 2", "boundary steps are not plateau steps");
         let stopping = Stopping::default();
         let searcher = searcher(&search, &stopping, Some(goal));
         let boundary = searcher.summary(&split(&records)).goal_boundary.unwrap();
-        assert_eq!(boundary.loads, [53.75, 55.0], "either side of 53.95/s");
-        assert_eq!(boundary.steps, 5);
-        assert!(!boundary.cliff, "49.8 ms, then 51.2 ms: {boundary:?}");
+        assert_eq!(boundary.loads, [53.75, 54.84375], "either side of 53.95/s");
+        assert_eq!(boundary.steps, 6);
+        assert!(!boundary.cliff, "49.8 ms, then 50.9 ms: {boundary:?}");
     }
 
     #[test]

@@ -343,6 +343,7 @@ mod tests {
                 errors: Default::default(),
                 error_rate_percent: 0.0,
                 dropped: 0,
+                sent: 0,
                 generator_lag_p99_ms: 0.0,
                 generator_saturated: invalid,
                 cpu_percent: Some(50.0),

@@ -32,6 +32,8 @@ use open::OpenArrivals;
 
 /// How often the number of users is brought up to the schedule between second boundaries.
 const CONTROL_TICK: Duration = Duration::from_millis(50);
+/// The longest an open-model boundary step waits for the backlog of the steps before it to drain.
+const MAX_DRAIN_S: u64 = 60;
 /// Seconds in a row with nothing but connection errors after which the target counts as gone.
 const UNREACHABLE_AFTER_S: u32 = 3;
 
@@ -177,9 +179,12 @@ pub async fn drive<T: Target>(
     let mut second: u64 = 0;
     // Requests sent and finished so far, for the requests in flight at each second's end.
     let (mut sent, mut finished) = (0u64, 0u64);
-    let mut in_flight_before = 0;
-    // Seconds the running step's steady part was moved later while its inherited backlog drained.
-    let mut settle_s = 0;
+    let mut in_flight: u64;
+    // An open-model boundary step comes after overloaded steps (the probe's last, or the plateau's) and would
+    // inherit their backlog, which a step below the capacity drains only slowly and which would count against its
+    // latency: arrivals pause until nothing is in flight, and the step starts after that.
+    let mut draining = false;
+    let mut drained_s = 0;
 
     let end = loop {
         let Some(window) = windows.get(current.window.index).cloned() else {
@@ -194,7 +199,7 @@ pub async fn drive<T: Target>(
                 if let Some(message) = recorder.fault() {
                     break EndReason::PayloadFailed { message: message.to_string() };
                 }
-                load.follow(load_now(schedule, &window, started_at.elapsed().as_secs_f64()));
+                load.follow(if draining { 0.0 } else { load_now(schedule, &window, started_at.elapsed().as_secs_f64()) });
                 continue;
             }
         }
@@ -214,18 +219,13 @@ pub async fn drive<T: Target>(
 
         sent += second_tally.started;
         finished += second_tally.completed + second_tally.errors.total();
-        let in_flight = sent.saturating_sub(finished);
-        // An open-model boundary step comes after overloaded steps and inherits their backlog: its steady part
-        // starts once the requests in flight stop falling, at most its own length later.
-        let draining = window.role == StepRole::Boundary
-            && schedule.load_unit == LoadUnit::RequestsPerSecond
-            && in_flight < in_flight_before
-            && settle_s < window.end_s - window.start_s - settle_s;
-        in_flight_before = in_flight;
-        if second == window.steady_start_s && draining {
+        in_flight = sent.saturating_sub(finished);
+        if draining {
+            // The step, its steady part and the steps after it start a second later.
             lengthen(&mut windows, window.index, true);
-            settle_s += 1;
             current.window = windows[window.index].clone();
+            drained_s += 1;
+            draining = in_flight > 0 && drained_s < MAX_DRAIN_S;
         } else if second >= window.steady_start_s {
             current.add_second(&second_tally);
             resource_totals.add(sample);
@@ -260,13 +260,16 @@ pub async fn drive<T: Target>(
                 StepVerdict::Continue => {}
             }
             current = new_step(&windows, window.index + 1);
-            settle_s = 0;
+            draining = windows.get(window.index + 1).is_some_and(|next| {
+                next.role == StepRole::Boundary && schedule.load_unit == LoadUnit::RequestsPerSecond && in_flight > 0
+            });
+            drained_s = 0;
         }
         if let Some(max) = options.max_invocations.filter(|max| total_completed >= *max) {
             break EndReason::MaxInvocations { invocations: max };
         }
         if windows.get(current.window.index).is_some() {
-            load.follow(load_now(schedule, &current.window, second as f64));
+            load.follow(if draining { 0.0 } else { load_now(schedule, &current.window, second as f64) });
         }
     };
     run.cancel();

@@ -73,10 +73,8 @@ pub(super) struct RunObserver<'a> {
     pub(super) detector: OnlineDetector<'a>,
     /// Search mode: chooses each next step.
     pub(super) searcher: Option<Searcher<'a>>,
-    /// Probe steps run so far: measured steps are numbered after them.
-    pub(super) probe_steps: usize,
-    /// Probe and measured steps run so far: boundary steps are numbered after them.
-    pub(super) ramp_steps: usize,
+    /// The role of each step run so far: steps are numbered among their own role.
+    pub(super) roles: Vec<StepRole>,
     /// Search mode's measured pass: the probe's steps, run in the probe pass before it.
     pub(super) prior: &'a [StepRecord],
     /// Search mode's probe pass: the run stops where measured steps would begin, and keeps the first of them here.
@@ -100,16 +98,20 @@ fn clock(seconds: u64) -> String {
 }
 
 impl RunObserver<'_> {
-    /// `step 3/6`; in search mode `probe 2` or `step 3 of at most 8`.
+    /// `step 3/6`; in search mode `probe 2`, `step 3 of at most 8` or `boundary step 1`.
     fn step_label(&self, step: &StepWindow) -> String {
+        let number = self.roles.iter().take(step.index).filter(|role| **role == step.role).count() + 1;
         match (step.role, &self.searcher) {
-            (StepRole::Probe, _) => format!("probe {}", step.index + 1),
-            (StepRole::Measured, Some(searcher)) => {
-                format!("step {} of at most {}", step.index + 1 - self.probe_steps, searcher.search.max_steps)
-            }
-            (StepRole::Measured, None) => format!("step {}/{}", step.index + 1, self.steps_total),
-            (StepRole::Boundary, _) => format!("boundary step {}", step.index + 1 - self.ramp_steps),
+            (StepRole::Probe, _) => format!("probe {number}"),
+            (StepRole::Measured, Some(searcher)) => format!("step {number} of at most {}", searcher.search.max_steps),
+            (StepRole::Measured, None) => format!("step {number}/{}", self.steps_total),
+            (StepRole::Boundary, _) => format!("boundary step {number}"),
         }
+    }
+
+    /// Whether every step so far had this role.
+    fn only(&self, role: StepRole) -> bool {
+        self.roles.iter().all(|earlier| *earlier == role)
     }
 }
 
@@ -163,8 +165,7 @@ impl Observer for RunObserver<'_> {
                 }
             ));
         }
-        self.probe_steps = steps.iter().filter(|step| step.window.role == StepRole::Probe).count();
-        self.ramp_steps = steps.iter().filter(|step| step.window.role != StepRole::Boundary).count();
+        self.roles = steps.iter().map(|step| step.window.role).collect();
         let engine_steps = steps;
         let with_prior;
         let steps = if self.prior.is_empty() {
@@ -202,11 +203,14 @@ impl Observer for RunObserver<'_> {
                 self.progress.line(format!("{} search done: {reason}", self.run_label));
             }
             (StepVerdict::Then(next), Some(_))
-                if next.role == StepRole::Boundary && self.ramp_steps == engine_steps.len() =>
+                if next.role == StepRole::Boundary
+                    && engine_steps.last().is_some_and(|last| last.window.role != next.role) =>
             {
                 self.progress.line(format!(
-                    "{} ramp done; the latency goal is missed below the plateau, so its boundary is bisected, from {}",
-                    self.run_label, next.load
+                    "{} bisecting the latency goal's boundary (missed below the plateau), from {} {}",
+                    self.run_label,
+                    next.load,
+                    self.load_unit.label()
                 ));
             }
             (StepVerdict::Stop(reason), None) => {
@@ -214,7 +218,7 @@ impl Observer for RunObserver<'_> {
             }
             // Every step so far was a probe, and the next is measured: the probe just ended.
             (StepVerdict::Then(next), Some(searcher))
-                if next.role.is_measured() && self.probe_steps == engine_steps.len() && self.prior.is_empty() =>
+                if next.role != StepRole::Probe && self.only(StepRole::Probe) && self.prior.is_empty() =>
             {
                 let bracket = searcher.bracket(&crate::analyze::search::split(steps).probe);
                 self.progress.line(format!(
