@@ -1078,11 +1078,11 @@ kind = "reference"
 body = "{{}}"
 [traffic]
 arrivals = "poisson"
-max_step_duration = "8s"
+max_step_duration = "12s"
 [traffic.search]
 start_rate_per_s = 10
-step_duration = "8s"
-steps = 4
+step_duration = "12s"
+steps = 3
 [requirements]
 latency_ms = 50
 percentile = "p90"
@@ -1114,6 +1114,9 @@ reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }
         assert!(matches!(output.status.code(), Some(0 | 5)), "{}", text(&output));
         let results = read_results(&out);
         let mm1 = configuration(&results, "mm1");
+        // The boundary is a load (an offered rate); the figure at it, a throughput, also varies with how many
+        // Poisson arrivals came.
+        let boundary_rps = mm1["metrics"]["load_at_slo"].as_f64().unwrap();
         let at_goal_rps = mm1["metrics"]["max_invocations_at_slo"].as_f64().unwrap() / 60.0;
         let interval = &mm1["metrics"]["max_invocations_at_slo_interval"];
         let (low, high) = (interval["low"].as_f64().unwrap() / 60.0, interval["high"].as_f64().unwrap() / 60.0);
@@ -1121,12 +1124,12 @@ reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }
         let bisected: Vec<f64> =
             mm1["boundary_steps"].as_array().unwrap().iter().map(|step| step["load"].as_f64().unwrap()).collect();
         println!(
-            "seed {seed}: at the goal {at_goal_rps:.2}/s, 95% interval {low:.2} to {high:.2} (analytic \
-             {analytic_rps:.2}/s); bisected at {bisected:?}; boundary {boundary}"
+            "seed {seed}: boundary {boundary_rps:.2}/s (analytic {analytic_rps:.2}/s); served there {at_goal_rps:.2}/s, \
+             95% interval {low:.2} to {high:.2}; bisected at {bisected:?}; {boundary}"
         );
-        assert!(bisected.len() >= 3, "the probe's bracket (40 to 80/s) was bisected: {bisected:?}");
-        assert!(boundary["loads"][1].as_f64().unwrap() / boundary["loads"][0].as_f64().unwrap() <= 1.026, "{boundary}");
-        within += usize::from((at_goal_rps / analytic_rps - 1.0).abs() <= 0.05);
+        assert!(bisected.len() >= 3, "bisected from the lowest load to the plateau: {bisected:?}");
+        assert!(boundary["loads"][1].as_f64().unwrap() / boundary["loads"][0].as_f64().unwrap() <= 1.05, "{boundary}");
+        within += usize::from((boundary_rps / analytic_rps - 1.0).abs() <= 0.05);
         covered += usize::from(low <= analytic_rps && analytic_rps <= high);
     }
     println!(

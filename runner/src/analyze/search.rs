@@ -11,11 +11,9 @@
 //! scale almost linearly, it was wrong, and they double again (a re-probe) until throughput bends. Only measured
 //! steps feed the figures; the probe is kept in the results to show how the steps were placed.
 //!
-//! With a latency goal missed below the plateau, the search bisects the load between the highest step that met it
-//! and the lowest above that missed it, to within 2.5% (one user), in boundary steps that feed only the figure at
-//! the goal (AIPerf's highest concurrency under an SLA is the anchor). When the probe already shows the boundary,
-//! that comes before the measured steps, while the backlog of the probe's one overloaded step is small; otherwise
-//! after them.
+//! With a latency goal missed below the plateau, the search then bisects the load between the highest step that
+//! met it and the lowest above that missed it, to within 2.5% (one user), in boundary steps that feed only the
+//! figure at the goal (AIPerf's highest concurrency under an SLA is the anchor).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,8 +36,8 @@ const REPROBE_SCALING: f64 = 0.75;
 const STEP_FACTOR: f64 = 1.25;
 /// Across the final bracket, a percentile that grew by this factor or more is a cliff.
 const CLIFF_FACTOR: f64 = 2.0;
-/// The goal's boundary is found once the rates either side of it are this close (users: one apart), or the
-/// throughput between them grows by less than this share, so the figure at the goal cannot move more.
+/// The goal's boundary is found once the rates either side of it are this close (users: one apart), or the load
+/// that met it is this close to the plateau's throughput, so the figure at the goal cannot move more.
 const BOUNDARY_RESOLUTION: f64 = 0.025;
 /// Bisection steps at most: from the probe's first step to 2.5% of the load that missed takes six or seven.
 const BOUNDARY_STEPS: usize = 8;
@@ -118,9 +116,6 @@ impl Searcher<'_> {
                     role: StepRole::Probe,
                 });
             }
-            if let Some(load) = self.boundary_step(&probe, &measured, &boundary) {
-                return self.boundary_at(load);
-            }
             // At the knee: the probe already saw throughput rise below it.
             let knee = self.bracket(&probe).knee_load;
             return self.measured(match self.search.load {
@@ -159,8 +154,8 @@ impl Searcher<'_> {
     }
 
     /// The next bisection step of the latency goal's boundary, if it is not yet found (see `BOUNDARY_RESOLUTION`):
-    /// `None` when there is nothing (more) to find: every step met the goal, none did, throughput no longer grows
-    /// up to the step that missed it (so the figure at the goal cannot move), or the steps ran out.
+    /// `None` when there is nothing (more) to find: every step met the goal, none did, the load that met it is
+    /// already at the plateau (so the figure at the goal cannot move), or the steps ran out.
     fn boundary_step(&self, probe: &[StepResult], measured: &[StepResult], boundary: &[StepResult]) -> Option<f64> {
         if boundary.len() >= BOUNDARY_STEPS {
             return None;
@@ -170,14 +165,9 @@ impl Searcher<'_> {
             SearchLoad::Users { .. } => missed.load - met.load <= 1.0,
             SearchLoad::RatePerSecond { .. } => missed.load / met.load - 1.0 <= BOUNDARY_RESOLUTION,
         };
-        let below_rps = probe
-            .iter()
-            .chain(measured)
-            .chain(boundary)
-            .filter(|step| step.load < missed.load)
-            .map(|step| step.throughput_rps)
-            .fold(0.0, f64::max);
-        if resolved || missed.throughput_rps <= below_rps * (1.0 + BOUNDARY_RESOLUTION) {
+        // Below the plateau, where a higher load that meets the goal raises the figure at it.
+        let best_rps = probe.iter().chain(measured).chain(boundary).map(|step| step.throughput_rps).fold(0.0, f64::max);
+        if resolved || met.throughput_rps * (1.0 + BOUNDARY_RESOLUTION) >= best_rps {
             return None;
         }
         let middle = self.round((met.load + missed.load) / 2.0);
@@ -185,9 +175,9 @@ impl Searcher<'_> {
     }
 
     /// The steps either side of the latency goal: the highest load whose percentile met it, and the lowest above
-    /// it that missed it. A short probe step near the capacity has not reached its steady queue and understates
-    /// latency, so only measured and boundary steps, and the probe's first step (the lowest load, run longer), can
-    /// show the goal met; any step can show it missed.
+    /// it that missed it. A short probe step's percentile rests on two seconds, and near the capacity its queue
+    /// has not yet built up, so only measured and boundary steps, and the probe's first step (the lowest load, run
+    /// longer), take part.
     pub fn boundary<'s>(
         &self,
         probe: &'s [StepResult],
@@ -198,13 +188,13 @@ impl Searcher<'_> {
         let latency_ms = |step: &StepResult| measure::percentile_ms(&step.histogram, goal.percentile.value());
         let mut steps: Vec<&StepResult> = probe
             .iter()
+            .take(1)
             .chain(measured)
             .chain(boundary)
             .filter(|step| step.complete && step.latency.count > 0 && !step.generator_saturated)
             .collect();
         steps.sort_by(|a, b| a.load.total_cmp(&b.load));
-        let trusted = |step: &StepResult| !probe.iter().skip(1).any(|short| std::ptr::eq(short, step));
-        let met = *steps.iter().rev().find(|step| trusted(step) && latency_ms(step) <= goal.latency_ms)?;
+        let met = *steps.iter().rev().find(|step| latency_ms(step) <= goal.latency_ms)?;
         let missed = *steps.iter().find(|step| step.load > met.load && latency_ms(step) > goal.latency_ms)?;
         Some(Boundary { met, missed })
     }
@@ -235,10 +225,7 @@ impl Searcher<'_> {
                 let points: Vec<StepPoint> = probe.iter().map(|step| self.detector.point(step)).collect();
                 self.detector.confirmed_plateau(&points)
             }
-            SearchLoad::RatePerSecond { .. } => probe.iter().position(|step| {
-                let finished = step.latency.count + step.errors.total();
-                step.dropped > 0 || (finished as f64) < step.sent as f64 * PROBE_SERVED_SHARE
-            }),
+            SearchLoad::RatePerSecond { .. } => probe.iter().position(|step| !served(step)),
         }
     }
 
@@ -315,6 +302,12 @@ impl Searcher<'_> {
             });
         SearchSummary { bracket: self.bracket(probe), reprobes, probe_s, goal_boundary }
     }
+}
+
+/// Open model: whether the server served what was sent to the step (see `PROBE_SERVED_SHARE`).
+fn served(step: &StepResult) -> bool {
+    let finished = step.latency.count + step.errors.total();
+    step.dropped == 0 && finished as f64 >= step.sent as f64 * PROBE_SERVED_SHARE
 }
 
 /// A search's steps by role, each numbered from 0 among its own.
@@ -486,19 +479,18 @@ mod tests {
         let p90_ms = |rate: f64| if rate < 100.0 { 10f64.ln() / (100.0 - rate) * 1000.0 } else { 5000.0 };
         let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
         let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
-        // The probe shows the boundary between 10/s (its first step, met) and 80/s (missed): halving it to within
-        // 2.5% comes first, then the plateau, with the same measured steps as without a goal.
-        assert_eq!(loads(&records, StepRole::Boundary), [45.0, 62.5, 53.75, 58.125, 55.9375, 54.84375]);
+        // The plateau first, with the same measured steps as without a goal; then halving the load between the
+        // probe's first step (10/s, met) and the first measured one (100/s, missed) until the two steps either
+        // side are within 2.5%.
         assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25]);
-        let roles: Vec<StepRole> = records.iter().map(|record| record.window.role).collect();
-        assert_eq!(roles[5..12], [[StepRole::Boundary; 6].as_slice(), &[StepRole::Measured]].concat());
+        assert_eq!(loads(&records, StepRole::Boundary), [55.0, 32.5, 43.75, 49.375, 52.1875, 53.59375, 54.296875]);
         assert_eq!(reason, "plateau confirmed at step 2", "boundary steps are not plateau steps");
         let stopping = Stopping::default();
         let searcher = searcher(&search, &stopping, Some(goal));
         let boundary = searcher.summary(&split(&records)).goal_boundary.unwrap();
-        assert_eq!(boundary.loads, [53.75, 54.84375], "either side of 53.95/s");
-        assert_eq!(boundary.steps, 6);
-        assert!(!boundary.cliff, "49.8 ms, then 50.9 ms: {boundary:?}");
+        assert_eq!(boundary.loads, [53.59375, 54.296875], "either side of 53.95/s");
+        assert_eq!(boundary.steps, 7);
+        assert!(!boundary.cliff, "49.6 ms, then 50.4 ms: {boundary:?}");
     }
 
     #[test]
