@@ -8,9 +8,9 @@ configurations' recorded elapsed seconds), its wall time, what was eliminated, a
 median ratio of times and how often the two recommended the same configuration and instance count.
 Bars: the same recommendation in 10 of 10 seeds, at least 3x shorter (median).
 
-`quickstart`: scenarios/quickstart.toml as shipped (stairs, stopping at a confirmed plateau, racing off) against
-scenarios/quickstart-search.toml (the same configurations, search mode, racing on). Bar: the same recommendation,
-at least 2x shorter.
+`quickstart`: scenarios/quickstart.toml as shipped (stairs, stopping at a confirmed plateau, racing off), and its
+full ramps (every stair run), against scenarios/quickstart-search.toml (the same configurations, search mode, racing
+on). Bar: the same recommendation, at least 2x shorter.
 
 Usage: benches/search.py [six|quickstart]   (after cargo build --release; SEEDS=10 by default, ROUNDS=3 for the
 quickstart)
@@ -147,12 +147,22 @@ def quickstart() -> None:
         assert "[job]\n" in shipped, "the quickstart's [job] table moved: update this script"
         stairs = folder / "stairs.toml"
         stairs.write_text(shipped.replace("[job]\n", "[job]\nracing = false\n", 1))
+        assert 'flat_invocations = "stop"' in shipped, "the quickstart's early stop moved: update this script"
+        full_ramps = folder / "full.toml"
+        full_ramps.write_text(stairs.read_text().replace('flat_invocations = "stop"', 'flat_invocations = "continue"'))
+        full_pairs = []
         for index in range(rounds):
-            full = run(stairs, folder / f"stairs-{index}")
+            full = run(full_ramps, folder / f"full-{index}")
+            adaptive = run(stairs, folder / f"stairs-{index}")
             fast = run(ROOT / "scenarios" / "quickstart-search.toml", folder / f"search-{index}")
-            print(line(f"round {index + 1} stairs", full), flush=True)
+            print(line(f"round {index + 1} full ramps", full), flush=True)
+            print(line(f"round {index + 1} stairs", adaptive), flush=True)
             print(line(f"round {index + 1} search+racing", fast), flush=True)
-            pairs.append((full, fast))
+            full_pairs.append((full, fast))
+            pairs.append((adaptive, fast))
+    print("against full ramps (every stair):")
+    compare(full_pairs, 2.0)
+    print("against the shipped stairs (stopping at a confirmed plateau):")
     compare(pairs, 2.0)
 
 
