@@ -105,7 +105,10 @@ pub(super) async fn run_configuration(
     };
     // The probe pass keeps its own series and server log beside the measured pass's.
     let probe_only = matches!(pass, Pass::Probe);
-    let pass_file = |file: String| if probe_only { file.replacen('.', ".probe.", 1) } else { file };
+    let pass_file = |file: String| match file.rsplit_once('.') {
+        Some((stem, extension)) if probe_only => format!("{stem}.probe.{extension}"),
+        _ => file,
+    };
     let line = progress.run_line();
     let on_wait =
         |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));
