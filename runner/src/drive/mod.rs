@@ -239,7 +239,7 @@ pub async fn drive<T: Target>(
         if unreachable_s >= UNREACHABLE_AFTER_S {
             break EndReason::TargetUnreachable { seconds: unreachable_s };
         }
-        // The step may have settled this second: its end is the one in `windows`.
+        // The step may have waited for a backlog to drain this second: its end is the one in `windows`.
         let end_s = windows[window.index].end_s;
         if second == end_s && options.traffic.precision.is_some_and(|precision| extends(&precision, &current)) {
             // Not yet precise enough and below its maximum duration: the step runs a second longer.
@@ -299,11 +299,11 @@ pub async fn drive<T: Target>(
     Ok(RunRecord { steps, seconds, errors, end, elapsed_s: second })
 }
 
-/// Step `index` ends a second later (and, while it settles, its steady part starts a second later); every later
+/// Step `index` ends a second later (and, while its backlog drains, its steady part starts a second later); every later
 /// step moves with it.
-fn lengthen(windows: &mut [StepWindow], index: usize, settling: bool) {
+fn lengthen(windows: &mut [StepWindow], index: usize, draining: bool) {
     windows[index].end_s += 1;
-    if settling {
+    if draining {
         windows[index].steady_start_s += 1;
     }
     for later in &mut windows[index + 1..] {
