@@ -299,8 +299,8 @@ pub async fn drive<T: Target>(
     Ok(RunRecord { steps, seconds, errors, end, elapsed_s: second })
 }
 
-/// Step `index` ends a second later (and, while its backlog drains, its steady part starts a second later); every later
-/// step moves with it.
+/// Step `index` ends a second later (and, while its backlog drains, its steady part starts a second later);
+/// every later step moves with it.
 fn lengthen(windows: &mut [StepWindow], index: usize, draining: bool) {
     windows[index].end_s += 1;
     if draining {
