@@ -25,7 +25,7 @@ use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
 use crate::measure::{self, ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::plan::{LoadUnit, Schedule, StepRole, StepWindow};
-use crate::spec::{StepPrecision, TrafficOptions};
+use crate::spec::{LatencyThreshold, StepPrecision, TrafficOptions};
 use crate::target::Target;
 use closed::{VirtualUsers, lag_probe};
 use open::OpenArrivals;
@@ -105,6 +105,8 @@ pub struct DriveOptions<'a> {
     /// Seeds Poisson arrivals.
     pub seed: u64,
     pub max_invocations: Option<u64>,
+    /// `[requirements]`' latency goal, which a search's boundary steps run on until they can tell apart from it.
+    pub goal: Option<LatencyThreshold>,
     /// Where each second's full histogram is streamed, one JSON line per second.
     pub series_path: Option<&'a Path>,
     pub cancel: CancellationToken,
@@ -118,13 +120,23 @@ fn reached(precision: &StepPrecision, step: &StepRecord) -> bool {
             .is_some_and(|interval| interval.half_width_percent(step.throughput_rps()) <= precision.target_percent)
 }
 
-/// The step is due to end but should run on: measured (a probe is short by design), not precise yet, below its
-/// maximum duration, and serving (a step of nothing but errors has no throughput to make precise).
-fn extends(precision: &StepPrecision, step: &StepRecord) -> bool {
+/// A boundary step whose percentile's interval still holds the goal: it cannot yet say on which side of the
+/// goal its load lies, and the bisection would follow the noise.
+fn undecided(goal: &LatencyThreshold, step: &StepRecord) -> bool {
+    step.window.role == StepRole::Boundary
+        && step
+            .latency_intervals_so_far()
+            .is_none_or(|intervals| intervals.at(goal.percentile.value()).contains(goal.latency_ms))
+}
+
+/// The step is due to end but should run on: measured (a probe is short by design), below its maximum duration,
+/// serving (a step of nothing but errors has no throughput to make precise), and either not precise yet or, on
+/// the goal's boundary, undecided.
+fn extends(precision: &StepPrecision, goal: Option<&LatencyThreshold>, step: &StepRecord) -> bool {
     step.window.role != StepRole::Probe
         && step.window.end_s - step.window.start_s < precision.max_step_duration_s
         && step.steady.completed > 0
-        && !reached(precision, step)
+        && (!reached(precision, step) || goal.is_some_and(|goal| undecided(goal, step)))
 }
 
 /// Runs the schedule against `target` until it ends, the observer stops it, or `cancel` fires.
@@ -241,8 +253,10 @@ pub async fn drive<T: Target>(
         }
         // The step may have waited for a backlog to drain this second: its end is the one in `windows`.
         let end_s = windows[window.index].end_s;
-        if second == end_s && options.traffic.precision.is_some_and(|precision| extends(&precision, &current)) {
-            // Not yet precise enough and below its maximum duration: the step runs a second longer.
+        if second == end_s
+            && options.traffic.precision.is_some_and(|precision| extends(&precision, options.goal.as_ref(), &current))
+        {
+            // Not yet precise enough, or undecided, and below its maximum duration: the step runs a second longer.
             lengthen(&mut windows, window.index, false);
             current.window = windows[window.index].clone();
         } else if second == end_s {

@@ -51,9 +51,14 @@ impl StepRecord {
 
     /// Ends the step: its latency intervals are computed and the seconds' distributions let go.
     pub fn finish(&mut self) {
-        // Seeded by the step's position, so a result replays exactly.
-        self.latency_intervals = latency_intervals(&self.latency_seconds, self.window.index as u64);
+        self.latency_intervals = self.latency_intervals_so_far();
         self.latency_seconds = Vec::new();
+    }
+
+    /// The latency percentiles' intervals over the steady seconds run so far, while the step runs.
+    pub fn latency_intervals_so_far(&self) -> Option<LatencyIntervals> {
+        // Seeded by the step's position, so a result replays exactly.
+        latency_intervals(&self.latency_seconds, self.window.index as u64)
     }
 
     /// Throughput by batch means over the steady seconds; `None` under two seconds.

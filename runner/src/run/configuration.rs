@@ -166,6 +166,7 @@ pub(super) async fn run_configuration(
         traffic: &job.traffic_options,
         seed: run.seeds.arrivals,
         max_invocations: job.stopping.max_invocations,
+        goal: job.requirements.slo,
         series_path: Some(&context.out.join(&series_file)),
         // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.
         cancel: cancel.child_token(),

@@ -34,7 +34,8 @@ pub(super) struct RawTraffic {
     /// Steps run past `step_duration` until half their throughput interval is within this percentage of it.
     #[schemars(with = "Option<f64>")]
     precision_percent: Option<Spanned<f64>>,
-    /// The longest a step may run to reach `precision_percent` (default: three times `step_duration`).
+    /// The longest a step may run to reach `precision_percent`, or (a search's boundary step) until its percentile's
+    /// interval clears the latency goal (default: three times `step_duration`).
     #[schemars(with = "Option<DurationValue>")]
     max_step_duration: Option<Spanned<DurationValue>>,
 }
