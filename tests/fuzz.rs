@@ -2,7 +2,7 @@
 //! libFuzzer kept in `benches/fuzz.sh` runs, plus the seeds, scenarios and golden files it starts from), then on
 //! seeded mutations of it, built with the same dictionaries libFuzzer uses. No nightly toolchain and no
 //! instrumented build here: coverage guidance is the longer script's; this replays what it found and goes on
-//! around it, within about two minutes. A failing input is saved under `target/fuzz-failures/` to reproduce with
+//! around it, within about a minute. A failing input is saved under `target/fuzz-failures/` to reproduce with
 //! `cargo +nightly fuzz run <target> <file>`.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -18,7 +18,7 @@ use common::repository;
 #[path = "../fuzz/src/lib.rs"]
 mod targets;
 
-/// Mutated inputs per target: sized so that the four take about two minutes on this 2-core machine.
+/// Mutated inputs per target: sized so that the four, side by side, take under a minute on this 2-core machine.
 fn mutations(target: &str) -> usize {
     match target {
         "job_file" => 150_000,
@@ -133,42 +133,51 @@ fn attempt(name: &str, target: fn(&[u8]) -> bool, input: &[u8], case: usize) -> 
     })
 }
 
+/// Fuzzes one target: its corpus, then its seeded mutations. The inputs that panicked, saved to reproduce.
+fn fuzz(name: &str, target: fn(&[u8]) -> bool) -> Vec<PathBuf> {
+    let started = Instant::now();
+    let corpus = corpus(name);
+    let tokens = dictionary(name);
+    assert!(!corpus.is_empty(), "no corpus for {name}");
+    let mut rng = StdRng::seed_from_u64(0x00f0_2201);
+    let mut failures = Vec::new();
+    let mut corpus_deep = 0;
+    for (case, input) in corpus.iter().enumerate() {
+        match attempt(name, target, input, case) {
+            Ok(deep) => corpus_deep += usize::from(deep),
+            Err(saved) => failures.push(saved),
+        }
+    }
+    let mut mutated_deep = 0;
+    for case in 0..mutations(name) {
+        let input = &corpus[rng.random_range(0..corpus.len())];
+        let other = &corpus[rng.random_range(0..corpus.len())];
+        let mutated = mutate(&mut rng, input, other, &tokens);
+        match attempt(name, target, &mutated, corpus.len() + case) {
+            Ok(deep) => mutated_deep += usize::from(deep),
+            Err(saved) => failures.push(saved),
+        }
+    }
+    eprintln!(
+        "{name}: {} corpus inputs ({corpus_deep} past the first check) and {} mutations ({mutated_deep}) in {:.1} s",
+        corpus.len(),
+        mutations(name),
+        started.elapsed().as_secs_f64()
+    );
+    // A corpus that no longer gets past the first check (a results version bump, a renamed key) fuzzes nothing.
+    assert!(corpus_deep > 0 && mutated_deep > 0, "{name}: no input got past the first check");
+    failures
+}
+
 #[test]
 fn the_fuzz_targets_find_no_panic_on_their_corpus_and_seeded_mutations_of_it() {
     // SAFETY: this binary's only test, and it starts no thread before this.
     unsafe { targets::without_plugin_cache() };
-    let mut failures = Vec::new();
-    for (name, target) in targets::TARGETS {
-        let started = Instant::now();
-        let corpus = corpus(name);
-        let tokens = dictionary(name);
-        assert!(!corpus.is_empty(), "no corpus for {name}");
-        let mut rng = StdRng::seed_from_u64(0x00f0_2201);
-        let mut corpus_deep = 0;
-        for (case, input) in corpus.iter().enumerate() {
-            match attempt(name, target, input, case) {
-                Ok(deep) => corpus_deep += usize::from(deep),
-                Err(saved) => failures.push(saved),
-            }
-        }
-        let mut mutated_deep = 0;
-        for case in 0..mutations(name) {
-            let input = &corpus[rng.random_range(0..corpus.len())];
-            let other = &corpus[rng.random_range(0..corpus.len())];
-            let mutated = mutate(&mut rng, input, other, &tokens);
-            match attempt(name, target, &mutated, corpus.len() + case) {
-                Ok(deep) => mutated_deep += usize::from(deep),
-                Err(saved) => failures.push(saved),
-            }
-        }
-        eprintln!(
-            "{name}: {} corpus inputs ({corpus_deep} past the first check) and {} mutations ({mutated_deep}) in {:.1} s",
-            corpus.len(),
-            mutations(name),
-            started.elapsed().as_secs_f64()
-        );
-        // A corpus that no longer gets past the first check (a results version bump, a renamed key) fuzzes nothing.
-        assert!(corpus_deep > 0 && mutated_deep > 0, "{name}: no input got past the first check");
-    }
+    // The targets share nothing and no other test binary runs beside this one: one thread each, so both cores work.
+    let failures: Vec<PathBuf> = std::thread::scope(|scope| {
+        let threads: Vec<_> =
+            targets::TARGETS.iter().map(|(name, target)| scope.spawn(move || fuzz(name, *target))).collect();
+        threads.into_iter().flat_map(|thread| thread.join().unwrap()).collect()
+    });
     assert!(failures.is_empty(), "inputs that panicked, saved to reproduce: {failures:#?}");
 }
