@@ -99,7 +99,7 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
         (early["metrics"]["max_invocations"].as_f64().unwrap(), whole["metrics"]["max_invocations"].as_f64().unwrap());
     assert!((early_max / whole_max - 1.0).abs() < 0.05, "early {early_max} vs full {whole_max}");
 
-    // Open model: arrival-rate steps of a quarter of each capacity, Poisson arrivals.
+    // Open model: arrival-rate steps of a quarter of each capacity from half of it, Poisson arrivals.
     for (workers, service_ms, price) in MODELS {
         let capacity = capacity_rps(workers, service_ms);
         let body = format!(
@@ -107,7 +107,7 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
              step_duration = \"3s\"\nsteps = 8\n[stopping]\nflat_invocations = \"stop\"\n\
              [[configurations]]\nname = \"m\"\ninstance_type = \"ref\"\nprice_per_hour_usd = {price}\n\
              reference = {{ workers = {workers}, service_time_ms = {service_ms}, distribution = \"lognormal\", cv = {CV} }}\n",
-            capacity / 4.0,
+            capacity / 2.0,
             capacity / 4.0
         );
         let results = run(folder.path(), &format!("open-{workers}"), &body);
