@@ -84,8 +84,12 @@ pub struct Manifest {
     pub job_file: String,
     /// SHA-256 of the job file's bytes, to tell whether two results ran the same job.
     pub job_sha256: String,
-    /// The job file as run. Secrets are never in it: headers name environment variables, not values.
+    /// The job file as run (with its includes and `--set` overrides). Secrets are never in it: headers name
+    /// environment variables, not values.
     pub job_file_text: String,
+    /// What the command line changed: `--set` overrides and `--only` selections, applied again on `--resume`.
+    #[serde(default, skip_serializing_if = "crate::spec::Overrides::is_empty")]
+    pub overrides: crate::spec::Overrides,
     /// `[job] seed`: seeds every random choice (reference service times), so a job replays the same way.
     pub seed: u64,
     /// The machine that generated the load.

@@ -50,27 +50,32 @@ fn host() -> Host {
 /// Runs the job file at `job_path`, writing everything into `out` (or the default folder).
 /// What `plateau run` was asked to do.
 pub enum Launch {
-    /// Run the job file into `out` (or a new folder); `trials`, when given, replaces its `[job] trials`.
-    New { job: PathBuf, out: Option<PathBuf>, trials: Option<u32> },
+    /// Run the job file into `out` (or a new folder); `trials`, when given, replaces its `[job] trials`, and the
+    /// command line's overrides apply over the file.
+    New { job: PathBuf, out: Option<PathBuf>, trials: Option<u32>, overrides: spec::Overrides },
     /// Finish the interrupted run in `folder`: its completed test runs are kept, the rest run.
     Resume { folder: PathBuf },
 }
 
 /// Runs a job, writing everything into its output folder.
 pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyhow::Result<Exit> {
-    let (job_path, out, trials, previous) = match launch {
-        Launch::New { job, out, trials } => (job, out, trials, None),
+    let (job_path, out, trials, overrides, previous) = match launch {
+        Launch::New { job, out, trials, overrides } => (job, out, trials, overrides, None),
         Launch::Resume { folder } => match Results::load(&folder.join("results.json")) {
-            Ok(previous) => {
-                (PathBuf::from(&previous.manifest.job_file), Some(folder), Some(previous.job.trials), Some(previous))
-            }
+            Ok(previous) => (
+                PathBuf::from(&previous.manifest.job_file),
+                Some(folder),
+                Some(previous.job.trials),
+                previous.manifest.overrides.clone(),
+                Some(previous),
+            ),
             Err(error) => {
                 eprintln!("error: cannot resume: {error}");
                 return Ok(Exit::InvalidInput);
             }
         },
     };
-    let job = match spec::load(&job_path) {
+    let job = match spec::load(&job_path, &overrides) {
         Ok(job) => Job { trials: trials.unwrap_or(job.trials), ..job },
         Err(error) => {
             eprintln!("{error}");
@@ -154,6 +159,7 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
             job_file: job.source.path.display().to_string(),
             job_sha256: job.source.sha256.clone(),
             job_file_text: job.source.text.clone(),
+            overrides,
             seed: job.seed,
             host: host(),
             started_at: started_at.clone(),

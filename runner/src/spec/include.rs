@@ -9,17 +9,36 @@ use toml::Spanned;
 use super::diagnostic::{Diagnostic, SpecError, contains_nested};
 use super::relative_to;
 
-/// An included file's text and where it starts in the combined text.
+/// An included file's text, or the command line's `--set` overrides, and where it starts in the combined text.
 pub struct Included {
     pub path: PathBuf,
     pub text: String,
     pub offset: usize,
+    pub layer: Layer,
 }
 
-/// The job file's text with its `include`d files appended, each after a comment naming it: the text a run
-/// records, and the one coordinate system every span refers to (`SpecError::located_in` maps spans back to the
-/// file and line they are in).
-pub(super) fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Included>), SpecError> {
+/// Where a layer goes: included files under the job file, the command line's overrides over it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    Under,
+    Over,
+}
+
+/// The job file's text with its `include`d files appended, each after a comment naming it, then the command
+/// line's overrides: the text a run records, and the one coordinate system every span refers to
+/// (`SpecError::located_in` maps spans back to the file and line they are in).
+pub(super) fn with_includes(path: &Path, text: &str, overrides: &str) -> Result<(String, Vec<Included>), SpecError> {
+    let (mut combined, mut included) = with_included_files(path, text)?;
+    if !overrides.is_empty() {
+        combined.push_str("\n# plateau: set on the command line\n");
+        let (path, text) = (PathBuf::from(super::overrides::SET_ORIGIN), overrides.to_string());
+        included.push(Included { path, text, offset: combined.len(), layer: Layer::Over });
+        combined.push_str(overrides);
+    }
+    Ok((combined, included))
+}
+
+fn with_included_files(path: &Path, text: &str) -> Result<(String, Vec<Included>), SpecError> {
     let names = match toml::from_str::<toml::Table>(text).ok().and_then(|table| table.get("include").cloned()) {
         Some(toml::Value::Array(names)) => names,
         // No includes, or a malformed file or key that parsing reports with its location.
@@ -54,7 +73,12 @@ pub(super) fn with_includes(path: &Path, text: &str) -> Result<(String, Vec<Incl
             continue;
         }
         combined.push_str(&format!("\n# plateau: included from {name}\n"));
-        included.push(Included { path: include_path, text: include_text.clone(), offset: combined.len() });
+        included.push(Included {
+            path: include_path,
+            text: include_text.clone(),
+            offset: combined.len(),
+            layer: Layer::Under,
+        });
         combined.push_str(&include_text);
     }
     if diagnostics.is_empty() { Ok((combined, included)) } else { Err(SpecError { diagnostics }) }
@@ -108,11 +132,13 @@ fn read_included(job_path: &Path, name: &str, root: &Path) -> Result<(PathBuf, S
 }
 
 /// One text per file, each the length of the combined text with every other file blanked (newlines kept), so
-/// each parses on its own while its spans stay in combined coordinates. Included files come first, the job last.
+/// each parses on its own while its spans stay in combined coordinates. Included files come first, then the job,
+/// then the command line's overrides.
 pub(super) fn segments(combined: &str, included: &[Included]) -> Vec<String> {
     let job_end = included.first().map_or(combined.len(), |first| first.offset);
-    let ranges =
-        included.iter().map(|file| file.offset..file.offset + file.text.len()).chain(std::iter::once(0..job_end));
+    let range = |file: &Included| file.offset..file.offset + file.text.len();
+    let layer = |layer: Layer| included.iter().filter(move |file| file.layer == layer).map(range);
+    let ranges = layer(Layer::Under).chain(std::iter::once(0..job_end)).chain(layer(Layer::Over));
     ranges
         .map(|range| {
             let blanked: Vec<u8> = combined

@@ -8,6 +8,7 @@ pub mod diagnostic;
 mod goals;
 mod include;
 mod limits;
+mod overrides;
 mod payload;
 pub mod prices;
 mod schema;
@@ -33,6 +34,7 @@ pub use diagnostic::{Diagnostic, SpecError};
 pub use goals::{FlatInvocations, LatencyThreshold, Objective, PlateauSettings, Requirements, Stopping};
 pub use include::Included;
 pub use limits::Limits;
+pub use overrides::{Overrides, SetValue};
 pub use payload::{Payload, PluginGrant, PluginLimits, PluginSpec};
 pub use schema::json_schema;
 pub use target::{
@@ -159,7 +161,8 @@ pub struct JobSource {
     pub sha256: String,
 }
 
-pub fn load(path: &Path) -> Result<Job, SpecError> {
+/// Reads, parses and validates a job file, with the command line's overrides applied.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Job, SpecError> {
     let text = std::fs::read_to_string(path).map_err(|error| SpecError {
         diagnostics: vec![Diagnostic {
             file: path.to_path_buf(),
@@ -170,12 +173,16 @@ pub fn load(path: &Path) -> Result<Job, SpecError> {
             hint: Some("check the path; job files are TOML, like scenarios/quickstart.toml".to_string()),
         }],
     })?;
-    parse(path, &text)
+    overrides.select(parse_with(path, &text, overrides)?)
 }
 
 /// Parses and validates job-file text; `path` names the file in errors and anchors relative paths.
 pub fn parse(path: &Path, text: &str) -> Result<Job, SpecError> {
-    let (combined, included) = with_includes(path, text)?;
+    parse_with(path, text, &Overrides::default())
+}
+
+fn parse_with(path: &Path, text: &str, overrides: &Overrides) -> Result<Job, SpecError> {
+    let (combined, included) = with_includes(path, text, &overrides.text())?;
     let text = combined.as_str();
     let mut sink = DiagnosticSink::new(path, text);
     let segments = segments(text, &included);
