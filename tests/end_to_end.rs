@@ -1150,3 +1150,118 @@ reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }
     assert!(covered >= 4, "the interval covers the analytic boundary in {covered} of {} seeds", seeds.len());
     assert!(within_15 == seeds.len(), "within 15%: {within_15} of {}", seeds.len());
 }
+
+#[test]
+fn completions_for_bash_zsh_and_fish_are_generated_and_bash_completes_the_subcommands() {
+    let _machine = shared_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let script = |shell: &str| {
+        let output = plateau().args(["completions", shell]).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    assert!(script("zsh").starts_with("#compdef plateau"));
+    assert!(script("fish").contains("complete -c plateau"));
+    let bash = folder.path().join("plateau.bash");
+    std::fs::write(&bash, script("bash")).unwrap();
+    // What bash offers after `plateau ` and after `plateau plan --`, through the script's own function.
+    let complete = |words: &str| {
+        let line = format!("plateau {words}");
+        let output = Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "source {}; COMP_WORDS=({line}); COMP_CWORD=$(( ${{#COMP_WORDS[@]}} - 1 )); COMP_LINE='{line}'; \
+                 COMP_POINT=${{#COMP_LINE}}; _plateau plateau; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+                bash.display()
+            ))
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let subcommands = complete("''");
+    for subcommand in ["run", "validate", "plan", "compare", "report", "completions", "man"] {
+        assert!(subcommands.lines().any(|word| word == subcommand), "`{subcommand}` not offered: {subcommands}");
+    }
+    let plan_flags = complete("plan --");
+    for flag in ["--format", "--set", "--only"] {
+        assert!(plan_flags.lines().any(|word| word == flag), "`{flag}` not offered: {plan_flags}");
+    }
+}
+
+#[test]
+fn the_man_pages_cover_every_subcommand() {
+    let _machine = shared_lock();
+    let output = plateau().arg("man").output().unwrap();
+    let page = String::from_utf8(output.stdout).unwrap();
+    assert!(page.starts_with(".ie") || page.contains(".TH plateau"), "{page}");
+    assert!(page.contains("completions") && page.contains("compare"), "{page}");
+    let folder = tempfile::tempdir().unwrap();
+    let output = plateau().arg("man").arg("--out").arg(folder.path()).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let run_page = std::fs::read_to_string(folder.path().join("plateau-run.1")).unwrap();
+    assert!(run_page.contains(".TH plateau-run") && run_page.contains("resume"), "{run_page}");
+}
+
+#[test]
+fn plan_and_run_take_set_and_only_from_the_command_line() {
+    let _load = load_lock();
+    let quickstart = repository().join("scenarios/quickstart.toml");
+    let plan = |extra: &[&str]| {
+        let output = plateau().arg("plan").arg(&quickstart).args(["--format", "json"]).args(extra).output().unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        serde_json::from_slice::<Value>(&output.stdout).unwrap()
+    };
+    let whole = plan(&[]);
+    let names: Vec<&str> =
+        whole["runs"].as_array().unwrap().iter().map(|run| run["configuration"].as_str().unwrap()).collect();
+    assert_eq!(names, ["tiny", "small", "medium", "large"]);
+    let summed: f64 = whole["runs"].as_array().unwrap().iter().map(|run| run["at_most_usd"].as_f64().unwrap()).sum();
+    assert!((whole["at_most_usd"].as_f64().unwrap() - summed).abs() < 1e-12, "{whole}");
+    // Six 5 s steps as shipped; two with --set.
+    let narrowed = plan(&["--only", "medium", "--set", "traffic.stairs.steps=2"]);
+    assert_eq!(narrowed["runs"].as_array().unwrap().len(), 1, "{narrowed}");
+    assert_eq!(narrowed["runs"][0]["configuration"], "medium");
+    assert!(
+        narrowed["each_at_most_s"].as_u64().unwrap() < whole["each_at_most_s"].as_u64().unwrap(),
+        "{narrowed} vs {whole}"
+    );
+
+    // A bad value is named by its origin and key; an unknown configuration lists the job's.
+    let output = plateau().arg("plan").arg(&quickstart).args(["--set", "traffic.stairs.steps=-2"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(text(&output).contains("--set") && text(&output).contains("traffic.stairs.steps"), "{}", text(&output));
+    let output = plateau().arg("plan").arg(&quickstart).args(["--only", "huge"]).output().unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    assert!(
+        text(&output).contains("huge") && text(&output).contains("tiny, small, medium, large"),
+        "{}",
+        text(&output)
+    );
+
+    // A run records what the command line changed, and ran only what it selected.
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    let output = plateau()
+        .arg("run")
+        .arg(&quickstart)
+        .args(["--only", "small", "--set", "traffic.stairs.steps=1", "--set", "traffic.stairs.step_duration=\"2s\""])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(output.status.code().is_some_and(|code| code != 1 && code != 2), "{}", text(&output));
+    let results = read_results(&out);
+    let configurations: Vec<&str> =
+        results["configurations"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(configurations, ["small"]);
+    assert_eq!(results["configurations"][0]["steps"].as_array().unwrap().len(), 1);
+    assert_eq!(results["manifest"]["overrides"]["only"], serde_json::json!(["small"]));
+    assert_eq!(
+        results["manifest"]["overrides"]["set"],
+        serde_json::json!(["traffic.stairs.steps=1", "traffic.stairs.step_duration=\"2s\""])
+    );
+    assert!(
+        results["manifest"]["job_file_text"].as_str().unwrap().ends_with("traffic.stairs.step_duration = \"2s\"\n")
+    );
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::exit::Exit;
 use crate::payload::{LoadedPlugin, PayloadSource};
@@ -38,31 +38,43 @@ enum Command {
         #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
         /// Finish an interrupted run (Ctrl-C, kill -9, power loss) in its output folder: the test runs it completed
-        /// are kept, the rest run. The job file must be unchanged.
-        #[arg(long, value_name = "DIR")]
+        /// are kept, the rest run. The job file must be unchanged; its --set and --only apply again.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["set", "only"])]
         resume: Option<PathBuf>,
         /// Run each configuration N times, interleaved, instead of the job file's `[job] trials`.
         #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_TRIALS)))]
         trials: Option<u32>,
         #[command(flatten)]
+        overrides: OverrideArgs,
+        #[command(flatten)]
         report: ReportArgs,
     },
     /// Check job files without sending a request; every error is printed with its location.
     Validate {
+        /// The job files (TOML) to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
         /// `text` for people, `json` for machines (one object per file, with every error's location).
-        #[arg(long, value_enum, default_value_t = ValidateFormat::Text)]
-        format: ValidateFormat,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
     },
     /// Show the test runs a job file expands into, their order, the longest they can take and what that costs,
     /// without sending a request.
-    Plan { job: PathBuf },
+    Plan {
+        /// The job file (TOML).
+        job: PathBuf,
+        #[command(flatten)]
+        overrides: OverrideArgs,
+        /// `text` for people, `json` for machines (every test run with its price and the worst-case totals).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Print the job file's JSON Schema, for editors (taplo, Even Better TOML) and CI linters.
     Schema,
     /// Turn a SageMaker Inference Recommender CreateInferenceRecommendationsJob request (the JSON the AWS CLI takes)
     /// into an equivalent job file; what does not carry over is named in warnings.
     ImportSagemaker {
+        /// The CreateInferenceRecommendationsJob request (JSON).
         request: PathBuf,
         /// Write the job file here instead of stdout.
         #[arg(long)]
@@ -73,6 +85,7 @@ enum Command {
     Payload(PayloadCommand),
     /// Re-render the reports of a saved results.json without running anything.
     Report {
+        /// A results.json that `plateau run` wrote.
         results: PathBuf,
         /// Output folder [default: the folder of the results file].
         #[arg(long)]
@@ -83,7 +96,9 @@ enum Command {
     /// Compare two results files for a pull-request check: Markdown (or JSON, JUnit XML) on stdout, exit code 4
     /// when a --fail-on rule fires; latency is compared at one load on both curves, changes with their intervals.
     Compare {
+        /// The results.json to compare against (the base branch's).
         base: PathBuf,
+        /// The results.json under review (the pull request's).
         head: PathBuf,
         /// A rule that fails the check, e.g. "max_invocations < -5%", "p99 > +10%", "knee_load < -20%",
         /// "recommendation changed" (repeatable). A rule fires only when the change's 95% interval excludes zero.
@@ -110,6 +125,18 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Print a shell completion script: `plateau completions bash > /etc/bash_completion.d/plateau`, or for zsh
+    /// into a folder of `$fpath` as `_plateau`, for fish into `~/.config/fish/completions/plateau.fish`.
+    Completions {
+        /// The shell to complete in.
+        shell: clap_complete::Shell,
+    },
+    /// Print plateau's man page (roff) on stdout, or write it and one page per subcommand into a folder.
+    Man {
+        /// Write plateau.1 and plateau-<subcommand>.1 here (e.g. /usr/local/share/man/man1).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -185,6 +212,7 @@ enum PayloadCommand {
     /// Print the first requests the job's payload produces (body, content type, headers, path), as a run would
     /// for its first configuration, without sending anything.
     Preview {
+        /// The job file (TOML).
         job: PathBuf,
         /// How many requests.
         #[arg(short = 'n', long, default_value_t = 5)]
@@ -196,6 +224,24 @@ enum PayloadCommand {
         #[arg(long)]
         stats: bool,
     },
+}
+
+/// What the command line changes in the job file; a run records it, and `--resume` applies it again.
+#[derive(clap::Args)]
+struct OverrideArgs {
+    /// Set a job-file key for this run, as TOML (a bare word is a string): `--set traffic.stairs.steps=4`,
+    /// `--set target.url=http://127.0.0.1:8080/invoke` (repeatable; applied over the file and its includes).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<spec::SetValue>,
+    /// Run only this configuration (repeatable).
+    #[arg(long, value_name = "NAME")]
+    only: Vec<String>,
+}
+
+impl OverrideArgs {
+    fn overrides(self) -> spec::Overrides {
+        spec::Overrides { set: self.set, only: self.only }
+    }
 }
 
 #[derive(clap::Args)]
@@ -215,7 +261,7 @@ impl ReportArgs {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ValidateFormat {
+enum OutputFormat {
     Text,
     Json,
 }
@@ -246,16 +292,19 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, resume, trials, report } => {
+            Command::Run { job, out, resume, trials, overrides, report } => {
                 // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
                 match (job, resume) {
                     (_, Some(folder)) => run::run(run::Launch::Resume { folder }, report.options()).await,
-                    (Some(job), None) => run::run(run::Launch::New { job, out, trials }, report.options()).await,
+                    (Some(job), None) => {
+                        let overrides = overrides.overrides();
+                        run::run(run::Launch::New { job, out, trials, overrides }, report.options()).await
+                    }
                     (None, None) => Ok(Exit::InvalidInput),
                 }
             }
             Command::Validate { files, format } => Ok(validate(&files, format)),
-            Command::Plan { job } => Ok(show_plan(&job)),
+            Command::Plan { job, overrides, format } => Ok(show_plan(&job, &overrides.overrides(), format)),
             Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
@@ -268,6 +317,11 @@ pub fn main() -> Exit {
                 compare(&base, &head, &fail_on, fail_on_inconclusive, format, out.as_deref())
             }
             Command::Report { results, out, report } => rerender(&results, out, report.options()),
+            Command::Completions { shell } => {
+                clap_complete::generate(shell, &mut Cli::command(), "plateau", &mut std::io::stdout());
+                Ok(Exit::Success)
+            }
+            Command::Man { out } => man_pages(out.as_deref()),
             Command::ServeReference { model, host, port, seed } => match model.model() {
                 Ok(model) => serve_reference(model, SocketAddr::new(host, port), seed).await,
                 Err(problem) => {
@@ -304,21 +358,21 @@ fn check_plugin(job: &spec::Job) -> Result<(), spec::diagnostic::SpecError> {
     })
 }
 
-fn validate(files: &[PathBuf], format: ValidateFormat) -> Exit {
+fn validate(files: &[PathBuf], format: OutputFormat) -> Exit {
     let mut exit = Exit::Success;
     let mut reports = Vec::new();
     for file in files {
-        let outcome = spec::load(file).and_then(|job| check_plugin(&job).map(|()| job));
+        let outcome = spec::load(file, &spec::Overrides::default()).and_then(|job| check_plugin(&job).map(|()| job));
         if outcome.is_err() {
             exit = Exit::InvalidInput;
         }
         match (format, outcome) {
-            (ValidateFormat::Text, Ok(job)) => {
+            (OutputFormat::Text, Ok(job)) => {
                 let plan = plan::plan(&job);
                 println!("ok: {} ({} test runs, at most {} s)", file.display(), plan.runs.len(), plan.worst_case_s());
             }
-            (ValidateFormat::Text, Err(error)) => eprintln!("{error}"),
-            (ValidateFormat::Json, outcome) => {
+            (OutputFormat::Text, Err(error)) => eprintln!("{error}"),
+            (OutputFormat::Json, outcome) => {
                 let errors: Vec<serde_json::Value> = outcome
                     .err()
                     .map(|error| error.diagnostics)
@@ -336,26 +390,52 @@ fn validate(files: &[PathBuf], format: ValidateFormat) -> Exit {
             }
         }
     }
-    if format == ValidateFormat::Json {
+    if format == OutputFormat::Json {
         println!("{}", serde_json::to_string_pretty(&reports).expect("JSON values serialize"));
     }
     exit
 }
 
 /// The job file, or its errors printed and the exit code that says so.
-fn load_job(job_path: &Path) -> Result<spec::Job, Exit> {
-    spec::load(job_path).map_err(|error| {
+fn load_job(job_path: &Path, overrides: &spec::Overrides) -> Result<spec::Job, Exit> {
+    spec::load(job_path, overrides).map_err(|error| {
         eprintln!("{error}");
         Exit::InvalidInput
     })
 }
 
-fn show_plan(job_path: &Path) -> Exit {
-    let job = match load_job(job_path) {
+fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat) -> Exit {
+    let job = match load_job(job_path, overrides) {
         Ok(job) => job,
         Err(exit) => return exit,
     };
     let plan = plan::plan(&job);
+    let ramp_hours = plan.ramp_s() as f64 / 3600.0;
+    let usd_per_hour =
+        |run: &plan::TestRun| run.configuration.price_per_hour_usd * f64::from(run.configuration.instance_count);
+    let worst_case_usd: f64 = plan.runs.iter().map(|run| usd_per_hour(run) * ramp_hours).sum();
+    if format == OutputFormat::Json {
+        let runs: Vec<serde_json::Value> = plan
+            .runs
+            .iter()
+            .map(|run| {
+                serde_json::json!({
+                    "index": run.index + 1, "test_run": run.label(), "configuration": run.name,
+                    "trial": run.trial.as_ref().map(|trial| trial.number), "environment": run.environment,
+                    "target": run.target_name,
+                    "instance_type": run.configuration.instance_type, "instances": run.configuration.instance_count,
+                    "usd_per_hour": usd_per_hour(run), "at_most_usd": usd_per_hour(run) * ramp_hours,
+                })
+            })
+            .collect();
+        let plan_json = serde_json::json!({
+            "job": job.name, "runs": runs, "trials": job.trials, "parallel": plan.parallel,
+            "sampled_from": plan.sampled_from, "each_at_most_s": plan.ramp_s(),
+            "at_most_s": plan.worst_case_s(), "at_most_usd": worst_case_usd,
+        });
+        println!("{}", serde_json::to_string_pretty(&plan_json).expect("JSON values serialize"));
+        return Exit::Success;
+    }
     // The target column only when the job has several to choose from.
     let target_of = |run: &plan::TestRun| run.target_name.clone().unwrap_or_default();
     let target_width = match plan.runs.iter().map(|run| target_of(run).len()).max() {
@@ -373,12 +453,8 @@ fn show_plan(job_path: &Path) -> Exit {
         "USD/hour",
         "at most USD"
     );
-    let mut worst_case_usd = 0.0;
     for run in &plan.runs {
         let configuration = &run.configuration;
-        let usd_per_hour = configuration.price_per_hour_usd * f64::from(configuration.instance_count);
-        let usd = usd_per_hour * plan.ramp_s() as f64 / 3600.0;
-        worst_case_usd += usd;
         println!(
             "{:>3}  {:<40} {}{:<16} {:>9} {:>10.3} {:>12.4}",
             run.index + 1,
@@ -386,8 +462,8 @@ fn show_plan(job_path: &Path) -> Exit {
             target_column(&target_of(run)),
             configuration.instance_type,
             configuration.instance_count,
-            usd_per_hour,
-            usd
+            usd_per_hour(run),
+            usd_per_hour(run) * ramp_hours
         );
     }
     if let Some(grid) = plan.sampled_from {
@@ -412,8 +488,28 @@ fn show_plan(job_path: &Path) -> Exit {
     Exit::Success
 }
 
+/// The man pages, generated from the same definitions as `--help`: plateau.1 on stdout, or it and one page per
+/// subcommand (plateau-run.1, ...) written into `out`.
+fn man_pages(out: Option<&Path>) -> anyhow::Result<Exit> {
+    let command = Cli::command();
+    let Some(folder) = out else {
+        clap_mangen::Man::new(command).render(&mut std::io::stdout())?;
+        return Ok(Exit::Success);
+    };
+    std::fs::create_dir_all(folder).with_context(|| format!("cannot create {}", folder.display()))?;
+    let mut pages = vec![("plateau".to_string(), command.clone())];
+    pages.extend(command.get_subcommands().map(|sub| (format!("plateau-{}", sub.get_name()), sub.clone())));
+    for (name, page) in pages {
+        let mut roff = Vec::new();
+        clap_mangen::Man::new(page.name(name.clone())).render(&mut roff)?;
+        let path = folder.join(format!("{name}.1"));
+        std::fs::write(&path, roff).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(Exit::Success)
+}
+
 fn preview_payload(job_path: &Path, count: u64, max_bytes: usize, stats: bool) -> Exit {
-    let job = match load_job(job_path) {
+    let job = match load_job(job_path, &spec::Overrides::default()) {
         Ok(job) => job,
         Err(exit) => return exit,
     };
@@ -598,4 +694,16 @@ async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) 
         _ = server.run_until_stopped() => {}
     }
     Ok(Exit::Success)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// clap's own consistency checks (names that conflicts and requirements refer to, duplicate flags), which
+    /// completions and man pages rely on.
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }
