@@ -92,8 +92,12 @@ pub(super) async fn run_configuration(
             let facts = facts(None);
             let racer = context.race.map(|race| Racer { name: &run.name, race, job, facts: &facts });
             if let Some(reason) = racer.and_then(|racer| racer.cannot_win(&probed.records)) {
+                let saved = match &job.traffic {
+                    Traffic::Search(search) => format!("; {}", search.saved(job.plateau.confirm_steps, 0)),
+                    _ => String::new(),
+                };
                 progress.line(format!(
-                    "{label} eliminated after its probe ({} s, not measured): {reason}",
+                    "{label} eliminated after its probe ({} s, not measured{saved}): {reason}",
                     probed.result.elapsed_s
                 ));
                 return Ran::Done(ConfigurationResult { eliminated: Some(reason), ..probed.result.clone() });

@@ -190,8 +190,11 @@ impl Observer for RunObserver<'_> {
             // A measured pass counts its probe pass's time too.
             let end_s = |steps: &[StepRecord]| steps.last().map_or(0, |step| step.window.end_s);
             let elapsed_s = end_s(self.prior) + end_s(engine_steps);
-            let saved = match self.searcher {
-                Some(_) => "its remaining steps not run".to_string(),
+            let saved = match &self.searcher {
+                Some(searcher) => {
+                    let measured = steps.iter().filter(|step| step.window.role == StepRole::Measured).count();
+                    searcher.search.saved(searcher.detector.settings.confirm_steps, measured)
+                }
                 None => format!("up to {} s of its ramp saved", self.ramp_s.saturating_sub(elapsed_s)),
             };
             self.progress.line(format!("{} eliminated after {elapsed_s} s ({saved}): {reason}", self.run_label));

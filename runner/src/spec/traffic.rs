@@ -11,14 +11,19 @@ use super::{DurationValue, at_least_one, count_within, span_of, whole_seconds};
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Traffic")]
 pub(super) struct RawTraffic {
+    /// Virtual-user steps (closed model): users per step, step duration and count.
     #[schemars(with = "Option<RawStairs>")]
     stairs: Option<Spanned<RawStairs>>,
+    /// Virtual-user phases, as Inference Recommender's Phases: initial users, spawn rate, duration.
     #[schemars(with = "Option<Vec<RawPhase>>")]
     phases: Option<Spanned<Vec<Spanned<RawPhase>>>>,
+    /// Offered-rate steps (open model): start, step and count.
     #[schemars(with = "Option<RawRateSteps>")]
     rate_steps: Option<Spanned<RawRateSteps>>,
+    /// An offered rate rising linearly (open model).
     #[schemars(with = "Option<RawRateRamp>")]
     rate_ramp: Option<Spanned<RawRateRamp>>,
+    /// One offered rate for a fixed time (open model).
     #[schemars(with = "Option<RawConstantRate>")]
     constant_rate: Option<Spanned<RawConstantRate>>,
     #[schemars(with = "Option<RawSearch>")]
@@ -27,6 +32,7 @@ pub(super) struct RawTraffic {
     warmup: Option<Spanned<DurationValue>>,
     #[schemars(with = "Option<Arrivals>")]
     arrivals: Option<Spanned<Arrivals>>,
+    /// Open model: requests outstanding at most; arrivals beyond it are dropped and counted (default 1024).
     #[schemars(with = "Option<u32>")]
     max_in_flight: Option<Spanned<u32>>,
     #[schemars(with = "Option<DurationValue>")]
@@ -44,12 +50,15 @@ pub(super) struct RawTraffic {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "RateSteps")]
 pub(super) struct RawRateSteps {
+    /// The first step's offered rate, requests per second.
     #[schemars(with = "f64")]
     start_rate_per_s: Spanned<f64>,
+    /// How much each step adds to the rate, requests per second.
     #[schemars(with = "f64")]
     step_rate_per_s: Spanned<f64>,
     #[schemars(with = "DurationValue")]
     step_duration: Spanned<DurationValue>,
+    /// How many steps.
     #[schemars(with = "u32")]
     steps: Spanned<u32>,
 }
@@ -58,8 +67,10 @@ pub(super) struct RawRateSteps {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "RateRamp")]
 pub(super) struct RawRateRamp {
+    /// The offered rate at the ramp's start, requests per second.
     #[schemars(with = "f64")]
     from_rate_per_s: Spanned<f64>,
+    /// The offered rate at the ramp's end, requests per second.
     #[schemars(with = "f64")]
     to_rate_per_s: Spanned<f64>,
     #[schemars(with = "DurationValue")]
@@ -70,6 +81,7 @@ pub(super) struct RawRateRamp {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "ConstantRate")]
 pub(super) struct RawConstantRate {
+    /// The offered rate, requests per second.
     #[schemars(with = "f64")]
     rate_per_s: Spanned<f64>,
     #[schemars(with = "DurationValue")]
@@ -120,10 +132,12 @@ pub enum Arrivals {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Stairs")]
 pub(super) struct RawStairs {
+    /// Virtual users added at each step (the first step has this many).
     #[schemars(with = "u32")]
     users_per_step: Spanned<u32>,
     #[schemars(with = "DurationValue")]
     step_duration: Spanned<DurationValue>,
+    /// How many steps.
     #[schemars(with = "u32")]
     steps: Spanned<u32>,
 }
@@ -132,8 +146,10 @@ pub(super) struct RawStairs {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Phase")]
 pub(super) struct RawPhase {
+    /// Virtual users at the phase's start.
     #[schemars(with = "u32")]
     initial_users: Spanned<u32>,
+    /// Users added per second through the phase, from `initial_users` (Inference Recommender's SpawnRate).
     #[schemars(with = "f64")]
     spawn_rate_per_s: Spanned<f64>,
     #[schemars(with = "DurationValue")]
@@ -199,6 +215,21 @@ pub enum SearchLoad {
 }
 
 impl Search {
+    /// The measured steps' time a confirmed plateau takes at the fewest after `measured` of them: the knee's step,
+    /// a flat one and `confirm_steps` more. What eliminating a configuration there saves, at least.
+    pub fn fewest_remaining_s(&self, confirm_steps: usize, measured: usize) -> u64 {
+        let fewest = (2 + confirm_steps).min(self.max_steps as usize);
+        fewest.saturating_sub(measured) as u64 * self.step_duration_s
+    }
+
+    /// What a progress line says an elimination after `measured` steps saved.
+    pub fn saved(&self, confirm_steps: usize, measured: usize) -> String {
+        match self.fewest_remaining_s(confirm_steps, measured) {
+            0 => "its remaining steps not run".to_string(),
+            saved_s => format!("at least {saved_s} s of measured steps saved"),
+        }
+    }
+
     /// The probe at its longest, every step from the start doubled up to the maximum load.
     pub fn longest_probe_s(&self) -> u64 {
         let first_s = self.probe_step_s.max(FIRST_PROBE_STEP_S);
