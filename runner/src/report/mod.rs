@@ -4,6 +4,7 @@
 
 pub mod chart;
 pub mod compare;
+mod csv;
 
 use std::path::{Path, PathBuf};
 
@@ -73,6 +74,8 @@ pub enum ReportError {
     Write { path: PathBuf, source: std::io::Error },
     #[error("cannot serialize the results: {0}")]
     Serialize(#[from] serde_json::Error),
+    #[error("cannot write the steps as CSV: {0}")]
+    Csv(#[from] ::csv::Error),
 }
 
 fn render_chart(env: &Environment<'_>, file_stem: String, chart: Chart) -> Result<RenderedChart, ReportError> {
@@ -489,10 +492,11 @@ pub struct ReportOptions {
     pub extra: Vec<PathBuf>,
 }
 
-/// Writes `results.json`, `report.md`, `report.html`, the charts and any extra templates into `out`; returns the
-/// terminal summary.
+/// Writes `results.json`, `steps.csv`, `report.md`, `report.html`, the charts and any extra templates into `out`;
+/// returns the terminal summary.
 pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> Result<String, ReportError> {
     write_results(results, out)?;
+    write_file(&out.join("steps.csv"), &csv::steps_csv(results)?)?;
     let mut env = environment(options.templates.as_deref());
     let mut outputs = vec![
         ("report.md.j2".to_string(), "report.md".to_string()),
