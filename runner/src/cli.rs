@@ -126,6 +126,44 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Write a new job file from a few flags: a commented job that validates, to edit from there.
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = "plateau.toml")]
+        out: PathBuf,
+        /// What to benchmark: plateau's reference endpoint, an HTTP server, a SageMaker endpoint, or a server
+        /// plateau starts (command).
+        #[arg(long, value_enum, default_value_t = InitKind::Reference)]
+        kind: InitKind,
+        /// The HTTP server's URL (--kind http).
+        #[arg(long, required_if_eq("kind", "http"))]
+        url: Option<String>,
+        /// The SageMaker endpoint's name (--kind sagemaker).
+        #[arg(long, required_if_eq("kind", "sagemaker"))]
+        endpoint: Option<String>,
+        /// The SageMaker endpoint's region (--kind sagemaker).
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// The server to start, words split at spaces, `{port}` where its port goes (--kind command):
+        /// --command "python serve.py --port {port}".
+        #[arg(long, required_if_eq("kind", "command"))]
+        command: Option<String>,
+        /// The job's name [default: the file's name].
+        #[arg(long)]
+        name: Option<String>,
+        /// The instance type the server runs on (ml.c6i.xlarge prices a SageMaker endpoint from the built-in table).
+        #[arg(long, default_value = "local", required_if_eq("kind", "sagemaker"))]
+        instance_type: String,
+        /// The instance's price per hour, USD.
+        #[arg(long, value_name = "USD")]
+        price: Option<f64>,
+        /// The p99 latency goal, ms.
+        #[arg(long, default_value_t = 100.0)]
+        latency_ms: f64,
+        /// Replace the file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print a shell completion script: `plateau completions bash > /etc/bash_completion.d/plateau`, or for zsh
     /// into a folder of `$fpath` as `_plateau`, for fish into `~/.config/fish/completions/plateau.fish`.
     Completions {
@@ -267,6 +305,14 @@ enum OutputFormat {
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
+enum InitKind {
+    Reference,
+    Http,
+    Sagemaker,
+    Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
 enum CompareFormat {
     Markdown,
     Json,
@@ -282,7 +328,14 @@ enum DistributionArg {
 }
 
 pub fn main() -> Exit {
-    let cli = Cli::parse();
+    // A usage error is invalid input (exit 1), as a bad job file is; clap's own code, 2, is "the run failed" here.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { Exit::InvalidInput } else { Exit::Success };
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -322,6 +375,33 @@ pub fn main() -> Exit {
                 Ok(Exit::Success)
             }
             Command::Man { out } => man_pages(out.as_deref()),
+            Command::Init {
+                out,
+                kind,
+                url,
+                endpoint,
+                region,
+                command,
+                name,
+                instance_type,
+                price,
+                latency_ms,
+                force,
+            } => {
+                let target = match kind {
+                    InitKind::Reference => spec::init::NewTarget::Reference,
+                    InitKind::Http => spec::init::NewTarget::Http { url: url.unwrap_or_default() },
+                    InitKind::Sagemaker => {
+                        spec::init::NewTarget::SageMaker { endpoint_name: endpoint.unwrap_or_default(), region }
+                    }
+                    InitKind::Command => spec::init::NewTarget::Command {
+                        command: command.unwrap_or_default().split_whitespace().map(str::to_string).collect(),
+                    },
+                };
+                let name = name.unwrap_or_else(|| out.file_stem().unwrap_or_default().to_string_lossy().into_owned());
+                let new = spec::init::NewJob { name, target, instance_type, price_per_hour_usd: price, latency_ms };
+                Ok(init(&out, &new, force))
+            }
             Command::ServeReference { model, host, port, seed } => match model.model() {
                 Ok(model) => serve_reference(model, SocketAddr::new(host, port), seed).await,
                 Err(problem) => {
@@ -485,6 +565,26 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
         plan.worst_case_s(),
         worst_case_usd
     );
+    Exit::Success
+}
+
+/// Writes the new job file, once it validates (as `plateau validate` would say it) and only over an existing
+/// file with `--force`.
+fn init(out: &Path, new: &spec::init::NewJob, force: bool) -> Exit {
+    if out.exists() && !force {
+        eprintln!("error: {} exists; choose another --out, or --force to replace it", out.display());
+        return Exit::InvalidInput;
+    }
+    let text = spec::init::job_text(new);
+    if let Err(error) = spec::parse(out, &text) {
+        eprintln!("{error}");
+        return Exit::InvalidInput;
+    }
+    if let Err(error) = std::fs::write(out, &text) {
+        eprintln!("error: cannot write {}: {error}", out.display());
+        return Exit::InvalidInput;
+    }
+    println!("wrote {}: `plateau plan {0}` shows what it runs, `plateau run {0}` runs it", out.display());
     Exit::Success
 }
 

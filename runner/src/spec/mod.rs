@@ -7,6 +7,7 @@ mod configuration;
 pub mod diagnostic;
 mod goals;
 mod include;
+pub mod init;
 mod limits;
 mod overrides;
 mod payload;
@@ -63,34 +64,46 @@ pub const SUPPORTED_VERSION: u32 = 1;
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "JobFile")]
 struct RawJobFile {
+    /// The job-file format version: 1.
     #[schemars(with = "u32")]
     version: Spanned<u32>,
     /// Files of shared tables (a target, a traffic pattern, requirements), relative to this file. Each later
     /// file, and this one last, overrides the keys before it one by one; arrays are replaced whole.
     #[serde(default, rename = "include")]
     _include: Vec<String>,
+    /// The job's name, description, seed, trials and racing.
     job: RawJob,
     /// The one target every configuration runs against ...
     target: Option<RawTarget>,
     /// ... or several named ones (`[targets.local]`, `[targets.sagemaker]`), each configuration naming its own.
     #[schemars(with = "Option<BTreeMap<String, RawTarget>>")]
     targets: Option<Spanned<BTreeMap<String, RawTarget>>>,
+    /// What each request sends: a fixed body, a file, sample files or a WebAssembly plugin.
     #[schemars(with = "RawPayload")]
     payload: Spanned<RawPayload>,
+    /// How load is applied: one pattern (stairs, phases, rate steps, a rate ramp, a constant rate or search) and its
+    /// options.
     #[schemars(with = "RawTraffic")]
     traffic: Spanned<RawTraffic>,
+    /// When a configuration's ramp ends early: a confirmed plateau, a latency threshold, an invocation count.
     #[serde(default)]
     stopping: RawStopping,
+    /// What a recommendation must meet (the latency goal, the error budget) and what it optimises.
     #[serde(default)]
     requirements: RawRequirements,
+    /// The candidate endpoint configurations: instance type, count, price, environment (at least one).
     #[schemars(with = "Vec<RawConfiguration>")]
     configurations: Spanned<Vec<RawConfiguration>>,
+    /// Report templates of the job's own.
     #[serde(default)]
     report: RawReport,
+    /// The plateau detector's settings.
     #[serde(default)]
     plateau: RawPlateauSettings,
+    /// Publishing client metrics to CloudWatch and reading the endpoint's own metrics back.
     #[serde(default)]
     cloudwatch: RawCloudWatch,
+    /// How many test runs at most, and how many at once (Inference Recommender's ResourceLimit).
     #[serde(default)]
     limits: RawLimits,
 }
@@ -108,10 +121,14 @@ struct RawReport {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Job")]
 struct RawJob {
+    /// The job's name: it names the output folder and the CloudWatch dimension JobName.
     #[schemars(with = "String")]
     name: Spanned<String>,
+    /// Free text shown in the reports.
     #[schemars(with = "Option<String>")]
     description: Option<Spanned<String>>,
+    /// Seeds every random choice (Poisson arrivals, reference service times, plugin randomness), so a job replays the
+    /// same way.
     seed: Option<u64>,
     /// Runs of each configuration, interleaved across configurations (A B C A B C); the figures are then the mean
     /// over trials with a t interval. Default 1.
