@@ -29,6 +29,24 @@ fn the_schema_in_docs_is_up_to_date() {
         assert!(properties.contains_key(table), "no `{table}` in the schema");
     }
     assert_eq!(schema["additionalProperties"], false);
+    assert!(schema["$id"].as_str().is_some_and(|id| id.ends_with("/docs/job-file.schema.json")), "{}", schema["$id"]);
+    // Every key an editor offers has a description to show, its own or its type's.
+    let definitions = schema["$defs"].as_object().unwrap();
+    let mut undescribed = Vec::new();
+    let mut tables = vec![("".to_string(), &schema)];
+    tables.extend(definitions.iter().map(|(name, definition)| (format!("{name}."), definition)));
+    for (prefix, table) in tables {
+        for (key, property) in table["properties"].as_object().into_iter().flatten() {
+            let referenced = property["$ref"]
+                .as_str()
+                .or_else(|| property["items"]["$ref"].as_str())
+                .and_then(|reference| definitions.get(reference.rsplit('/').next().unwrap()));
+            if property.get("description").is_none() && referenced.is_none_or(|def| def.get("description").is_none()) {
+                undescribed.push(format!("{prefix}{key}"));
+            }
+        }
+    }
+    assert!(undescribed.is_empty(), "keys without a description: {undescribed:?}");
 }
 
 #[test]

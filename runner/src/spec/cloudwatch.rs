@@ -14,12 +14,19 @@ use super::values::DurationValue;
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "CloudWatch")]
 pub(super) struct RawCloudWatch {
+    /// Publish each second's client metrics (invocations, errors, latency) with PutMetricData (default false).
     publish: Option<bool>,
+    /// The namespace client metrics go to (default Inference Recommender's,
+    /// /aws/sagemaker/InferenceRecommendationsJobs).
     #[schemars(with = "Option<String>")]
     namespace: Option<Spanned<String>>,
+    /// Read the endpoint's own metrics back (CPU, memory, GPU utilization, model latency); the default for SageMaker
+    /// targets.
     endpoint_metrics: Option<bool>,
+    /// CloudWatch's region (default the target's, then the SDK's).
     #[schemars(with = "Option<String>")]
     region: Option<Spanned<String>>,
+    /// Another CloudWatch endpoint (a VPC endpoint, or an emulator).
     #[schemars(with = "Option<String>")]
     endpoint_url: Option<Spanned<String>>,
     /// How long one CloudWatch call may take (default 10s): a CloudWatch that never answers delays nothing more.

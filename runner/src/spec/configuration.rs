@@ -22,6 +22,7 @@ pub struct Serverless {
     pub memory_mb: u32,
     /// 1 to 200.
     pub max_concurrency: u32,
+    /// Concurrency kept warm (IR's ProvisionedConcurrency; default 0).
     #[serde(default)]
     pub provisioned_concurrency: u32,
 }
@@ -30,20 +31,26 @@ pub struct Serverless {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Configuration")]
 pub(super) struct RawConfiguration {
+    /// The configuration's name, unique in the job.
     #[schemars(with = "String")]
     name: Spanned<String>,
+    /// The instance type, e.g. ml.c6i.xlarge; it prices the configuration from the price table when no price is given.
     #[schemars(with = "String")]
     instance_type: Spanned<String>,
     /// With several `[targets.<name>]`: the one this configuration runs against.
     #[schemars(with = "Option<String>")]
     target: Option<Spanned<String>>,
+    /// Instances behind the endpoint (default 1); the price is per instance.
     #[serde(default = "one")]
     #[schemars(with = "u32")]
     instance_count: Spanned<u32>,
+    /// The price of one instance per hour in USD (default: the price table's for the instance type).
     #[schemars(with = "Option<f64>")]
     price_per_hour_usd: Option<Spanned<f64>>,
+    /// HTTP targets: this configuration's own endpoint URL, instead of the target's.
     #[schemars(with = "Option<String>")]
     url: Option<Spanned<String>>,
+    /// Reference targets: the simulated server (workers, service time and its distribution, stalls, drift).
     #[schemars(with = "Option<RawReferenceModel>")]
     reference: Option<Spanned<RawReferenceModel>>,
     /// Command targets: environment variables to try, each with its values; every combination is a test run.
@@ -71,6 +78,7 @@ pub(super) fn one() -> Spanned<u32> {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "ReferenceModel")]
 pub(super) struct RawReferenceModel {
+    /// Requests served at once; the rest queue.
     #[schemars(with = "u32")]
     workers: Spanned<u32>,
     /// The mean service time; capacity is workers / this.
@@ -102,6 +110,7 @@ pub(super) struct RawReferenceModel {
 pub(super) struct RawStalls {
     #[schemars(with = "DurationValue")]
     every: Spanned<DurationValue>,
+    /// How long every worker stalls each time, ms.
     #[schemars(with = "f64")]
     pause_ms: Spanned<f64>,
 }

@@ -11,11 +11,15 @@ use super::{Percentile, positive, span_of, within};
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PlateauSettings")]
 pub(super) struct RawPlateauSettings {
+    /// A step whose throughput rose less than this, in percent, over the step before is flat (default 3).
     #[schemars(with = "Option<f64>")]
     min_gain_percent: Option<Spanned<f64>>,
+    /// A step is flat when throughput grew by less than this share of the load's growth (default 0.25).
     #[schemars(with = "Option<f64>")]
     min_load_efficiency: Option<Spanned<f64>>,
+    /// Flat steps after the plateau that confirm it (default 1).
     confirm_steps: Option<usize>,
+    /// A step with more errors than this, in percent, is invalid and cannot be the plateau (default 1).
     #[schemars(with = "Option<f64>")]
     max_error_rate_percent: Option<Spanned<f64>>,
 }
@@ -43,10 +47,14 @@ impl Default for PlateauSettings {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Stopping")]
 pub(super) struct RawStopping {
+    /// A ramp ends after this many successful invocations.
     #[schemars(with = "Option<u64>")]
     max_invocations: Option<Spanned<u64>>,
+    /// A ramp ends at the first step whose percentile is above one of these.
     #[serde(default)]
     latency_thresholds: Vec<RawLatencyThreshold>,
+    /// "stop" ends a ramp once its plateau is confirmed; "continue" (the default, as Inference Recommender) runs every
+    /// step.
     #[serde(default)]
     flat_invocations: FlatInvocations,
 }
@@ -56,6 +64,7 @@ pub(super) struct RawStopping {
 #[schemars(rename = "LatencyThreshold")]
 pub(super) struct RawLatencyThreshold {
     percentile: Percentile,
+    /// The latency in milliseconds the percentile must stay at or under.
     #[schemars(with = "f64")]
     latency_ms: Spanned<f64>,
 }
@@ -74,13 +83,17 @@ pub enum FlatInvocations {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Requirements")]
 pub(super) struct RawRequirements {
+    /// The latency goal: the percentile of ModelLatency must stay at or under this, ms.
     #[schemars(with = "Option<f64>")]
     latency_ms: Option<Spanned<f64>>,
     percentile: Option<Percentile>,
+    /// What the recommendation optimises among the configurations that meet the goal (default cost-per-inference).
     #[serde(default)]
     objective: Objective,
+    /// The peak load to size for: InitialInstanceCount is the instances this needs, with the headroom.
     #[schemars(with = "Option<f64>")]
     expected_peak_rps: Option<Spanned<f64>>,
+    /// Capacity to keep spare above the expected peak, in percent (default 0).
     #[schemars(with = "Option<f64>")]
     headroom_percent: Option<Spanned<f64>>,
     /// The error budget: a configuration failing more of its requests than this, at the load it is judged at,

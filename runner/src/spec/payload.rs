@@ -13,21 +13,29 @@ use super::{DurationValue, existing_folder, relative_to, span_of};
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Payload")]
 pub(super) struct RawPayload {
+    /// The Content-Type of each request (default application/json).
     content_type: Option<String>,
+    /// The Accept header (SageMaker: the Accept parameter).
     accept: Option<String>,
+    /// A fixed request body, sent with every request.
     body: Option<String>,
+    /// A file whose bytes are the request body, relative to the job file.
     #[schemars(with = "Option<PathBuf>")]
     file: Option<Spanned<PathBuf>>,
+    /// A WebAssembly payload plugin (payload-plugins/wit) that generates each request, relative to the job file.
     #[schemars(with = "Option<PathBuf>")]
     plugin: Option<Spanned<PathBuf>>,
     /// Sample requests: a folder, or a `.tar.gz` of them (as IR's SamplePayloadUrl); request n sends sample
     /// n mod count, samples in file-name order.
     #[schemars(with = "Option<PathBuf>")]
     samples: Option<Spanned<PathBuf>>,
+    /// The payload plugin's configuration, passed to it as JSON.
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     config: Option<Spanned<toml::Table>>,
+    /// The payload plugin's memory, time, fuel and body size per call.
     #[schemars(with = "Option<RawPluginLimits>")]
     limits: Option<Spanned<RawPluginLimits>>,
+    /// What the payload plugin may use; nothing unless granted here.
     #[schemars(with = "Option<RawPluginGrant>")]
     grant: Option<Spanned<RawPluginGrant>>,
 }
@@ -36,12 +44,15 @@ pub(super) struct RawPayload {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PluginLimits")]
 pub(super) struct RawPluginLimits {
+    /// The plugin's memory at most, MiB (default 128).
     #[schemars(with = "Option<u32>")]
     memory_mb: Option<Spanned<u32>>,
     #[schemars(with = "Option<DurationValue>")]
     call_timeout: Option<Spanned<DurationValue>>,
+    /// WebAssembly instructions (fuel) one call may use; unlimited when absent, the call timeout still applies.
     #[schemars(with = "Option<u64>")]
     fuel_per_call: Option<Spanned<u64>>,
+    /// The largest body one call may return (default 16 MiB).
     #[schemars(with = "Option<u64>")]
     max_body_bytes: Option<Spanned<u64>>,
 }
@@ -50,14 +61,19 @@ pub(super) struct RawPluginLimits {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "PluginGrant")]
 pub(super) struct RawPluginGrant {
+    /// A folder the plugin may read, relative to the job file (default none).
     #[schemars(with = "Option<PathBuf>")]
     read_dir: Option<Spanned<PathBuf>>,
+    /// Environment variables the plugin may read, by name.
     #[serde(default)]
     env: Vec<String>,
+    /// Let the plugin draw real randomness (default false: randomness is seeded from the job).
     #[serde(default)]
     random: bool,
+    /// Let the plugin read the wall clock (default false: it sees a fixed time).
     #[serde(default)]
     clock: bool,
+    /// Network access for the plugin (default false).
     #[serde(default)]
     network: bool,
 }

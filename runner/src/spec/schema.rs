@@ -2,12 +2,15 @@
 
 use super::RawJobFile;
 
-/// Reads, parses and validates one job file, reporting every problem with its location.
 /// The job file's JSON Schema (draft 2020-12), for editors (taplo, Even Better TOML) and other tools.
 pub fn json_schema() -> serde_json::Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(RawJobFile)).expect("a schema serializes");
     without_null(&mut schema);
     if let Some(object) = schema.as_object_mut() {
+        object.insert(
+            "$id".into(),
+            "https://raw.githubusercontent.com/plateau-bench/plateau/main/docs/job-file.schema.json".into(),
+        );
         object.insert("title".into(), "plateau job file".into());
         object.insert(
             "description".into(),

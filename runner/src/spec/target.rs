@@ -17,49 +17,70 @@ const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Target")]
 pub(super) struct RawTarget {
+    /// What is benchmarked: reference (built-in), http, command (a server plateau starts) or sagemaker.
     #[schemars(with = "TargetKind")]
     kind: Spanned<TargetKind>,
+    /// HTTP targets: the endpoint URL (or per configuration).
     #[schemars(with = "Option<String>")]
     url: Option<Spanned<String>>,
+    /// HTTP: the request method (default POST).
     #[schemars(with = "Option<String>")]
     method: Option<Spanned<String>>,
+    /// Headers sent with every request: a value inline, or { env = "NAME" } to read a secret from the environment.
     #[serde(default)]
     headers: BTreeMap<String, HeaderValue>,
     timeout: Option<DurationValue>,
+    /// A longer response is an error and is not read further (default 64 MiB).
     #[schemars(with = "Option<u64>")]
     max_response_bytes: Option<Spanned<u64>>,
+    /// What counts as a good response: a status and text the body must hold.
     check: Option<RawResponseCheck>,
     #[schemars(with = "Option<HttpVersion>")]
     http_version: Option<Spanned<HttpVersion>>,
+    /// https: a private CA, a client certificate for mutual TLS, the server name to verify.
     #[schemars(with = "Option<RawTls>")]
     tls: Option<Spanned<RawTls>>,
     // Command targets: a server plateau starts itself for each configuration.
+    /// Command targets: the server's program and arguments; `{port}` is replaced by its port.
     #[schemars(with = "Option<Vec<String>>")]
     command: Option<Spanned<Vec<String>>>,
+    /// Command targets: the folder the server starts in, relative to the job file.
     #[schemars(with = "Option<PathBuf>")]
     working_dir: Option<Spanned<PathBuf>>,
+    /// Command targets: environment variables for every start; `{port}` is replaced here too.
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// Command targets: a fixed port for the server (default: a free one, given as {port}).
     port: Option<u16>,
+    /// Command targets: the path requests go to on the started server (default /invocations).
     path: Option<String>,
+    /// Command targets: how plateau knows the server is ready (an HTTP path, or a TCP port) and how long to wait.
     #[schemars(with = "Option<RawReadiness>")]
     readiness: Option<Spanned<RawReadiness>>,
     stop_grace: Option<DurationValue>,
     // SageMaker targets: endpoints that already exist, one per configuration (`endpoint_name`).
+    /// SageMaker: the endpoints' region.
     #[schemars(with = "Option<String>")]
     region: Option<Spanned<String>>,
+    /// SageMaker: the AWS profile to take credentials from (default the SDK's chain).
     #[schemars(with = "Option<String>")]
     profile: Option<Spanned<String>>,
+    /// SageMaker: another runtime endpoint (a VPC endpoint, or an emulator).
     #[schemars(with = "Option<String>")]
     endpoint_url: Option<Spanned<String>>,
+    /// SageMaker: the CustomAttributes sent with each request.
     #[schemars(with = "Option<String>")]
     custom_attributes: Option<Spanned<String>>,
+    /// SageMaker: the production variant to invoke.
     #[schemars(with = "Option<String>")]
     target_variant: Option<Spanned<String>>,
+    /// SageMaker: the TargetModel of a multi-model endpoint.
     #[schemars(with = "Option<String>")]
     target_model: Option<Spanned<String>>,
+    /// SageMaker: the inference component to invoke.
     #[schemars(with = "Option<String>")]
     inference_component: Option<Spanned<String>>,
+    /// SageMaker: call InvokeEndpointWithResponseStream and time the first chunk and the gaps between chunks.
     #[schemars(with = "Option<bool>")]
     streaming: Option<Spanned<bool>>,
 }
@@ -68,12 +89,16 @@ pub(super) struct RawTarget {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Tls")]
 pub(super) struct RawTls {
+    /// A private CA's certificate (PEM), trusted besides the system's roots.
     #[schemars(with = "Option<PathBuf>")]
     ca_file: Option<Spanned<PathBuf>>,
+    /// The client certificate (PEM), for mutual TLS, with client_key.
     #[schemars(with = "Option<PathBuf>")]
     client_cert: Option<Spanned<PathBuf>>,
+    /// The client certificate's private key (PEM).
     #[schemars(with = "Option<PathBuf>")]
     client_key: Option<Spanned<PathBuf>>,
+    /// The name the server's certificate is checked against, when not the URL's host.
     #[schemars(with = "Option<String>")]
     server_name: Option<Spanned<String>>,
 }
@@ -96,8 +121,10 @@ pub enum HttpVersion {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "ResponseCheck")]
 pub(super) struct RawResponseCheck {
+    /// A response with another status is an error (default: any status below 400).
     #[schemars(with = "Option<u16>")]
     status: Option<Spanned<u16>>,
+    /// A response whose body lacks this text is an error.
     body_contains: Option<String>,
 }
 
@@ -105,8 +132,11 @@ pub(super) struct RawResponseCheck {
 #[serde(deny_unknown_fields)]
 #[schemars(rename = "Readiness")]
 pub(super) struct RawReadiness {
+    /// A path polled until it answers, e.g. /ping.
     http_path: Option<String>,
+    /// The status the readiness path must answer (default 200).
     expected_status: Option<u16>,
+    /// Ready once the port accepts a connection (instead of an HTTP path).
     #[serde(default)]
     tcp: bool,
     timeout: Option<DurationValue>,
