@@ -860,7 +860,7 @@ fn job_files_share_tables_through_include_and_errors_name_the_included_file() {
     let output = plateau().arg("validate").arg(&first).arg(&second).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert_eq!(
-        String::from_utf8_lossy(&output.stdout).matches("(1 test runs, at most 9 s)").count(),
+        String::from_utf8_lossy(&output.stdout).matches("(1 test run, at most 9 s)").count(),
         2,
         "{}",
         text(&output)
@@ -886,7 +886,7 @@ fn job_files_share_tables_through_include_and_errors_name_the_included_file() {
     std::fs::write(&first, job("first", 2) + "[traffic.stairs]\nsteps = 5\n").unwrap();
     let output = plateau().arg("validate").arg(&first).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 test runs, at most 15 s)"), "{}", text(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).contains("(1 test run, at most 15 s)"), "{}", text(&output));
     // ... and a mistake in an overriding key is reported in the job file, under the merged table's key path.
     std::fs::write(&first, job("first", 2) + "[traffic.stairs]\nsteps = 0\n").unwrap();
     let output = plateau().arg("validate").arg(&first).output().unwrap();

@@ -45,10 +45,13 @@ fn assert_snapshot(name: &str, actual: &str) {
 fn reports_match_their_snapshots() {
     let out = tempfile::tempdir().unwrap();
     render(&fixture(), out.path());
-    for file in ["report.md", "report.html", "charts/03-medium-throughput.svg"] {
+    for file in ["report.md", "report.pr.md", "report.html", "charts/03-medium-throughput.svg"] {
         let rendered = std::fs::read_to_string(out.path().join(file)).unwrap();
         assert_snapshot(&file.replace('/', "-"), &rendered);
     }
+    let summary = plateau(&["report", fixture().to_str().unwrap(), "--format", "summary"]);
+    assert_eq!(summary.status.code(), Some(0), "{}", text(&summary));
+    assert_snapshot("summary.txt", &String::from_utf8(summary.stdout).unwrap());
     let markdown = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     for chart in markdown.lines().filter_map(|line| {
         line.strip_prefix("![").and_then(|rest| rest.split_once("](")).map(|(_, file)| file.trim_end_matches(')'))
@@ -94,16 +97,34 @@ fn hostile_names_are_escaped_in_html_markdown_and_charts() {
     assert!(overview.contains("a|b &lt;img") && !overview.contains("<img"));
 }
 
+/// The browser-test folder, when Chromium and the npm packages are installed; under CI=true their absence fails.
+fn browser_tests(test: &str) -> Option<PathBuf> {
+    let browser_tests = repository().join("tests/browser");
+    let ready =
+        ["playwright-core", "mermaid"].iter().all(|package| browser_tests.join("node_modules").join(package).is_dir())
+            && Path::new("/usr/bin/chromium").exists();
+    if !ready {
+        let message = "Chromium, playwright-core or mermaid is missing: run ./tests/run.sh, which installs them";
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
+        eprintln!("SKIPPED {test}: {message}");
+        return None;
+    }
+    Some(browser_tests)
+}
+
+/// Every Mermaid block of a Markdown file, drawn by Mermaid in Chromium: (blocks, each chart's JSON).
+fn draw_mermaid(browser_tests: &Path, markdown: &Path) -> (usize, Vec<Value>) {
+    let output = Command::new("node").arg(browser_tests.join("check-mermaid.mjs")).arg(markdown).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let drawn: Value = serde_json::from_slice(&output.stdout).unwrap();
+    (drawn["blocks"].as_u64().unwrap() as usize, drawn["charts"].as_array().unwrap().clone())
+}
+
 #[test]
 fn the_html_report_loads_in_headless_chromium_without_errors() {
-    let browser_tests = repository().join("tests/browser");
-    let ready = browser_tests.join("node_modules/playwright-core").is_dir() && Path::new("/usr/bin/chromium").exists();
-    if !ready {
-        let message = "Chromium or playwright-core is missing: run ./tests/run.sh, which installs both";
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "{message}");
-        eprintln!("SKIPPED the_html_report_loads_in_headless_chromium_without_errors: {message}");
+    let Some(browser_tests) = browser_tests("the_html_report_loads_in_headless_chromium_without_errors") else {
         return;
-    }
+    };
     let out = repository().join("target/test-output/report");
     std::fs::create_dir_all(&out).unwrap();
     render(&fixture(), &out);
@@ -295,4 +316,139 @@ fn a_user_template_renders_without_code_changes() {
     assert!(wiki.starts_with("h1. plateau: quickstart"), "{wiki}");
     assert!(wiki.contains("{tip}*Recommendation: medium* with InitialInstanceCount *2*"), "{wiki}");
     assert!(wiki.contains("\n|a\\|b \\[link]|ref.small|6000|"), "{wiki}");
+}
+
+/// The fixture with its configurations copied until there are `count`, each renamed, as a 20-configuration job's
+/// results would be.
+fn with_configurations(folder: &Path, count: usize) -> PathBuf {
+    variant(folder, "many.json", |results| {
+        let originals = results["configurations"].as_array().unwrap().clone();
+        let copies: Vec<Value> = (0..count)
+            .map(|index| {
+                let mut copy = originals[index % originals.len()].clone();
+                copy["name"] = Value::from(format!("{}-{index:02}", copy["name"].as_str().unwrap()));
+                copy
+            })
+            .collect();
+        results["configurations"] = Value::Array(copies);
+        results["recommendation"]["configuration"] = Value::from("medium-02");
+    })
+}
+
+#[test]
+fn the_pull_request_markdown_draws_mermaid_charts_and_fits_a_comment_for_twenty_configurations() {
+    let folder = tempfile::tempdir().unwrap();
+    let results = with_configurations(folder.path(), 20);
+    let output = plateau(&["report", results.to_str().unwrap(), "--format", "pr"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let markdown = String::from_utf8(output.stdout).unwrap();
+    eprintln!("pull-request Markdown for 20 configurations: {} characters", markdown.chars().count());
+    // GitHub refuses a comment body over 65,536 characters.
+    assert!(markdown.chars().count() < 65_536, "{} characters", markdown.chars().count());
+    assert!(markdown.starts_with("## plateau: quickstart\n\n**Recommended: medium-02 ×2**"), "{}", &markdown[..200]);
+    assert!(!markdown.contains("!["), "no image links: a comment has nowhere to load them from");
+    assert_eq!(markdown.matches("<details>").count(), 21, "the overview charts and one per configuration, folded");
+    let table_rows = markdown.lines().filter(|line| line.starts_with("| ") && !line.starts_with("| Configuration"));
+    assert_eq!(table_rows.count(), 20);
+    // Two overview charts and two per configuration (throughput and latency against load).
+    let path = folder.path().join("pr.md");
+    std::fs::write(&path, &markdown).unwrap();
+    let Some(browser_tests) = browser_tests("the_pull_request_markdown_draws_mermaid_charts") else {
+        return;
+    };
+    let (blocks, charts) = draw_mermaid(&browser_tests, &path);
+    assert_eq!(blocks, 2 + 2 * 20);
+    for chart in &charts {
+        assert_eq!(chart["ok"], true, "Mermaid could not draw a block: {chart}");
+        assert!(chart["lines"].as_u64().unwrap() + chart["bars"].as_u64().unwrap() > 0, "an empty chart: {chart}");
+    }
+    // The overview's bars: one per configuration.
+    assert_eq!(charts[0]["bars"], 20, "{}", charts[0]);
+}
+
+#[test]
+fn the_wiki_markdown_and_the_comparison_draw_their_charts_with_mermaid() {
+    let Some(browser_tests) = browser_tests("the_wiki_markdown_and_the_comparison_draw_their_charts_with_mermaid")
+    else {
+        return;
+    };
+    let folder = tempfile::tempdir().unwrap();
+    let out = folder.path().join("out");
+    render(&fixture(), &out);
+    let (blocks, charts) = draw_mermaid(&browser_tests, &out.join("report.md"));
+    assert_eq!(blocks, 2 + 2 * 4, "two overview charts and two against load for each of four configurations");
+    assert!(charts.iter().all(|chart| chart["ok"] == true), "{charts:?}");
+    // The latency chart of the first configuration draws p50, p90 and p99.
+    let latency = charts.iter().find(|chart| chart["title"].as_str().is_some_and(|t| t.starts_with("ModelLatency")));
+    assert_eq!(latency.expect("a latency chart")["lines"], 3, "{charts:?}");
+
+    let head = variant(folder.path(), "head.json", |results| {
+        scale(&mut metrics_of(results, "large")["max_invocations"], 0.9);
+    });
+    let (_, markdown, _) = compare(&fixture(), &head, &RULES);
+    assert!(markdown.contains("<details open><summary>large: 🔴 1 worse</summary>"), "{markdown}");
+    assert!(markdown.contains("<details><summary>small: ⚪ within noise</summary>"), "{markdown}");
+    let path = folder.path().join("compare.md");
+    std::fs::write(&path, &markdown).unwrap();
+    let (blocks, charts) = draw_mermaid(&browser_tests, &path);
+    assert_eq!(blocks, 2, "MaxInvocations and p99, this run against the base");
+    for chart in &charts {
+        assert_eq!(
+            (chart["ok"].clone(), chart["bars"].clone(), chart["lines"].clone()),
+            (Value::from(true), Value::from(4), Value::from(1)),
+            "{chart}"
+        );
+    }
+}
+
+#[test]
+fn the_terminal_summary_fits_100_columns_and_names_the_errors_causes() {
+    let folder = tempfile::tempdir().unwrap();
+    let results = variant(folder.path(), "errors.json", |results| {
+        let small =
+            results["configurations"].as_array_mut().unwrap().iter_mut().find(|c| c["name"] == "small").unwrap();
+        small["error_details"] = serde_json::json!([{
+            "class": "http_5xx", "code": "HTTP 503", "model_status": null, "count": 1204,
+            "example": "upstream connect error or disconnect/reset before headers. reset reason: overflow; the server's queue is full and it sheds load"
+        }]);
+    });
+    let output = plateau(&["report", results.to_str().unwrap(), "--format", "summary"]);
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let summary = String::from_utf8(output.stdout).unwrap();
+    for line in summary.lines() {
+        assert!(line.chars().count() <= 100, "{} columns: {line}", line.chars().count());
+    }
+    assert!(summary.contains("\n  errors: 1204 × HTTP 503: upstream connect error"), "{summary}");
+    assert!(summary.contains("\n  ref.medium ×1: ★ recommended\n"), "{summary}");
+    let many = with_configurations(folder.path(), 20);
+    let output = plateau(&["report", many.to_str().unwrap(), "--format", "summary"]);
+    let summary = String::from_utf8(output.stdout).unwrap();
+    assert!(summary.lines().all(|line| line.chars().count() <= 100), "{summary}");
+}
+
+#[test]
+fn junit_lists_every_configuration_even_without_rules_and_error_rules_are_in_points() {
+    let folder = tempfile::tempdir().unwrap();
+    let junit = plateau(&["compare", fixture().to_str().unwrap(), fixture().to_str().unwrap(), "--format", "junit"]);
+    let junit = String::from_utf8(junit.stdout).unwrap();
+    assert!(junit.starts_with("<?xml"), "{junit}");
+    assert!(junit.contains("<testsuites name=\"plateau compare\" tests=\"4\" failures=\"0\">"), "{junit}");
+    assert!(junit.contains("<testcase classname=\"plateau.compare.configurations\" name=\"medium\">"), "{junit}");
+    // XML-escaped as HTML is: `/` as `&#x2f;`.
+    assert!(junit.contains("MaxInvocations (&#x2f;min): 12000 to 12000 (0.0%"), "{junit}");
+
+    let head = variant(folder.path(), "head.json", |results| {
+        metrics_of(results, "small")["error_rate_percent"] = Value::from(2.0);
+    });
+    let (code, markdown, json) = compare(&fixture(), &head, &["--fail-on", "error_rate > +1pp"]);
+    assert_eq!(code, Some(4), "{markdown}");
+    assert_eq!(json["fired"][0]["configuration"], "small", "{json}");
+    assert!(
+        markdown.contains("- **error\\_rate &gt; \\+1pp** on small: Errors \\(%\\) went from 0 to 2.00 \\(\\+2.0 pp"),
+        "{markdown}"
+    );
+    let refused =
+        plateau(&["compare", fixture().to_str().unwrap(), head.to_str().unwrap(), "--fail-on", "error_rate > +1%"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("write `error_rate > +1pp`"), "{}", text(&refused));
 }

@@ -88,8 +88,12 @@ enum Command {
         /// A results.json that `plateau run` wrote.
         results: PathBuf,
         /// Output folder [default: the folder of the results file].
-        #[arg(long)]
+        #[arg(long, conflicts_with = "format")]
         out: Option<PathBuf>,
+        /// Print one report on stdout instead of writing them all: `pr` is the pull-request comment (Mermaid
+        /// charts, details folded), `markdown` the wiki page, `html` the page, `summary` the terminal table.
+        #[arg(long, value_enum)]
+        format: Option<ReportFormat>,
         #[command(flatten)]
         report: ReportArgs,
     },
@@ -108,7 +112,7 @@ enum Command {
         /// passing and saying so.
         #[arg(long)]
         fail_on_inconclusive: bool,
-        #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
+        #[arg(long, value_enum, default_value_t = CompareFormat::Pr)]
         format: CompareFormat,
         /// Write here instead of stdout.
         #[arg(long)]
@@ -314,9 +318,30 @@ enum InitKind {
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum CompareFormat {
-    Markdown,
+    /// Markdown for a pull-request comment: the verdict first, details folded, Mermaid charts.
+    #[value(alias = "markdown")]
+    Pr,
     Json,
     Junit,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReportFormat {
+    Pr,
+    Markdown,
+    Html,
+    Summary,
+}
+
+impl ReportFormat {
+    fn template(self) -> &'static str {
+        match self {
+            ReportFormat::Pr => "report.pr.md.j2",
+            ReportFormat::Markdown => "report.md.j2",
+            ReportFormat::Html => "report.html.j2",
+            ReportFormat::Summary => "summary.txt.j2",
+        }
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -369,7 +394,10 @@ pub fn main() -> Exit {
             Command::Compare { base, head, fail_on, fail_on_inconclusive, format, out } => {
                 compare(&base, &head, &fail_on, fail_on_inconclusive, format, out.as_deref())
             }
-            Command::Report { results, out, report } => rerender(&results, out, report.options()),
+            Command::Report { results, out, format: None, report } => rerender(&results, out, report.options()),
+            Command::Report { results, format: Some(format), report, .. } => {
+                print_report(&results, format, report.options())
+            }
             Command::Completions { shell } => {
                 clap_complete::generate(shell, &mut Cli::command(), "plateau", &mut std::io::stdout());
                 Ok(Exit::Success)
@@ -449,7 +477,7 @@ fn validate(files: &[PathBuf], format: OutputFormat) -> Exit {
         match (format, outcome) {
             (OutputFormat::Text, Ok(job)) => {
                 let plan = plan::plan(&job);
-                println!("ok: {} ({} test runs, at most {} s)", file.display(), plan.runs.len(), plan.worst_case_s());
+                println!("ok: {} ({}, at most {} s)", file.display(), plan.runs_counted(), plan.worst_case_s());
             }
             (OutputFormat::Text, Err(error)) => eprintln!("{error}"),
             (OutputFormat::Json, outcome) => {
@@ -557,9 +585,9 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
         parallel => format!("{parallel} at a time (limits.max_parallel; they share this machine's CPU)"),
     };
     println!(
-        "\n{} test runs{}, {at_once}, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
+        "\n{}{}, {at_once}, each at most {} s (warm-up and every step): at most {} s and {:.4} USD of \
          endpoint time.",
-        plan.runs.len(),
+        plan.runs_counted(),
         plan.trials_note(),
         plan.ramp_s(),
         plan.worst_case_s(),
@@ -733,6 +761,21 @@ fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOp
     Ok(Exit::Success)
 }
 
+/// One report of a saved results.json, on stdout.
+fn print_report(results_path: &Path, format: ReportFormat, options: report::ReportOptions) -> anyhow::Result<Exit> {
+    let results = match load_results(results_path) {
+        Ok(results) => results,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let env = report::environment(options.templates.as_deref());
+    let view = report::view(&results, &env)?;
+    print!("{}", report::render(&env, format.template(), &view)?);
+    Ok(Exit::Success)
+}
+
 fn compare(
     base: &Path,
     head: &Path,
@@ -761,7 +804,7 @@ fn compare(
     let comparison = report::compare::compare(&base, &head, &rules);
     let env = report::environment(None);
     let text = match format {
-        CompareFormat::Markdown => report::render(&env, "compare.md.j2", &comparison)?,
+        CompareFormat::Pr => report::render(&env, "compare.md.j2", &report::compare::view(&comparison))?,
         CompareFormat::Junit => report::render(&env, "compare.junit.xml.j2", &comparison)?,
         CompareFormat::Json => serde_json::to_string_pretty(&comparison)? + "\n",
     };

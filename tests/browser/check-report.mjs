@@ -1,15 +1,11 @@
 // Opens a plateau HTML report from disk in headless Chromium with the network blocked, and prints what a test
 // needs to judge it: console errors, page errors, requests that left the file, and the charts' visibility.
 // Usage: node check-report.mjs REPORT.html SCREENSHOT.png
-import { chromium } from "playwright-core";
+import { launchChromium } from "./launch.mjs";
 import { pathToFileURL } from "node:url";
 
 const [report, screenshot] = process.argv.slice(2);
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
   const consoleErrors = [];

@@ -133,6 +133,14 @@ impl Plan {
         self.schedule.duration_s()
     }
 
+    /// "1 test run", "12 test runs".
+    pub fn runs_counted(&self) -> String {
+        match self.runs.len() {
+            1 => "1 test run".to_string(),
+            count => format!("{count} test runs"),
+        }
+    }
+
     /// ` (3 trials of each configuration, interleaved)` when there are trials, to follow a count of test runs.
     pub fn trials_note(&self) -> String {
         if self.trials > 1 {

@@ -19,6 +19,7 @@ use std::str::FromStr;
 
 use serde::Serialize;
 
+use super::mermaid::{Plot, XyChart};
 use crate::analyze::{StepResult, latency_at};
 use crate::measure::precision::Interval;
 use crate::results::{Confidence, ConfigurationResult, Results};
@@ -134,9 +135,14 @@ pub enum RuleError {
     Unreadable { rule: String },
     #[error("cannot read the threshold in `{rule}`: {RULE_HINT}")]
     Threshold { rule: String },
+    #[error("`{rule}`: the error rate changes in percentage points, not percent; write `error_rate > +{number}pp`")]
+    ErrorRateInPercent { rule: String, number: String },
+    #[error("`{rule}`: `pp` (percentage points) is for error_rate only; write `{metric} {sign} {number}%`")]
+    PointsForRatio { rule: String, metric: &'static str, sign: char, number: String },
 }
 
-const RULE_HINT: &str = "expected `METRIC < -N%`, `METRIC > +N%` or `recommendation changed`, e.g. `p99 > +10%`";
+const RULE_HINT: &str = "expected `METRIC < -N%`, `METRIC > +N%`, `error_rate > +Npp` or `recommendation changed`, \
+                         e.g. `p99 > +10%`";
 
 /// One run's figure for a metric: its value, its 95% interval where there is one, and whether it is only a bound.
 #[derive(Debug, Clone, Copy)]
@@ -188,12 +194,28 @@ impl FromStr for FailRule {
             return Err(RuleError::Unreadable { rule: text.to_string() });
         };
         let metric: Metric = metric.trim().parse()?;
-        let threshold_percent = rest
-            .trim()
-            .strip_suffix('%')
-            .and_then(|number| number.trim().parse::<f64>().ok())
-            .ok_or_else(|| RuleError::Threshold { rule: text.to_string() })?;
-        Ok(FailRule::Change { metric, above, threshold_percent })
+        let rest = rest.trim();
+        // The error rate is compared in percentage points (0% to 0.1% is not "infinitely worse"), the rest in
+        // percent: the unit in the rule must say which, so `error_rate > +1%` cannot be misread as relative.
+        let (number, points) = match (rest.strip_suffix("pp"), rest.strip_suffix('%')) {
+            (Some(number), _) => (number.trim(), true),
+            (None, Some(number)) => (number.trim(), false),
+            (None, None) => return Err(RuleError::Threshold { rule: text.to_string() }),
+        };
+        let threshold_percent = number.parse::<f64>().map_err(|_| RuleError::Threshold { rule: text.to_string() })?;
+        match (metric == Metric::ErrorRate, points) {
+            (true, false) => Err(RuleError::ErrorRateInPercent {
+                rule: text.to_string(),
+                number: number.trim_start_matches('+').into(),
+            }),
+            (false, true) => Err(RuleError::PointsForRatio {
+                rule: text.to_string(),
+                metric: metric.key(),
+                sign: if above { '>' } else { '<' },
+                number: number.to_string(),
+            }),
+            _ => Ok(FailRule::Change { metric, above, threshold_percent }),
+        }
     }
 }
 
@@ -202,7 +224,8 @@ impl fmt::Display for FailRule {
         match self {
             FailRule::RecommendationChanged => write!(f, "recommendation changed"),
             FailRule::Change { metric, above, threshold_percent } => {
-                write!(f, "{} {} {:+}%", metric.key(), if *above { ">" } else { "<" }, threshold_percent)
+                let unit = if *metric == Metric::ErrorRate { "pp" } else { "%" };
+                write!(f, "{} {} {:+}{unit}", metric.key(), if *above { ">" } else { "<" }, threshold_percent)
             }
         }
     }
@@ -305,6 +328,47 @@ pub struct Comparison {
     pub rules: Vec<String>,
     pub fired: Vec<FiredRule>,
     pub inconclusive: Vec<UndecidedRule>,
+}
+
+/// What compare's Markdown sees: the comparison, and its charts as Mermaid blocks' contents.
+#[derive(Serialize)]
+pub struct CompareView<'a> {
+    #[serde(flatten)]
+    pub comparison: &'a Comparison,
+    pub charts: Vec<String>,
+}
+
+/// MaxInvocations and p99 (at the matched load) of every configuration both runs measured: this run as bars, the
+/// base as a line over them.
+pub fn view(comparison: &Comparison) -> CompareView<'_> {
+    let chart = |metric: Metric, title: &str, y_label: &str| {
+        let both: Vec<(&str, &MetricDelta)> = comparison
+            .configurations
+            .iter()
+            .filter_map(|configuration| {
+                let delta = configuration.deltas.iter().find(|delta| delta.metric == metric)?;
+                Some((configuration.name.as_str(), delta))
+            })
+            .collect();
+        (!both.is_empty()).then(|| {
+            XyChart {
+                title: title.into(),
+                x_label: "configuration".into(),
+                categories: both.iter().map(|(name, _)| name.to_string()).collect(),
+                y_label: y_label.into(),
+                plots: vec![
+                    Plot::Bar { name: "this run".into(), values: both.iter().map(|(_, delta)| delta.head).collect() },
+                    Plot::Line { name: "base".into(), values: both.iter().map(|(_, delta)| delta.base).collect() },
+                ],
+            }
+            .render()
+        })
+    };
+    let charts = [
+        chart(Metric::MaxInvocations, "MaxInvocations", "invocations per minute"),
+        chart(Metric::P99, "p99 at the matched load", "latency (ms)"),
+    ];
+    CompareView { comparison, charts: charts.into_iter().flatten().collect() }
 }
 
 fn side(results: &Results) -> Side {
@@ -569,8 +633,9 @@ pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison
                     };
                     let past =
                         |value: f64| if *above { value > *threshold_percent } else { value < *threshold_percent };
+                    let unit = if *metric == Metric::ErrorRate { " pp" } else { "%" };
                     let change = format!(
-                        "{} went from {} to {} ({:+.1}%, 95% interval {:+.1}% to {:+.1}%)",
+                        "{} went from {} to {} ({:+.1}{unit}, 95% interval {:+.1}{unit} to {:+.1}{unit})",
                         delta.label,
                         readable(delta.base),
                         readable(delta.head),
@@ -600,7 +665,7 @@ pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison
                         inconclusive.push(UndecidedRule {
                             rule: rule.to_string(),
                             configuration: Some(configuration.name.clone()),
-                            detail: format!("{change}: the interval reaches past {threshold_percent:+}%"),
+                            detail: format!("{change}: the interval reaches past {threshold_percent:+}{unit}"),
                             trials_needed: trials,
                         });
                     }
@@ -640,10 +705,20 @@ mod tests {
 
     #[test]
     fn rules_parse_and_print_back() {
-        for text in ["max_invocations < -5%", "p99 > +10%", "recommendation changed", "cost_per_inference > +2.5%"] {
+        for text in [
+            "max_invocations < -5%",
+            "p99 > +10%",
+            "recommendation changed",
+            "cost_per_inference > +2.5%",
+            "error_rate > +1pp",
+        ] {
             let rule: FailRule = text.parse().unwrap();
             assert_eq!(rule.to_string(), text);
         }
+        let percent = "error_rate > +1%".parse::<FailRule>().unwrap_err().to_string();
+        assert!(percent.contains("write `error_rate > +1pp`"), "{percent}");
+        let points = "p99 > +10pp".parse::<FailRule>().unwrap_err().to_string();
+        assert!(points.contains("write `p99 > +10%`"), "{points}");
         assert!("p42 > 5%".parse::<FailRule>().unwrap_err().to_string().contains("unknown metric `p42`"));
         assert!("p99 >> 5".parse::<FailRule>().is_err());
     }

@@ -5,6 +5,7 @@
 pub mod chart;
 pub mod compare;
 mod csv;
+pub mod mermaid;
 
 use std::path::{Path, PathBuf};
 
@@ -16,15 +17,17 @@ use crate::measure::series::SecondSummary;
 use crate::plan;
 use crate::results::{ConfigurationResult, Results, Verdict};
 use crate::units;
-use chart::{Chart, ChartSpec, SeriesData};
+use chart::{ChartSpec, SeriesData};
+use mermaid::{Plot, XyChart};
 
 /// The built-in templates, compiled in so the binary works from any folder.
-const BUILT_IN: [(&str, &str); 6] = [
+const BUILT_IN: [(&str, &str); 7] = [
     ("chart.svg.j2", include_str!("../../../reports/chart.svg.j2")),
     ("compare.md.j2", include_str!("../../../reports/compare.md.j2")),
     ("compare.junit.xml.j2", include_str!("../../../reports/compare.junit.xml.j2")),
     ("report.html.j2", include_str!("../../../reports/report.html.j2")),
     ("report.md.j2", include_str!("../../../reports/report.md.j2")),
+    ("report.pr.md.j2", include_str!("../../../reports/report.pr.md.j2")),
     ("summary.txt.j2", include_str!("../../../reports/summary.txt.j2")),
 ];
 
@@ -37,6 +40,9 @@ pub struct ReportView<'a> {
     pub configurations: Vec<ConfigurationView<'a>>,
     /// Cost per hour against throughput for every configuration, the recommendation highlighted.
     pub overview_chart: Option<RenderedChart>,
+    /// The same comparison as Mermaid blocks (MaxInvocations and cost per inference by configuration), for
+    /// Markdown that must stand without image files.
+    pub overview_mermaid: Vec<String>,
 }
 
 /// A chart rendered by `chart.svg.j2`: embedded by the HTML report, saved as `file` for the Markdown one.
@@ -46,6 +52,8 @@ pub struct RenderedChart {
     /// Where `write_all` saves the SVG, relative to the reports.
     pub file: String,
     pub svg: String,
+    /// The chart as a Mermaid block's contents, for charts against load (Markdown for PRs and wikis).
+    pub mermaid: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -78,9 +86,23 @@ pub enum ReportError {
     Csv(#[from] ::csv::Error),
 }
 
-fn render_chart(env: &Environment<'_>, file_stem: String, chart: Chart) -> Result<RenderedChart, ReportError> {
+/// Which charts Markdown can draw as Mermaid: those against load, whose steps are categories (seconds over a run are
+/// too many).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Axis {
+    Load,
+    Other,
+}
+
+fn render_chart(
+    env: &Environment<'_>,
+    file_stem: String,
+    (axis, spec): (Axis, ChartSpec),
+) -> Result<RenderedChart, ReportError> {
+    let mermaid = (axis == Axis::Load).then(|| XyChart::from_spec(&spec)).flatten().map(|chart| chart.render());
+    let chart = chart::build(spec);
     let svg = render(env, "chart.svg.j2", &minijinja::context! { chart => &chart })?;
-    Ok(RenderedChart { title: chart.title, file: format!("charts/{file_stem}.svg"), svg })
+    Ok(RenderedChart { title: chart.title, file: format!("charts/{file_stem}.svg"), svg, mermaid })
 }
 
 pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportView<'a>, ReportError> {
@@ -105,9 +127,15 @@ pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportVie
         });
     }
     let overview_chart = overview_chart(results, recommended)
-        .map(|chart| render_chart(env, "overview".to_string(), chart))
+        .map(|spec| render_chart(env, "overview".to_string(), (Axis::Other, spec)))
         .transpose()?;
-    Ok(ReportView { results, load_label: results.job.load_unit.label(), configurations, overview_chart })
+    Ok(ReportView {
+        results,
+        load_label: results.job.load_unit.label(),
+        configurations,
+        overview_chart,
+        overview_mermaid: overview_mermaid(results),
+    })
 }
 
 fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
@@ -115,7 +143,7 @@ fn plateau_step(result: &ConfigurationResult) -> Option<&StepResult> {
     result.steps.iter().filter(|step| step.complete).nth(plateau.step)
 }
 
-fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<(&'static str, Chart)> {
+fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<(&'static str, (Axis, ChartSpec))> {
     let steps: Vec<&StepResult> = result.steps.iter().filter(|step| step.complete).collect();
     if steps.is_empty() {
         return Vec::new();
@@ -126,14 +154,15 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     let markers: Vec<(f64, String)> =
         result.metrics.as_ref().map(|metrics| (metrics.load_at_plateau, "plateau".to_string())).into_iter().collect();
     let against_load = |title: &str, y_label: &str, series: Vec<SeriesData>, guides: Vec<(f64, String)>| {
-        chart::build(ChartSpec {
+        let spec = ChartSpec {
             title: title.into(),
             x_label: load_label.into(),
             y_label: y_label.into(),
             series,
             markers: markers.clone(),
             guides,
-        })
+        };
+        (Axis::Load, spec)
     };
     // Invalid steps are drawn hollow and grey, out of the line; every step carries its 95% interval.
     let greyed: Vec<usize> =
@@ -201,14 +230,15 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         goal.into_iter().collect(),
     );
     let over_time = |title: &str, y_label: &str, series: Vec<SeriesData>| {
-        chart::build(ChartSpec {
+        let spec = ChartSpec {
             title: title.into(),
             x_label: "seconds since start".into(),
             y_label: y_label.into(),
             series,
             markers: Vec::new(),
             guides: Vec::new(),
-        })
+        };
+        (Axis::Other, spec)
     };
     // One timeline per test run: a configuration with trials draws each trial's seconds, each from its own start.
     let trial_runs: Vec<&ConfigurationResult> =
@@ -270,7 +300,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     charts
 }
 
-fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart> {
+fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<ChartSpec> {
     let measured: Vec<(&ConfigurationResult, f64, f64)> = results
         .configurations
         .iter()
@@ -283,7 +313,7 @@ fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart>
     if measured.is_empty() {
         return None;
     }
-    Some(chart::build(ChartSpec {
+    Some(ChartSpec {
         title: "Cost against throughput".into(),
         x_label: "invocations per minute (at the goal, if set)".into(),
         y_label: "cost per hour (USD)".into(),
@@ -304,7 +334,45 @@ fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<Chart>
         }],
         markers: Vec::new(),
         guides: Vec::new(),
-    }))
+    })
+}
+
+/// MaxInvocations and cost per inference by configuration, as Mermaid bar charts: what the cost-against-throughput
+/// scatter shows, in a form xychart can draw. Bounds are drawn at the bound; the tables say which they are.
+fn overview_mermaid(results: &Results) -> Vec<String> {
+    let measured: Vec<(&str, &crate::analyze::Metrics)> = results
+        .configurations
+        .iter()
+        .filter(|result| result.eliminated.is_none())
+        .filter_map(|result| Some((result.name.as_str(), result.metrics.as_ref()?)))
+        .collect();
+    if measured.is_empty() {
+        return Vec::new();
+    }
+    let bars = |title: &str, y_label: &str, bars: Vec<(String, f64)>| {
+        XyChart {
+            title: title.into(),
+            x_label: "configuration".into(),
+            categories: bars.iter().map(|(name, _)| name.clone()).collect(),
+            y_label: y_label.into(),
+            plots: vec![Plot::Bar { name: y_label.into(), values: bars.iter().map(|(_, value)| *value).collect() }],
+        }
+        .render()
+    };
+    let mut charts = vec![bars(
+        "MaxInvocations by configuration",
+        "invocations per minute",
+        measured.iter().map(|(name, metrics)| (name.to_string(), metrics.max_invocations)).collect(),
+    )];
+    // Only configurations with a cost (none met the goal: no cost per inference) take part.
+    let costed: Vec<(String, f64)> = measured
+        .iter()
+        .filter_map(|(name, metrics)| Some((name.to_string(), metrics.cost_per_inference_usd? * 1e6)))
+        .collect();
+    if !costed.is_empty() {
+        charts.push(bars("CostPerInference by configuration", "USD per 1M inferences", costed));
+    }
+    charts
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -444,6 +512,13 @@ fn rjust(value: Value, width: usize) -> String {
     format!("{:>width$}", display(&value))
 }
 
+/// `{{ text | wrap(100, 2) }}`: wrapped to `width` columns, indented by `indent` spaces and the lines after the first by
+/// two more, so a wrapped note reads as one under the row it belongs to.
+fn wrap(value: Value, width: usize, indent: usize) -> String {
+    let (first, rest) = (" ".repeat(indent), " ".repeat(indent + 2));
+    textwrap::fill(&display(&value), textwrap::Options::new(width).initial_indent(&first).subsequent_indent(&rest))
+}
+
 fn display(value: &Value) -> String {
     if value.is_none() { "n/a".to_string() } else { value.to_string() }
 }
@@ -472,6 +547,7 @@ pub fn environment(overrides: Option<&Path>) -> Environment<'static> {
     env.add_filter("load", load);
     env.add_filter("ljust", ljust);
     env.add_filter("rjust", rjust);
+    env.add_filter("wrap", wrap);
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
     env
@@ -492,8 +568,8 @@ pub struct ReportOptions {
     pub extra: Vec<PathBuf>,
 }
 
-/// Writes `results.json`, `steps.csv`, `report.md`, `report.html`, the charts and any extra templates into `out`;
-/// returns the terminal summary.
+/// Writes `results.json`, `steps.csv`, `report.md`, `report.pr.md`, `report.html`, the charts and any extra templates
+/// into `out`; returns the terminal summary.
 pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> Result<String, ReportError> {
     write_results(results, out)?;
     write_file(&out.join("steps.csv"), &csv::steps_csv(results)?)?;
@@ -501,6 +577,7 @@ pub fn write_all(results: &Results, out: &Path, options: &ReportOptions) -> Resu
     let mut outputs = vec![
         ("report.md.j2".to_string(), "report.md".to_string()),
         ("report.html.j2".to_string(), "report.html".to_string()),
+        ("report.pr.md.j2".to_string(), "report.pr.md".to_string()),
     ];
     for path in &options.extra {
         let name = path

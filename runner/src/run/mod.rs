@@ -130,8 +130,8 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
     eprintln!(
-        "plateau: {} test runs{}, at most {} s; output in {}",
-        plan.runs.len(),
+        "plateau: {}{}, at most {} s; output in {}",
+        plan.runs_counted(),
         plan.trials_note(),
         plan.worst_case_s(),
         out.display()
