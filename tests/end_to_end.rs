@@ -1266,11 +1266,26 @@ fn plan_and_run_take_set_and_only_from_the_command_line() {
         .arg("run")
         .arg(&quickstart)
         .args(["--only", "small", "--set", "traffic.stairs.steps=1", "--set", "traffic.stairs.step_duration=\"2s\""])
-        .arg("--out")
+        .args(["--json", "--out"])
         .arg(&out)
         .output()
         .unwrap();
     assert!(output.status.code().is_some_and(|code| code != 1 && code != 2), "{}", text(&output));
+    // --json: the digest on stdout, nothing else (progress is on stderr).
+    let digest: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", text(&output)));
+    assert_eq!(digest["exit_code"].as_i64(), output.status.code().map(i64::from), "{digest}");
+    assert_eq!(digest["job"], "quickstart");
+    assert_eq!(digest["results"], out.join("results.json").to_str().unwrap());
+    assert_eq!(digest["configurations"][0]["name"], "small", "{digest}");
+    assert_eq!(digest["configurations"][0]["status"], "complete", "{digest}");
+    assert!(digest["configurations"][0]["max_invocations"].as_f64().unwrap() > 1000.0, "{digest}");
+    // The commit of the repository this job file is in is recorded (none where git cannot tell it).
+    let head = Command::new("git").arg("-C").arg(repository()).args(["rev-parse", "HEAD"]).output();
+    let head = head
+        .ok()
+        .filter(|head| head.status.success())
+        .map(|head| String::from_utf8_lossy(&head.stdout).trim().to_string());
+    assert_eq!(digest["revision"]["commit"].as_str(), head.as_deref(), "{digest}");
     let results = read_results(&out);
     let configurations: Vec<&str> =
         results["configurations"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();

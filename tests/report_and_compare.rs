@@ -452,3 +452,92 @@ fn junit_lists_every_configuration_even_without_rules_and_error_rules_are_in_poi
     assert_eq!(refused.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&refused.stderr).contains("write `error_rate > +1pp`"), "{}", text(&refused));
 }
+
+fn git(folder: &Path, args: &[&str]) -> String {
+    let output = Command::new("git").arg("-C").arg(folder).args(args).output().expect("git is installed");
+    assert!(output.status.success(), "git {args:?}: {}", text(&output));
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn publish_pushes_a_page_an_index_and_a_trend_to_a_git_wiki_and_never_shows_credentials() {
+    let folder = tempfile::tempdir().unwrap();
+    let wiki = folder.path().join("wiki.git");
+    git(folder.path(), &["-c", "init.defaultBranch=master", "init", "--quiet", "--bare", wiki.to_str().unwrap()]);
+    let first = variant(folder.path(), "first.json", |results| {
+        results["manifest"]["revision"] = serde_json::json!({"commit": "1111111aaaaaaaa", "branch": "main"});
+    });
+    let second = variant(folder.path(), "second.json", |results| {
+        results["manifest"]["started_at"] = Value::from("2026-12-03T10:00:00Z");
+        results["manifest"]["revision"] = serde_json::json!({"commit": "2222222bbbbbbbb", "branch": "main"});
+        scale(&mut metrics_of(results, "medium")["max_invocations"], 0.9);
+    });
+    let publish = |results: &Path| plateau(&["publish", results.to_str().unwrap(), "--repo", wiki.to_str().unwrap()]);
+    for (results, page) in
+        [(&first, "plateau-quickstart-20261202T122200Z"), (&second, "plateau-quickstart-20261203T100000Z")]
+    {
+        let output = publish(results);
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stdout).starts_with(&format!("published {page} to ")),
+            "{}",
+            text(&output)
+        );
+    }
+    let again = publish(&second);
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already published"), "{}", text(&again));
+
+    let clone = folder.path().join("clone");
+    git(folder.path(), &["clone", "--quiet", wiki.to_str().unwrap(), clone.to_str().unwrap()]);
+    assert_eq!(
+        git(&clone, &["rev-list", "--count", "HEAD"]).trim(),
+        "2",
+        "one commit a run; the same run again made none"
+    );
+    let index = std::fs::read_to_string(clone.join("plateau-runs.md")).unwrap();
+    let rows: Vec<&str> = index.lines().filter(|line| line.starts_with("| 2026")).collect();
+    assert_eq!(rows.len(), 2, "{index}");
+    assert!(
+        rows[0].starts_with("| 2026-12-03 10:00:00 | quickstart | `2222222` main | medium ×2 | 10800 |"),
+        "{index}"
+    );
+    assert!(rows[1].contains("`1111111` main") && rows[1].contains("| 12000 |"), "{index}");
+    assert!(rows[0].ends_with("[report](plateau-quickstart-20261203T100000Z) |"), "{index}");
+    assert!(index.contains("Trends: [quickstart](plateau-trend-quickstart)."), "{index}");
+
+    let trend = std::fs::read_to_string(clone.join("plateau-trend-quickstart.md")).unwrap();
+    assert!(trend.contains("x-axis \"run\" [\"12-02 12:22 1111111\", \"12-03 10:00 2222222\"]"), "{trend}");
+    // Lines in the configurations' order: medium is the third.
+    assert!(trend.contains("    line [12000, 10800]\n"), "{trend}");
+
+    let page = std::fs::read_to_string(clone.join("plateau-quickstart-20261203T100000Z.md")).unwrap();
+    let linked: Vec<&str> = page
+        .split("](")
+        .skip(1)
+        .filter_map(|rest| rest.split(')').next())
+        .filter(|link| link.ends_with(".svg"))
+        .collect();
+    assert_eq!(linked.len(), 1 + 5 * 4, "the overview and five charts a configuration: {linked:?}");
+    for link in linked {
+        assert!(link.starts_with("plateau-files/plateau-quickstart-20261203T100000Z/charts/"), "{link}");
+        assert!(clone.join(link).is_file(), "the page links {link}, which was not pushed");
+    }
+    if let Some(browser_tests) = browser_tests("publish_pushes_a_page_an_index_and_a_trend_to_a_git_wiki") {
+        let (blocks, charts) = draw_mermaid(&browser_tests, &clone.join("plateau-trend-quickstart.md"));
+        assert_eq!(blocks, 3, "MaxInvocations, p99 and cost over runs");
+        assert!(charts.iter().all(|chart| chart["ok"] == true && chart["lines"].as_u64().unwrap() >= 3), "{charts:?}");
+    }
+
+    // A remote that cannot be reached: the error says so, without the token in its URL.
+    let secret = "https://plateau-bot:s3cr3t-t0ken@127.0.0.1:9/acme/models.wiki.git";
+    let failed = plateau(&["publish", first.to_str().unwrap(), "--repo", secret]);
+    assert_eq!(failed.status.code(), Some(2), "{}", text(&failed));
+    let shown = text(&failed);
+    assert!(
+        !shown.contains("s3cr3t-t0ken") && shown.contains("https://***@127.0.0.1:9/acme/models.wiki.git"),
+        "{shown}"
+    );
+    let outside = plateau(&["publish", first.to_str().unwrap(), "--repo", wiki.to_str().unwrap(), "--folder", "../up"]);
+    assert_eq!(outside.status.code(), Some(1), "{}", text(&outside));
+}

@@ -74,3 +74,73 @@ print("typo", "valid" if validator.is_valid(typo) else "invalid")
     assert_eq!(stdout.matches(" valid\n").count(), scenarios, "{stdout}");
     assert!(stdout.contains("typo invalid"), "{stdout}");
 }
+
+/// `plateau SUBCOMMAND --help`.
+fn help(subcommand: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_plateau")).args([subcommand, "--help"]).output().unwrap();
+    assert!(output.status.success(), "plateau {subcommand} --help");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn the_github_action_and_the_container_build_file_are_well_formed() {
+    // action.yml, read by a YAML parser (PyYAML, in the virtual environment tests/run.sh creates).
+    let python = repository().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: tests/run.sh creates it", python.display());
+    let output = Command::new(python)
+        .args(["-c", "import json, sys, yaml; print(json.dumps(yaml.safe_load(open('action.yml'))))"])
+        .current_dir(repository())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let action: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(action["runs"]["using"], "composite");
+    for (name, input) in action["inputs"].as_object().unwrap() {
+        assert!(input["description"].is_string(), "input `{name}` has no description");
+    }
+    assert_eq!(action["inputs"]["job"]["required"], true);
+    let steps = action["runs"]["steps"].as_array().unwrap();
+    for step in steps {
+        // A composite action's `run` step must name its shell, or the action fails to load.
+        if step.get("run").is_some() {
+            assert!(step["shell"].is_string(), "a run step without a shell: {step}");
+        }
+    }
+    // Every plateau flag the steps use exists.
+    let scripts: Vec<&str> = steps.iter().filter_map(|step| step["run"].as_str()).collect();
+    let mut checked = 0;
+    for script in &scripts {
+        for invocation in script.split("plateau/bin/plateau\"").skip(1) {
+            // The command, its continued lines joined, up to a redirection.
+            let joined = invocation.replace("\\\n", " ");
+            let words: Vec<&str> = joined.lines().next().unwrap().split_whitespace().collect();
+            let subcommand = words[0];
+            let usage = help(subcommand);
+            for flag in words.iter().take_while(|word| **word != ">").filter(|word| word.starts_with("--")) {
+                assert!(
+                    usage.contains(flag),
+                    "action.yml passes {flag} to `plateau {subcommand}`, which has no such flag"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 5, "only {checked} flags checked in {scripts:?}");
+
+    // The container build file: multi-stage, pinned images, the binary run by an unprivileged user.
+    let dockerfile = std::fs::read_to_string(repository().join("Dockerfile")).unwrap();
+    let images: Vec<&str> = dockerfile
+        .lines()
+        .filter_map(|line| line.strip_prefix("FROM "))
+        .map(|from| from.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(images.len(), 2, "a build stage and a runtime stage: {images:?}");
+    for image in &images {
+        assert!(image.contains(':') && !image.ends_with(":latest"), "{image} is not pinned to a tag");
+    }
+    let user = dockerfile.lines().rev().find_map(|line| line.strip_prefix("USER ")).expect("a USER line");
+    assert!(!["root", "0", "0:0"].contains(&user.trim()), "the image runs as {user}");
+    assert!(dockerfile.contains("COPY --from=build /src/target/release/plateau /usr/local/bin/plateau"));
+    let ignored = std::fs::read_to_string(repository().join(".dockerignore")).unwrap();
+    assert!(ignored.lines().any(|line| line == "target"), "the build context would carry target/");
+}

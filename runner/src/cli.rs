@@ -7,8 +7,10 @@ use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::exit::Exit;
+use crate::git;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan;
+use crate::publish;
 use crate::report;
 use crate::report::compare::{FailRule, RuleError};
 use crate::results::Results;
@@ -44,6 +46,10 @@ enum Command {
         /// Run each configuration N times, interleaved, instead of the job file's `[job] trials`.
         #[arg(long, value_name = "N", conflicts_with = "resume", value_parser = clap::value_parser!(u32).range(1..=i64::from(spec::MAX_TRIALS)))]
         trials: Option<u32>,
+        /// Print the run's digest as JSON on stdout instead of the table: the recommendation, each configuration's
+        /// figures and verdict, the results file and the exit code (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         overrides: OverrideArgs,
         #[command(flatten)]
@@ -117,6 +123,26 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Publish a run to a git-backed wiki (GitHub and GitLab wikis are git repositories): its report as a page with
+    /// its charts, an index of runs newest first, and a trend page for its job; committed and pushed with your git
+    /// (its credentials, SSH keys and configuration).
+    Publish {
+        /// A run's output folder, or its results.json.
+        results: PathBuf,
+        /// The wiki's git URL or path, e.g. https://github.com/ORG/REPO.wiki.git or git@gitlab.com:ORG/REPO.wiki.git.
+        #[arg(long, value_name = "URL")]
+        repo: String,
+        /// The branch to publish to [default: the wiki's default branch].
+        #[arg(long)]
+        branch: Option<String>,
+        /// A folder inside the wiki for plateau's pages [default: the wiki's root].
+        #[arg(long, value_name = "DIR")]
+        folder: Option<PathBuf>,
+        /// A folder of templates that replace the built-in ones of the same name (report.md.j2, wiki-index.md.j2,
+        /// wiki-trend.md.j2).
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
     },
     /// Serve the reference endpoint on its own, so any load tool can be pointed at it. Every option can also come
     /// from the environment, so a command target can sweep them as environment parameters.
@@ -370,13 +396,14 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, resume, trials, overrides, report } => {
+            Command::Run { job, out, resume, trials, json, overrides, report } => {
+                let summary = if json { run::Summary::Json } else { run::Summary::Table };
                 // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
                 match (job, resume) {
-                    (_, Some(folder)) => run::run(run::Launch::Resume { folder }, report.options()).await,
+                    (_, Some(folder)) => run::run(run::Launch::Resume { folder }, report.options(), summary).await,
                     (Some(job), None) => {
                         let overrides = overrides.overrides();
-                        run::run(run::Launch::New { job, out, trials, overrides }, report.options()).await
+                        run::run(run::Launch::New { job, out, trials, overrides }, report.options(), summary).await
                     }
                     (None, None) => Ok(Exit::InvalidInput),
                 }
@@ -403,6 +430,10 @@ pub fn main() -> Exit {
                 Ok(Exit::Success)
             }
             Command::Man { out } => man_pages(out.as_deref()),
+            Command::Publish { results, repo, branch, folder, templates } => {
+                let folder = folder.unwrap_or_default();
+                publish(&results, &publish::WikiTarget { repository: repo, branch, folder, templates })
+            }
             Command::Init {
                 out,
                 kind,
@@ -759,6 +790,40 @@ fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOp
     print!("{summary}");
     println!("reports: {}", out.display());
     Ok(Exit::Success)
+}
+
+/// A results.json, named directly or by the folder that holds it.
+fn results_file(path: &Path) -> PathBuf {
+    if path.is_dir() { path.join("results.json") } else { path.to_path_buf() }
+}
+
+fn publish(results_path: &Path, target: &publish::WikiTarget) -> anyhow::Result<Exit> {
+    let results = match load_results(&results_file(results_path)) {
+        Ok(results) => results,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let shown = git::redact_url(&target.repository, &target.repository);
+    match publish::to_wiki(&results, target) {
+        Ok(publish::Published::Pushed { page, commit }) => {
+            println!("published {page} to {shown} (commit {})", &commit[..commit.len().min(12)]);
+            Ok(Exit::Success)
+        }
+        Ok(publish::Published::Unchanged { page }) => {
+            println!("{page} is already published to {shown} as it is; nothing to push");
+            Ok(Exit::Success)
+        }
+        Err(error @ publish::PublishError::Folder { .. }) => {
+            eprintln!("error: --folder {error}");
+            Ok(Exit::InvalidInput)
+        }
+        Err(error) => {
+            eprintln!("error: cannot publish to {shown}: {error}");
+            Ok(Exit::RunFailed)
+        }
+    }
 }
 
 /// One report of a saved results.json, on stdout.

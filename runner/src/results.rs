@@ -100,6 +100,9 @@ pub struct Manifest {
     /// The payload plugin that generated the requests, if one did: which bytes, so a result names its inputs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_plugin: Option<PluginIdentity>,
+    /// The commit the job file was run from (its repository's, or the CI system's), when it is in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<crate::git::Revision>,
     /// When the run was interrupted and then resumed (`plateau run --resume`): when, and the test runs kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,

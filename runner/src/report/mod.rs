@@ -5,6 +5,7 @@
 pub mod chart;
 pub mod compare;
 mod csv;
+pub mod digest;
 pub mod mermaid;
 
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use chart::{ChartSpec, SeriesData};
 use mermaid::{Plot, XyChart};
 
 /// The built-in templates, compiled in so the binary works from any folder.
-const BUILT_IN: [(&str, &str); 7] = [
+const BUILT_IN: [(&str, &str); 9] = [
     ("chart.svg.j2", include_str!("../../../reports/chart.svg.j2")),
     ("compare.md.j2", include_str!("../../../reports/compare.md.j2")),
     ("compare.junit.xml.j2", include_str!("../../../reports/compare.junit.xml.j2")),
@@ -29,6 +30,8 @@ const BUILT_IN: [(&str, &str); 7] = [
     ("report.md.j2", include_str!("../../../reports/report.md.j2")),
     ("report.pr.md.j2", include_str!("../../../reports/report.pr.md.j2")),
     ("summary.txt.j2", include_str!("../../../reports/summary.txt.j2")),
+    ("wiki-index.md.j2", include_str!("../../../reports/wiki-index.md.j2")),
+    ("wiki-trend.md.j2", include_str!("../../../reports/wiki-trend.md.j2")),
 ];
 
 /// What every template sees. Documented in `reports/README.md`.

@@ -19,11 +19,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsClients;
 use crate::exit::Exit;
+use crate::git::Revision;
 use crate::measure::process_tree;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan::{self, Schedule, TestRun};
 use crate::recommend;
 use crate::report;
+use crate::report::digest::RunDigest;
 use crate::results::{
     Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, Resumed,
     RunStatus,
@@ -58,7 +60,7 @@ pub enum Launch {
 }
 
 /// Runs a job, writing everything into its output folder.
-pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyhow::Result<Exit> {
+pub async fn run(launch: Launch, report_options: report::ReportOptions, summary: Summary) -> anyhow::Result<Exit> {
     let (job_path, out, trials, overrides, previous) = match launch {
         Launch::New { job, out, trials, overrides } => (job, out, trials, overrides, None),
         Launch::Resume { folder } => match Results::load(&folder.join("results.json")) {
@@ -164,6 +166,11 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
             host: host(),
             started_at: started_at.clone(),
             ended_at: started_at,
+            // A resumed run keeps the commit it started from.
+            revision: match &previous {
+                Some(previous) => previous.manifest.revision.clone(),
+                None => Revision::of(job.source.path.parent().unwrap_or(Path::new("."))),
+            },
             resumed: previous
                 .as_ref()
                 .map(|_| Resumed { at: utc_now(), kept: kept.iter().map(ConfigurationResult::label).collect() }),
@@ -261,11 +268,8 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
     let established = !matches!(recommendation.confidence, Confidence::Inconclusive { .. });
     results.recommendation = Some(recommendation);
     results.manifest.ended_at = utc_now();
-    let summary = report::write_all(&results, &out, &report_options)?;
-    println!();
-    print!("{summary}");
-    println!("results: {}", out.display());
-    Ok(if results.partial {
+    let table = report::write_all(&results, &out, &report_options)?;
+    let exit = if results.partial {
         Exit::RunFailed
     } else if recommended && established {
         Exit::Success
@@ -273,7 +277,41 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions) -> anyho
         Exit::Inconclusive
     } else {
         Exit::NoConfigurationMeetsRequirements
-    })
+    };
+    match summary {
+        Summary::Table => {
+            println!();
+            print!("{table}");
+            println!("results: {}", out.display());
+        }
+        Summary::Json => {
+            let digest = JsonSummary {
+                digest: RunDigest::of(&results),
+                results: out.join("results.json"),
+                exit_code: exit as u8,
+            };
+            println!("{}", serde_json::to_string_pretty(&digest)?);
+        }
+    }
+    Ok(exit)
+}
+
+/// What `plateau run` prints on stdout when it ends (progress goes to stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Summary {
+    /// The 100-column table, for people.
+    Table,
+    /// The run's digest as JSON, for scripts: the recommendation, each configuration's figures and verdict, where
+    /// the results are and the exit code.
+    Json,
+}
+
+#[derive(serde::Serialize)]
+struct JsonSummary {
+    #[serde(flatten)]
+    digest: RunDigest,
+    results: PathBuf,
+    exit_code: u8,
 }
 
 /// What every test run of a job shares.
