@@ -776,13 +776,18 @@ fn load_results(path: &Path) -> Result<Results, String> {
     Results::load(path).map_err(|error| error.to_string())
 }
 
+/// A results file, or the exit code for one that cannot be read, its reason printed.
+fn results_or_exit(path: &Path) -> Result<Results, Exit> {
+    load_results(path).map_err(|message| {
+        eprintln!("error: {message}");
+        Exit::InvalidInput
+    })
+}
+
 fn rerender(results_path: &Path, out: Option<PathBuf>, options: report::ReportOptions) -> anyhow::Result<Exit> {
-    let results = match load_results(results_path) {
+    let results = match results_or_exit(results_path) {
         Ok(results) => results,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(Exit::InvalidInput);
-        }
+        Err(exit) => return Ok(exit),
     };
     let out = out.unwrap_or_else(|| results_path.parent().unwrap_or(Path::new(".")).to_path_buf());
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -798,12 +803,9 @@ fn results_file(path: &Path) -> PathBuf {
 }
 
 fn publish(results_path: &Path, target: &publish::WikiTarget) -> anyhow::Result<Exit> {
-    let results = match load_results(&results_file(results_path)) {
+    let results = match results_or_exit(&results_file(results_path)) {
         Ok(results) => results,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(Exit::InvalidInput);
-        }
+        Err(exit) => return Ok(exit),
     };
     let shown = git::redact_url(&target.repository, &target.repository);
     match publish::to_wiki(&results, target) {
@@ -828,12 +830,9 @@ fn publish(results_path: &Path, target: &publish::WikiTarget) -> anyhow::Result<
 
 /// One report of a saved results.json, on stdout.
 fn print_report(results_path: &Path, format: ReportFormat, options: report::ReportOptions) -> anyhow::Result<Exit> {
-    let results = match load_results(results_path) {
+    let results = match results_or_exit(results_path) {
         Ok(results) => results,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(Exit::InvalidInput);
-        }
+        Err(exit) => return Ok(exit),
     };
     let env = report::environment(options.templates.as_deref());
     let view = report::view(&results, &env)?;

@@ -95,7 +95,7 @@ pub fn to_wiki(results: &Results, target: &WikiTarget) -> Result<Published, Publ
     let record = RunRecord::of(results);
     let page = target.folder.join(&record.page).to_string_lossy().into_owned();
     for _ in 0..PUSH_ATTEMPTS {
-        let clone = workdir.path().join(format!("wiki-{}", std::process::id()));
+        let clone = workdir.path().join("wiki");
         if clone.exists() {
             std::fs::remove_dir_all(&clone).map_err(PublishError::Workdir)?;
         }
