@@ -150,6 +150,99 @@ fn the_html_report_loads_in_headless_chromium_without_errors() {
     assert!(std::fs::metadata(&screenshot).unwrap().len() > 10_000, "a real screenshot at {}", screenshot.display());
 }
 
+#[test]
+fn the_html_report_fits_phone_laptop_and_wide_screens_in_headless_chromium() {
+    let Some(browser_tests) = browser_tests("the_html_report_fits_phone_laptop_and_wide_screens_in_headless_chromium")
+    else {
+        return;
+    };
+    let out = repository().join("target/test-output/report-layout");
+    std::fs::create_dir_all(&out).unwrap();
+    // A long name and a long verdict, as real jobs have: both must wrap, not push the table wider.
+    let results = variant(&out, "results.json", |results| {
+        let long_name = "ml.g5.12xlarge-tensor-parallel-4-batch-32-int8";
+        results["configurations"][3]["name"] = Value::from(long_name);
+        let ranking = results["recommendation"]["ranking"].as_array_mut().unwrap();
+        let verdict = ranking.iter_mut().find(|verdict| verdict["configuration"] == "large").unwrap();
+        verdict["configuration"] = Value::from(long_name);
+        verdict["verdict"] = Value::from(format!(
+            "fails p99 ≤ 60 ms: 160.3 ms even at the lowest load (step 1), 100.3 ms over; {}",
+            "errors: 1204 × HTTP 503 (the model answered ServiceUnavailable: too many requests in flight) ".repeat(2)
+        ));
+    });
+    render(&results, &out);
+    let prefix = out.join("report");
+    let output = Command::new("node")
+        .arg(browser_tests.join("check-layout.mjs"))
+        .arg(out.join("report.html"))
+        .arg(&prefix)
+        .args(["390", "1280", "1920"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let layouts: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    for layout in &layouts {
+        let width = layout["width"].as_u64().unwrap();
+        let charts = layout["charts"].as_array().unwrap();
+        let narrowest = charts.iter().map(|chart| chart["width"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+        let smallest_text =
+            charts.iter().map(|chart| chart["smallestTextPx"].as_f64().unwrap()).fold(f64::MAX, f64::min);
+        eprintln!(
+            "{width:>4} px: page {} px wide, {} charts, narrowest {narrowest:.0} px, smallest chart text {smallest_text:.1} px, \
+             verdict lines {:?}",
+            layout["documentWidth"],
+            charts.len(),
+            layout["verdicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|verdict| verdict["lines"].as_u64().unwrap())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            layout["documentWidth"].as_u64().unwrap(),
+            layout["viewport"].as_u64().unwrap(),
+            "{width} px: the page scrolls sideways"
+        );
+        assert_eq!(layout["overflowing"], Value::Array(vec![]), "{width} px: elements wider than the viewport");
+        let verdicts = layout["verdicts"].as_array().unwrap();
+        assert_eq!(verdicts.len(), 4);
+        for verdict in verdicts {
+            assert_eq!(verdict["visible"], true, "{width} px: a verdict out of sight: {verdict}");
+            assert_eq!(verdict["clipped"], false, "{width} px: a verdict cut off: {verdict}");
+        }
+        let long = verdicts.iter().find(|verdict| verdict["text"].as_str().unwrap().contains("errors:")).unwrap();
+        assert!(long["lines"].as_u64().unwrap() >= 2, "{width} px: the long verdict wraps: {long}");
+        // Tables of figures never scroll sideways; only a chart's folded data table may, on a phone.
+        let scrolling: Vec<&str> = layout["scrolling"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|table| table.as_str().unwrap())
+            .filter(|table| !table.ends_with("(chart data)"))
+            .collect();
+        assert!(scrolling.is_empty(), "{width} px: tables scroll sideways: {scrolling:?}");
+        assert_eq!(charts.len(), 1 + 5 * 4, "an overview and five charts for each of four configurations");
+        for chart in charts {
+            assert_eq!(chart["outside"], Value::Array(vec![]), "{width} px: text outside its chart: {chart}");
+            assert!(chart["width"].as_f64().unwrap() <= width as f64, "{chart}");
+            assert!(
+                chart["tableRows"].as_u64().unwrap() > 0 && chart["tableColumns"].as_u64().unwrap() >= 2,
+                "{chart}"
+            );
+        }
+        // Charts scale with the page: a phone shows them at its width, a wide screen larger than drawn.
+        if width == 390 {
+            assert!(narrowest >= 300.0, "charts fill a phone's width: {narrowest}");
+            assert!(smallest_text >= 8.0, "chart text stays readable on a phone: {smallest_text} px");
+        } else {
+            assert!(narrowest >= 420.0, "{width} px: charts of at least 420 px: {narrowest}");
+        }
+        let screenshot = std::fs::metadata(format!("{}-{width}.png", prefix.display())).unwrap().len();
+        assert!(screenshot > 10_000, "a real screenshot at {width} px");
+    }
+}
+
 /// The fixture with `edit` applied, saved in `folder` as `name`.
 fn variant(folder: &Path, name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
     let mut results: Value = serde_json::from_str(&std::fs::read_to_string(fixture()).unwrap()).unwrap();
@@ -540,4 +633,286 @@ fn publish_pushes_a_page_an_index_and_a_trend_to_a_git_wiki_and_never_shows_cred
     );
     let outside = plateau(&["publish", first.to_str().unwrap(), "--repo", wiki.to_str().unwrap(), "--folder", "../up"]);
     assert_eq!(outside.status.code(), Some(1), "{}", text(&outside));
+}
+
+/// A request as the loopback Confluence saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    /// Path and query, as sent (percent-encoded).
+    target: String,
+    authorization: String,
+    atlassian_token: Option<String>,
+    content_type: String,
+    body: Vec<u8>,
+}
+
+/// What the loopback Confluence holds: pages (id, title, version, body, ancestors) and attachments (page, file name,
+/// versions).
+#[derive(Default)]
+struct Wiki {
+    pages: Vec<(String, String, u64, String, Value)>,
+    attachments: Vec<(String, String, u64)>,
+    seen: Vec<Seen>,
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.replace('+', " ").into_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        if bytes[index] == b'%' && index + 2 < bytes.len() {
+            decoded.push(u8::from_str_radix(std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap(), 16).unwrap());
+            index += 3;
+        } else {
+            decoded.push(bytes[index]);
+            index += 1;
+        }
+    }
+    String::from_utf8(decoded).unwrap()
+}
+
+/// Reads one HTTP/1.1 request (Content-Length bodies, as reqwest sends JSON and multipart forms).
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Seen> {
+    use std::io::Read;
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(end) = buffer.windows(4).position(|window| window == b"\r\n\r\n") {
+            break end + 4;
+        }
+        let read = stream.read(&mut chunk).ok()?;
+        if read == 0 {
+            return None;
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    };
+    let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|line| line.split_once(':').filter(|(key, _)| key.eq_ignore_ascii_case(name)))
+            .map(|(_, value)| value.trim().to_string())
+    };
+    assert!(header("transfer-encoding").is_none(), "plateau sends bodies with a length: {head}");
+    let length: usize = header("content-length").map_or(0, |length| length.parse().unwrap());
+    while buffer.len() < head_end + length {
+        let read = stream.read(&mut chunk).ok().filter(|read| *read > 0)?;
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    let mut request_line = head.lines().next().unwrap().split(' ');
+    Some(Seen {
+        method: request_line.next().unwrap().to_string(),
+        target: request_line.next().unwrap().to_string(),
+        authorization: header("authorization").unwrap_or_default(),
+        atlassian_token: header("x-atlassian-token"),
+        content_type: header("content-type").unwrap_or_default(),
+        body: buffer[head_end..head_end + length].to_vec(),
+    })
+}
+
+/// Confluence's REST API as far as publishing uses it, on 127.0.0.1, signed in with `authorization` only.
+fn loopback_confluence(authorization: String) -> (u16, std::sync::Arc<std::sync::Mutex<Wiki>>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let wiki = std::sync::Arc::new(std::sync::Mutex::new(Wiki::default()));
+    let state = wiki.clone();
+    // A thread a connection: a client's pool may open a second connection while its first is idle.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let (mut stream, state, authorization) = (stream.unwrap(), state.clone(), authorization.clone());
+            std::thread::spawn(move || {
+                while let Some(request) = read_request(&mut stream) {
+                    let (status, body) = answer(&mut state.lock().unwrap(), &request, &authorization, port);
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    state.lock().unwrap().seen.push(request);
+                    if stream.write_all(reply.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (port, wiki)
+}
+
+fn answer(wiki: &mut Wiki, request: &Seen, authorization: &str, port: u16) -> (&'static str, String) {
+    if request.authorization != authorization {
+        return ("401 Unauthorized", r#"{"message":"Basic authentication with passwords is deprecated"}"#.into());
+    }
+    let base = format!("http://127.0.0.1:{port}/wiki");
+    let page_json = |id: &str, version: u64| {
+        serde_json::json!({"id": id, "type": "page", "version": {"number": version},
+            "_links": {"base": base, "webui": format!("/spaces/ENG/pages/{id}")}})
+    };
+    let (path, query) = request.target.split_once('?').unwrap_or((&request.target, ""));
+    let query: Vec<(String, String)> = query
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(key, value)| (percent_decode(key), percent_decode(value)))
+        .collect();
+    let parameter = |name: &str| query.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str());
+    let parts: Vec<&str> = path.trim_start_matches("/wiki/rest/api/").split('/').collect();
+    match (request.method.as_str(), parts.as_slice()) {
+        ("GET", ["content"]) => {
+            assert_eq!((parameter("spaceKey"), parameter("type")), (Some("ENG"), Some("page")));
+            let found: Vec<Value> = wiki
+                .pages
+                .iter()
+                .filter(|page| Some(page.1.as_str()) == parameter("title"))
+                .map(|page| page_json(&page.0, page.2))
+                .collect();
+            ("200 OK", serde_json::json!({"results": found, "_links": {"base": base}}).to_string())
+        }
+        ("POST", ["content"]) => {
+            let content: Value = serde_json::from_slice(&request.body).unwrap();
+            assert_eq!((&content["type"], &content["space"]["key"]), (&Value::from("page"), &Value::from("ENG")));
+            assert_eq!(content["body"]["storage"]["representation"], "storage");
+            let id = (wiki.pages.len() + 1).to_string();
+            wiki.pages.push((
+                id.clone(),
+                content["title"].as_str().unwrap().to_string(),
+                1,
+                content["body"]["storage"]["value"].as_str().unwrap().to_string(),
+                content["ancestors"].clone(),
+            ));
+            ("200 OK", page_json(&id, 1).to_string())
+        }
+        ("PUT", ["content", id]) => {
+            let content: Value = serde_json::from_slice(&request.body).unwrap();
+            let page = wiki.pages.iter_mut().find(|page| page.0 == *id).unwrap();
+            if content["version"]["number"].as_u64() != Some(page.2 + 1) {
+                return ("409 Conflict", r#"{"message":"Version must be incremented on update"}"#.into());
+            }
+            page.2 += 1;
+            page.3 = content["body"]["storage"]["value"].as_str().unwrap().to_string();
+            ("200 OK", page_json(id, page.2).to_string())
+        }
+        ("GET", ["content", page, "child", "attachment"]) => {
+            let found: Vec<Value> = wiki
+                .attachments
+                .iter()
+                .filter(|attachment| attachment.0 == *page && Some(attachment.1.as_str()) == parameter("filename"))
+                .map(|attachment| serde_json::json!({"id": format!("att-{}-{}", attachment.0, attachment.1), "title": attachment.1}))
+                .collect();
+            ("200 OK", serde_json::json!({"results": found}).to_string())
+        }
+        ("POST", ["content", page, "child", "attachment", rest @ ..]) => {
+            if request.atlassian_token.as_deref() != Some("no-check") {
+                return ("403 Forbidden", r#"{"message":"XSRF check failed"}"#.into());
+            }
+            assert!(request.content_type.starts_with("multipart/form-data; boundary="), "{}", request.content_type);
+            let body = String::from_utf8_lossy(&request.body);
+            let name = body.split("filename=\"").nth(1).unwrap().split('"').next().unwrap().to_string();
+            assert!(body.contains("Content-Type: image/svg+xml") && body.contains("<svg "), "an SVG upload: {name}");
+            match rest {
+                [] => {
+                    assert!(!wiki.attachments.iter().any(|a| a.0 == *page && a.1 == name), "{name} attached twice");
+                    wiki.attachments.push((page.to_string(), name, 1));
+                }
+                [id, "data"] => {
+                    let attachment =
+                        wiki.attachments.iter_mut().find(|a| format!("att-{}-{}", a.0, a.1) == *id).unwrap();
+                    assert_eq!(attachment.1, name);
+                    attachment.2 += 1;
+                }
+                _ => return ("404 Not Found", "{}".into()),
+            }
+            ("200 OK", r#"{"results":[]}"#.into())
+        }
+        _ => ("404 Not Found", r#"{"message":"No space with key"}"#.into()),
+    }
+}
+
+#[test]
+fn publish_to_confluence_creates_then_versions_one_page_with_its_charts_and_never_shows_the_token() {
+    use base64::Engine as _;
+    let folder = tempfile::tempdir().unwrap();
+    let (user, token) = ("bot@example.com", "ATATT3xFfGF0-s3cr3t-t0ken");
+    let authorization =
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{token}")));
+    let (port, wiki) = loopback_confluence(authorization);
+    let results = variant(folder.path(), "results.json", |results| {
+        results["job"]["name"] = Value::from("quickstart <b>&amp;</b>");
+    });
+    let url = format!("http://127.0.0.1:{port}/wiki");
+    let publish = |token: Option<&str>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_plateau"));
+        command.args(["publish", results.to_str().unwrap(), "--to", "confluence", "--url", &url, "--space", "ENG"]);
+        command.args(["--parent", "4242"]).env("CONFLUENCE_USER", user).env_remove("CONFLUENCE_TOKEN");
+        if let Some(token) = token {
+            command.env("CONFLUENCE_TOKEN", token);
+        }
+        command.output().unwrap()
+    };
+
+    let created = publish(Some(token));
+    assert_eq!(created.status.code(), Some(0), "{}", text(&created));
+    let title = "plateau: quickstart <b>&amp;</b> run of 2026-12-02 12:22:00 UTC";
+    assert_eq!(
+        String::from_utf8_lossy(&created.stdout).trim(),
+        format!("published {title:?} to {url}/spaces/ENG/pages/1 (created, 21 charts attached)")
+    );
+    let again = publish(Some(token));
+    assert_eq!(again.status.code(), Some(0), "{}", text(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("(version 2, 21 charts attached)"), "{}", text(&again));
+
+    let wiki = wiki.lock().unwrap();
+    assert_eq!(wiki.pages.len(), 1, "publishing again makes a new version, not a second page");
+    let (_, stored_title, version, body, ancestors) = &wiki.pages[0];
+    assert_eq!((stored_title.as_str(), *version), (title, 2));
+    assert_eq!(ancestors, &serde_json::json!([{"id": "4242"}]));
+    assert_eq!(wiki.attachments.len(), 21);
+    assert!(wiki.attachments.iter().all(|(_, _, versions)| *versions == 2), "each chart updated in place");
+    // Every chart the page shows is attached, and the page is well-formed storage XHTML with the name escaped.
+    for (_, name, _) in &wiki.attachments {
+        assert!(body.contains(&format!("<ri:attachment ri:filename=\"{name}\"/>")), "{name} is not shown");
+    }
+    assert!(body.contains("quickstart &lt;b&gt;&amp;amp;&lt;&#x2f;b&gt;") && !body.contains("<b>&amp;</b>"), "{body}");
+    assert!(body.contains("Recommendation: medium</strong> with InitialInstanceCount <strong>2"), "{body}");
+    let document = format!(
+        "<page xmlns:ac=\"http://atlassian.com/content\" xmlns:ri=\"http://atlassian.com/resource/identifier\">{body}</page>"
+    );
+    let parsed = Command::new("python3")
+        .args(["-c", "import sys, xml.dom.minidom; xml.dom.minidom.parseString(sys.stdin.buffer.read())"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(document.as_bytes())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    assert!(parsed.status.success(), "not well-formed XML: {}", text(&parsed));
+    let uploads = wiki.seen.iter().filter(|seen| seen.method == "POST" && seen.target.contains("/child/attachment"));
+    assert_eq!(uploads.count(), 42, "21 charts, attached once and then updated once");
+    drop(wiki);
+
+    // A wrong token: refused, with what to check, and the token is never shown.
+    let refused = publish(Some("wrong-t0ken-value"));
+    assert_eq!(refused.status.code(), Some(2), "{}", text(&refused));
+    let shown = text(&refused);
+    assert!(
+        shown.contains("401 Unauthorized") && shown.contains("check CONFLUENCE_USER and CONFLUENCE_TOKEN"),
+        "{shown}"
+    );
+    for output in [&created, &again, &refused] {
+        assert!(!text(output).contains("s3cr3t") && !text(output).contains("wrong-t0ken"), "{}", text(output));
+    }
+    let unset = publish(None);
+    assert_eq!(unset.status.code(), Some(1), "{}", text(&unset));
+    assert!(text(&unset).contains("CONFLUENCE_TOKEN is not set"), "{}", text(&unset));
+    let credentials_in_url = Command::new(env!("CARGO_BIN_EXE_plateau"))
+        .args(["publish", results.to_str().unwrap(), "--to", "confluence", "--space", "ENG", "--url"])
+        .arg(format!("http://bot:{token}@127.0.0.1:{port}/wiki"))
+        .env("CONFLUENCE_TOKEN", token)
+        .output()
+        .unwrap();
+    assert_eq!(credentials_in_url.status.code(), Some(1), "{}", text(&credentials_in_url));
+    assert!(!text(&credentials_in_url).contains(token), "{}", text(&credentials_in_url));
 }

@@ -124,23 +124,37 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// Publish a run to a git-backed wiki (GitHub and GitLab wikis are git repositories): its report as a page with
-    /// its charts, an index of runs newest first, and a trend page for its job; committed and pushed with your git
-    /// (its credentials, SSH keys and configuration).
+    /// Publish a run where your team reads results. To a git-backed wiki (GitHub and GitLab wikis are git
+    /// repositories): its report as a page with its charts, an index of runs newest first and a trend page for its
+    /// job, committed and pushed with your git (its credentials, SSH keys and configuration). To Confluence (Cloud
+    /// or Data Center): its report as a page with its charts attached, through the REST API, signed in with
+    /// CONFLUENCE_TOKEN (with CONFLUENCE_USER, your email, on Cloud).
     Publish {
         /// A run's output folder, or its results.json.
         results: PathBuf,
+        /// Where to publish.
+        #[arg(long, value_enum, default_value_t = PublishTo::Git)]
+        to: PublishTo,
         /// The wiki's git URL or path, e.g. https://github.com/ORG/REPO.wiki.git or git@gitlab.com:ORG/REPO.wiki.git.
-        #[arg(long, value_name = "URL")]
-        repo: String,
-        /// The branch to publish to [default: the wiki's default branch].
-        #[arg(long)]
+        #[arg(long, value_name = "URL", required_if_eq("to", "git"), conflicts_with_all = ["url", "space", "parent"])]
+        repo: Option<String>,
+        /// The wiki's branch to publish to [default: the wiki's default branch].
+        #[arg(long, requires = "repo")]
         branch: Option<String>,
         /// A folder inside the wiki for plateau's pages [default: the wiki's root].
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", requires = "repo")]
         folder: Option<PathBuf>,
+        /// Confluence's address up to its REST path: https://ORG.atlassian.net/wiki or https://confluence.example.com.
+        #[arg(long, value_name = "URL", required_if_eq("to", "confluence"))]
+        url: Option<String>,
+        /// The Confluence space's key.
+        #[arg(long, value_name = "KEY", required_if_eq("to", "confluence"))]
+        space: Option<String>,
+        /// The id of the Confluence page to publish under [default: the space's root].
+        #[arg(long, value_name = "ID", requires = "url")]
+        parent: Option<String>,
         /// A folder of templates that replace the built-in ones of the same name (report.md.j2, wiki-index.md.j2,
-        /// wiki-trend.md.j2).
+        /// wiki-trend.md.j2 for a wiki; confluence.storage.xml.j2 for Confluence).
         #[arg(long, value_name = "DIR")]
         templates: Option<PathBuf>,
     },
@@ -342,6 +356,14 @@ enum InitKind {
     Command,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PublishTo {
+    /// A git-backed wiki (--repo).
+    Git,
+    /// Confluence's REST API (--url, --space).
+    Confluence,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum CompareFormat {
     /// Markdown for a pull-request comment: the verdict first, details folded, Mermaid charts.
@@ -430,10 +452,18 @@ pub fn main() -> Exit {
                 Ok(Exit::Success)
             }
             Command::Man { out } => man_pages(out.as_deref()),
-            Command::Publish { results, repo, branch, folder, templates } => {
-                let folder = folder.unwrap_or_default();
-                publish(&results, &publish::WikiTarget { repository: repo, branch, folder, templates })
-            }
+            Command::Publish { results, to, repo, branch, folder, url, space, parent, templates } => match to {
+                PublishTo::Git => {
+                    let repository = repo.expect("clap requires --repo with --to git");
+                    let folder = folder.unwrap_or_default();
+                    publish_to_wiki(&results, &publish::git_wiki::WikiTarget { repository, branch, folder, templates })
+                }
+                PublishTo::Confluence => {
+                    let url = url.expect("clap requires --url with --to confluence");
+                    let space = space.expect("clap requires --space with --to confluence");
+                    publish_to_confluence(&results, &url, space, parent, templates).await
+                }
+            },
             Command::Init {
                 out,
                 kind,
@@ -802,27 +832,63 @@ fn results_file(path: &Path) -> PathBuf {
     if path.is_dir() { path.join("results.json") } else { path.to_path_buf() }
 }
 
-fn publish(results_path: &Path, target: &publish::WikiTarget) -> anyhow::Result<Exit> {
+fn publish_to_wiki(results_path: &Path, target: &publish::git_wiki::WikiTarget) -> anyhow::Result<Exit> {
     let results = match results_or_exit(&results_file(results_path)) {
         Ok(results) => results,
         Err(exit) => return Ok(exit),
     };
     let shown = git::redact_url(&target.repository, &target.repository);
-    match publish::to_wiki(&results, target) {
-        Ok(publish::Published::Pushed { page, commit }) => {
+    match publish::git_wiki::to_wiki(&results, target) {
+        Ok(publish::git_wiki::Published::Pushed { page, commit }) => {
             println!("published {page} to {shown} (commit {})", &commit[..commit.len().min(12)]);
             Ok(Exit::Success)
         }
-        Ok(publish::Published::Unchanged { page }) => {
+        Ok(publish::git_wiki::Published::Unchanged { page }) => {
             println!("{page} is already published to {shown} as it is; nothing to push");
             Ok(Exit::Success)
         }
-        Err(error @ publish::PublishError::Folder { .. }) => {
+        Err(error @ publish::git_wiki::PublishError::Folder { .. }) => {
             eprintln!("error: --folder {error}");
             Ok(Exit::InvalidInput)
         }
         Err(error) => {
             eprintln!("error: cannot publish to {shown}: {error}");
+            Ok(Exit::RunFailed)
+        }
+    }
+}
+
+async fn publish_to_confluence(
+    results_path: &Path,
+    url: &str,
+    space: String,
+    parent: Option<String>,
+    templates: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    use publish::confluence;
+    let target = confluence::base_url(url).and_then(|base_url| {
+        let credentials = confluence::Credentials::from_env()?;
+        Ok(confluence::ConfluenceTarget { base_url, space, parent, templates, credentials })
+    });
+    let target = match target {
+        Ok(target) => target,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let results = match results_or_exit(&results_file(results_path)) {
+        Ok(results) => results,
+        Err(exit) => return Ok(exit),
+    };
+    match confluence::publish(&results, &target).await {
+        Ok(page) => {
+            let how = if page.version == 1 { "created".to_string() } else { format!("version {}", page.version) };
+            println!("published {:?} to {} ({how}, {} charts attached)", page.title, page.url, page.attachments);
+            Ok(Exit::Success)
+        }
+        Err(error) => {
+            eprintln!("error: cannot publish to Confluence at {}: {error}", target.base_url);
             Ok(Exit::RunFailed)
         }
     }

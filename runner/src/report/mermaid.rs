@@ -46,8 +46,11 @@ pub struct XyChart {
 impl XyChart {
     /// The chart of a chart against load: the first series' valid points give the categories, and a further series
     /// is drawn when it has a value at each (a fitted curve sampled elsewhere is left out). None when nothing valid is
-    /// left to draw or there are too many steps to read.
+    /// left to draw, there are too many steps to read, or the chart has a second scale (xychart has one).
     pub fn from_spec(spec: &ChartSpec) -> Option<XyChart> {
+        if spec.right_axis.is_some() {
+            return None;
+        }
         let first = spec.series.first().filter(|series| series.joined && series.dots)?;
         let valid = |index: &usize| !first.greyed.contains(index);
         let loads: Vec<f64> =
@@ -159,6 +162,7 @@ mod tests {
             x_label: "users".into(),
             y_label: "latency (ms)".into(),
             series,
+            right_axis: None,
             markers: Vec::new(),
             guides: Vec::new(),
         }

@@ -18,12 +18,13 @@ use crate::measure::series::SecondSummary;
 use crate::plan;
 use crate::results::{ConfigurationResult, Results, Verdict};
 use crate::units;
-use chart::{ChartSpec, SeriesData};
+use chart::{ChartSpec, RightAxis, SeriesData};
 use mermaid::{Plot, XyChart};
 
 /// The built-in templates, compiled in so the binary works from any folder.
-const BUILT_IN: [(&str, &str); 9] = [
+const BUILT_IN: [(&str, &str); 10] = [
     ("chart.svg.j2", include_str!("../../../reports/chart.svg.j2")),
+    ("confluence.storage.xml.j2", include_str!("../../../reports/confluence.storage.xml.j2")),
     ("compare.md.j2", include_str!("../../../reports/compare.md.j2")),
     ("compare.junit.xml.j2", include_str!("../../../reports/compare.junit.xml.j2")),
     ("report.html.j2", include_str!("../../../reports/report.html.j2")),
@@ -57,6 +58,8 @@ pub struct RenderedChart {
     pub svg: String,
     /// The chart as a Mermaid block's contents, for charts against load (Markdown for PRs and wikis).
     pub mermaid: Option<String>,
+    /// What the chart draws, as a table (the HTML report puts it under the chart for screen readers).
+    pub table: chart::DataTable,
 }
 
 #[derive(Serialize)]
@@ -105,7 +108,7 @@ fn render_chart(
     let mermaid = (axis == Axis::Load).then(|| XyChart::from_spec(&spec)).flatten().map(|chart| chart.render());
     let chart = chart::build(spec);
     let svg = render(env, "chart.svg.j2", &minijinja::context! { chart => &chart })?;
-    Ok(RenderedChart { title: chart.title, file: format!("charts/{file_stem}.svg"), svg, mermaid })
+    Ok(RenderedChart { title: chart.title, file: format!("charts/{file_stem}.svg"), svg, mermaid, table: chart.table })
 }
 
 pub fn view<'a>(results: &'a Results, env: &Environment<'_>) -> Result<ReportView<'a>, ReportError> {
@@ -162,6 +165,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             x_label: load_label.into(),
             y_label: y_label.into(),
             series,
+            right_axis: None,
             markers: markers.clone(),
             guides,
         };
@@ -232,12 +236,13 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
         vec![percentile_series("p50", 50.0), percentile_series("p90", 90.0), percentile_series("p99", 99.0)],
         goal.into_iter().collect(),
     );
-    let over_time = |title: &str, y_label: &str, series: Vec<SeriesData>| {
+    let over_time = |title: &str, y_label: &str, series: Vec<SeriesData>, right_axis: Option<RightAxis>| {
         let spec = ChartSpec {
             title: title.into(),
             x_label: "seconds since start".into(),
             y_label: y_label.into(),
             series,
+            right_axis,
             markers: Vec::new(),
             guides: Vec::new(),
         };
@@ -257,15 +262,18 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     let per_second = |seconds: &[SecondSummary], pick: fn(&SecondSummary) -> f64| {
         seconds.iter().map(|second| (second.second as f64, pick(second))).collect()
     };
-    let mut throughput_lines: Vec<SeriesData> = timelines
+    let throughput_lines: Vec<SeriesData> = timelines
         .iter()
         .map(|(trial, seconds)| {
             SeriesData::line(format!("requests/s{trial}"), per_second(seconds, |second| second.completed as f64))
         })
         .collect();
-    throughput_lines
-        .push(SeriesData::line(results.job.load_unit.label(), per_second(timelines[0].1, |second| second.load)));
-    let throughput_over_time = over_time("Throughput and load over time", "requests/s · load", throughput_lines);
+    // Load on a scale of its own: 2-12 users beside 100-800 requests/s would lie flat on one axis.
+    let load = RightAxis {
+        label: load_label.into(),
+        series: vec![SeriesData::line(load_label, per_second(timelines[0].1, |second| second.load))],
+    };
+    let throughput_over_time = over_time("Throughput and load over time", "requests/s", throughput_lines, Some(load));
     let latency_lines: Vec<SeriesData> = timelines
         .iter()
         .flat_map(|(trial, seconds)| {
@@ -275,7 +283,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
                 .chain([SeriesData::line(format!("p99{trial}"), per_second(seconds, |second| second.p99_ms))])
         })
         .collect();
-    let latency_over_time = over_time("Latency over time", "latency (ms)", latency_lines);
+    let latency_over_time = over_time("Latency over time", "latency (ms)", latency_lines, None);
     let mut charts = vec![
         ("throughput", throughput),
         ("latency", latency),
@@ -297,7 +305,7 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     if !resources.is_empty() {
         charts.push((
             "resources-over-time",
-            over_time("Resource use over time", "% of what the server may use", resources),
+            over_time("Resource use over time", "% of what the server may use", resources, None),
         ));
     }
     charts
@@ -335,6 +343,7 @@ fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<ChartS
             annotations: measured.iter().map(|(result, _, _)| result.name.clone()).collect(),
             ..SeriesData::line("configurations", measured.iter().map(|(_, per_min, cost)| (*per_min, *cost)).collect())
         }],
+        right_axis: None,
         markers: Vec::new(),
         guides: Vec::new(),
     })
