@@ -204,6 +204,9 @@ url = "{url}"
 headers = {{ x-api-key = {{ env = "PLATEAU_TEST_SECRET" }} }}
 [payload]
 body = '{{"inputs": [1]}}'
+[traffic]
+# Steps of exactly their duration: this test is not about precision, and CI time is short.
+max_step_duration = "3s"
 [traffic.stairs]
 users_per_step = 4
 step_duration = "3s"
@@ -258,6 +261,9 @@ kind = "http"
 url = "{url}"
 [payload]
 body = '{{"inputs": [1]}}'
+[traffic]
+# Steps of exactly their duration: this test is not about precision, and CI time is short.
+max_step_duration = "3s"
 [traffic.stairs]
 users_per_step = 4
 step_duration = "3s"
@@ -312,6 +318,9 @@ name = "parallel"
 kind = "reference"
 [payload]
 body = "{}"
+[traffic]
+# Steps of exactly their duration: this test is not about precision, and CI time is short.
+max_step_duration = "3s"
 [traffic.stairs]
 users_per_step = 4
 step_duration = "3s"
@@ -549,6 +558,9 @@ readiness = {{ http_path = "/ping", timeout = "10s" }}
 stop_grace = "2s"
 [payload]
 body = "{{}}"
+[traffic]
+# Steps of exactly their duration: this test is not about precision, and CI time is short.
+max_step_duration = "3s"
 [traffic.stairs]
 users_per_step = 4
 step_duration = "3s"
@@ -931,7 +943,10 @@ fn search_mode_confirms_a_plateau_the_fixed_stairs_never_reach() {
         let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
         (output, read_results(&out))
     };
-    let (output, stairs) = run("stairs", "[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 4");
+    // Steps of exactly their duration: this test is about the ramp's reach, not precision.
+    let exact = "[traffic]\nmax_step_duration = \"3s\"\n";
+    let (output, stairs) =
+        run("stairs", &format!("{exact}[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 4"));
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let big = configuration(&stairs, "big");
     assert_eq!(
@@ -939,7 +954,7 @@ fn search_mode_confirms_a_plateau_the_fixed_stairs_never_reach() {
         (Some("not_reached"), Some(true))
     );
 
-    let (output, search) = run("search", "[traffic.search]\nstart_users = 1\nstep_duration = \"3s\"");
+    let (output, search) = run("search", &format!("{exact}[traffic.search]\nstart_users = 1\nstep_duration = \"3s\""));
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let big = configuration(&search, "big");
     assert_eq!(big["plateau"]["rule"], "throughput_flat");
@@ -1004,6 +1019,9 @@ trials = 2
 kind = "reference"
 [payload]
 body = "{}"
+[traffic]
+# Steps of exactly their duration: this test is not about precision, and CI time is short.
+max_step_duration = "3s"
 [traffic.search]
 start_users = 1
 step_duration = "3s"
@@ -1259,10 +1277,12 @@ fn plan_and_run_take_set_and_only_from_the_command_line() {
         text(&output)
     );
 
-    // A run records what the command line changed, and ran only what it selected.
+    // A run records what the command line changed, and ran only what it selected; it lands in the history.
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out");
+    let database = folder.path().join("history.sqlite3");
     let output = plateau()
+        .env("PLATEAU_HISTORY", &database)
         .arg("run")
         .arg(&quickstart)
         .args(["--only", "small", "--set", "traffic.stairs.steps=1", "--set", "traffic.stairs.step_duration=\"2s\""])
@@ -1299,6 +1319,11 @@ fn plan_and_run_take_set_and_only_from_the_command_line() {
     assert!(
         results["manifest"]["job_file_text"].as_str().unwrap().ends_with("traffic.stairs.step_duration = \"2s\"\n")
     );
+    assert!(text(&output).contains("recorded as run 1 of \"quickstart\" in the history"), "{}", text(&output));
+    let history = plateau().args(["history", "quickstart", "--format", "json", "--history"]).arg(&database).output();
+    let history: Value = serde_json::from_slice(&history.unwrap().stdout).unwrap();
+    assert_eq!(history[0]["started_at"], results["manifest"]["started_at"], "{history}");
+    assert_eq!(history[0]["configurations"][0]["max_invocations"], digest["configurations"][0]["max_invocations"]);
 }
 
 #[test]

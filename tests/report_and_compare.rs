@@ -916,3 +916,121 @@ fn publish_to_confluence_creates_then_versions_one_page_with_its_charts_and_neve
     assert_eq!(credentials_in_url.status.code(), Some(1), "{}", text(&credentials_in_url));
     assert!(!text(&credentials_in_url).contains(token), "{}", text(&credentials_in_url));
 }
+
+#[test]
+fn history_records_runs_shows_a_jobs_trend_and_compares_a_run_with_the_median_of_a_branch() {
+    let folder = tempfile::tempdir().unwrap();
+    let database = folder.path().join("history.sqlite3");
+    let history = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_plateau")).args(args).env("PLATEAU_HISTORY", &database).output().unwrap()
+    };
+    // Five runs of main a day apart, medium's MaxInvocations 12000 scaled, and one of a feature branch.
+    let factors = [0.90, 1.00, 1.10, 0.95, 1.05];
+    let mut files: Vec<PathBuf> = factors
+        .iter()
+        .enumerate()
+        .map(|(day, factor)| {
+            variant(folder.path(), &format!("main-{day}.json"), |results| {
+                results["manifest"]["started_at"] = Value::from(format!("2026-11-2{day}T10:00:00Z"));
+                results["manifest"]["revision"] =
+                    serde_json::json!({"commit": format!("{day}{day}{day}{day}{day}{day}{day}abc"), "branch": "main"});
+                scale(&mut metrics_of(results, "medium")["max_invocations"], *factor);
+            })
+        })
+        .collect();
+    files.push(variant(folder.path(), "feature.json", |results| {
+        results["manifest"]["started_at"] = Value::from("2026-11-29T10:00:00Z");
+        results["manifest"]["revision"] = serde_json::json!({"commit": "fffffffabc", "branch": "feature"});
+        scale(&mut metrics_of(results, "medium")["max_invocations"], 0.5);
+    }));
+    let mut import = vec!["history", "--import"];
+    import.extend(files.iter().map(|file| file.to_str().unwrap()));
+    let imported = history(&import);
+    assert_eq!(imported.status.code(), Some(0), "{}", text(&imported));
+    assert_eq!(String::from_utf8_lossy(&imported.stdout).matches("recorded").count(), 6, "{}", text(&imported));
+    let again = history(&["history", "--import", files[0].to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("is run 1 already"), "{}", text(&again));
+
+    let jobs = history(&["history"]);
+    assert!(
+        String::from_utf8_lossy(&jobs.stdout)
+            .lines()
+            .any(|line| line.starts_with("quickstart") && line.contains(" 6  2026-11-29")),
+        "{}",
+        text(&jobs)
+    );
+    let trend = history(&["history", "quickstart", "--branch", "main"]);
+    assert_eq!(trend.status.code(), Some(0), "{}", text(&trend));
+    let shown = String::from_utf8_lossy(&trend.stdout).to_string();
+    let rows: Vec<&str> = shown.lines().filter(|line| line.starts_with("2026-")).collect();
+    assert_eq!(rows.len(), 5, "main's runs only: {shown}");
+    assert!(
+        rows[0].starts_with("2026-11-20 10:00 0000000 main")
+            && rows[0].contains("medium ×2")
+            && rows[0].contains(" 10800 "),
+        "oldest first: {shown}"
+    );
+    assert!(shown.lines().all(|line| line.chars().count() <= 100), "{shown}");
+    assert!(
+        shown.starts_with("quickstart: 5 runs, oldest first; figures of each run's recommended configuration\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("\nmedian of 5 complete runs: MaxInvocations 12000, p99 (ms) 38.4, USD per 1M 0.208\n"),
+        "{shown}"
+    );
+    let json: Value =
+        serde_json::from_slice(&history(&["history", "quickstart", "--format", "json", "--last", "2"]).stdout).unwrap();
+    let starts: Vec<&str> = json.as_array().unwrap().iter().map(|run| run["started_at"].as_str().unwrap()).collect();
+    assert_eq!(starts, ["2026-11-24T10:00:00Z", "2026-11-29T10:00:00Z"], "the newest two, oldest first");
+
+    // The median of main's last three runs (1.10, 0.95, 1.05 of 12000): 12600, from the run that measured it.
+    let head = variant(folder.path(), "head.json", |results| {
+        results["manifest"]["started_at"] = Value::from("2026-11-30T10:00:00Z");
+        scale(&mut metrics_of(results, "medium")["max_invocations"], 0.8);
+    });
+    let head = head.to_str().unwrap();
+    let against = |extra: &[&str]| {
+        let mut args = vec!["compare", head, "--against-history", "--branch", "main", "--last", "3"];
+        args.extend(extra);
+        history(&args)
+    };
+    let json = against(&["--format", "json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", text(&json));
+    let comparison: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(comparison["history"]["runs"], 3);
+    assert_eq!(
+        (comparison["history"]["from"].as_str(), comparison["history"]["to"].as_str()),
+        (Some("2026-11-22T10:00:00Z"), Some("2026-11-24T10:00:00Z"))
+    );
+    let medium = comparison["configurations"].as_array().unwrap().iter().find(|c| c["name"] == "medium").unwrap();
+    let max = medium["deltas"].as_array().unwrap().iter().find(|d| d["metric"] == "max_invocations").unwrap();
+    assert!((max["base"].as_f64().unwrap() - 12600.0).abs() < 1e-6, "{max}");
+    let gate = against(&["--fail-on", "max_invocations < -5%"]);
+    assert_eq!(gate.status.code(), Some(4), "-27% against the median fails the gate: {}", text(&gate));
+    assert!(
+        String::from_utf8_lossy(&gate.stdout)
+            .contains("Against the history: the median of the last 3 complete runs of main"),
+        "{}",
+        text(&gate)
+    );
+
+    let nothing = history(&["compare", head, "--against-history", "--branch", "release"]);
+    assert_eq!(nothing.status.code(), Some(1), "{}", text(&nothing));
+    assert!(text(&nothing).contains("no complete run of job \"quickstart\" on branch release"), "{}", text(&nothing));
+    let both = history(&["compare", head, head, "--against-history"]);
+    assert_eq!(both.status.code(), Some(1), "{}", text(&both));
+    // A history written by a newer plateau is refused, not misread.
+    let newer = Command::new("python3")
+        .args([
+            "-c",
+            "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version = 99'); c.commit()",
+        ])
+        .arg(&database)
+        .output()
+        .unwrap();
+    assert!(newer.status.success(), "{}", text(&newer));
+    let refused = history(&["history", "quickstart"]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    assert!(text(&refused).contains("written by a newer plateau (schema 99"), "{}", text(&refused));
+}

@@ -8,11 +8,13 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::exit::Exit;
 use crate::git;
+use crate::history;
 use crate::payload::{LoadedPlugin, PayloadSource};
 use crate::plan;
 use crate::publish;
 use crate::report;
 use crate::report::compare::{FailRule, RuleError};
+use crate::report::digest::ConfigurationDigest;
 use crate::results::Results;
 use crate::run;
 use crate::server::reference::ReferenceServer;
@@ -54,6 +56,11 @@ enum Command {
         overrides: OverrideArgs,
         #[command(flatten)]
         report: ReportArgs,
+        #[command(flatten)]
+        history: HistoryArgs,
+        /// Do not record this run in the history.
+        #[arg(long)]
+        no_history: bool,
     },
     /// Check job files without sending a request; every error is printed with its location.
     Validate {
@@ -106,10 +113,22 @@ enum Command {
     /// Compare two results files for a pull-request check: Markdown (or JSON, JUnit XML) on stdout, exit code 4
     /// when a --fail-on rule fires; latency is compared at one load on both curves, changes with their intervals.
     Compare {
-        /// The results.json to compare against (the base branch's).
-        base: PathBuf,
-        /// The results.json under review (the pull request's).
-        head: PathBuf,
+        /// BASE HEAD: the results.json to compare against (the base branch's), then the one under review (the pull
+        /// request's); HEAD alone with --against-history.
+        #[arg(value_name = "RESULTS", num_args = 1..=2, required = true)]
+        results: Vec<PathBuf>,
+        /// Compare HEAD with the median of the last runs of its job in the history instead of with one base run: for
+        /// each configuration its median run by MaxInvocations, and the recommendation most of them made.
+        #[arg(long)]
+        against_history: bool,
+        /// With --against-history: the branch whose runs count [default: any branch].
+        #[arg(long, requires = "against_history")]
+        branch: Option<String>,
+        /// With --against-history: how many of the newest complete runs the median is taken over.
+        #[arg(long, default_value_t = 5, requires = "against_history", value_parser = clap::value_parser!(u32).range(1..=100))]
+        last: u32,
+        #[command(flatten)]
+        history: HistoryArgs,
         /// A rule that fails the check, e.g. "max_invocations < -5%", "p99 > +10%", "knee_load < -20%",
         /// "recommendation changed" (repeatable). A rule fires only when the change's 95% interval excludes zero.
         #[arg(long = "fail-on", value_name = "RULE")]
@@ -123,6 +142,29 @@ enum Command {
         /// Write here instead of stdout.
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Show a job's runs over time from the history every run is recorded in (an SQLite file), or list the jobs it
+    /// holds; --import records results from elsewhere, such as a CI artifact.
+    History {
+        /// The job's name (`[job] name`) [default: list the jobs].
+        job: Option<String>,
+        /// Only runs made from this branch.
+        #[arg(long)]
+        branch: Option<String>,
+        /// How many of the newest runs to show (oldest first).
+        #[arg(long, default_value_t = 20)]
+        last: usize,
+        /// The configuration whose figures to show [default: each run's recommended one].
+        #[arg(long, value_name = "NAME")]
+        configuration: Option<String>,
+        /// `text` for people, `json` for machines (every run's digest).
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Record these results (results.json files or run folders) in the history instead of showing it.
+        #[arg(long, value_name = "RESULTS", num_args = 1.., conflicts_with_all = ["job", "branch", "configuration"])]
+        import: Vec<PathBuf>,
+        #[command(flatten)]
+        history: HistoryArgs,
     },
     /// Publish a run where your team reads results. To a git-backed wiki (GitHub and GitLab wikis are git
     /// repositories): its report as a page with its charts, an index of runs newest first and a trend page for its
@@ -342,6 +384,25 @@ impl ReportArgs {
     }
 }
 
+#[derive(clap::Args)]
+struct HistoryArgs {
+    /// The history's SQLite file [default: $XDG_DATA_HOME/plateau/history.sqlite3, else
+    /// ~/.local/share/plateau/history.sqlite3]; `off` records nothing.
+    #[arg(long = "history", value_name = "FILE", env = "PLATEAU_HISTORY")]
+    file: Option<PathBuf>,
+}
+
+impl HistoryArgs {
+    /// The history's file, or none when it is turned off or there is no home to keep it in.
+    fn path(self) -> Option<PathBuf> {
+        match self.file {
+            Some(file) if file.as_os_str() == "off" => None,
+            Some(file) => Some(file),
+            None => history::default_path(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum OutputFormat {
     Text,
@@ -418,14 +479,18 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, resume, trials, json, overrides, report } => {
+            Command::Run { job, out, resume, trials, json, overrides, report, history, no_history } => {
                 let summary = if json { run::Summary::Json } else { run::Summary::Table };
+                let history = if no_history { None } else { history.path() };
                 // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
                 match (job, resume) {
-                    (_, Some(folder)) => run::run(run::Launch::Resume { folder }, report.options(), summary).await,
+                    (_, Some(folder)) => {
+                        run::run(run::Launch::Resume { folder }, report.options(), summary, history).await
+                    }
                     (Some(job), None) => {
                         let overrides = overrides.overrides();
-                        run::run(run::Launch::New { job, out, trials, overrides }, report.options(), summary).await
+                        let launch = run::Launch::New { job, out, trials, overrides };
+                        run::run(launch, report.options(), summary, history).await
                     }
                     (None, None) => Ok(Exit::InvalidInput),
                 }
@@ -440,8 +505,33 @@ pub fn main() -> Exit {
             Command::Payload(PayloadCommand::Preview { job, count, max_bytes, stats }) => {
                 Ok(preview_payload(&job, count, max_bytes, stats))
             }
-            Command::Compare { base, head, fail_on, fail_on_inconclusive, format, out } => {
-                compare(&base, &head, &fail_on, fail_on_inconclusive, format, out.as_deref())
+            Command::Compare {
+                results,
+                against_history,
+                branch,
+                last,
+                history,
+                fail_on,
+                fail_on_inconclusive,
+                format,
+                out,
+            } => {
+                let sides = match (against_history, results.as_slice()) {
+                    (false, [base, head]) => Sides::Files { base, head },
+                    (true, [head]) => Sides::History { head, branch: branch.as_deref(), last, history: history.path() },
+                    (false, _) => {
+                        eprintln!("error: compare takes BASE and HEAD, or HEAD alone with --against-history");
+                        return Ok(Exit::InvalidInput);
+                    }
+                    (true, _) => {
+                        eprintln!("error: with --against-history, compare takes HEAD alone: the history is the base");
+                        return Ok(Exit::InvalidInput);
+                    }
+                };
+                compare(sides, &fail_on, fail_on_inconclusive, format, out.as_deref())
+            }
+            Command::History { job, branch, last, configuration, format, import, history } => {
+                show_history(job, branch, last, configuration, format, import, history.path())
             }
             Command::Report { results, out, format: None, report } => rerender(&results, out, report.options()),
             Command::Report { results, format: Some(format), report, .. } => {
@@ -571,6 +661,150 @@ fn load_job(job_path: &Path, overrides: &spec::Overrides) -> Result<spec::Job, E
         eprintln!("{error}");
         Exit::InvalidInput
     })
+}
+
+/// `plateau history`: imports results, lists the jobs, or shows one job's runs oldest first with the median.
+fn show_history(
+    job: Option<String>,
+    branch: Option<String>,
+    last: usize,
+    configuration: Option<String>,
+    format: OutputFormat,
+    import: Vec<PathBuf>,
+    path: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    let Some(path) = path else {
+        eprintln!(
+            "error: the history is off (PLATEAU_HISTORY=off) or there is no home folder; name a file with --history"
+        );
+        return Ok(Exit::InvalidInput);
+    };
+    let mut store = match history::History::open(&path) {
+        Ok(store) => store,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    if !import.is_empty() {
+        for file in import {
+            let results = match results_or_exit(&results_file(&file)) {
+                Ok(results) => results,
+                Err(exit) => return Ok(exit),
+            };
+            match store.record(&results)? {
+                history::Recorded::Added { id } => {
+                    println!("recorded {} as run {id} of job {:?}", file.display(), results.job.name)
+                }
+                history::Recorded::AlreadyThere { id } => println!("{} is run {id} already", file.display()),
+            }
+        }
+        return Ok(Exit::Success);
+    }
+    let Some(job) = job else {
+        let jobs = store.jobs()?;
+        match format {
+            OutputFormat::Json => {
+                let jobs: Vec<_> = jobs
+                    .iter()
+                    .map(|(job, runs, newest)| serde_json::json!({"job": job, "runs": runs, "newest": newest}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&jobs)?);
+            }
+            OutputFormat::Text if jobs.is_empty() => println!("no runs recorded in {}", path.display()),
+            OutputFormat::Text => {
+                println!("{:<40} {:>5}  newest run", "job", "runs");
+                for (job, runs, newest) in jobs {
+                    println!("{job:<40} {runs:>5}  {newest}");
+                }
+            }
+        }
+        return Ok(Exit::Success);
+    };
+    let mut runs = store.runs(&job, branch.as_deref(), false, last)?;
+    runs.reverse();
+    if format == OutputFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+        return Ok(Exit::Success);
+    }
+    if runs.is_empty() {
+        let on_branch = branch.map(|branch| format!(" on branch {branch}")).unwrap_or_default();
+        eprintln!("error: no run of job {job:?}{on_branch} in {}; `plateau history` lists the jobs", path.display());
+        return Ok(Exit::InvalidInput);
+    }
+    print!("{}", history_table(&job, &runs, configuration.as_deref(), &path));
+    Ok(Exit::Success)
+}
+
+/// A job's runs as a table within 100 columns: for each, the chosen (or recommended) configuration's figures; then
+/// the median of the complete runs and how the newest stands against it.
+fn history_table(job: &str, runs: &[history::StoredRun], configuration: Option<&str>, path: &Path) -> String {
+    use std::fmt::Write as _;
+    fn shown<'r>(run: &'r history::StoredRun, configuration: Option<&str>) -> Option<&'r ConfigurationDigest> {
+        let name = configuration.or(run.digest.recommendation.as_deref())?;
+        run.digest.configurations.iter().find(|candidate| candidate.name == name)
+    }
+    let which = configuration.map_or("each run's recommended configuration".to_string(), |name| name.to_string());
+    let mut table = format!("{job}: {} runs, oldest first; figures of {which}\n", runs.len());
+    let _ = writeln!(
+        table,
+        "{:<16} {:<18} {:<20} {:>14} {:>9} {:>10}",
+        "started (UTC)", "commit", "recommendation", "MaxInv. (/min)", "p99 (ms)", "USD per 1M"
+    );
+    let figure =
+        |value: Option<f64>, decimals: usize| value.map_or("n/a".to_string(), |value| format!("{value:.decimals$}"));
+    for run in runs {
+        let digest = &run.digest;
+        let commit = digest.revision.as_ref().map_or(String::from("-"), |revision| {
+            let branch = revision.branch.as_deref().map(|branch| format!(" {branch}")).unwrap_or_default();
+            format!("{}{branch}", revision.short())
+        });
+        let mut recommended = match (&digest.recommendation, digest.initial_instance_count) {
+            (Some(name), Some(count)) => format!("{name} ×{count}"),
+            (Some(name), None) => name.clone(),
+            (None, _) => "none".into(),
+        };
+        if digest.partial {
+            recommended.push_str(" (partial)");
+        } else if digest.inconclusive {
+            recommended.push_str(" (?)");
+        }
+        let row = shown(run, configuration);
+        let bound = if row.is_some_and(|row| row.lower_bound) { "≥" } else { "" };
+        let max = format!("{bound}{}", figure(row.and_then(|row| row.max_invocations), 0));
+        let _ = writeln!(
+            table,
+            "{:<16} {:<18.18} {:<20.20} {max:>14} {:>9} {:>10}",
+            digest.started_at.get(..16).unwrap_or(&digest.started_at).replace('T', " "),
+            commit,
+            recommended,
+            figure(row.and_then(|row| row.p99_ms), 1),
+            figure(row.and_then(|row| row.cost_per_million_usd), 3),
+        );
+    }
+    let complete: Vec<&history::StoredRun> = runs.iter().filter(|run| !run.digest.partial).collect();
+    let median = |pick: fn(&ConfigurationDigest) -> Option<f64>| {
+        let mut values: Vec<f64> = complete.iter().filter_map(|run| shown(run, configuration).and_then(pick)).collect();
+        values.sort_by(f64::total_cmp);
+        (!values.is_empty()).then(|| values[(values.len() - 1) / 2])
+    };
+    let medians = [
+        ("MaxInvocations", median(|row| row.max_invocations), 0),
+        ("p99 (ms)", median(|row| row.p99_ms), 1),
+        ("USD per 1M", median(|row| row.cost_per_million_usd), 3),
+    ];
+    let _ = writeln!(
+        table,
+        "median of {} complete runs: {}",
+        complete.len(),
+        medians
+            .iter()
+            .map(|(name, value, decimals)| format!("{name} {}", figure(*value, *decimals)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(table, "history: {}", path.display());
+    table
 }
 
 fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat) -> Exit {
@@ -906,32 +1140,82 @@ fn print_report(results_path: &Path, format: ReportFormat, options: report::Repo
     Ok(Exit::Success)
 }
 
+/// What `compare` compares: two results files, or one against the history's median.
+enum Sides<'a> {
+    Files { base: &'a Path, head: &'a Path },
+    History { head: &'a Path, branch: Option<&'a str>, last: u32, history: Option<PathBuf> },
+}
+
+/// The base for `compare --against-history`: the median of the newest `last` complete runs of `head`'s job.
+fn history_base(
+    head: &Results,
+    branch: Option<&str>,
+    last: u32,
+    path: Option<PathBuf>,
+) -> Result<(Results, report::compare::HistoryBase), String> {
+    let path = path.ok_or("--against-history needs a history: there is no home folder; name one with --history")?;
+    let store = history::History::open(&path).map_err(|error| error.to_string())?;
+    let job = &head.job.name;
+    // The run under review may be recorded already (plateau run records every run): it is not its own base.
+    let stored = store.runs(job, branch, true, last as usize + 1).map_err(|error| error.to_string())?;
+    let stored: Vec<_> = stored
+        .into_iter()
+        .filter(|run| run.digest.started_at != head.manifest.started_at)
+        .take(last as usize)
+        .collect();
+    let on_branch = branch.map(|branch| format!(" on branch {branch}")).unwrap_or_default();
+    if stored.is_empty() {
+        return Err(format!(
+            "the history {} has no complete run of job {job:?}{on_branch} to compare with; record runs with `plateau \
+             run` or `plateau history --import RESULTS`",
+            path.display()
+        ));
+    }
+    let runs = stored.iter().map(|run| store.results(run.id)).collect::<Result<Vec<_>, _>>();
+    let runs = runs.map_err(|error| error.to_string())?;
+    let baseline = history::median_baseline(&runs).expect("at least one run");
+    let summary = report::compare::HistoryBase {
+        runs: runs.len(),
+        branch: branch.map(str::to_string),
+        from: stored.last().map(|run| run.digest.started_at.clone()).unwrap_or_default(),
+        to: stored[0].digest.started_at.clone(),
+    };
+    Ok((baseline, summary))
+}
+
 fn compare(
-    base: &Path,
-    head: &Path,
+    sides: Sides<'_>,
     fail_on: &[String],
     fail_on_inconclusive: bool,
     format: CompareFormat,
     out: Option<&Path>,
 ) -> anyhow::Result<Exit> {
-    let inputs = (
-        load_results(base),
-        load_results(head),
-        fail_on
-            .iter()
-            .map(|rule| rule.parse().map_err(|error: RuleError| error.to_string()))
-            .collect::<Result<Vec<FailRule>, String>>(),
-    );
-    let (base, head, rules) = match inputs {
+    let rules = fail_on
+        .iter()
+        .map(|rule| rule.parse().map_err(|error: RuleError| error.to_string()))
+        .collect::<Result<Vec<FailRule>, String>>();
+    let inputs = match sides {
+        Sides::Files { base, head } => (load_results(base), load_results(head).map(|head| (head, None)), rules),
+        Sides::History { head, branch, last, history } => match load_results(&results_file(head)) {
+            Ok(head) => match history_base(&head, branch, last, history) {
+                Ok((base, summary)) => (Ok(base), Ok((head, Some(summary))), rules),
+                Err(message) => (Err(message), Ok((head, None)), rules),
+            },
+            Err(message) => (Err(String::new()), Err(message), rules),
+        },
+    };
+    let (base, (head, history_base), rules) = match inputs {
         (Ok(base), Ok(head), Ok(rules)) => (base, head, rules),
         (base, head, rules) => {
-            for message in [base.err(), head.err(), rules.err()].into_iter().flatten() {
+            let messages = [base.err(), head.err(), rules.err()];
+            for message in messages.into_iter().flatten().filter(|message| !message.is_empty()) {
                 eprintln!("error: {message}");
             }
             return Ok(Exit::InvalidInput);
         }
     };
-    let comparison = report::compare::compare(&base, &head, &rules);
+    let comparison =
+        report::compare::Comparison { history: history_base, ..report::compare::compare(&base, &head, &rules) };
     let env = report::environment(None);
     let text = match format {
         CompareFormat::Pr => report::render(&env, "compare.md.j2", &report::compare::view(&comparison))?,

@@ -13,6 +13,7 @@ pub mod cli;
 pub mod drive;
 pub mod exit;
 pub mod git;
+pub mod history;
 pub mod import;
 pub mod measure;
 pub mod payload;

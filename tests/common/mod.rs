@@ -21,10 +21,11 @@ pub fn shared_lock() -> RwLockReadGuard<'static, ()> {
     MACHINE.read().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The binary under test, never reaching for the instance-metadata address.
+/// The binary under test, never reaching for the instance-metadata address nor recording in the user's history
+/// (a test that checks the history names its own file).
 pub fn plateau() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_plateau"));
-    command.env("AWS_EC2_METADATA_DISABLED", "true");
+    command.env("AWS_EC2_METADATA_DISABLED", "true").env("PLATEAU_HISTORY", "off");
     command
 }
 

@@ -314,8 +314,20 @@ pub enum Verdict {
     NoSignificantChange,
 }
 
+/// The base of a comparison against the history: the median of these runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct HistoryBase {
+    pub runs: usize,
+    pub branch: Option<String>,
+    /// The oldest and the newest run's start.
+    pub from: String,
+    pub to: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
+    /// Set when the base is the median of the history's runs rather than one run.
+    pub history: Option<HistoryBase>,
     pub base: Side,
     pub head: Side,
     pub recommendation_changed: bool,
@@ -686,6 +698,7 @@ pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison
         (false, false) => Verdict::NoSignificantChange,
     };
     Comparison {
+        history: None,
         base: base_side,
         head: head_side,
         recommendation_changed,

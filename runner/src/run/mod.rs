@@ -60,7 +60,13 @@ pub enum Launch {
 }
 
 /// Runs a job, writing everything into its output folder.
-pub async fn run(launch: Launch, report_options: report::ReportOptions, summary: Summary) -> anyhow::Result<Exit> {
+/// Runs a job; `history` is the database the finished run is recorded in (none: not recorded).
+pub async fn run(
+    launch: Launch,
+    report_options: report::ReportOptions,
+    summary: Summary,
+    history: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
     let (job_path, out, trials, overrides, previous) = match launch {
         Launch::New { job, out, trials, overrides } => (job, out, trials, overrides, None),
         Launch::Resume { folder } => match Results::load(&folder.join("results.json")) {
@@ -269,6 +275,9 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions, summary:
     results.recommendation = Some(recommendation);
     results.manifest.ended_at = utc_now();
     let table = report::write_all(&results, &out, &report_options)?;
+    if let Some(path) = history {
+        record_in_history(&results, &path);
+    }
     let exit = if results.partial {
         Exit::RunFailed
     } else if recommended && established {
@@ -294,6 +303,18 @@ pub async fn run(launch: Launch, report_options: report::ReportOptions, summary:
         }
     }
     Ok(exit)
+}
+
+/// Records the run in the history; a history that cannot be written costs the run nothing but a warning.
+fn record_in_history(results: &Results, path: &Path) {
+    let recorded = crate::history::History::open(path).and_then(|mut history| history.record(results));
+    match recorded {
+        Ok(crate::history::Recorded::Added { id }) => {
+            eprintln!("plateau: recorded as run {id} of {:?} in the history {}", results.job.name, path.display());
+        }
+        Ok(crate::history::Recorded::AlreadyThere { .. }) => {}
+        Err(error) => eprintln!("plateau: warning: the run is not in the history: {error}"),
+    }
 }
 
 /// What `plateau run` prints on stdout when it ends (progress goes to stderr).
