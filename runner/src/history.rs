@@ -354,3 +354,54 @@ pub fn median_baseline(runs: &[Results]) -> Option<Results> {
     baseline.trial_runs.clear();
     Some(baseline)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> Results {
+        let text = include_str!("../../tests/fixtures/quickstart-results.json");
+        Results::from_json(Path::new("quickstart-results.json"), text).expect("the fixture reads")
+    }
+
+    /// A run whose `medium` measured `max_invocations` and which recommended `recommended`.
+    fn run(max_invocations: f64, recommended: &str) -> Results {
+        let mut results = fixture();
+        let medium = results.configurations.iter_mut().find(|result| result.name == "medium").unwrap();
+        medium.metrics.as_mut().unwrap().max_invocations = max_invocations;
+        results.recommendation.as_mut().unwrap().configuration = Some(recommended.to_string());
+        results
+    }
+
+    #[test]
+    fn the_baseline_takes_each_configurations_median_run_and_the_usual_recommendation() {
+        // Newest first.
+        let runs = [run(100.0, "small"), run(300.0, "medium"), run(200.0, "medium"), run(400.0, "small")];
+        let baseline = median_baseline(&runs).unwrap();
+        let medium = baseline.configurations.iter().find(|result| result.name == "medium").unwrap();
+        // 100, 200, 300, 400: the lower median, a whole run's figures.
+        assert_eq!(medium.metrics.as_ref().unwrap().max_invocations, 200.0);
+        // Two "small", two "medium": the newest of the most frequent.
+        assert_eq!(baseline.recommendation.unwrap().configuration.as_deref(), Some("small"));
+        let single = median_baseline(&runs[1..2]).unwrap();
+        assert_eq!(single.recommendation.unwrap().configuration.as_deref(), Some("medium"));
+        assert!(median_baseline(&[]).is_none());
+    }
+
+    #[test]
+    fn a_run_is_recorded_once_and_read_back_whole() {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("nested/history.sqlite3");
+        let mut history = History::open(&path).unwrap();
+        let results = fixture();
+        let Recorded::Added { id } = history.record(&results).unwrap() else { panic!("a new run") };
+        assert_eq!(history.record(&results).unwrap(), Recorded::AlreadyThere { id });
+        let runs = history.runs(&results.job.name, None, true, 10).unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0].digest.configurations.len(), results.configurations.len());
+        assert_eq!(runs[0].digest.configurations[2].status, RunStatus::Complete);
+        let back = history.results(id).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), serde_json::to_value(&results).unwrap());
+        assert_eq!(history.jobs().unwrap(), [(results.job.name.clone(), 1, results.manifest.started_at.clone())]);
+    }
+}
