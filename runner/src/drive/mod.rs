@@ -23,7 +23,7 @@ use crate::measure::precision::MIN_SECONDS_FOR_PRECISION;
 use crate::measure::process_tree::OwnCpu;
 use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
-use crate::measure::{self, ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
+use crate::measure::{ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::plan::{LoadUnit, Schedule, StepRole, StepWindow};
 use crate::spec::{LatencyThreshold, StepPrecision, TrafficOptions};
 use crate::target::Target;
@@ -222,7 +222,7 @@ pub async fn drive<T: Target>(
             generator_cpu_percent: own_cpu.sample(),
             ..resources.as_mut().map(|source| source.sample()).unwrap_or_default()
         };
-        let summary = summarize_second(second, window.load, &second_tally, sample);
+        let summary = SecondSummary::of(second, window.load, &second_tally, sample);
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -295,7 +295,7 @@ pub async fn drive<T: Target>(
     errors.merge(&second_tally.errors);
     if end.is_partial() && (second_tally.started > 0 || second_tally.errors.total() > 0) {
         let load = windows.get(current.window.index).map_or(0.0, |window| window.load);
-        let summary = summarize_second(second, load, &second_tally, ResourceSample::default());
+        let summary = SecondSummary::of(second, load, &second_tally, ResourceSample::default());
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -324,21 +324,6 @@ fn lengthen(windows: &mut [StepWindow], index: usize, draining: bool) {
         later.start_s += 1;
         later.steady_start_s += 1;
         later.end_s += 1;
-    }
-}
-
-fn summarize_second(second: u64, load: f64, tally: &Tally, resources: ResourceSample) -> SecondSummary {
-    SecondSummary {
-        second,
-        load,
-        started: tally.started,
-        completed: tally.completed,
-        dropped: tally.dropped,
-        errors: tally.errors.total(),
-        p50_ms: measure::percentile_ms(&tally.latency_us, 50.0),
-        p99_ms: measure::percentile_ms(&tally.latency_us, 99.0),
-        generator_lag_p99_ms: measure::percentile_ms(&tally.generator_lag_us, 99.0),
-        resources,
     }
 }
 
