@@ -194,11 +194,12 @@ fn a_results_file_that_cannot_be_written_leaves_no_temporary_file() {
     assert!(!out.join("results.json.tmp").exists(), "the temporary file was left behind");
 }
 
-/// A reference job whose payload is `plugin`, with `payload_extra` in `[payload]` (grants, limits).
+/// A reference job whose payload is `plugin`, with `payload_extra` in `[payload]` (grants, limits); its steps last
+/// exactly their duration (these tests are about plugins, not precision).
 fn plugin_job(plugin: &Path, payload_extra: &str, steps: u32) -> String {
     format!(
         "version = 1\n[job]\nname = \"plugin\"\n[target]\nkind = \"reference\"\n[payload]\nplugin = \"{}\"\n{payload_extra}\n\
-         [traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = {steps}\n\
+         [traffic]\nmax_step_duration = \"3s\"\n[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = {steps}\n\
          [[configurations]]\nname = \"only\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
          reference = {{ workers = 2, service_time_ms = 5 }}\n",
         plugin.display()
