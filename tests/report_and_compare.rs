@@ -633,6 +633,9 @@ fn publish_pushes_a_page_an_index_and_a_trend_to_a_git_wiki_and_never_shows_cred
     );
     let outside = plateau(&["publish", first.to_str().unwrap(), "--repo", wiki.to_str().unwrap(), "--folder", "../up"]);
     assert_eq!(outside.status.code(), Some(1), "{}", text(&outside));
+    let nowhere = plateau(&["publish", first.to_str().unwrap()]);
+    assert_eq!(nowhere.status.code(), Some(1), "{}", text(&nowhere));
+    assert!(text(&nowhere).contains("publish needs --repo URL"), "{}", text(&nowhere));
 }
 
 /// A request as the loopback Confluence saw it.

@@ -542,18 +542,30 @@ pub fn main() -> Exit {
                 Ok(Exit::Success)
             }
             Command::Man { out } => man_pages(out.as_deref()),
-            Command::Publish { results, to, repo, branch, folder, url, space, parent, templates } => match to {
-                PublishTo::Git => {
-                    let repository = repo.expect("clap requires --repo with --to git");
-                    let folder = folder.unwrap_or_default();
-                    publish_to_wiki(&results, &publish::git_wiki::WikiTarget { repository, branch, folder, templates })
+            // clap cannot require --repo for the default `--to git`: said here, as clap would.
+            Command::Publish { results, to, repo, branch, folder, url, space, parent, templates } => {
+                match (to, repo, url, space) {
+                    (PublishTo::Git, Some(repository), _, _) => {
+                        let folder = folder.unwrap_or_default();
+                        let target = publish::git_wiki::WikiTarget { repository, branch, folder, templates };
+                        publish_to_wiki(&results, &target)
+                    }
+                    (PublishTo::Confluence, _, Some(url), Some(space)) => {
+                        publish_to_confluence(&results, &url, space, parent, templates).await
+                    }
+                    (PublishTo::Git, None, _, _) => {
+                        eprintln!(
+                            "error: publish needs --repo URL (a git-backed wiki), or --to confluence with --url and \
+                             --space"
+                        );
+                        Ok(Exit::InvalidInput)
+                    }
+                    (PublishTo::Confluence, ..) => {
+                        eprintln!("error: publish --to confluence needs --url URL and --space KEY");
+                        Ok(Exit::InvalidInput)
+                    }
                 }
-                PublishTo::Confluence => {
-                    let url = url.expect("clap requires --url with --to confluence");
-                    let space = space.expect("clap requires --space with --to confluence");
-                    publish_to_confluence(&results, &url, space, parent, templates).await
-                }
-            },
+            }
             Command::Init {
                 out,
                 kind,
