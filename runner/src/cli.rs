@@ -1206,21 +1206,23 @@ fn compare(
         .iter()
         .map(|rule| rule.parse().map_err(|error: RuleError| error.to_string()))
         .collect::<Result<Vec<FailRule>, String>>();
-    let inputs = match sides {
-        Sides::Files { base, head } => (load_results(base), load_results(head).map(|head| (head, None)), rules),
-        Sides::History { head, branch, last, history } => match load_results(&results_file(head)) {
-            Ok(head) => match history_base(&head, branch, last, history) {
-                Ok((base, summary)) => (Ok(base), Ok((head, Some(summary))), rules),
-                Err(message) => (Err(message), Ok((head, None)), rules),
-            },
-            Err(message) => (Err(String::new()), Err(message), rules),
+    // Base and head, and the history's summary when the base is its median; every input's error is printed.
+    let sides = match sides {
+        Sides::Files { base, head } => match (load_results(base), load_results(head)) {
+            (Ok(base), Ok(head)) => Ok((base, head, None)),
+            (base, head) => Err([base.err(), head.err()].into_iter().flatten().collect()),
         },
+        Sides::History { head, branch, last, history } => load_results(&results_file(head))
+            .and_then(|head| {
+                let (base, summary) = history_base(&head, branch, last, history)?;
+                Ok((base, head, Some(summary)))
+            })
+            .map_err(|message| vec![message]),
     };
-    let (base, (head, history_base), rules) = match inputs {
-        (Ok(base), Ok(head), Ok(rules)) => (base, head, rules),
-        (base, head, rules) => {
-            let messages = [base.err(), head.err(), rules.err()];
-            for message in messages.into_iter().flatten().filter(|message| !message.is_empty()) {
+    let (base, head, history_base, rules) = match (sides, rules) {
+        (Ok((base, head, summary)), Ok(rules)) => (base, head, summary, rules),
+        (sides, rules) => {
+            for message in sides.err().into_iter().flatten().chain(rules.err()) {
                 eprintln!("error: {message}");
             }
             return Ok(Exit::InvalidInput);

@@ -135,13 +135,16 @@ pub async fn publish(results: &Results, target: &ConfluenceTarget) -> Result<Pub
     let found = api.find_page(&target.space, &title).await?;
     let page = match &found {
         Some(page) => api.update_page(page, &title, &body).await?,
-        None => api.create_page(target, &title, &body).await?,
+        None => api.create_page(&title, &body).await?,
     };
-    let charts: Vec<_> = super::charts_mut(&mut view).map(|chart| (chart.file.clone(), chart.svg.clone())).collect();
-    for (name, svg) in &charts {
-        api.attach(&page.id, name, svg.clone().into_bytes()).await?;
+    // The page is rendered: the charts' SVG can move out of the view.
+    let charts: Vec<(String, String)> =
+        super::charts_mut(&mut view).map(|chart| (chart.file.clone(), std::mem::take(&mut chart.svg))).collect();
+    let attachments = charts.len();
+    for (name, svg) in charts {
+        api.attach(&page.id, &name, svg.into_bytes()).await?;
     }
-    Ok(PublishedPage { title, url: page.url, version: page.version, attachments: charts.len() })
+    Ok(PublishedPage { title, url: page.url, version: page.version, attachments })
 }
 
 /// A page as the REST API describes it.
@@ -210,7 +213,8 @@ impl<'a> Api<'a> {
         results.first().map(|page| self.page(&what, page, &answer)).transpose()
     }
 
-    async fn create_page(&self, target: &ConfluenceTarget, title: &str, body: &str) -> Result<Page, ConfluenceError> {
+    async fn create_page(&self, title: &str, body: &str) -> Result<Page, ConfluenceError> {
+        let target = self.target;
         let what = format!("create page {title:?} in space {}", target.space);
         let mut content = json!({
             "type": "page",
