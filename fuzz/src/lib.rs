@@ -246,7 +246,7 @@ pub fn plugin_module(data: &[u8]) -> bool {
     let sequence = AtomicU64::new(0);
     for _ in 0..3 {
         let started = Instant::now();
-        let generated = instance.next_request(&sequence);
+        let generated = instance.next_request(&sequence, plateau::plan::Segment::whole());
         assert!(started.elapsed() < PLUGIN_CALL_TIMEOUT * 16 + Duration::from_secs(1), "generate ran past its limit");
         if let Err(error) = generated {
             named(&error);

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -10,7 +11,7 @@ use crate::exit::Exit;
 use crate::git;
 use crate::history;
 use crate::payload::{LoadedPlugin, PayloadSource};
-use crate::plan;
+use crate::plan::{self, Segment};
 use crate::publish;
 use crate::report;
 use crate::report::compare::{FailRule, RuleError};
@@ -61,6 +62,33 @@ enum Command {
         /// Do not record this run in the history.
         #[arg(long)]
         no_history: bool,
+        /// Run shard INDEX of COUNT (from 0): a 1/COUNT share of the load, on a fixed ramp, for `plateau merge` to
+        /// combine. Also from the environment: PLATEAU_SEGMENTS (the count) with JOB_COMPLETION_INDEX (a Kubernetes
+        /// Indexed Job) or AWS_BATCH_JOB_ARRAY_INDEX (an AWS Batch array job).
+        #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "resume")]
+        segment: Option<Segment>,
+        /// When shards start their first test run's ramp, in UTC, e.g. 2026-12-03T15:00:00Z; each later test
+        /// run starts a full ramp and 5 s after the one before, so the shards' loads coincide.
+        #[arg(long, value_name = "TIME", env = "PLATEAU_START_AT", value_parser = parse_start_at, conflicts_with = "resume")]
+        start_at: Option<SystemTime>,
+    },
+    /// Merge the shards of one run (`plateau run --segment`, a folder each) into the results one load generator
+    /// would have written: per-second histograms merged exactly, then the same analysis, recommendation and
+    /// reports. A missing, failed, lagging or late shard is named, and the result marked partial where it cost.
+    Merge {
+        /// The shards' output folders.
+        #[arg(required = true, value_name = "DIR")]
+        folders: Vec<PathBuf>,
+        /// Output folder [default: `merged` beside the first shard's folder].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the merged run's digest as JSON on stdout instead of the table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        report: ReportArgs,
+        #[command(flatten)]
+        history: HistoryArgs,
     },
     /// Check job files without sending a request; every error is printed with its location.
     Validate {
@@ -479,9 +507,36 @@ pub fn main() -> Exit {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Run { job, out, resume, trials, json, overrides, report, history, no_history } => {
+            Command::Run {
+                job,
+                out,
+                resume,
+                trials,
+                json,
+                overrides,
+                report,
+                history,
+                no_history,
+                segment,
+                start_at,
+            } => {
                 let summary = if json { run::Summary::Json } else { run::Summary::Table };
                 let history = if no_history { None } else { history.path() };
+                let segment = match segment
+                    .map(Ok)
+                    .or_else(|| Segment::from_environment(|name| std::env::var(name).ok()).transpose())
+                {
+                    Some(Ok(segment)) => Some(segment),
+                    None => None,
+                    Some(Err(error)) => {
+                        eprintln!("error: {error}");
+                        return Ok(Exit::InvalidInput);
+                    }
+                };
+                if start_at.is_some() && segment.is_none() {
+                    eprintln!("error: --start-at aligns the shards of a run; give --segment INDEX/COUNT too");
+                    return Ok(Exit::InvalidInput);
+                }
                 // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
                 match (job, resume) {
                     (_, Some(folder)) => {
@@ -489,11 +544,15 @@ pub fn main() -> Exit {
                     }
                     (Some(job), None) => {
                         let overrides = overrides.overrides();
-                        let launch = run::Launch::New { job, out, trials, overrides };
+                        let launch = run::Launch::New { job, out, trials, overrides, segment, start_at };
                         run::run(launch, report.options(), summary, history).await
                     }
                     (None, None) => Ok(Exit::InvalidInput),
                 }
+            }
+            Command::Merge { folders, out, json, report, history } => {
+                let summary = if json { run::Summary::Json } else { run::Summary::Table };
+                run::merge(&folders, out, &report.options(), summary, history.path())
             }
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job, overrides, format } => Ok(show_plan(&job, &overrides.overrides(), format)),
@@ -964,7 +1023,9 @@ fn preview_payload(job_path: &Path, count: u64, max_bytes: usize, stats: bool) -
     };
     // Timed from the first instantiation, not the load: what a run pays per request.
     let started = std::time::Instant::now();
-    let mut stream = PayloadSource::for_run(&job.payload, plugin.as_ref(), configuration, run.seeds.payload).stream();
+    let mut stream =
+        PayloadSource::for_run(&job.payload, plugin.as_ref(), configuration, run.seeds.payload, Segment::whole())
+            .stream();
     let requests: Result<Vec<_>, _> = (0..count).map(|_| stream.next_request()).collect();
     let generation = plugin.is_some().then(|| started.elapsed());
     let requests = match requests {
@@ -1247,6 +1308,11 @@ fn compare(
     } else {
         Exit::Success
     })
+}
+
+/// `--start-at`: an RFC 3339 time in UTC.
+fn parse_start_at(text: &str) -> Result<SystemTime, String> {
+    humantime::parse_rfc3339_weak(text).map_err(|error| format!("{error}: write a UTC time like 2026-12-03T15:00:00Z"))
 }
 
 async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {

@@ -106,6 +106,32 @@ pub struct Manifest {
     /// When the run was interrupted and then resumed (`plateau run --resume`): when, and the test runs kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,
+    /// A shard's own results (`plateau run --segment i/N`): its share of the load only, for `plateau merge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment: Option<crate::plan::Segment>,
+    /// Results merged from shards (`plateau merge`): how many ran, and what went wrong with any of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<Shards>,
+}
+
+/// The shards a merged result was made from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Shards {
+    /// The count the job was split into (`--segment i/N`'s N).
+    pub count: u32,
+    /// The shards whose results were merged, by index, with the folder each came from.
+    pub merged: Vec<MergedShard>,
+    /// A shard missing, failed, stopped early, lagging its schedule or starting late: what and where.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MergedShard {
+    pub index: u32,
+    pub folder: String,
+    /// The machine that ran it.
+    pub host: Host,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -215,6 +241,9 @@ pub struct ConfigurationResult {
     pub end: Option<EndReason>,
     /// What went wrong, for failed and partial configurations.
     pub failure: Option<String>,
+    /// When the ramp started (Unix time, milliseconds): shards of one run are compared by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_started_unix_ms: Option<u64>,
     /// Seconds the ramp ran, and what the full ramp would have taken.
     pub elapsed_s: u64,
     pub full_ramp_s: u64,

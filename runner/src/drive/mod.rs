@@ -24,7 +24,7 @@ use crate::measure::process_tree::OwnCpu;
 use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
 use crate::measure::{ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
-use crate::plan::{LoadUnit, Schedule, StepRole, StepWindow};
+use crate::plan::{LoadUnit, Schedule, Segment, StepRole, StepWindow};
 use crate::spec::{LatencyThreshold, StepPrecision, TrafficOptions};
 use crate::target::Target;
 use closed::{VirtualUsers, lag_probe};
@@ -109,6 +109,9 @@ pub struct DriveOptions<'a> {
     pub goal: Option<LatencyThreshold>,
     /// Where each second's full histogram is streamed, one JSON line per second.
     pub series_path: Option<&'a Path>,
+    /// The share of the load this process sends (`Segment::whole()` unless the run is a shard); the schedule's
+    /// steps and loads stay the whole run's, and each second records this shard's share.
+    pub segment: Segment,
     pub cancel: CancellationToken,
 }
 
@@ -156,13 +159,14 @@ pub async fn drive<T: Target>(
     // each step when the one before it ends.
     let mut windows = schedule.steps.clone();
     let first_load = windows.first().map_or(0.0, |window| window.load);
+    let segment = options.segment;
     let mut load = match schedule.load_unit {
         LoadUnit::Users => {
             let think_time = Duration::from_millis(options.traffic.think_time_ms);
             let mut users = VirtualUsers::new(target, Arc::clone(&recorder), run.clone(), think_time);
-            users.set(first_load as u32);
+            users.set(segment.users(first_load as u32));
             tokio::spawn(lag_probe(Arc::clone(&recorder), run.clone()));
-            Load::Closed(users)
+            Load::Closed { users, segment }
         }
         LoadUnit::RequestsPerSecond => {
             let rate_per_s = Arc::new(AtomicU64::new(first_load.to_bits()));
@@ -170,6 +174,7 @@ pub async fn drive<T: Target>(
                 rate_per_s: Arc::clone(&rate_per_s),
                 options: *options.traffic,
                 seed: options.seed,
+                segment,
                 started_at,
             };
             Load::Open { scheduler: tokio::spawn(arrivals.run(target, Arc::clone(&recorder), run.clone())), rate_per_s }
@@ -222,7 +227,8 @@ pub async fn drive<T: Target>(
             generator_cpu_percent: own_cpu.sample(),
             ..resources.as_mut().map(|source| source.sample()).unwrap_or_default()
         };
-        let summary = SecondSummary::of(second, window.load, &second_tally, sample);
+        let shard_load = segment.share(window.load, schedule.load_unit == LoadUnit::Users);
+        let summary = SecondSummary::of(second, shard_load, &second_tally, sample);
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -295,7 +301,8 @@ pub async fn drive<T: Target>(
     errors.merge(&second_tally.errors);
     if end.is_partial() && (second_tally.started > 0 || second_tally.errors.total() > 0) {
         let load = windows.get(current.window.index).map_or(0.0, |window| window.load);
-        let summary = SecondSummary::of(second, load, &second_tally, ResourceSample::default());
+        let shard_load = segment.share(load, schedule.load_unit == LoadUnit::Users);
+        let summary = SecondSummary::of(second, shard_load, &second_tally, ResourceSample::default());
         if let Some(series) = series.as_mut() {
             write_second(series, &summary, &second_tally)?;
         }
@@ -328,7 +335,7 @@ fn lengthen(windows: &mut [StepWindow], index: usize, draining: bool) {
 }
 
 /// Whether a step reached the precision asked for; a probe is not held to it.
-fn converged(precision: Option<StepPrecision>, step: &StepRecord) -> bool {
+pub fn converged(precision: Option<StepPrecision>, step: &StepRecord) -> bool {
     step.window.role == StepRole::Probe || precision.is_none_or(|precision| reached(&precision, step))
 }
 
@@ -343,9 +350,10 @@ fn new_step(windows: &[StepWindow], index: usize) -> StepRecord {
     new_step_for(window)
 }
 
-/// What generates the load: virtual users, or the open model's arrival scheduler and the rate it offers.
+/// What generates the load: virtual users (this shard's of them), or the open model's arrival scheduler and the
+/// whole run's rate it draws arrivals at (keeping this shard's).
 enum Load<T: Target> {
-    Closed(VirtualUsers<T>),
+    Closed { users: VirtualUsers<T>, segment: Segment },
     Open { scheduler: JoinHandle<()>, rate_per_s: Arc<AtomicU64> },
 }
 
@@ -353,14 +361,14 @@ impl<T: Target> Load<T> {
     /// Brings the number of virtual users, or the offered rate, to `load`.
     fn follow(&mut self, load: f64) {
         match self {
-            Load::Closed(users) => users.set(load as u32),
+            Load::Closed { users, segment } => users.set(segment.users(load as u32)),
             Load::Open { rate_per_s, .. } => rate_per_s.store(load.to_bits(), Ordering::Relaxed),
         }
     }
 
     async fn stop(self) {
         match self {
-            Load::Closed(users) => users.stop().await,
+            Load::Closed { users, .. } => users.stop().await,
             Load::Open { scheduler, .. } => {
                 let _ = scheduler.await;
             }

@@ -12,6 +12,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::Recorder;
+use crate::plan::Segment;
 use crate::precise_timer;
 use crate::spec::{Arrivals, TrafficOptions};
 use crate::target::{Session, Target};
@@ -31,6 +32,8 @@ pub(super) struct OpenArrivals {
     pub(super) rate_per_s: Arc<AtomicU64>,
     pub(super) options: TrafficOptions,
     pub(super) seed: u64,
+    /// Which arrivals of the seeded schedule are this process's: every shard draws them all and keeps its own.
+    pub(super) segment: Segment,
     pub(super) started_at: Instant,
 }
 
@@ -68,6 +71,8 @@ impl OpenArrivals {
         let mut workers: Vec<mpsc::UnboundedSender<Instant>> = Vec::new();
         let mut rng = StdRng::seed_from_u64(self.seed);
         let mut due = self.started_at;
+        // Arrivals of the whole schedule drawn so far.
+        let mut arrival: u64 = 0;
         let mut round: Vec<Instant> = Vec::new();
         let mut next_round = self.started_at;
         let cancelled = run.cancelled();
@@ -91,7 +96,10 @@ impl OpenArrivals {
                     due = next_round;
                     break;
                 }
-                round.push(due);
+                if self.segment.keeps(arrival) {
+                    round.push(due);
+                }
+                arrival += 1;
                 let gap_s = match self.options.arrivals {
                     Arrivals::Uniform => 1.0 / rate_per_s,
                     Arrivals::Poisson => Exp::new(rate_per_s).map_or(1.0 / rate_per_s, |exp| exp.sample(&mut rng)),

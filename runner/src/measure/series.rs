@@ -40,6 +40,21 @@ struct SeriesLine<'a> {
     error_counts: super::ErrorCounts,
     /// HDR V2 deflate, base64: the second's full latency distribution in microseconds.
     histogram: String,
+    /// The other distributions, when the second has any: so a window rebuilt from the file, or the shards of a run
+    /// merged, judge the load generator and streamed responses as the run itself did.
+    #[serde(flatten)]
+    more: MoreHistograms,
+}
+
+/// A second's distributions besides latency, each HDR V2 deflate, base64; absent when empty.
+#[derive(Serialize, Deserialize, Default)]
+struct MoreHistograms {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    generator_lag: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_chunk: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    between_chunks: Option<String>,
 }
 
 /// A line of the series file, read back.
@@ -49,6 +64,8 @@ struct SeriesRecord {
     summary: SecondSummary,
     error_counts: super::ErrorCounts,
     histogram: String,
+    #[serde(flatten)]
+    more: MoreHistograms,
 }
 
 /// Why a window cannot be rebuilt from the series file.
@@ -86,25 +103,35 @@ pub struct SeriesSecond {
     pub tally: Tally,
 }
 
-/// Every second of a series file, in order.
+/// Every second of a series file, in order. A last line without its newline is a write the process did not live
+/// to finish (killed mid-second): it is not a second, and is left out.
 pub fn read_series(path: &Path) -> Result<Vec<SeriesSecond>, SeriesError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| SeriesError::Read { path: path.display().to_string(), source })?;
-    text.lines()
+    let whole_lines = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
+    whole_lines
+        .lines()
         .enumerate()
         .map(|(index, line)| {
             let parsed: SeriesRecord =
                 serde_json::from_str(line).map_err(|source| SeriesError::Line { line: index + 1, source })?;
-            let latency_us = super::decode_histogram(&parsed.histogram)
-                .map_err(|source| SeriesError::Histogram { line: index + 1, source })?;
+            let decode = |encoded: &str| {
+                super::decode_histogram(encoded).map_err(|source| SeriesError::Histogram { line: index + 1, source })
+            };
+            let decode_more = |encoded: &Option<String>| match encoded {
+                Some(encoded) => decode(encoded),
+                None => Ok(super::new_histogram()),
+            };
             let second = &parsed.summary;
             let tally = Tally {
                 started: second.started,
                 completed: second.completed,
                 dropped: second.dropped,
                 errors: parsed.error_counts,
-                latency_us,
-                ..Tally::default()
+                latency_us: decode(&parsed.histogram)?,
+                generator_lag_us: decode_more(&parsed.more.generator_lag)?,
+                first_chunk_us: decode_more(&parsed.more.first_chunk)?,
+                between_chunks_us: decode_more(&parsed.more.between_chunks)?,
             };
             Ok(SeriesSecond { summary: parsed.summary, tally })
         })
@@ -119,7 +146,7 @@ pub fn window_from_series(path: &Path, window: StepWindow) -> Result<StepRecord,
 
 /// A window's measurements from the seconds it spans.
 pub fn window_from_seconds(seconds: &[SeriesSecond], window: StepWindow) -> StepRecord {
-    let span = window.start_s..window.end_s;
+    let span = window.steady_start_s..window.end_s;
     let mut record = new_step_for(window);
     let mut resources = ResourceTotals::default();
     for second in seconds.iter().filter(|second| span.contains(&second.summary.second)) {
@@ -134,8 +161,9 @@ pub fn window_from_seconds(seconds: &[SeriesSecond], window: StepWindow) -> Step
 
 /// Several load generators' series of one test run merged second by second, as one generator driving their
 /// combined load would have recorded it: counts and error classes added, latency histograms added bucket by
-/// bucket (exact: HDR histograms of one precision merge without loss), loads added (each drove its share). The
-/// server's resources are the same server seen by each: their mean; the generators' lag, the worst of them.
+/// bucket (exact: HDR histograms of one precision merge without loss; the generators' lag too), loads added (each
+/// drove its share). The server's resources are the same server seen by each: their mean; a generator's own CPU,
+/// the busiest of them (one shard out of CPU sent less than its share).
 pub fn merge_series(shards: Vec<Vec<SeriesSecond>>) -> Vec<SeriesSecond> {
     let mut by_second: std::collections::BTreeMap<u64, Vec<SeriesSecond>> = std::collections::BTreeMap::new();
     for second in shards.into_iter().flatten() {
@@ -147,25 +175,36 @@ pub fn merge_series(shards: Vec<Vec<SeriesSecond>>) -> Vec<SeriesSecond> {
             let mut tally = Tally::default();
             let mut load = 0.0;
             let mut resources = ResourceTotals::default();
-            let mut lag_p99_ms: f64 = 0.0;
+            let mut generator_cpu_percent: Option<f64> = None;
             for part in &parts {
                 tally.merge(&part.tally);
                 load += part.summary.load;
                 resources.add(part.summary.resources);
-                lag_p99_ms = lag_p99_ms.max(part.summary.generator_lag_p99_ms);
+                generator_cpu_percent = match (generator_cpu_percent, part.summary.resources.generator_cpu_percent) {
+                    (Some(busiest), Some(percent)) => Some(busiest.max(percent)),
+                    (busiest, percent) => busiest.or(percent),
+                };
             }
-            let summary = SecondSummary {
-                generator_lag_p99_ms: lag_p99_ms,
-                ..SecondSummary::of(second, load, &tally, resources.mean())
-            };
+            let resources = ResourceSample { generator_cpu_percent, ..resources.mean() };
+            let summary = SecondSummary::of(second, load, &tally, resources);
             SeriesSecond { summary, tally }
         })
         .collect()
 }
 
 pub fn write_second(series: &mut BufWriter<File>, summary: &SecondSummary, tally: &Tally) -> std::io::Result<()> {
-    let line =
-        SeriesLine { summary, error_counts: tally.errors, histogram: super::encode_histogram(&tally.latency_us) };
+    let more =
+        |histogram: &super::LatencyHistogram| (!histogram.is_empty()).then(|| super::encode_histogram(histogram));
+    let line = SeriesLine {
+        summary,
+        error_counts: tally.errors,
+        histogram: super::encode_histogram(&tally.latency_us),
+        more: MoreHistograms {
+            generator_lag: more(&tally.generator_lag_us),
+            first_chunk: more(&tally.first_chunk_us),
+            between_chunks: more(&tally.between_chunks_us),
+        },
+    };
     serde_json::to_writer(&mut *series, &line)?;
     series.write_all(b"\n")?;
     // Flushed every second so an abrupt end loses at most the second in progress.
@@ -262,7 +301,10 @@ mod tests {
             })
             .collect();
         let merged = merge_series(read);
-        let window = window_from_seconds(&merged, StepWindow::new(0, 1, 3, 9.0, StepRole::Measured));
+        // Seconds 1 to 3 steady: from the window's steady start, not its ramp-in.
+        let window = StepWindow::new(0, 0, 4, 9.0, StepRole::Measured);
+        assert_eq!(window.steady_start_s, 1);
+        let window = window_from_seconds(&merged, window);
         let expected: usize = all[1..4].iter().map(Vec::len).sum();
         assert_eq!(window.steady.completed, expected as u64);
         assert_eq!(window.completed_per_second, all[1..4].iter().map(|values| values.len() as u64).collect::<Vec<_>>());

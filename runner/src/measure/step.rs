@@ -35,6 +35,9 @@ pub struct StepRecord {
     /// that did not ran to its maximum duration.
     pub converged: bool,
     pub resources: ResourceSample,
+    /// Merged shards: a shard's own generator fell behind or ran out of CPU in this step, which the merged lag
+    /// distribution could dilute below the limit (its share of the load was not sent as scheduled).
+    pub shard_fell_behind: bool,
 }
 
 impl StepRecord {
@@ -82,7 +85,8 @@ impl StepRecord {
     /// The load generator could not keep its schedule, or ran out of CPU: the step measured plateau's limit, not
     /// the server's.
     pub fn generator_saturated(&self) -> bool {
-        super::percentile_ms(&self.steady.generator_lag_us, GENERATOR_LAG_PERCENTILE) > GENERATOR_LAG_LIMIT_MS
+        self.shard_fell_behind
+            || super::percentile_ms(&self.steady.generator_lag_us, GENERATOR_LAG_PERCENTILE) > GENERATOR_LAG_LIMIT_MS
             || self.resources.generator_cpu_percent.is_some_and(|percent| percent >= GENERATOR_CPU_LIMIT_PERCENT)
     }
 }
@@ -97,6 +101,7 @@ pub(crate) fn new_step_for(window: StepWindow) -> StepRecord {
         latency_intervals: None,
         converged: true,
         resources: ResourceSample::default(),
+        shard_fell_behind: false,
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
+use crate::plan::Segment;
 use crate::spec::Payload;
 use plugin::PluginInstance;
 pub use plugin::{CallFailure, CompileError, LoadedPlugin, PluginError};
@@ -35,7 +36,8 @@ pub struct Overrides {
 #[derive(Clone)]
 pub enum PayloadSource {
     Fixed(Bytes),
-    /// Sample bodies in turn: request n sends sample n mod count.
+    /// Sample bodies in turn: request n (numbered as in the single run, when this is a shard) sends sample n mod
+    /// count.
     Samples(Arc<SampleRun>),
     Plugin(Arc<PluginRun>),
 }
@@ -43,6 +45,7 @@ pub enum PayloadSource {
 pub struct SampleRun {
     samples: Vec<Bytes>,
     next_sequence: AtomicU64,
+    segment: Segment,
 }
 
 /// A plugin generating for one configuration: the sequence counter is shared so request n is generated once,
@@ -51,7 +54,9 @@ pub struct PluginRun {
     pub plugin: Arc<LoadedPlugin>,
     pub configuration: String,
     pub job_seed: u64,
+    /// This process's requests counted from 0; the plugin sees each as the single run's number (`Segment::sequence`).
     next_sequence: AtomicU64,
+    segment: Segment,
 }
 
 thread_local! {
@@ -61,26 +66,33 @@ thread_local! {
 
 impl PayloadSource {
     /// Where one test run's requests come from: the job's plugin (instantiated for this run), its samples, or its
-    /// fixed body.
-    pub fn for_run(payload: &Payload, plugin: Option<&Arc<LoadedPlugin>>, run_name: &str, seed: u64) -> Self {
+    /// fixed body; a shard's requests are numbered as the single run's.
+    pub fn for_run(
+        payload: &Payload,
+        plugin: Option<&Arc<LoadedPlugin>>,
+        run_name: &str,
+        seed: u64,
+        segment: Segment,
+    ) -> Self {
         match plugin {
-            Some(plugin) => Self::plugin(Arc::clone(plugin), run_name, seed),
-            None if !payload.samples.is_empty() => Self::samples(payload.samples.clone()),
+            Some(plugin) => Self::plugin(Arc::clone(plugin), run_name, seed, segment),
+            None if !payload.samples.is_empty() => Self::Samples(Arc::new(SampleRun {
+                samples: payload.samples.clone(),
+                next_sequence: AtomicU64::new(0),
+                segment,
+            })),
             None => Self::Fixed(payload.body.clone()),
         }
     }
 
-    fn plugin(plugin: Arc<LoadedPlugin>, configuration: &str, job_seed: u64) -> Self {
+    fn plugin(plugin: Arc<LoadedPlugin>, configuration: &str, job_seed: u64, segment: Segment) -> Self {
         Self::Plugin(Arc::new(PluginRun {
             plugin,
             configuration: configuration.to_string(),
             job_seed,
             next_sequence: AtomicU64::new(0),
+            segment,
         }))
-    }
-
-    fn samples(samples: Vec<Bytes>) -> Self {
-        Self::Samples(Arc::new(SampleRun { samples, next_sequence: AtomicU64::new(0) }))
     }
 
     /// Before the ramp: a plugin is instantiated and its `init` called once, off the runtime's threads, so a plugin
@@ -114,7 +126,8 @@ impl PayloadStream {
         match self {
             Self::Fixed(body) => Ok(Prepared { body: body.clone(), overrides: None }),
             Self::Samples(run) => {
-                let sequence = run.next_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let local = run.next_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let sequence = run.segment.sequence(local);
                 let body = run.samples[(sequence % run.samples.len() as u64) as usize].clone();
                 Ok(Prepared { body, overrides: None })
             }
@@ -131,7 +144,7 @@ impl PayloadStream {
                                 instances.len() - 1
                             }
                         };
-                    instances[index].1.next_request(&run.next_sequence)
+                    instances[index].1.next_request(&run.next_sequence, run.segment)
                 })
             }),
         }
@@ -158,6 +171,6 @@ pub fn preview(
     job_seed: u64,
     count: u64,
 ) -> Result<Vec<Prepared>, PluginError> {
-    let mut stream = PayloadSource::plugin(Arc::clone(plugin), configuration, job_seed).stream();
+    let mut stream = PayloadSource::plugin(Arc::clone(plugin), configuration, job_seed, Segment::whole()).stream();
     (0..count).map(|_| stream.next_request()).collect()
 }

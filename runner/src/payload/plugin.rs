@@ -15,6 +15,7 @@ use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, Upd
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::{Overrides, Prepared};
+use crate::plan::Segment;
 use crate::spec::{PluginGrant, PluginSpec};
 
 mod single {
@@ -374,21 +375,27 @@ impl LoadedPlugin {
 }
 
 impl PluginInstance {
-    /// The next request, numbered from `next_sequence` (shared by every instance of the run): one number at a
-    /// time, or a block of them for a plugin that generates in batches.
-    pub fn next_request(&mut self, next_sequence: &std::sync::atomic::AtomicU64) -> Result<Prepared, PluginError> {
+    /// The next request, numbered from `next_sequence` (shared by every instance of the run, and turned into the
+    /// single run's numbers by `segment`): one number at a time, or a block of them for a plugin that generates in
+    /// batches.
+    pub fn next_request(
+        &mut self,
+        next_sequence: &std::sync::atomic::AtomicU64,
+        segment: Segment,
+    ) -> Result<Prepared, PluginError> {
         use std::sync::atomic::Ordering::Relaxed;
         if self.ready.is_empty() {
             match &self.bindings {
                 Bindings::Single(_) => {
-                    let sequence = next_sequence.fetch_add(1, Relaxed);
+                    let sequence = segment.sequence(next_sequence.fetch_add(1, Relaxed));
                     let request = self.call_generate(sequence)?;
                     self.ready.push_back((sequence, request));
                 }
                 Bindings::Batch(_) => {
                     let first = next_sequence.fetch_add(BATCH, Relaxed);
-                    let requests = self.call_generate_batch(first)?;
-                    self.ready.extend((first..).zip(requests));
+                    let sequences: Vec<u64> = (first..first + BATCH).map(|local| segment.sequence(local)).collect();
+                    let requests = self.call_generate_batch(&sequences)?;
+                    self.ready.extend(sequences.into_iter().zip(requests));
                 }
             }
         }
@@ -409,18 +416,19 @@ impl PluginInstance {
         }
     }
 
-    fn call_generate_batch(&mut self, first: u64) -> Result<Vec<GeneratedRequest>, PluginError> {
+    fn call_generate_batch(&mut self, sequences: &[u64]) -> Result<Vec<GeneratedRequest>, PluginError> {
         let plugin = &self.plugin;
         plugin.arm(&mut self.store, BATCH);
-        let contexts: Vec<GenerateContext> = (first..first + BATCH)
-            .map(|sequence| GenerateContext {
+        let contexts: Vec<GenerateContext> = sequences
+            .iter()
+            .map(|&sequence| GenerateContext {
                 sequence,
                 configuration: self.context.configuration.clone(),
                 seed: request_seed(self.job_seed, sequence),
             })
             .collect();
         let Bindings::Batch(bindings) = &self.bindings else { unreachable!("called for batch plugins only") };
-        let last = first + BATCH - 1;
+        let (first, last) = (sequences[0], sequences[sequences.len() - 1]);
         match bindings.call_generate_batch(&mut self.store, &contexts) {
             Ok(Ok(requests)) if requests.len() as u64 == BATCH => Ok(requests),
             Ok(Ok(requests)) => {

@@ -3,6 +3,7 @@
 //! the traffic pattern turned into the `Schedule` every run follows.
 
 mod schedule;
+mod segment;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -12,6 +13,7 @@ use rand::seq::{IndexedRandom as _, SliceRandom as _};
 
 use crate::spec::{Configuration, Deployment, Job};
 pub use schedule::{LoadUnit, Schedule, StepRole, StepWindow};
+pub use segment::{COUNT_VARIABLE, INDEX_VARIABLES, MAX_SEGMENTS, Segment, SegmentError};
 
 #[derive(Debug, Clone)]
 pub struct TestRun {

@@ -6,19 +6,19 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::analyze::search::{self, Searcher, Split};
-use crate::analyze::{self, ConfigurationFacts, OnlineDetector, StepResult};
+use crate::analyze::search::{self, SearchSummary, Searcher, Split};
+use crate::analyze::{self, Analysis, ConfigurationFacts, OnlineDetector, StepResult};
 use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
 use crate::aws::errors::ErrorDetail;
 use crate::drive::{self, DriveOptions, EndReason, NextStep, RunRecord};
 use crate::measure::ResourceSource;
-use crate::measure::series;
+use crate::measure::series::{self, SecondSummary, SeriesSecond};
 use crate::measure::step::StepRecord;
 use crate::payload::PayloadSource;
-use crate::plan::{LoadUnit, StepRole, TestRun};
+use crate::plan::{LoadUnit, Schedule, StepRole, TestRun};
 use crate::results::{ConfigurationResult, RunStatus};
 use crate::server::{Server, Started};
-use crate::spec::{Deployment, Traffic};
+use crate::spec::{Deployment, Job, Traffic};
 use crate::target::Target;
 use crate::target::http::HttpTarget;
 use crate::target::sagemaker::SageMakerTarget;
@@ -26,6 +26,7 @@ use crate::target::sagemaker::SageMakerTarget;
 use super::RunContext;
 use super::progress::RunObserver;
 use super::race::Racer;
+use super::shard;
 
 /// How much of its ramp a test run covers. With racing, search mode probes every configuration first and then
 /// measures them in order of promise, so the likely winner is measured first and the others meet a leader: those
@@ -137,20 +138,12 @@ pub(super) async fn run_configuration(
         .filter(|_| job.cloudwatch.publish)
         .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, &endpoint_name));
     let facts = facts(utilization_source);
-    let detector = || OnlineDetector { stopping: &job.stopping, settings: job.plateau };
-    let searcher = || match &job.traffic {
-        Traffic::Search(search) => Some(Searcher {
-            search,
-            detector: detector(),
-            think_time_ms: job.traffic_options.think_time_ms,
-            goal: job.requirements.slo,
-        }),
-        _ => None,
-    };
     let mut observer = RunObserver {
         load_unit: context.schedule.load_unit,
-        detector: detector(),
-        searcher: searcher(),
+        detector: OnlineDetector { stopping: &job.stopping, settings: job.plateau },
+        // Shards run the whole ramp: each sees only its share, and they must all run the same steps.
+        fixed_ramp: context.segment.count() > 1,
+        searcher: searcher(job),
         roles: Vec::new(),
         prior,
         probe_only,
@@ -169,12 +162,15 @@ pub(super) async fn run_configuration(
         schedule: &schedule,
         traffic: &job.traffic_options,
         seed: run.seeds.arrivals,
-        max_invocations: job.stopping.max_invocations,
+        // A shard stops at its share of the invocations.
+        max_invocations: job.stopping.max_invocations.map(|max| max.div_ceil(u64::from(context.segment.count()))),
         goal: job.requirements.slo,
         series_path: Some(&context.out.join(&series_file)),
+        segment: context.segment,
         // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.
         cancel: cancel.child_token(),
     };
+    shard::wait_for_slot(context, run, &cancel, &line, &label).await;
     let run_started = SystemTime::now();
     let driven = drive_target(context, run, &mut started, payload, options, &mut observer).await;
     let (eliminated, probe_done) = (observer.eliminated.take(), observer.probe_done.take());
@@ -230,57 +226,15 @@ pub(super) async fn run_configuration(
     };
     // Phases are judged by sliding windows, measured again from the series file (docs/decisions.md, "What the
     // numbers mean").
-    let sliding = match &job.traffic {
-        Traffic::Phases(_) => {
-            let from_s = context.schedule.steps.first().map_or(0, |step| step.start_s);
-            analyze::sliding_window(&record.seconds, from_s, &job.plateau)
-                .and_then(|window| series::window_from_series(&context.out.join(&series_file), window).ok())
-        }
-        _ => None,
-    };
-    // Search mode's probe steps placed the measured ones; figures come from measured steps, and the figure at the
-    // latency goal also from boundary steps.
-    let (mut probe, mut measured, mut boundary) = (Vec::new(), Vec::new(), Vec::new());
-    for step in record.steps {
-        match step.window.role {
-            StepRole::Probe => probe.push(step),
-            StepRole::Measured => measured.push(step),
-            StepRole::Boundary => boundary.push(step),
-        }
-    }
-    if let Pass::Measure(probed) = pass {
-        probe = probed.records.clone();
-    }
-    for steps in [&mut measured, &mut boundary] {
-        for (index, step) in steps.iter_mut().enumerate() {
-            step.window.index = index;
-        }
-    }
-    let mut analysis = analyze::analyze_steps(
-        &measured,
-        &boundary,
-        &facts,
-        &job.stopping,
-        &job.requirements,
-        &job.plateau,
-        sliding.as_ref(),
-    );
-    let search = searcher().map(|searcher| {
-        let steps = Split {
-            probe: search::split(&probe).probe,
-            measured: analysis.steps.clone(),
-            boundary: analysis.boundary_steps.clone(),
-        };
-        (searcher.summary(&steps), steps.probe)
+    let sliding = sliding_window(job, context.schedule, &record.seconds, || {
+        series::read_series(&context.out.join(&series_file)).ok()
     });
-    // A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
-    if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint_metrics.as_ref())
-        && (endpoint.cpu_utilization.is_some() || endpoint.memory_utilization.is_some())
-    {
-        metrics.cpu_utilization_percent = endpoint.cpu_utilization;
-        metrics.memory_utilization_percent = endpoint.memory_utilization;
-        metrics.utilization_source = Some("CloudWatch (/aws/sagemaker/Endpoints)".to_string());
-    }
+    let probe = match pass {
+        Pass::Measure(probed) => Some(probed.records.clone()),
+        Pass::Whole | Pass::Probe => None,
+    };
+    let Analysed { mut analysis, search, probe } = analysed(job, &facts, record.steps, probe, sliding.as_ref());
+    with_endpoint_utilization(&mut analysis, endpoint_metrics.as_ref());
     let (status, failure) = match (&crashed, &server, &record.end) {
         (Some(status), Server::Command { process, .. }, _) => (
             RunStatus::Failed,
@@ -306,6 +260,7 @@ pub(super) async fn run_configuration(
         status,
         end: Some(record.end),
         failure,
+        ramp_started_unix_ms: Some(unix_ms(run_started)),
         elapsed_s: record.elapsed_s + prior_elapsed_s,
         steps: analysis.steps,
         eliminated,
@@ -336,12 +291,104 @@ pub(super) async fn run_configuration(
     }
 }
 
+/// The searcher that chooses search mode's steps, for a job in search mode.
+fn searcher(job: &Job) -> Option<Searcher<'_>> {
+    match &job.traffic {
+        Traffic::Search(search) => Some(Searcher {
+            search,
+            detector: OnlineDetector { stopping: &job.stopping, settings: job.plateau },
+            think_time_ms: job.traffic_options.think_time_ms,
+            goal: job.requirements.slo,
+        }),
+        _ => None,
+    }
+}
+
+/// `phases`' sliding window where throughput levelled off, measured exactly from the run's full per-second
+/// record (`series`, read only when a window is found).
+pub(super) fn sliding_window(
+    job: &Job,
+    schedule: &Schedule,
+    seconds: &[SecondSummary],
+    series: impl FnOnce() -> Option<Vec<SeriesSecond>>,
+) -> Option<StepRecord> {
+    let Traffic::Phases(_) = &job.traffic else { return None };
+    let from_s = schedule.steps.first().map_or(0, |step| step.start_s);
+    let window = analyze::sliding_window(seconds, from_s, &job.plateau)?;
+    Some(series::window_from_seconds(&series()?, window))
+}
+
+/// A test run's figures, and search mode's summary with its probe steps.
+pub(super) struct Analysed {
+    pub(super) analysis: Analysis,
+    pub(super) search: Option<(SearchSummary, Vec<StepResult>)>,
+    /// The probe steps as recorded, for a probe pass's measured pass to continue from.
+    pub(super) probe: Vec<StepRecord>,
+}
+
+/// Analyses a test run's steps: search mode's probe steps placed the measured ones (`probe`: those of the probe
+/// pass, when this is the measured pass) and feed no figure; figures come from measured steps, and the figure at
+/// the latency goal also from boundary steps.
+pub(super) fn analysed(
+    job: &Job,
+    facts: &ConfigurationFacts,
+    steps: Vec<StepRecord>,
+    probe: Option<Vec<StepRecord>>,
+    sliding: Option<&StepRecord>,
+) -> Analysed {
+    let (mut probe_steps, mut measured, mut boundary) = (Vec::new(), Vec::new(), Vec::new());
+    for step in steps {
+        match step.window.role {
+            StepRole::Probe => probe_steps.push(step),
+            StepRole::Measured => measured.push(step),
+            StepRole::Boundary => boundary.push(step),
+        }
+    }
+    let probe = probe.unwrap_or(probe_steps);
+    for steps in [&mut measured, &mut boundary] {
+        for (index, step) in steps.iter_mut().enumerate() {
+            step.window.index = index;
+        }
+    }
+    let analysis =
+        analyze::analyze_steps(&measured, &boundary, facts, &job.stopping, &job.requirements, &job.plateau, sliding);
+    let search = searcher(job).map(|searcher| {
+        let steps = Split {
+            probe: search::split(&probe).probe,
+            measured: analysis.steps.clone(),
+            boundary: analysis.boundary_steps.clone(),
+        };
+        (searcher.summary(&steps), steps.probe)
+    });
+    Analysed { analysis, search, probe }
+}
+
+/// A SageMaker endpoint's utilisation is the endpoint's own, from CloudWatch (IR reports the same figures).
+pub(super) fn with_endpoint_utilization(analysis: &mut Analysis, endpoint: Option<&EndpointMetrics>) {
+    if let (Some(metrics), Some(endpoint)) = (analysis.metrics.as_mut(), endpoint)
+        && (endpoint.cpu_utilization.is_some() || endpoint.memory_utilization.is_some())
+    {
+        metrics.cpu_utilization_percent = endpoint.cpu_utilization;
+        metrics.memory_utilization_percent = endpoint.memory_utilization;
+        metrics.utilization_source = Some("CloudWatch (/aws/sagemaker/Endpoints)".to_string());
+    }
+}
+
+pub(super) fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |since| since.as_millis() as u64)
+}
+
 /// Share of failed requests at the lowest load beyond which the target is broken, not overloaded.
 const TARGET_FAILURE_PERCENT: f64 = 50.0;
 
 /// A target that fails most requests already at the lowest load is broken, not slow: the run failed, and the
 /// message says how, by the dominant error class (never "the load generator fell behind").
-fn target_failure(steps: &[StepResult], details: &[ErrorDetail], address: &str, load_unit: LoadUnit) -> Option<String> {
+pub(super) fn target_failure(
+    steps: &[StepResult],
+    details: &[ErrorDetail],
+    address: &str,
+    load_unit: LoadUnit,
+) -> Option<String> {
     let first = steps.iter().find(|step| step.complete)?;
     if first.error_rate_percent <= TARGET_FAILURE_PERCENT {
         return None;

@@ -4,8 +4,10 @@
 //! configuration and marked partial.
 
 mod configuration;
+mod merge;
 mod progress;
 mod race;
+mod shard;
 mod signals;
 mod trials;
 
@@ -22,7 +24,7 @@ use crate::exit::Exit;
 use crate::git::Revision;
 use crate::measure::process_tree;
 use crate::payload::{LoadedPlugin, PayloadSource};
-use crate::plan::{self, Schedule, TestRun};
+use crate::plan::{self, Schedule, Segment, TestRun};
 use crate::recommend;
 use crate::report;
 use crate::report::digest::RunDigest;
@@ -34,6 +36,8 @@ use crate::spec::{self, Job, Objective, Traffic};
 use configuration::{Pass, Probed, Ran, run_configuration};
 use progress::Progress;
 
+pub use merge::merge;
+pub use shard::ShardError;
 pub use signals::shutdown_signal;
 
 fn utc_now() -> String {
@@ -49,32 +53,43 @@ fn host() -> Host {
     }
 }
 
-/// Runs the job file at `job_path`, writing everything into `out` (or the default folder).
 /// What `plateau run` was asked to do.
 pub enum Launch {
     /// Run the job file into `out` (or a new folder); `trials`, when given, replaces its `[job] trials`, and the
-    /// command line's overrides apply over the file.
-    New { job: PathBuf, out: Option<PathBuf>, trials: Option<u32>, overrides: spec::Overrides },
+    /// command line's overrides apply over the file. A `segment` runs one shard's share of the load, its test runs
+    /// aligned on `start_at` when given.
+    New {
+        job: PathBuf,
+        out: Option<PathBuf>,
+        trials: Option<u32>,
+        overrides: spec::Overrides,
+        segment: Option<Segment>,
+        start_at: Option<SystemTime>,
+    },
     /// Finish the interrupted run in `folder`: its completed test runs are kept, the rest run.
     Resume { folder: PathBuf },
 }
 
-/// Runs a job, writing everything into its output folder.
-/// Runs a job; `history` is the database the finished run is recorded in (none: not recorded).
+/// Runs a job, writing everything into its output folder; `history` is the database the finished run is recorded
+/// in (none: not recorded).
 pub async fn run(
     launch: Launch,
     report_options: report::ReportOptions,
     summary: Summary,
     history: Option<PathBuf>,
 ) -> anyhow::Result<Exit> {
-    let (job_path, out, trials, overrides, previous) = match launch {
-        Launch::New { job, out, trials, overrides } => (job, out, trials, overrides, None),
+    let (job_path, out, trials, overrides, (segment, start_at), previous) = match launch {
+        Launch::New { job, out, trials, overrides, segment, start_at } => {
+            (job, out, trials, overrides, (segment, start_at), None)
+        }
+        // A resumed shard runs its share again, unaligned: the other shards have long finished the runs it lacks.
         Launch::Resume { folder } => match Results::load(&folder.join("results.json")) {
             Ok(previous) => (
                 PathBuf::from(&previous.manifest.job_file),
                 Some(folder),
                 Some(previous.job.trials),
                 previous.manifest.overrides.clone(),
+                (previous.manifest.segment, None),
                 Some(previous),
             ),
             Err(error) => {
@@ -87,6 +102,13 @@ pub async fn run(
         Ok(job) => Job { trials: trials.unwrap_or(job.trials), ..job },
         Err(error) => {
             eprintln!("{error}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    let job = match segment.map(|_| shard::for_shards(job.clone())).transpose() {
+        Ok(sharded) => sharded.unwrap_or(job),
+        Err(error) => {
+            eprintln!("error: cannot run {} as shards: {error}", job_path.display());
             return Ok(Exit::InvalidInput);
         }
     };
@@ -138,7 +160,8 @@ pub async fn run(
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
     eprintln!(
-        "plateau: {}{}, at most {} s; output in {}",
+        "plateau: {}{}{}, at most {} s; output in {}",
+        segment.map(|segment| format!("shard {segment} of ")).unwrap_or_default(),
         plan.runs_counted(),
         plan.trials_note(),
         plan.worst_case_s(),
@@ -185,6 +208,8 @@ pub async fn run(
                 sha256: plugin.sha256.clone(),
                 kind: if plugin.wrapped_core_module { "core-module" } else { "component" }.to_string(),
             }),
+            segment,
+            shards: None,
         },
         job: JobSummary {
             name: job.name.clone(),
@@ -217,6 +242,8 @@ pub async fn run(
         progress: &progress,
         started: Instant::now(),
         race: job.racing.then_some(&race),
+        segment: segment.unwrap_or_else(Segment::whole),
+        start_at,
     };
     // Results by test run, saved in plan order after every one, so an abrupt end loses at most the ones in progress.
     let mut done: Vec<Option<ConfigurationResult>> = vec![None; plan.runs.len()];
@@ -269,12 +296,35 @@ pub async fn run(
 
     results.partial =
         cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
-    let recommendation = recommend::recommend(&results.configurations, &job.requirements);
+    if let Some(segment) = segment {
+        // A shard's figures are its share's: no recommendation or report until the shards are merged.
+        results.manifest.ended_at = utc_now();
+        report::write_results(&results, &out)?;
+        eprintln!(
+            "plateau: shard {segment} {}; its results are in {}: merge every shard's folder with `plateau merge`",
+            if results.partial { "ended early" } else { "done" },
+            out.display()
+        );
+        return Ok(if results.partial { Exit::RunFailed } else { Exit::Success });
+    }
+    results.manifest.ended_at = utc_now();
+    conclude(results, &out, &report_options, summary, history)
+}
+
+/// A finished run (or merged shards): the recommendation, the reports, the history and the summary printed; the
+/// exit code.
+fn conclude(
+    mut results: Results,
+    out: &Path,
+    report_options: &report::ReportOptions,
+    summary: Summary,
+    history: Option<PathBuf>,
+) -> anyhow::Result<Exit> {
+    let recommendation = recommend::recommend(&results.configurations, &results.job.requirements);
     let recommended = recommendation.configuration.is_some();
     let established = !matches!(recommendation.confidence, Confidence::Inconclusive { .. });
     results.recommendation = Some(recommendation);
-    results.manifest.ended_at = utc_now();
-    let table = report::write_all(&results, &out, &report_options)?;
+    let table = report::write_all(&results, out, report_options)?;
     if let Some(path) = history {
         record_in_history(&results, &path);
     }
@@ -347,6 +397,10 @@ pub(super) struct RunContext<'a> {
     pub(super) started: Instant,
     /// The race the runs are in, unless `[job] racing = false`.
     pub(super) race: Option<&'a race::Race>,
+    /// The share of the load this process sends: the whole of it, unless it is a shard.
+    pub(super) segment: Segment,
+    /// When the shards start their first test run's ramp (`--start-at`).
+    pub(super) start_at: Option<SystemTime>,
 }
 
 impl RunContext<'_> {
@@ -357,41 +411,7 @@ impl RunContext<'_> {
         status: RunStatus,
         failure: Option<String>,
     ) -> ConfigurationResult {
-        let configuration = &run.configuration;
-        ConfigurationResult {
-            name: run.name.clone(),
-            trial: run.trial.map(|trial| trial.number),
-            trials: None,
-            target: run.target_name.clone(),
-            target_kind: Some(configuration.deployment.kind()),
-            instance_type: configuration.instance_type.clone(),
-            instance_count: configuration.instance_count,
-            price_per_hour_usd: configuration.price_per_hour_usd,
-            price_source: configuration.price_source.clone(),
-            environment: run.environment.clone(),
-            serverless: configuration.serverless,
-            status,
-            end: None,
-            failure,
-            elapsed_s: 0,
-            full_ramp_s: self.schedule.duration_s(),
-            steps: Vec::new(),
-            eliminated: None,
-            probe_steps: Vec::new(),
-            boundary_steps: Vec::new(),
-            search: None,
-            seconds: Vec::new(),
-            series_file: None,
-            server_log: None,
-            plateau: None,
-            metrics: None,
-            scalability: None,
-            reference: None,
-            error_details: Vec::new(),
-            cloudwatch: None,
-            endpoint_metrics: None,
-            endpoint_metrics_error: None,
-        }
+        empty_result(run, self.schedule, status, failure)
     }
 
     /// A test run that could not run, with the error that stopped it (and the server's log, if it has one).
@@ -400,6 +420,46 @@ impl RunContext<'_> {
             server_log: run.log_file(),
             ..self.empty_result(run, RunStatus::Failed, Some(format!("{error:#}")))
         }
+    }
+}
+
+/// A test run's result before anything is measured: what it is, and how it ended.
+fn empty_result(run: &TestRun, schedule: &Schedule, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+    let configuration = &run.configuration;
+    ConfigurationResult {
+        name: run.name.clone(),
+        trial: run.trial.map(|trial| trial.number),
+        trials: None,
+        target: run.target_name.clone(),
+        target_kind: Some(configuration.deployment.kind()),
+        instance_type: configuration.instance_type.clone(),
+        instance_count: configuration.instance_count,
+        price_per_hour_usd: configuration.price_per_hour_usd,
+        price_source: configuration.price_source.clone(),
+        environment: run.environment.clone(),
+        serverless: configuration.serverless,
+        status,
+        end: None,
+        failure,
+        ramp_started_unix_ms: None,
+        elapsed_s: 0,
+        full_ramp_s: schedule.duration_s(),
+        steps: Vec::new(),
+        eliminated: None,
+        probe_steps: Vec::new(),
+        boundary_steps: Vec::new(),
+        search: None,
+        seconds: Vec::new(),
+        series_file: None,
+        server_log: None,
+        plateau: None,
+        metrics: None,
+        scalability: None,
+        reference: None,
+        error_details: Vec::new(),
+        cloudwatch: None,
+        endpoint_metrics: None,
+        endpoint_metrics_error: None,
     }
 }
 
@@ -431,7 +491,8 @@ async fn run_one(
         };
         return Ran::Done(ConfigurationResult { eliminated: Some(reason), ..ran });
     }
-    let payload = PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload);
+    let payload =
+        PayloadSource::for_run(&context.job.payload, plugin.as_ref(), &run.name, run.seeds.payload, context.segment);
     run_configuration(context, run, payload, cancel.clone(), pass).await
 }
 

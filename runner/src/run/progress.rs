@@ -71,6 +71,9 @@ impl Drop for RunLine {
 pub(super) struct RunObserver<'a> {
     pub(super) load_unit: LoadUnit,
     pub(super) detector: OnlineDetector<'a>,
+    /// A shard's run: the whole ramp runs, whatever its steps show (the detector only ends a ramp on the whole
+    /// load's evidence, which no shard has).
+    pub(super) fixed_ramp: bool,
     /// Search mode: chooses each next step.
     pub(super) searcher: Option<Searcher<'a>>,
     /// The role of each step run so far: steps are numbered among their own role.
@@ -176,6 +179,7 @@ impl Observer for RunObserver<'_> {
         };
         let verdict = match &self.searcher {
             Some(searcher) => searcher.next(steps),
+            None if self.fixed_ramp => StepVerdict::Continue,
             None => self.detector.stop_reason(steps).map_or(StepVerdict::Continue, StepVerdict::Stop),
         };
         // Racing stops only a ramp that would go on: one that ends anyway was measured in full.

@@ -339,7 +339,7 @@ impl Traffic {
     }
 
     /// The duration of each step, for patterns whose load holds still step by step.
-    fn step_duration_s(&self) -> Option<u64> {
+    pub fn step_duration_s(&self) -> Option<u64> {
         match self {
             Traffic::Stairs { step_duration_s, .. } | Traffic::RateSteps { step_duration_s, .. } => {
                 Some(*step_duration_s)
