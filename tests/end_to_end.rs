@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod common;
+mod shards;
 use common::{load_lock, plateau, read_results, repository, shared_lock, text};
 
 fn write_job(folder: &Path, text: &str) -> PathBuf {

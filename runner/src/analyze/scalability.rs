@@ -15,8 +15,9 @@ pub struct ScalabilityFit {
     pub lambda_rps: f64,
     pub sigma: f64,
     pub kappa: f64,
-    /// The highest throughput the model predicts, and the load it occurs at (absent when it only levels off).
-    pub peak_throughput_rps: f64,
+    /// The highest throughput the model predicts (absent when it grows without bound: no contention or coherency
+    /// was seen), and the load it occurs at (absent when it only levels off).
+    pub peak_throughput_rps: Option<f64>,
     pub peak_users: Option<f64>,
     /// Coefficient of determination of the fitted throughput against the measured one.
     pub r_squared: f64,
@@ -69,20 +70,14 @@ fn fit_terms(lambda_rps: f64, points: &[(f64, f64)]) -> Option<(f64, f64)> {
 
 /// The model for these parameters, with its peak and its R^2 against the points.
 fn with_quality(lambda_rps: f64, sigma: f64, kappa: f64, points: &[(f64, f64)]) -> ScalabilityFit {
-    let mut fit = ScalabilityFit {
-        lambda_rps,
-        sigma,
-        kappa,
-        peak_throughput_rps: f64::INFINITY,
-        peak_users: None,
-        r_squared: 0.0,
-    };
+    let mut fit =
+        ScalabilityFit { lambda_rps, sigma, kappa, peak_throughput_rps: None, peak_users: None, r_squared: 0.0 };
     if kappa > 0.0 {
         let users = ((1.0 - sigma) / kappa).max(1.0).sqrt();
         fit.peak_users = Some(users);
-        fit.peak_throughput_rps = fit.throughput_rps(users);
+        fit.peak_throughput_rps = Some(fit.throughput_rps(users));
     } else if sigma > 0.0 {
-        fit.peak_throughput_rps = lambda_rps / sigma;
+        fit.peak_throughput_rps = Some(lambda_rps / sigma);
     }
     let mean = points.iter().map(|point| point.1).sum::<f64>() / points.len() as f64;
     let total: f64 = points.iter().map(|point| (point.1 - mean).powi(2)).sum();
@@ -129,12 +124,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_linear_fit_has_no_peak_and_its_results_read_back() {
+        // Infinity was written as JSON null, and the results file could not be read again.
+        let fit = fit(&[(1.0, 40.0), (2.0, 80.0), (3.0, 120.0)]).unwrap();
+        assert_eq!((fit.sigma, fit.kappa, fit.peak_throughput_rps), (0.0, 0.0, None));
+        let read: ScalabilityFit = serde_json::from_str(&serde_json::to_string(&fit).unwrap()).unwrap();
+        assert_eq!(read, fit);
+    }
+
+    #[test]
     fn recovers_the_parameters_of_an_exact_usl_curve() {
         let truth = ScalabilityFit {
             lambda_rps: 50.0,
             sigma: 0.05,
             kappa: 0.002,
-            peak_throughput_rps: 0.0,
+            peak_throughput_rps: None,
             peak_users: None,
             r_squared: 0.0,
         };
@@ -157,7 +161,7 @@ mod tests {
         let fit = fit(&points).unwrap();
         // A hard knee is not a USL curve, so the fit is rough, but its peak lands near the real ceiling.
         assert!(fit.r_squared > 0.8, "{fit:?}");
-        assert!((fit.peak_throughput_rps / 200.0 - 1.0).abs() < 0.10, "{fit:?}");
+        assert!((fit.peak_throughput_rps.unwrap() / 200.0 - 1.0).abs() < 0.10, "{fit:?}");
     }
 
     #[test]
@@ -171,7 +175,7 @@ mod tests {
         for (points, ceiling_rps) in ramps {
             let fit = fit(points).unwrap();
             // A hard knee is not a USL curve; the smooth fit overshoots it a little.
-            assert!((fit.peak_throughput_rps / ceiling_rps - 1.0).abs() < 0.15, "{points:?}: {fit:?}");
+            assert!((fit.peak_throughput_rps.unwrap() / ceiling_rps - 1.0).abs() < 0.15, "{points:?}: {fit:?}");
             assert!(fit.r_squared > 0.8, "{points:?}: {fit:?}");
         }
     }

@@ -245,6 +245,11 @@ pub async fn run(
         segment: segment.unwrap_or_else(Segment::whole),
         start_at,
     };
+    // A run killed in its first test run still leaves a results file, marked partial (a resumed run keeps the one
+    // it resumes until its first test run is saved again).
+    if previous.is_none() {
+        report::write_results(&results, &out)?;
+    }
     // Results by test run, saved in plan order after every one, so an abrupt end loses at most the ones in progress.
     let mut done: Vec<Option<ConfigurationResult>> = vec![None; plan.runs.len()];
     let mut record = |results: &mut Results, run: &TestRun, result: ConfigurationResult| -> anyhow::Result<()> {
