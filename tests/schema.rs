@@ -144,3 +144,103 @@ fn the_github_action_and_the_container_build_file_are_well_formed() {
     let ignored = std::fs::read_to_string(repository().join(".dockerignore")).unwrap();
     assert!(ignored.lines().any(|line| line == "target"), "the build context would carry target/");
 }
+
+/// Every document of a YAML file, read by PyYAML (from the virtual environment tests/run.sh creates).
+fn yaml_documents(path: &std::path::Path) -> Vec<serde_json::Value> {
+    let python = repository().join(".venv/bin/python");
+    assert!(python.exists(), "{} is missing: tests/run.sh creates it", python.display());
+    let output = Command::new(python)
+        .args(["-c", "import json, sys, yaml; print(json.dumps(list(yaml.safe_load_all(open(sys.argv[1])))))"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_kubernetes_manifests_carry_what_an_indexed_job_and_the_merge_need() {
+    let folder = repository().join("deploy/kubernetes");
+    let mut documents: Vec<serde_json::Value> = Vec::new();
+    for entry in std::fs::read_dir(&folder).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|extension| extension == "yaml") {
+            documents.extend(yaml_documents(&path));
+        }
+    }
+    let find = |kind: &str, name: &str| {
+        documents
+            .iter()
+            .find(|document| document["kind"] == kind && document["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind} {name} in {}", folder.display()))
+            .clone()
+    };
+    let (config_map, volume) = (find("ConfigMap", "plateau-job"), find("PersistentVolumeClaim", "plateau-results"));
+    assert_eq!(volume["spec"]["accessModes"][0], "ReadWriteMany", "every shard's pod mounts the results at once");
+    let dockerfile = std::fs::read_to_string(repository().join("Dockerfile")).unwrap();
+    let image_user = dockerfile.lines().rev().find_map(|line| line.strip_prefix("USER ")).unwrap();
+    let image_uid: u64 = image_user.split(':').next().unwrap().trim().parse().unwrap();
+
+    // What every pod of both Jobs shares: the job file at one path, the results volume, a non-root user.
+    let pod_of = |job: &serde_json::Value| {
+        assert_eq!(job["apiVersion"], "batch/v1");
+        let pod = job["spec"]["template"]["spec"].clone();
+        assert_eq!(pod["restartPolicy"], "Never");
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(pod["securityContext"]["runAsUser"].as_u64(), Some(image_uid), "the image's own user");
+        let container = pod["containers"][0].clone();
+        let mounts: Vec<(String, String)> = container["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|mount| {
+                (mount["name"].as_str().unwrap().to_string(), mount["mountPath"].as_str().unwrap().to_string())
+            })
+            .collect();
+        for volume in pod["volumes"].as_array().unwrap() {
+            if let Some(name) = volume["configMap"]["name"].as_str() {
+                assert_eq!(name, "plateau-job");
+            }
+            if let Some(claim) = volume["persistentVolumeClaim"]["claimName"].as_str() {
+                assert_eq!(claim, "plateau-results");
+            }
+        }
+        assert!(
+            mounts.contains(&("job".into(), "/job".into())) && mounts.contains(&("results".into(), "/results".into()))
+        );
+        let args: Vec<String> =
+            container["args"].as_array().unwrap().iter().map(|arg| arg.as_str().unwrap().to_string()).collect();
+        (container, args)
+    };
+
+    let shards = find("Job", "plateau-shards");
+    let spec = &shards["spec"];
+    assert_eq!(spec["completionMode"], "Indexed");
+    let (container, args) = pod_of(&shards);
+    let env = |name: &str| {
+        container["env"].as_array().unwrap().iter().find(|var| var["name"] == name).map(|var| var["value"].clone())
+    };
+    let count: u64 = env("PLATEAU_SEGMENTS").unwrap().as_str().unwrap().parse().unwrap();
+    assert_eq!((spec["completions"].as_u64(), spec["parallelism"].as_u64()), (Some(count), Some(count)));
+    assert_eq!(spec["backoffLimit"], 0, "a shard rerun late would not load the target with the others");
+    assert!(env("PLATEAU_START_AT").is_some(), "the shards start together");
+    assert_eq!(&args[..2], ["run", "/job/job.toml"]);
+    let out = &args[args.iter().position(|arg| arg == "--out").unwrap() + 1];
+    assert_eq!(out, "/results/shard-{shard}");
+
+    // The merge lists every shard's folder, in the volume the shards wrote to.
+    let (_, args) = pod_of(&find("Job", "plateau-merge"));
+    assert_eq!(args[0], "merge");
+    let folders: Vec<&String> = args[1..].iter().take_while(|arg| !arg.starts_with("--")).collect();
+    let expected: Vec<String> = (0..count).map(|index| out.replace("{shard}", &index.to_string())).collect();
+    assert_eq!(folders, expected.iter().collect::<Vec<_>>());
+
+    // The job file the ConfigMap carries is valid, and a job shards can run: a target they all send to, a fixed ramp.
+    let job_text = config_map["data"]["job.toml"].as_str().unwrap();
+    let temporary = tempfile::tempdir().unwrap();
+    let job = temporary.path().join("job.toml");
+    std::fs::write(&job, job_text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_plateau")).arg("validate").arg(&job).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(job_text.contains("kind = \"http\"") && job_text.contains("[traffic.stairs]"), "{job_text}");
+}

@@ -39,7 +39,8 @@ enum Command {
         /// The job file (TOML).
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]
         job: Option<PathBuf>,
-        /// Output folder [default: plateau-out/<job name>-<UTC time>].
+        /// Output folder [default: plateau-out/<job name>-<UTC time>]. In a shard's run, `{shard}` in it is the
+        /// shard's index.
         #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
         /// Finish an interrupted run (Ctrl-C, kill -9, power loss) in its output folder: the test runs it completed

@@ -155,6 +155,12 @@ pub async fn run(
         let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         PathBuf::from("plateau-out").join(format!("{}-{stamp}", plan::file_stem(&job.name)))
     });
+    // A shard's folder may name its index (`--out /results/shard-{shard}`): one command line serves every shard of
+    // an Indexed Job or array job, which set the index only in the environment.
+    let out = match segment {
+        Some(segment) => PathBuf::from(out.to_string_lossy().replace("{shard}", &segment.index().to_string())),
+        None => out,
+    };
     for folder in ["series", "logs"] {
         std::fs::create_dir_all(out.join(folder))
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;

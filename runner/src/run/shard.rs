@@ -19,7 +19,7 @@ use super::progress::RunLine;
 
 /// Between one test run's slot and the next when shards align on `--start-at`: time for a shard to write its
 /// results and start the next run's target before the next slot begins.
-pub(super) const SLOT_GAP_S: u64 = 5;
+pub(super) const SLOT_GAP_S: u64 = 2;
 
 /// Why a job cannot be split into shards.
 #[derive(Debug, thiserror::Error)]
