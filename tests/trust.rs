@@ -10,16 +10,6 @@ use serde_json::Value;
 mod common;
 use common::{load_lock, plateau, read_results, shared_lock, text};
 
-/// Runs `job` (TOML text) with `plateau run` and returns its results and exit code.
-fn run_job(folder: &Path, name: &str, job: &str) -> (Value, Option<i32>) {
-    let path = folder.join(format!("{name}.toml"));
-    std::fs::write(&path, job).unwrap();
-    let out = folder.join(name);
-    let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
-    assert!(out.join("results.json").exists(), "{name} wrote no results: {}", text(&output));
-    (read_results(&out), output.status.code())
-}
-
 /// A noisy server of known capacity: 4 workers, bimodal service times of mean `service_ms` (a tenth of the requests
 /// take five times as long as the rest) and every worker stalled 70 ms every 700 ms, which takes a tenth of its
 /// capacity: 4 x 1000 / service_ms x 0.9 requests per second.
@@ -53,21 +43,55 @@ fn noisy_job(name: &str, service_ms: f64, seed: u64) -> String {
     )
 }
 
-/// The noisy job at 20 ms, seed 7, run once for every test that needs it: its results file and its results.
-fn noisy_base() -> (PathBuf, &'static Value) {
-    static BASE: OnceLock<(tempfile::TempDir, Value)> = OnceLock::new();
-    let (folder, results) = BASE.get_or_init(|| {
+/// The three noisy jobs the statistical tests read, run once and at the same time (each is light, and a comparison
+/// is fairest between runs that shared the machine's conditions): the job at 20 ms with seed 7 (`base`), the same
+/// servers under seed 8 (`same`), and servers whose service takes 1/0.9 as long, capacity 10% lower (`slower`).
+struct NoisyRuns {
+    folder: tempfile::TempDir,
+    base: Value,
+}
+
+fn noisy_runs() -> &'static NoisyRuns {
+    static RUNS_ONCE: OnceLock<NoisyRuns> = OnceLock::new();
+    RUNS_ONCE.get_or_init(|| {
         let folder = tempfile::tempdir().unwrap();
-        let (results, _) = run_job(folder.path(), "base", &noisy_job("noisy", 20.0, 7));
-        (folder, results)
-    });
-    (folder.path().join("base/results.json"), results)
+        let jobs = [("base", 20.0, 7), ("same", 20.0, 8), ("slower", 20.0 / 0.9, 8)].map(|(name, service_ms, seed)| {
+            let path = folder.path().join(format!("{name}.toml"));
+            std::fs::write(&path, noisy_job("noisy", service_ms, seed)).unwrap();
+            let child = plateau()
+                .arg("run")
+                .arg(&path)
+                .arg("--out")
+                .arg(folder.path().join(name))
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            (name, child)
+        });
+        for (name, child) in jobs {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                folder.path().join(name).join("results.json").exists(),
+                "{name} wrote no results: {}",
+                text(&output)
+            );
+        }
+        let base = read_results(&folder.path().join("base"));
+        NoisyRuns { folder, base }
+    })
+}
+
+impl NoisyRuns {
+    fn results_file(&self, name: &str) -> PathBuf {
+        self.folder.path().join(name).join("results.json")
+    }
 }
 
 #[test]
 fn the_interval_of_max_invocations_covers_the_realized_capacity_of_a_noisy_server_in_17_of_20_seeded_runs() {
     let _load = load_lock();
-    let (_, results) = noisy_base();
+    let results = &noisy_runs().base;
     let mut covered = 0;
     let mut widths = Vec::new();
     for configuration in results["configurations"].as_array().unwrap() {
@@ -130,14 +154,12 @@ fn verdicts(comparison: &Value) -> (usize, usize) {
 #[test]
 fn compare_finds_no_change_between_unchanged_noisy_runs_in_19_of_20_and_a_10_percent_capacity_loss_in_19_of_20() {
     let _load = load_lock();
-    let (base, _) = noisy_base();
+    let runs = noisy_runs();
+    let base = runs.results_file("base");
     let base = base.as_path();
-    let folder = tempfile::tempdir().unwrap();
     // The same servers under another seed; then servers whose service is 1/0.9 as long: capacity 10% lower.
-    run_job(folder.path(), "same", &noisy_job("noisy", 20.0, 8));
-    run_job(folder.path(), "slower", &noisy_job("noisy", 20.0 / 0.9, 8));
     let rules = ["max_invocations < -5%", "p99 > +25%"];
-    let (same, code) = compare_json(base, &folder.path().join("same/results.json"), &rules);
+    let (same, code) = compare_json(base, &runs.results_file("same"), &rules);
     let (unchanged, fired) = verdicts(&same);
     eprintln!(
         "unchanged servers: {unchanged} of {RUNS} configurations with no significant change, {fired} rules fired, \
@@ -149,7 +171,7 @@ fn compare_finds_no_change_between_unchanged_noisy_runs_in_19_of_20_and_a_10_per
     assert_eq!(code, Some(if fired == 0 { 0 } else { 4 }));
     assert!(same["job_files_differ"].as_array().unwrap().iter().any(|table| table == "[job]"), "the seeds differ");
 
-    let (slower, code) = compare_json(base, &folder.path().join("slower/results.json"), &rules);
+    let (slower, code) = compare_json(base, &runs.results_file("slower"), &rules);
     let (unchanged, _) = verdicts(&slower);
     let caught: Vec<&Value> =
         slower["fired"].as_array().unwrap().iter().filter(|fired| fired["rule"] == "max_invocations < -5%").collect();

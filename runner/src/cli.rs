@@ -1109,9 +1109,18 @@ fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<E
     Ok(Exit::Success)
 }
 
-/// Reads a results file, or says why it cannot.
+/// Reads a whole run's results file, or says why it cannot. A shard's results hold its share of the load only:
+/// reported, compared or published as they are, they would read as a run at 1/N of the load.
 fn load_results(path: &Path) -> Result<Results, String> {
-    Results::load(path).map_err(|error| error.to_string())
+    let results = Results::load(path).map_err(|error| error.to_string())?;
+    match results.manifest.segment {
+        Some(segment) => Err(format!(
+            "{} is shard {segment}'s results: its figures are its share of the load only; merge the shards first \
+             (plateau merge SHARD_FOLDER... --out DIR) and use the merged folder",
+            path.display()
+        )),
+        None => Ok(results),
+    }
 }
 
 /// A results file, or the exit code for one that cannot be read, its reason printed.
