@@ -4,55 +4,17 @@
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::process::Command;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
 use serde_json::Value;
 
 mod common;
-use common::{repository, text};
+use common::{Moto, text};
 
 /// Load-generating tests run one at a time.
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// moto's server mode on a free loopback port, stopped when dropped.
-struct Moto {
-    child: Child,
-    url: String,
-}
-
-impl Moto {
-    fn start() -> Self {
-        let server = repository().join(".venv/bin/moto_server");
-        assert!(
-            server.exists(),
-            "{} is missing: tests/run.sh creates it (python3 -m venv .venv && .venv/bin/pip install 'moto[server]')",
-            server.display()
-        );
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let url = format!("http://127.0.0.1:{port}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "moto did not start on port {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Self { child, url }
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `plateau` with dummy credentials and nothing from this machine's AWS set-up.
 fn plateau(home: &Path) -> Command {

@@ -387,3 +387,113 @@ fn shards_send_the_single_runs_requests_and_a_killed_shard_leaves_the_merge_part
     let complete_steps = result["steps"].as_array().unwrap().iter().filter(|step| step["complete"] == true).count();
     assert_eq!(complete_steps, 1, "the step both shards finished is kept; the rest ran on one shard only");
 }
+
+/// moto's S3 through the SDK's own client: the bucket the test makes, and the objects plateau put there.
+struct Bucket {
+    client: aws_sdk_s3::Client,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Bucket {
+    const NAME: &str = "plateau-results";
+
+    fn create(moto: &common::Moto) -> Bucket {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let credentials = aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "static");
+        let config = aws_sdk_s3::config::Builder::new()
+            .behavior_version_latest()
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .endpoint_url(&moto.url)
+            .force_path_style(true)
+            .credentials_provider(credentials)
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        runtime.block_on(client.create_bucket().bucket(Self::NAME).send()).unwrap();
+        Bucket { client, runtime }
+    }
+
+    /// An object's text, or None when it is not there.
+    fn object(&self, key: &str) -> Option<String> {
+        self.runtime.block_on(async {
+            let object = self.client.get_object().bucket(Self::NAME).key(key).send().await.ok()?;
+            Some(String::from_utf8(object.body.collect().await.unwrap().to_vec()).unwrap())
+        })
+    }
+}
+
+#[test]
+fn shards_write_to_s3_and_the_merge_reads_them_from_there() {
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let moto = common::Moto::start();
+    let bucket = Bucket::create(&moto);
+    let (mut server, url) = standalone_reference("4", "5");
+    let job = write_job(folder.path(), &plugin_job(&url, 2));
+    // What a pod gets: dummy credentials, the region, and the store's endpoint; run from an empty folder, where the
+    // local copy goes.
+    let s3 = |command: &mut std::process::Command| {
+        command
+            .current_dir(folder.path())
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL_S3", &moto.url);
+    };
+    let start_at = start_in(2);
+    let shards: Vec<Child> = (0..2)
+        .map(|index| {
+            let mut command = plateau();
+            s3(&mut command);
+            command
+                .args(["run"])
+                .arg(&job)
+                .args(["--out", "s3://plateau-results/runs/shard-{shard}"])
+                .env("JOB_COMPLETION_INDEX", index.to_string())
+                .env("PLATEAU_SEGMENTS", "2")
+                .env("PLATEAU_START_AT", &start_at)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in shards {
+        let output = child.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        assert!(text(&output).contains("files to s3://plateau-results/runs/shard-"), "{}", text(&output));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for index in 0..2 {
+        let uploaded: Value =
+            serde_json::from_str(&bucket.object(&format!("runs/shard-{index}/results.json")).unwrap()).unwrap();
+        assert_eq!(uploaded["manifest"]["segment"], format!("{index}/2"));
+        assert!(bucket.object(&format!("runs/shard-{index}/series/01-numbered.jsonl")).is_some());
+    }
+
+    // The merge downloads both and, given no --out, writes `merged` beside them, in the bucket.
+    let mut merge = plateau();
+    s3(&mut merge);
+    let merge = merge
+        .arg("merge")
+        .args(["s3://plateau-results/runs/shard-0", "s3://plateau-results/runs/shard-1"])
+        .output()
+        .unwrap();
+    assert_eq!(merge.status.code(), Some(0), "{}", text(&merge));
+    let merged: Value = serde_json::from_str(&bucket.object("runs/merged/results.json").unwrap()).unwrap();
+    assert_eq!(merged["manifest"]["shards"]["count"], 2);
+    assert_eq!(merged["partial"], false);
+    assert!(configuration(&merged, "numbered")["metrics"]["max_invocations"].as_f64().unwrap() > 0.0);
+    assert!(bucket.object("runs/merged/report.html").unwrap().contains("Merged from 2 of 2 shards"));
+
+    // A location no shard wrote to is named, not merged as an empty shard.
+    let mut missing = plateau();
+    s3(&mut missing);
+    let missing = missing
+        .arg("merge")
+        .args(["s3://plateau-results/runs/shard-0", "s3://plateau-results/runs/shard-7"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+    assert!(text(&missing).contains("s3://plateau-results/runs/shard-7 holds no results.json"), "{}", text(&missing));
+}

@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+use crate::aws::s3::{self, S3Error, S3Location};
 use crate::exit::Exit;
 use crate::git;
 use crate::history;
@@ -40,7 +41,9 @@ enum Command {
         #[arg(required_unless_present = "resume", conflicts_with = "resume")]
         job: Option<PathBuf>,
         /// Output folder [default: plateau-out/<job name>-<UTC time>]. In a shard's run, `{shard}` in it is the
-        /// shard's index.
+        /// shard's index. `s3://BUCKET/PREFIX` writes to plateau-out/s3/BUCKET/PREFIX and uploads the folder there
+        /// when the run ends (AWS_REGION, the default credential chain; AWS_ENDPOINT_URL_S3 for an S3-compatible
+        /// store).
         #[arg(long, conflicts_with = "resume")]
         out: Option<PathBuf>,
         /// Finish an interrupted run (Ctrl-C, kill -9, power loss) in its output folder: the test runs it completed
@@ -69,7 +72,7 @@ enum Command {
         #[arg(long, value_name = "INDEX/COUNT", conflicts_with = "resume")]
         segment: Option<Segment>,
         /// When shards start their first test run's ramp, in UTC, e.g. 2026-12-03T15:00:00Z; each later test
-        /// run starts a full ramp and 5 s after the one before, so the shards' loads coincide.
+        /// run starts a full ramp and 2 s after the one before, so the shards' loads coincide.
         #[arg(long, value_name = "TIME", env = "PLATEAU_START_AT", value_parser = parse_start_at, conflicts_with = "resume")]
         start_at: Option<SystemTime>,
     },
@@ -77,10 +80,10 @@ enum Command {
     /// would have written: per-second histograms merged exactly, then the same analysis, recommendation and
     /// reports. A missing, failed, lagging or late shard is named, and the result marked partial where it cost.
     Merge {
-        /// The shards' output folders.
+        /// The shards' output folders, local or `s3://BUCKET/PREFIX` (downloaded first).
         #[arg(required = true, value_name = "DIR")]
         folders: Vec<PathBuf>,
-        /// Output folder [default: `merged` beside the first shard's folder].
+        /// Output folder, local or `s3://BUCKET/PREFIX` [default: `merged` beside the first shard's folder].
         #[arg(long)]
         out: Option<PathBuf>,
         /// Print the merged run's digest as JSON on stdout instead of the table.
@@ -538,6 +541,13 @@ pub fn main() -> Exit {
                     eprintln!("error: --start-at aligns the shards of a run; give --segment INDEX/COUNT too");
                     return Ok(Exit::InvalidInput);
                 }
+                let destination = match Destination::of(out, segment) {
+                    Ok(destination) => destination,
+                    Err(error) => {
+                        eprintln!("error: --out {error}");
+                        return Ok(Exit::InvalidInput);
+                    }
+                };
                 // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
                 match (job, resume) {
                     (_, Some(folder)) => {
@@ -545,15 +555,38 @@ pub fn main() -> Exit {
                     }
                     (Some(job), None) => {
                         let overrides = overrides.overrides();
+                        let out = destination.local();
                         let launch = run::Launch::New { job, out, trials, overrides, segment, start_at };
-                        run::run(launch, report.options(), summary, history).await
+                        let exit = run::run(launch, report.options(), summary, history).await?;
+                        destination.deliver(exit).await
                     }
                     (None, None) => Ok(Exit::InvalidInput),
                 }
             }
             Command::Merge { folders, out, json, report, history } => {
                 let summary = if json { run::Summary::Json } else { run::Summary::Table };
-                run::merge(&folders, out, &report.options(), summary, history.path())
+                let downloads = tempfile::tempdir().context("cannot create a folder for downloaded shards")?;
+                let (folders, first_s3) = match fetch_shards(folders, downloads.path()).await {
+                    Ok(fetched) => fetched,
+                    Err(exit) => return Ok(exit),
+                };
+                // Shards in S3 merge into S3 by default: `merged` beside the first shard, as for local folders.
+                let out = out.or_else(|| {
+                    first_s3.map(|location| {
+                        let parent = location.prefix().rsplit_once('/').map_or("", |(parent, _)| parent);
+                        let merged = if parent.is_empty() { "merged".to_string() } else { format!("{parent}/merged") };
+                        PathBuf::from(location.with_prefix(merged).to_string())
+                    })
+                });
+                let destination = match Destination::of(out, None) {
+                    Ok(destination) => destination,
+                    Err(error) => {
+                        eprintln!("error: --out {error}");
+                        return Ok(Exit::InvalidInput);
+                    }
+                };
+                let exit = run::merge(&folders, destination.local(), &report.options(), summary, history.path())?;
+                destination.deliver(exit).await
             }
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job, overrides, format } => Ok(show_plan(&job, &overrides.overrides(), format)),
@@ -1107,6 +1140,88 @@ fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<E
         None => print!("{}", imported.toml),
     }
     Ok(Exit::Success)
+}
+
+/// Where a run or a merge writes: a local folder (or the default one), or S3 through a local copy uploaded at the end.
+enum Destination {
+    Local(Option<PathBuf>),
+    S3(S3Location),
+}
+
+impl Destination {
+    /// `--out` as given; a shard's `{shard}` in an S3 prefix is its index, as in a local folder's name.
+    fn of(out: Option<PathBuf>, segment: Option<Segment>) -> Result<Self, S3Error> {
+        let Some(out) = out else { return Ok(Self::Local(None)) };
+        match S3Location::parse(&out.to_string_lossy()) {
+            None => Ok(Self::Local(Some(out))),
+            Some(location) => {
+                let location = location?;
+                Ok(Self::S3(match segment {
+                    Some(segment) => {
+                        location.with_prefix(location.prefix().replace("{shard}", &segment.index().to_string()))
+                    }
+                    None => location,
+                }))
+            }
+        }
+    }
+
+    fn local(&self) -> Option<PathBuf> {
+        match self {
+            Self::Local(out) => out.clone(),
+            Self::S3(location) => Some(location.staging_folder()),
+        }
+    }
+
+    /// Uploads what the run wrote, whatever its outcome (a partial run's results are results too). An upload that
+    /// fails fails the run: its results are where they were written, which the message says.
+    async fn deliver(self, exit: Exit) -> anyhow::Result<Exit> {
+        let Self::S3(location) = self else { return Ok(exit) };
+        let folder = location.staging_folder();
+        if !folder.join("results.json").exists() {
+            return Ok(exit);
+        }
+        match s3::upload_folder(&folder, &location).await {
+            Ok(files) => {
+                eprintln!("plateau: uploaded {files} files to {location}");
+                Ok(exit)
+            }
+            Err(error) => {
+                eprintln!("error: {error}; the results are in {}", folder.display());
+                Ok(Exit::RunFailed)
+            }
+        }
+    }
+}
+
+/// The merge's input folders, each S3 location downloaded into `downloads`; also the first S3 location, if any.
+async fn fetch_shards(folders: Vec<PathBuf>, downloads: &Path) -> Result<(Vec<PathBuf>, Option<S3Location>), Exit> {
+    let mut local = Vec::new();
+    let mut first_s3 = None;
+    for (index, folder) in folders.into_iter().enumerate() {
+        let location = match S3Location::parse(&folder.to_string_lossy()) {
+            None => {
+                local.push(folder);
+                continue;
+            }
+            Some(Ok(location)) => location,
+            Some(Err(error)) => {
+                eprintln!("error: {error}");
+                return Err(Exit::InvalidInput);
+            }
+        };
+        let into = downloads.join(index.to_string());
+        match s3::download_folder(&location, &into).await {
+            Ok(files) => eprintln!("plateau: downloaded {files} files from {location}"),
+            Err(error) => {
+                eprintln!("error: cannot merge: {error}");
+                return Err(Exit::InvalidInput);
+            }
+        }
+        first_s3.get_or_insert(location);
+        local.push(into);
+    }
+    Ok((local, first_s3))
 }
 
 /// Reads a whole run's results file, or says why it cannot. A shard's results hold its share of the load only:

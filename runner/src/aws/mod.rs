@@ -3,6 +3,7 @@
 
 pub mod cloudwatch;
 pub mod errors;
+pub mod s3;
 
 use std::time::Duration;
 
