@@ -431,20 +431,21 @@ fn shards_write_to_s3_and_the_merge_reads_them_from_there() {
     let job = write_job(folder.path(), &plugin_job(&url, 2));
     // What a pod gets: dummy credentials, the region, and the store's endpoint; run from an empty folder, where the
     // local copy goes.
-    let s3 = |command: &mut std::process::Command| {
+    let plateau_s3 = || {
+        let mut command = plateau();
         command
             .current_dir(folder.path())
             .env("AWS_ACCESS_KEY_ID", "testing")
             .env("AWS_SECRET_ACCESS_KEY", "testing")
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ENDPOINT_URL_S3", &moto.url);
+        command
     };
+    let merge_of = |shards: [&str; 2]| plateau_s3().arg("merge").args(shards).output().unwrap();
     let start_at = start_in(2);
     let shards: Vec<Child> = (0..2)
         .map(|index| {
-            let mut command = plateau();
-            s3(&mut command);
-            command
+            plateau_s3()
                 .args(["run"])
                 .arg(&job)
                 .args(["--out", "s3://plateau-results/runs/shard-{shard}"])
@@ -472,13 +473,7 @@ fn shards_write_to_s3_and_the_merge_reads_them_from_there() {
     }
 
     // The merge downloads both and, given no --out, writes `merged` beside them, in the bucket.
-    let mut merge = plateau();
-    s3(&mut merge);
-    let merge = merge
-        .arg("merge")
-        .args(["s3://plateau-results/runs/shard-0", "s3://plateau-results/runs/shard-1"])
-        .output()
-        .unwrap();
+    let merge = merge_of(["s3://plateau-results/runs/shard-0", "s3://plateau-results/runs/shard-1"]);
     assert_eq!(merge.status.code(), Some(0), "{}", text(&merge));
     let merged: Value = serde_json::from_str(&bucket.object("runs/merged/results.json").unwrap()).unwrap();
     assert_eq!(merged["manifest"]["shards"]["count"], 2);
@@ -487,13 +482,7 @@ fn shards_write_to_s3_and_the_merge_reads_them_from_there() {
     assert!(bucket.object("runs/merged/report.html").unwrap().contains("Merged from 2 of 2 shards"));
 
     // A location no shard wrote to is named, not merged as an empty shard.
-    let mut missing = plateau();
-    s3(&mut missing);
-    let missing = missing
-        .arg("merge")
-        .args(["s3://plateau-results/runs/shard-0", "s3://plateau-results/runs/shard-7"])
-        .output()
-        .unwrap();
+    let missing = merge_of(["s3://plateau-results/runs/shard-0", "s3://plateau-results/runs/shard-7"]);
     assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
     assert!(text(&missing).contains("s3://plateau-results/runs/shard-7 holds no results.json"), "{}", text(&missing));
 }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::aws::s3::{self, S3Error, S3Location};
+use crate::aws::s3::{self, S3Location};
 use crate::exit::Exit;
 use crate::git;
 use crate::history;
@@ -543,10 +543,7 @@ pub fn main() -> Exit {
                 }
                 let destination = match Destination::of(out, segment) {
                     Ok(destination) => destination,
-                    Err(error) => {
-                        eprintln!("error: --out {error}");
-                        return Ok(Exit::InvalidInput);
-                    }
+                    Err(exit) => return Ok(exit),
                 };
                 // clap asks for one of the two; both absent cannot reach here, and would be invalid input.
                 match (job, resume) {
@@ -580,10 +577,7 @@ pub fn main() -> Exit {
                 });
                 let destination = match Destination::of(out, None) {
                     Ok(destination) => destination,
-                    Err(error) => {
-                        eprintln!("error: --out {error}");
-                        return Ok(Exit::InvalidInput);
-                    }
+                    Err(exit) => return Ok(exit),
                 };
                 let exit = run::merge(&folders, destination.local(), &report.options(), summary, history.path())?;
                 destination.deliver(exit).await
@@ -1149,13 +1143,17 @@ enum Destination {
 }
 
 impl Destination {
-    /// `--out` as given; a shard's `{shard}` in an S3 prefix is its index, as in a local folder's name.
-    fn of(out: Option<PathBuf>, segment: Option<Segment>) -> Result<Self, S3Error> {
+    /// `--out` as given; a shard's `{shard}` in an S3 prefix is its index, as in a local folder's name. An S3
+    /// location that cannot be one is invalid input, its reason printed.
+    fn of(out: Option<PathBuf>, segment: Option<Segment>) -> Result<Self, Exit> {
         let Some(out) = out else { return Ok(Self::Local(None)) };
         match S3Location::parse(&out.to_string_lossy()) {
             None => Ok(Self::Local(Some(out))),
             Some(location) => {
-                let location = location?;
+                let location = location.map_err(|error| {
+                    eprintln!("error: --out {error}");
+                    Exit::InvalidInput
+                })?;
                 Ok(Self::S3(match segment {
                     Some(segment) => {
                         location.with_prefix(location.prefix().replace("{shard}", &segment.index().to_string()))
