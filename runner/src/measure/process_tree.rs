@@ -118,21 +118,58 @@ impl CpuMeter {
     }
 }
 
-/// plateau's own CPU use, as a percentage of the cores it may use: a load generator near 100% is out of CPU, and
-/// its measurements are its own limit, not the server's.
-pub struct OwnCpu(CpuMeter);
-
-impl Default for OwnCpu {
-    fn default() -> Self {
-        Self(CpuMeter::new(available_cores()))
-    }
+/// plateau's own CPU use, as a percentage of the CPU time its cores could give it: a load generator near 100% is out
+/// of CPU, and its measurements are its own limit, not the server's. On a virtual machine the hypervisor may take a
+/// share of each core (steal time); a generator pinned to a core with 11% stolen can never use more than 89% of it,
+/// so the stolen share is taken out of what it could have used.
+#[derive(Default)]
+pub struct OwnCpu {
+    meter: Option<CpuMeter>,
+    /// The machine's stolen and total CPU ticks at the last reading.
+    machine_last: Option<MachineTicks>,
 }
 
 impl OwnCpu {
     pub fn sample(&mut self) -> Option<f64> {
         let stat = parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
-        self.0.percent(stat.cpu_ticks)
+        let percent = self.meter.get_or_insert_with(|| CpuMeter::new(available_cores())).percent(stat.cpu_ticks);
+        let machine = std::fs::read_to_string("/proc/stat").ok().and_then(|text| parse_machine_ticks(&text));
+        let available_share = match (self.machine_last, machine) {
+            (Some(then), Some(now)) => now.available_share_since(then),
+            _ => 1.0,
+        };
+        self.machine_last = machine.or(self.machine_last);
+        // The machine's steal is spread over its cores, not always evenly over this process's: never above all.
+        percent.map(|percent| (percent / available_share).min(100.0))
     }
+}
+
+/// The first line of /proc/stat: CPU time of all cores, in ticks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct MachineTicks {
+    steal: u64,
+    total: u64,
+}
+
+impl MachineTicks {
+    /// The share of the machine's CPU time since `then` that the hypervisor did not take; never below a tenth, so
+    /// a reading across a pause of the whole VM cannot make a figure explode.
+    fn available_share_since(self, then: MachineTicks) -> f64 {
+        let total = self.total.saturating_sub(then.total);
+        if total == 0 {
+            return 1.0;
+        }
+        let stolen = self.steal.saturating_sub(then.steal) as f64 / total as f64;
+        (1.0 - stolen).clamp(0.1, 1.0)
+    }
+}
+
+/// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`: guest time is already inside user time.
+fn parse_machine_ticks(text: &str) -> Option<MachineTicks> {
+    let line = text.lines().next()?.strip_prefix("cpu ")?;
+    let fields: Vec<u64> = line.split_whitespace().take(8).map(|field| field.parse().ok()).collect::<Option<_>>()?;
+    let steal = *fields.get(7)?;
+    Some(MachineTicks { steal, total: fields.iter().sum() })
 }
 
 /// Samples a server's process tree: CPU as a percentage of the cores it may use, memory as a percentage of
@@ -228,6 +265,18 @@ mod tests {
         let cpu = sample.cpu_percent.unwrap();
         assert!(cpu > 50.0, "a spinning child of this test process used {cpu}% of a core");
         assert!(sample.memory_percent.unwrap() > 0.0);
+    }
+
+    #[test]
+    fn stolen_cpu_time_is_taken_out_of_what_the_generator_could_use() {
+        let then = parse_machine_ticks("cpu  1000 0 200 5000 10 0 5 100 0 0\ncpu0 1 2 3\n").unwrap();
+        assert_eq!(then, MachineTicks { steal: 100, total: 6315 });
+        // 1,000 ticks later, 110 of them stolen: 89% of the machine was there to use.
+        let now = MachineTicks { steal: 210, total: 7315 };
+        assert!((now.available_share_since(then) - 0.89).abs() < 1e-12);
+        assert_eq!(then.available_share_since(then), 1.0, "no time passed");
+        assert_eq!(MachineTicks { steal: 1100, total: 7315 }.available_share_since(then), 0.1, "bounded");
+        assert_eq!(parse_machine_ticks("intr 1 2\n"), None);
     }
 
     #[test]
