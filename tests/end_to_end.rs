@@ -1168,8 +1168,18 @@ reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }
         let interval = &mm1["metrics"]["max_invocations_at_slo_interval"];
         let (low, high) = (interval["low"].as_f64().unwrap() / 60.0, interval["high"].as_f64().unwrap() / 60.0);
         let boundary = &mm1["search"]["goal_boundary"];
-        let bisected: Vec<f64> =
-            mm1["boundary_steps"].as_array().unwrap().iter().map(|step| step["load"].as_f64().unwrap()).collect();
+        // No boundary step means the search ended before it bisected: say how each step ended, so a failure on a
+        // noisy host (a generator that fell behind) reads as such.
+        let boundary_steps = mm1["boundary_steps"].as_array().unwrap_or_else(|| {
+            let steps: Vec<String> = mm1["steps"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|step| format!("{} ({})", step["load"], step["invalid"]))
+                .collect();
+            panic!("seed {seed}: no boundary steps; ended {}; steps at load (invalid): {steps:?}", mm1["end"])
+        });
+        let bisected: Vec<f64> = boundary_steps.iter().map(|step| step["load"].as_f64().unwrap()).collect();
         println!(
             "seed {seed}: boundary {boundary_rps:.2}/s (analytic {analytic_rps:.2}/s); served there {at_goal_rps:.2}/s, \
              95% interval {low:.2} to {high:.2}; bisected at {bisected:?}; {boundary}"
