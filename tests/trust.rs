@@ -43,9 +43,9 @@ fn noisy_job(name: &str, service_ms: f64, seed: u64) -> String {
     )
 }
 
-/// The three noisy jobs the statistical tests read, run once and at the same time (each is light, and a comparison
-/// is fairest between runs that shared the machine's conditions): the job at 20 ms with seed 7 (`base`), the same
-/// servers under seed 8 (`same`), and servers whose service takes 1/0.9 as long, capacity 10% lower (`slower`).
+/// The three noisy jobs the statistical tests read, run once, one after another: the job at 20 ms with seed 7
+/// (`base`), the same servers under seed 8 (`same`), and servers whose service takes 1/0.9 as long, capacity 10%
+/// lower (`slower`). Not at the same time: three jobs sharing two cores caught the 10% loss in only 17 of 20.
 struct NoisyRuns {
     folder: tempfile::TempDir,
     base: Value,
@@ -55,22 +55,10 @@ fn noisy_runs() -> &'static NoisyRuns {
     static RUNS_ONCE: OnceLock<NoisyRuns> = OnceLock::new();
     RUNS_ONCE.get_or_init(|| {
         let folder = tempfile::tempdir().unwrap();
-        let jobs = [("base", 20.0, 7), ("same", 20.0, 8), ("slower", 20.0 / 0.9, 8)].map(|(name, service_ms, seed)| {
+        for (name, service_ms, seed) in [("base", 20.0, 7), ("same", 20.0, 8), ("slower", 20.0 / 0.9, 8)] {
             let path = folder.path().join(format!("{name}.toml"));
             std::fs::write(&path, noisy_job("noisy", service_ms, seed)).unwrap();
-            let child = plateau()
-                .arg("run")
-                .arg(&path)
-                .arg("--out")
-                .arg(folder.path().join(name))
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
-            (name, child)
-        });
-        for (name, child) in jobs {
-            let output = child.wait_with_output().unwrap();
+            let output = plateau().arg("run").arg(&path).arg("--out").arg(folder.path().join(name)).output().unwrap();
             assert!(
                 folder.path().join(name).join("results.json").exists(),
                 "{name} wrote no results: {}",
@@ -167,6 +155,9 @@ fn compare_finds_no_change_between_unchanged_noisy_runs_in_19_of_20_and_a_10_per
         same["inconclusive"].as_array().unwrap().len(),
         same["verdict"]
     );
+    for fired in same["fired"].as_array().unwrap() {
+        eprintln!("  fired on unchanged servers: {fired}");
+    }
     assert!(unchanged >= 19, "{unchanged} of {RUNS} unchanged configurations called unchanged");
     assert_eq!(code, Some(if fired == 0 { 0 } else { 4 }));
     assert!(same["job_files_differ"].as_array().unwrap().iter().any(|table| table == "[job]"), "the seeds differ");
