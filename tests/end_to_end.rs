@@ -517,7 +517,7 @@ fn an_unknown_key_is_named_with_file_line_and_a_suggestion() {
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("`traffic.stairs.user_per_step`: unknown key `user_per_step`"), "{stderr}");
-    assert!(stderr.contains(&format!("{}:11:1", job.display())), "{stderr}");
+    assert!(stderr.contains(&format!("{}:14:1", job.display())), "{stderr}");
     assert!(stderr.contains("help: did you mean `users_per_step`?"), "{stderr}");
 }
 
