@@ -130,7 +130,7 @@ pub fn http_response(data: &[u8]) -> bool {
             rest = after;
         }
         let mut connection = Connection::over(Scripted { pieces: script.into_iter() });
-        let exchanged = connection.exchange(b"GET / HTTP/1.1\r\n\r\n", head_request, max_body_bytes, keep_body);
+        let exchanged = connection.exchange(b"GET / HTTP/1.1\r\n\r\n", head_request, max_body_bytes, keep_body, None);
         // A scripted stream is always ready, so one poll finishes the exchange.
         match exchanged.now_or_never().expect("the exchange waited on a stream that is always ready") {
             Ok((response, _keep_alive)) => {

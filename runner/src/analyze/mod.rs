@@ -6,6 +6,7 @@ pub mod curve;
 pub mod plateau;
 pub mod scalability;
 pub mod search;
+pub mod tokens;
 pub mod trials;
 
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,7 @@ use curve::pooled;
 pub use plateau::{OnlineDetector, Plateau, PlateauRule, StepPoint, sliding_window};
 use plateau::{complete_points, detect, fitted_curve, flat_part};
 use scalability::ScalabilityFit;
+pub use tokens::TokenFigures;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepResult {
@@ -84,12 +86,9 @@ pub struct StepResult {
     /// The steady part's latency histogram in microseconds (written as HDR V2 deflate, base64).
     #[serde(with = "measure::histogram_base64")]
     pub histogram: LatencyHistogram,
-    /// Streaming endpoints: time to the first chunk (first token), and each response's mean time between chunks
-    /// (time per output token).
+    /// Generated responses (language models): token timings and tokens per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_chunk: Option<LatencySummary>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub between_chunks: Option<LatencySummary>,
+    pub tokens: Option<TokenFigures>,
 }
 
 fn yes() -> bool {
@@ -217,9 +216,7 @@ pub fn step_result(step: &StepRecord) -> StepResult {
         memory_percent: step.resources.memory_percent,
         generator_cpu_percent: step.resources.generator_cpu_percent,
         histogram: step.steady.latency_us.clone(),
-        first_chunk: (!step.steady.first_chunk_us.is_empty()).then(|| LatencySummary::of(&step.steady.first_chunk_us)),
-        between_chunks: (!step.steady.between_chunks_us.is_empty())
-            .then(|| LatencySummary::of(&step.steady.between_chunks_us)),
+        tokens: TokenFigures::of(step),
     }
 }
 

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Metrics, StepResult, latency_at};
+use super::{Metrics, StepResult, TokenFigures, latency_at};
 use crate::measure::precision::{Interval, LatencyIntervals, t_975};
 use crate::measure::{LatencySummary, kept_percentile, new_histogram};
 use crate::units;
@@ -136,6 +136,28 @@ fn mean_summary(summaries: &[&LatencySummary]) -> LatencySummary {
         p95_ms: mean(|summary| summary.p95_ms),
         p99_ms: mean(|summary| summary.p99_ms),
         max_ms: summaries.iter().map(|summary| summary.max_ms).fold(0.0, f64::max),
+    }
+}
+
+/// Trials' token figures at one load: each figure's mean (the output rate's interval is the trials' own, so none).
+fn mean_tokens(trials: &[&TokenFigures]) -> TokenFigures {
+    let mean = |figure: &dyn Fn(&TokenFigures) -> f64| {
+        trials.iter().map(|tokens| figure(tokens)).sum::<f64>() / trials.len().max(1) as f64
+    };
+    let summary = |figure: fn(&TokenFigures) -> Option<&LatencySummary>| {
+        all(trials.iter().map(|tokens| figure(tokens))).map(|summaries| mean_summary(&summaries))
+    };
+    TokenFigures {
+        ttft: summary(|tokens| tokens.ttft.as_ref()),
+        itl: summary(|tokens| tokens.itl.as_ref()),
+        tpot: summary(|tokens| tokens.tpot.as_ref()),
+        output_tokens_per_s: mean(&|tokens| tokens.output_tokens_per_s),
+        output_tokens_per_s_interval: None,
+        input_tokens_per_s: mean(&|tokens| tokens.input_tokens_per_s),
+        mean_output_tokens: mean(&|tokens| tokens.mean_output_tokens),
+        mean_input_tokens: all(trials.iter().map(|tokens| tokens.mean_input_tokens))
+            .map(|means| means.iter().sum::<f64>() / means.len() as f64),
+        estimated: trials.iter().any(|tokens| tokens.estimated),
     }
 }
 
@@ -286,8 +308,7 @@ fn pooled_step(valid: &[&StepResult]) -> StepResult {
         memory_percent: mean(|step| step.memory_percent),
         generator_cpu_percent: mean(|step| step.generator_cpu_percent),
         histogram,
-        first_chunk: all(valid.iter().map(|step| step.first_chunk.as_ref())).map(|chunks| mean_summary(&chunks)),
-        between_chunks: all(valid.iter().map(|step| step.between_chunks.as_ref())).map(|chunks| mean_summary(&chunks)),
+        tokens: all(valid.iter().map(|step| step.tokens.as_ref())).map(|tokens| mean_tokens(&tokens)),
         ..valid[0].clone()
     }
 }
@@ -350,8 +371,7 @@ mod tests {
                 memory_percent: None,
                 generator_cpu_percent: None,
                 histogram,
-                first_chunk: None,
-                between_chunks: None,
+                tokens: None,
             }
         };
         let (first, second, saturated) = ([step(100.0, false)], [step(120.0, false)], [step(10.0, true)]);

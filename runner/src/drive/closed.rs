@@ -89,7 +89,7 @@ async fn virtual_user<S: Session>(
             _ = &mut cancelled => return,
             outcome = session.call() => outcome,
         };
-        recorder.finished(shard, outcome);
+        recorder.finished(shard, outcome, session.gaps_us());
         // A refused connection returns at once: back off so a dead target is not hammered in a tight loop.
         if outcome == (Outcome::Failure { class: ErrorClass::Connect }) {
             tokio::select! {

@@ -211,6 +211,6 @@ async fn open_worker<S: Session>(
         };
         // From the due time when it went out late; from when it went out when that was (slightly) early.
         let outcome = outcome.retimed(due.min(sent_at).elapsed().as_micros() as u64);
-        shared.recorder.finished(shard, outcome);
+        shared.recorder.finished(shard, outcome, session.gaps_us());
     }
 }

@@ -5,6 +5,7 @@ pub mod precision;
 pub mod process_tree;
 pub mod series;
 pub mod step;
+pub mod tokens;
 
 use std::sync::{Mutex, OnceLock};
 
@@ -13,6 +14,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
+
+pub use tokens::{TokenCount, TokenTally, Tokens};
 
 /// Latencies are recorded in microseconds up to this bound; slower responses saturate at it.
 pub const MAX_LATENCY_US: u64 = 120_000_000;
@@ -78,6 +81,9 @@ pub enum ErrorClass {
     /// The service rejected the request as invalid (SageMaker's ValidationError).
     Validation,
     PayloadError,
+    /// A streamed response that broke off before its end (the connection failed, or an error event mid-stream);
+    /// the tokens it had sent are kept.
+    StreamBroken,
     Other,
 }
 
@@ -116,6 +122,7 @@ impl ErrorClass {
             ErrorClass::ModelError => "model_error",
             ErrorClass::Validation => "validation",
             ErrorClass::PayloadError => "payload_error",
+            ErrorClass::StreamBroken => "stream_broken",
             ErrorClass::Other => "other",
         }
     }
@@ -129,6 +136,7 @@ impl ErrorClass {
         ErrorClass::ModelError,
         ErrorClass::Validation,
         ErrorClass::PayloadError,
+        ErrorClass::StreamBroken,
         ErrorClass::Other,
     ];
 }
@@ -145,6 +153,8 @@ pub struct ErrorCounts {
     #[serde(default)]
     pub validation: u64,
     pub payload_error: u64,
+    #[serde(default)]
+    pub stream_broken: u64,
     pub other: u64,
 }
 
@@ -164,6 +174,7 @@ impl ErrorCounts {
             ErrorClass::ModelError => self.model_error,
             ErrorClass::Validation => self.validation,
             ErrorClass::PayloadError => self.payload_error,
+            ErrorClass::StreamBroken => self.stream_broken,
             ErrorClass::Other => self.other,
         }
     }
@@ -183,6 +194,7 @@ impl ErrorCounts {
             ErrorClass::ModelError => &mut self.model_error,
             ErrorClass::Validation => &mut self.validation,
             ErrorClass::PayloadError => &mut self.payload_error,
+            ErrorClass::StreamBroken => &mut self.stream_broken,
             ErrorClass::Other => &mut self.other,
         };
         *counter += 1;
@@ -197,6 +209,7 @@ impl ErrorCounts {
         self.model_error += other.model_error;
         self.validation += other.validation;
         self.payload_error += other.payload_error;
+        self.stream_broken += other.stream_broken;
         self.other += other.other;
     }
 
@@ -209,6 +222,7 @@ impl ErrorCounts {
             + self.model_error
             + self.validation
             + self.payload_error
+            + self.stream_broken
             + self.other
     }
 }
@@ -219,29 +233,39 @@ pub enum Outcome {
     Success {
         latency_us: u64,
     },
-    /// A streamed response (LLM tokens): the whole response's latency, when its first chunk came, how many chunks.
-    Streamed {
+    /// A generated response (a language model's): the whole response's latency and its tokens; the gaps between
+    /// its chunks are the session's (`Session::gaps_us`).
+    Generated {
         latency_us: u64,
-        first_chunk_us: u64,
-        chunks: u32,
+        tokens: Tokens,
     },
     Failure {
         class: ErrorClass,
+    },
+    /// A generated response that broke off mid-stream: a `stream_broken` error, its tokens so far kept.
+    Broken {
+        latency_us: u64,
+        tokens: Tokens,
     },
 }
 
 impl Outcome {
     /// The same outcome timed over `total_us` instead, from an earlier start (the open model's due time); a
-    /// stream's first chunk moves by as much.
+    /// stream's first token moves by as much.
     pub fn retimed(self, total_us: u64) -> Self {
+        let moved = |latency_us: u64, tokens: Tokens| Tokens {
+            first_token_us: tokens.first_token_us.map(|first| first + total_us.saturating_sub(latency_us)),
+            ..tokens
+        };
         match self {
             Outcome::Success { .. } => Outcome::Success { latency_us: total_us },
-            Outcome::Streamed { latency_us, first_chunk_us, chunks } => Outcome::Streamed {
-                latency_us: total_us,
-                first_chunk_us: first_chunk_us + total_us.saturating_sub(latency_us),
-                chunks,
-            },
-            failure => failure,
+            Outcome::Generated { latency_us, tokens } => {
+                Outcome::Generated { latency_us: total_us, tokens: moved(latency_us, tokens) }
+            }
+            Outcome::Broken { latency_us, tokens } => {
+                Outcome::Broken { latency_us: total_us, tokens: moved(latency_us, tokens) }
+            }
+            failure @ Outcome::Failure { .. } => failure,
         }
     }
 }
@@ -257,10 +281,8 @@ pub struct Tally {
     pub latency_us: LatencyHistogram,
     /// How late the load generator acted against its own schedule: its health, not the server's.
     pub generator_lag_us: LatencyHistogram,
-    /// Streamed responses: time to the first chunk (time to first token).
-    pub first_chunk_us: LatencyHistogram,
-    /// Streamed responses: the mean time between chunks of each response (time per output token).
-    pub between_chunks_us: LatencyHistogram,
+    /// Generated responses: token timings and counts.
+    pub tokens: TokenTally,
 }
 
 impl Default for Tally {
@@ -272,8 +294,7 @@ impl Default for Tally {
             errors: ErrorCounts::default(),
             latency_us: new_histogram(),
             generator_lag_us: new_histogram(),
-            first_chunk_us: new_histogram(),
-            between_chunks_us: new_histogram(),
+            tokens: TokenTally::default(),
         }
     }
 }
@@ -286,8 +307,7 @@ impl Tally {
         self.errors.merge(&other.errors);
         self.latency_us.add(&other.latency_us).expect("histograms share bounds");
         self.generator_lag_us.add(&other.generator_lag_us).expect("histograms share bounds");
-        self.first_chunk_us.add(&other.first_chunk_us).expect("histograms share bounds");
-        self.between_chunks_us.add(&other.between_chunks_us).expect("histograms share bounds");
+        self.tokens.merge(&other.tokens);
     }
 
     pub fn reset(&mut self) {
@@ -297,8 +317,7 @@ impl Tally {
         self.errors = ErrorCounts::default();
         self.latency_us.reset();
         self.generator_lag_us.reset();
-        self.first_chunk_us.reset();
-        self.between_chunks_us.reset();
+        self.tokens.reset();
     }
 }
 
@@ -334,23 +353,24 @@ impl Recorder {
         self.shards[shard].lock().expect("recorder lock").started += 1;
     }
 
-    pub fn finished(&self, shard: usize, outcome: Outcome) {
+    /// One request's outcome; `gaps_us` are the gaps between a generated response's chunks (else empty).
+    pub fn finished(&self, shard: usize, outcome: Outcome, gaps_us: &[u32]) {
         let mut tally = self.shards[shard].lock().expect("recorder lock");
         match outcome {
             Outcome::Success { latency_us } => {
                 tally.completed += 1;
                 tally.latency_us.saturating_record(latency_us.max(1));
             }
-            Outcome::Streamed { latency_us, first_chunk_us, chunks } => {
+            Outcome::Generated { latency_us, tokens } => {
                 tally.completed += 1;
                 tally.latency_us.saturating_record(latency_us.max(1));
-                tally.first_chunk_us.saturating_record(first_chunk_us.max(1));
-                if chunks > 1 {
-                    let between_us = latency_us.saturating_sub(first_chunk_us) / u64::from(chunks - 1);
-                    tally.between_chunks_us.saturating_record(between_us.max(1));
-                }
+                tally.tokens.record(latency_us, tokens, gaps_us);
             }
             Outcome::Failure { class } => tally.errors.add(class),
+            Outcome::Broken { latency_us, tokens } => {
+                tally.errors.add(ErrorClass::StreamBroken);
+                tally.tokens.record(latency_us, tokens, gaps_us);
+            }
         }
     }
 
@@ -468,9 +488,9 @@ mod tests {
         for user in 0..10 {
             let shard = recorder.shard_for(user);
             recorder.started(shard);
-            recorder.finished(shard, Outcome::Success { latency_us: 1_000 * (user as u64 + 1) });
+            recorder.finished(shard, Outcome::Success { latency_us: 1_000 * (user as u64 + 1) }, &[]);
         }
-        recorder.finished(0, Outcome::Failure { class: ErrorClass::Http5xx });
+        recorder.finished(0, Outcome::Failure { class: ErrorClass::Http5xx }, &[]);
         let mut tally = Tally::default();
         recorder.drain_into(&mut tally);
         assert_eq!((tally.started, tally.completed, tally.errors.http_5xx), (10, 10, 1));

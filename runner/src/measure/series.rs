@@ -51,10 +51,9 @@ struct SeriesLine<'a> {
 struct MoreHistograms {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     generator_lag: Option<String>,
+    /// Generated responses' token timings and counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    first_chunk: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    between_chunks: Option<String>,
+    tokens: Option<super::tokens::EncodedTokens>,
 }
 
 /// A line of the series file, read back.
@@ -130,8 +129,11 @@ pub fn read_series(path: &Path) -> Result<Vec<SeriesSecond>, SeriesError> {
                 errors: parsed.error_counts,
                 latency_us: decode(&parsed.histogram)?,
                 generator_lag_us: decode_more(&parsed.more.generator_lag)?,
-                first_chunk_us: decode_more(&parsed.more.first_chunk)?,
-                between_chunks_us: decode_more(&parsed.more.between_chunks)?,
+                tokens: match &parsed.more.tokens {
+                    Some(encoded) => super::TokenTally::decoded(encoded)
+                        .map_err(|source| SeriesError::Histogram { line: index + 1, source })?,
+                    None => super::TokenTally::default(),
+                },
             };
             Ok(SeriesSecond { summary: parsed.summary, tally })
         })
@@ -201,8 +203,7 @@ pub fn write_second(series: &mut BufWriter<File>, summary: &SecondSummary, tally
         histogram: super::encode_histogram(&tally.latency_us),
         more: MoreHistograms {
             generator_lag: more(&tally.generator_lag_us),
-            first_chunk: more(&tally.first_chunk_us),
-            between_chunks: more(&tally.between_chunks_us),
+            tokens: (!tally.tokens.is_empty()).then(|| tally.tokens.encoded()),
         },
     };
     serde_json::to_writer(&mut *series, &line)?;

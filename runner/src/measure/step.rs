@@ -27,6 +27,8 @@ pub struct StepRecord {
     pub steady: Tally,
     /// Successful responses in each steady second, for the spread of throughput.
     pub completed_per_second: Vec<u64>,
+    /// Generated responses' output tokens in each steady second.
+    pub output_tokens_per_second: Vec<u64>,
     /// Each steady second's latency distribution, kept only while the step runs (for its intervals).
     latency_seconds: Vec<SecondLatencies>,
     /// The latency percentiles' 95% intervals, computed when the step finishes.
@@ -49,6 +51,7 @@ impl StepRecord {
     pub fn add_second(&mut self, second: &Tally) {
         self.steady.merge(second);
         self.completed_per_second.push(second.completed);
+        self.output_tokens_per_second.push(second.tokens.output_total);
         self.latency_seconds.push(SecondLatencies::of(&second.latency_us));
     }
 
@@ -97,6 +100,7 @@ pub(crate) fn new_step_for(window: StepWindow) -> StepRecord {
         complete: false,
         steady: Tally::default(),
         completed_per_second: Vec::new(),
+        output_tokens_per_second: Vec::new(),
         latency_seconds: Vec::new(),
         latency_intervals: None,
         converged: true,

@@ -39,8 +39,8 @@ pub use overrides::{Overrides, SetValue};
 pub use payload::{Payload, PluginGrant, PluginLimits, PluginSpec};
 pub use schema::json_schema;
 pub use target::{
-    CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck, ResponseCheck,
-    SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
+    Api, CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck,
+    ResponseCheck, SageMakerSpec, Target, TargetKind, TargetSpec, TlsSpec,
 };
 pub use traffic::{Arrivals, FIRST_PROBE_STEP_S, Phase, Search, SearchLoad, StepPrecision, Traffic, TrafficOptions};
 pub use values::{DurationValue, Percentile};

@@ -37,6 +37,9 @@ pub(super) struct RawTarget {
     check: Option<RawResponseCheck>,
     #[schemars(with = "Option<HttpVersion>")]
     http_version: Option<Spanned<HttpVersion>>,
+    /// The API the responses follow, for a language model's token figures: "openai" (chat or text completions,
+    /// streamed as server-sent events or whole with `usage`).
+    api: Option<Api>,
     /// https: a private CA, a client certificate for mutual TLS, the server name to verify.
     #[schemars(with = "Option<RawTls>")]
     tls: Option<Spanned<RawTls>>,
@@ -101,6 +104,15 @@ pub(super) struct RawTls {
     /// The name the server's certificate is checked against, when not the URL's host.
     #[schemars(with = "Option<String>")]
     server_name: Option<Spanned<String>>,
+}
+
+/// The API a target's responses follow, when plateau reads more of them than their bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, schemars::JsonSchema, Serialize)]
+pub enum Api {
+    /// OpenAI-compatible `/v1/chat/completions` and `/v1/completions` (vLLM, SGLang, TGI, llama.cpp's server):
+    /// time to first token, the gaps between tokens and the token counts are measured.
+    #[serde(rename = "openai")]
+    OpenAi,
 }
 
 /// Which HTTP the target speaks.
@@ -273,6 +285,8 @@ pub struct HttpRequestSpec {
     pub check: ResponseCheck,
     pub http_version: HttpVersion,
     pub tls: TlsSpec,
+    /// Responses read as a language model's (token timings and counts).
+    pub api: Option<Api>,
 }
 
 /// TLS for https targets, beyond the system's roots: paths resolved against the job file's folder.
@@ -385,6 +399,7 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
     let sagemaker = validate_sagemaker(raw, &prefix, sink);
     let http = HttpRequestSpec {
         http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
+        api: raw.api,
         tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
         method,
         headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),

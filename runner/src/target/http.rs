@@ -19,12 +19,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+use super::openai::{Reading, TokenReader};
 use super::{PrepareError, Session, Target, wire};
 use crate::aws::errors::ErrorDetail;
 use crate::aws::errors::error_chain;
 use crate::measure::{ErrorClass, ErrorCounts, ErrorExamples, Outcome};
 use crate::payload::{Overrides, PayloadSource, PayloadStream, Prepared};
-use crate::spec::{HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
+use crate::spec::{Api, HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
 
 /// Why an HTTP target cannot be made or reached before the ramp; each says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +79,8 @@ struct RequestTemplate {
     timeout: Duration,
     max_response_bytes: u64,
     check: ResponseCheck,
+    /// Responses are a language model's, read for their tokens.
+    api: Option<Api>,
     /// The first failure of each class, for the results.
     examples: ErrorExamples,
 }
@@ -96,6 +99,35 @@ impl RequestTemplate {
             self.examples.note(class, || self.redacted(describe_response(status, body, &self.check)));
         }
         outcome
+    }
+
+    /// A response's outcome, read for its tokens when the target's responses are a language model's.
+    fn judged_reading(&self, status: u16, body: &[u8], latency_us: u64, tokens: Option<&mut TokenReader>) -> Outcome {
+        match (self.judged(status, body, latency_us), tokens) {
+            (Outcome::Success { latency_us }, Some(tokens)) => match tokens.finish(body) {
+                Reading::Complete(tokens) => Outcome::Generated { latency_us, tokens },
+                Reading::Broken(tokens, reason) => {
+                    self.examples
+                        .note(ErrorClass::StreamBroken, || self.redacted(format!("{}: {reason}", self.address)));
+                    Outcome::Broken { latency_us, tokens }
+                }
+            },
+            (outcome, _) => outcome,
+        }
+    }
+
+    /// A transfer that failed as `class` after `latency_us`: a language model's stream that had sent tokens broke
+    /// off (its tokens kept), anything else failed.
+    fn failed_reading(&self, class: ErrorClass, latency_us: u64, tokens: Option<&TokenReader>) -> Outcome {
+        match tokens.map(TokenReader::interrupted) {
+            Some(tokens) if class == ErrorClass::Other && tokens.output > 0 => {
+                self.examples.note(ErrorClass::StreamBroken, || {
+                    format!("the stream from {} broke off after {} tokens", self.address, tokens.output)
+                });
+                Outcome::Broken { latency_us, tokens }
+            }
+            _ => Outcome::Failure { class },
+        }
     }
 
     /// `text` with every secret header value (from the environment) replaced: a server may echo what it was sent.
@@ -192,6 +224,7 @@ impl HttpTarget {
                 timeout: spec.timeout,
                 max_response_bytes: spec.max_response_bytes,
                 check: spec.check.clone(),
+                api: spec.api,
                 examples: ErrorExamples::default(),
             }),
             payload: source,
@@ -308,7 +341,14 @@ impl Target for HttpTarget {
             Some(_) => Transport::Wire { next: Vec::new(), ready: false, connection: None },
             None => Transport::Hyper { next: None, sender: None },
         };
-        HttpSession { template: Arc::clone(&self.shared), payload: self.payload.stream(), transport, deadline: None }
+        let tokens = self.shared.api.map(|Api::OpenAi| TokenReader::default());
+        HttpSession {
+            template: Arc::clone(&self.shared),
+            payload: self.payload.stream(),
+            transport,
+            deadline: None,
+            tokens,
+        }
     }
 }
 
@@ -318,6 +358,8 @@ pub struct HttpSession {
     transport: Transport,
     /// Made on the first call, inside the runtime.
     deadline: Option<Deadline>,
+    /// Reads a language model's responses for their tokens.
+    tokens: Option<TokenReader>,
 }
 
 /// The session's connection and its next request, built by `prepare` and sent by `call`.
@@ -524,16 +566,20 @@ impl Session for HttpSession {
             Transport::Wire { next, ready, connection } => {
                 debug_assert!(*ready, "call() without prepare()");
                 *ready = false;
-                call_wire(template, next, connection, deadline).await
+                call_wire(template, next, connection, deadline, self.tokens.as_mut()).await
             }
             Transport::Hyper { next, sender } => {
                 let Some(request) = next.take() else {
                     debug_assert!(false, "call() without prepare()");
                     return Outcome::Failure { class: ErrorClass::Other };
                 };
-                call_hyper(template, request, sender, deadline).await
+                call_hyper(template, request, sender, deadline, self.tokens.as_mut()).await
             }
         }
+    }
+
+    fn gaps_us(&self) -> &[u32] {
+        self.tokens.as_ref().map_or(&[], TokenReader::gaps_us)
     }
 }
 
@@ -562,6 +608,7 @@ async fn call_wire(
     request: &[u8],
     slot: &mut Option<wire::Connection>,
     deadline: &mut Deadline,
+    mut tokens: Option<&mut TokenReader>,
 ) -> Outcome {
     let reused = slot.is_some();
     let mut connection = match open(slot.take(), template, wire::Connection::connect(&template.address)).await {
@@ -571,8 +618,12 @@ async fn call_wire(
     let head_request = template.method == Method::HEAD;
     let keep_body = template.check.body_contains.is_some();
     let start = Instant::now();
+    if let Some(tokens) = tokens.as_deref_mut() {
+        tokens.begin(start);
+    }
     let exchange = async {
-        let first = connection.exchange(request, head_request, template.max_response_bytes, keep_body).await;
+        let max = template.max_response_bytes;
+        let first = connection.exchange(request, head_request, max, keep_body, tokens.as_deref_mut()).await;
         match first {
             // The server had closed this idle keep-alive connection: the request goes again on a new one, and
             // the clock keeps running.
@@ -580,20 +631,21 @@ async fn call_wire(
                 connection = wire::Connection::connect(&template.address).await.map_err(|error| {
                     template.failed(ErrorClass::Connect, || format!("reconnecting to {}: {error}", template.address))
                 })?;
-                connection.exchange(request, head_request, template.max_response_bytes, keep_body).await
+                connection.exchange(request, head_request, max, keep_body, tokens.as_deref_mut()).await
             }
             other => other,
         }
         .map_err(|error| template.failed(ErrorClass::Other, || describe_wire_error(&error, template)))
     };
-    match deadline.within(start, template.timeout, exchange).await {
-        Err(class) => Outcome::Failure { class: timed_out(template, class) },
+    let exchanged = deadline.within(start, template.timeout, exchange).await;
+    let latency_us = start.elapsed().as_micros() as u64;
+    match exchanged {
+        Err(class) => template.failed_reading(timed_out(template, class), latency_us, tokens.as_deref()),
         Ok((response, keep_alive)) => {
-            let latency_us = start.elapsed().as_micros() as u64;
             if keep_alive {
                 *slot = Some(connection);
             }
-            template.judged(response.status, &response.body, latency_us)
+            template.judged_reading(response.status, &response.body, latency_us, tokens)
         }
     }
 }
@@ -603,6 +655,7 @@ async fn call_hyper(
     mut request: Request<Full<Bytes>>,
     slot: &mut Option<Sender>,
     deadline: &mut Deadline,
+    mut tokens: Option<&mut TokenReader>,
 ) -> Outcome {
     let mut current = slot.take();
     if let Some(sender) = &mut current
@@ -618,15 +671,26 @@ async fn call_hyper(
         request = template.for_http2(request);
     }
     let start = Instant::now();
+    if let Some(tokens) = tokens.as_deref_mut() {
+        tokens.begin(start);
+    }
     let broken = |error: hyper::Error| {
         template.failed(ErrorClass::Other, || format!("exchange with {}: {}", template.address, error_chain(&error)))
     };
     let exchange = async {
         let response = sender.send(request).await.map_err(broken)?;
         let status = response.status();
+        let event_stream = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(wire::is_event_stream);
         let mut body = response.into_body();
         // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
         let mut reader = wire::BodyReader::new(template.max_response_bytes, template.check.body_contains.is_some());
+        if let Some(tokens) = tokens.as_deref_mut() {
+            reader.read_tokens(tokens, event_stream);
+        }
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(broken)?;
             if let Some(data) = frame.data_ref() {
@@ -637,12 +701,13 @@ async fn call_hyper(
         }
         Ok((status, reader.into_kept()))
     };
-    match deadline.within(start, template.timeout, exchange).await {
-        Err(class) => Outcome::Failure { class: timed_out(template, class) },
+    let exchanged = deadline.within(start, template.timeout, exchange).await;
+    let latency_us = start.elapsed().as_micros() as u64;
+    match exchanged {
+        Err(class) => template.failed_reading(timed_out(template, class), latency_us, tokens.as_deref()),
         Ok((status, body)) => {
-            let latency_us = start.elapsed().as_micros() as u64;
             *slot = Some(sender);
-            template.judged(status.as_u16(), &body, latency_us)
+            template.judged_reading(status.as_u16(), &body, latency_us, tokens)
         }
     }
 }

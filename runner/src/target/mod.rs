@@ -3,7 +3,9 @@
 //! starts itself are in `server`.
 
 pub mod http;
+pub mod openai;
 pub mod sagemaker;
+pub mod sse;
 pub mod wire;
 
 use std::future::Future;
@@ -32,4 +34,8 @@ pub trait Session: Send + 'static {
     fn prepare(&mut self) -> Result<(), PrepareError>;
     /// Sends one request and waits for the whole response.
     fn call(&mut self) -> impl Future<Output = Outcome> + Send;
+    /// The gaps between the chunks of the last response, when it was a language model's stream.
+    fn gaps_us(&self) -> &[u32] {
+        &[]
+    }
 }

@@ -12,7 +12,7 @@ use aws_smithy_types::Blob;
 
 use super::{PrepareError, Session, Target};
 use crate::aws::errors::{ErrorDetail, Failure, classify, explain, typed_invoke, typed_stream};
-use crate::measure::{ErrorClass, Outcome};
+use crate::measure::{ErrorClass, Outcome, TokenCount, Tokens};
 use crate::payload::{PayloadSource, PayloadStream};
 use crate::spec::{Payload, SageMakerSpec};
 
@@ -73,7 +73,7 @@ impl SageMakerTarget {
         session.prepare()?;
         let invocation = &self.shared;
         let body = session.next.take().unwrap_or_default();
-        let result = invocation.invoke(body).await;
+        let result = invocation.invoke(body, &mut Vec::new()).await;
         match result {
             Ok(_) => Ok(()),
             // The endpoint exists and answers; its model's errors and throttling are measured, not fatal.
@@ -92,8 +92,9 @@ impl SageMakerTarget {
 }
 
 impl Invocation {
-    /// Sends one request; for streaming endpoints, reads every chunk and times the first.
-    async fn invoke(&self, body: Vec<u8>) -> Result<Option<(Duration, u32)>, Failure> {
+    /// Sends one request; for streaming endpoints, reads every chunk, timing the first and the gaps between them
+    /// (into `gaps_us`).
+    async fn invoke(&self, body: Vec<u8>, gaps_us: &mut Vec<u32>) -> Result<Option<(Duration, u32)>, Failure> {
         let spec = &self.spec;
         let started = Instant::now();
         if spec.streaming {
@@ -109,11 +110,19 @@ impl Invocation {
                 .set_inference_component_name(spec.inference_component.clone());
             let mut output = request.send().await.map_err(|error| classify(&error, typed_stream))?;
             let mut first_chunk = None;
+            let mut last_chunk: Option<Instant> = None;
             let mut chunks = 0u32;
+            gaps_us.clear();
             loop {
                 match output.body.recv().await {
                     Ok(Some(ResponseStream::PayloadPart(_))) => {
-                        first_chunk.get_or_insert_with(|| started.elapsed());
+                        let now = Instant::now();
+                        first_chunk.get_or_insert_with(|| now.saturating_duration_since(started));
+                        if let Some(last) = last_chunk.replace(now) {
+                            gaps_us.push(
+                                u32::try_from(now.saturating_duration_since(last).as_micros()).unwrap_or(u32::MAX),
+                            );
+                        }
                         chunks += 1;
                     }
                     Ok(Some(_)) => {}
@@ -156,7 +165,12 @@ impl Invocation {
 impl Target for SageMakerTarget {
     type Session = SageMakerSession;
     fn session(&self) -> SageMakerSession {
-        SageMakerSession { invocation: Arc::clone(&self.shared), payload: self.payload.stream(), next: None }
+        SageMakerSession {
+            invocation: Arc::clone(&self.shared),
+            payload: self.payload.stream(),
+            next: None,
+            gaps_us: Vec::new(),
+        }
     }
 }
 
@@ -164,6 +178,8 @@ pub struct SageMakerSession {
     invocation: Arc<Invocation>,
     payload: PayloadStream,
     next: Option<Vec<u8>>,
+    /// The gaps between the last streamed response's chunks.
+    gaps_us: Vec<u32>,
 }
 
 impl Session for SageMakerSession {
@@ -182,18 +198,27 @@ impl Session for SageMakerSession {
         };
         let invocation = &self.invocation;
         let started = Instant::now();
-        match tokio::time::timeout(invocation.timeout, invocation.invoke(body)).await {
+        match tokio::time::timeout(invocation.timeout, invocation.invoke(body, &mut self.gaps_us)).await {
             Err(_) => Outcome::Failure { class: ErrorClass::Timeout },
             Ok(Err(failure)) => {
                 invocation.note(&failure);
                 Outcome::Failure { class: failure.class }
             }
             Ok(Ok(None)) => Outcome::Success { latency_us: started.elapsed().as_micros() as u64 },
-            Ok(Ok(Some((first_chunk, chunks)))) => Outcome::Streamed {
+            // A chunk is counted as a token: SageMaker's stream carries whatever the container sends.
+            Ok(Ok(Some((first_chunk, chunks)))) => Outcome::Generated {
                 latency_us: started.elapsed().as_micros() as u64,
-                first_chunk_us: first_chunk.as_micros() as u64,
-                chunks,
+                tokens: Tokens {
+                    first_token_us: Some(first_chunk.as_micros() as u64),
+                    output: chunks,
+                    input: None,
+                    counted: TokenCount::Estimated,
+                },
             },
         }
+    }
+
+    fn gaps_us(&self) -> &[u32] {
+        &self.gaps_us
     }
 }

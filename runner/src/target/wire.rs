@@ -10,6 +10,8 @@ use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use super::openai::TokenReader;
+
 /// A response head larger than this is refused: no model server sends one, and it bounds the buffer.
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
@@ -51,18 +53,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         Self { stream, buffer: vec![0; READ_CHUNK] }
     }
 
-    /// Sends `request` (head and body, as prepared) and reads the whole response. `Ok(None)` means the server
-    /// asked to close the connection after this response (or framed the body by closing it).
+    /// Sends `request` (head and body, as prepared) and reads the whole response, its bytes also to `tokens` as
+    /// they arrive when the response is a language model's. The flag is false when the server asked to close the
+    /// connection after this response (or framed the body by closing it).
     pub async fn exchange(
         &mut self,
         request: &[u8],
         head_request: bool,
         max_body_bytes: u64,
         keep_body: bool,
+        tokens: Option<&mut TokenReader>,
     ) -> Result<(Response, bool), WireError> {
         self.stream.write_all(request).await.map_err(|_| WireError::ClosedBeforeResponse)?;
         let mut filled = 0;
-        let (head_len, status, framing, keep_alive) = loop {
+        let (head_len, status, framing, keep_alive, event_stream) = loop {
             match parse_head(&self.buffer[..filled], head_request)? {
                 // Interim responses (100 Continue) come before the final one.
                 Some((interim_len, status, ..)) if (100..200).contains(&status) && status != 101 => {
@@ -79,6 +83,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             }
         };
         let mut body = BodyReader::new(max_body_bytes, keep_body);
+        if let Some(tokens) = tokens {
+            body.read_tokens(tokens, event_stream);
+        }
         let mut decoder = match framing {
             // A declared length past the cap is refused before its bytes are read.
             Framing::Length(length) if length > max_body_bytes => return Err(WireError::TooLarge),
@@ -131,8 +138,9 @@ enum Framing {
     UntilClose,
 }
 
-/// The head's length, status, body framing and whether the connection stays open; `None` while incomplete.
-fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Framing, bool)>, WireError> {
+/// The head's length, status, body framing, whether the connection stays open and whether the body is server-sent
+/// events; `None` while incomplete.
+fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Framing, bool, bool)>, WireError> {
     let mut headers = [httparse::EMPTY_HEADER; 96];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(bytes) {
@@ -142,13 +150,15 @@ fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Fr
     };
     let status = response.code.ok_or(WireError::Broken)?;
     let mut keep_alive = response.version == Some(1);
-    let (mut length, mut chunked) = (None, false);
+    let (mut length, mut chunked, mut event_stream) = (None, false, false);
     for header in response.headers.iter() {
         let value = std::str::from_utf8(header.value).map_err(|_| WireError::Broken)?.trim();
         if header.name.eq_ignore_ascii_case("content-length") {
             length = Some(value.parse::<u64>().map_err(|_| WireError::Broken)?);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
             chunked = value.rsplit(',').next().is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        } else if header.name.eq_ignore_ascii_case("content-type") {
+            event_stream = is_event_stream(value);
         } else if header.name.eq_ignore_ascii_case("connection") {
             for option in value.split(',').map(str::trim) {
                 if option.eq_ignore_ascii_case("close") {
@@ -168,7 +178,12 @@ fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Fr
     } else {
         Framing::UntilClose
     };
-    Ok(Some((head_len, status, framing, keep_alive)))
+    Ok(Some((head_len, status, framing, keep_alive, event_stream)))
+}
+
+/// A `Content-Type` value that says server-sent events.
+pub fn is_event_stream(content_type: &str) -> bool {
+    content_type.split(';').next().is_some_and(|media| media.trim().eq_ignore_ascii_case("text/event-stream"))
 }
 
 /// Where a body ends.
@@ -199,16 +214,28 @@ impl Decoder {
     }
 }
 
-/// Counts body bytes against the cap and keeps them when asked (hyper's responses go through it too).
-pub struct BodyReader {
+/// Counts body bytes against the cap and keeps them when asked (hyper's responses go through it too); a language
+/// model's stream goes to its token reader as it arrives.
+pub struct BodyReader<'a> {
     received: u64,
     max_body_bytes: u64,
     kept: Option<Vec<u8>>,
+    tokens: Option<&'a mut TokenReader>,
 }
 
-impl BodyReader {
+impl<'a> BodyReader<'a> {
     pub fn new(max_body_bytes: u64, keep: bool) -> Self {
-        Self { received: 0, max_body_bytes, kept: keep.then(Vec::new) }
+        Self { received: 0, max_body_bytes, kept: keep.then(Vec::new), tokens: None }
+    }
+
+    /// The body is a language model's response: an event stream is read by `tokens` as it arrives, a whole
+    /// response kept for it to read at the end.
+    pub fn read_tokens(&mut self, tokens: &'a mut TokenReader, event_stream: bool) {
+        tokens.event_stream(event_stream);
+        if !event_stream {
+            self.kept.get_or_insert_with(Vec::new);
+        }
+        self.tokens = Some(tokens);
     }
 
     /// The body, when it was kept; else empty.
@@ -223,6 +250,9 @@ impl BodyReader {
         }
         if let Some(kept) = &mut self.kept {
             kept.extend_from_slice(data);
+        }
+        if let Some(tokens) = self.tokens.as_deref_mut().filter(|tokens| tokens.is_event_stream()) {
+            tokens.feed(data, std::time::Instant::now());
         }
         Ok(())
     }
@@ -343,7 +373,7 @@ mod tests {
     const REQUEST: &[u8] = b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\n{}";
 
     async fn exchange(connection: &mut Connection, keep: bool) -> Result<(u16, Vec<u8>, bool), WireError> {
-        let (response, keep_alive) = connection.exchange(REQUEST, false, 1000, keep).await?;
+        let (response, keep_alive) = connection.exchange(REQUEST, false, 1000, keep, None).await?;
         Ok((response.status, response.body, keep_alive))
     }
 
