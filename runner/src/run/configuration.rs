@@ -440,7 +440,10 @@ async fn drive_target(
             let record = drive_until_exit(Arc::clone(&target), options, resources, observer, server).await;
             Ok((record.map_err(Failure::Series)?, target.error_details()))
         }
-        Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
+        Deployment::Reference { http, .. }
+        | Deployment::ReferenceLlm { http, .. }
+        | Deployment::Http { http, .. }
+        | Deployment::Command { http, .. } => {
             let target = HttpTarget::new(&started.address, http, &job.payload, payload)
                 .map_err(|error| Failure::BeforeTheRamp(error.into()))?;
             target.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;

@@ -393,7 +393,9 @@ fn address(deployment: &Deployment) -> String {
     match deployment {
         Deployment::Http { url, .. } => url.clone(),
         Deployment::Sagemaker { endpoint_name, .. } => format!("SageMaker endpoint {endpoint_name}"),
-        Deployment::Reference { .. } | Deployment::Command { .. } => "the target".to_string(),
+        Deployment::Reference { .. } | Deployment::ReferenceLlm { .. } | Deployment::Command { .. } => {
+            "the target".to_string()
+        }
     }
 }
 

@@ -2,12 +2,18 @@
 //! per test run; an `http` or SageMaker endpoint is already running somewhere.
 
 pub mod command;
+pub mod llm;
 pub mod reference;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::measure::ResourceSource;
@@ -15,6 +21,7 @@ use crate::measure::process_tree::{self, ProcessTree};
 use crate::plan::TestRun;
 use crate::spec::Deployment;
 use command::ServerProcess;
+use llm::LlmServer;
 use reference::ReferenceServer;
 
 /// Why a test run's server did not start.
@@ -26,9 +33,43 @@ pub enum StartError {
     Command(#[from] command::ServerError),
 }
 
+/// Serves HTTP/1.1 on `listener` until `shutdown`, each request answered by `respond`: the loop both reference
+/// endpoints share.
+async fn accept_loop<R, F, B>(listener: TcpListener, shutdown: CancellationToken, respond: R)
+where
+    R: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<B>, hyper::Error>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Running out of file descriptors is transient: wait a little rather than spin.
+                Err(_) => { tokio::time::sleep(Duration::from_millis(10)).await; continue; }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let respond = respond.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service_fn(move |request| respond(request)));
+            tokio::select! {
+                _ = connection => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+}
+
 /// What serves a test run's requests.
 pub enum Server {
     Reference(ReferenceServer),
+    ReferenceLlm(LlmServer),
     Command {
         process: ServerProcess,
         stop_grace: Duration,
@@ -64,6 +105,13 @@ impl Server {
                     .map_err(StartError::Reference)?;
                 let resources: Box<dyn ResourceSource> = Box::new(server.busy_workers());
                 Ok(Started { address: server.url(), resources: Some(resources), server: Server::Reference(server) })
+            }
+            Deployment::ReferenceLlm { model, .. } => {
+                let server = LlmServer::start(*model, SocketAddr::from(([127, 0, 0, 1], 0)))
+                    .await
+                    .map_err(StartError::Reference)?;
+                let resources: Box<dyn ResourceSource> = Box::new(server.occupancy());
+                Ok(Started { address: server.url(), resources: Some(resources), server: Server::ReferenceLlm(server) })
             }
             Deployment::Command { server, cpus, memory_limit_mb, .. } => {
                 let cpu_list = cpus.as_ref().map(|cpus| cpus.list.as_str());

@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
-use hyper::service::service_fn;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
 use rand::rngs::StdRng;
 use rand::{Rng as _, SeedableRng as _};
 use rand_distr::{Distribution as _, Exp, LogNormal};
@@ -231,7 +229,10 @@ impl ReferenceServer {
         let address = listener.local_addr()?;
         let service = Arc::new(ServiceModel::new(model, seed, origin));
         let shutdown = CancellationToken::new();
-        tokio::spawn(accept_loop(listener, Arc::clone(&service), shutdown.clone()));
+        let serving = Arc::clone(&service);
+        tokio::spawn(super::accept_loop(listener, shutdown.clone(), move |request| {
+            respond(Arc::clone(&serving), request)
+        }));
         Ok(Self { address, service, shutdown })
     }
 
@@ -263,47 +264,25 @@ impl Drop for ReferenceServer {
     }
 }
 
-async fn accept_loop(listener: TcpListener, service: Arc<ServiceModel>, shutdown: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                // Running out of file descriptors is transient: wait a little rather than spin.
-                Err(_) => { tokio::time::sleep(Duration::from_millis(10)).await; continue; }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let service = Arc::clone(&service);
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let handler = service_fn(move |request: Request<hyper::body::Incoming>| {
-                let service = Arc::clone(&service);
-                async move {
-                    // Health checks, as SageMaker containers answer them: no model time.
-                    if request.uri().path() == "/ping" {
-                        return Ok(Response::new(Full::new(Bytes::from_static(b"{\"status\":\"healthy\"}"))));
-                    }
-                    // Read the whole request as a model server would before inferring.
-                    let request_bytes = request.into_body().collect().await?.to_bytes().len();
-                    let service_time = service.serve().await;
-                    let body = format!(
-                        "{{\"predictions\":[0.5],\"service_ms\":{:.3},\"request_bytes\":{request_bytes}}}",
-                        service_time.as_secs_f64() * 1000.0
-                    );
-                    let response = Response::builder()
-                        .header(hyper::header::CONTENT_TYPE, "application/json")
-                        .body(Full::new(Bytes::from(body)));
-                    Ok::<_, hyper::Error>(response.expect("static response parts are valid"))
-                }
-            });
-            let connection = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), handler);
-            tokio::select! {
-                _ = connection => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
+/// Answers one request: health checks at once, the rest after a service time.
+async fn respond(
+    service: Arc<ServiceModel>,
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, hyper::Error> {
+    // Health checks, as SageMaker containers answer them: no model time.
+    if request.uri().path() == "/ping" {
+        return Ok(Response::new(Full::new(Bytes::from_static(b"{\"status\":\"healthy\"}"))));
     }
+    // Read the whole request as a model server would before inferring.
+    let request_bytes = request.into_body().collect().await?.to_bytes().len();
+    let service_time = service.serve().await;
+    let body = format!(
+        "{{\"predictions\":[0.5],\"service_ms\":{:.3},\"request_bytes\":{request_bytes}}}",
+        service_time.as_secs_f64() * 1000.0
+    );
+    let response =
+        Response::builder().header(hyper::header::CONTENT_TYPE, "application/json").body(Full::new(Bytes::from(body)));
+    Ok(response.expect("static response parts are valid"))
 }
 
 /// Samples the busy-worker share of a reference endpoint, labelled simulated in reports.

@@ -10,7 +10,8 @@ use super::diagnostic::{self, DiagnosticSink};
 use super::prices;
 use std::time::Duration;
 
-use super::target::{CommandSpec, HttpRequestSpec, SageMakerSpec, TargetDraft, TargetKind, TargetSpec, check_url};
+use super::reference_llm::LlmModel;
+use super::target::{Api, CommandSpec, HttpRequestSpec, SageMakerSpec, TargetDraft, TargetKind, TargetSpec, check_url};
 use super::values::DurationValue;
 use super::{positive, printable, span_of, within};
 
@@ -53,6 +54,9 @@ pub(super) struct RawConfiguration {
     /// Reference targets: the simulated server (workers, service time and its distribution, stalls, drift).
     #[schemars(with = "Option<RawReferenceModel>")]
     reference: Option<Spanned<RawReferenceModel>>,
+    /// Reference targets: a simulated language-model server instead (continuous batching, streamed tokens).
+    #[schemars(with = "Option<super::reference_llm::RawLlmModel>")]
+    reference_llm: Option<Spanned<super::reference_llm::RawLlmModel>>,
     /// Command targets: environment variables to try, each with its values; every combination is a test run.
     #[schemars(with = "Option<BTreeMap<String, Vec<String>>>")]
     environment: Option<Spanned<BTreeMap<String, Vec<String>>>>,
@@ -160,6 +164,8 @@ pub struct Configuration {
 pub enum Deployment {
     /// A simulated model server plateau runs in process.
     Reference { model: ReferenceModel, http: HttpRequestSpec },
+    /// A simulated language-model server plateau runs in process; its responses are read as OpenAI's.
+    ReferenceLlm { model: LlmModel, http: HttpRequestSpec },
     /// A server already running at `url` (the configuration's own, or its target's).
     Http { url: String, http: HttpRequestSpec },
     /// A server plateau starts itself for each combination of `parameters` (environment variables to try).
@@ -179,7 +185,7 @@ pub enum Deployment {
 impl Deployment {
     pub fn kind(&self) -> TargetKind {
         match self {
-            Deployment::Reference { .. } => TargetKind::Reference,
+            Deployment::Reference { .. } | Deployment::ReferenceLlm { .. } => TargetKind::Reference,
             Deployment::Http { .. } => TargetKind::Http,
             Deployment::Command { .. } => TargetKind::Command,
             Deployment::Sagemaker { .. } => TargetKind::Sagemaker,
@@ -450,9 +456,14 @@ pub(super) fn validate_configurations(
             });
             // Absent only where an error was reported above: such a job is never built.
             let deployment = match target.spec.as_ref() {
-                Some(TargetSpec::Reference { http }) => {
-                    reference.map(|model| Deployment::Reference { model, http: http.clone() })
-                }
+                Some(TargetSpec::Reference { http }) => match reference {
+                    Some(Simulated::Queue(model)) => Some(Deployment::Reference { model, http: http.clone() }),
+                    Some(Simulated::Llm(model)) => Some(Deployment::ReferenceLlm {
+                        model,
+                        http: HttpRequestSpec { api: Some(Api::OpenAi), ..http.clone() },
+                    }),
+                    None => None,
+                },
                 Some(TargetSpec::Http { http, url }) => {
                     let own = config.url.as_ref().map(|url| url.get_ref().clone());
                     own.or_else(|| url.clone()).map(|url| Deployment::Http { url, http: http.clone() })
@@ -533,12 +544,43 @@ pub(super) fn target_of(
     }
 }
 
+/// What a reference configuration simulates.
+pub(super) enum Simulated {
+    Queue(ReferenceModel),
+    Llm(LlmModel),
+}
+
 pub(super) fn validate_reference(
     config: &RawConfiguration,
     kind: TargetKind,
     index: usize,
     sink: &mut DiagnosticSink<'_>,
-) -> Option<ReferenceModel> {
+) -> Option<Simulated> {
+    let llm_key = |field: &str| format!("configurations[{index}].reference_llm{field}");
+    match (kind, &config.reference, &config.reference_llm) {
+        (TargetKind::Reference, None, Some(llm)) => {
+            return Some(Simulated::Llm(super::reference_llm::validate(llm, &llm_key, sink)));
+        }
+        (TargetKind::Reference, Some(_), Some(llm)) => {
+            sink.error(
+                span_of(llm),
+                llm_key(""),
+                "a reference configuration simulates one server: `reference` or `reference_llm`",
+                Some("remove one of them".into()),
+            );
+            return None;
+        }
+        (_, _, Some(llm)) => {
+            sink.error(
+                span_of(llm),
+                llm_key(""),
+                "only the reference target takes a `reference_llm` model",
+                Some("remove it, or use kind = \"reference\"".into()),
+            );
+            return None;
+        }
+        _ => {}
+    }
     let key = |field: &str| format!("configurations[{index}].reference{field}");
     match (kind, &config.reference) {
         (TargetKind::Reference, None) => {
@@ -546,7 +588,7 @@ pub(super) fn validate_reference(
                 span_of(&config.name),
                 key(""),
                 "a reference configuration needs its model",
-                Some("add e.g. reference = { workers = 4, service_time_ms = 20 }".into()),
+                Some("add e.g. reference = { workers = 4, service_time_ms = 20 }, or reference_llm = { max_batch = 8, iteration_ms = 20 }".into()),
             );
             None
         }
@@ -591,13 +633,13 @@ pub(super) fn validate_reference(
                 Some("capacity drifts by this share of its nominal value each minute"),
                 sink,
             );
-            Some(ReferenceModel {
+            Some(Simulated::Queue(ReferenceModel {
                 workers: *model.workers.get_ref(),
                 service_time_ms,
                 service_time,
                 stalls,
                 drift_percent_per_min,
-            })
+            }))
         }
     }
 }

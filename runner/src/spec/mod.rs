@@ -12,6 +12,7 @@ mod limits;
 mod overrides;
 mod payload;
 pub mod prices;
+mod reference_llm;
 mod schema;
 mod target;
 mod traffic;
@@ -37,6 +38,7 @@ pub use include::Included;
 pub use limits::Limits;
 pub use overrides::{Overrides, SetValue};
 pub use payload::{Payload, PluginGrant, PluginLimits, PluginSpec};
+pub use reference_llm::LlmModel;
 pub use schema::json_schema;
 pub use target::{
     Api, CommandSpec, HeaderValue, HttpRequestSpec, HttpVersion, PORT_PLACEHOLDER, Readiness, ReadinessCheck,
