@@ -66,6 +66,7 @@ fn assert_capacity(result: &Value, workers: u32, service_ms: f64, how: &str) {
 
 #[test]
 fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
+    let _load = common::load_lock();
     let folder = tempfile::tempdir().unwrap();
 
     // Closed model, stopping at the confirmed plateau, with a goal and a peak to size for.
@@ -144,5 +145,100 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
             (p50_ms / median_ms - 1.0).abs() < 0.10,
             "{workers}x{service_ms}ms: p50 {p50_ms:.2} ms vs realized median {median_ms:.2} ms"
         );
+    }
+}
+
+/// Reference LLM engines: max_batch, iteration ms, per-sequence ms, prefill ms per prompt token, KV cache tokens.
+/// The second's cache holds 8 sequences of 100 + 24 tokens, fewer than its max_batch. Prefill makes TTFT about 20
+/// ms, so that the way a token travels from the engine to plateau (under half a millisecond on loopback, measured
+/// in TTFT as a real server's would be) stays well inside the 5%.
+const ENGINES: [(u32, f64, f64, f64, Option<u32>); 2] = [(4, 8.0, 1.0, 0.15, None), (16, 6.0, 1.0, 0.12, Some(1000))];
+/// 400 characters: 100 prompt tokens at the reference's four characters a token.
+const PROMPT_CHARACTERS: usize = 400;
+const OUTPUT_TOKENS: u32 = 24;
+
+/// The closed-form figures of an engine: TTFT and gap alone, output tokens per second at saturation, batch limit.
+fn engine_truth(
+    (max_batch, iteration_ms, per_sequence_ms, prefill_ms, kv): (u32, f64, f64, f64, Option<u32>),
+) -> (f64, f64, f64, u32) {
+    let prompt = (PROMPT_CHARACTERS / 4) as f64;
+    let batch = max_batch.min(kv.map_or(u32::MAX, |kv| kv / (PROMPT_CHARACTERS as u32 / 4 + OUTPUT_TOKENS)));
+    let iteration = |batch: u32| iteration_ms + per_sequence_ms * f64::from(batch);
+    let per_request_ms = f64::from(OUTPUT_TOKENS) / f64::from(batch) * iteration(batch) + prefill_ms * prompt;
+    (iteration(1) + prefill_ms * prompt, iteration(1), f64::from(OUTPUT_TOKENS) / per_request_ms * 1000.0, batch)
+}
+
+/// One step of `users` and `seconds` against each engine; the steps' token figures.
+fn llm_steps(folder: &Path, name: &str, users: &dyn Fn(usize) -> u32, seconds: u32, goals: &str) -> Vec<Value> {
+    let prompt = "x".repeat(PROMPT_CHARACTERS);
+    ENGINES
+        .iter()
+        .enumerate()
+        .map(|(index, (max_batch, iteration_ms, per_sequence_ms, prefill_ms, kv))| {
+            let kv = kv.map_or(String::new(), |kv| format!(", kv_cache_tokens = {kv}"));
+            let job = folder.join(format!("{name}-{index}.toml"));
+            std::fs::write(
+                &job,
+                format!(
+                    "version = 1\n[job]\nname = \"{name}\"\nseed = {index}\n[target]\nkind = \"reference\"\n[payload]\n\
+                     body = '{{\"max_tokens\": {OUTPUT_TOKENS}, \"stream\": true, \"stream_options\": {{\"include_usage\": true}}, \
+                     \"messages\": [{{\"role\": \"user\", \"content\": \"{prompt}\"}}]}}'\n\
+                     [traffic]\nmax_step_duration = \"{seconds}s\"\n[traffic.stairs]\nusers_per_step = {}\nstep_duration = \"{seconds}s\"\nsteps = 1\n\
+                     {goals}[[configurations]]\nname = \"llm\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 1\n\
+                     reference_llm = {{ max_batch = {max_batch}, iteration_ms = {iteration_ms}, per_sequence_ms = {per_sequence_ms}, \
+                     prefill_ms_per_token = {prefill_ms}{kv} }}\n",
+                    users(index)
+                ),
+            )
+            .unwrap();
+            let out = folder.join(format!("{name}-{index}"));
+            let output = common::plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
+            // One step confirms no plateau: inconclusive (5) is the expected verdict, the step's figures are not.
+            assert!(matches!(output.status.code(), Some(0 | 5)), "{}", common::text(&output));
+            common::read_results(&out)["configurations"][0]["steps"][0].clone()
+        })
+        .collect()
+}
+
+#[test]
+fn token_figures_agree_with_the_reference_llm_engines_closed_form() {
+    let _load = common::load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let within = |measured: f64, truth: f64, what: &str| {
+        let error = measured / truth - 1.0;
+        eprintln!("{what:42} measured {measured:8.2}, closed form {truth:8.2}: {:+.2}%", error * 100.0);
+        assert!(error.abs() < 0.05, "{what}: {measured:.2} is {:+.1}% off {truth:.2}", error * 100.0);
+    };
+    // Alone on the server, with goals every response meets (goodput = throughput) and one none can (goodput 0).
+    let alone = llm_steps(folder.path(), "alone", &|_| 1, 5, "[requirements]\nttft_ms = 1000\n");
+    for (engine, step) in ENGINES.iter().zip(&alone) {
+        let (ttft_ms, gap_ms, _, _) = engine_truth(*engine);
+        let tokens = &step["tokens"];
+        within(tokens["ttft"]["p50_ms"].as_f64().unwrap(), ttft_ms, &format!("batch {} alone: TTFT p50 ms", engine.0));
+        within(tokens["itl"]["p50_ms"].as_f64().unwrap(), gap_ms, &format!("batch {} alone: ITL p50 ms", engine.0));
+        assert_eq!(tokens["mean_output_tokens"], f64::from(OUTPUT_TOKENS));
+        assert_eq!(tokens["mean_input_tokens"], (PROMPT_CHARACTERS / 4) as f64);
+        assert_eq!(tokens["estimated"], false, "the reference sends usage when asked");
+        let throughput = step["throughput_rps"].as_f64().unwrap();
+        assert_eq!(tokens["goodput_per_s"].as_f64().unwrap(), throughput, "every response meets a 1 s TTFT goal");
+    }
+    // Twice as many users as the batch holds: the batch is always full, the queue never empty. Responses of one
+    // batch end together, so completions come in bursts of a batch: ten seconds hold enough of them.
+    let saturated = llm_steps(
+        folder.path(),
+        "saturated",
+        &|index| 2 * engine_truth(ENGINES[index]).3,
+        10,
+        "[requirements]\ntpot_ms = 0.001\n",
+    );
+    for (engine, step) in ENGINES.iter().zip(&saturated) {
+        let (_, _, tokens_per_s, batch) = engine_truth(*engine);
+        let tokens = &step["tokens"];
+        within(
+            tokens["output_tokens_per_s"].as_f64().unwrap(),
+            tokens_per_s,
+            &format!("batch {batch} of {}: saturation output tokens/s", engine.0),
+        );
+        assert_eq!(tokens["goodput_per_s"].as_f64().unwrap(), 0.0, "no response meets a 1 µs TPOT goal");
     }
 }

@@ -21,7 +21,7 @@ use curve::pooled;
 pub use plateau::{OnlineDetector, Plateau, PlateauRule, StepPoint, sliding_window};
 use plateau::{complete_points, detect, fitted_curve, flat_part};
 use scalability::ScalabilityFit;
-pub use tokens::TokenFigures;
+pub use tokens::{TokenFigures, TokenMetrics};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StepResult {
@@ -180,6 +180,9 @@ pub struct Metrics {
     pub throughput_spread_percent: f64,
     /// Virtual users, or offered requests per second, at the plateau step.
     pub load_at_plateau: f64,
+    /// Language models: output tokens per second, cost per million tokens, TTFT and inter-token latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<TokenMetrics>,
 }
 
 fn error_rate_percent(completed: u64, errors: &ErrorCounts) -> f64 {
@@ -388,6 +391,21 @@ pub fn analyze_steps(
             high: cost_per_hour_usd / units::per_hour(interval.low),
         });
     let lower_bound = !plateau.confirmed;
+    let tokens = step.tokens.as_ref().map(|figures| {
+        let per_second = |interval: Interval| interval.scaled(1.0 / units::per_minute(1.0));
+        let valid_steps: Vec<(f64, &TokenFigures)> = complete
+            .iter()
+            .filter(|(_, step)| step.invalid.is_none())
+            .filter_map(|(_, step)| Some((step.load, step.tokens.as_ref()?)))
+            .collect();
+        TokenMetrics::at(
+            figures,
+            &valid_steps,
+            (capacity_rps, capacity_interval),
+            (operating_per_min / units::per_minute(1.0), operating_interval.map(per_second)),
+            cost_per_hour_usd,
+        )
+    });
     let metrics = Metrics {
         max_invocations,
         max_invocations_interval,
@@ -408,6 +426,7 @@ pub fn analyze_steps(
         error_rate_percent: step.error_rate_percent,
         throughput_spread_percent: spread_percent(&record.completed_per_second),
         load_at_plateau: step.load,
+        tokens,
     };
     Analysis { plateau: Some(plateau), metrics: Some(metrics), scalability, steps, boundary_steps }
 }
@@ -556,6 +575,8 @@ mod tests {
             expected_peak_rps: None,
             headroom_percent: 0.0,
             max_error_rate_percent: 1.0,
+            ttft_ms: None,
+            tpot_ms: None,
         };
         analyze_steps(records, &[], &facts, &stopping, &requirements, &PlateauSettings::default(), None)
     }

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Metrics, StepResult, TokenFigures, latency_at};
+use super::{Metrics, StepResult, TokenFigures, TokenMetrics, latency_at};
 use crate::measure::precision::{Interval, LatencyIntervals, t_975};
 use crate::measure::{LatencySummary, kept_percentile, new_histogram};
 use crate::units;
@@ -158,6 +158,31 @@ fn mean_tokens(trials: &[&TokenFigures]) -> TokenFigures {
         mean_input_tokens: all(trials.iter().map(|tokens| tokens.mean_input_tokens))
             .map(|means| means.iter().sum::<f64>() / means.len() as f64),
         estimated: trials.iter().any(|tokens| tokens.estimated),
+        goodput_per_s: mean(&|tokens| tokens.goodput_per_s),
+    }
+}
+
+/// The trials' token metrics: output tokens per second and cost per million tokens across trials, the plateau's
+/// figures averaged.
+fn tokens_across(trials: &[&TokenMetrics]) -> TokenMetrics {
+    let output = AcrossTrials::of(
+        &trials
+            .iter()
+            .map(|tokens| (tokens.output_tokens_per_s, tokens.output_tokens_per_s_interval))
+            .collect::<Vec<_>>(),
+    );
+    let cost = all(trials.iter().map(|tokens| {
+        tokens.cost_per_million_output_tokens_usd.map(|cost| (cost, tokens.cost_per_million_output_tokens_interval_usd))
+    }))
+    .map(|figures| AcrossTrials::of(&figures));
+    TokenMetrics {
+        output_tokens_per_s: output.mean,
+        output_tokens_per_s_interval: output.interval,
+        cost_per_million_output_tokens_usd: cost.as_ref().map(|cost| cost.mean),
+        cost_per_million_output_tokens_interval_usd: cost.and_then(|cost| cost.interval),
+        max_goodput_per_s: trials.iter().map(|tokens| tokens.max_goodput_per_s).sum::<f64>() / trials.len() as f64,
+        load_at_max_goodput: trials.iter().map(|tokens| tokens.load_at_max_goodput).fold(f64::INFINITY, f64::min),
+        at_plateau: mean_tokens(&trials.iter().map(|tokens| &tokens.at_plateau).collect::<Vec<_>>()),
     }
 }
 
@@ -229,6 +254,7 @@ pub fn combine(trials: &[Trial<'_>], asked: u32) -> Option<(Metrics, TrialsSumma
         )
         .unwrap_or(0.0),
         load_at_plateau: matched_load,
+        tokens: all(trials.iter().map(|trial| trial.metrics.tokens.as_ref())).map(|tokens| tokens_across(&tokens)),
     };
     let summary = TrialsSummary {
         asked,

@@ -23,7 +23,7 @@ use crate::measure::precision::MIN_SECONDS_FOR_PRECISION;
 use crate::measure::process_tree::OwnCpu;
 use crate::measure::series::{SecondSummary, write_second};
 use crate::measure::step::{ResourceTotals, StepRecord, new_step_for};
-use crate::measure::{ErrorCounts, Recorder, ResourceSample, ResourceSource, Tally};
+use crate::measure::{ErrorCounts, GoodputGoals, Recorder, ResourceSample, ResourceSource, Tally};
 use crate::plan::{LoadUnit, Schedule, Segment, StepRole, StepWindow};
 use crate::spec::{LatencyThreshold, StepPrecision, TrafficOptions};
 use crate::target::Target;
@@ -107,6 +107,8 @@ pub struct DriveOptions<'a> {
     pub max_invocations: Option<u64>,
     /// `[requirements]`' latency goal, which a search's boundary steps run on until they can tell apart from it.
     pub goal: Option<LatencyThreshold>,
+    /// What a good response is, for goodput.
+    pub goodput: GoodputGoals,
     /// Where each second's full histogram is streamed, one JSON line per second.
     pub series_path: Option<&'a Path>,
     /// The share of the load this process sends (`Segment::whole()` unless the run is a shard); the schedule's
@@ -151,7 +153,7 @@ pub async fn drive<T: Target>(
 ) -> std::io::Result<RunRecord> {
     let schedule = options.schedule;
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let recorder = Arc::new(Recorder::new(4 * workers));
+    let recorder = Arc::new(Recorder::new(4 * workers, options.goodput));
     let mut series = options.series_path.map(File::create).transpose()?.map(BufWriter::new);
     let started_at = Instant::now();
     let run = options.cancel.child_token();

@@ -15,7 +15,7 @@ use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2DeflateSerializer};
 use serde::{Deserialize, Serialize};
 
-pub use tokens::{TokenCount, TokenTally, Tokens};
+pub use tokens::{GoodputGoals, TokenCount, TokenTally, Tokens};
 
 /// Latencies are recorded in microseconds up to this bound; slower responses saturate at it.
 pub const MAX_LATENCY_US: u64 = 120_000_000;
@@ -325,14 +325,17 @@ impl Tally {
 /// contended by users on different threads that share a shard; the control loop drains all shards once a second.
 pub struct Recorder {
     shards: Box<[Mutex<Tally>]>,
+    /// What a good response is (`[requirements]`' per-response goals).
+    goals: GoodputGoals,
     /// The first fatal error a user met (a payload plugin that failed); the control loop ends the run on it.
     fault: std::sync::OnceLock<String>,
 }
 
 impl Recorder {
-    pub fn new(shard_count: usize) -> Self {
+    pub fn new(shard_count: usize, goals: GoodputGoals) -> Self {
         Self {
             shards: (0..shard_count.max(1)).map(|_| Mutex::new(Tally::default())).collect(),
+            goals,
             fault: std::sync::OnceLock::new(),
         }
     }
@@ -364,12 +367,13 @@ impl Recorder {
             Outcome::Generated { latency_us, tokens } => {
                 tally.completed += 1;
                 tally.latency_us.saturating_record(latency_us.max(1));
-                tally.tokens.record(latency_us, tokens, gaps_us);
+                tally.tokens.record(latency_us, tokens, gaps_us, Some(&self.goals));
             }
             Outcome::Failure { class } => tally.errors.add(class),
             Outcome::Broken { latency_us, tokens } => {
                 tally.errors.add(ErrorClass::StreamBroken);
-                tally.tokens.record(latency_us, tokens, gaps_us);
+                // Its tokens count; a broken response is never good.
+                tally.tokens.record(latency_us, tokens, gaps_us, None);
             }
         }
     }
@@ -484,7 +488,7 @@ mod tests {
 
     #[test]
     fn recorder_drains_every_shard_once() {
-        let recorder = Recorder::new(4);
+        let recorder = Recorder::new(4, GoodputGoals::default());
         for user in 0..10 {
             let shard = recorder.shard_for(user);
             recorder.started(shard);

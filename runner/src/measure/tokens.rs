@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{LatencyHistogram, new_histogram};
+use crate::spec::Requirements;
 
 /// Where a response's token counts came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,38 @@ pub struct Tokens {
     pub counted: TokenCount,
 }
 
+/// What a good response is for goodput (DistServe's, AIPerf's): within every per-request goal `[requirements]`
+/// sets, its end-to-end latency, its time to first token and its time per output token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GoodputGoals {
+    pub latency_us: Option<u64>,
+    pub ttft_us: Option<u64>,
+    pub tpot_us: Option<u64>,
+}
+
+impl GoodputGoals {
+    /// The per-response goals `[requirements]` sets: the latency goal, `ttft_ms`, `tpot_ms`. Without any, every
+    /// complete response is good, and goodput is throughput.
+    pub fn of(requirements: &Requirements) -> Self {
+        let micros = |ms: f64| (ms * 1000.0).round() as u64;
+        Self {
+            latency_us: requirements.slo.map(|slo| micros(slo.latency_ms)),
+            ttft_us: requirements.ttft_ms.map(micros),
+            tpot_us: requirements.tpot_ms.map(micros),
+        }
+    }
+
+    fn met(&self, latency_us: u64, ttft_us: Option<u64>, tpot_us: Option<u64>) -> bool {
+        let within = |goal: Option<u64>, value: Option<u64>| match (goal, value) {
+            (None, _) => true,
+            (Some(goal), Some(value)) => value <= goal,
+            // A response that cannot show the figure (not streamed, one token) does not meet its goal.
+            (Some(_), None) => false,
+        };
+        within(self.latency_us, Some(latency_us)) && within(self.ttft_us, ttft_us) && within(self.tpot_us, tpot_us)
+    }
+}
+
 /// Token timings and counts of the generated responses in an interval.
 #[derive(Debug, Clone)]
 pub struct TokenTally {
@@ -45,6 +78,8 @@ pub struct TokenTally {
     pub input_total: u64,
     /// Responses whose counts are estimates (`TokenCount::Estimated`).
     pub estimated: u64,
+    /// Complete responses within every goal (`GoodputGoals`).
+    pub good: u64,
 }
 
 impl Default for TokenTally {
@@ -58,19 +93,27 @@ impl Default for TokenTally {
             output_total: 0,
             input_total: 0,
             estimated: 0,
+            good: 0,
         }
     }
 }
 
 impl TokenTally {
-    /// One response that took `latency_us` in all, with the gaps between its chunks.
-    pub fn record(&mut self, latency_us: u64, tokens: Tokens, gaps_us: &[u32]) {
-        if let Some(first_us) = tokens.first_token_us {
+    /// One response that took `latency_us` in all, with the gaps between its chunks; a complete one within
+    /// `goals` counts as good.
+    pub fn record(&mut self, latency_us: u64, tokens: Tokens, gaps_us: &[u32], goals: Option<&GoodputGoals>) {
+        let ttft_us = tokens.first_token_us;
+        let tpot_us = ttft_us
+            .filter(|_| tokens.output > 1)
+            .map(|first_us| latency_us.saturating_sub(first_us) / u64::from(tokens.output - 1));
+        if let Some(first_us) = ttft_us {
             self.ttft_us.saturating_record(first_us.max(1));
-            if tokens.output > 1 {
-                let tpot_us = latency_us.saturating_sub(first_us) / u64::from(tokens.output - 1);
-                self.tpot_us.saturating_record(tpot_us.max(1));
-            }
+        }
+        if let Some(tpot_us) = tpot_us {
+            self.tpot_us.saturating_record(tpot_us.max(1));
+        }
+        if goals.is_some_and(|goals| goals.met(latency_us, ttft_us, tpot_us)) {
+            self.good += 1;
         }
         for &gap_us in gaps_us {
             self.itl_us.saturating_record(u64::from(gap_us).max(1));
@@ -97,13 +140,14 @@ impl TokenTally {
         self.output_total += other.output_total;
         self.input_total += other.input_total;
         self.estimated += other.estimated;
+        self.good += other.good;
     }
 
     pub fn reset(&mut self) {
         for histogram in self.histograms_mut() {
             histogram.reset();
         }
-        (self.output_total, self.input_total, self.estimated) = (0, 0, 0);
+        (self.output_total, self.input_total, self.estimated, self.good) = (0, 0, 0, 0);
     }
 
     fn histograms(&self) -> [&LatencyHistogram; 5] {
@@ -126,6 +170,7 @@ impl TokenTally {
             output_total: self.output_total,
             input_total: self.input_total,
             estimated: self.estimated,
+            good: self.good,
         }
     }
 
@@ -140,6 +185,7 @@ impl TokenTally {
             output_total: encoded.output_total,
             input_total: encoded.input_total,
             estimated: encoded.estimated,
+            good: encoded.good,
         })
     }
 }
@@ -155,6 +201,8 @@ pub struct EncodedTokens {
     output_total: u64,
     input_total: u64,
     estimated: u64,
+    #[serde(default)]
+    good: u64,
 }
 
 #[cfg(test)]
@@ -164,13 +212,24 @@ mod tests {
     #[test]
     fn a_streamed_response_gives_its_ttft_tpot_and_every_gap_and_survives_the_series_form() {
         let mut tally = TokenTally::default();
+        let goals = GoodputGoals { latency_us: None, ttft_us: Some(100_000), tpot_us: Some(100_000) };
         let tokens = Tokens { first_token_us: Some(100_000), output: 5, input: Some(40), counted: TokenCount::Usage };
-        tally.record(500_000, tokens, &[90_000, 110_000, 100_000, 100_000]);
-        tally.record(
-            2_000,
-            Tokens { first_token_us: None, output: 3, input: None, counted: TokenCount::Estimated },
-            &[],
-        );
+        tally.record(500_000, tokens, &[90_000, 110_000, 100_000, 100_000], Some(&goals));
+        // Not streamed: no TTFT to meet its goal with.
+        let whole = Tokens { first_token_us: None, output: 3, input: None, counted: TokenCount::Estimated };
+        tally.record(2_000, whole, &[], Some(&goals));
+        // 1 µs over the TPOT goal.
+        let slow = Tokens { first_token_us: Some(1_000), output: 2, input: None, counted: TokenCount::Usage };
+        tally.record(101_001, slow, &[100_001], Some(&goals));
+        assert_eq!(tally.good, 1);
+        tally.record(101_001, slow, &[100_001], None);
+        assert_eq!(tally.good, 1);
+        let tally = {
+            let mut first_two = TokenTally::default();
+            first_two.record(500_000, tokens, &[90_000, 110_000, 100_000, 100_000], Some(&goals));
+            first_two.record(2_000, whole, &[], Some(&goals));
+            first_two
+        };
         assert_eq!(tally.ttft_us.len(), 1);
         assert_eq!(tally.tpot_us.value_at_quantile(0.5) / 1000, 100); // (500 - 100) / 4 ms
         assert_eq!(tally.itl_us.len(), 4);

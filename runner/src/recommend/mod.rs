@@ -56,6 +56,15 @@ fn objective_value(
             let interval = metrics.model_latency_intervals.map(|intervals| intervals.at(percentile));
             Some((metrics.model_latency.at(percentile), interval))
         }
+        Objective::CostPerMillionTokens => metrics.tokens.as_ref().and_then(|tokens| {
+            let cost = tokens.cost_per_million_output_tokens_usd?;
+            Some((cost, tokens.cost_per_million_output_tokens_interval_usd))
+        }),
+        Objective::Goodput => metrics.tokens.as_ref().map(|tokens| (tokens.max_goodput_per_s, None)),
+        Objective::Ttft => metrics.tokens.as_ref().and_then(|tokens| {
+            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
+            Some((tokens.at_plateau.ttft?.at(percentile), None))
+        }),
     }
 }
 
@@ -69,6 +78,8 @@ fn objective_per_trial<'a>(
         Objective::CostPerInference => trials.cost_per_inference_usd.as_ref(),
         Objective::Throughput => Some(trials.max_invocations_at_slo.as_ref().unwrap_or(&trials.max_invocations)),
         Objective::Latency => Some(trials.latency(requirements.slo.map_or(99.0, |slo| slo.percentile.value()))),
+        // Token figures are combined across trials in the metrics only.
+        Objective::CostPerMillionTokens | Objective::Goodput | Objective::Ttft => None,
     }
 }
 
@@ -145,7 +156,7 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
             }),
         }
     }
-    let higher_is_better = objective == Objective::Throughput;
+    let higher_is_better = objective.higher_is_better();
     let better = |a: f64, b: f64| if higher_is_better { a > b } else { a < b };
     candidates.sort_by(|a, b| if higher_is_better { b.value.total_cmp(&a.value) } else { a.value.total_cmp(&b.value) });
     // An inconclusive configuration's figure is a bound in its favour's opposite direction (at least this much
@@ -154,7 +165,8 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
     let best_conclusive =
         candidates.iter().find(|candidate| !candidate.inconclusive()).map(|candidate| candidate.value);
     let bound_wins = |candidate: &Candidate<'_>| {
-        objective != Objective::Latency && best_conclusive.is_none_or(|best| better(candidate.value, best))
+        !matches!(objective, Objective::Latency | Objective::Ttft)
+            && best_conclusive.is_none_or(|best| better(candidate.value, best))
     };
     candidates.sort_by_key(|candidate| candidate.inconclusive() && !bound_wins(candidate));
 
@@ -215,6 +227,17 @@ pub fn recommend(results: &[ConfigurationResult], requirements: &Requirements) -
         Objective::Latency => {
             format!("lowest latency ({:.1} ms) among configurations that meet the requirements", best.value)
         }
+        Objective::CostPerMillionTokens => format!(
+            "lowest cost per million output tokens (${:.3}) among configurations that meet the requirements",
+            best.value
+        ),
+        Objective::Goodput => format!(
+            "highest goodput ({:.1} responses/s within every goal) among configurations that meet the requirements",
+            best.value
+        ),
+        Objective::Ttft => {
+            format!("lowest time to first token ({:.1} ms) among configurations that meet the requirements", best.value)
+        }
     };
     if !ties.is_empty() {
         reason.push_str(&format!("; within measurement noise of {}", ties.join(", ")));
@@ -247,6 +270,9 @@ fn objective_words(objective: Objective) -> &'static str {
         Objective::CostPerInference => "cost per inference",
         Objective::Throughput => "throughput",
         Objective::Latency => "latency",
+        Objective::CostPerMillionTokens => "cost per million output tokens",
+        Objective::Goodput => "goodput",
+        Objective::Ttft => "time to first token",
     }
 }
 
@@ -350,6 +376,16 @@ fn describe_difference(objective: Objective, value: f64, best: f64, margin: Inte
         (Objective::Throughput, true) => format!("serves at most {:.0}% fewer invocations", -percent),
         (Objective::Latency, false) => format!("{percent:.0}% higher latency (± {plus_minus:.0}%)"),
         (Objective::Latency, true) => format!("at least {percent:.0}% higher latency"),
+        (Objective::CostPerMillionTokens, false) => {
+            format!("costs {percent:.0}% more per million output tokens (± {plus_minus:.0}%)")
+        }
+        (Objective::CostPerMillionTokens, true) => {
+            format!("costs at most {percent:.0}% more per million output tokens")
+        }
+        (Objective::Goodput, false) => format!("{:.0}% less goodput (± {plus_minus:.0}%)", -percent),
+        (Objective::Goodput, true) => format!("at most {:.0}% less goodput", -percent),
+        (Objective::Ttft, false) => format!("{percent:.0}% longer time to first token (± {plus_minus:.0}%)"),
+        (Objective::Ttft, true) => format!("at least {percent:.0}% longer time to first token"),
     }
 }
 

@@ -41,7 +41,8 @@ pub fn leader(results: &[ConfigurationResult], requirements: &Requirements) -> O
     let recommendation = recommend(&measured, requirements);
     let best = recommendation.ranking.first().filter(|verdict| verdict.rank == Some(1))?;
     let objective = requirements.objective;
-    if best.inconclusive && objective == Objective::Latency {
+    // Racing bounds the IR objectives only: a language model's figures are not bounded from a probe.
+    if (best.inconclusive && objective == Objective::Latency) || objective.needs_tokens() {
         return None;
     }
     let worst = match (objective, best.objective_interval) {
@@ -57,7 +58,9 @@ fn say(objective: Objective, value: f64) -> String {
     match objective {
         Objective::CostPerInference => format!("${:.3} per million inferences", value * 1e6),
         Objective::Throughput => format!("{value:.0} invocations/min"),
-        Objective::Latency => format!("{value:.1} ms"),
+        Objective::Latency | Objective::Ttft => format!("{value:.1} ms"),
+        Objective::CostPerMillionTokens => format!("${value:.3} per million output tokens"),
+        Objective::Goodput => format!("{value:.1} good responses/s"),
     }
 }
 
@@ -139,6 +142,7 @@ pub fn best_possible(evidence: &[Evidence<'_>], requirements: &Requirements) -> 
                 .reduce(f64::min)
         }
         Objective::Throughput => capacity(),
+        Objective::CostPerMillionTokens | Objective::Goodput | Objective::Ttft => None,
         Objective::CostPerInference => {
             let capacity = capacity()?;
             let cost_per_hour_usd = evidence.first()?.metrics.cost_per_hour_usd;
@@ -171,10 +175,7 @@ pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader
     if best.is_infinite() {
         return Some("serves nothing that meets the requirements".to_string());
     }
-    let beats = match objective {
-        Objective::Throughput => best > leader.worst,
-        Objective::CostPerInference | Objective::Latency => best < leader.worst,
-    };
+    let beats = if objective.higher_is_better() { best > leader.worst } else { best < leader.worst };
     (!beats).then(|| {
         format!(
             "cannot beat {}: {} at best, against {} at worst",
@@ -235,6 +236,8 @@ mod tests {
             expected_peak_rps: None,
             headroom_percent: 0.0,
             max_error_rate_percent: 1.0,
+            ttft_ms: None,
+            tpot_ms: None,
         }
     }
 

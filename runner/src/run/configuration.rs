@@ -11,9 +11,9 @@ use crate::analyze::{self, Analysis, ConfigurationFacts, OnlineDetector, StepRes
 use crate::aws::cloudwatch::{self, EndpointMetrics, Publisher};
 use crate::aws::errors::ErrorDetail;
 use crate::drive::{self, DriveOptions, EndReason, NextStep, RunRecord};
-use crate::measure::ResourceSource;
 use crate::measure::series::{self, SecondSummary, SeriesSecond};
 use crate::measure::step::StepRecord;
+use crate::measure::{GoodputGoals, ResourceSource};
 use crate::payload::PayloadSource;
 use crate::plan::{LoadUnit, Schedule, StepRole, TestRun};
 use crate::results::{ConfigurationResult, RunStatus};
@@ -165,6 +165,7 @@ pub(super) async fn run_configuration(
         // A shard stops at its share of the invocations.
         max_invocations: job.stopping.max_invocations.map(|max| max.div_ceil(u64::from(context.segment.count()))),
         goal: job.requirements.slo,
+        goodput: GoodputGoals::of(&job.requirements),
         series_path: Some(&context.out.join(&series_file)),
         segment: context.segment,
         // A server that exits mid-run ends the run; the user's Ctrl-C ends this and every later run.

@@ -32,7 +32,7 @@ use crate::results::{
     Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, Resumed,
     RunStatus,
 };
-use crate::spec::{self, Job, Objective, Traffic};
+use crate::spec::{self, Job, Traffic};
 use configuration::{Pass, Probed, Ran, run_configuration};
 use progress::Progress;
 
@@ -290,7 +290,7 @@ pub async fn run(
             }
         }
         // The most promising first: a probe that bounds nothing may be the best of all.
-        let direction = if job.requirements.objective == Objective::Throughput { -1.0 } else { 1.0 };
+        let direction = if job.requirements.objective.higher_is_better() { -1.0 } else { 1.0 };
         probed.sort_by(|(_, a), (_, b)| {
             let key = |probed: &Probed| probed.best.map_or(f64::NEG_INFINITY, |best| direction * best);
             key(a).total_cmp(&key(b))

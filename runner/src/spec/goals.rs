@@ -100,6 +100,13 @@ pub(super) struct RawRequirements {
     /// cannot be recommended (default 1).
     #[schemars(with = "Option<f64>")]
     max_error_rate_percent: Option<Spanned<f64>>,
+    /// Language models: the time to first token a response may take, ms. With `tpot_ms` and `latency_ms`, it
+    /// defines goodput: the responses per second within every goal.
+    #[schemars(with = "Option<f64>")]
+    ttft_ms: Option<Spanned<f64>>,
+    /// Language models: the time per output token after the first a response may take, ms.
+    #[schemars(with = "Option<f64>")]
+    tpot_ms: Option<Spanned<f64>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, schemars::JsonSchema, Serialize)]
@@ -112,6 +119,24 @@ pub enum Objective {
     Throughput,
     /// The lowest latency at the required percentile.
     Latency,
+    /// Language models: the lowest cost per million output tokens.
+    CostPerMillionTokens,
+    /// Language models: the highest goodput (responses per second within every goal of `[requirements]`).
+    Goodput,
+    /// Language models: the lowest time to first token at the required percentile.
+    Ttft,
+}
+
+impl Objective {
+    /// The figure is better the larger it is (throughput, goodput); else the smaller (costs, latencies).
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Objective::Throughput | Objective::Goodput)
+    }
+
+    /// A language model's figure, which only a target read as one (`api = "openai"`, `reference_llm`) has.
+    pub fn needs_tokens(self) -> bool {
+        matches!(self, Objective::CostPerMillionTokens | Objective::Goodput | Objective::Ttft)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -137,6 +162,11 @@ pub struct Requirements {
     /// The error budget at the load a configuration is judged at.
     #[serde(default = "default_error_budget_percent")]
     pub max_error_rate_percent: f64,
+    /// Language models: the per-response goals of goodput besides `slo`'s latency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_ms: Option<f64>,
 }
 
 /// Requests that may fail at the judged load, in percent, when `[requirements]` does not say.
@@ -231,5 +261,7 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
             .map(|peak| positive(peak, "requirements.expected_peak_rps", sink)),
         headroom_percent,
         max_error_rate_percent,
+        ttft_ms: raw.ttft_ms.as_ref().map(|ttft| positive(ttft, "requirements.ttft_ms", sink)),
+        tpot_ms: raw.tpot_ms.as_ref().map(|tpot| positive(tpot, "requirements.tpot_ms", sink)),
     }
 }
