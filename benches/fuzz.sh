@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
-# Coverage-guided fuzzing of plateau's four fuzz targets with libFuzzer (cargo-fuzz), for longer than CI's budget
+# Coverage-guided fuzzing of plateau's five fuzz targets with libFuzzer (cargo-fuzz), for longer than CI's budget
 # (tests/fuzz.rs replays what this finds). Prints, per target, the inputs tried, the corpus and any crash.
 #
 #   benches/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]     default: 300 s each, every target
 #   KEEP=1 benches/fuzz.sh ...                             also keeps what added coverage in fuzz/corpus/
 #
 # Targets: job_file (parser and include merge), results_file (loader, reports, compare), http_response (the wire
-# client's HTTP/1.1 parser), plugin_module (the plugin host, with modules wasm-smith makes). Built without a
+# client's HTTP/1.1 parser), token_stream (the SSE parser and OpenAI chunk reader), plugin_module (the plugin host, with modules wasm-smith makes). Built without a
 # sanitizer: the code under test is safe Rust, where a bug is a panic, and AddressSanitizer halves the speed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-300}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(job_file results_file http_response plugin_module)
+[ ${#targets[@]} -gt 0 ] || targets=(job_file results_file http_response token_stream plugin_module)
 
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install cargo-fuzz --version 0.13.2 --locked
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -18,13 +18,14 @@ use common::repository;
 #[path = "../fuzz/src/lib.rs"]
 mod targets;
 
-/// Mutated inputs per target: sized so that the four, side by side, take about half a minute on this 2-core machine
+/// Mutated inputs per target: sized so that the five, side by side, take about half a minute on this 2-core machine
 /// (CI replays and samples; `benches/fuzz.sh` is where the targets fuzz for long).
 fn mutations(target: &str) -> usize {
     match target {
         "job_file" => 80_000,
         "results_file" => 50_000,
         "http_response" => 500_000,
+        "token_stream" => 400_000,
         _ => 800,
     }
 }

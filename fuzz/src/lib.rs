@@ -16,15 +16,18 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use plateau::payload::plugin::LoadedPlugin;
 use plateau::results::Results;
 use plateau::spec::{PluginGrant, PluginLimits, PluginSpec};
+use plateau::measure::TokenCount;
+use plateau::target::openai::{Reading, TokenReader};
 use plateau::target::wire::{Connection, WireError};
 
 /// The targets, by the names `cargo fuzz` and the corpus folders use.
 /// Each returns whether the input reached past the first check (a job that validates, results that load, a
 /// response that parses, a plugin that initialises), so a corpus that stops reaching it is seen.
-pub const TARGETS: [(&str, fn(&[u8]) -> bool); 4] = [
+pub const TARGETS: [(&str, fn(&[u8]) -> bool); 5] = [
     ("job_file", job_file),
     ("results_file", results_file),
     ("http_response", http_response),
+    ("token_stream", token_stream),
     ("plugin_module", plugin_module),
 ];
 
@@ -149,6 +152,44 @@ pub fn http_response(data: &[u8]) -> bool {
     let in_pieces: Result<(u16, Vec<u8>), WireError> = exchange(&mut sizes);
     assert_eq!(whole, in_pieces, "the same bytes in pieces read differently");
     whole.is_ok()
+}
+
+/// A language model's event stream, as the token reader reads a response's body. The first byte chooses how the
+/// rest arrives in pieces. Read whole or in pieces (at one instant, so timings cannot differ), the reading is the
+/// same: tokens, usage, and why a stream broke. Returns whether the stream carried a token or its end.
+pub fn token_stream(data: &[u8]) -> bool {
+    let [pieces, stream @ ..] = data else { return false };
+    let at = Instant::now();
+    let read = |piece_sizes: &mut dyn Iterator<Item = usize>| {
+        let mut reader = TokenReader::default();
+        reader.begin(at);
+        reader.event_stream(true);
+        let mut rest = stream;
+        while !rest.is_empty() {
+            let (piece, after) = rest.split_at(piece_sizes.next().unwrap_or(usize::MAX).clamp(1, rest.len()));
+            reader.feed(piece, at);
+            rest = after;
+        }
+        let gaps = reader.gaps_us().to_vec();
+        (reader.finish(b""), gaps)
+    };
+    let whole = read(&mut std::iter::empty());
+    let mut seed = u64::from(*pieces) | 1;
+    let mut sizes = std::iter::from_fn(|| {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        Some((seed >> 58) as usize + 1)
+    });
+    let in_pieces = read(&mut sizes);
+    assert_eq!(whole, in_pieces, "the same stream in pieces read differently");
+    let (reading, gaps) = whole;
+    let tokens = match &reading {
+        Reading::Complete(tokens) | Reading::Broken(tokens, _) => *tokens,
+    };
+    // A gap between every two text chunks, none before the first.
+    if tokens.counted == TokenCount::Estimated {
+        assert_eq!(gaps.len() as u32, tokens.output.saturating_sub(1));
+    }
+    tokens.output > 0 || matches!(reading, Reading::Complete(_))
 }
 
 /// A stream whose reads return the scripted pieces, then the end; writes go nowhere.

@@ -86,12 +86,13 @@ impl SseParser {
             }
             let at_start = self.seen_bytes == self.partial.len() as u64;
             self.seen_bytes += consumed as u64;
+            // The same limit whether the line came in one read or several.
+            if self.partial.len() + end > self.limit_bytes {
+                return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
+            }
             if self.partial.is_empty() {
                 self.line(strip_bom(&input[..end], at_start), &mut on_event)?;
             } else {
-                if self.partial.len() + end > self.limit_bytes {
-                    return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
-                }
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(&input[..end]);
                 let result = self.line(strip_bom(&line, at_start), &mut on_event);
