@@ -22,11 +22,12 @@ use chart::{ChartSpec, RightAxis, SeriesData};
 use mermaid::{Plot, XyChart};
 
 /// The built-in templates, compiled in so the binary works from any folder.
-const BUILT_IN: [(&str, &str); 10] = [
+const BUILT_IN: [(&str, &str); 11] = [
     ("chart.svg.j2", include_str!("../../../reports/chart.svg.j2")),
     ("confluence.storage.xml.j2", include_str!("../../../reports/confluence.storage.xml.j2")),
     ("compare.md.j2", include_str!("../../../reports/compare.md.j2")),
     ("compare.junit.xml.j2", include_str!("../../../reports/compare.junit.xml.j2")),
+    ("llm.j2", include_str!("../../../reports/llm.j2")),
     ("report.html.j2", include_str!("../../../reports/report.html.j2")),
     ("report.md.j2", include_str!("../../../reports/report.md.j2")),
     ("report.pr.md.j2", include_str!("../../../reports/report.pr.md.j2")),
