@@ -13,10 +13,10 @@ use arbitrary::Unstructured;
 use futures_util::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use plateau::measure::TokenCount;
 use plateau::payload::plugin::LoadedPlugin;
 use plateau::results::Results;
 use plateau::spec::{PluginGrant, PluginLimits, PluginSpec};
-use plateau::measure::TokenCount;
 use plateau::target::openai::{Reading, TokenReader};
 use plateau::target::wire::{Connection, WireError};
 

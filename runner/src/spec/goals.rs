@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
-use super::{Percentile, positive, span_of, within};
+use super::{Configuration, Deployment, Percentile, positive, span_of, within};
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
@@ -88,8 +88,8 @@ pub(super) struct RawRequirements {
     latency_ms: Option<Spanned<f64>>,
     percentile: Option<Percentile>,
     /// What the recommendation optimises among the configurations that meet the goal (default cost-per-inference).
-    #[serde(default)]
-    objective: Objective,
+    #[schemars(with = "Option<Objective>")]
+    objective: Option<Spanned<Objective>>,
     /// The peak load to size for: InitialInstanceCount is the instances this needs, with the headroom.
     #[schemars(with = "Option<f64>")]
     expected_peak_rps: Option<Spanned<f64>>,
@@ -254,7 +254,7 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
     );
     Requirements {
         slo,
-        objective: raw.objective,
+        objective: raw.objective.as_ref().map(|objective| *objective.get_ref()).unwrap_or_default(),
         expected_peak_rps: raw
             .expected_peak_rps
             .as_ref()
@@ -263,5 +263,35 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
         max_error_rate_percent,
         ttft_ms: raw.ttft_ms.as_ref().map(|ttft| positive(ttft, "requirements.ttft_ms", sink)),
         tpot_ms: raw.tpot_ms.as_ref().map(|tpot| positive(tpot, "requirements.tpot_ms", sink)),
+    }
+}
+
+/// A language model's objective or goals need every configuration's responses read as one.
+pub(super) fn check_token_goals(
+    raw: &RawRequirements,
+    configurations: &[Configuration],
+    sink: &mut DiagnosticSink<'_>,
+) {
+    let asked = match (&raw.objective, &raw.ttft_ms, &raw.tpot_ms) {
+        (Some(objective), _, _) if objective.get_ref().needs_tokens() => ("requirements.objective", span_of(objective)),
+        (_, Some(ttft), _) => ("requirements.ttft_ms", span_of(ttft)),
+        (_, _, Some(tpot)) => ("requirements.tpot_ms", span_of(tpot)),
+        _ => return,
+    };
+    let reads_tokens = |deployment: &Deployment| match deployment {
+        Deployment::ReferenceLlm { .. } => true,
+        Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
+            http.api.is_some()
+        }
+        Deployment::Sagemaker { endpoint, .. } => endpoint.streaming,
+    };
+    if let Some(configuration) = configurations.iter().find(|configuration| !reads_tokens(&configuration.deployment)) {
+        let (key, span) = asked;
+        sink.error(
+            span,
+            key,
+            format!("is a language model's figure, and configuration `{}` does not measure tokens", configuration.name),
+            Some("set [target] api = \"openai\" (or reference_llm, or streaming = true for SageMaker)".into()),
+        );
     }
 }

@@ -339,7 +339,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         .map(|draft| Some(Target { name: draft.name, spec: draft.spec? }))
         .collect::<Option<Vec<_>>>()?;
     let configurations = configurations.into_iter().collect::<Option<Vec<_>>>()?;
-    check_token_goals(&requirements, &configurations, sink);
+    goals::check_token_goals(&raw.requirements, &configurations, sink);
     let job = Job {
         source: JobSource {
             path: path.to_path_buf(),
@@ -416,34 +416,6 @@ fn count_within(value: &Spanned<u32>, max: u32, key: &str, hint: &str, sink: &mu
         return max;
     }
     count
-}
-
-/// A language model's objective or goals need every configuration's responses read as one.
-fn check_token_goals(requirements: &Requirements, configurations: &[Configuration], sink: &mut DiagnosticSink<'_>) {
-    let asked = if requirements.objective.needs_tokens() {
-        "requirements.objective"
-    } else if requirements.ttft_ms.is_some() {
-        "requirements.ttft_ms"
-    } else if requirements.tpot_ms.is_some() {
-        "requirements.tpot_ms"
-    } else {
-        return;
-    };
-    let reads_tokens = |deployment: &Deployment| match deployment {
-        Deployment::ReferenceLlm { .. } => true,
-        Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
-            http.api.is_some()
-        }
-        Deployment::Sagemaker { endpoint, .. } => endpoint.streaming,
-    };
-    if let Some(configuration) = configurations.iter().find(|configuration| !reads_tokens(&configuration.deployment)) {
-        sink.error(
-            None,
-            asked,
-            format!("is a language model's figure, and configuration `{}` does not measure tokens", configuration.name),
-            Some("set [target] api = \"openai\" (or reference_llm, or streaming = true for SageMaker)".into()),
-        );
-    }
 }
 
 fn positive(value: &Spanned<f64>, key: &str, sink: &mut DiagnosticSink<'_>) -> f64 {
