@@ -18,15 +18,15 @@ use common::repository;
 #[path = "../fuzz/src/lib.rs"]
 mod targets;
 
-/// Mutated inputs per target: sized so that the five, side by side, take about half a minute on this 2-core machine
+/// Mutated inputs per target: sized so that the five, side by side, take about twenty seconds on this 2-core machine
 /// (CI replays and samples; `benches/fuzz.sh` is where the targets fuzz for long).
 fn mutations(target: &str) -> usize {
     match target {
-        "job_file" => 80_000,
-        "results_file" => 50_000,
-        "http_response" => 500_000,
-        "token_stream" => 400_000,
-        _ => 800,
+        "job_file" => 60_000,
+        "results_file" => 40_000,
+        "http_response" => 400_000,
+        "token_stream" => 300_000,
+        _ => 600,
     }
 }
 

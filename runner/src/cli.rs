@@ -19,8 +19,9 @@ use crate::report::compare::{FailRule, RuleError};
 use crate::report::digest::ConfigurationDigest;
 use crate::results::Results;
 use crate::run;
+use crate::server::llm::LlmServer;
 use crate::server::reference::ReferenceServer;
-use crate::spec::{self, ReferenceModel, ServiceTime, Stalls};
+use crate::spec::{self, LlmModel, ReferenceModel, ServiceTime, Stalls};
 
 #[derive(Parser)]
 #[command(
@@ -243,6 +244,29 @@ enum Command {
         port: u16,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+    },
+    /// Serve the reference LLM endpoint on its own (OpenAI chat and text completions, streamed or whole), so any
+    /// LLM benchmark can be pointed at it; its figures are known in closed form (see `reference_llm` in job files).
+    ServeReferenceLlm {
+        /// Sequences decoded together in one iteration.
+        #[arg(long, default_value_t = 8)]
+        max_batch: u32,
+        /// One decoding iteration's time, before what the batch adds, in milliseconds.
+        #[arg(long, default_value_t = 20.0)]
+        iteration_ms: f64,
+        /// What each sequence in the batch adds to an iteration, in milliseconds.
+        #[arg(long, default_value_t = 0.0)]
+        per_sequence_ms: f64,
+        /// What each prompt token of a joining sequence adds to its first iteration, in milliseconds.
+        #[arg(long, default_value_t = 0.0)]
+        prefill_ms_per_token: f64,
+        /// The KV cache in tokens: a sequence holds its prompt and max_tokens while it runs.
+        #[arg(long)]
+        kv_cache_tokens: Option<u32>,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: std::net::IpAddr,
+        #[arg(long, default_value_t = 8000)]
+        port: u16,
     },
     /// Write a new job file from a few flags: a commented job that validates, to edit from there.
     Init {
@@ -679,6 +703,18 @@ pub fn main() -> Exit {
                 let name = name.unwrap_or_else(|| out.file_stem().unwrap_or_default().to_string_lossy().into_owned());
                 let new = spec::init::NewJob { name, target, instance_type, price_per_hour_usd: price, latency_ms };
                 Ok(init(&out, &new, force))
+            }
+            Command::ServeReferenceLlm {
+                max_batch,
+                iteration_ms,
+                per_sequence_ms,
+                prefill_ms_per_token,
+                kv_cache_tokens,
+                host,
+                port,
+            } => {
+                let model = LlmModel { max_batch, iteration_ms, per_sequence_ms, prefill_ms_per_token, kv_cache_tokens };
+                serve_reference_llm(model, SocketAddr::new(host, port)).await
             }
             Command::ServeReference { model, host, port, seed } => match model.model() {
                 Ok(model) => serve_reference(model, SocketAddr::new(host, port), seed).await,
@@ -1448,6 +1484,35 @@ async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) 
         model.workers,
         model.service_time_ms,
         model.capacity_rps()
+    );
+    tokio::select! {
+        _ = run::shutdown_signal() => {}
+        _ = server.run_until_stopped() => {}
+    }
+    Ok(Exit::Success)
+}
+
+async fn serve_reference_llm(model: LlmModel, address: SocketAddr) -> anyhow::Result<Exit> {
+    let valid = |ms: f64| ms.is_finite() && ms >= 0.0;
+    if model.max_batch == 0
+        || !(valid(model.iteration_ms) && model.iteration_ms > 0.0)
+        || !valid(model.per_sequence_ms)
+        || !valid(model.prefill_ms_per_token)
+        || model.kv_cache_tokens == Some(0)
+    {
+        eprintln!(
+            "plateau: --max-batch and --kv-cache-tokens must be at least 1, --iteration-ms positive, the other times 0 \
+             or more"
+        );
+        return Ok(Exit::InvalidInput);
+    }
+    let server = LlmServer::start(model, address).await.with_context(|| format!("cannot listen on {address}"))?;
+    let (ttft_ms, gap_ms) = model.unloaded_ms(0);
+    println!(
+        "reference LLM endpoint: {} (batch {}, {ttft_ms:.1} ms to the first token of an empty prompt alone, {gap_ms:.1} \
+         ms a token); Ctrl-C stops it",
+        server.url(),
+        model.max_batch,
     );
     tokio::select! {
         _ = run::shutdown_signal() => {}

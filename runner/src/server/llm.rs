@@ -63,6 +63,10 @@ impl LlmServer {
         format!("http://{}/v1/chat/completions", self.address)
     }
 
+    pub async fn run_until_stopped(&self) {
+        self.shutdown.cancelled().await;
+    }
+
     /// The batch's occupancy (as CPU) and the KV cache's (as memory), labelled simulated in reports.
     pub fn occupancy(&self) -> Occupancy {
         Occupancy {

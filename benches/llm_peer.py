@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""plateau against NVIDIA AIPerf (PyPI), side by side in one run, on language-model endpoints (docs/llm.md).
+
+1. Agreement: plateau's reference LLM endpoint (`plateau serve-reference-llm`, a continuous-batching engine) at a
+   fixed concurrency, streamed chat completions of a fixed output length, measured by AIPerf and by plateau one
+   after the other: TTFT p50 and inter-token latency p50 from each, and their ratio (goal: within 5%). AIPerf's
+   inter-token latency is per response, (end-to-end - TTFT) / (tokens - 1): plateau's TPOT; plateau's ITL (every
+   gap) is printed beside it.
+2. Generator speed: a fast streaming server (nginx answering every request with the same short SSE stream of
+   eight chunks, no model time), at 64 concurrent requests: the request rate AIPerf sustains and plateau's (goal:
+   at least 2x AIPerf's).
+3. Parsing cost: plateau against that server with `api = "openai"` (every event parsed, tokens timed) and without
+   (the same bytes, only counted): the ratio of request rates (goal: at least 0.9).
+
+AIPerf needs a tokenizer to write prompts; it cannot reach a model hub here, so the script makes a word-level one
+with the `tokenizers` package AIPerf installs, and asks AIPerf to take token counts from the server's usage.
+Installs AIPerf into benches/.llm-peers (about 1.2 GB) and nginx (Debian) when they are missing.
+Usage: benches/llm_peer.py        (ROUNDS, DURATION_S and CONCURRENCY in the environment change the defaults)
+"""
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PLATEAU = ROOT / "target" / "release" / "plateau"
+VENV = Path(os.environ.get("LLM_PEERS_VENV", ROOT / "benches" / ".llm-peers"))
+ROUNDS = int(os.environ.get("ROUNDS", "2"))
+DURATION_S = int(os.environ.get("DURATION_S", "20"))
+CONCURRENCY = int(os.environ.get("CONCURRENCY", "4"))
+LLM_PORT, NGINX_PORT = 18090, 18091
+OUTPUT_TOKENS = 32
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+os.environ["PLATEAU_HISTORY"] = "off"
+
+
+def run(command, **kwargs):
+    return subprocess.run(command, check=True, capture_output=True, text=True, **kwargs).stdout
+
+
+def ensure_tools():
+    if not PLATEAU.exists():
+        run(["cargo", "build", "--release"], cwd=ROOT)
+    if not (VENV / "bin" / "aiperf").exists():
+        run([sys.executable, "-m", "venv", str(VENV)])
+        run([str(VENV / "bin" / "pip"), "install", "--quiet", "aiperf==0.13.0"])
+    if not shutil.which("nginx"):
+        run(["apt-get", "install", "-y", "-qq", "nginx-light"])
+
+
+def tokenizer(folder: Path) -> Path:
+    """A word-level tokenizer of a few hundred English words, saved as a Hugging Face tokenizer folder."""
+    script = r"""
+import sys
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+words = ("the a of to and in is it that for on with as was be by this are at from or an have not but which one all "
+         "were when we there can more if no out so what up about into them than then some time could these two may "
+         "first water been call who its now find long down day did get come made part over new sound take only "
+         "little work know place year live me back give most very after thing our just name good sentence man "
+         "think say great where help through much before line right too mean old any same tell boy follow came "
+         "want show also around form three small set put end does another well large must big even such because "
+         "turn here why ask went men read need land different home us move try kind hand picture again change off "
+         "play spell air away animal house point page letter mother answer found study still learn should world").split()
+vocab = {"[UNK]": 0, "<s>": 1, "</s>": 2}
+for word in words:
+    vocab.setdefault(word, len(vocab))
+model = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+model.pre_tokenizer = pre_tokenizers.Whitespace()
+PreTrainedTokenizerFast(tokenizer_object=model, unk_token="[UNK]", bos_token="<s>", eos_token="</s>").save_pretrained(sys.argv[1])
+"""
+    run([str(VENV / "bin" / "python"), "-c", script, str(folder)])
+    return folder
+
+
+def wait_for(url: str):
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return
+        except Exception:
+            time.sleep(0.1)
+    raise SystemExit(f"nothing answered at {url}")
+
+
+def aiperf(url: str, tokenizer_dir: Path, folder: Path, concurrency: int, streaming: bool = True) -> dict:
+    """One AIPerf profile of DURATION_S seconds; its aggregate metrics by tag."""
+    out = folder / f"aiperf-{time.monotonic_ns()}"
+    command = [
+        str(VENV / "bin" / "aiperf"), "profile", "--model-names", "reference", "--url", url,
+        "--endpoint-type", "chat", "--tokenizer", str(tokenizer_dir), "--concurrency", str(concurrency),
+        "--benchmark-duration", str(DURATION_S), "--warmup-request-count", str(concurrency),
+        "--prompt-input-tokens-mean", "100", "--prompt-input-tokens-stddev", "0",
+        "--prompt-output-tokens-mean", str(OUTPUT_TOKENS), "--prompt-output-tokens-stddev", "0",
+        "--use-server-token-count", "--output-artifact-dir", str(out), "--ui-type", "none", "--no-auto-plot",
+    ]
+    if streaming:
+        command.append("--streaming")
+    subprocess.run(command, check=True, capture_output=True, text=True, cwd=folder)
+    exported = next(out.rglob("profile_export_aiperf.json"))
+    data = json.loads(exported.read_text())
+    metrics = data.get("records", data)
+    return {key: value for key, value in metrics.items() if isinstance(value, dict)}
+
+
+def plateau(url: str, folder: Path, users: int, api: bool) -> dict:
+    """One step of `users` for DURATION_S seconds against `url`: the step's figures."""
+    body = json.dumps({
+        "model": "reference", "max_tokens": OUTPUT_TOKENS, "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "x" * 400}],
+    })
+    job = folder / f"plateau-{time.monotonic_ns()}.toml"
+    job.write_text(
+        f'version = 1\n[job]\nname = "llm-peer"\n[target]\nkind = "http"\nurl = "{url}"\ntimeout = "60s"\n'
+        + ('api = "openai"\n' if api else "")
+        + f"[payload]\ncontent_type = \"application/json\"\nbody = '{body}'\n"
+        + f'[traffic]\nmax_step_duration = "{DURATION_S}s"\n[traffic.stairs]\nusers_per_step = {users}\n'
+        + f'step_duration = "{DURATION_S}s"\nsteps = 1\n'
+        + '[[configurations]]\nname = "llm"\ninstance_type = "x"\nprice_per_hour_usd = 1\n'
+    )
+    out = folder / job.stem
+    result = subprocess.run([str(PLATEAU), "run", str(job), "--out", str(out)], capture_output=True, text=True)
+    if result.returncode not in (0, 5):
+        raise SystemExit(f"plateau failed ({result.returncode}): {result.stderr}")
+    return json.loads((out / "results.json").read_text())["configurations"][0]["steps"][0]
+
+
+def percentile(metrics: dict, tag: str, name: str = "p50") -> float:
+    return float(metrics[tag][name])
+
+
+def agreement(folder: Path, tokenizer_dir: Path):
+    server = subprocess.Popen(
+        [str(PLATEAU), "serve-reference-llm", "--max-batch", "8", "--iteration-ms", "20", "--per-sequence-ms", "1",
+         "--port", str(LLM_PORT)],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(f"http://127.0.0.1:{LLM_PORT}/health")
+        url = f"http://127.0.0.1:{LLM_PORT}"
+        rows = []
+        for round_ in range(ROUNDS):
+            peer = aiperf(url, tokenizer_dir, folder, CONCURRENCY)
+            own = plateau(url + "/v1/chat/completions", folder, CONCURRENCY, api=True)["tokens"]
+            row = (
+                percentile(peer, "time_to_first_token"), own["ttft"]["p50_ms"],
+                percentile(peer, "inter_token_latency"), own["tpot"]["p50_ms"], own["itl"]["p50_ms"],
+            )
+            rows.append(row)
+            print(f"round {round_ + 1}: TTFT p50 AIPerf {row[0]:.2f} ms, plateau {row[1]:.2f} ms ({row[1] / row[0]:.3f}x); "
+                  f"inter-token p50 AIPerf {row[2]:.2f} ms, plateau TPOT {row[3]:.2f} ms ({row[3] / row[2]:.3f}x), "
+                  f"plateau ITL {row[4]:.2f} ms")
+        ttft_ratio = statistics.median(row[1] / row[0] for row in rows)
+        itl_ratio = statistics.median(row[3] / row[2] for row in rows)
+        print(f"agreement at {CONCURRENCY} concurrent streams: TTFT p50 ratio {ttft_ratio:.3f}, "
+              f"inter-token p50 ratio {itl_ratio:.3f} (goal: within 0.95 to 1.05)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def nginx(folder: Path) -> subprocess.Popen:
+    """nginx answering any request with the same short chat stream: eight text chunks, usage, [DONE]."""
+    chunk = '{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}'
+    last = '{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}'
+    usage = '{"choices":[],"usage":{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108}}'
+    stream = "".join(f"data: {event}\\n\\n" for event in [chunk] * 8 + [last, usage]) + "data: [DONE]\\n\\n"
+    config = folder / "nginx.conf"
+    config.write_text(
+        f"worker_processes 1;\ndaemon off;\npid {folder}/nginx.pid;\nerror_log stderr;\n"
+        f"events {{ worker_connections 4096; }}\nhttp {{ access_log off; keepalive_requests 1000000;\n"
+        f"  server {{ listen 127.0.0.1:{NGINX_PORT}; location / {{ default_type text/event-stream;\n"
+        f"    return 200 \"{stream}\"; }}\n    location = /health {{ return 200 ok; }} }} }}\n"
+    )
+    process = subprocess.Popen(["nginx", "-c", str(config)], stderr=subprocess.DEVNULL)
+    wait_for(f"http://127.0.0.1:{NGINX_PORT}/health")
+    return process
+
+
+def speed(folder: Path, tokenizer_dir: Path):
+    server = nginx(folder)
+    url = f"http://127.0.0.1:{NGINX_PORT}"
+    try:
+        peer_rates, own_rates, parsed_rates, unparsed_rates = [], [], [], []
+        for round_ in range(ROUNDS):
+            peer = aiperf(url, tokenizer_dir, folder, 64)
+            peer_rate = float(peer["request_throughput"]["avg"])
+            parsed = plateau(url + "/v1/chat/completions", folder, 64, api=True)
+            unparsed = plateau(url + "/v1/chat/completions", folder, 64, api=False)
+            assert parsed["tokens"]["mean_output_tokens"] == 8.0, parsed["tokens"]
+            peer_rates.append(peer_rate)
+            parsed_rates.append(parsed["throughput_rps"])
+            unparsed_rates.append(unparsed["throughput_rps"])
+            print(f"round {round_ + 1}: AIPerf {peer_rate:,.0f} requests/s; plateau parsing {parsed['throughput_rps']:,.0f}/s "
+                  f"({parsed['throughput_rps'] / peer_rate:.1f}x AIPerf), not parsing {unparsed['throughput_rps']:,.0f}/s")
+        own_rates = parsed_rates
+        print(f"generator speed, 64 concurrent streams of 8 chunks: plateau {statistics.median(own_rates):,.0f}/s, "
+              f"AIPerf {statistics.median(peer_rates):,.0f}/s: {statistics.median(own_rates) / statistics.median(peer_rates):.1f}x "
+              "(goal: at least 2x)")
+        print(f"parsing cost: {statistics.median(parsed_rates) / statistics.median(unparsed_rates):.3f}x the rate "
+              "for the same bytes unparsed (goal: at least 0.9)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def main():
+    ensure_tools()
+    with tempfile.TemporaryDirectory() as name:
+        folder = Path(name)
+        tokenizer_dir = tokenizer(folder / "tokenizer")
+        agreement(folder, tokenizer_dir)
+        speed(folder, tokenizer_dir)
+
+
+if __name__ == "__main__":
+    main()
