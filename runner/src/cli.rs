@@ -713,7 +713,8 @@ pub fn main() -> Exit {
                 host,
                 port,
             } => {
-                let model = LlmModel { max_batch, iteration_ms, per_sequence_ms, prefill_ms_per_token, kv_cache_tokens };
+                let model =
+                    LlmModel { max_batch, iteration_ms, per_sequence_ms, prefill_ms_per_token, kv_cache_tokens };
                 serve_reference_llm(model, SocketAddr::new(host, port)).await
             }
             Command::ServeReference { model, host, port, seed } => match model.model() {
