@@ -1495,12 +1495,13 @@ async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) 
 
 async fn serve_reference_llm(model: LlmModel, address: SocketAddr) -> anyhow::Result<Exit> {
     let valid = |ms: f64| ms.is_finite() && ms >= 0.0;
-    if model.max_batch == 0
-        || !(valid(model.iteration_ms) && model.iteration_ms > 0.0)
-        || !valid(model.per_sequence_ms)
-        || !valid(model.prefill_ms_per_token)
-        || model.kv_cache_tokens == Some(0)
-    {
+    let usable = model.max_batch > 0
+        && valid(model.iteration_ms)
+        && model.iteration_ms > 0.0
+        && valid(model.per_sequence_ms)
+        && valid(model.prefill_ms_per_token)
+        && model.kv_cache_tokens != Some(0);
+    if !usable {
         eprintln!(
             "plateau: --max-batch and --kv-cache-tokens must be at least 1, --iteration-ms positive, the other times 0 \
              or more"

@@ -56,8 +56,8 @@ where
         let respond = respond.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service_fn(move |request| respond(request)));
+            let connection =
+                hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(respond));
             tokio::select! {
                 _ = connection => {}
                 _ = shutdown.cancelled() => {}

@@ -66,12 +66,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     ) -> Result<(Response, bool), WireError> {
         self.stream.write_all(request).await.map_err(|_| WireError::ClosedBeforeResponse)?;
         let mut filled = 0;
-        let (head_len, status, framing, keep_alive, event_stream) = loop {
+        let Head { length: head_len, status, framing, keep_alive, event_stream } = loop {
             match parse_head(&self.buffer[..filled], head_request)? {
                 // Interim responses (100 Continue) come before the final one.
-                Some((interim_len, status, ..)) if (100..200).contains(&status) && status != 101 => {
-                    self.buffer.copy_within(interim_len..filled, 0);
-                    filled -= interim_len;
+                Some(Head { length, status, .. }) if (100..200).contains(&status) && status != 101 => {
+                    self.buffer.copy_within(length..filled, 0);
+                    filled -= length;
                 }
                 Some(head) => break head,
                 None if filled >= MAX_HEAD_BYTES => return Err(WireError::Broken),
@@ -138,9 +138,19 @@ enum Framing {
     UntilClose,
 }
 
-/// The head's length, status, body framing, whether the connection stays open and whether the body is server-sent
-/// events; `None` while incomplete.
-fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Framing, bool, bool)>, WireError> {
+/// A response's head, as far as the exchange needs it.
+struct Head {
+    length: usize,
+    status: u16,
+    framing: Framing,
+    /// The connection stays open after the response.
+    keep_alive: bool,
+    /// The body is server-sent events.
+    event_stream: bool,
+}
+
+/// The head, `None` while incomplete.
+fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<Head>, WireError> {
     let mut headers = [httparse::EMPTY_HEADER; 96];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(bytes) {
@@ -178,7 +188,7 @@ fn parse_head(bytes: &[u8], head_request: bool) -> Result<Option<(usize, u16, Fr
     } else {
         Framing::UntilClose
     };
-    Ok(Some((head_len, status, framing, keep_alive, event_stream)))
+    Ok(Some(Head { length: head_len, status, framing, keep_alive, event_stream }))
 }
 
 /// A `Content-Type` value that says server-sent events.
