@@ -35,10 +35,7 @@ pub struct TokenFigures {
 impl TokenFigures {
     /// A step's figures; none when it had no generated response.
     pub fn of(step: &StepRecord) -> Option<Self> {
-        let tally: &TokenTally = &step.steady.tokens;
-        if tally.is_empty() {
-            return None;
-        }
+        let tally: &TokenTally = step.steady.tokens.as_deref().filter(|tokens| !tokens.is_empty())?;
         let seconds = step.steady_seconds().max(1) as f64;
         let summary =
             |histogram| (!crate::measure::LatencyHistogram::is_empty(histogram)).then(|| LatencySummary::of(histogram));

@@ -281,8 +281,9 @@ pub struct Tally {
     pub latency_us: LatencyHistogram,
     /// How late the load generator acted against its own schedule: its health, not the server's.
     pub generator_lag_us: LatencyHistogram,
-    /// Generated responses: token timings and counts.
-    pub tokens: TokenTally,
+    /// Generated responses: token timings and counts; made at the first, so a run without any merges and resets
+    /// no more histograms than it did before language models were measured.
+    pub tokens: Option<Box<TokenTally>>,
 }
 
 impl Default for Tally {
@@ -294,7 +295,7 @@ impl Default for Tally {
             errors: ErrorCounts::default(),
             latency_us: new_histogram(),
             generator_lag_us: new_histogram(),
-            tokens: TokenTally::default(),
+            tokens: None,
         }
     }
 }
@@ -307,7 +308,9 @@ impl Tally {
         self.errors.merge(&other.errors);
         self.latency_us.add(&other.latency_us).expect("histograms share bounds");
         self.generator_lag_us.add(&other.generator_lag_us).expect("histograms share bounds");
-        self.tokens.merge(&other.tokens);
+        if let Some(other) = &other.tokens {
+            self.tokens.get_or_insert_with(Box::default).merge(other);
+        }
     }
 
     pub fn reset(&mut self) {
@@ -317,7 +320,9 @@ impl Tally {
         self.errors = ErrorCounts::default();
         self.latency_us.reset();
         self.generator_lag_us.reset();
-        self.tokens.reset();
+        if let Some(tokens) = &mut self.tokens {
+            tokens.reset();
+        }
     }
 }
 
@@ -367,13 +372,13 @@ impl Recorder {
             Outcome::Generated { latency_us, tokens } => {
                 tally.completed += 1;
                 tally.latency_us.saturating_record(latency_us.max(1));
-                tally.tokens.record(latency_us, tokens, gaps_us, Some(&self.goals));
+                tally.tokens.get_or_insert_with(Box::default).record(latency_us, tokens, gaps_us, Some(&self.goals));
             }
             Outcome::Failure { class } => tally.errors.add(class),
             Outcome::Broken { latency_us, tokens } => {
                 tally.errors.add(ErrorClass::StreamBroken);
                 // Its tokens count; a broken response is never good.
-                tally.tokens.record(latency_us, tokens, gaps_us, None);
+                tally.tokens.get_or_insert_with(Box::default).record(latency_us, tokens, gaps_us, None);
             }
         }
     }

@@ -130,9 +130,11 @@ pub fn read_series(path: &Path) -> Result<Vec<SeriesSecond>, SeriesError> {
                 latency_us: decode(&parsed.histogram)?,
                 generator_lag_us: decode_more(&parsed.more.generator_lag)?,
                 tokens: match &parsed.more.tokens {
-                    Some(encoded) => super::TokenTally::decoded(encoded)
-                        .map_err(|source| SeriesError::Histogram { line: index + 1, source })?,
-                    None => super::TokenTally::default(),
+                    Some(encoded) => Some(Box::new(
+                        super::TokenTally::decoded(encoded)
+                            .map_err(|source| SeriesError::Histogram { line: index + 1, source })?,
+                    )),
+                    None => None,
                 },
             };
             Ok(SeriesSecond { summary: parsed.summary, tally })
@@ -203,7 +205,7 @@ pub fn write_second(series: &mut BufWriter<File>, summary: &SecondSummary, tally
         histogram: super::encode_histogram(&tally.latency_us),
         more: MoreHistograms {
             generator_lag: more(&tally.generator_lag_us),
-            tokens: (!tally.tokens.is_empty()).then(|| tally.tokens.encoded()),
+            tokens: tally.tokens.as_deref().filter(|tokens| !tokens.is_empty()).map(super::TokenTally::encoded),
         },
     };
     serde_json::to_writer(&mut *series, &line)?;

@@ -51,7 +51,7 @@ impl StepRecord {
     pub fn add_second(&mut self, second: &Tally) {
         self.steady.merge(second);
         self.completed_per_second.push(second.completed);
-        self.output_tokens_per_second.push(second.tokens.output_total);
+        self.output_tokens_per_second.push(second.tokens.as_ref().map_or(0, |tokens| tokens.output_total));
         self.latency_seconds.push(SecondLatencies::of(&second.latency_us));
     }
 
