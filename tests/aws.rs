@@ -243,7 +243,7 @@ fn missing_credentials_name_the_sources_tried() {
 /// loopback server that encodes real event-stream frames with the SDK's own codec (aws-smithy-eventstream): five
 /// PayloadParts, the first after 30 ms, then one every 20 ms.
 #[tokio::test(flavor = "multi_thread")]
-async fn streaming_endpoints_report_time_to_first_chunk_and_between_chunks() {
+async fn streaming_endpoints_report_time_to_first_token_and_between_tokens() {
     let _load = LOAD.lock().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -260,14 +260,18 @@ async fn streaming_endpoints_report_time_to_first_chunk_and_between_chunks() {
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let results = read_results(&out);
     let step = &results["configurations"][0]["steps"][0];
-    let first_chunk_p50 = step["first_chunk"]["p50_ms"].as_f64().unwrap();
-    let between_p50 = step["between_chunks"]["p50_ms"].as_f64().unwrap();
+    let first_chunk_p50 = step["tokens"]["ttft"]["p50_ms"].as_f64().unwrap();
+    let between_p50 = step["tokens"]["itl"]["p50_ms"].as_f64().unwrap();
+    // No usage in a SageMaker stream: one (estimated) token per PayloadPart.
+    assert_eq!(step["tokens"]["mean_output_tokens"].as_f64(), Some(5.0), "{step}");
+    assert_eq!(step["tokens"]["estimated"].as_bool(), Some(true), "{step}");
     let latency_p50 = step["latency"]["p50_ms"].as_f64().unwrap();
     assert!((29.0..36.0).contains(&first_chunk_p50), "time to first chunk {first_chunk_p50} ms, served at 30 ms");
     assert!((19.0..23.0).contains(&between_p50), "time between chunks {between_p50} ms, served every 20 ms");
     assert!((109.0..120.0).contains(&latency_p50), "whole response {latency_p50} ms, served in 110 ms");
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(markdown.contains("first chunk"), "{markdown}");
+    assert!(markdown.contains("TTFT p50"), "{markdown}");
+    assert!(markdown.contains("token counts estimated"), "{markdown}");
 }
 
 async fn serve_event_streams(listener: tokio::net::TcpListener) {
