@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::measure::precision::{BatchMeans, Interval};
+use crate::measure::precision::{BatchMeans, Interval, LatencyIntervals};
 use crate::measure::step::StepRecord;
 use crate::measure::{LatencySummary, TokenTally};
 
@@ -12,6 +12,9 @@ pub struct TokenFigures {
     /// Time to first token; absent when responses were not streamed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft: Option<LatencySummary>,
+    /// The TTFT percentiles' 95% intervals (a bootstrap over the steady seconds, as latency's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_intervals: Option<LatencyIntervals>,
     /// Every gap between two chunks of a response.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub itl: Option<LatencySummary>,
@@ -30,6 +33,8 @@ pub struct TokenFigures {
     pub estimated: bool,
     /// Responses per second within every per-response goal of `[requirements]` (goodput; throughput without goals).
     pub goodput_per_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goodput_interval_per_s: Option<Interval>,
 }
 
 impl TokenFigures {
@@ -42,6 +47,7 @@ impl TokenFigures {
         let responses = tally.output_tokens.len() as f64;
         Some(Self {
             ttft: summary(&tally.ttft_us),
+            ttft_intervals: step.ttft_intervals,
             itl: summary(&tally.itl_us),
             tpot: summary(&tally.tpot_us),
             output_tokens_per_s: tally.output_total as f64 / seconds,
@@ -52,6 +58,7 @@ impl TokenFigures {
                 .then(|| tally.input_total as f64 / tally.input_tokens.len() as f64),
             estimated: tally.estimated > 0,
             goodput_per_s: tally.good as f64 / seconds,
+            goodput_interval_per_s: BatchMeans::of(&step.good_per_second).map(|means| means.interval()),
         })
     }
 }
@@ -73,6 +80,8 @@ pub struct TokenMetrics {
     /// The highest goodput of a valid step, and that step's load: goodput rises with load, then falls as
     /// responses leave the goals, so its peak need not be at the plateau.
     pub max_goodput_per_s: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_goodput_interval_per_s: Option<Interval>,
     pub load_at_max_goodput: f64,
     /// The plateau step's TTFT, ITL, TPOT and tokens per response.
     pub at_plateau: TokenFigures,
@@ -91,13 +100,14 @@ impl TokenMetrics {
         let per_response = figures.mean_output_tokens;
         let cost_per_million = |tokens_per_s: f64| cost_per_hour_usd / (tokens_per_s * 3600.0) * 1e6;
         let operating_tokens_per_s = operating_rps * per_response;
-        let (load_at_max_goodput, max_goodput_per_s) = valid_steps
+        let (load_at_max_goodput, max_goodput_per_s, max_goodput_interval_per_s) = valid_steps
             .iter()
-            .map(|(load, step)| (*load, step.goodput_per_s))
+            .map(|(load, step)| (*load, step.goodput_per_s, step.goodput_interval_per_s))
             .max_by(|a, b| a.1.total_cmp(&b.1))
-            .unwrap_or((0.0, 0.0));
+            .unwrap_or((0.0, 0.0, None));
         Self {
             max_goodput_per_s,
+            max_goodput_interval_per_s,
             load_at_max_goodput,
             output_tokens_per_s: capacity_rps * per_response,
             output_tokens_per_s_interval: capacity_interval.map(|interval| interval.scaled(per_response)),

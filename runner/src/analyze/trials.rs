@@ -139,7 +139,7 @@ fn mean_summary(summaries: &[&LatencySummary]) -> LatencySummary {
     }
 }
 
-/// Trials' token figures at one load: each figure's mean (the output rate's interval is the trials' own, so none).
+/// Trials' token figures at one load: each figure's mean (intervals within one trial do not carry over, so none).
 fn mean_tokens(trials: &[&TokenFigures]) -> TokenFigures {
     let mean = |figure: &dyn Fn(&TokenFigures) -> f64| {
         trials.iter().map(|tokens| figure(tokens)).sum::<f64>() / trials.len().max(1) as f64
@@ -149,6 +149,7 @@ fn mean_tokens(trials: &[&TokenFigures]) -> TokenFigures {
     };
     TokenFigures {
         ttft: summary(|tokens| tokens.ttft.as_ref()),
+        ttft_intervals: None,
         itl: summary(|tokens| tokens.itl.as_ref()),
         tpot: summary(|tokens| tokens.tpot.as_ref()),
         output_tokens_per_s: mean(&|tokens| tokens.output_tokens_per_s),
@@ -159,6 +160,7 @@ fn mean_tokens(trials: &[&TokenFigures]) -> TokenFigures {
             .map(|means| means.iter().sum::<f64>() / means.len() as f64),
         estimated: trials.iter().any(|tokens| tokens.estimated),
         goodput_per_s: mean(&|tokens| tokens.goodput_per_s),
+        goodput_interval_per_s: None,
     }
 }
 
@@ -175,12 +177,16 @@ fn tokens_across(trials: &[&TokenMetrics]) -> TokenMetrics {
         tokens.cost_per_million_output_tokens_usd.map(|cost| (cost, tokens.cost_per_million_output_tokens_interval_usd))
     }))
     .map(|figures| AcrossTrials::of(&figures));
+    let goodput = AcrossTrials::of(
+        &trials.iter().map(|tokens| (tokens.max_goodput_per_s, tokens.max_goodput_interval_per_s)).collect::<Vec<_>>(),
+    );
     TokenMetrics {
         output_tokens_per_s: output.mean,
         output_tokens_per_s_interval: output.interval,
         cost_per_million_output_tokens_usd: cost.as_ref().map(|cost| cost.mean),
         cost_per_million_output_tokens_interval_usd: cost.and_then(|cost| cost.interval),
-        max_goodput_per_s: trials.iter().map(|tokens| tokens.max_goodput_per_s).sum::<f64>() / trials.len() as f64,
+        max_goodput_per_s: goodput.mean,
+        max_goodput_interval_per_s: goodput.interval,
         load_at_max_goodput: trials.iter().map(|tokens| tokens.load_at_max_goodput).fold(f64::INFINITY, f64::min),
         at_plateau: mean_tokens(&trials.iter().map(|tokens| &tokens.at_plateau).collect::<Vec<_>>()),
     }

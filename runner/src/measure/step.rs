@@ -29,10 +29,16 @@ pub struct StepRecord {
     pub completed_per_second: Vec<u64>,
     /// Generated responses' output tokens in each steady second.
     pub output_tokens_per_second: Vec<u64>,
+    /// Generated responses within every goal in each steady second (goodput's spread).
+    pub good_per_second: Vec<u64>,
     /// Each steady second's latency distribution, kept only while the step runs (for its intervals).
     latency_seconds: Vec<SecondLatencies>,
+    /// The same for the time to first token, when responses were generated.
+    ttft_seconds: Vec<SecondLatencies>,
     /// The latency percentiles' 95% intervals, computed when the step finishes.
     pub latency_intervals: Option<LatencyIntervals>,
+    /// The time-to-first-token percentiles' 95% intervals, computed when the step finishes.
+    pub ttft_intervals: Option<LatencyIntervals>,
     /// Whether the throughput interval reached the precision asked for (`[traffic] precision_percent`); a step
     /// that did not ran to its maximum duration.
     pub converged: bool,
@@ -52,13 +58,19 @@ impl StepRecord {
         self.steady.merge(second);
         self.completed_per_second.push(second.completed);
         self.output_tokens_per_second.push(second.tokens.as_ref().map_or(0, |tokens| tokens.output_total));
+        self.good_per_second.push(second.tokens.as_ref().map_or(0, |tokens| tokens.good));
         self.latency_seconds.push(SecondLatencies::of(&second.latency_us));
+        if let Some(tokens) = &second.tokens {
+            self.ttft_seconds.push(SecondLatencies::of(&tokens.ttft_us));
+        }
     }
 
     /// Ends the step: its latency intervals are computed and the seconds' distributions let go.
     pub fn finish(&mut self) {
         self.latency_intervals = self.latency_intervals_so_far();
+        self.ttft_intervals = latency_intervals(&self.ttft_seconds, self.window.index as u64);
         self.latency_seconds = Vec::new();
+        self.ttft_seconds = Vec::new();
     }
 
     /// The latency percentiles' intervals over the steady seconds run so far, while the step runs.
@@ -101,8 +113,11 @@ pub(crate) fn new_step_for(window: StepWindow) -> StepRecord {
         steady: Tally::default(),
         completed_per_second: Vec::new(),
         output_tokens_per_second: Vec::new(),
+        good_per_second: Vec::new(),
         latency_seconds: Vec::new(),
+        ttft_seconds: Vec::new(),
         latency_intervals: None,
+        ttft_intervals: None,
         converged: true,
         resources: ResourceSample::default(),
         shard_fell_behind: false,

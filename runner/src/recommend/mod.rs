@@ -60,10 +60,13 @@ fn objective_value(
             let cost = tokens.cost_per_million_output_tokens_usd?;
             Some((cost, tokens.cost_per_million_output_tokens_interval_usd))
         }),
-        Objective::Goodput => metrics.tokens.as_ref().map(|tokens| (tokens.max_goodput_per_s, None)),
+        Objective::Goodput => {
+            metrics.tokens.as_ref().map(|tokens| (tokens.max_goodput_per_s, tokens.max_goodput_interval_per_s))
+        }
         Objective::Ttft => metrics.tokens.as_ref().and_then(|tokens| {
             let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
-            Some((tokens.at_plateau.ttft?.at(percentile), None))
+            let interval = tokens.at_plateau.ttft_intervals.map(|intervals| intervals.at(percentile));
+            Some((tokens.at_plateau.ttft?.at(percentile), interval))
         }),
     }
 }
@@ -286,7 +289,7 @@ fn margin(best: &Candidate<'_>, other: &Candidate<'_>, objective: Objective) -> 
     }
     // Positive when best is better: cheaper, faster, or serving more.
     let better_by = |best: f64, other: f64| {
-        if objective == Objective::Throughput { (best / other).ln() } else { (other / best).ln() }
+        if objective.higher_is_better() { (best / other).ln() } else { (other / best).ln() }
     };
     let to_percent = |log: f64| (1.0 - (-log).exp()) * 100.0;
     if let Some(pairs) = paired_trials(best, other) {
