@@ -1392,3 +1392,71 @@ fn init_writes_a_job_that_validates_and_runs_against_a_loopback_server() {
     assert_eq!(output.status.code(), Some(1), "a usage error is invalid input: {}", text(&output));
     assert!(text(&output).contains("--endpoint"), "{}", text(&output));
 }
+
+#[test]
+fn prompts_from_a_sharegpt_dataset_reach_the_llm_with_their_own_prompt_and_output_lengths() {
+    let _machine = shared_lock();
+    let dataset = repository().join("scenarios/datasets/sharegpt-sample.json");
+    // The ground truth, read here from the file itself: each conversation's first user turn and the reply after it
+    // (ShareGPT's form), at four characters a token; the conversation without a user turn is skipped.
+    let records: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&dataset).unwrap()).unwrap();
+    let (mut prompt_chars, mut reply_tokens) = (Vec::new(), Vec::new());
+    for record in &records {
+        let turns = record["conversations"].as_array().unwrap();
+        if let Some(first) = turns.iter().position(|turn| turn["from"] == "human") {
+            prompt_chars.push(turns[first]["value"].as_str().unwrap().chars().count() as f64);
+            reply_tokens.push(turns[first + 1]["value"].as_str().unwrap().chars().count().div_ceil(4) as f64);
+        }
+    }
+    assert_eq!((records.len(), reply_tokens.len()), (25, 24));
+    let mean = |values: &[f64]| values.iter().sum::<f64>() / values.len() as f64;
+    let folder = tempfile::tempdir().unwrap();
+    let job = write_job(
+        folder.path(),
+        &format!(
+            r#"
+version = 1
+[job]
+name = "dataset"
+seed = 3
+[target]
+kind = "reference"
+[payload.prompts]
+file = "{}"
+model = "reference"
+max_tokens = "dataset"
+ignore_eos = true
+[traffic.stairs]
+users_per_step = 8
+step_duration = "3s"
+steps = 1
+[[configurations]]
+name = "llm"
+instance_type = "ref.llm"
+price_per_hour_usd = 1
+reference_llm = {{ max_batch = 8, iteration_ms = 1, per_sequence_ms = 0.1, prefill_ms_per_token = 0.001 }}
+"#,
+            dataset.display()
+        ),
+    );
+    let out = folder.path().join("out");
+    let output = plateau().args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 5)), "{}", text(&output));
+    let results = read_results(&out);
+    let step = &configuration(&results, "llm")["steps"][0];
+    let tokens = &step["tokens"];
+    let responses = step["latency"]["count"].as_f64().unwrap_or_else(|| panic!("{step}"));
+    // Requests take the 24 prompts in turn, so over hundreds of responses the means are the dataset's.
+    let (output_tokens, input_tokens) =
+        (tokens["mean_output_tokens"].as_f64().unwrap(), tokens["mean_input_tokens"].as_f64().unwrap());
+    let (expected_output, expected_input) = (mean(&reply_tokens), mean(&prompt_chars) / 4.0);
+    println!(
+        "{responses} responses: {output_tokens:.2} output tokens each (dataset {expected_output:.2}), \
+         {input_tokens:.2} input tokens (dataset {expected_input:.2}); usage counted, not estimated: {}",
+        tokens["estimated"]
+    );
+    assert!(responses >= 240.0, "{responses} responses: too few to average the dataset");
+    assert!((output_tokens / expected_output - 1.0).abs() < 0.05, "{output_tokens} vs {expected_output}");
+    assert!((input_tokens / expected_input - 1.0).abs() < 0.08, "{input_tokens} vs {expected_input}");
+    assert_eq!(tokens["estimated"], false);
+}

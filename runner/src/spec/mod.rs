@@ -12,6 +12,7 @@ mod limits;
 mod overrides;
 mod payload;
 pub mod prices;
+mod prompts;
 mod reference_llm;
 mod schema;
 mod target;
@@ -298,7 +299,7 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         );
     }
     let targets = validate_targets(raw.target.as_ref(), raw.targets.as_ref(), path, sink);
-    let payload = validate_payload(&raw.payload, sink, path);
+    let payload = validate_payload(&raw.payload, sink, path, raw.job.seed.unwrap_or(0));
     let traffic = validate_traffic(&raw.traffic, sink);
     let traffic_options = validate_traffic_options(&raw.traffic, traffic.as_ref(), sink);
     let stopping = validate_stopping(&raw.stopping, sink);

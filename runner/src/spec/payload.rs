@@ -7,6 +7,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
+use super::prompts::{RawPrompts, validate_prompts};
 use super::{DurationValue, existing_folder, relative_to, span_of};
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -29,6 +30,9 @@ pub(super) struct RawPayload {
     /// n mod count, samples in file-name order.
     #[schemars(with = "Option<PathBuf>")]
     samples: Option<Spanned<PathBuf>>,
+    /// Language-model requests built from a dataset of prompts (JSONL or ShareGPT), with their output lengths.
+    #[schemars(with = "Option<RawPrompts>")]
+    prompts: Option<Spanned<RawPrompts>>,
     /// The payload plugin's configuration, passed to it as JSON.
     #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     config: Option<Spanned<toml::Table>>,
@@ -84,7 +88,7 @@ pub struct Payload {
     pub accept: Option<String>,
     /// The fixed body; empty when samples or a plugin make the bodies.
     pub body: bytes::Bytes,
-    /// Sample bodies, sent in turn.
+    /// Sample bodies (or bodies built from `prompts`), sent in turn.
     pub samples: Vec<bytes::Bytes>,
     pub plugin: Option<PluginSpec>,
 }
@@ -131,24 +135,31 @@ pub(super) fn validate_payload(
     raw: &Spanned<RawPayload>,
     sink: &mut DiagnosticSink<'_>,
     job_path: &Path,
+    seed: u64,
 ) -> Option<Payload> {
     let payload = raw.get_ref();
     let mut body = bytes::Bytes::new();
     let mut plugin = None;
     let mut samples = Vec::new();
-    let sources = [payload.body.is_some(), payload.file.is_some(), payload.plugin.is_some(), payload.samples.is_some()];
-    match (&payload.body, &payload.file, &payload.plugin) {
+    let sources = [
+        payload.body.is_some(),
+        payload.file.is_some(),
+        payload.plugin.is_some(),
+        payload.samples.is_some(),
+        payload.prompts.is_some(),
+    ];
+    match (&payload.body, &payload.file, &payload.plugin, &payload.prompts) {
         _ if sources.iter().filter(|given| **given).count() != 1 => {
             sink.error(
                 span_of(raw),
                 "payload",
-                "give exactly one of `body`, `file`, `samples` or `plugin`",
+                "give exactly one of `body`, `file`, `samples`, `prompts` or `plugin`",
                 Some("e.g. body = '{\"inputs\": [1, 2, 3]}'".into()),
             );
             return None;
         }
-        (Some(text), _, _) => body = bytes::Bytes::from(text.clone().into_bytes()),
-        (_, Some(file), _) => {
+        (Some(text), _, _, _) => body = bytes::Bytes::from(text.clone().into_bytes()),
+        (_, Some(file), _, _) => {
             let resolved = relative_to(job_path, file.get_ref());
             match std::fs::read(&resolved) {
                 Ok(bytes) => body = bytes::Bytes::from(bytes),
@@ -163,7 +174,8 @@ pub(super) fn validate_payload(
                 }
             }
         }
-        (_, _, Some(path)) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
+        (_, _, Some(path), _) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
+        (_, _, _, Some(prompts)) => samples = validate_prompts(prompts, sink, job_path, seed)?,
         _ => {
             let folder = payload.samples.as_ref().expect("one source is given");
             let resolved = relative_to(job_path, folder.get_ref());
