@@ -19,7 +19,8 @@
 AIPerf needs a tokenizer to write prompts; it cannot reach a model hub here, so the script makes a word-level one
 with the `tokenizers` package AIPerf installs, and asks AIPerf to take token counts from the server's usage.
 Installs AIPerf into benches/.llm-peers (about 1.2 GB) and nginx (Debian) when they are missing.
-Usage: benches/llm_peer.py        (ROUNDS, DURATION_S and CONCURRENCY in the environment change the defaults)
+Usage: benches/llm_peer.py        (ROUNDS, DURATION_S and CONCURRENCY in the environment change the defaults;
+       PARSING_ONLY=1 runs part 3 alone, without AIPerf)
 """
 import json
 import os
@@ -192,6 +193,23 @@ def nginx(folder: Path) -> subprocess.Popen:
     return process
 
 
+def parsing(folder: Path):
+    """Part 3 alone: plateau parsing and not parsing, alternating which goes first."""
+    server = nginx(folder)
+    url = f"http://127.0.0.1:{NGINX_PORT}/v1/chat/completions"
+    try:
+        ratios = []
+        for round_ in range(ROUNDS):
+            order = (True, False) if round_ % 2 == 0 else (False, True)
+            runs = {api: plateau(url, folder, 64, api=api)["throughput_rps"] for api in order}
+            ratios.append(runs[True] / runs[False])
+            print(f"round {round_ + 1}: parsing {runs[True]:,.0f}/s, not parsing {runs[False]:,.0f}/s: {ratios[-1]:.3f}x")
+        print(f"parsing cost: {statistics.median(ratios):.3f}x the rate for the same bytes unparsed (goal: at least 0.9)")
+    finally:
+        server.terminate()
+        server.wait()
+
+
 def speed(folder: Path, tokenizer_dir: Path):
     server = nginx(folder)
     url = f"http://127.0.0.1:{NGINX_PORT}"
@@ -227,6 +245,9 @@ def main():
     ensure_tools()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
+        if os.environ.get("PARSING_ONLY"):
+            parsing(folder)
+            return
         tokenizer_dir = tokenizer(folder / "tokenizer")
         agreement(folder, tokenizer_dir)
         speed(folder, tokenizer_dir)

@@ -385,4 +385,21 @@ mod tests {
         let Reading::Complete(tokens) = reader.finish(body) else { panic!() };
         assert_eq!((tokens.output, tokens.counted), (3, TokenCount::Estimated));
     }
+
+    #[test]
+    fn keys_are_found_at_every_offset_and_text_that_looks_like_a_key_is_not_one() {
+        // A value holding quotes, backslashes and a fake key, shifted across the 8-byte words `find` reads.
+        for pad in 0..9 {
+            let chunk = format!(
+                r#"{{"id":"{}","choices":[{{"delta":{{"content":"say \"finish_reason\": \"stop\" \\"}},"finish_reason":null}}]}}"#,
+                "x".repeat(pad)
+            );
+            let scanned = scan(chunk.as_bytes()).unwrap();
+            assert!(scanned.text && !scanned.finished && !scanned.error, "pad {pad}: {chunk}");
+            let empty =
+                chunk.replace(r#""say \"finish_reason\": \"stop\" \\""#, r#""""#).replace("null", r#""length""#);
+            let scanned = scan(empty.as_bytes()).unwrap();
+            assert!(!scanned.text && scanned.finished, "pad {pad}: {empty}");
+        }
+    }
 }

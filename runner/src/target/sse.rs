@@ -68,7 +68,9 @@ impl SseParser {
             }
         }
         while !input.is_empty() {
-            let Some(end) = memchr::memchr2(b'\n', b'\r', input) else {
+            // An event's blank line ends it: no search for that one.
+            let found = if input[0] == b'\n' { Some(0) } else { memchr::memchr2(b'\n', b'\r', input) };
+            let Some(end) = found else {
                 if self.partial.len() + input.len() > self.limit_bytes {
                     return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
                 }
@@ -119,13 +121,15 @@ impl SseParser {
         if line[0] == b':' {
             return Ok(()); // a comment: keep-alives
         }
-        let (field, value) = match memchr::memchr(b':', line) {
-            Some(colon) => {
-                let value = &line[colon + 1..];
-                (&line[..colon], value.strip_prefix(b" ").unwrap_or(value))
-            }
-            None => (line, &b""[..]),
+        // Nearly every line of a token stream is `data: {...}`: read without searching for its colon.
+        let (field, value) = match line.strip_prefix(b"data:") {
+            Some(value) => (&b"data"[..], value),
+            None => match memchr::memchr(b':', line) {
+                Some(colon) => (&line[..colon], &line[colon + 1..]),
+                None => (line, &b""[..]),
+            },
         };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
         match field {
             b"data" => {
                 if self.data.len() + value.len() + 1 > self.limit_bytes {
