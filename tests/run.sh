@@ -7,6 +7,21 @@ cd "$(dirname "$0")/.."
 # The AWS SDK's credential chain must never reach for the instance-metadata address (docs/decisions.md, "AWS in tests").
 export AWS_EC2_METADATA_DISABLED=true
 
+# llama-cpp-python's OpenAI-compatible server: the real generative server tests/generative.rs runs, on a tiny model
+# that tests/llm/tiny_model.py writes with gguf. PyPI ships it as source and llama.cpp compiles at install: here
+# only the two libraries the package loads, at -O0, under 3 minutes on 2 cores instead of 5 (the model is tiny: its
+# speed is not what the test measures; docs/decisions.md). It builds first, at a lower priority, beside the
+# downloads below and plateau's own build; pip keeps the wheel it built in its cache for the next run.
+llm=
+if ! .venv-llm/bin/python -c 'import llama_cpp.server, gguf' 2>/dev/null; then
+  python3 -m venv .venv-llm
+  CMAKE_BUILD_PARALLEL_LEVEL=2 \
+    CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF -DCMAKE_C_FLAGS_RELEASE=-O0 -DCMAKE_CXX_FLAGS_RELEASE=-O0" \
+    nice -n 10 .venv-llm/bin/pip install --quiet --disable-pip-version-check -C 'build.targets=llama;llama-common' \
+    'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0' &
+  llm=$!
+fi
+
 # Debian packages: Chromium for the HTML report and Mermaid tests; clang and lld to build the C example plugin.
 missing=()
 command -v chromium >/dev/null 2>&1 || missing+=(chromium fonts-dejavu-core)
@@ -25,20 +40,6 @@ fi
 if [ ! -x .venv/bin/moto_server ] || ! .venv/bin/python -c 'import jsonschema, yaml' 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/pip install --quiet --disable-pip-version-check 'moto[server]==5.2.5' 'jsonschema>=4.18' 'pyyaml>=6'
-fi
-
-# llama-cpp-python's OpenAI-compatible server: the real generative server tests/generative.rs runs, on a tiny model
-# that tests/llm/tiny_model.py writes with gguf. PyPI ships it as source and llama.cpp compiles at install: here
-# only the two libraries the package loads, at -O0, under 3 minutes on 2 cores instead of 5 (the model is tiny: its
-# speed is not what the test measures; docs/decisions.md). It builds at a lower priority beside plateau's own build.
-llm=
-if ! .venv-llm/bin/python -c 'import llama_cpp.server, gguf' 2>/dev/null; then
-  python3 -m venv .venv-llm
-  CMAKE_BUILD_PARALLEL_LEVEL=2 \
-    CMAKE_ARGS="-DLLAVA_BUILD=OFF -DGGML_LLAMAFILE=OFF -DGGML_CPU_REPACK=OFF -DCMAKE_C_FLAGS_RELEASE=-O0 -DCMAKE_CXX_FLAGS_RELEASE=-O0" \
-    nice -n 10 .venv-llm/bin/pip install --quiet --disable-pip-version-check -C 'build.targets=llama;llama-common' \
-    'llama-cpp-python[server]==0.3.36' 'gguf==0.19.0' &
-  llm=$!
 fi
 
 # The example payload plugins, built from source (the tests call this again; it is incremental), beside plateau's
