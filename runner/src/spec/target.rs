@@ -38,8 +38,9 @@ pub(super) struct RawTarget {
     #[schemars(with = "Option<HttpVersion>")]
     http_version: Option<Spanned<HttpVersion>>,
     /// The API the responses follow, for a language model's token figures: "openai" (chat or text completions,
-    /// streamed as server-sent events or whole with `usage`).
-    api: Option<Api>,
+    /// streamed as server-sent events or whole with `usage`). For http and command targets.
+    #[schemars(with = "Option<Api>")]
+    api: Option<Spanned<Api>>,
     /// https: a private CA, a client certificate for mutual TLS, the server name to verify.
     #[schemars(with = "Option<RawTls>")]
     tls: Option<Spanned<RawTls>>,
@@ -399,7 +400,7 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
     let sagemaker = validate_sagemaker(raw, &prefix, sink);
     let http = HttpRequestSpec {
         http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
-        api: raw.api,
+        api: raw.api.as_ref().map(|api| *api.get_ref()),
         tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
         method,
         headers: raw.headers.iter().map(|(name, value)| (name.clone(), value.clone())).collect(),
@@ -423,6 +424,21 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
         }),
     };
     let spec = match kind {
+        TargetKind::Reference | TargetKind::Sagemaker if raw.api.is_some() => {
+            let hint = match kind {
+                TargetKind::Reference => {
+                    "a configuration with reference_llm = { ... } is read as a language model already"
+                }
+                _ => "SageMaker's response stream is timed chunk by chunk, each chunk counted as a token (docs/llm.md)",
+            };
+            sink.error(
+                raw.api.as_ref().and_then(span_of),
+                key("api"),
+                "only http and command targets take `api`",
+                Some(hint.into()),
+            );
+            None
+        }
         TargetKind::Reference => Some(TargetSpec::Reference { http }),
         TargetKind::Http => Some(TargetSpec::Http { http, url: raw.url.as_ref().map(|url| url.get_ref().clone()) }),
         TargetKind::Command => command.map(|server| TargetSpec::Command { http, server }),
