@@ -1430,6 +1430,8 @@ ignore_eos = true
 users_per_step = 8
 step_duration = "3s"
 steps = 1
+[requirements]
+expected_peak_output_tokens_per_s = 20000
 [[configurations]]
 name = "llm"
 instance_type = "ref.llm"
@@ -1459,4 +1461,14 @@ reference_llm = {{ max_batch = 8, iteration_ms = 1, per_sequence_ms = 0.1, prefi
     assert!((output_tokens / expected_output - 1.0).abs() < 0.05, "{output_tokens} vs {expected_output}");
     assert!((input_tokens / expected_input - 1.0).abs() < 0.08, "{input_tokens} vs {expected_input}");
     assert_eq!(tokens["estimated"], false);
+    // Sized for a peak in output tokens: as responses at the measured tokens per response, on the capacity's
+    // lower end.
+    let metrics = &configuration(&results, "llm")["metrics"];
+    let capacity_rps = metrics["max_invocations_interval"]["low"]
+        .as_f64()
+        .unwrap_or_else(|| metrics["max_invocations"].as_f64().unwrap())
+        / 60.0;
+    let per_response = metrics["tokens"]["at_plateau"]["mean_output_tokens"].as_f64().unwrap();
+    let expected = (20000.0 / per_response / capacity_rps).ceil();
+    assert_eq!(results["recommendation"]["initial_instance_count"].as_f64(), Some(expected), "{metrics}");
 }

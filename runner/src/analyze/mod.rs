@@ -573,6 +573,7 @@ mod tests {
             slo,
             objective: Objective::CostPerInference,
             expected_peak_rps: None,
+            expected_peak_output_tokens_per_s: None,
             headroom_percent: 0.0,
             max_error_rate_percent: 1.0,
             ttft_ms: None,

@@ -395,8 +395,17 @@ fn describe_difference(objective: Objective, value: f64, best: f64, margin: Inte
 /// The smallest instance count whose combined throughput (at the SLO, when there is one) carries the expected
 /// peak with the headroom asked for; without an expected peak, the count that was measured.
 pub fn initial_instance_count(result: &ConfigurationResult, metrics: &Metrics, requirements: &Requirements) -> u32 {
-    let Some(peak_rps) = requirements.expected_peak_rps else {
-        return result.instance_count;
+    let peak_rps = match (requirements.expected_peak_rps, requirements.expected_peak_output_tokens_per_s) {
+        (Some(peak_rps), _) => peak_rps,
+        // Tokens are served as responses: the peak in responses at this configuration's tokens per response.
+        (None, Some(peak_tokens_per_s)) => {
+            let per_response = metrics.tokens.as_ref().map(|tokens| tokens.at_plateau.mean_output_tokens);
+            match per_response.filter(|tokens| *tokens > 0.0) {
+                Some(tokens) => peak_tokens_per_s / tokens,
+                None => return result.instance_count,
+            }
+        }
+        (None, None) => return result.instance_count,
     };
     // The lower end of the capacity's interval: the count must carry the peak even if the capacity is at its low end.
     let capacity_per_min = match metrics.max_invocations_at_slo {

@@ -234,6 +234,7 @@ mod tests {
             slo: goal_ms.map(|latency_ms| LatencyThreshold { percentile: Percentile::new(99.0).unwrap(), latency_ms }),
             objective,
             expected_peak_rps: None,
+            expected_peak_output_tokens_per_s: None,
             headroom_percent: 0.0,
             max_error_rate_percent: 1.0,
             ttft_ms: None,

@@ -93,6 +93,10 @@ pub(super) struct RawRequirements {
     /// The peak load to size for: InitialInstanceCount is the instances this needs, with the headroom.
     #[schemars(with = "Option<f64>")]
     expected_peak_rps: Option<Spanned<f64>>,
+    /// Language models: the peak to size for in output tokens per second, instead of `expected_peak_rps`; it is
+    /// carried as responses at the configuration's measured tokens per response.
+    #[schemars(with = "Option<f64>")]
+    expected_peak_output_tokens_per_s: Option<Spanned<f64>>,
     /// Capacity to keep spare above the expected peak, in percent (default 0).
     #[schemars(with = "Option<f64>")]
     headroom_percent: Option<Spanned<f64>>,
@@ -158,6 +162,9 @@ pub struct Requirements {
     pub slo: Option<LatencyThreshold>,
     pub objective: Objective,
     pub expected_peak_rps: Option<f64>,
+    /// Set instead of `expected_peak_rps`, never with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_peak_output_tokens_per_s: Option<f64>,
     pub headroom_percent: f64,
     /// The error budget at the load a configuration is judged at.
     #[serde(default = "default_error_budget_percent")]
@@ -259,6 +266,20 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
             .expected_peak_rps
             .as_ref()
             .map(|peak| positive(peak, "requirements.expected_peak_rps", sink)),
+        expected_peak_output_tokens_per_s: match (&raw.expected_peak_rps, &raw.expected_peak_output_tokens_per_s) {
+            (Some(_), Some(tokens)) => {
+                let hint = "size for requests or for output tokens, not both";
+                sink.error(
+                    span_of(tokens),
+                    "requirements.expected_peak_output_tokens_per_s",
+                    "is set with expected_peak_rps",
+                    Some(hint.into()),
+                );
+                None
+            }
+            (None, Some(tokens)) => Some(positive(tokens, "requirements.expected_peak_output_tokens_per_s", sink)),
+            (_, None) => None,
+        },
         headroom_percent,
         max_error_rate_percent,
         ttft_ms: raw.ttft_ms.as_ref().map(|ttft| positive(ttft, "requirements.ttft_ms", sink)),
@@ -272,10 +293,11 @@ pub(super) fn check_token_goals(
     configurations: &[Configuration],
     sink: &mut DiagnosticSink<'_>,
 ) {
-    let asked = match (&raw.objective, &raw.ttft_ms, &raw.tpot_ms) {
-        (Some(objective), _, _) if objective.get_ref().needs_tokens() => ("requirements.objective", span_of(objective)),
-        (_, Some(ttft), _) => ("requirements.ttft_ms", span_of(ttft)),
-        (_, _, Some(tpot)) => ("requirements.tpot_ms", span_of(tpot)),
+    let asked = match (&raw.objective, &raw.ttft_ms, &raw.tpot_ms, &raw.expected_peak_output_tokens_per_s) {
+        (Some(objective), ..) if objective.get_ref().needs_tokens() => ("requirements.objective", span_of(objective)),
+        (_, Some(ttft), ..) => ("requirements.ttft_ms", span_of(ttft)),
+        (_, _, Some(tpot), _) => ("requirements.tpot_ms", span_of(tpot)),
+        (.., Some(peak)) => ("requirements.expected_peak_output_tokens_per_s", span_of(peak)),
         _ => return,
     };
     let reads_tokens = |deployment: &Deployment| match deployment {
