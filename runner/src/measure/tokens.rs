@@ -115,8 +115,9 @@ impl TokenTally {
         if goals.is_some_and(|goals| goals.met(latency_us, ttft_us, tpot_us)) {
             self.good += 1;
         }
-        for &gap_us in gaps_us {
-            self.itl_us.saturating_record(u64::from(gap_us).max(1));
+        // Chunks that arrive in one read share their gap (often 0): a run of equal gaps is one record.
+        for run in gaps_us.chunk_by(|a, b| a == b) {
+            self.itl_us.saturating_record_n(u64::from(run[0]).max(1), run.len() as u64);
         }
         self.output_tokens.saturating_record(u64::from(tokens.output).max(1));
         self.output_total += u64::from(tokens.output);

@@ -206,26 +206,62 @@ fn scan(chunk: &[u8]) -> Result<Scanned, String> {
     }
     let non_empty_string = |value: &[u8]| value.starts_with(b"\"") && !value.starts_with(b"\"\"");
     let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
-    for colon in memchr::memchr_iter(b':', json) {
+    // memchr's SSE2 searcher on x86-64, not its run-time choice: a chunk is about a hundred bytes, too short for
+    // AVX2 to pay for itself (measured: the whole scan took half the time).
+    #[cfg(target_arch = "x86_64")]
+    let searcher = memchr::arch::x86_64::sse2::memchr::One::new(b':').expect("SSE2 is part of x86-64");
+    #[cfg(target_arch = "x86_64")]
+    let colons = searcher.iter(json);
+    #[cfg(not(target_arch = "x86_64"))]
+    let colons = memchr::memchr_iter(b':', json);
+    for colon in colons {
         let Some(name) = json[..colon].trim_ascii_end().strip_suffix(b"\"") else { continue };
-        let Some(open) = memchr::memrchr(b'"', name) else { continue };
+        let Some(key) = Key::ending(name) else { continue };
         let value = json[colon + 1..].trim_ascii_start();
-        match &name[open + 1..] {
-            b"content" | b"reasoning_content" | b"text" => scanned.text |= non_empty_string(value),
-            b"finish_reason" => scanned.finished |= non_empty_string(value),
-            b"error" => scanned.error |= !value.starts_with(b"null"),
-            b"object" => scanned.error |= value.starts_with(br#""error""#),
-            b"usage" if value.starts_with(b"{") => {
+        match key {
+            Key::Text => scanned.text |= non_empty_string(value),
+            Key::FinishReason => scanned.finished |= non_empty_string(value),
+            Key::Error => scanned.error |= !value.starts_with(b"null"),
+            Key::Object => scanned.error |= value.starts_with(br#""error""#),
+            Key::Usage if value.starts_with(b"{") => {
                 match serde_json::Deserializer::from_slice(value).into_iter::<Usage>().next() {
                     Some(Ok(usage)) => scanned.usage = Some(usage),
                     Some(Err(error)) => return Err(format!("its usage: {error}")),
                     None => {}
                 }
             }
-            _ => {}
+            Key::Usage => {}
         }
     }
     Ok(scanned)
+}
+
+/// The keys of a chunk plateau reads.
+#[derive(Clone, Copy)]
+enum Key {
+    /// `content`, `reasoning_content` or `text`.
+    Text,
+    FinishReason,
+    Error,
+    Object,
+    Usage,
+}
+
+impl Key {
+    /// The key `name` (a chunk's bytes up to a key's closing quote) ends with, if plateau reads it. The last byte
+    /// rules out most keys before any comparison, and the opening quote is checked where each key says it is, so
+    /// no search runs backwards for it (that search was a third of a chunk's scan).
+    fn ending(name: &[u8]) -> Option<Key> {
+        let is = |key: &[u8]| name.len() > key.len() && name.ends_with(key) && name[name.len() - key.len() - 1] == b'"';
+        match name.last()? {
+            b't' if is(b"content") || is(b"text") || is(b"reasoning_content") => Some(Key::Text),
+            b't' if is(b"object") => Some(Key::Object),
+            b'n' if is(b"finish_reason") => Some(Key::FinishReason),
+            b'r' if is(b"error") => Some(Key::Error),
+            b'e' if is(b"usage") => Some(Key::Usage),
+            _ => None,
+        }
+    }
 }
 
 /// A whole (not streamed) response.
@@ -401,5 +437,14 @@ mod tests {
             let scanned = scan(empty.as_bytes()).unwrap();
             assert!(!scanned.text && scanned.finished, "pad {pad}: {empty}");
         }
+    }
+
+    #[test]
+    fn only_whole_key_names_count() {
+        let text = |chunk: &str| scan(chunk.as_bytes()).unwrap().text;
+        assert!(text(r#"{"delta":{"reasoning_content":"hm"}}"#));
+        assert!(text(r#"{"choices":[{"text" : "a"}]}"#), "spaces around the colon");
+        assert!(!text(r#"{"delta":{"xcontent":"a","my_text":"b","_reasoning_content":"c"}}"#));
+        assert!(!scan(br#"{"usage_error":"x","object":"chunk"}"#).unwrap().error);
     }
 }

@@ -69,7 +69,7 @@ impl SseParser {
         }
         while !input.is_empty() {
             // An event's blank line ends it: no search for that one.
-            let found = if input[0] == b'\n' { Some(0) } else { memchr::memchr2(b'\n', b'\r', input) };
+            let found = if input[0] == b'\n' { Some(0) } else { line_end(input) };
             let Some(end) = found else {
                 if self.partial.len() + input.len() > self.limit_bytes {
                     return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
@@ -78,6 +78,21 @@ impl SseParser {
                 self.seen_bytes += input.len() as u64;
                 return Ok(());
             };
+            // Nearly every event of a token stream is one `data:` line and its blank line, in one read: dispatched
+            // from the read itself, not copied into the event's buffer.
+            if input.get(end + 1) == Some(&b'\n') && input[end] == b'\n' && self.partial.is_empty() && !self.has_data {
+                if let Some(value) = input[..end].strip_prefix(b"data:") {
+                    let value = value.strip_prefix(b" ").unwrap_or(value);
+                    if value.len() + 1 > self.limit_bytes {
+                        return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
+                    }
+                    on_event(Event { is_error: self.is_error, data: value });
+                    self.is_error = false;
+                    self.seen_bytes += end as u64 + 2;
+                    input = &input[end + 2..];
+                    continue;
+                }
+            }
             let mut consumed = end + 1;
             if input[end] == b'\r' {
                 match input.get(end + 1) {
@@ -144,6 +159,19 @@ impl SseParser {
         }
         Ok(())
     }
+}
+
+/// Where the first line of `input` ends. On x86-64, memchr's SSE2 searcher directly: a line of a token stream is
+/// about a hundred bytes, too short for its run-time choice of AVX2 to pay for itself (measured with the chunk scan
+/// in `openai`, which the same change made twice as fast).
+#[cfg(target_arch = "x86_64")]
+fn line_end(input: &[u8]) -> Option<usize> {
+    memchr::arch::x86_64::sse2::memchr::Two::new(b'\n', b'\r').expect("SSE2 is part of x86-64").find(input)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn line_end(input: &[u8]) -> Option<usize> {
+    memchr::memchr2(b'\n', b'\r', input)
 }
 
 /// The UTF-8 byte-order mark a stream may begin with.
