@@ -80,18 +80,21 @@ impl SseParser {
             };
             // Nearly every event of a token stream is one `data:` line and its blank line, in one read: dispatched
             // from the read itself, not copied into the event's buffer.
-            if input.get(end + 1) == Some(&b'\n') && input[end] == b'\n' && self.partial.is_empty() && !self.has_data {
-                if let Some(value) = input[..end].strip_prefix(b"data:") {
-                    let value = value.strip_prefix(b" ").unwrap_or(value);
-                    if value.len() + 1 > self.limit_bytes {
-                        return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
-                    }
-                    on_event(Event { is_error: self.is_error, data: value });
-                    self.is_error = false;
-                    self.seen_bytes += end as u64 + 2;
-                    input = &input[end + 2..];
-                    continue;
+            let one_line_event = input.get(end + 1) == Some(&b'\n') && input[end] == b'\n';
+            if one_line_event
+                && self.partial.is_empty()
+                && !self.has_data
+                && let Some(value) = input[..end].strip_prefix(b"data:")
+            {
+                let value = value.strip_prefix(b" ").unwrap_or(value);
+                if value.len() + 1 > self.limit_bytes {
+                    return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
                 }
+                on_event(Event { is_error: self.is_error, data: value });
+                self.is_error = false;
+                self.seen_bytes += end as u64 + 2;
+                input = &input[end + 2..];
+                continue;
             }
             let mut consumed = end + 1;
             if input[end] == b'\r' {
