@@ -1479,3 +1479,81 @@ reference_llm = {{ max_batch = 8, iteration_ms = 1, per_sequence_ms = 0.1, prefi
     let expected = (20000.0 / per_response / capacity_rps).ceil();
     assert_eq!(results["recommendation"]["initial_instance_count"].as_f64(), Some(expected), "{metrics}");
 }
+
+#[test]
+fn ttft_and_tpot_goals_bound_the_load_at_goal_and_one_missed_at_the_lowest_load_is_named() {
+    let _machine = shared_lock();
+    // `b4` batches 4 responses of 32 tokens at 7 ms an iteration: up to 4 users each first token comes an iteration
+    // or two after its request; at 6, two users wait about half a response (112 ms) for a free place, far over an
+    // 80 ms p90 TTFT. `slow` takes 25 ms a token, over the 10 ms TPOT goal at any load. There is no latency goal: the token
+    // goals alone set the load at goal.
+    let folder = tempfile::tempdir().unwrap();
+    let prompt = "x".repeat(200);
+    let job = write_job(
+        folder.path(),
+        &format!(
+            r#"
+version = 1
+[job]
+name = "token-goals"
+seed = 4
+[target]
+kind = "reference"
+[payload]
+body = '{{"max_tokens": 32, "stream": true, "messages": [{{"role": "user", "content": "{prompt}"}}]}}'
+[traffic]
+max_step_duration = "2s"
+[traffic.stairs]
+users_per_step = 2
+step_duration = "2s"
+steps = 3
+[requirements]
+percentile = "p90"
+ttft_ms = 80
+tpot_ms = 10
+objective = "cost-per-million-tokens"
+[[configurations]]
+name = "b4"
+instance_type = "ref.llm.b4"
+price_per_hour_usd = 1
+reference_llm = {{ max_batch = 4, iteration_ms = 5, per_sequence_ms = 0.5, prefill_ms_per_token = 0.01 }}
+[[configurations]]
+name = "slow"
+instance_type = "ref.llm.slow"
+price_per_hour_usd = 0.01
+reference_llm = {{ max_batch = 4, iteration_ms = 25, per_sequence_ms = 0.1, prefill_ms_per_token = 0.01 }}
+"#
+        ),
+    );
+    let out = folder.path().join("out");
+    let output = plateau().args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 5)), "{}", text(&output));
+    let results = read_results(&out);
+    assert_eq!(results["job"]["requirements"]["percentile"], "p90", "{}", results["job"]["requirements"]);
+    let b4 = configuration(&results, "b4");
+    let p90 = |step: &Value, figure: &str| step["tokens"][figure]["p90_ms"].as_f64().unwrap();
+    let ttft: Vec<(f64, f64)> = b4["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| (step["load"].as_f64().unwrap(), p90(step, "ttft")))
+        .collect();
+    println!("b4: p90 TTFT by users {ttft:?}; load at goal {}", b4["metrics"]["load_at_slo"]);
+    assert!(ttft[..2].iter().all(|(_, ms)| *ms <= 80.0) && ttft[2].1 > 80.0, "{ttft:?}");
+    assert_eq!(b4["metrics"]["load_at_slo"], 4.0, "{}", b4["metrics"]);
+    // At goal is the 4-user step's throughput, below the 6-user step's capacity.
+    let at_goal = b4["metrics"]["max_invocations_at_slo"].as_f64().unwrap();
+    assert!(at_goal < b4["metrics"]["max_invocations"].as_f64().unwrap(), "{}", b4["metrics"]);
+    let slow = configuration(&results, "slow");
+    let tpot = p90(&slow["steps"][0], "tpot");
+    assert!(tpot > 10.0, "{tpot}");
+    assert_eq!(slow["metrics"]["max_invocations_at_slo"], 0.0, "{}", slow["metrics"]);
+    let verdicts = results["recommendation"]["ranking"].as_array().unwrap();
+    let verdict =
+        verdicts.iter().find(|verdict| verdict["configuration"] == "slow").unwrap()["verdict"].as_str().unwrap();
+    assert!(
+        verdict.contains(&format!("fails p90 TPOT ≤ 10 ms: {tpot:.1} ms even at the lowest load (step 1)")),
+        "{verdict}"
+    );
+    assert_eq!(results["recommendation"]["configuration"], "b4", "the cheaper `slow` misses its goals");
+}

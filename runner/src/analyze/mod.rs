@@ -3,6 +3,7 @@
 //! (`scalability`). The recommendation across configurations is `recommend`'s.
 
 pub mod curve;
+pub mod goals;
 pub mod plateau;
 pub mod scalability;
 pub mod search;
@@ -18,6 +19,7 @@ use crate::plan::LoadUnit;
 use crate::spec::{PlateauSettings, Requirements, Stopping};
 use crate::units;
 use curve::pooled;
+pub use goals::Goal;
 pub use plateau::{OnlineDetector, Plateau, PlateauRule, StepPoint, sliding_window};
 use plateau::{complete_points, detect, fitted_curve, flat_part};
 use scalability::ScalabilityFit;
@@ -327,7 +329,8 @@ pub fn analyze_steps(
     };
     let max_invocations = units::per_minute(capacity_rps);
     let max_invocations_interval = capacity_interval.map(|interval| interval.scaled(units::per_minute(1.0)));
-    let at_slo = requirements.slo.map(|slo| {
+    let goals = Goal::all(requirements);
+    let at_slo = (!goals.is_empty()).then(|| {
         // Usable steps in load order, with their throughput on the fitted curve (measured steps) or their own
         // (boundary steps, which lie between measured ones), never above the capacity.
         let mut usable: Vec<(&StepResult, f64)> = complete
@@ -343,24 +346,20 @@ pub fn analyze_steps(
             .map(|(step, rps)| (step, rps.min(capacity_rps)))
             .collect();
         usable.sort_by(|(a, _), (b, _)| a.load.total_cmp(&b.load));
-        let percentile = slo.percentile.value();
-        let latency_interval = |step: &StepResult| step.latency_intervals.map(|intervals| intervals.at(percentile));
-        // The figure: the highest load whose percentile met the goal.
-        let meeting = usable.iter().rposition(|(step, _)| {
-            !step.histogram.is_empty() && measure::percentile_ms(&step.histogram, percentile) <= slo.latency_ms
-        });
+        // The figure: the highest load that met every goal.
+        let meeting = usable.iter().rposition(|(step, _)| goals.iter().all(|goal| goal.met(step)));
         meeting.map_or((0.0, None, None), |index| {
             let (step, value_rps) = usable[index];
-            // Its interval runs from the highest step that met the goal beyond doubt (its percentile's interval
-            // below it) to the lowest above that missed it beyond doubt: the boundary lies between them.
+            // Its interval runs from the highest step that met every goal beyond doubt (each percentile's interval
+            // within its limit) to the lowest above that missed one beyond doubt: the boundary lies between them.
             let met = usable[..=index]
                 .iter()
                 .rev()
-                .find(|(step, _)| latency_interval(step).is_some_and(|interval| interval.high <= slo.latency_ms))
+                .find(|(step, _)| goals.iter().all(|goal| goal.met_beyond_doubt(step)))
                 .map_or(step, |(step, _)| *step);
             let missed = usable[index + 1..]
                 .iter()
-                .find(|(step, _)| latency_interval(step).is_some_and(|interval| interval.low > slo.latency_ms))
+                .find(|(step, _)| goals.iter().any(|goal| goal.missed_beyond_doubt(step)))
                 .or(usable.get(index + 1))
                 .and_then(|(step, _)| step.throughput_interval_rps);
             let interval = step.throughput_interval_rps.map(|own| Interval {
@@ -578,6 +577,7 @@ mod tests {
             max_error_rate_percent: 1.0,
             ttft_ms: None,
             tpot_ms: None,
+            percentile: Percentile::p99(),
         };
         analyze_steps(records, &[], &facts, &stopping, &requirements, &PlateauSettings::default(), None)
     }

@@ -239,6 +239,7 @@ mod tests {
             max_error_rate_percent: 1.0,
             ttft_ms: None,
             tpot_ms: None,
+            percentile: Percentile::p99(),
         }
     }
 

@@ -86,6 +86,7 @@ pub(super) struct RawRequirements {
     /// The latency goal: the percentile of ModelLatency must stay at or under this, ms.
     #[schemars(with = "Option<f64>")]
     latency_ms: Option<Spanned<f64>>,
+    /// The percentile the goals are held to: `latency_ms`, `ttft_ms` and `tpot_ms` (default p99).
     percentile: Option<Percentile>,
     /// What the recommendation optimises among the configurations that meet the goal (default cost-per-inference).
     #[schemars(with = "Option<Objective>")]
@@ -169,11 +170,15 @@ pub struct Requirements {
     /// The error budget at the load a configuration is judged at.
     #[serde(default = "default_error_budget_percent")]
     pub max_error_rate_percent: f64,
-    /// Language models: the per-response goals of goodput besides `slo`'s latency.
+    /// Language models: the per-response goals of goodput besides `slo`'s latency; held at `percentile` too, they
+    /// bound the load that meets the requirements, as the latency goal does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpot_ms: Option<f64>,
+    /// The percentile every goal is held to (`latency_ms`'s, `ttft_ms`'s, `tpot_ms`'s).
+    #[serde(default = "Percentile::p99")]
+    pub percentile: Percentile,
 }
 
 /// Requests that may fail at the judged load, in percent, when `[requirements]` does not say.
@@ -241,10 +246,11 @@ pub(super) fn validate_stopping(raw: &RawStopping, sink: &mut DiagnosticSink<'_>
 }
 
 pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut DiagnosticSink<'_>) -> Requirements {
-    let slo = raw.latency_ms.as_ref().map(|latency| LatencyThreshold {
-        percentile: raw.percentile.unwrap_or(Percentile::new(99.0).expect("p99 is valid")),
-        latency_ms: positive(latency, "requirements.latency_ms", sink),
-    });
+    let percentile = raw.percentile.unwrap_or_else(Percentile::p99);
+    let slo = raw
+        .latency_ms
+        .as_ref()
+        .map(|latency| LatencyThreshold { percentile, latency_ms: positive(latency, "requirements.latency_ms", sink) });
     let headroom_percent = within(
         &raw.headroom_percent,
         (0.0..=1000.0, 0.0),
@@ -284,6 +290,7 @@ pub(super) fn validate_requirements(raw: &RawRequirements, sink: &mut Diagnostic
         max_error_rate_percent,
         ttft_ms: raw.ttft_ms.as_ref().map(|ttft| positive(ttft, "requirements.ttft_ms", sink)),
         tpot_ms: raw.tpot_ms.as_ref().map(|tpot| positive(tpot, "requirements.tpot_ms", sink)),
+        percentile,
     }
 }
 

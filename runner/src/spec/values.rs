@@ -15,6 +15,11 @@ impl Percentile {
         (value > 0.0 && value < 100.0).then_some(Self(value))
     }
 
+    /// The percentile goals are held to when the job file names none.
+    pub fn p99() -> Self {
+        Self(99.0)
+    }
+
     /// As a number in (0, 100), the form hdrhistogram's `value_at_percentile` takes.
     pub fn value(self) -> f64 {
         self.0
