@@ -1506,7 +1506,7 @@ max_step_duration = "2s"
 [traffic.stairs]
 users_per_step = 2
 step_duration = "2s"
-steps = 3
+steps = 4
 [requirements]
 percentile = "p90"
 ttft_ms = 80
@@ -1539,7 +1539,7 @@ reference_llm = {{ max_batch = 4, iteration_ms = 25, per_sequence_ms = 0.1, pref
         .map(|step| (step["load"].as_f64().unwrap(), p90(step, "ttft")))
         .collect();
     println!("b4: p90 TTFT by users {ttft:?}; load at goal {}", b4["metrics"]["load_at_slo"]);
-    assert!(ttft[..2].iter().all(|(_, ms)| *ms <= 80.0) && ttft[2].1 > 80.0, "{ttft:?}");
+    assert!(ttft[..2].iter().all(|(_, ms)| *ms <= 80.0) && ttft[2..].iter().all(|(_, ms)| *ms > 80.0), "{ttft:?}");
     assert_eq!(b4["metrics"]["load_at_slo"], 4.0, "{}", b4["metrics"]);
     // At goal is the 4-user step's throughput, below the 6-user step's capacity.
     let at_goal = b4["metrics"]["max_invocations_at_slo"].as_f64().unwrap();
@@ -1556,4 +1556,46 @@ reference_llm = {{ max_batch = 4, iteration_ms = 25, per_sequence_ms = 0.1, pref
         "{verdict}"
     );
     assert_eq!(results["recommendation"]["configuration"], "b4", "the cheaper `slow` misses its goals");
+
+    // The same server a third slower per token: compare's token rules see it, at the same load.
+    let slower = std::fs::read_to_string(&job)
+        .unwrap()
+        .replace("max_batch = 4, iteration_ms = 5,", "max_batch = 4, iteration_ms = 7,");
+    let slower_job = folder.path().join("slower.toml");
+    std::fs::write(&slower_job, slower).unwrap();
+    let head = folder.path().join("head");
+    let output = plateau()
+        .args(["run", slower_job.to_str().unwrap(), "--only", "b4", "--out", head.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 5)), "{}", text(&output));
+    let rules = ["output_tokens_per_s < -5%", "ttft_p90 > +10%", "goodput < -50%"];
+    let mut args = vec!["compare".to_string(), out.join("results.json").display().to_string()];
+    args.push(head.join("results.json").display().to_string());
+    for rule in rules {
+        args.extend(["--fail-on".to_string(), rule.to_string()]);
+    }
+    args.extend(["--format".to_string(), "json".to_string()]);
+    let output = plateau().args(&args).output().unwrap();
+    let comparison: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", text(&output)));
+    let b4 = comparison["configurations"].as_array().unwrap().iter().find(|c| c["name"] == "b4").unwrap();
+    let change = |metric: &str| {
+        let delta = b4["deltas"].as_array().unwrap().iter().find(|delta| delta["metric"] == metric);
+        delta.unwrap_or_else(|| panic!("no {metric}: {b4}"))["delta_percent"].as_f64().unwrap()
+    };
+    println!(
+        "b4, 7 ms an iteration against 5: output tokens/s {:+.1}%, TTFT p90 {:+.1}% at {} users, goodput {:+.1}%",
+        change("output_tokens_per_s"),
+        change("ttft_p90"),
+        b4["matched_load"],
+        change("goodput")
+    );
+    // 32 tokens at 9 ms an iteration instead of 7 (a full batch): about 22% fewer tokens a second. A batch's
+    // responses end together, so 2-second steps count them in fours: a step's rate is known to about 2/s of 18.
+    assert!((-45.0..-12.0).contains(&change("output_tokens_per_s")), "{b4}");
+    let fired: Vec<&str> =
+        comparison["fired"].as_array().unwrap().iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    assert_eq!(output.status.code(), Some(4), "{comparison}");
+    assert!(fired.contains(&"output_tokens_per_s < -5%") && fired.contains(&"ttft_p90 > +10%"), "{comparison}");
+    assert!(!fired.contains(&"goodput < -50%"), "{comparison}");
 }

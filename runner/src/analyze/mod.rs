@@ -228,19 +228,40 @@ pub fn step_result(step: &StepRecord) -> StepResult {
 /// A latency percentile at `load` and its interval, read on the valid steps: the step at that load, or interpolated
 /// linearly between the steps on either side; absent outside the measured loads.
 pub fn latency_at(steps: &[StepResult], load: f64, percentile: f64) -> Option<(f64, Option<Interval>)> {
-    let valid: Vec<&StepResult> =
-        steps.iter().filter(|step| step.complete && step.invalid.is_none() && step.latency.count > 0).collect();
-    let at = |step: &StepResult| {
-        (step.latency.at(percentile), step.latency_intervals.map(|intervals| intervals.at(percentile)))
-    };
-    if let Some(step) = valid.iter().find(|step| (step.load - load).abs() < 1e-9) {
-        return Some(at(step));
+    figure_at(steps, load, |step| {
+        (step.latency.count > 0)
+            .then(|| (step.latency.at(percentile), step.latency_intervals.map(|intervals| intervals.at(percentile))))
+    })
+}
+
+/// A TTFT percentile at `load` and its interval, as `latency_at` reads latency; absent without streamed responses.
+pub fn ttft_at(steps: &[StepResult], load: f64, percentile: f64) -> Option<(f64, Option<Interval>)> {
+    figure_at(steps, load, |step| {
+        let tokens = step.tokens.as_ref()?;
+        Some((tokens.ttft?.at(percentile), tokens.ttft_intervals.map(|intervals| intervals.at(percentile))))
+    })
+}
+
+/// A figure `read` from each valid step that has it, at `load`: the step at that load, or interpolated linearly
+/// between the steps on either side.
+fn figure_at(
+    steps: &[StepResult],
+    load: f64,
+    read: impl Fn(&StepResult) -> Option<(f64, Option<Interval>)>,
+) -> Option<(f64, Option<Interval>)> {
+    let valid: Vec<(f64, (f64, Option<Interval>))> = steps
+        .iter()
+        .filter(|step| step.complete && step.invalid.is_none())
+        .filter_map(|step| Some((step.load, read(step)?)))
+        .collect();
+    if let Some((_, figure)) = valid.iter().find(|(at, _)| (at - load).abs() < 1e-9) {
+        return Some(*figure);
     }
-    let below = valid.iter().filter(|step| step.load < load).max_by(|a, b| a.load.total_cmp(&b.load))?;
-    let above = valid.iter().filter(|step| step.load > load).min_by(|a, b| a.load.total_cmp(&b.load))?;
-    let share = (load - below.load) / (above.load - below.load);
+    let below = valid.iter().filter(|(at, _)| *at < load).max_by(|a, b| a.0.total_cmp(&b.0))?;
+    let above = valid.iter().filter(|(at, _)| *at > load).min_by(|a, b| a.0.total_cmp(&b.0))?;
+    let share = (load - below.0) / (above.0 - below.0);
     let between = |low: f64, high: f64| low + (high - low) * share;
-    let ((low_value, low_interval), (high_value, high_interval)) = (at(below), at(above));
+    let ((low_value, low_interval), (high_value, high_interval)) = (below.1, above.1);
     let interval = low_interval
         .zip(high_interval)
         .map(|(low, high)| Interval { low: between(low.low, high.low), high: between(low.high, high.high) });

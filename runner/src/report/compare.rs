@@ -20,7 +20,7 @@ use std::str::FromStr;
 use serde::Serialize;
 
 use super::mermaid::{Plot, XyChart};
-use crate::analyze::{StepResult, latency_at};
+use crate::analyze::{StepResult, latency_at, ttft_at};
 use crate::measure::precision::Interval;
 use crate::results::{Confidence, ConfigurationResult, Results};
 use statrs::distribution::{ContinuousCDF as _, Normal};
@@ -37,9 +37,18 @@ pub enum Metric {
     ErrorRate,
     /// The load where throughput levelled off.
     KneeLoad,
+    /// Language models: output tokens per second at the plateau.
+    OutputTokensPerS,
+    CostPerMillionTokens,
+    /// The peak of good responses per second.
+    Goodput,
+    /// Time to first token at the matched load.
+    TtftP50,
+    TtftP90,
+    TtftP99,
 }
 
-const METRICS: [Metric; 8] = [
+const METRICS: [Metric; 14] = [
     Metric::MaxInvocations,
     Metric::MaxInvocationsAtSlo,
     Metric::P50,
@@ -48,6 +57,12 @@ const METRICS: [Metric; 8] = [
     Metric::CostPerInference,
     Metric::ErrorRate,
     Metric::KneeLoad,
+    Metric::OutputTokensPerS,
+    Metric::CostPerMillionTokens,
+    Metric::Goodput,
+    Metric::TtftP50,
+    Metric::TtftP90,
+    Metric::TtftP99,
 ];
 
 impl Metric {
@@ -61,6 +76,12 @@ impl Metric {
             Metric::CostPerInference => "cost_per_inference",
             Metric::ErrorRate => "error_rate",
             Metric::KneeLoad => "knee_load",
+            Metric::OutputTokensPerS => "output_tokens_per_s",
+            Metric::CostPerMillionTokens => "cost_per_million_tokens",
+            Metric::Goodput => "goodput",
+            Metric::TtftP50 => "ttft_p50",
+            Metric::TtftP90 => "ttft_p90",
+            Metric::TtftP99 => "ttft_p99",
         }
     }
 
@@ -74,18 +95,37 @@ impl Metric {
             Metric::CostPerInference => "CostPerInference (USD)",
             Metric::ErrorRate => "Errors (%)",
             Metric::KneeLoad => "Knee load",
+            Metric::OutputTokensPerS => "Output tokens/s",
+            Metric::CostPerMillionTokens => "Cost per million output tokens (USD)",
+            Metric::Goodput => "Goodput peak (/s)",
+            Metric::TtftP50 => "TTFT p50 (ms)",
+            Metric::TtftP90 => "TTFT p90 (ms)",
+            Metric::TtftP99 => "TTFT p99 (ms)",
         }
     }
 
     fn higher_is_better(self) -> bool {
-        matches!(self, Metric::MaxInvocations | Metric::MaxInvocationsAtSlo | Metric::KneeLoad)
+        matches!(
+            self,
+            Metric::MaxInvocations
+                | Metric::MaxInvocationsAtSlo
+                | Metric::KneeLoad
+                | Metric::OutputTokensPerS
+                | Metric::Goodput
+        )
+    }
+
+    /// Another figure restated (cost per inference is MaxInvocations, or the goal's figure, over the price; output
+    /// tokens per second are invocations times tokens per response): it adds no chance of a false alarm.
+    fn restated(self) -> bool {
+        matches!(self, Metric::CostPerInference | Metric::OutputTokensPerS | Metric::CostPerMillionTokens)
     }
 
     /// The smallest change that counts, whatever the intervals say: percent, or percentage points for the error
     /// rate.
     fn floor(self) -> f64 {
         match self {
-            Metric::P50 | Metric::P90 | Metric::P99 => 5.0,
+            Metric::P50 | Metric::P90 | Metric::P99 | Metric::TtftP50 | Metric::TtftP90 | Metric::TtftP99 => 5.0,
             Metric::ErrorRate => 0.5,
             _ => 3.0,
         }
@@ -104,6 +144,11 @@ impl Metric {
             let (value, interval) = latency_at(&result.steps, matched_load?, percentile)?;
             Some(Figure { value, interval, bound: false })
         };
+        let ttft = |percentile: f64| {
+            let (value, interval) = ttft_at(&result.steps, matched_load?, percentile)?;
+            Some(Figure { value, interval, bound: false })
+        };
+        let tokens = metrics.tokens.as_ref();
         match self {
             Metric::MaxInvocations => figure(metrics.max_invocations, metrics.max_invocations_interval),
             Metric::MaxInvocationsAtSlo => {
@@ -122,6 +167,14 @@ impl Metric {
                 let interval = Interval { low: metrics.load_at_plateau - gap, high: metrics.load_at_plateau };
                 figure(metrics.load_at_plateau, Some(interval))
             }
+            Metric::OutputTokensPerS => figure(tokens?.output_tokens_per_s, tokens?.output_tokens_per_s_interval),
+            Metric::CostPerMillionTokens => {
+                figure(tokens?.cost_per_million_output_tokens_usd?, tokens?.cost_per_million_output_tokens_interval_usd)
+            }
+            Metric::Goodput => figure(tokens?.max_goodput_per_s, tokens?.max_goodput_interval_per_s),
+            Metric::TtftP50 => ttft(50.0),
+            Metric::TtftP90 => ttft(90.0),
+            Metric::TtftP99 => ttft(99.0),
         }
     }
 }
@@ -350,8 +403,8 @@ pub struct CompareView<'a> {
     pub charts: Vec<String>,
 }
 
-/// MaxInvocations and p99 (at the matched load) of every configuration both runs measured: this run as bars, the
-/// base as a line over them.
+/// MaxInvocations and p99 (at the matched load) of every configuration both runs measured, and for language models
+/// output tokens/s and TTFT p90: this run as bars, the base as a line over them.
 pub fn view(comparison: &Comparison) -> CompareView<'_> {
     let chart = |metric: Metric, title: &str, y_label: &str| {
         let both: Vec<(&str, &MetricDelta)> = comparison
@@ -379,6 +432,8 @@ pub fn view(comparison: &Comparison) -> CompareView<'_> {
     let charts = [
         chart(Metric::MaxInvocations, "MaxInvocations", "invocations per minute"),
         chart(Metric::P99, "p99 at the matched load", "latency (ms)"),
+        chart(Metric::OutputTokensPerS, "Output tokens/s", "tokens per second"),
+        chart(Metric::TtftP90, "TTFT p90 at the matched load", "time to first token (ms)"),
     ];
     CompareView { comparison, charts: charts.into_iter().flatten().collect() }
 }
@@ -498,8 +553,7 @@ fn configuration_delta(
                     Some((metric, metric.figure(base, matched_load)?, metric.figure(head, matched_load)?))
                 })
                 .collect();
-            // Cost per inference is MaxInvocations (or the goal's figure) restated: it adds no chance of a false alarm.
-            let family = figures.iter().filter(|(metric, _, _)| *metric != Metric::CostPerInference).count();
+            let family = figures.iter().filter(|(metric, _, _)| !metric.restated()).count();
             figures.into_iter().map(|(metric, base, head)| delta(metric, base, head, spread_percent, family)).collect()
         }
         _ => Vec::new(),
