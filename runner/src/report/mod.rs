@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use minijinja::{AutoEscape, Environment, Error, ErrorKind, State, Value};
 use serde::Serialize;
 
-use crate::analyze::StepResult;
+use crate::analyze::{StepResult, TokenFigures};
+use crate::measure::precision::Interval;
 use crate::measure::series::SecondSummary;
 use crate::plan;
 use crate::results::{ConfigurationResult, Results, Verdict};
@@ -309,7 +310,104 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
             over_time("Resource use over time", "% of what the server may use", resources, None),
         ));
     }
+    charts.extend(token_charts(&steps, plateau, &markers, results));
     charts
+}
+
+/// A language model's figures against load: output tokens/s and goodput, and TTFT, ITL and TPOT, from the steps
+/// that have them; none for other targets.
+fn token_charts(
+    steps: &[&StepResult],
+    plateau: Option<usize>,
+    markers: &[(f64, String)],
+    results: &Results,
+) -> Vec<(&'static str, (Axis, ChartSpec))> {
+    let with_tokens: Vec<(&StepResult, &TokenFigures)> =
+        steps.iter().filter_map(|step| Some((*step, step.tokens.as_ref()?))).collect();
+    if with_tokens.is_empty() {
+        return Vec::new();
+    }
+    let load_label = results.job.load_unit.label();
+    let plateau_load = plateau.and_then(|index| steps.get(index)).map(|step| step.load);
+    let series = |name: &str, unit: &str, pick: &dyn Fn(&TokenFigures) -> Option<(f64, Option<Interval>)>| {
+        let points: Vec<(f64, f64, Option<Interval>, bool)> = with_tokens
+            .iter()
+            .filter_map(|(step, tokens)| {
+                let (value, interval) = pick(tokens)?;
+                Some((step.load, value, interval, step.invalid.is_some()))
+            })
+            .collect();
+        (!points.is_empty()).then(|| SeriesData {
+            labels: points
+                .iter()
+                .map(|(load, value, ..)| format!("{load} {load_label}: {name} {value:.1} {unit}"))
+                .collect(),
+            intervals: points
+                .iter()
+                .map(|(_, _, interval, _)| interval.map(|interval| (interval.low, interval.high)))
+                .collect(),
+            greyed: points.iter().enumerate().filter(|(_, point)| point.3).map(|(index, _)| index).collect(),
+            highlighted: points.iter().position(|point| Some(point.0) == plateau_load).into_iter().collect(),
+            ..SeriesData::line(name, points.iter().map(|(load, value, ..)| (*load, *value)).collect())
+        })
+    };
+    let spec =
+        |title: &str, y_label: &str, left: Vec<Option<SeriesData>>, right: Option<RightAxis>, guides| ChartSpec {
+            title: title.into(),
+            x_label: load_label.into(),
+            y_label: y_label.into(),
+            series: left.into_iter().flatten().collect(),
+            right_axis: right.filter(|axis| !axis.series.is_empty()),
+            markers: markers.to_vec(),
+            guides,
+        };
+    let requirements = &results.job.requirements;
+    let percentile = requirements.percentile.value();
+    // Goodput in responses a second, on a scale of its own beside thousands of tokens a second.
+    let goodput = RightAxis {
+        label: "good responses/s".into(),
+        series: series("goodput (/s)", "/s", &|tokens| Some((tokens.goodput_per_s, tokens.goodput_interval_per_s)))
+            .into_iter()
+            .collect(),
+    };
+    let throughput = spec(
+        "Output tokens/s and goodput against load",
+        "output tokens/s",
+        vec![series("output tokens/s", "/s", &|tokens| {
+            Some((tokens.output_tokens_per_s, tokens.output_tokens_per_s_interval))
+        })],
+        Some(goodput),
+        Vec::new(),
+    );
+    let ttft_at = |tokens: &TokenFigures, percentile: f64| {
+        Some((tokens.ttft?.at(percentile), tokens.ttft_intervals.map(|intervals| intervals.at(percentile))))
+    };
+    // Gaps between tokens are tens of milliseconds beside TTFTs of hundreds: a scale of their own.
+    let between_tokens = RightAxis {
+        label: "between tokens (ms)".into(),
+        series: [
+            series("ITL p50", "ms", &|tokens| Some((tokens.itl?.p50_ms, None))),
+            series("TPOT p50", "ms", &|tokens| Some((tokens.tpot?.p50_ms, None))),
+        ]
+        .into_iter()
+        .flatten()
+        .collect(),
+    };
+    let ttft_goal = requirements
+        .ttft_ms
+        .map(|limit_ms| (limit_ms, format!("goal: {} TTFT ≤ {limit_ms} ms", requirements.percentile)));
+    let ttft_name = format!("TTFT {}", requirements.percentile);
+    let latency = spec(
+        "Time to first token and between tokens against load",
+        "time to first token (ms)",
+        vec![
+            series("TTFT p50", "ms", &|tokens| ttft_at(tokens, 50.0)),
+            (percentile != 50.0).then(|| series(&ttft_name, "ms", &|tokens| ttft_at(tokens, percentile))).flatten(),
+        ],
+        Some(between_tokens),
+        ttft_goal.into_iter().collect(),
+    );
+    vec![("tokens", (Axis::Load, throughput)), ("token-latency", (Axis::Load, latency))]
 }
 
 fn overview_chart(results: &Results, recommended: Option<&str>) -> Option<ChartSpec> {
