@@ -314,6 +314,9 @@ fn configuration_charts(result: &ConfigurationResult, results: &Results) -> Vec<
     charts
 }
 
+/// A figure and its 95% interval, where it has one.
+type WithInterval = (f64, Option<Interval>);
+
 /// A language model's figures against load: output tokens/s and goodput, and TTFT, ITL and TPOT, from the steps
 /// that have them; none for other targets.
 fn token_charts(
@@ -329,7 +332,7 @@ fn token_charts(
     }
     let load_label = results.job.load_unit.label();
     let plateau_load = plateau.and_then(|index| steps.get(index)).map(|step| step.load);
-    let series = |name: &str, unit: &str, pick: &dyn Fn(&TokenFigures) -> Option<(f64, Option<Interval>)>| {
+    let series = |name: &str, unit: &str, pick: &dyn Fn(&TokenFigures) -> Option<WithInterval>| {
         let points: Vec<(f64, f64, Option<Interval>, bool)> = with_tokens
             .iter()
             .filter_map(|(step, tokens)| {
