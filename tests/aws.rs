@@ -241,7 +241,9 @@ fn missing_credentials_name_the_sources_tried() {
 
 /// moto does not implement InvokeEndpointWithResponseStream (it answers 404), so this test serves the stream from a
 /// loopback server that encodes real event-stream frames with the SDK's own codec (aws-smithy-eventstream): five
-/// PayloadParts, the first after 30 ms, then one every 20 ms.
+/// PayloadParts, the first after 30 ms, then one every 20 ms. Asked with the custom attribute `openai`, the parts
+/// carry an OpenAI-compatible container's server-sent events instead, one event split across two parts, the last
+/// part with the finish reason, `usage` and `[DONE]`.
 #[tokio::test(flavor = "multi_thread")]
 async fn streaming_endpoints_report_time_to_first_token_and_between_tokens() {
     let _load = LOAD.lock().await;
@@ -249,30 +251,52 @@ async fn streaming_endpoints_report_time_to_first_token_and_between_tokens() {
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(serve_event_streams(listener));
 
-    let folder = tempfile::tempdir().unwrap();
-    let job =
-        sagemaker_job(folder.path(), &url, "[cloudwatch]\nendpoint_metrics = false\n").to_str().unwrap().to_string();
-    let text_of_job =
-        std::fs::read_to_string(&job).unwrap().replace("timeout = \"5s\"", "timeout = \"5s\"\nstreaming = true");
-    std::fs::write(&job, text_of_job).unwrap();
-    let out = folder.path().join("out");
-    let output = plateau(folder.path()).args(["run", &job, "--out", out.to_str().unwrap()]).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    let results = read_results(&out);
-    let step = &results["configurations"][0]["steps"][0];
-    let first_chunk_p50 = step["tokens"]["ttft"]["p50_ms"].as_f64().unwrap();
-    let between_p50 = step["tokens"]["itl"]["p50_ms"].as_f64().unwrap();
-    // No usage in a SageMaker stream: one (estimated) token per PayloadPart.
-    assert_eq!(step["tokens"]["mean_output_tokens"].as_f64(), Some(5.0), "{step}");
-    assert_eq!(step["tokens"]["estimated"].as_bool(), Some(true), "{step}");
-    let latency_p50 = step["latency"]["p50_ms"].as_f64().unwrap();
-    assert!((29.0..36.0).contains(&first_chunk_p50), "time to first chunk {first_chunk_p50} ms, served at 30 ms");
-    assert!((19.0..23.0).contains(&between_p50), "time between chunks {between_p50} ms, served every 20 ms");
-    assert!((109.0..120.0).contains(&latency_p50), "whole response {latency_p50} ms, served in 110 ms");
-    let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(markdown.contains("TTFT p50"), "{markdown}");
-    assert!(markdown.contains("token counts estimated"), "{markdown}");
+    for api in [false, true] {
+        let folder = tempfile::tempdir().unwrap();
+        let job = sagemaker_job(folder.path(), &url, "[cloudwatch]\nendpoint_metrics = false\n");
+        let job = job.to_str().unwrap();
+        let openai = if api { "\napi = \"openai\"\ncustom_attributes = \"openai\"" } else { "" };
+        let text_of_job = std::fs::read_to_string(job)
+            .unwrap()
+            .replace("timeout = \"5s\"", &format!("timeout = \"5s\"\nstreaming = true{openai}"));
+        std::fs::write(job, text_of_job).unwrap();
+        let out = folder.path().join("out");
+        let output = plateau(folder.path()).args(["run", job, "--out", out.to_str().unwrap()]).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+        let results = read_results(&out);
+        let step = &results["configurations"][0]["steps"][0];
+        let first_chunk_p50 = step["tokens"]["ttft"]["p50_ms"].as_f64().unwrap();
+        let between_p50 = step["tokens"]["itl"]["p50_ms"].as_f64().unwrap();
+        if api {
+            // Four text chunks, the third completed in the third part; counts from the container's usage.
+            assert_eq!(step["tokens"]["mean_output_tokens"].as_f64(), Some(4.0), "{step}");
+            assert_eq!(step["tokens"]["mean_input_tokens"].as_f64(), Some(7.0), "{step}");
+            assert_eq!(step["tokens"]["estimated"].as_bool(), Some(false), "{step}");
+            assert_eq!(step["errors"]["stream_broken"].as_u64().unwrap_or(0), 0, "{step}");
+        } else {
+            // No usage read from an unknown container: one (estimated) token per PayloadPart.
+            assert_eq!(step["tokens"]["mean_output_tokens"].as_f64(), Some(5.0), "{step}");
+            assert_eq!(step["tokens"]["estimated"].as_bool(), Some(true), "{step}");
+        }
+        let latency_p50 = step["latency"]["p50_ms"].as_f64().unwrap();
+        assert!((29.0..36.0).contains(&first_chunk_p50), "time to first chunk {first_chunk_p50} ms, served at 30 ms");
+        assert!((19.0..23.0).contains(&between_p50), "time between chunks {between_p50} ms, served every 20 ms");
+        assert!((109.0..120.0).contains(&latency_p50), "whole response {latency_p50} ms, served in 110 ms");
+        let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
+        assert!(markdown.contains("TTFT p50"), "{markdown}");
+        assert_eq!(markdown.contains("token counts estimated"), !api, "{markdown}");
+    }
 }
+
+/// The PayloadParts of an OpenAI-compatible container's stream: an event split across the second and third parts.
+const OPENAI_PARTS: [&str; 5] = [
+    "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}]}\n\n",
+    "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\ndata: {\"choi",
+    "ces\":[{\"delta\":{\"content\":\"c\"}}]}\n\n",
+    "data: {\"choices\":[{\"delta\":{\"content\":\"d\"}}]}\n\n",
+    "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}]}\n\n\
+     data: {\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n",
+];
 
 async fn serve_event_streams(listener: tokio::net::TcpListener) {
     use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
@@ -284,16 +308,24 @@ async fn serve_event_streams(listener: tokio::net::TcpListener) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|request: hyper::Request<hyper::body::Incoming>| async move {
                 assert!(request.uri().path().ends_with("/invocations-response-stream"), "{}", request.uri());
+                let openai = request
+                    .headers()
+                    .get("x-amzn-sagemaker-custom-attributes")
+                    .is_some_and(|value| value.as_bytes() == b"openai");
                 let _ = request.into_body().collect().await;
                 let (mut sender, body) =
                     http_body_util::channel::Channel::<bytes::Bytes, std::convert::Infallible>::new(8);
                 tokio::spawn(async move {
                     tokio::time::sleep(Duration::from_millis(30)).await;
-                    for part in 0..5 {
+                    for (part, openai_part) in OPENAI_PARTS.iter().enumerate() {
                         if part > 0 {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
-                        let message = Message::new(format!("{{\"token\": {part}}}"))
+                        let payload = match openai {
+                            true => openai_part.to_string(),
+                            false => format!("{{\"token\": {part}}}"),
+                        };
+                        let message = Message::new(payload)
                             .add_header(Header::new(":message-type", HeaderValue::String("event".into())))
                             .add_header(Header::new(":event-type", HeaderValue::String("PayloadPart".into())))
                             .add_header(Header::new(

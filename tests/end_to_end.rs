@@ -1558,8 +1558,7 @@ reference_llm = {{ max_batch = 4, iteration_ms = 25, per_sequence_ms = 0.1, pref
     assert_eq!(results["recommendation"]["configuration"], "b4", "the cheaper `slow` misses its goals");
     // The report draws the token figures against load, with the TTFT goal as a guide.
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    for expected in ["and goodput against load", "goal: p90 TTFT ≤ 80 ms", "TTFT goal: p90 ≤ 80"]
-    {
+    for expected in ["and goodput against load", "goal: p90 TTFT ≤ 80 ms", "TTFT goal: p90 ≤ 80"] {
         assert!(html.contains(expected), "{expected} not in the report");
     }
     assert!(out.join("charts/01-b4-token-latency.svg").exists());

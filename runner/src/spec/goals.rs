@@ -312,7 +312,7 @@ pub(super) fn check_token_goals(
         Deployment::Reference { http, .. } | Deployment::Http { http, .. } | Deployment::Command { http, .. } => {
             http.api.is_some()
         }
-        Deployment::Sagemaker { endpoint, .. } => endpoint.streaming,
+        Deployment::Sagemaker { endpoint, .. } => endpoint.streaming || endpoint.api.is_some(),
     };
     if let Some(configuration) = configurations.iter().find(|configuration| !reads_tokens(&configuration.deployment)) {
         let (key, span) = asked;

@@ -38,7 +38,8 @@ pub(super) struct RawTarget {
     #[schemars(with = "Option<HttpVersion>")]
     http_version: Option<Spanned<HttpVersion>>,
     /// The API the responses follow, for a language model's token figures: "openai" (chat or text completions,
-    /// streamed as server-sent events or whole with `usage`). For http and command targets.
+    /// streamed as server-sent events or whole with `usage`). For http, command and sagemaker targets (for
+    /// SageMaker, what the container sends in its PayloadParts or its whole body).
     #[schemars(with = "Option<Api>")]
     api: Option<Spanned<Api>>,
     /// https: a private CA, a client certificate for mutual TLS, the server name to verify.
@@ -240,6 +241,9 @@ pub struct SageMakerSpec {
     pub inference_component: Option<String>,
     /// InvokeEndpointWithResponseStream: time to first chunk and between chunks are measured too.
     pub streaming: bool,
+    /// The container's responses follow this API (its PayloadParts, or its whole body): tokens are read from them
+    /// instead of counting each chunk as one.
+    pub api: Option<Api>,
 }
 
 /// The placeholder in a command's arguments and environment that plateau fills with the server's port.
@@ -424,18 +428,12 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
         }),
     };
     let spec = match kind {
-        TargetKind::Reference | TargetKind::Sagemaker if raw.api.is_some() => {
-            let hint = match kind {
-                TargetKind::Reference => {
-                    "a configuration with reference_llm = { ... } is read as a language model already"
-                }
-                _ => "SageMaker's response stream is timed chunk by chunk, each chunk counted as a token (docs/llm.md)",
-            };
+        TargetKind::Reference if raw.api.is_some() => {
             sink.error(
                 raw.api.as_ref().and_then(span_of),
                 key("api"),
-                "only http and command targets take `api`",
-                Some(hint.into()),
+                "only http, command and sagemaker targets take `api`",
+                Some("a configuration with reference_llm = { ... } is read as a language model already".into()),
             );
             None
         }
@@ -629,6 +627,7 @@ pub(super) fn validate_sagemaker(
         target_model: text(&raw.target_model),
         inference_component: text(&raw.inference_component),
         streaming: raw.streaming.as_ref().is_some_and(|streaming| *streaming.get_ref()),
+        api: raw.api.as_ref().map(|api| *api.get_ref()),
     })
 }
 

@@ -10,6 +10,7 @@ use aws_sdk_sagemakerruntime::Client;
 use aws_sdk_sagemakerruntime::types::ResponseStream;
 use aws_smithy_types::Blob;
 
+use super::openai::{Reading, TokenReader};
 use super::{PrepareError, Session, Target};
 use crate::aws::errors::{ErrorDetail, Failure, classify, explain, typed_invoke, typed_stream};
 use crate::measure::{ErrorClass, Outcome, TokenCount, Tokens};
@@ -73,7 +74,7 @@ impl SageMakerTarget {
         session.prepare()?;
         let invocation = &self.shared;
         let body = session.next.take().unwrap_or_default();
-        let result = invocation.invoke(body, &mut Vec::new()).await;
+        let result = invocation.invoke(body, &mut Vec::new(), None).await;
         match result {
             Ok(_) => Ok(()),
             // The endpoint exists and answers; its model's errors and throttling are measured, not fatal.
@@ -91,12 +92,32 @@ impl SageMakerTarget {
     }
 }
 
+/// What one invocation answered, as far as plateau reads it.
+enum Answer {
+    /// A whole response, not read as a language model's.
+    Whole,
+    /// A stream not read as a language model's: when its first chunk came, and how many chunks.
+    Chunks { first_chunk: Duration, chunks: u32 },
+    /// A response read as an OpenAI-compatible model's (`api = "openai"`), streamed or whole.
+    Read(Reading),
+}
+
 impl Invocation {
-    /// Sends one request; for streaming endpoints, reads every chunk, timing the first and the gaps between them
-    /// (into `gaps_us`).
-    async fn invoke(&self, body: Vec<u8>, gaps_us: &mut Vec<u32>) -> Result<Option<(Duration, u32)>, Failure> {
+    /// Sends one request. A stream is read chunk by chunk, timing the first and the gaps between them (into
+    /// `gaps_us`); with a token reader (`api`), its PayloadParts and a whole response's body are read as an
+    /// OpenAI-compatible server's.
+    async fn invoke(
+        &self,
+        body: Vec<u8>,
+        gaps_us: &mut Vec<u32>,
+        mut tokens: Option<&mut TokenReader>,
+    ) -> Result<Answer, Failure> {
         let spec = &self.spec;
         let started = Instant::now();
+        if let Some(tokens) = tokens.as_deref_mut() {
+            tokens.begin(started);
+            tokens.event_stream(spec.streaming);
+        }
         if spec.streaming {
             let request = self
                 .client
@@ -115,8 +136,12 @@ impl Invocation {
             gaps_us.clear();
             loop {
                 match output.body.recv().await {
-                    Ok(Some(ResponseStream::PayloadPart(_))) => {
+                    Ok(Some(ResponseStream::PayloadPart(part))) => {
                         let now = Instant::now();
+                        if let Some(tokens) = tokens.as_deref_mut() {
+                            tokens.feed(part.bytes.as_ref().map_or(&[][..], Blob::as_ref), now);
+                            continue;
+                        }
                         first_chunk.get_or_insert_with(|| now.saturating_duration_since(started));
                         if let Some(last) = last_chunk.replace(now) {
                             gaps_us.push(
@@ -130,9 +155,13 @@ impl Invocation {
                     Err(error) => return Err(classify(&error, |_| None)),
                 }
             }
-            Ok(Some((first_chunk.unwrap_or_else(|| started.elapsed()), chunks)))
+            Ok(match tokens {
+                Some(tokens) => Answer::Read(tokens.finish(&[])),
+                None => Answer::Chunks { first_chunk: first_chunk.unwrap_or_else(|| started.elapsed()), chunks },
+            })
         } else {
-            self.client
+            let output = self
+                .client
                 .invoke_endpoint()
                 .endpoint_name(&self.endpoint_name)
                 .body(Blob::new(body))
@@ -145,7 +174,10 @@ impl Invocation {
                 .send()
                 .await
                 .map_err(|error| classify(&error, typed_invoke))?;
-            Ok(None)
+            Ok(match tokens {
+                Some(tokens) => Answer::Read(tokens.finish(output.body.as_ref().map_or(&[][..], Blob::as_ref))),
+                None => Answer::Whole,
+            })
         }
     }
 
@@ -170,6 +202,7 @@ impl Target for SageMakerTarget {
             payload: self.payload.stream(),
             next: None,
             gaps_us: Vec::new(),
+            tokens: self.shared.spec.api.map(|_| TokenReader::default()),
         }
     }
 }
@@ -178,8 +211,10 @@ pub struct SageMakerSession {
     invocation: Arc<Invocation>,
     payload: PayloadStream,
     next: Option<Vec<u8>>,
-    /// The gaps between the last streamed response's chunks.
+    /// The gaps between the last streamed response's chunks, when they are not read as tokens.
     gaps_us: Vec<u32>,
+    /// Responses read as a language model's (`api`).
+    tokens: Option<TokenReader>,
 }
 
 impl Session for SageMakerSession {
@@ -198,16 +233,25 @@ impl Session for SageMakerSession {
         };
         let invocation = &self.invocation;
         let started = Instant::now();
-        match tokio::time::timeout(invocation.timeout, invocation.invoke(body, &mut self.gaps_us)).await {
+        let answer = invocation.invoke(body, &mut self.gaps_us, self.tokens.as_mut());
+        let answered = tokio::time::timeout(invocation.timeout, answer).await;
+        let latency_us = started.elapsed().as_micros() as u64;
+        match answered {
             Err(_) => Outcome::Failure { class: ErrorClass::Timeout },
             Ok(Err(failure)) => {
                 invocation.note(&failure);
-                Outcome::Failure { class: failure.class }
+                // A stream that had sent tokens keeps them.
+                match self.tokens.as_ref().map(TokenReader::interrupted) {
+                    Some(tokens) if failure.class == ErrorClass::Other && tokens.output > 0 => {
+                        Outcome::Broken { latency_us, tokens }
+                    }
+                    _ => Outcome::Failure { class: failure.class },
+                }
             }
-            Ok(Ok(None)) => Outcome::Success { latency_us: started.elapsed().as_micros() as u64 },
-            // A chunk is counted as a token: SageMaker's stream carries whatever the container sends.
-            Ok(Ok(Some((first_chunk, chunks)))) => Outcome::Generated {
-                latency_us: started.elapsed().as_micros() as u64,
+            Ok(Ok(Answer::Whole)) => Outcome::Success { latency_us },
+            // Without `api`, a chunk is counted as a token: SageMaker's stream carries whatever the container sends.
+            Ok(Ok(Answer::Chunks { first_chunk, chunks })) => Outcome::Generated {
+                latency_us,
                 tokens: Tokens {
                     first_token_us: Some(first_chunk.as_micros() as u64),
                     output: chunks,
@@ -215,10 +259,23 @@ impl Session for SageMakerSession {
                     counted: TokenCount::Estimated,
                 },
             },
+            Ok(Ok(Answer::Read(Reading::Complete(tokens)))) => Outcome::Generated { latency_us, tokens },
+            Ok(Ok(Answer::Read(Reading::Broken(tokens, reason)))) => {
+                invocation.note(&Failure {
+                    class: ErrorClass::StreamBroken,
+                    code: "StreamBroken".into(),
+                    model_status: None,
+                    message: format!("endpoint {}: {reason}", invocation.endpoint_name),
+                });
+                Outcome::Broken { latency_us, tokens }
+            }
         }
     }
 
     fn gaps_us(&self) -> &[u32] {
-        &self.gaps_us
+        match &self.tokens {
+            Some(tokens) => tokens.gaps_us(),
+            None => &self.gaps_us,
+        }
     }
 }
