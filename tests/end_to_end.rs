@@ -1485,8 +1485,8 @@ fn ttft_and_tpot_goals_bound_the_load_at_goal_and_one_missed_at_the_lowest_load_
     let _machine = shared_lock();
     // `b4` batches 4 responses of 32 tokens at 7 ms an iteration: up to 4 users each first token comes an iteration
     // or two after its request; at 6, two users wait about half a response (112 ms) for a free place, far over an
-    // 80 ms p90 TTFT. `slow` takes 25 ms a token, over the 10 ms TPOT goal at any load. There is no latency goal: the token
-    // goals alone set the load at goal.
+    // 80 ms p90 TTFT. `slow` takes 25 ms a token, over the 10 ms TPOT goal at any load. There is no latency goal:
+    // the token goals alone set the load at goal.
     let folder = tempfile::tempdir().unwrap();
     let prompt = "x".repeat(200);
     let job = write_job(
