@@ -193,8 +193,9 @@ fn llm_steps(folder: &Path, name: &str, users: &dyn Fn(usize) -> u32, seconds: u
             .unwrap();
             let out = folder.join(format!("{name}-{index}"));
             let output = common::plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
-            // One step confirms no plateau: inconclusive (5) is the expected verdict, the step's figures are not.
-            assert!(matches!(output.status.code(), Some(0 | 5)), "{}", common::text(&output));
+            // One step confirms no plateau: inconclusive (5) is the expected verdict, the step's figures are not; a
+            // goal no response can meet (the saturated run's 1 µs TPOT) leaves none meeting the requirements (3).
+            assert!(matches!(output.status.code(), Some(0 | 3 | 5)), "{}", common::text(&output));
             common::read_results(&out)["configurations"][0]["steps"][0].clone()
         })
         .collect()
