@@ -51,7 +51,7 @@ fn objective_value(
             None => (metrics.max_invocations, metrics.max_invocations_interval),
         }),
         Objective::Latency => {
-            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
+            let percentile = requirements.percentile.value();
             let interval = metrics.model_latency_intervals.map(|intervals| intervals.at(percentile));
             Some((metrics.model_latency.at(percentile), interval))
         }
@@ -63,7 +63,7 @@ fn objective_value(
             metrics.tokens.as_ref().map(|tokens| (tokens.max_goodput_per_s, tokens.max_goodput_interval_per_s))
         }
         Objective::Ttft => metrics.tokens.as_ref().and_then(|tokens| {
-            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
+            let percentile = requirements.percentile.value();
             let interval = tokens.at_plateau.ttft_intervals.map(|intervals| intervals.at(percentile));
             Some((tokens.at_plateau.ttft?.at(percentile), interval))
         }),
@@ -79,7 +79,7 @@ fn objective_per_trial<'a>(
     match objective {
         Objective::CostPerInference => trials.cost_per_inference_usd.as_ref(),
         Objective::Throughput => Some(trials.max_invocations_at_slo.as_ref().unwrap_or(&trials.max_invocations)),
-        Objective::Latency => Some(trials.latency(requirements.slo.map_or(99.0, |slo| slo.percentile.value()))),
+        Objective::Latency => Some(trials.latency(requirements.percentile.value())),
         // Token figures are combined across trials in the metrics only.
         Objective::CostPerMillionTokens | Objective::Goodput | Objective::Ttft => None,
     }

@@ -134,7 +134,7 @@ pub fn best_possible(evidence: &[Evidence<'_>], requirements: &Requirements) -> 
     };
     match requirements.objective {
         Objective::Latency => {
-            let percentile = requirements.slo.map_or(99.0, |slo| slo.percentile.value());
+            let percentile = requirements.percentile.value();
             valid_in(evidence)
                 .iter()
                 .filter_map(|step| latency_interval(step, percentile))
