@@ -119,8 +119,8 @@ impl RequestTemplate {
     /// A transfer that failed as `class` after `latency_us`: a language model's stream that had sent tokens broke
     /// off (its tokens kept), anything else failed.
     fn failed_reading(&self, class: ErrorClass, latency_us: u64, tokens: Option<&TokenReader>) -> Outcome {
-        match tokens.map(TokenReader::interrupted) {
-            Some(tokens) if class == ErrorClass::Other && tokens.output > 0 => {
+        match tokens.and_then(|tokens| tokens.broke_off(class)) {
+            Some(tokens) => {
                 self.examples.note(ErrorClass::StreamBroken, || {
                     format!("the stream from {} broke off after {} tokens", self.address, tokens.output)
                 });

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use super::sse::{SseError, SseParser};
-use crate::measure::{TokenCount, Tokens};
+use crate::measure::{ErrorClass, TokenCount, Tokens};
 
 /// An event or line longer than this ends the stream as broken: no chunk of tokens comes near it.
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -154,6 +154,12 @@ impl TokenReader {
     /// The transfer failed mid-response: the tokens so far.
     pub fn interrupted(&self) -> Tokens {
         self.tokens(self.usage, self.chunks)
+    }
+
+    /// A transfer that failed as `class` after sending tokens broke off (its tokens kept); anything else failed.
+    pub fn broke_off(&self, class: ErrorClass) -> Option<Tokens> {
+        let tokens = self.interrupted();
+        (class == ErrorClass::Other && tokens.output > 0).then_some(tokens)
     }
 
     fn tokens(&self, usage: Option<Usage>, estimate: u32) -> Tokens {

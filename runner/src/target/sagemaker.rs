@@ -241,11 +241,9 @@ impl Session for SageMakerSession {
             Ok(Err(failure)) => {
                 invocation.note(&failure);
                 // A stream that had sent tokens keeps them.
-                match self.tokens.as_ref().map(TokenReader::interrupted) {
-                    Some(tokens) if failure.class == ErrorClass::Other && tokens.output > 0 => {
-                        Outcome::Broken { latency_us, tokens }
-                    }
-                    _ => Outcome::Failure { class: failure.class },
+                match self.tokens.as_ref().and_then(|tokens| tokens.broke_off(failure.class)) {
+                    Some(tokens) => Outcome::Broken { latency_us, tokens },
+                    None => Outcome::Failure { class: failure.class },
                 }
             }
             Ok(Ok(Answer::Whole)) => Outcome::Success { latency_us },
