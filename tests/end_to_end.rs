@@ -1486,7 +1486,8 @@ fn ttft_and_tpot_goals_bound_the_load_at_goal_and_one_missed_at_the_lowest_load_
     // `b4` batches 4 responses of 32 tokens at 7 ms an iteration: up to 4 users each first token comes an iteration
     // or two after its request; at 6, two users wait about half a response (112 ms) for a free place, far over an
     // 80 ms p90 TTFT. `slow` takes 25 ms a token, over the 10 ms TPOT goal at any load. There is no latency goal:
-    // the token goals alone set the load at goal.
+    // the token goals alone set the load at goal. A batch's responses end together, so 2-second steps count them
+    // in fours, about 2/s of 14: a gain under 20% is that noise, and a plateau confirmed by it is not left a bound.
     let folder = tempfile::tempdir().unwrap();
     let prompt = "x".repeat(200);
     let job = write_job(
@@ -1507,6 +1508,8 @@ max_step_duration = "2s"
 users_per_step = 2
 step_duration = "2s"
 steps = 4
+[plateau]
+min_gain_percent = 20
 [requirements]
 percentile = "p90"
 ttft_ms = 80
@@ -1541,9 +1544,9 @@ reference_llm = {{ max_batch = 4, iteration_ms = 25, per_sequence_ms = 0.1, pref
     println!("b4: p90 TTFT by users {ttft:?}; load at goal {}", b4["metrics"]["load_at_slo"]);
     assert!(ttft[..2].iter().all(|(_, ms)| *ms <= 80.0) && ttft[2..].iter().all(|(_, ms)| *ms > 80.0), "{ttft:?}");
     assert_eq!(b4["metrics"]["load_at_slo"], 4.0, "{}", b4["metrics"]);
-    // At goal is the 4-user step's throughput, below the 6-user step's capacity.
+    // At goal is read at 4 users, where the batch is already full: never above MaxInvocations.
     let at_goal = b4["metrics"]["max_invocations_at_slo"].as_f64().unwrap();
-    assert!(at_goal < b4["metrics"]["max_invocations"].as_f64().unwrap(), "{}", b4["metrics"]);
+    assert!(at_goal > 0.0 && at_goal <= b4["metrics"]["max_invocations"].as_f64().unwrap(), "{}", b4["metrics"]);
     let slow = configuration(&results, "slow");
     let tpot = p90(&slow["steps"][0], "tpot");
     assert!(tpot > 10.0, "{tpot}");
