@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use plateau::payload::{self, LoadedPlugin, Prepared};
+use plateau::payload::{self, LoadedPlugin, PayloadSource, Prepared, Reply};
+use plateau::plan::Segment;
 use plateau::spec::{PluginGrant, PluginLimits, PluginSpec};
 use serde_json::Value;
 
@@ -129,6 +130,131 @@ fn llm_prompts_follow_the_token_length_distribution() {
     let median = tokens[tokens.len() / 2];
     assert!((185.0..=215.0).contains(&median), "median prompt {median} tokens, configured 200");
     assert!(tokens.contains(&300.0), "the lognormal tail should reach the 300-token cap");
+}
+
+/// A reply as the HTTP target hands it to a conversation's plugin.
+fn reply(body: &[u8]) -> Reply {
+    Reply {
+        status: 200,
+        body: body.to_vec(),
+        latency_us: 9_000,
+        first_token_us: Some(1_000),
+        output_tokens: Some(2),
+        gaps_us: vec![500],
+    }
+}
+
+#[test]
+fn llm_chat_conversations_carry_each_reply_into_the_next_turn() {
+    let _machine = shared_lock();
+    let config = serde_json::json!({
+        "model": "m", "max_tokens": 8, "stream": true, "turns": 3, "min_prompt_tokens": 1,
+        "prompt_tokens": { "kind": "constant", "value": 20.0 },
+        "follow_up_tokens": { "kind": "constant", "value": 5.0 },
+    });
+    let plugin = LoadedPlugin::load(&spec(example("llm-chat"), config)).unwrap();
+    let streamed = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hel\"}}]}\n\n\
+        data: {\"choices\":[{\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
+    let whole = br#"{"choices":[{"message":{"role":"assistant","content":"Sure."}}]}"#;
+    let conversation = |replies: &[&[u8]]| -> Vec<Value> {
+        let mut stream = PayloadSource::plugin(std::sync::Arc::clone(&plugin), "a", 42, Segment::whole()).stream();
+        assert!(stream.wants_replies());
+        let mut requests = vec![json(&stream.next_request().unwrap())];
+        for body in replies {
+            stream.replied(reply(body));
+            requests.push(json(&stream.next_request().unwrap()));
+        }
+        requests
+    };
+    let requests = conversation(&[streamed, whole, whole]);
+    let messages = |index: usize| requests[index]["messages"].as_array().unwrap().clone();
+    // Turn 2 is turn 1's messages, the streamed reply's text as the assistant's, and a new user message of about
+    // 5 tokens; turn 3 adds the whole reply's text the same way.
+    assert_eq!(messages(0).len(), 1);
+    assert_eq!(messages(1)[..1], messages(0)[..]);
+    assert_eq!(messages(1)[1], serde_json::json!({ "role": "assistant", "content": "Hello" }));
+    let follow_up = messages(1)[2]["content"].as_str().unwrap().to_string();
+    assert!((8..=20).contains(&follow_up.len()) && messages(1)[2]["role"] == "user", "{follow_up:?}");
+    assert_eq!(messages(2)[..3], messages(1)[..]);
+    assert_eq!(messages(2)[3], serde_json::json!({ "role": "assistant", "content": "Sure." }));
+    // Three turns make a conversation: the fourth request starts the next one, with a prompt of its own.
+    assert_eq!(messages(3).len(), 1);
+    assert_ne!(messages(3), messages(0));
+    // The same replies give the same conversation.
+    assert_eq!(conversation(&[streamed, whole, whole]), requests);
+
+    // A request that failed has no reply: the next request starts a new conversation.
+    let mut stream = PayloadSource::plugin(std::sync::Arc::clone(&plugin), "a", 42, Segment::whole()).stream();
+    stream.next_request().unwrap();
+    assert_eq!(json(&stream.next_request().unwrap())["messages"].as_array().unwrap().len(), 1);
+    // A reply the plugin cannot read stops the run with the plugin's message, naming the conversation and turn.
+    stream.replied(reply(b"<html>busy</html>"));
+    let error = stream.next_request().unwrap_err().to_string();
+    assert!(
+        error.contains("next-turn for conversation 1, turn 1, failed: the reply is not a chat completion"),
+        "{error}"
+    );
+}
+
+#[test]
+fn conversations_against_the_reference_llm_grow_by_each_reply_and_follow_up() {
+    let _machine = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    // The reference counts a prompt's tokens at four characters each and replies with `max_tokens` tokens of four
+    // characters: turn n of a conversation sends the first prompt plus n replies and n follow-ups. Over whole
+    // conversations of three turns, n averages 1, so the mean prompt grows by one reply and one follow-up.
+    let mean_input_tokens = |turns: u32| -> f64 {
+        let job = folder.path().join(format!("turns-{turns}.toml"));
+        std::fs::write(
+            &job,
+            format!(
+                r#"version = 1
+[job]
+name = "conversations"
+seed = 3
+[target]
+kind = "reference"
+[payload]
+plugin = "{}"
+[payload.config]
+model = "reference"
+stream = true
+include_usage = true
+max_tokens = 16
+turns = {turns}
+prompt_tokens = {{ kind = "constant", value = 100.0 }}
+follow_up_tokens = {{ kind = "constant", value = 20.0 }}
+[traffic.stairs]
+users_per_step = 4
+step_duration = "2s"
+steps = 1
+[[configurations]]
+name = "b8"
+instance_type = "ref.llm.b8"
+price_per_hour_usd = 1
+reference_llm = {{ max_batch = 8, iteration_ms = 2, per_sequence_ms = 0.1, prefill_ms_per_token = 0.01 }}
+"#,
+                example("llm-chat").display()
+            ),
+        )
+        .unwrap();
+        let out = folder.path().join(format!("out-{turns}"));
+        let output = Command::new(env!("CARGO_BIN_EXE_plateau"))
+            .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(matches!(output.status.code(), Some(0 | 5)), "{}", String::from_utf8_lossy(&output.stderr));
+        let results = common::read_results(&out);
+        let tokens = &results["configurations"][0]["steps"][0]["tokens"];
+        assert_eq!((tokens["estimated"].as_bool(), tokens["mean_output_tokens"].as_f64()), (Some(false), Some(16.0)));
+        tokens["mean_input_tokens"].as_f64().unwrap()
+    };
+    let (single, three) = (mean_input_tokens(1), mean_input_tokens(3));
+    // A follow-up of 20 tokens is cut at a word boundary: 18 to 20 tokens; the reply is 16.
+    let growth = three - single;
+    println!("mean prompt: {single:.1} tokens in single requests, {three:.1} in conversations of 3 (+{growth:.1})");
+    assert!((95.0..=100.0).contains(&single), "{single}");
+    assert!((31.0..=39.0).contains(&growth), "conversations of 3 turns grew the mean prompt by {growth:.1} tokens");
 }
 
 #[test]

@@ -14,8 +14,8 @@ use bytes::Bytes;
 
 use crate::plan::Segment;
 use crate::spec::Payload;
-use plugin::PluginInstance;
-pub use plugin::{CallFailure, CompileError, LoadedPlugin, PluginError};
+pub use plugin::{CallFailure, CompileError, LoadedPlugin, PluginError, Reply};
+use plugin::{GeneratedRequest, PluginInstance, Turn};
 
 /// The next request's body, and what a plugin changed of the job file's request.
 #[derive(Debug, Clone)]
@@ -85,7 +85,8 @@ impl PayloadSource {
         }
     }
 
-    fn plugin(plugin: Arc<LoadedPlugin>, configuration: &str, job_seed: u64, segment: Segment) -> Self {
+    /// Requests from `plugin` for the configuration named `configuration`.
+    pub fn plugin(plugin: Arc<LoadedPlugin>, configuration: &str, job_seed: u64, segment: Segment) -> Self {
         Self::Plugin(Arc::new(PluginRun {
             plugin,
             configuration: configuration.to_string(),
@@ -109,6 +110,9 @@ impl PayloadSource {
         match self {
             Self::Fixed(body) => PayloadStream::Fixed(body.clone()),
             Self::Samples(run) => PayloadStream::Samples(Arc::clone(run)),
+            Self::Plugin(run) if run.plugin.holds_conversations() => {
+                PayloadStream::Conversation(Conversation { run: Arc::clone(run), current: None, reply: None })
+            }
             Self::Plugin(run) => PayloadStream::Plugin(Arc::clone(run)),
         }
     }
@@ -118,6 +122,38 @@ pub enum PayloadStream {
     Fixed(Bytes),
     Samples(Arc<SampleRun>),
     Plugin(Arc<PluginRun>),
+    /// A plugin that holds conversations: this stream's user is in one of them.
+    Conversation(Conversation),
+}
+
+/// One virtual user's conversation: its last request, as the plugin made it, and the reply to it once it came.
+pub struct Conversation {
+    run: Arc<PluginRun>,
+    current: Option<Ongoing>,
+    reply: Option<Reply>,
+}
+
+struct Ongoing {
+    /// The conversation's number (the `sequence` its plugin sees on every turn).
+    sequence: u64,
+    index: u32,
+    sent: GeneratedRequest,
+}
+
+impl Conversation {
+    /// The next turn when the last request was answered and the plugin goes on; else a new conversation.
+    fn next(&mut self, instance: &mut PluginInstance) -> Result<Prepared, PluginError> {
+        if let (Some(ongoing), Some(reply)) = (self.current.take(), self.reply.take()) {
+            let turn = Turn { index: ongoing.index, sent: ongoing.sent, reply };
+            if let Some((sent, prepared)) = instance.next_turn(ongoing.sequence, &turn)? {
+                self.current = Some(Ongoing { sequence: ongoing.sequence, index: turn.index + 1, sent });
+                return Ok(prepared);
+            }
+        }
+        let (sequence, sent, prepared) = instance.first_turn(&self.run.next_sequence, self.run.segment)?;
+        self.current = Some(Ongoing { sequence, index: 0, sent });
+        Ok(prepared)
+    }
 }
 
 impl PayloadStream {
@@ -131,24 +167,48 @@ impl PayloadStream {
                 let body = run.samples[(sequence % run.samples.len() as u64) as usize].clone();
                 Ok(Prepared { body, overrides: None })
             }
-            Self::Plugin(run) => off_the_runtime(run.plugin.does_io(), || {
-                INSTANCES.with_borrow_mut(|instances| {
-                    let index =
-                        match instances.iter().position(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(run))) {
-                            Some(index) => index,
-                            None => {
-                                // Instances of runs that have ended go with the first new one.
-                                instances.retain(|(owner, _)| owner.strong_count() > 0);
-                                let instance = run.plugin.instantiate(&run.configuration, run.job_seed)?;
-                                instances.push((Arc::downgrade(run), instance));
-                                instances.len() - 1
-                            }
-                        };
-                    instances[index].1.next_request(&run.next_sequence, run.segment)
-                })
-            }),
+            Self::Plugin(run) => with_instance(run, |instance| instance.next_request(&run.next_sequence, run.segment)),
+            Self::Conversation(conversation) => {
+                let run = Arc::clone(&conversation.run);
+                with_instance(&run, |instance| conversation.next(instance))
+            }
         }
     }
+
+    /// Whether the session must hand each successful reply to `replied` (the plugin holds conversations).
+    pub fn wants_replies(&self) -> bool {
+        matches!(self, Self::Conversation(_))
+    }
+
+    /// The reply to the request last made, for the conversation's next turn. A request that failed has none, and
+    /// the next request starts a new conversation.
+    pub fn replied(&mut self, reply: Reply) {
+        if let Self::Conversation(conversation) = self {
+            conversation.reply = Some(reply);
+        }
+    }
+}
+
+/// Calls `call` with this thread's instance of `run`'s plugin, made (and `init` called) on first use.
+fn with_instance<T>(
+    run: &Arc<PluginRun>,
+    call: impl FnOnce(&mut PluginInstance) -> Result<T, PluginError>,
+) -> Result<T, PluginError> {
+    off_the_runtime(run.plugin.does_io(), || {
+        INSTANCES.with_borrow_mut(|instances| {
+            let index = match instances.iter().position(|(owner, _)| std::ptr::eq(owner.as_ptr(), Arc::as_ptr(run))) {
+                Some(index) => index,
+                None => {
+                    // Instances of runs that have ended go with the first new one.
+                    instances.retain(|(owner, _)| owner.strong_count() > 0);
+                    let instance = run.plugin.instantiate(&run.configuration, run.job_seed)?;
+                    instances.push((Arc::downgrade(run), instance));
+                    instances.len() - 1
+                }
+            };
+            call(&mut instances[index].1)
+        })
+    })
 }
 
 /// Runs `call` outside the async runtime's context when `needed`. WASI's file and network calls block on the

@@ -30,20 +30,33 @@ mod batch {
     });
 }
 
-use single::plateau::payload::types::{Context as GenerateContext, Request as GeneratedRequest};
+mod conversation {
+    wasmtime::component::bindgen!({
+        path: "../payload-plugins/wit",
+        world: "conversation",
+        with: { "plateau:payload/types": super::single::plateau::payload::types },
+    });
+}
+
+pub use conversation::plateau::payload::turns::{Reply, Turn};
+use single::plateau::payload::types::Context as GenerateContext;
+pub use single::plateau::payload::types::Request as GeneratedRequest;
 
 /// Requests asked of a plugin that exports `generate-batch`, per call.
 const BATCH: u64 = 16;
 
-/// How instances of a plugin are made: plugins that export `generate-batch` are called a batch at a time.
+/// How instances of a plugin are made: plugins that export `generate-batch` are called a batch at a time, and
+/// plugins that export `next-turn` hold conversations.
 enum Pre {
     Single(single::GeneratorPre<PluginState>),
     Batch(batch::BatchGeneratorPre<PluginState>),
+    Conversation(conversation::ConversationPre<PluginState>),
 }
 
 enum Bindings {
     Single(single::Generator),
     Batch(batch::BatchGenerator),
+    Conversation(conversation::Conversation),
 }
 
 /// The contract, also used to wrap core modules into components.
@@ -125,6 +138,8 @@ pub enum PluginError {
     InitRefused { plugin: String, message: String },
     #[error("payload plugin `{plugin}`: generate for sequence {sequence} failed: {message}")]
     GenerateRefused { plugin: String, sequence: u64, message: String },
+    #[error("payload plugin `{plugin}`: next-turn for conversation {sequence}, turn {turn}, failed: {message}")]
+    TurnRefused { plugin: String, sequence: u64, turn: u32, message: String },
     #[error("payload plugin `{plugin}`: generate-batch for sequences {first}-{last} failed: {message}")]
     BatchRefused { plugin: String, first: u64, last: u64, message: String },
     #[error(
@@ -228,12 +243,15 @@ impl LoadedPlugin {
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|error| PluginError::Imports { plugin: name.clone(), reason: format!("{error:#}") })?;
-        let pre = match batch::BatchGeneratorPre::new(pre.clone()) {
-            Ok(batch) => Pre::Batch(batch),
-            Err(_) => Pre::Single(
+        let pre = if let Ok(conversation) = conversation::ConversationPre::new(pre.clone()) {
+            Pre::Conversation(conversation)
+        } else if let Ok(batch) = batch::BatchGeneratorPre::new(pre.clone()) {
+            Pre::Batch(batch)
+        } else {
+            Pre::Single(
                 single::GeneratorPre::new(pre)
                     .map_err(|error| PluginError::World { plugin: name.clone(), reason: format!("{error:#}") })?,
-            ),
+            )
         };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -262,6 +280,11 @@ impl LoadedPlugin {
         self.spec.grant.read_dir.is_some() || self.spec.grant.network
     }
 
+    /// Whether the plugin holds conversations (exports `next-turn`): its sessions keep each reply for it.
+    pub fn holds_conversations(&self) -> bool {
+        matches!(self.pre, Pre::Conversation(_))
+    }
+
     /// A new instance with `init` called on it, generating for `configuration`.
     pub fn instantiate(self: &Arc<Self>, configuration: &str, job_seed: u64) -> Result<PluginInstance, PluginError> {
         let wasi = self.wasi_context(job_seed)?;
@@ -288,10 +311,13 @@ impl LoadedPlugin {
         let bindings = match &self.pre {
             Pre::Single(pre) => Bindings::Single(pre.instantiate(&mut store).map_err(describe)?),
             Pre::Batch(pre) => Bindings::Batch(pre.instantiate(&mut store).map_err(describe)?),
+            Pre::Conversation(pre) => Bindings::Conversation(pre.instantiate(&mut store).map_err(describe)?),
         };
+        let config = &self.spec.config_json;
         let init = match &bindings {
-            Bindings::Single(bindings) => bindings.call_init(&mut store, &self.spec.config_json),
-            Bindings::Batch(bindings) => bindings.call_init(&mut store, &self.spec.config_json),
+            Bindings::Single(bindings) => bindings.call_init(&mut store, config),
+            Bindings::Batch(bindings) => bindings.call_init(&mut store, config),
+            Bindings::Conversation(bindings) => bindings.call_init(&mut store, config),
         };
         match init {
             Ok(Ok(())) => Ok(PluginInstance {
@@ -386,7 +412,7 @@ impl PluginInstance {
         use std::sync::atomic::Ordering::Relaxed;
         if self.ready.is_empty() {
             match &self.bindings {
-                Bindings::Single(_) => {
+                Bindings::Single(_) | Bindings::Conversation(_) => {
                     let sequence = segment.sequence(next_sequence.fetch_add(1, Relaxed));
                     let request = self.call_generate(sequence)?;
                     self.ready.push_back((sequence, request));
@@ -403,13 +429,54 @@ impl PluginInstance {
         self.prepared(sequence, request)
     }
 
+    /// A conversation's first request, numbered from `next_sequence` as `next_request` numbers them; the request
+    /// is returned as the plugin made it too, for the turn after it.
+    pub fn first_turn(
+        &mut self,
+        next_sequence: &std::sync::atomic::AtomicU64,
+        segment: Segment,
+    ) -> Result<(u64, GeneratedRequest, Prepared), PluginError> {
+        let sequence = segment.sequence(next_sequence.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        let request = self.call_generate(sequence)?;
+        let prepared = self.prepared(sequence, request.clone())?;
+        Ok((sequence, request, prepared))
+    }
+
+    /// The request after `previous` in conversation `sequence`, or `None` when the plugin ends the conversation.
+    pub fn next_turn(
+        &mut self,
+        sequence: u64,
+        previous: &Turn,
+    ) -> Result<Option<(GeneratedRequest, Prepared)>, PluginError> {
+        let plugin = &self.plugin;
+        plugin.arm(&mut self.store, 1);
+        let index = previous.index + 1;
+        self.context.sequence = sequence;
+        self.context.seed = request_seed(request_seed(self.job_seed, sequence), u64::from(index));
+        let Bindings::Conversation(bindings) = &self.bindings else {
+            unreachable!("called for conversation plugins only")
+        };
+        match bindings.call_next_turn(&mut self.store, &self.context, previous) {
+            Ok(Ok(Some(request))) => Ok(Some((request.clone(), self.prepared(sequence, request)?))),
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(message)) => {
+                Err(PluginError::TurnRefused { plugin: plugin.name.clone(), sequence, turn: index, message })
+            }
+            Err(error) => Err(plugin.describe("next-turn", Some(sequence), &error)),
+        }
+    }
+
     fn call_generate(&mut self, sequence: u64) -> Result<GeneratedRequest, PluginError> {
         let plugin = &self.plugin;
         plugin.arm(&mut self.store, 1);
         self.context.sequence = sequence;
         self.context.seed = request_seed(self.job_seed, sequence);
-        let Bindings::Single(bindings) = &self.bindings else { unreachable!("called for single plugins only") };
-        match bindings.call_generate(&mut self.store, &self.context) {
+        let generated = match &self.bindings {
+            Bindings::Single(bindings) => bindings.call_generate(&mut self.store, &self.context),
+            Bindings::Conversation(bindings) => bindings.call_generate(&mut self.store, &self.context),
+            Bindings::Batch(_) => unreachable!("batch plugins are called a batch at a time"),
+        };
+        match generated {
             Ok(Ok(request)) => Ok(request),
             Ok(Err(message)) => Err(PluginError::GenerateRefused { plugin: plugin.name.clone(), sequence, message }),
             Err(error) => Err(plugin.describe("generate", Some(sequence), &error)),

@@ -562,20 +562,27 @@ impl Session for HttpSession {
     async fn call(&mut self) -> Outcome {
         let template = &self.template;
         let deadline = self.deadline.get_or_insert_with(|| Deadline::new(template.timeout));
-        match &mut self.transport {
+        let keep = self.payload.wants_replies();
+        let (outcome, kept) = match &mut self.transport {
             Transport::Wire { next, ready, connection } => {
                 debug_assert!(*ready, "call() without prepare()");
                 *ready = false;
-                call_wire(template, next, connection, deadline, self.tokens.as_mut()).await
+                call_wire(template, next, connection, deadline, self.tokens.as_mut(), keep).await
             }
             Transport::Hyper { next, sender } => {
                 let Some(request) = next.take() else {
                     debug_assert!(false, "call() without prepare()");
                     return Outcome::Failure { class: ErrorClass::Other };
                 };
-                call_hyper(template, request, sender, deadline, self.tokens.as_mut()).await
+                call_hyper(template, request, sender, deadline, self.tokens.as_mut(), keep).await
             }
+        };
+        if let Some((status, body)) = kept
+            && let Some(reply) = super::reply(&outcome, status, body, self.gaps_us())
+        {
+            self.payload.replied(reply);
         }
+        outcome
     }
 
     fn gaps_us(&self) -> &[u32] {
@@ -603,20 +610,25 @@ async fn open<C>(
     }
 }
 
+/// What an exchange came to, with the response's status and body when they were to be kept for a conversation's
+/// next turn.
+type Exchanged = (Outcome, Option<(u16, Vec<u8>)>);
+
 async fn call_wire(
     template: &RequestTemplate,
     request: &[u8],
     slot: &mut Option<wire::Connection>,
     deadline: &mut Deadline,
     mut tokens: Option<&mut TokenReader>,
-) -> Outcome {
+    keep_reply: bool,
+) -> Exchanged {
     let reused = slot.is_some();
     let mut connection = match open(slot.take(), template, wire::Connection::connect(&template.address)).await {
         Ok(connection) => connection,
-        Err(class) => return Outcome::Failure { class },
+        Err(class) => return (Outcome::Failure { class }, None),
     };
     let head_request = template.method == Method::HEAD;
-    let keep_body = template.check.body_contains.is_some();
+    let keep_body = keep_reply || template.check.body_contains.is_some();
     let start = Instant::now();
     if let Some(tokens) = tokens.as_deref_mut() {
         tokens.begin(start);
@@ -640,12 +652,13 @@ async fn call_wire(
     let exchanged = deadline.within(start, template.timeout, exchange).await;
     let latency_us = start.elapsed().as_micros() as u64;
     match exchanged {
-        Err(class) => template.failed_reading(timed_out(template, class), latency_us, tokens.as_deref()),
+        Err(class) => (template.failed_reading(timed_out(template, class), latency_us, tokens.as_deref()), None),
         Ok((response, keep_alive)) => {
             if keep_alive {
                 *slot = Some(connection);
             }
-            template.judged_reading(response.status, &response.body, latency_us, tokens)
+            let outcome = template.judged_reading(response.status, &response.body, latency_us, tokens);
+            (outcome, keep_reply.then_some((response.status, response.body)))
         }
     }
 }
@@ -656,7 +669,8 @@ async fn call_hyper(
     slot: &mut Option<Sender>,
     deadline: &mut Deadline,
     mut tokens: Option<&mut TokenReader>,
-) -> Outcome {
+    keep_reply: bool,
+) -> Exchanged {
     let mut current = slot.take();
     if let Some(sender) = &mut current
         && sender.ready().await.is_err()
@@ -665,7 +679,7 @@ async fn call_hyper(
     }
     let mut sender = match open(current, template, template.connect()).await {
         Ok(sender) => sender,
-        Err(class) => return Outcome::Failure { class },
+        Err(class) => return (Outcome::Failure { class }, None),
     };
     if matches!(sender, Sender::Http2(_)) {
         request = template.for_http2(request);
@@ -687,7 +701,8 @@ async fn call_hyper(
             .is_some_and(wire::is_event_stream);
         let mut body = response.into_body();
         // Read the whole response (the latency includes the last byte), keeping it only if it is to be checked.
-        let mut reader = wire::BodyReader::new(template.max_response_bytes, template.check.body_contains.is_some());
+        let keep = keep_reply || template.check.body_contains.is_some();
+        let mut reader = wire::BodyReader::new(template.max_response_bytes, keep);
         if let Some(tokens) = tokens.as_deref_mut() {
             reader.read_tokens(tokens, event_stream);
         }
@@ -704,10 +719,11 @@ async fn call_hyper(
     let exchanged = deadline.within(start, template.timeout, exchange).await;
     let latency_us = start.elapsed().as_micros() as u64;
     match exchanged {
-        Err(class) => template.failed_reading(timed_out(template, class), latency_us, tokens.as_deref()),
+        Err(class) => (template.failed_reading(timed_out(template, class), latency_us, tokens.as_deref()), None),
         Ok((status, body)) => {
             *slot = Some(sender);
-            template.judged_reading(status.as_u16(), &body, latency_us, tokens)
+            let outcome = template.judged_reading(status.as_u16(), &body, latency_us, tokens);
+            (outcome, keep_reply.then_some((status.as_u16(), body)))
         }
     }
 }

@@ -11,7 +11,7 @@ pub mod wire;
 use std::future::Future;
 
 use crate::measure::Outcome;
-use crate::payload::PluginError;
+use crate::payload::{PluginError, Reply};
 
 /// Why the next request cannot be made; it ends the run.
 #[derive(Debug, thiserror::Error)]
@@ -38,4 +38,22 @@ pub trait Session: Send + 'static {
     fn gaps_us(&self) -> &[u32] {
         &[]
     }
+}
+
+/// What a conversation's plugin sees of a response: a successful one's status, body and timings; none for a failed
+/// one, which ends the conversation.
+fn reply(outcome: &Outcome, status: u16, body: Vec<u8>, gaps_us: &[u32]) -> Option<Reply> {
+    let (latency_us, tokens) = match outcome {
+        Outcome::Success { latency_us } => (*latency_us, None),
+        Outcome::Generated { latency_us, tokens } => (*latency_us, Some(tokens)),
+        Outcome::Failure { .. } | Outcome::Broken { .. } => return None,
+    };
+    Some(Reply {
+        status,
+        body,
+        latency_us,
+        first_token_us: tokens.and_then(|tokens| tokens.first_token_us),
+        output_tokens: tokens.map(|tokens| tokens.output),
+        gaps_us: gaps_us.to_vec(),
+    })
 }

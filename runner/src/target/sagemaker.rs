@@ -74,7 +74,7 @@ impl SageMakerTarget {
         session.prepare()?;
         let invocation = &self.shared;
         let body = session.next.take().unwrap_or_default();
-        let result = invocation.invoke(body, &mut Vec::new(), None).await;
+        let result = invocation.invoke(body, &mut Vec::new(), None, None).await;
         match result {
             Ok(_) => Ok(()),
             // The endpoint exists and answers; its model's errors and throttling are measured, not fatal.
@@ -105,12 +105,13 @@ enum Answer {
 impl Invocation {
     /// Sends one request. A stream is read chunk by chunk, timing the first and the gaps between them (into
     /// `gaps_us`); with a token reader (`api`), its PayloadParts and a whole response's body are read as an
-    /// OpenAI-compatible server's.
+    /// OpenAI-compatible server's. With `kept`, the response's bytes (a stream's parts, in order) are kept there.
     async fn invoke(
         &self,
         body: Vec<u8>,
         gaps_us: &mut Vec<u32>,
         mut tokens: Option<&mut TokenReader>,
+        mut kept: Option<&mut Vec<u8>>,
     ) -> Result<Answer, Failure> {
         let spec = &self.spec;
         let started = Instant::now();
@@ -138,8 +139,12 @@ impl Invocation {
                 match output.body.recv().await {
                     Ok(Some(ResponseStream::PayloadPart(part))) => {
                         let now = Instant::now();
+                        let bytes = part.bytes.as_ref().map_or(&[][..], Blob::as_ref);
+                        if let Some(kept) = kept.as_deref_mut() {
+                            kept.extend_from_slice(bytes);
+                        }
                         if let Some(tokens) = tokens.as_deref_mut() {
-                            tokens.feed(part.bytes.as_ref().map_or(&[][..], Blob::as_ref), now);
+                            tokens.feed(bytes, now);
                             continue;
                         }
                         first_chunk.get_or_insert_with(|| now.saturating_duration_since(started));
@@ -174,8 +179,12 @@ impl Invocation {
                 .send()
                 .await
                 .map_err(|error| classify(&error, typed_invoke))?;
+            let body = output.body.as_ref().map_or(&[][..], Blob::as_ref);
+            if let Some(kept) = kept {
+                kept.extend_from_slice(body);
+            }
             Ok(match tokens {
-                Some(tokens) => Answer::Read(tokens.finish(output.body.as_ref().map_or(&[][..], Blob::as_ref))),
+                Some(tokens) => Answer::Read(tokens.finish(body)),
                 None => Answer::Whole,
             })
         }
@@ -231,9 +240,31 @@ impl Session for SageMakerSession {
             debug_assert!(false, "call() without prepare()");
             return Outcome::Failure { class: ErrorClass::Other };
         };
+        // A conversation's plugin sees each reply.
+        let mut kept = self.payload.wants_replies().then(Vec::new);
+        let outcome = self.invoke(body, kept.as_mut()).await;
+        if let Some(body) = kept
+            && let Some(reply) = super::reply(&outcome, 200, body, self.gaps_us())
+        {
+            self.payload.replied(reply);
+        }
+        outcome
+    }
+
+    fn gaps_us(&self) -> &[u32] {
+        match &self.tokens {
+            Some(tokens) => tokens.gaps_us(),
+            None => &self.gaps_us,
+        }
+    }
+}
+
+impl SageMakerSession {
+    /// One invocation within the target's timeout, judged.
+    async fn invoke(&mut self, body: Vec<u8>, kept: Option<&mut Vec<u8>>) -> Outcome {
         let invocation = &self.invocation;
         let started = Instant::now();
-        let answer = invocation.invoke(body, &mut self.gaps_us, self.tokens.as_mut());
+        let answer = invocation.invoke(body, &mut self.gaps_us, self.tokens.as_mut(), kept);
         let answered = tokio::time::timeout(invocation.timeout, answer).await;
         let latency_us = started.elapsed().as_micros() as u64;
         match answered {
@@ -267,13 +298,6 @@ impl Session for SageMakerSession {
                 });
                 Outcome::Broken { latency_us, tokens }
             }
-        }
-    }
-
-    fn gaps_us(&self) -> &[u32] {
-        match &self.tokens {
-            Some(tokens) => tokens.gaps_us(),
-            None => &self.gaps_us,
         }
     }
 }
