@@ -27,4 +27,5 @@ pub mod run;
 pub mod server;
 pub mod spec;
 pub mod target;
+pub mod tokenizer;
 pub mod units;

@@ -31,6 +31,9 @@ pub struct TokenFigures {
     pub mean_input_tokens: Option<f64>,
     /// Some responses' counts are estimates (one token per streamed chunk; the server sent no `usage`).
     pub estimated: bool,
+    /// Some responses' counts come from the job's tokenizer (the server sent no `usage`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tokenized: bool,
     /// Responses per second within every per-response goal of `[requirements]` (goodput; throughput without goals).
     pub goodput_per_s: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,6 +60,7 @@ impl TokenFigures {
             mean_input_tokens: (!tally.input_tokens.is_empty())
                 .then(|| tally.input_total as f64 / tally.input_tokens.len() as f64),
             estimated: tally.estimated > 0,
+            tokenized: tally.tokenized > 0,
             goodput_per_s: tally.good as f64 / seconds,
             goodput_interval_per_s: BatchMeans::of(&step.good_per_second).map(|means| means.interval()),
         })

@@ -159,6 +159,7 @@ fn mean_tokens(trials: &[&TokenFigures]) -> TokenFigures {
         mean_input_tokens: all(trials.iter().map(|tokens| tokens.mean_input_tokens))
             .map(|means| means.iter().sum::<f64>() / means.len() as f64),
         estimated: trials.iter().any(|tokens| tokens.estimated),
+        tokenized: trials.iter().any(|tokens| tokens.tokenized),
         goodput_per_s: mean(&|tokens| tokens.goodput_per_s),
         goodput_interval_per_s: None,
     }

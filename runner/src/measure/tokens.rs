@@ -19,6 +19,9 @@ pub enum TokenCount {
     /// The server sent no `usage`: one token per streamed chunk that carried text (servers that stream token by
     /// token send that many; those that group tokens, more), or about four characters a token when not streamed.
     Estimated,
+    /// The server sent no `usage`, and the job's tokenizer counted the text (the prompt's without a chat
+    /// template's own tokens).
+    Tokenizer,
 }
 
 /// One generated response's tokens.
@@ -78,6 +81,8 @@ pub struct TokenTally {
     pub input_total: u64,
     /// Responses whose counts are estimates (`TokenCount::Estimated`).
     pub estimated: u64,
+    /// Responses counted by the job's tokenizer (`TokenCount::Tokenizer`).
+    pub tokenized: u64,
     /// Complete responses within every goal (`GoodputGoals`).
     pub good: u64,
 }
@@ -93,6 +98,7 @@ impl Default for TokenTally {
             output_total: 0,
             input_total: 0,
             estimated: 0,
+            tokenized: 0,
             good: 0,
         }
     }
@@ -125,8 +131,10 @@ impl TokenTally {
             self.input_tokens.saturating_record(u64::from(input).max(1));
             self.input_total += u64::from(input);
         }
-        if tokens.counted == TokenCount::Estimated {
-            self.estimated += 1;
+        match tokens.counted {
+            TokenCount::Usage => {}
+            TokenCount::Estimated => self.estimated += 1,
+            TokenCount::Tokenizer => self.tokenized += 1,
         }
     }
 
@@ -141,6 +149,7 @@ impl TokenTally {
         self.output_total += other.output_total;
         self.input_total += other.input_total;
         self.estimated += other.estimated;
+        self.tokenized += other.tokenized;
         self.good += other.good;
     }
 
@@ -171,6 +180,7 @@ impl TokenTally {
             output_total: self.output_total,
             input_total: self.input_total,
             estimated: self.estimated,
+            tokenized: self.tokenized,
             good: self.good,
         }
     }
@@ -186,6 +196,7 @@ impl TokenTally {
             output_total: encoded.output_total,
             input_total: encoded.input_total,
             estimated: encoded.estimated,
+            tokenized: encoded.tokenized,
             good: encoded.good,
         })
     }
@@ -202,6 +213,8 @@ pub struct EncodedTokens {
     output_total: u64,
     input_total: u64,
     estimated: u64,
+    #[serde(default)]
+    tokenized: u64,
     #[serde(default)]
     good: u64,
 }

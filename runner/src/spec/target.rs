@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
 use super::{DurationValue, printable, relative_to, span_of};
+use crate::tokenizer::Tokenizer;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const DEFAULT_MAX_RESPONSE_BYTES: u64 = 64 * 1024 * 1024;
@@ -42,6 +43,11 @@ pub(super) struct RawTarget {
     /// SageMaker, what the container sends in its PayloadParts or its whole body).
     #[schemars(with = "Option<Api>")]
     api: Option<Spanned<Api>>,
+    /// The model's tokenizer.json (Hugging Face's format), relative to the job file: counts a language model's
+    /// tokens when the server sends no `usage` (output from the text it streamed, input from the prompt). Needs
+    /// `api`, or a reference LLM.
+    #[schemars(with = "Option<PathBuf>")]
+    tokenizer: Option<Spanned<PathBuf>>,
     /// https: a private CA, a client certificate for mutual TLS, the server name to verify.
     #[schemars(with = "Option<RawTls>")]
     tls: Option<Spanned<RawTls>>,
@@ -244,6 +250,8 @@ pub struct SageMakerSpec {
     /// The container's responses follow this API (its PayloadParts, or its whole body): tokens are read from them
     /// instead of counting each chunk as one.
     pub api: Option<Api>,
+    /// Counts the tokens of responses without `usage`.
+    pub tokenizer: Option<Tokenizer>,
 }
 
 /// The placeholder in a command's arguments and environment that plateau fills with the server's port.
@@ -292,6 +300,8 @@ pub struct HttpRequestSpec {
     pub tls: TlsSpec,
     /// Responses read as a language model's (token timings and counts).
     pub api: Option<Api>,
+    /// Counts the tokens of responses without `usage`.
+    pub tokenizer: Option<Tokenizer>,
 }
 
 /// TLS for https targets, beyond the system's roots: paths resolved against the job file's folder.
@@ -401,8 +411,11 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
     }
     let command = validate_command(raw, &prefix, sink)
         .map(|command| CommandSpec { working_dir: relative_to(job_path, &command.working_dir), ..command });
-    let sagemaker = validate_sagemaker(raw, &prefix, sink);
+    let tokenizer = validate_tokenizer(raw, &prefix, job_path, sink);
+    let sagemaker = validate_sagemaker(raw, &prefix, sink)
+        .map(|sagemaker| SageMakerSpec { tokenizer: tokenizer.clone(), ..sagemaker });
     let http = HttpRequestSpec {
+        tokenizer,
         http_version: raw.http_version.as_ref().map_or(HttpVersion::Auto, |version| *version.get_ref()),
         api: raw.api.as_ref().map(|api| *api.get_ref()),
         tls: validate_tls(raw.tls.as_ref(), &prefix, job_path, sink),
@@ -628,7 +641,38 @@ pub(super) fn validate_sagemaker(
         inference_component: text(&raw.inference_component),
         streaming: raw.streaming.as_ref().is_some_and(|streaming| *streaming.get_ref()),
         api: raw.api.as_ref().map(|api| *api.get_ref()),
+        tokenizer: None,
     })
+}
+
+/// The job's tokenizer, loaded: a tokenizer counts a language model's tokens, so the target reads them (`api`, or
+/// the reference with its LLM configurations).
+fn validate_tokenizer(
+    raw: &RawTarget,
+    prefix: &str,
+    job_path: &Path,
+    sink: &mut DiagnosticSink<'_>,
+) -> Option<Tokenizer> {
+    let path = raw.tokenizer.as_ref()?;
+    let key = format!("{prefix}.tokenizer");
+    if raw.api.is_none() && *raw.kind.get_ref() != TargetKind::Reference {
+        sink.error(
+            span_of(path),
+            key,
+            "a tokenizer counts a language model's tokens, and this target does not read them",
+            Some("add api = \"openai\" to the target".into()),
+        );
+        return None;
+    }
+    let resolved = relative_to(job_path, path.get_ref());
+    let hint = "paths are relative to the job file; the tokenizer.json the model ships with (Hugging Face's format)";
+    if !resolved.is_file() {
+        sink.error(span_of(path), key, format!("no file at `{}`", resolved.display()), Some(hint.into()));
+        return None;
+    }
+    Tokenizer::load(&resolved)
+        .map_err(|error| sink.error(span_of(path), key, error.to_string(), Some(hint.into())))
+        .ok()
 }
 
 pub(super) const AWS_ENDPOINT_HINT: &str = "e.g. \"https://runtime.sagemaker.us-east-1.amazonaws.com\"";

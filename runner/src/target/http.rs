@@ -26,6 +26,7 @@ use crate::aws::errors::error_chain;
 use crate::measure::{ErrorClass, ErrorCounts, ErrorExamples, Outcome};
 use crate::payload::{Overrides, PayloadSource, PayloadStream, Prepared};
 use crate::spec::{Api, HeaderValue, HttpRequestSpec, HttpVersion, Payload, ResponseCheck, TlsSpec};
+use crate::tokenizer::Tokenizer;
 
 /// Why an HTTP target cannot be made or reached before the ramp; each says what to check.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +80,10 @@ struct RequestTemplate {
     timeout: Duration,
     max_response_bytes: u64,
     check: ResponseCheck,
-    /// Responses are a language model's, read for their tokens.
+    /// Responses are a language model's, read for their tokens ...
     api: Option<Api>,
+    /// ... and counted by the job's tokenizer when the server sends no `usage`.
+    tokenizer: Option<Tokenizer>,
     /// The first failure of each class, for the results.
     examples: ErrorExamples,
 }
@@ -225,6 +228,7 @@ impl HttpTarget {
                 max_response_bytes: spec.max_response_bytes,
                 check: spec.check.clone(),
                 api: spec.api,
+                tokenizer: spec.tokenizer.clone(),
                 examples: ErrorExamples::default(),
             }),
             payload: source,
@@ -341,7 +345,7 @@ impl Target for HttpTarget {
             Some(_) => Transport::Wire { next: Vec::new(), ready: false, connection: None },
             None => Transport::Hyper { next: None, sender: None },
         };
-        let tokens = self.shared.api.map(|Api::OpenAi| TokenReader::default());
+        let tokens = self.shared.api.map(|Api::OpenAi| TokenReader::new(self.shared.tokenizer.clone()));
         HttpSession {
             template: Arc::clone(&self.shared),
             payload: self.payload.stream(),
@@ -546,13 +550,20 @@ fn write_head(out: &mut Vec<u8>, method: &Method, path: &Uri, headers: &HeaderMa
 
 impl Session for HttpSession {
     fn prepare(&mut self) -> Result<(), PrepareError> {
+        let mut next_request = || {
+            let prepared = self.payload.next_request()?;
+            if let Some(tokens) = &mut self.tokens {
+                tokens.prompt(&prepared.body);
+            }
+            Ok::<_, PrepareError>(prepared)
+        };
         match &mut self.transport {
             Transport::Wire { next, ready: ready @ false, .. } => {
-                self.template.write_wire_request(self.payload.next_request()?, next)?;
+                self.template.write_wire_request(next_request()?, next)?;
                 *ready = true;
             }
             Transport::Hyper { next: next @ None, .. } => {
-                *next = Some(self.template.request(self.payload.next_request()?)?);
+                *next = Some(self.template.request(next_request()?)?);
             }
             _ => {}
         }

@@ -14,6 +14,7 @@ use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 use super::sse::{SseError, SseParser};
 use crate::measure::{ErrorClass, TokenCount, Tokens};
+use crate::tokenizer::Tokenizer;
 
 /// An event or line longer than this ends the stream as broken: no chunk of tokens comes near it.
 const MAX_EVENT_BYTES: usize = 1 << 20;
@@ -40,6 +41,75 @@ pub struct TokenReader {
     broken: Option<String>,
     /// The gaps between text chunks, for the recorder.
     gaps_us: Vec<u32>,
+    /// The job's tokenizer, for responses without `usage`.
+    counting: Option<Counting>,
+}
+
+/// Counting tokens with the job's tokenizer, off the clock: a stream's text chunks are kept as they come and read
+/// when the response has ended, and the prompt is counted when its request is prepared.
+struct Counting {
+    tokenizer: Tokenizer,
+    /// The current response's text chunks (their JSON), one after another ...
+    chunks: Vec<u8>,
+    /// ... each ending here.
+    chunk_ends: Vec<usize>,
+    /// The body whose prompt was counted last (a fixed body is counted once), and its count: none when the body
+    /// is not a completion request.
+    prompt: Option<(bytes::Bytes, Option<u32>)>,
+}
+
+impl Counting {
+    /// The tokens of the text in the stream's chunks.
+    fn streamed_output(&self) -> u32 {
+        let mut text = String::new();
+        let mut start = 0;
+        for &end in &self.chunk_ends {
+            if let Ok(chunk) = serde_json::from_slice::<serde_json::Value>(&self.chunks[start..end]) {
+                push_choice_text(&chunk, &mut text);
+            }
+            start = end;
+        }
+        self.tokenizer.count(&text)
+    }
+
+    fn prompt_tokens(&self) -> Option<u32> {
+        self.prompt.as_ref().and_then(|(_, tokens)| *tokens)
+    }
+}
+
+/// Appends the text of a chunk's or a whole response's first choice: a chat delta's or message's `content` and
+/// `reasoning_content`, a completion's `text`.
+fn push_choice_text(response: &serde_json::Value, text: &mut String) {
+    let choice = &response["choices"][0];
+    for part in ["delta", "message"] {
+        for key in ["reasoning_content", "content"] {
+            text.push_str(choice[part][key].as_str().unwrap_or_default());
+        }
+    }
+    text.push_str(choice["text"].as_str().unwrap_or_default());
+}
+
+/// The prompt of a completion request's body, as the server reads it: the chat messages' text (a string, or the
+/// text of its parts), or a completion's `prompt`; none when the body is neither.
+fn prompt_texts(body: &[u8]) -> Option<Vec<String>> {
+    let request: serde_json::Value = serde_json::from_slice(body).ok()?;
+    fn texts(value: &serde_json::Value, into: &mut Vec<String>) {
+        match value {
+            serde_json::Value::String(text) => into.push(text.clone()),
+            serde_json::Value::Array(items) => items.iter().for_each(|item| texts(item, into)),
+            serde_json::Value::Object(fields) => fields.get("text").into_iter().for_each(|text| texts(text, into)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    match (&request["messages"], &request["prompt"]) {
+        (serde_json::Value::Array(messages), _) => {
+            messages.iter().for_each(|message| texts(&message["content"], &mut found));
+        }
+        (_, prompt @ (serde_json::Value::String(_) | serde_json::Value::Array(_))) => texts(prompt, &mut found),
+        _ => return None,
+    }
+    Some(found)
 }
 
 impl Default for TokenReader {
@@ -55,15 +125,42 @@ impl Default for TokenReader {
             ended: false,
             broken: None,
             gaps_us: Vec::new(),
+            counting: None,
         }
     }
 }
 
 impl TokenReader {
+    /// A reader that counts tokens with `tokenizer` when a response has no `usage`.
+    pub fn new(tokenizer: Option<Tokenizer>) -> Self {
+        let counting =
+            tokenizer.map(|tokenizer| Counting { tokenizer, chunks: Vec::new(), chunk_ends: Vec::new(), prompt: None });
+        Self { counting, ..Self::default() }
+    }
+
+    /// The request about to be sent, for its prompt's tokens when a tokenizer counts them (before the clock
+    /// starts; the same body again is not counted again).
+    pub fn prompt(&mut self, body: &bytes::Bytes) {
+        let Some(counting) = &mut self.counting else { return };
+        if counting
+            .prompt
+            .as_ref()
+            .is_some_and(|(counted, _)| counted.as_ptr() == body.as_ptr() && counted.len() == body.len())
+        {
+            return;
+        }
+        let tokens = prompt_texts(body).map(|texts| texts.iter().map(|text| counting.tokenizer.count(text)).sum());
+        counting.prompt = Some((body.clone(), tokens));
+    }
+
     /// Ready for a response to a request sent at `started`.
     pub fn begin(&mut self, started: Instant) {
         self.sse.reset();
         self.gaps_us.clear();
+        if let Some(counting) = &mut self.counting {
+            counting.chunks.clear();
+            counting.chunk_ends.clear();
+        }
         (self.started, self.first, self.last, self.chunks, self.usage, self.ended, self.broken) =
             (started, None, None, 0, None, false, None);
     }
@@ -87,7 +184,7 @@ impl TokenReader {
         if self.broken.is_some() {
             return;
         }
-        let Self { sse, first, last, chunks, usage, ended, broken, gaps_us, .. } = self;
+        let Self { sse, first, last, chunks, usage, ended, broken, gaps_us, counting, .. } = self;
         let result = sse.feed(bytes, |event| {
             if broken.is_some() {
                 return;
@@ -113,6 +210,10 @@ impl TokenReader {
                         first.get_or_insert(now);
                         *last = Some(now);
                         *chunks += 1;
+                        if let Some(counting) = counting {
+                            counting.chunks.extend_from_slice(event.data);
+                            counting.chunk_ends.push(counting.chunks.len());
+                        }
                     }
                     *ended |= chunk.finished;
                     if chunk.usage.is_some() {
@@ -136,6 +237,13 @@ impl TokenReader {
     pub fn finish(&mut self, whole_body: &[u8]) -> Reading {
         if !self.event_stream {
             return match serde_json::from_slice::<Whole>(whole_body) {
+                Ok(Whole { usage: None, .. }) if self.counting.is_some() => {
+                    let mut text = String::new();
+                    if let Ok(whole) = serde_json::from_slice::<serde_json::Value>(whole_body) {
+                        push_choice_text(&whole, &mut text);
+                    }
+                    Reading::Complete(self.counted(|counting| counting.tokenizer.count(&text)))
+                }
                 Ok(whole) => Reading::Complete(self.tokens(whole.usage, whole.choice.characters.div_ceil(4))),
                 Err(error) => Reading::Broken(
                     self.tokens(None, 0),
@@ -162,17 +270,39 @@ impl TokenReader {
         (class == ErrorClass::Other && tokens.output > 0).then_some(tokens)
     }
 
+    /// The response's tokens: the server's `usage`, else the job's tokenizer's count of a stream's text, else
+    /// `estimate`.
     fn tokens(&self, usage: Option<Usage>, estimate: u32) -> Tokens {
-        let first_token_us = self.first.map(|first| first.saturating_duration_since(self.started).as_micros() as u64);
         match usage {
             Some(usage) => Tokens {
-                first_token_us,
+                first_token_us: self.first_token_us(),
                 output: usage.completion_tokens,
                 input: Some(usage.prompt_tokens),
                 counted: TokenCount::Usage,
             },
-            None => Tokens { first_token_us, output: estimate, input: None, counted: TokenCount::Estimated },
+            None if self.counting.is_some() => self.counted(Counting::streamed_output),
+            None => Tokens {
+                first_token_us: self.first_token_us(),
+                output: estimate,
+                input: None,
+                counted: TokenCount::Estimated,
+            },
         }
+    }
+
+    /// Tokens counted by the job's tokenizer: the output as `output` counts it, the input from the prompt.
+    fn counted(&self, output: impl FnOnce(&Counting) -> u32) -> Tokens {
+        let counting = self.counting.as_ref().expect("counted only with a tokenizer");
+        Tokens {
+            first_token_us: self.first_token_us(),
+            output: output(counting),
+            input: counting.prompt_tokens(),
+            counted: TokenCount::Tokenizer,
+        }
+    }
+
+    fn first_token_us(&self) -> Option<u64> {
+        self.first.map(|first| first.saturating_duration_since(self.started).as_micros() as u64)
     }
 }
 
@@ -426,6 +556,60 @@ mod tests {
         let body = br#"{"choices":[{"text":"twelve chars"}]}"#;
         let Reading::Complete(tokens) = reader.finish(body) else { panic!() };
         assert_eq!((tokens.output, tokens.counted), (3, TokenCount::Estimated));
+    }
+
+    /// A word-level tokenizer: a token per word and per run of punctuation, known or not.
+    fn word_tokenizer() -> (tempfile::TempDir, Tokenizer) {
+        let folder = tempfile::tempdir().unwrap();
+        let path = folder.path().join("tokenizer.json");
+        let json = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1}, "unk_token": "[UNK]"}}"#;
+        std::fs::write(&path, json).unwrap();
+        let tokenizer = Tokenizer::load(&path).unwrap();
+        (folder, tokenizer)
+    }
+
+    #[test]
+    fn without_usage_the_jobs_tokenizer_counts_the_streamed_text_and_the_prompt() {
+        let (_folder, tokenizer) = word_tokenizer();
+        let mut stream = vllm_stream();
+        stream.remove(4);
+        let start = Instant::now();
+        let mut reader = TokenReader::new(Some(tokenizer));
+        let body = bytes::Bytes::from_static(
+            br#"{"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "text", "text": "Say hello twice"}]}]}"#,
+        );
+        reader.prompt(&body);
+        reader.begin(start);
+        reader.event_stream(true);
+        for (ms, bytes) in &stream {
+            reader.feed(bytes, start + Duration::from_millis(*ms));
+        }
+        // "Hel" "lo \"you\"" "!": Hello, ", you, "! in three chunks; the prompt is Be, brief, ., Say, hello, twice.
+        let Reading::Complete(tokens) = reader.finish(b"") else { panic!() };
+        assert_eq!((tokens.output, tokens.input, tokens.counted), (4, Some(6), TokenCount::Tokenizer));
+        assert_eq!(tokens.first_token_us, Some(20_000));
+
+        // A whole response's text, and a completion's prompt.
+        reader.prompt(&bytes::Bytes::from_static(br#"{"prompt": "one two three", "max_tokens": 5}"#));
+        reader.begin(start);
+        reader.event_stream(false);
+        let Reading::Complete(tokens) = reader.finish(br#"{"choices":[{"text":"four words, of text"}]}"#) else {
+            panic!()
+        };
+        assert_eq!((tokens.output, tokens.input, tokens.counted), (5, Some(3), TokenCount::Tokenizer));
+        // The server's usage comes first.
+        let Reading::Complete(tokens) =
+            reader.finish(br#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":2}}"#)
+        else {
+            panic!()
+        };
+        assert_eq!((tokens.output, tokens.input, tokens.counted), (2, Some(9), TokenCount::Usage));
+        // A body that is not a completion request has no prompt to count.
+        reader.prompt(&bytes::Bytes::from_static(b"not json"));
+        let Reading::Complete(tokens) = reader.finish(br#"{"choices":[{"text":"a b"}]}"#) else { panic!() };
+        assert_eq!((tokens.output, tokens.input), (2, None));
     }
 
     #[test]

@@ -211,7 +211,7 @@ impl Target for SageMakerTarget {
             payload: self.payload.stream(),
             next: None,
             gaps_us: Vec::new(),
-            tokens: self.shared.spec.api.map(|_| TokenReader::default()),
+            tokens: self.shared.spec.api.map(|_| TokenReader::new(self.shared.spec.tokenizer.clone())),
         }
     }
 }
@@ -230,7 +230,11 @@ impl Session for SageMakerSession {
     fn prepare(&mut self) -> Result<(), PrepareError> {
         if self.next.is_none() {
             // InvokeEndpoint has no headers or path of its own: a plugin's body is what is sent.
-            self.next = Some(self.payload.next_request()?.body.to_vec());
+            let prepared = self.payload.next_request()?;
+            if let Some(tokens) = &mut self.tokens {
+                tokens.prompt(&prepared.body);
+            }
+            self.next = Some(prepared.body.to_vec());
         }
         Ok(())
     }
