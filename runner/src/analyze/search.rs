@@ -11,18 +11,19 @@
 //! scale almost linearly, it was wrong, and they double again (a re-probe) until throughput bends. Only measured
 //! steps feed the figures; the probe is kept in the results to show how the steps were placed.
 //!
-//! With a latency goal missed below the plateau, the search then bisects the load between the highest step that
-//! met it and the lowest above that missed it, to within 2.5% (one user), in boundary steps that feed only the
-//! figure at the goal (AIPerf's highest concurrency under an SLA is the anchor).
+//! With the goals of `[requirements]` (latency, and for language models TTFT and TPOT, at the percentile) missed
+//! below the plateau, the search then bisects the load between the highest step that met every goal and the
+//! lowest above that missed one, to within 2.5% (one user), in boundary steps that feed only the figure at the
+//! goal (AIPerf's highest concurrency under an SLA is the anchor).
 
 use serde::{Deserialize, Serialize};
 
 use crate::drive::{NextStep, StepVerdict};
-use crate::measure;
 use crate::measure::step::StepRecord;
 use crate::plan::StepRole;
-use crate::spec::{LatencyThreshold, Search, SearchLoad};
+use crate::spec::{Search, SearchLoad};
 
+use super::goals::Goal;
 use super::plateau::{OnlineDetector, StepPoint};
 use super::{StepResult, step_result};
 
@@ -47,22 +48,28 @@ pub struct Searcher<'a> {
     pub search: &'a Search,
     pub detector: OnlineDetector<'a>,
     pub think_time_ms: u64,
-    /// `[requirements]`' latency goal, whose boundary the search bisects.
-    pub goal: Option<LatencyThreshold>,
+    /// `[requirements]`' goals (`Goal::all`), whose boundary the search bisects.
+    pub goals: Vec<Goal>,
 }
 
-/// The steps either side of the latency goal.
+/// The steps either side of the goals: the highest load that met every goal, the lowest above it that missed one,
+/// and the first goal it missed.
 pub struct Boundary<'s> {
     pub met: &'s StepResult,
     pub missed: &'s StepResult,
+    pub goal: Goal,
 }
 
-/// Where the latency goal's boundary lies, as the search left it.
+/// Where the goals' boundary lies, as the search left it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GoalBoundary {
-    /// The highest load that met the goal, and the lowest above it that missed it.
+    /// The highest load that met every goal, and the lowest above it that missed one.
     pub loads: [f64; 2],
-    /// The required percentile at each, in ms.
+    /// The goal missed there, in words ("p90 TTFT ≤ 80 ms"); absent in results from before TTFT and TPOT goals,
+    /// whose boundary was the latency goal's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goal: Option<String>,
+    /// That goal's figure at each load (end-to-end latency, TTFT or TPOT at the percentile), in ms.
     pub latency_ms: [f64; 2],
     /// The percentile at least doubled between the two: a cliff (a queue that overflows, a cache that stops
     /// fitting) rather than a smooth rise, so a little more load costs a lot of latency.
@@ -153,14 +160,14 @@ impl Searcher<'_> {
         self.measured(self.round(highest.load * factor).max(self.above(highest.load)).min(self.search.load.max()))
     }
 
-    /// The next bisection step of the latency goal's boundary, if it is not yet found (see `BOUNDARY_RESOLUTION`):
+    /// The next bisection step of the goals' boundary, if it is not yet found (see `BOUNDARY_RESOLUTION`):
     /// `None` when there is nothing (more) to find: every step met the goal, none did, the load that met it is
     /// already at the plateau (so the figure at the goal cannot move), or the steps ran out.
     fn boundary_step(&self, probe: &[StepResult], measured: &[StepResult], boundary: &[StepResult]) -> Option<f64> {
         if boundary.len() >= BOUNDARY_STEPS {
             return None;
         }
-        let Boundary { met, missed } = self.boundary(probe, measured, boundary)?;
+        let Boundary { met, missed, .. } = self.boundary(probe, measured, boundary)?;
         let resolved = match self.search.load {
             SearchLoad::Users { .. } => missed.load - met.load <= 1.0,
             SearchLoad::RatePerSecond { .. } => missed.load / met.load - 1.0 <= BOUNDARY_RESOLUTION,
@@ -174,8 +181,8 @@ impl Searcher<'_> {
         Some(if middle > met.load && middle < missed.load { middle } else { self.above(met.load) })
     }
 
-    /// The steps either side of the latency goal: the highest load whose percentile met it, and the lowest above
-    /// it that missed it. A short probe step's percentile rests on two seconds, and near the capacity its queue
+    /// The steps either side of the goals: the highest load whose percentiles met every goal, and the lowest above
+    /// it that missed one. A short probe step's percentile rests on two seconds, and near the capacity its queue
     /// has not yet built up, so only measured and boundary steps, and the probe's first step (the lowest load, run
     /// longer), take part.
     pub fn boundary<'s>(
@@ -184,8 +191,9 @@ impl Searcher<'_> {
         measured: &'s [StepResult],
         boundary: &'s [StepResult],
     ) -> Option<Boundary<'s>> {
-        let goal = self.goal?;
-        let latency_ms = |step: &StepResult| measure::percentile_ms(&step.histogram, goal.percentile.value());
+        if self.goals.is_empty() {
+            return None;
+        }
         let mut steps: Vec<&StepResult> = probe
             .iter()
             .take(1)
@@ -194,9 +202,11 @@ impl Searcher<'_> {
             .filter(|step| step.complete && step.latency.count > 0 && !step.generator_saturated)
             .collect();
         steps.sort_by(|a, b| a.load.total_cmp(&b.load));
-        let met = *steps.iter().rev().find(|step| latency_ms(step) <= goal.latency_ms)?;
-        let missed = *steps.iter().find(|step| step.load > met.load && latency_ms(step) > goal.latency_ms)?;
-        Some(Boundary { met, missed })
+        let missed_goal = |step: &StepResult| self.goals.iter().copied().find(|goal| !goal.met(step));
+        let met = *steps.iter().rev().find(|step| missed_goal(step).is_none())?;
+        let (missed, goal) =
+            steps.iter().filter(|step| step.load > met.load).find_map(|step| Some((*step, missed_goal(step)?)))?;
+        Some(Boundary { met, missed, goal })
     }
 
     fn measured(&self, load: f64) -> StepVerdict {
@@ -289,17 +299,16 @@ impl Searcher<'_> {
         by_load.sort_by(|a, b| a.load.total_cmp(&b.load));
         let reprobes = by_load.windows(2).skip(1).filter(|pair| pair[1].load >= 2.0 * pair[0].load).count() as u32;
         let probe_s = probe.iter().map(|step| step.end_s - step.start_s).sum();
-        let goal_boundary =
-            self.goal.zip(self.boundary(probe, measured, boundary)).map(|(goal, Boundary { met, missed })| {
-                let latency_ms =
-                    [met, missed].map(|step| measure::percentile_ms(&step.histogram, goal.percentile.value()));
-                GoalBoundary {
-                    loads: [met.load, missed.load],
-                    latency_ms,
-                    cliff: latency_ms[1] >= CLIFF_FACTOR * latency_ms[0],
-                    steps: boundary.len() as u32,
-                }
-            });
+        let goal_boundary = self.boundary(probe, measured, boundary).map(|Boundary { met, missed, goal }| {
+            let latency_ms = [met, missed].map(|step| goal.observed_ms(step).unwrap_or(f64::NAN));
+            GoalBoundary {
+                loads: [met.load, missed.load],
+                goal: Some(goal.to_string()),
+                latency_ms,
+                cliff: latency_ms[1] >= CLIFF_FACTOR * latency_ms[0],
+                steps: boundary.len() as u32,
+            }
+        });
         SearchSummary { bracket: self.bracket(probe), reprobes, probe_s, goal_boundary }
     }
 }
@@ -332,20 +341,29 @@ pub fn split(records: &[StepRecord]) -> Split {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::measure::Tally;
     use crate::measure::step::new_step_for;
+    use crate::measure::{Tally, TokenCount, TokenTally, Tokens};
     use crate::plan::StepWindow;
     use crate::spec::{FIRST_PROBE_STEP_S, PlateauSettings, Stopping};
 
-    /// A step of four steady seconds at `load`, serving `rps` a second at `latency_ms`.
+    /// A step of four steady seconds at `load`, serving `rps` a second at `latency_ms`, each response's first
+    /// token at half of it.
     fn step(index: usize, window: StepWindow, rps: u64, latency_ms: f64) -> StepRecord {
         let mut record = new_step_for(StepWindow { index, ..window });
+        let latency_us = (latency_ms * 1000.0) as u64;
+        let mut tokens = TokenTally::default();
+        let generated =
+            Tokens { first_token_us: Some(latency_us / 2), output: 8, input: None, counted: TokenCount::Usage };
+        for _ in 0..rps.max(1) {
+            tokens.record(latency_us, generated, &[], None);
+        }
         for _ in 0..4 {
             // Sent: an open model's offered rate, when the server served less (closed-model tests serve more a
             // second than they have users).
             let sent = rps.max(window.load as u64);
-            let mut second = Tally { started: sent, completed: rps, ..Tally::default() };
-            second.latency_us.record_n((latency_ms * 1000.0) as u64, rps.max(1)).unwrap();
+            let mut second =
+                Tally { started: sent, completed: rps, tokens: Some(Box::new(tokens.clone())), ..Tally::default() };
+            second.latency_us.record_n(latency_us, rps.max(1)).unwrap();
             record.add_second(&second);
         }
         record.complete = true;
@@ -353,12 +371,12 @@ mod tests {
         record
     }
 
-    fn searcher<'a>(search: &'a Search, stopping: &'a Stopping, goal: Option<LatencyThreshold>) -> Searcher<'a> {
+    fn searcher<'a>(search: &'a Search, stopping: &'a Stopping, goal: Option<Goal>) -> Searcher<'a> {
         Searcher {
             search,
             detector: OnlineDetector { stopping, settings: PlateauSettings::default() },
             think_time_ms: 0,
-            goal,
+            goals: goal.into_iter().collect(),
         }
     }
 
@@ -367,10 +385,10 @@ mod tests {
         run_to(search, None, serve)
     }
 
-    /// `run`, with a latency goal.
+    /// `run`, with a goal.
     fn run_to(
         search: &Search,
-        goal: Option<LatencyThreshold>,
+        goal: Option<Goal>,
         mut serve: impl FnMut(f64) -> (u64, f64),
     ) -> (Vec<StepRecord>, String) {
         let stopping = Stopping::default();
@@ -477,27 +495,37 @@ mod tests {
         };
         // An M/M/1 queue of 100/s: p90 = ln(10) / (100 - rate); a 50 ms goal is met up to 53.95/s.
         let p90_ms = |rate: f64| if rate < 100.0 { 10f64.ln() / (100.0 - rate) * 1000.0 } else { 5000.0 };
-        let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(90.0).unwrap(), latency_ms: 50.0 };
-        let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
-        // The plateau first, with the same measured steps as without a goal; then halving the load between the
-        // probe's first step (10/s, met) and the first measured one (100/s, missed) until the two steps either
-        // side are within 2.5%.
-        assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25]);
-        assert_eq!(loads(&records, StepRole::Boundary), [55.0, 32.5, 43.75, 49.375, 52.1875, 53.59375, 54.296875]);
-        assert_eq!(reason, "plateau confirmed at step 2", "boundary steps are not plateau steps");
-        let stopping = Stopping::default();
-        let searcher = searcher(&search, &stopping, Some(goal));
-        let boundary = searcher.summary(&split(&records)).goal_boundary.unwrap();
-        assert_eq!(boundary.loads, [53.59375, 54.296875], "either side of 53.95/s");
-        assert_eq!(boundary.steps, 7);
-        assert!(!boundary.cliff, "49.6 ms, then 50.4 ms: {boundary:?}");
+        let p90 = crate::spec::Percentile::new(90.0).unwrap();
+        // The latency goal, then the same bound on TTFT (half the latency here): the same boundary.
+        for (goal, words) in [
+            (Goal::Latency { percentile: p90, limit_ms: 50.0 }, "p90 ≤ 50 ms"),
+            (Goal::Ttft { percentile: p90, limit_ms: 25.0 }, "p90 TTFT ≤ 25 ms"),
+        ] {
+            let (records, reason) = run_to(&search, Some(goal), |rate| (rate.min(100.0).round() as u64, p90_ms(rate)));
+            // The plateau first, with the same measured steps as without a goal; then halving the load between the
+            // probe's first step (10/s, met) and the first measured one (100/s, missed) until the two steps
+            // either side are within 2.5%.
+            assert_eq!(loads(&records, StepRole::Measured), [100.0, 125.0, 156.25]);
+            assert_eq!(
+                loads(&records, StepRole::Boundary),
+                [55.0, 32.5, 43.75, 49.375, 52.1875, 53.59375, 54.296875],
+                "{words}"
+            );
+            assert_eq!(reason, "plateau confirmed at step 2", "boundary steps are not plateau steps");
+            let stopping = Stopping::default();
+            let searcher = searcher(&search, &stopping, Some(goal));
+            let boundary = searcher.summary(&split(&records)).goal_boundary.unwrap();
+            assert_eq!(boundary.loads, [53.59375, 54.296875], "either side of 53.95/s");
+            assert_eq!((boundary.steps, boundary.goal.as_deref()), (7, Some(words)));
+            assert!(!boundary.cliff, "just under, then just over: {boundary:?}");
+        }
     }
 
     #[test]
     fn a_goal_missed_only_at_the_plateau_is_not_bisected() {
         // 4 workers of 20 ms; p99 grows with users past the knee: a 30 ms goal is met up to 6 users and missed at 8,
         // where throughput no longer grows, so no load between them could raise the figure at the goal.
-        let goal = LatencyThreshold { percentile: crate::spec::Percentile::new(99.0).unwrap(), latency_ms: 30.0 };
+        let goal = Goal::Latency { percentile: crate::spec::Percentile::new(99.0).unwrap(), limit_ms: 30.0 };
         let (records, _) = run_to(&closed(8), Some(goal), server(4.0, 20.0));
         assert!(loads(&records, StepRole::Boundary).is_empty(), "{:?}", loads(&records, StepRole::Boundary));
     }

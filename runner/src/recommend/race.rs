@@ -5,21 +5,22 @@
 //! bound on the unfavourable side). A running candidate's *best* is the favourable end of what its steps so far
 //! allow, and exists only once they bound it:
 //! - cost per inference and throughput need a bounded capacity: a confirmed plateau (the high end of the capacity
-//!   interval, or of the figure at the goal), or, with a latency goal, a step that missed the goal beyond doubt
-//!   (the low end of its percentile's interval above the goal): the load that meets the goal is below it, where
-//!   throughput is at most the highest interval reached so far;
+//!   interval, or of the figure at the goal), or, with goals (latency, TTFT: those with an interval), a step that
+//!   missed one beyond doubt (the low end of its percentile's interval above the goal): the load that meets the
+//!   goals is below it, where throughput is at most the highest interval reached so far;
 //! - latency is at best the lowest low end any step's interval reached, since latency does not fall as load grows.
 //!
-//! A candidate whose best cannot beat the leader's worst is eliminated, as is one that misses the latency goal
-//! beyond doubt at its lowest load, which no load mends. Both rest on what the plateau detector already assumes:
+//! A candidate whose best cannot beat the leader's worst is eliminated, as is one that misses a goal beyond doubt
+//! at its lowest load, which no load mends. Both rest on what the plateau detector already assumes:
 //! throughput that stopped growing does not grow again, and more load never lowers latency.
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyze::goals::Goal;
 use crate::analyze::{Metrics, StepResult};
 use crate::measure::precision::{Interval, MIN_SECONDS_FOR_PRECISION};
 use crate::results::ConfigurationResult;
-use crate::spec::{LatencyThreshold, Objective, Requirements};
+use crate::spec::{Objective, Requirements};
 use crate::units;
 
 use super::recommend;
@@ -64,11 +65,20 @@ fn say(objective: Objective, value: f64) -> String {
     }
 }
 
-/// A step's percentile latency interval, when it has one over enough seconds to rely on: a probe step's two
-/// seconds show where the knee is, but a bootstrap over two seconds cannot say a goal is missed beyond doubt.
+/// Whether a step ran long enough for its intervals to be relied on: a probe step's two seconds show where the
+/// knee is, but a bootstrap over two seconds cannot say a goal is missed beyond doubt.
+fn long_enough(step: &StepResult) -> bool {
+    step.steady_seconds >= MIN_SECONDS_FOR_PRECISION as u64
+}
+
+/// A step's percentile latency interval, when it has one to rely on.
 fn latency_interval(step: &StepResult, percentile: f64) -> Option<Interval> {
-    let intervals = step.latency_intervals.filter(|_| step.steady_seconds >= MIN_SECONDS_FOR_PRECISION as u64)?;
-    Some(intervals.at(percentile))
+    Some(step.latency_intervals.filter(|_| long_enough(step))?.at(percentile))
+}
+
+/// The interval of a step's figure for `goal`, when it has one to rely on (TPOT has none).
+fn goal_interval(step: &StepResult, goal: Goal) -> Option<Interval> {
+    goal.interval(step).filter(|_| long_enough(step))
 }
 
 /// Steps a figure may come from, in load order.
@@ -81,7 +91,7 @@ fn valid(steps: &[StepResult]) -> Vec<&StepResult> {
 
 /// The most throughput, per minute, the candidate can reach where it counts (at the goal, when there is one),
 /// once its steps bound it.
-fn capacity_bound_per_min(steps: &[StepResult], metrics: &Metrics, slo: Option<LatencyThreshold>) -> Option<f64> {
+fn capacity_bound_per_min(steps: &[StepResult], metrics: &Metrics, goals: &[Goal]) -> Option<f64> {
     let reached_per_min = |steps: &[&StepResult]| {
         steps
             .iter()
@@ -90,16 +100,15 @@ fn capacity_bound_per_min(steps: &[StepResult], metrics: &Metrics, slo: Option<L
             * units::per_minute(1.0)
     };
     let valid = valid(steps);
-    let beyond_goal = slo.and_then(|slo| {
-        valid.iter().position(|step| {
-            latency_interval(step, slo.percentile.value()).is_some_and(|interval| interval.low > slo.latency_ms)
-        })
+    let beyond_goal = valid.iter().position(|step| {
+        goals.iter().any(|goal| goal_interval(step, *goal).is_some_and(|interval| interval.low > goal.limit_ms()))
     });
     let at_goal = beyond_goal.map(|index| reached_per_min(&valid[..=index]));
+    let has_goals = !goals.is_empty();
     let plateau = (!metrics.lower_bound).then(|| {
         let interval =
-            if slo.is_some() { metrics.max_invocations_at_slo_interval } else { metrics.max_invocations_interval };
-        let value = metrics.max_invocations_at_slo.filter(|_| slo.is_some()).unwrap_or(metrics.max_invocations);
+            if has_goals { metrics.max_invocations_at_slo_interval } else { metrics.max_invocations_interval };
+        let value = metrics.max_invocations_at_slo.filter(|_| has_goals).unwrap_or(metrics.max_invocations);
         interval.map_or(value, |interval| interval.high.max(value))
     });
     match (at_goal, plateau) {
@@ -126,10 +135,11 @@ fn valid_in<'a>(evidence: &'a [Evidence<'a>]) -> Vec<&'a StepResult> {
 /// nothing it serves meets the requirements).
 pub fn best_possible(evidence: &[Evidence<'_>], requirements: &Requirements) -> Option<f64> {
     // The most either set of steps allows: each bound holds on its own, and the larger is the safer.
+    let goals = Goal::all(requirements);
     let capacity = || {
         evidence
             .iter()
-            .filter_map(|evidence| capacity_bound_per_min(evidence.steps, evidence.metrics, requirements.slo))
+            .filter_map(|evidence| capacity_bound_per_min(evidence.steps, evidence.metrics, &goals))
             .reduce(f64::max)
     };
     match requirements.objective {
@@ -154,19 +164,17 @@ pub fn best_possible(evidence: &[Evidence<'_>], requirements: &Requirements) -> 
 /// Why a running candidate cannot win, from its steps so far and their analysis; `None` while it still can.
 pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader: Option<&Leader>) -> Option<String> {
     let valid = valid_in(evidence);
-    // The goal missed beyond doubt by a step at the lowest load any step ran.
+    // A goal missed beyond doubt by a step at the lowest load any step ran.
     let lowest_load = valid.first().map(|step| step.load);
-    let missed = requirements.slo.and_then(|slo| {
-        let interval = valid
-            .iter()
-            .filter(|step| Some(step.load) == lowest_load)
-            .find_map(|step| latency_interval(step, slo.percentile.value()))?;
-        (interval.low > slo.latency_ms).then_some((slo, interval))
+    let missed = Goal::all(requirements).into_iter().find_map(|goal| {
+        let interval =
+            valid.iter().filter(|step| Some(step.load) == lowest_load).find_map(|step| goal_interval(step, goal))?;
+        (interval.low > goal.limit_ms()).then_some((goal, interval))
     });
-    if let (Some((slo, interval)), Some(load)) = (missed, lowest_load) {
+    if let (Some((goal, interval)), Some(load)) = (missed, lowest_load) {
         return Some(format!(
-            "misses {} ≤ {} ms even at its lowest load ({load}): {:.1} to {:.1} ms (95% interval)",
-            slo.percentile, slo.latency_ms, interval.low, interval.high
+            "misses {goal} even at its lowest load ({load}): {:.1} to {:.1} ms (95% interval)",
+            interval.low, interval.high
         ));
     }
     let leader = leader?;
@@ -190,21 +198,34 @@ pub fn cannot_win(evidence: &[Evidence<'_>], requirements: &Requirements, leader
 mod tests {
     use super::*;
     use crate::analyze::{self, Analysis, ConfigurationFacts};
-    use crate::measure::Tally;
     use crate::measure::step::{StepRecord, new_step_for};
+    use crate::measure::{Tally, TokenCount, TokenTally, Tokens};
     use crate::plan::{LoadUnit, StepRole, StepWindow};
-    use crate::spec::{Percentile, PlateauSettings, Stopping};
+    use crate::spec::{LatencyThreshold, Percentile, PlateauSettings, Stopping};
 
-    /// Steps of five steady seconds at each (users, requests/s, latency ms), analysed as a ramp priced `price`.
+    /// Steps of five steady seconds at each (users, requests/s, latency ms), each response's first token at half
+    /// its latency, analysed as a ramp priced `price`.
     fn analysed(steps: &[(f64, u64, f64)], price: f64, requirements: &Requirements) -> Analysis {
         let records: Vec<StepRecord> = steps
             .iter()
             .enumerate()
             .map(|(index, &(load, rps, latency_ms))| {
                 let mut record = new_step_for(StepWindow::new(index, index as u64 * 6, 6, load, StepRole::Measured));
+                let latency_us = (latency_ms * 1000.0) as u64;
+                let mut tokens = TokenTally::default();
+                let generated =
+                    Tokens { first_token_us: Some(latency_us / 2), output: 8, input: None, counted: TokenCount::Usage };
+                for _ in 0..rps {
+                    tokens.record(latency_us, generated, &[], None);
+                }
                 for _ in 0..5 {
-                    let mut second = Tally { started: rps, completed: rps, ..Tally::default() };
-                    second.latency_us.record_n((latency_ms * 1000.0) as u64, rps).unwrap();
+                    let mut second = Tally {
+                        started: rps,
+                        completed: rps,
+                        tokens: Some(Box::new(tokens.clone())),
+                        ..Tally::default()
+                    };
+                    second.latency_us.record_n(latency_us, rps).unwrap();
                     record.add_second(&second);
                 }
                 record.complete = true;
@@ -281,21 +302,26 @@ mod tests {
 
     #[test]
     fn a_goal_missed_beyond_doubt_bounds_the_capacity_at_the_goal_and_at_the_lowest_load_eliminates_alone() {
-        let requirements = requirements(Objective::CostPerInference, Some(60.0));
-        let leader = Leader { name: "medium".into(), objective: Objective::CostPerInference, worst: 0.21e-6 };
-        // Still climbing, but 120 ms at 4 users: the load that meets the goal is below 4 users, where throughput is
-        // at most the 200/s reached there ($0.139 per million at $0.10), which can still win; at $0.20 ($0.278)
-        // it cannot.
-        let steps = [(1.0, 50, 20.0), (2.0, 100, 40.0), (3.0, 150, 55.0), (4.0, 200, 120.0)];
-        assert_eq!(judge(&analysed(&steps, 0.10, &requirements), &requirements, Some(&leader)), None);
-        let reason = judge(&analysed(&steps, 0.20, &requirements), &requirements, Some(&leader)).expect("eliminated");
-        assert!(reason.starts_with("cannot beat medium: $0.278 per million"), "{reason}");
-        // 80 ms at its lowest load: no load meets the goal, leader or not.
-        let slow = analysed(&[(1.0, 12, 80.0)], 0.005, &requirements);
-        assert_eq!(
-            judge(&slow, &requirements, None).as_deref(),
-            Some("misses p99 ≤ 60 ms even at its lowest load (1): 80.1 to 80.1 ms (95% interval)")
-        );
+        // The latency goal, then the same bound on TTFT (half the latency in these steps).
+        let latency = requirements(Objective::CostPerInference, Some(60.0));
+        let ttft = Requirements { slo: None, ttft_ms: Some(30.0), ..latency.clone() };
+        for (requirements, missed) in [
+            (latency, "misses p99 ≤ 60 ms even at its lowest load (1): 80.1 to 80.1 ms (95% interval)"),
+            (ttft, "misses p99 TTFT ≤ 30 ms even at its lowest load (1): 40.0 to 40.0 ms (95% interval)"),
+        ] {
+            let leader = Leader { name: "medium".into(), objective: Objective::CostPerInference, worst: 0.21e-6 };
+            // Still climbing, but 120 ms at 4 users: the load that meets the goal is below 4 users, where
+            // throughput is at most the 200/s reached there ($0.139 per million at $0.10), which can still win; at
+            // $0.20 ($0.278) it cannot.
+            let steps = [(1.0, 50, 20.0), (2.0, 100, 40.0), (3.0, 150, 55.0), (4.0, 200, 120.0)];
+            assert_eq!(judge(&analysed(&steps, 0.10, &requirements), &requirements, Some(&leader)), None);
+            let reason =
+                judge(&analysed(&steps, 0.20, &requirements), &requirements, Some(&leader)).expect("eliminated");
+            assert!(reason.starts_with("cannot beat medium: $0.278 per million"), "{reason}");
+            // 80 ms at its lowest load: no load meets the goal, leader or not.
+            let slow = analysed(&[(1.0, 12, 80.0)], 0.005, &requirements);
+            assert_eq!(judge(&slow, &requirements, None).as_deref(), Some(missed));
+        }
     }
 
     #[test]

@@ -299,7 +299,7 @@ fn searcher(job: &Job) -> Option<Searcher<'_>> {
             search,
             detector: OnlineDetector { stopping: &job.stopping, settings: job.plateau },
             think_time_ms: job.traffic_options.think_time_ms,
-            goal: job.requirements.slo,
+            goals: crate::analyze::goals::Goal::all(&job.requirements),
         }),
         _ => None,
     }

@@ -214,7 +214,7 @@ impl Observer for RunObserver<'_> {
                     && engine_steps.last().is_some_and(|last| last.window.role != next.role) =>
             {
                 self.progress.line(format!(
-                    "{} bisecting the latency goal's boundary (missed below the plateau), from {} {}",
+                    "{} bisecting the goals' boundary (missed below the plateau), from {} {}",
                     self.run_label,
                     next.load,
                     self.load_unit.label()
