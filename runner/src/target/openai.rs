@@ -41,6 +41,8 @@ pub struct TokenReader {
     broken: Option<String>,
     /// The gaps between text chunks, for the recorder.
     gaps_us: Vec<u32>,
+    /// This response's first text chunk up to its text's opening quote (see `scan`); empty before it.
+    text_prefix: Vec<u8>,
     /// The job's tokenizer, for responses without `usage`.
     counting: Option<Counting>,
 }
@@ -125,6 +127,7 @@ impl Default for TokenReader {
             ended: false,
             broken: None,
             gaps_us: Vec::new(),
+            text_prefix: Vec::new(),
             counting: None,
         }
     }
@@ -157,6 +160,7 @@ impl TokenReader {
     pub fn begin(&mut self, started: Instant) {
         self.sse.reset();
         self.gaps_us.clear();
+        self.text_prefix.clear();
         if let Some(counting) = &mut self.counting {
             counting.chunks.clear();
             counting.chunk_ends.clear();
@@ -184,7 +188,7 @@ impl TokenReader {
         if self.broken.is_some() {
             return;
         }
-        let Self { sse, first, last, chunks, usage, ended, broken, gaps_us, counting, .. } = self;
+        let Self { sse, first, last, chunks, usage, ended, broken, gaps_us, text_prefix, counting, .. } = self;
         let result = sse.feed(bytes, |event| {
             if broken.is_some() {
                 return;
@@ -197,7 +201,7 @@ impl TokenReader {
                 *ended = true;
                 return;
             }
-            match scan(event.data) {
+            match scan(event.data, text_prefix) {
                 Ok(chunk) if chunk.error => {
                     *broken = Some(format!("an error chunk mid-stream: {}", excerpt(event.data)));
                 }
@@ -335,31 +339,80 @@ struct Scanned {
 /// A key is a quoted string followed by a colon; inside a JSON string a quote is escaped, so text that looks like a
 /// key leaves a backslash in the name and matches none. Only `usage`, which comes once per response, is parsed;
 /// the rest is not validated as JSON beyond its braces.
-fn scan(chunk: &[u8]) -> Result<Scanned, String> {
+///
+/// A stream's chunks repeat everything before their text (id, object, created, model, index, the delta's key), so
+/// `text_prefix` keeps the response's first text chunk up to its text's opening quote, when no key before it said
+/// anything (no error, finish or usage). A later chunk that starts with those same bytes is read from its text on:
+/// what comes before says what it said in the first.
+fn scan(chunk: &[u8], text_prefix: &mut Vec<u8>) -> Result<Scanned, String> {
     let json = chunk.trim_ascii();
     if !(json.starts_with(b"{") && json.ends_with(b"}")) {
         return Err("not a JSON object".into());
     }
-    let non_empty_string = |value: &[u8]| value.starts_with(b"\"") && !value.starts_with(b"\"\"");
     let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
+    let known = text_prefix.len();
+    if known > 0 && json.len() > known && json.starts_with(text_prefix) {
+        let after = string_end(json, known).ok_or("a string that does not end")?;
+        scanned.text = after > known + 1;
+        scan_keys(json, after, &mut scanned, None)?;
+    } else {
+        scan_keys(json, 0, &mut scanned, Some(text_prefix))?;
+    }
+    Ok(scanned)
+}
+
+/// The index just past the closing quote of the JSON string whose contents start at `from`.
+fn string_end(json: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        from += memchr::memchr2(b'"', b'\\', json.get(from..)?)?;
+        if json[from] == b'"' {
+            return Some(from + 1);
+        }
+        from += 2;
+    }
+}
+
+/// Scans the keys of `json` from `start` into `scanned`; with `text_prefix`, keeps the chunk up to the first
+/// non-empty text's opening quote there, when nothing before it was found.
+fn scan_keys(
+    json: &[u8],
+    start: usize,
+    scanned: &mut Scanned,
+    mut text_prefix: Option<&mut Vec<u8>>,
+) -> Result<(), String> {
+    let non_empty_string = |value: &[u8]| value.starts_with(b"\"") && !value.starts_with(b"\"\"");
+    let json_from = &json[start..];
     // memchr's SSE2 searcher on x86-64, not its run-time choice: a chunk is about a hundred bytes, too short for
     // AVX2 to pay for itself (measured: the whole scan took half the time).
     #[cfg(target_arch = "x86_64")]
     let searcher = memchr::arch::x86_64::sse2::memchr::One::new(b':').expect("SSE2 is part of x86-64");
     #[cfg(target_arch = "x86_64")]
-    let colons = searcher.iter(json);
+    let colons = searcher.iter(json_from);
     #[cfg(not(target_arch = "x86_64"))]
-    let colons = memchr::memchr_iter(b':', json);
-    for colon in colons {
+    let colons = memchr::memchr_iter(b':', json_from);
+    for colon in colons.map(|colon| colon + start) {
         let Some(name) = json[..colon].trim_ascii_end().strip_suffix(b"\"") else { continue };
         let Some(key) = Key::ending(name) else { continue };
         let value = json[colon + 1..].trim_ascii_start();
         match key {
-            Key::Text => scanned.text |= non_empty_string(value),
+            Key::Text if non_empty_string(value) => {
+                let nothing_before = !(scanned.text || scanned.finished || scanned.error || scanned.usage.is_some());
+                if let Some(prefix) = text_prefix.take().filter(|_| nothing_before) {
+                    let quote = json.len() - value.len();
+                    prefix.clear();
+                    prefix.extend_from_slice(&json[..=quote]);
+                }
+                scanned.text = true;
+            }
+            Key::Text => {}
             Key::FinishReason => scanned.finished |= non_empty_string(value),
             Key::Error => scanned.error |= !value.starts_with(b"null"),
             Key::Object => scanned.error |= value.starts_with(br#""error""#),
             Key::Usage if value.starts_with(b"{") => {
+                if let Some(usage) = flat_usage(value) {
+                    scanned.usage = Some(usage);
+                    continue;
+                }
                 match serde_json::Deserializer::from_slice(value).into_iter::<Usage>().next() {
                     Some(Ok(usage)) => scanned.usage = Some(usage),
                     Some(Err(error)) => return Err(format!("its usage: {error}")),
@@ -369,7 +422,52 @@ fn scan(chunk: &[u8]) -> Result<Scanned, String> {
             Key::Usage => {}
         }
     }
-    Ok(scanned)
+    Ok(())
+}
+
+/// A `usage` object of numbers, nulls and strings only, as vLLM and SGLang send it, read without serde (a
+/// deserializer's set-up was a sixth of a stream's parsing); none for anything else (nested details, escapes in a
+/// key, a number out of range), which serde then reads.
+fn flat_usage(object: &[u8]) -> Option<Usage> {
+    let mut usage = Usage { prompt_tokens: 0, completion_tokens: 0 };
+    let skip_spaces = |at: usize| at + object[at..].iter().take_while(|byte| byte.is_ascii_whitespace()).count();
+    let mut at = skip_spaces(1);
+    if object.get(at) == Some(&b'}') {
+        return Some(usage);
+    }
+    loop {
+        if object.get(at) != Some(&b'"') {
+            return None;
+        }
+        let key_end = at + 1 + memchr::memchr2(b'"', b'\\', object.get(at + 1..)?)?;
+        let key = &object[at + 1..key_end];
+        if object[key_end] != b'"' {
+            return None;
+        }
+        at = skip_spaces(key_end + 1);
+        if object.get(at) != Some(&b':') {
+            return None;
+        }
+        at = skip_spaces(at + 1);
+        let value_end = match object.get(at)? {
+            b'0'..=b'9' => at + object[at..].iter().take_while(|byte| byte.is_ascii_digit()).count(),
+            b'"' => string_end(object, at + 1)?,
+            b'n' if object[at..].starts_with(b"null") => at + 4,
+            _ => return None,
+        };
+        let count = || std::str::from_utf8(&object[at..value_end]).ok()?.parse::<u32>().ok();
+        match key {
+            b"prompt_tokens" => usage.prompt_tokens = count()?,
+            b"completion_tokens" => usage.completion_tokens = count()?,
+            _ => {}
+        }
+        at = skip_spaces(value_end);
+        match object.get(at)? {
+            b',' => at = skip_spaces(at + 1),
+            b'}' => return Some(usage),
+            _ => return None,
+        }
+    }
 }
 
 /// The keys of a chunk plateau reads.
@@ -620,21 +718,90 @@ mod tests {
                 r#"{{"id":"{}","choices":[{{"delta":{{"content":"say \"finish_reason\": \"stop\" \\"}},"finish_reason":null}}]}}"#,
                 "x".repeat(pad)
             );
-            let scanned = scan(chunk.as_bytes()).unwrap();
+            let scanned = scan(chunk.as_bytes(), &mut Vec::new()).unwrap();
             assert!(scanned.text && !scanned.finished && !scanned.error, "pad {pad}: {chunk}");
             let empty =
                 chunk.replace(r#""say \"finish_reason\": \"stop\" \\""#, r#""""#).replace("null", r#""length""#);
-            let scanned = scan(empty.as_bytes()).unwrap();
+            let scanned = scan(empty.as_bytes(), &mut Vec::new()).unwrap();
             assert!(!scanned.text && scanned.finished, "pad {pad}: {empty}");
         }
     }
 
     #[test]
+    fn chunks_that_repeat_the_first_text_chunks_prefix_are_read_from_their_text_alike() {
+        let prefix = r#"{"id":"c-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#;
+        let chunks = [
+            format!(r#"{prefix}Hel"}},"finish_reason":null}}]}}"#),
+            format!(r#"{prefix}lo \"x\": \\"}},"finish_reason":null}}]}}"#),
+            format!(r#"{prefix}"}},"finish_reason":null}}]}}"#),
+            format!(r#"{prefix}!"}},"finish_reason":"stop"}}]}}"#),
+            format!(r#"{prefix}?"}},"error":{{"message":"overloaded"}}}}]}}"#),
+            format!(r#"{prefix}unterminated}}"#),
+            r#"{"id":"c-1","object":"error","choices":[{"index":0,"delta":{"content":"a"}}]}"#.to_string(),
+        ];
+        let mut known = Vec::new();
+        for chunk in &chunks {
+            let fast = scan(chunk.as_bytes(), &mut known);
+            let whole = scan(chunk.as_bytes(), &mut Vec::new());
+            let read = |scanned: &Result<Scanned, String>| {
+                scanned.as_ref().map(|s| (s.text, s.finished, s.error, s.usage)).map_err(|_| ())
+            };
+            // The unterminated string: the fast path cannot find the text's end; the whole scan does not look.
+            if chunk.contains("unterminated") {
+                assert!(fast.is_err() && whole.is_ok(), "{chunk}");
+                continue;
+            }
+            assert_eq!(read(&fast), read(&whole), "{chunk}");
+        }
+        assert_eq!(known, prefix.as_bytes(), "kept from the first text chunk");
+        // A chunk whose error comes before its text is not a prefix to keep.
+        let mut fresh = Vec::new();
+        scan(chunks[6].as_bytes(), &mut fresh).unwrap();
+        assert!(fresh.is_empty());
+    }
+
+    #[test]
+    fn a_flat_usage_is_read_without_serde_and_anything_else_by_it() {
+        let read = |usage: &str| {
+            let chunk = format!(r#"{{"choices":[],"usage":{usage}}}"#);
+            scan(chunk.as_bytes(), &mut Vec::new()).map(|scanned| scanned.usage)
+        };
+        let usage = |prompt_tokens, completion_tokens| Ok(Some(Usage { prompt_tokens, completion_tokens }));
+        assert_eq!(
+            flat_usage(br#"{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108}"#),
+            usage(100, 8).unwrap()
+        );
+        assert_eq!(
+            flat_usage(
+                br#"{ "completion_tokens" : 3 , "x":"a\"b", "prompt_tokens_details": null, "prompt_tokens":7 }"#
+            ),
+            usage(7, 3).unwrap()
+        );
+        assert_eq!(flat_usage(b"{}"), usage(0, 0).unwrap());
+        // Nested details, a negative or huge count, an escaped key: serde reads them (or refuses them).
+        for other in [
+            r#"{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":4}"#,
+            r#"{"prompt_tokens":-1,"completion_tokens":4}"#,
+            r#"{"prompt_tokens":99999999999,"completion_tokens":4}"#,
+            r#"{"prompt\u005ftokens":5,"completion_tokens":4}"#,
+        ] {
+            assert_eq!(flat_usage(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(
+            read(r#"{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":4}"#),
+            usage(5, 4)
+        );
+        assert_eq!(read(r#"{"prompt\u005ftokens":5,"completion_tokens":4}"#), usage(5, 4));
+        assert!(read(r#"{"prompt_tokens":-1,"completion_tokens":4}"#).is_err());
+        assert_eq!(read(r#"{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108}"#), usage(100, 8));
+    }
+
+    #[test]
     fn only_whole_key_names_count() {
-        let text = |chunk: &str| scan(chunk.as_bytes()).unwrap().text;
+        let text = |chunk: &str| scan(chunk.as_bytes(), &mut Vec::new()).unwrap().text;
         assert!(text(r#"{"delta":{"reasoning_content":"hm"}}"#));
         assert!(text(r#"{"choices":[{"text" : "a"}]}"#), "spaces around the colon");
         assert!(!text(r#"{"delta":{"xcontent":"a","my_text":"b","_reasoning_content":"c"}}"#));
-        assert!(!scan(br#"{"usage_error":"x","object":"chunk"}"#).unwrap().error);
+        assert!(!scan(br#"{"usage_error":"x","object":"chunk"}"#, &mut Vec::new()).unwrap().error);
     }
 }
