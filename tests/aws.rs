@@ -138,6 +138,7 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     assert_eq!(configuration["status"], "complete", "{configuration}");
     let seconds = configuration["seconds"].as_array().unwrap();
     let completed: u64 = seconds.iter().map(|second| second["completed"].as_u64().unwrap()).sum();
+    let sent: u64 = seconds.iter().map(|second| second["started"].as_u64().unwrap()).sum();
     let errors: u64 = seconds.iter().map(|second| second["errors"].as_u64().unwrap()).sum();
     assert!(completed > 100, "only {completed} invocations against moto");
     assert_eq!(errors, 0);
@@ -152,19 +153,23 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     assert_eq!(configuration["metrics"]["cpu_utilization_percent"], 75.0);
     assert_eq!(configuration["metrics"]["memory_utilization_percent"], 40.0);
 
-    // What plateau published, read back: one ClientInvocations datum per second, summing to the invocations
-    // counted, and one latency sample per invocation; in a handful of calls, not one per second.
+    // What plateau published, read back: one ClientInvocations datum per second, summing to the requests sent (as
+    // Inference Recommender counts them), and one latency sample per invocation; in a handful of calls, not one
+    // per second. The JobName is the job's and the run's id, so each run is a series of its own.
     let summary = &configuration["cloudwatch"];
     assert_eq!(summary["failed_calls"], 0, "{summary}");
     assert_eq!(summary["data_sent"].as_u64().unwrap(), 4 * seconds.len() as u64);
     assert!(summary["calls"].as_u64().unwrap() <= seconds.len().div_ceil(20) as u64);
-    let dimensions = [
-        Dimension::builder().name("JobName").value("sagemaker-moto").build(),
-        Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
-    ];
-    let statistic = |name: &'static str, statistic: Statistic| {
+    let run_id = results["manifest"]["run_id"].as_str().unwrap().to_string();
+    assert!(run_id.len() > 16 && run_id.starts_with("20"), "{run_id}");
+    let job_name = |run_id: &str| format!("sagemaker-moto-{run_id}");
+    let statistic = |job_name: String, name: &'static str, statistic: Statistic| {
         let client = client.clone();
-        let dimensions = dimensions.to_vec();
+        let dimensions = vec![
+            Dimension::builder().name("JobName").value(job_name).build(),
+            Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
+            Dimension::builder().name("Job").value("sagemaker-moto").build(),
+        ];
         async move {
             let output = client
                 .get_metric_statistics()
@@ -181,14 +186,26 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
             output.datapoints().to_vec()
         }
     };
-    let invocations = statistic("ClientInvocations", Statistic::Sum).await;
-    let published: f64 = invocations.iter().filter_map(|point| point.sum()).sum();
-    assert_eq!(published, completed as f64);
-    let latency = statistic("ClientLatency", Statistic::SampleCount).await;
+    let sum = |points: Vec<aws_sdk_cloudwatch::types::Datapoint>| points.iter().filter_map(|point| point.sum()).sum();
+    let published: f64 = sum(statistic(job_name(&run_id), "ClientInvocations", Statistic::Sum).await);
+    assert_eq!(published, sent as f64);
+    let latency = statistic(job_name(&run_id), "ClientLatency", Statistic::SampleCount).await;
     let samples: f64 = latency.iter().filter_map(|point| point.sample_count()).sum();
     assert_eq!(samples, completed as f64);
-    let users = statistic("NumberOfUsers", Statistic::Maximum).await;
+    let users = statistic(job_name(&run_id), "NumberOfUsers", Statistic::Maximum).await;
     assert_eq!(users.iter().filter_map(|point| point.maximum()).fold(0.0, f64::max), 4.0);
+    // The same job run again publishes under a JobName of its own, and the first run's series is left as it was.
+    let again = folder.path().join("again");
+    let output =
+        plateau(folder.path()).args(["run", job.to_str().unwrap(), "--out", again.to_str().unwrap()]).output().unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let second = read_results(&again);
+    let second_id = second["manifest"]["run_id"].as_str().unwrap().to_string();
+    assert_ne!(second_id, run_id);
+    let second_sent: u64 =
+        second["configurations"][0]["seconds"].as_array().unwrap().iter().map(|s| s["started"].as_u64().unwrap()).sum();
+    assert_eq!(sum(statistic(job_name(&second_id), "ClientInvocations", Statistic::Sum).await), second_sent as f64);
+    assert_eq!(sum(statistic(job_name(&run_id), "ClientInvocations", Statistic::Sum).await), sent as f64);
 
     // The reports show the endpoint's latency beside plateau's.
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();

@@ -94,6 +94,11 @@ pub struct Manifest {
     pub seed: u64,
     /// The machine that generated the load.
     pub host: Host,
+    /// This run's name for the world outside: when it started (UTC) and four random hex digits, e.g.
+    /// `20261204T062245Z-3f9a`, or `PLATEAU_RUN_ID` (shards given the same one are one run). CloudWatch's JobName
+    /// is the job's name and this, so every run is a series of its own, as every Inference Recommender job is.
+    #[serde(default)]
+    pub run_id: String,
     /// RFC 3339, UTC.
     pub started_at: String,
     pub ended_at: String,

@@ -24,7 +24,9 @@ const SECONDS_PER_CALL: usize = 20;
 #[derive(Debug, Clone)]
 pub struct ClientSecond {
     pub at: SystemTime,
+    /// Requests sent, failed or not: Inference Recommender's ClientInvocations.
     pub invocations: u64,
+    /// Requests that failed.
     pub errors: u64,
     /// Virtual users, or the offered rate for the open model.
     pub users: f64,
@@ -77,6 +79,16 @@ pub struct PublishSummary {
     pub last_error: Option<String>,
 }
 
+/// A run's JobName as Inference Recommender names jobs (letters, digits and `-`, at most 63): the job's name, its
+/// other characters as `-`, shortened to leave room for `-` and the run's id.
+pub fn run_job_name(job_name: &str, run_id: &str) -> String {
+    let mut name: String = job_name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+    let room = 63usize.saturating_sub(run_id.len() + 1);
+    name.truncate(room);
+    let name = name.trim_matches('-');
+    if name.is_empty() { run_id.to_string() } else { format!("{name}-{run_id}") }
+}
+
 /// Sends seconds to CloudWatch from a task of its own.
 pub struct Publisher {
     sender: mpsc::UnboundedSender<ClientSecond>,
@@ -85,11 +97,14 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn start(client: Client, spec: &CloudWatchSpec, job_name: &str, endpoint_name: &str) -> Self {
+    /// Publishes under JobName `job_name` and `run_id` (`run_job_name`), EndpointName, and the job's name alone as
+    /// `Job`, by which every run of a job can be found.
+    pub fn start(client: Client, spec: &CloudWatchSpec, job_name: &str, run_id: &str, endpoint_name: &str) -> Self {
         let (sender, receiver) = mpsc::unbounded_channel();
         let dimensions = vec![
-            Dimension::builder().name("JobName").value(job_name).build(),
+            Dimension::builder().name("JobName").value(run_job_name(job_name, run_id)).build(),
             Dimension::builder().name("EndpointName").value(endpoint_name).build(),
+            Dimension::builder().name("Job").value(job_name).build(),
         ];
         let task = tokio::spawn(publish(client, spec.namespace.clone(), dimensions, receiver));
         Self { sender, task, namespace: spec.namespace.clone() }
@@ -294,6 +309,14 @@ pub async fn endpoint_metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runs_job_name_is_the_jobs_and_its_id_as_inference_recommender_allows() {
+        assert_eq!(run_job_name("llm chat/v2", "20261204T062245Z-3f9a"), "llm-chat-v2-20261204T062245Z-3f9a");
+        let long = run_job_name(&"a".repeat(80), "20261204T062245Z-3f9a");
+        assert_eq!((long.len(), long.ends_with("-20261204T062245Z-3f9a")), (63, true));
+        assert_eq!(run_job_name("__", "r-1"), "r-1");
+    }
 
     #[test]
     fn values_and_counts_keep_every_count_and_at_most_150_values() {

@@ -136,7 +136,7 @@ pub(super) async fn run_configuration(
         .cloudwatch
         .as_ref()
         .filter(|_| job.cloudwatch.publish)
-        .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, &endpoint_name));
+        .map(|client| Publisher::start(client.clone(), &job.cloudwatch, &job.name, context.run_id, &endpoint_name));
     let facts = facts(utilization_source);
     let mut observer = RunObserver {
         load_unit: context.schedule.load_unit,

@@ -44,6 +44,25 @@ fn utc_now() -> String {
     humantime::format_rfc3339_seconds(SystemTime::now()).to_string()
 }
 
+/// The variable that names a run from outside (shards of one run share it).
+const RUN_ID_VARIABLE: &str = "PLATEAU_RUN_ID";
+
+/// `Manifest::run_id` for a run started at `started_at` (RFC 3339): `PLATEAU_RUN_ID` when set, which must suit a
+/// CloudWatch dimension and a file name (letters, digits, `-`, at most 32), else the start and four random hex
+/// digits.
+fn new_run_id(started_at: &str) -> anyhow::Result<String> {
+    if let Ok(id) = std::env::var(RUN_ID_VARIABLE) {
+        let valid = !id.is_empty() && id.len() <= 32 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        anyhow::ensure!(
+            valid,
+            "{RUN_ID_VARIABLE} must be 1 to 32 letters, digits or `-` (it names the run in CloudWatch)"
+        );
+        return Ok(id);
+    }
+    let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    Ok(format!("{stamp}-{:04x}", rand::random::<u16>()))
+}
+
 fn host() -> Host {
     Host {
         cpus: process_tree::available_cores(),
@@ -151,6 +170,11 @@ pub async fn run(
         ..report_options
     };
     let started_at = previous.as_ref().map_or_else(utc_now, |previous| previous.manifest.started_at.clone());
+    // A resumed run is the same run.
+    let run_id = match previous.as_ref().map(|previous| previous.manifest.run_id.clone()).filter(|id| !id.is_empty()) {
+        Some(id) => id,
+        None => new_run_id(&started_at)?,
+    };
     let out = out.unwrap_or_else(|| {
         let stamp: String = started_at.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
         PathBuf::from("plateau-out").join(format!("{}-{stamp}", plan::file_stem(&job.name)))
@@ -199,6 +223,7 @@ pub async fn run(
             overrides,
             seed: job.seed,
             host: host(),
+            run_id: run_id.clone(),
             started_at: started_at.clone(),
             ended_at: started_at,
             // A resumed run keeps the commit it started from.
@@ -250,6 +275,7 @@ pub async fn run(
         race: job.racing.then_some(&race),
         segment: segment.unwrap_or_else(Segment::whole),
         start_at,
+        run_id: &run_id,
     };
     // A run killed in its first test run still leaves a results file, marked partial (a resumed run keeps the one
     // it resumes until its first test run is saved again).
@@ -412,6 +438,8 @@ pub(super) struct RunContext<'a> {
     pub(super) segment: Segment,
     /// When the shards start their first test run's ramp (`--start-at`).
     pub(super) start_at: Option<SystemTime>,
+    /// `Manifest::run_id`.
+    pub(super) run_id: &'a str,
 }
 
 impl RunContext<'_> {

@@ -123,7 +123,7 @@ impl Observer for RunObserver<'_> {
         if let Some(publisher) = self.publisher {
             publisher.send(ClientSecond::new(
                 SystemTime::now(),
-                second.completed,
+                second.started,
                 second.errors,
                 second.load,
                 &tally.latency_us,
