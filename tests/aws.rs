@@ -207,9 +207,138 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     assert_eq!(sum(statistic(job_name(&second_id), "ClientInvocations", Statistic::Sum).await), second_sent as f64);
     assert_eq!(sum(statistic(job_name(&run_id), "ClientInvocations", Statistic::Sum).await), sent as f64);
 
-    // The reports show the endpoint's latency beside plateau's.
+    // The reports show the endpoint's latency beside plateau's, and which endpoint it was.
     let markdown = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(markdown.contains("server-side"), "{markdown}");
+    assert!(markdown.contains("(endpoint plateau-m5-large in us-east-1)"), "{markdown}");
+    assert_eq!(configuration["endpoint"], serde_json::json!({ "name": "plateau-m5-large", "region": "us-east-1" }));
+    // compare says when a configuration's endpoint changed, though the job files are the same.
+    let moved = again.join("results.json");
+    let text_of =
+        std::fs::read_to_string(&moved).unwrap().replace(r#""region": "us-east-1""#, r#""region": "eu-west-1""#);
+    std::fs::write(&moved, text_of).unwrap();
+    let output = plateau(folder.path())
+        .args(["compare", out.join("results.json").to_str().unwrap(), moved.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let comparison: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| panic!("{}", text(&output)));
+    assert_eq!(
+        comparison["job_files_differ"],
+        serde_json::json!(["the endpoint of m5-large: plateau-m5-large in us-east-1 -> plateau-m5-large in eu-west-1"])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_invocations_count_every_request_sent_and_errors_the_failed_share() {
+    let _load = LOAD.lock().await;
+    let moto = Moto::start();
+    // A server on loopback that answers every fifth request it receives with 500.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    tokio::spawn(serve_failing_every(listener, 5, std::sync::Arc::clone(&received)));
+    let folder = tempfile::tempdir().unwrap();
+    let job = folder.path().join("job.toml");
+    std::fs::write(
+        &job,
+        format!(
+            r#"version = 1
+[job]
+name = "ir-invocations"
+[target]
+kind = "http"
+url = "http://{address}/invocations"
+[payload]
+body = "{{}}"
+[traffic]
+max_step_duration = "3s"
+[traffic.stairs]
+users_per_step = 2
+step_duration = "3s"
+steps = 1
+[cloudwatch]
+publish = true
+endpoint_metrics = false
+region = "us-east-1"
+namespace = "plateau/tests"
+endpoint_url = "{}"
+[[configurations]]
+name = "local"
+instance_type = "ml.m5.large"
+price_per_hour_usd = 0.1
+"#,
+            moto.url
+        ),
+    )
+    .unwrap();
+    let out = folder.path().join("out");
+    let started = SystemTime::now() - Duration::from_secs(120);
+    let output =
+        plateau(folder.path()).args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
+    assert!(out.join("results.json").exists(), "{}", text(&output));
+    let results = read_results(&out);
+    let run_id = results["manifest"]["run_id"].as_str().unwrap();
+    let client = cloudwatch(&moto.url).await;
+    let sum = |name: &'static str| {
+        let client = client.clone();
+        let dimensions = vec![
+            Dimension::builder().name("JobName").value(format!("ir-invocations-{run_id}")).build(),
+            Dimension::builder().name("EndpointName").value("local").build(),
+            Dimension::builder().name("Job").value("ir-invocations").build(),
+        ];
+        async move {
+            let output = client
+                .get_metric_statistics()
+                .namespace("plateau/tests")
+                .metric_name(name)
+                .set_dimensions(Some(dimensions))
+                .start_time(aws_smithy_types::DateTime::from(started))
+                .end_time(aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(120)))
+                .period(3600)
+                .statistics(Statistic::Sum)
+                .send()
+                .await
+                .unwrap();
+            output.datapoints().iter().filter_map(|point| point.sum()).sum::<f64>()
+        }
+    };
+    let (invocations, errors) = (sum("ClientInvocations").await, sum("ClientInvocationErrors").await);
+    let received = received.load(std::sync::atomic::Ordering::Relaxed) as f64;
+    println!("server received {received}; published ClientInvocations {invocations}, ClientInvocationErrors {errors}");
+    // Every request the server received was sent; at most one a user was still on its way when the run ended.
+    assert!(received <= invocations && invocations <= received + 2.0, "{invocations} sent, {received} received");
+    // IR's error rate, errors over invocations: the server's one in five.
+    let rate = errors / invocations;
+    assert!((0.195..=0.205).contains(&rate), "error rate {rate:.4} ({errors} of {invocations})");
+}
+
+/// Answers requests to `listener` with 200, and every `nth` one it receives with 500; counts them in `received`.
+async fn serve_failing_every(
+    listener: tokio::net::TcpListener,
+    nth: u64,
+    received: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else { return };
+        let received = std::sync::Arc::clone(&received);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                let received = std::sync::Arc::clone(&received);
+                async move {
+                    use http_body_util::BodyExt as _;
+                    let _ = request.into_body().collect().await;
+                    let number = received.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    let status = if number.is_multiple_of(nth) { 500 } else { 200 };
+                    let body = http_body_util::Full::new(bytes::Bytes::from_static(b"{}"));
+                    Ok::<_, std::convert::Infallible>(hyper::Response::builder().status(status).body(body).unwrap())
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -76,6 +76,36 @@ pub struct Results {
     pub recommendation: Option<Recommendation>,
 }
 
+/// Which SageMaker endpoint a configuration's figures are of, as Inference Recommender's results name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointIdentity {
+    pub name: String,
+    /// The job file's, or the one the AWS SDK resolved (environment, profile); absent when neither named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// `target_variant`; absent when SageMaker picks one by weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_component: Option<String>,
+}
+
+impl std::fmt::Display for EndpointIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.name)?;
+        if let Some(region) = &self.region {
+            write!(f, " in {region}")?;
+        }
+        if let Some(variant) = &self.variant {
+            write!(f, ", variant {variant}")?;
+        }
+        if let Some(component) = &self.inference_component {
+            write!(f, ", component {component}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What is needed to reproduce the run and judge its numbers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -236,6 +266,9 @@ pub struct ConfigurationResult {
     /// The environment variables this run set (command targets): IR's EnvironmentParameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// The SageMaker endpoint this configuration ran against: its name, region and variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<EndpointIdentity>,
     /// A serverless endpoint's memory and concurrency, as the job file gave them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serverless: Option<crate::spec::Serverless>,

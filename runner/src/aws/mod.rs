@@ -24,8 +24,8 @@ pub const CREDENTIAL_SOURCES: &str = "environment variables (AWS_ACCESS_KEY_ID, 
 /// Why AWS cannot be reached before a run starts.
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
-    #[error("no AWS region: set `region` under [target], or AWS_REGION, or a region in the profile")]
-    NoRegion,
+    #[error("no AWS region: {where_to_set}AWS_REGION, or a region in the profile")]
+    NoRegion { where_to_set: &'static str },
     #[error("no AWS credentials provider is configured; plateau looks in {CREDENTIAL_SOURCES}")]
     NoCredentialsProvider,
     #[error("no usable AWS credentials ({reason}); plateau looked in {CREDENTIAL_SOURCES}")]
@@ -35,6 +35,8 @@ pub enum AwsError {
 /// Where and how an AWS client connects: from the job file, the rest from the SDK's default chain.
 #[derive(Debug, Clone, Copy)]
 pub struct AwsPlace<'a> {
+    /// Where the job file sets the region, for the message when there is none: "set `region` under [target], or ".
+    pub where_to_set: &'static str,
     pub region: Option<&'a str>,
     pub profile: Option<&'a str>,
     pub endpoint_url: Option<&'a str>,
@@ -62,7 +64,7 @@ pub async fn sdk_config(
     }
     let config = loader.load().await;
     if config.region().is_none() {
-        return Err(AwsError::NoRegion);
+        return Err(AwsError::NoRegion { where_to_set: place.where_to_set });
     }
     Ok(config)
 }
@@ -94,6 +96,7 @@ impl AwsClients {
             sagemaker.push(match &target.spec {
                 TargetSpec::Sagemaker { endpoint, timeout } => {
                     let place = AwsPlace {
+                        where_to_set: "set `region` under [target], or ",
                         region: endpoint.region.as_deref(),
                         profile: endpoint.profile.as_deref(),
                         endpoint_url: endpoint.endpoint_url.as_deref(),
@@ -111,8 +114,12 @@ impl AwsClients {
         });
         let watch = &job.cloudwatch;
         let cloudwatch = if watch.publish || watch.endpoint_metrics {
-            let place =
-                AwsPlace { region: watch.region.as_deref(), profile, endpoint_url: watch.endpoint_url.as_deref() };
+            let place = AwsPlace {
+                where_to_set: "set `region` under [cloudwatch], or ",
+                region: watch.region.as_deref(),
+                profile,
+                endpoint_url: watch.endpoint_url.as_deref(),
+            };
             let config = sdk_config(place, false, watch.timeout).await?;
             check_credentials(&config).await?;
             Some(aws_sdk_cloudwatch::Client::new(&config))

@@ -89,7 +89,7 @@ impl S3Location {
 /// 127.0.0.1 has no DNS name per bucket.
 async fn client(location: &S3Location) -> Result<aws_sdk_s3::Client, S3Error> {
     let connect = |source| S3Error::Connect { location: location.clone(), source };
-    let place = AwsPlace { region: None, profile: None, endpoint_url: None };
+    let place = AwsPlace { where_to_set: "set ", region: None, profile: None, endpoint_url: None };
     let config = super::sdk_config(place, false, CALL_TIMEOUT).await.map_err(connect)?;
     super::check_credentials(&config).await.map_err(connect)?;
     let own_endpoint = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"].iter().any(|name| std::env::var_os(name).is_some());

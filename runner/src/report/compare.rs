@@ -601,6 +601,23 @@ fn find<'a>(results: &'a Results, name: &str) -> Option<&'a ConfigurationResult>
 }
 
 /// The two job files' top-level tables (and configurations, by name) whose contents differ.
+/// Configurations of the same name that ran against different SageMaker endpoints (a name, a region the
+/// environment chose, a variant), which the job files alone may not show.
+fn endpoint_differences(base: &Results, head: &Results) -> Vec<String> {
+    base.configurations
+        .iter()
+        .filter_map(|before| {
+            let after = head.configurations.iter().find(|after| after.name == before.name)?;
+            match (&before.endpoint, &after.endpoint) {
+                (Some(was), Some(now)) if was != now => {
+                    Some(format!("the endpoint of {}: {was} -> {now}", before.name))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 fn job_differences(base: &Results, head: &Results) -> Vec<String> {
     if base.manifest.job_sha256 == head.manifest.job_sha256 {
         return Vec::new();
@@ -756,7 +773,7 @@ pub fn compare(base: &Results, head: &Results, rules: &[FailRule]) -> Comparison
         base: base_side,
         head: head_side,
         recommendation_changed,
-        job_files_differ: job_differences(base, head),
+        job_files_differ: [job_differences(base, head), endpoint_differences(base, head)].concat(),
         load_unit: head.job.load_unit.label(),
         configurations,
         verdict,

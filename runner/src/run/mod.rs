@@ -29,10 +29,10 @@ use crate::recommend;
 use crate::report;
 use crate::report::digest::RunDigest;
 use crate::results::{
-    Confidence, ConfigurationResult, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION, Results, Resumed,
-    RunStatus,
+    Confidence, ConfigurationResult, EndpointIdentity, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION,
+    Results, Resumed, RunStatus,
 };
-use crate::spec::{self, Job, Traffic};
+use crate::spec::{self, Deployment, Job, Traffic};
 use configuration::{Pass, Probed, Ran, run_configuration};
 use progress::Progress;
 
@@ -450,7 +450,15 @@ impl RunContext<'_> {
         status: RunStatus,
         failure: Option<String>,
     ) -> ConfigurationResult {
-        empty_result(run, self.schedule, status, failure)
+        let mut result = empty_result(run, self.schedule, status, failure);
+        // The region the SDK resolved, when the job file left it to the environment or a profile.
+        if let Some(endpoint) = &mut result.endpoint
+            && endpoint.region.is_none()
+        {
+            let config = self.aws.sagemaker.get(run.configuration.target).and_then(Option::as_ref);
+            endpoint.region = config.and_then(|config| config.region()).map(ToString::to_string);
+        }
+        result
     }
 
     /// A test run that could not run, with the error that stopped it (and the server's log, if it has one).
@@ -476,6 +484,15 @@ fn empty_result(run: &TestRun, schedule: &Schedule, status: RunStatus, failure: 
         price_per_hour_usd: configuration.price_per_hour_usd,
         price_source: configuration.price_source.clone(),
         environment: run.environment.clone(),
+        endpoint: match &configuration.deployment {
+            Deployment::Sagemaker { endpoint_name, endpoint, .. } => Some(EndpointIdentity {
+                name: endpoint_name.clone(),
+                region: endpoint.region.clone(),
+                variant: endpoint.target_variant.clone(),
+                inference_component: endpoint.inference_component.clone(),
+            }),
+            _ => None,
+        },
         serverless: configuration.serverless,
         status,
         end: None,
