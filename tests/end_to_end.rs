@@ -800,6 +800,8 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
     assert!(imported.contains("spawn_rate_per_s = 0.05\n"), "{imported}");
     assert!(imported.contains("max_invocations = 30000\n") && imported.contains("flat_invocations = \"stop\""));
     assert!(imported.contains("content_type = \"text/csv\"") && imported.contains("accept = \"application/json\""));
+    // The region of the model package's ARN (the role's ARN names none).
+    assert!(imported.contains("region = \"us-east-1\"   # from InputConfig.ModelPackageVersionArn"), "{imported}");
     let validated = plateau().arg("validate").arg(&job).output().unwrap();
     assert_eq!(validated.status.code(), Some(0), "{}", text(&validated));
     let plan = plateau().arg("plan").arg(&job).output().unwrap();

@@ -50,6 +50,30 @@ fn endpoint_name(parts: &[&str]) -> String {
     trimmed.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
 }
 
+/// The region of the first ARN in the request that names one (`arn:partition:service:region:account:resource`;
+/// IAM's, such as RoleArn, name none), with where it was.
+fn arn_region<'a>(value: &'a Value) -> Option<(&'a str, String)> {
+    fn find<'a>(value: &'a Value, path: &str) -> Option<(&'a str, String)> {
+        match value {
+            Value::String(text) => {
+                let mut parts = text.splitn(6, ':');
+                let region = (parts.next() == Some("arn")).then(|| parts.nth(2)).flatten()?;
+                let plausible = !region.is_empty()
+                    && region.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+                plausible.then(|| (region, path.to_string()))
+            }
+            Value::Object(object) => object.iter().find_map(|(key, child)| {
+                find(child, &if path.is_empty() { key.clone() } else { format!("{path}.{key}") })
+            }),
+            Value::Array(items) => {
+                items.iter().enumerate().find_map(|(index, item)| find(item, &format!("{path}[{index}]")))
+            }
+            _ => None,
+        }
+    }
+    find(value, "")
+}
+
 /// Every leaf path in the request that plateau does not read.
 fn unsupported_paths(value: &Value, prefix: &str, out: &mut Vec<String>) {
     if UNDERSTOOD.iter().any(|understood| prefix == *understood || prefix.starts_with(&format!("{understood}."))) {
@@ -103,10 +127,15 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
         .map(|endpoints| endpoints.iter().filter_map(|endpoint| text(endpoint, "/EndpointName")).collect())
         .unwrap_or_default();
     let configurations = request.pointer("/InputConfig/EndpointConfigurations").and_then(Value::as_array);
-    let _ = writeln!(
-        out,
-        "\n[target]\nkind = \"sagemaker\"\n# region = \"us-east-1\"   # REVIEW: else AWS_REGION or the profile's"
-    );
+    let _ = writeln!(out, "\n[target]\nkind = \"sagemaker\"");
+    match arn_region(request) {
+        Some((region, field)) => {
+            let _ = writeln!(out, "region = {}   # from {field}", quoted(region));
+        }
+        None => {
+            let _ = writeln!(out, "# region = \"us-east-1\"   # REVIEW: else AWS_REGION or the profile's");
+        }
+    }
 
     let content_type = text(request, "/InputConfig/ContainerConfig/PayloadConfig/SupportedContentTypes/0");
     let accept = text(request, "/InputConfig/ContainerConfig/SupportedResponseMIMETypes/0");
@@ -292,6 +321,16 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_region_comes_from_the_first_arn_that_names_one() {
+        let request = serde_json::json!({
+            "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+            "InputConfig": { "ModelPackageVersionArn": "arn:aws:sagemaker:eu-west-1:123456789012:model-package/x/1" },
+        });
+        assert_eq!(arn_region(&request), Some(("eu-west-1", "InputConfig.ModelPackageVersionArn".to_string())));
+        assert_eq!(arn_region(&serde_json::json!({ "RoleArn": "arn:aws:iam::1:role/r", "JobName": "arn" })), None);
+    }
 
     #[test]
     fn endpoint_names_are_ones_sagemaker_accepts() {
