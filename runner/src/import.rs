@@ -52,7 +52,7 @@ fn endpoint_name(parts: &[&str]) -> String {
 
 /// The region of the first ARN in the request that names one (`arn:partition:service:region:account:resource`;
 /// IAM's, such as RoleArn, name none), with where it was.
-fn arn_region<'a>(value: &'a Value) -> Option<(&'a str, String)> {
+fn arn_region(value: &Value) -> Option<(&str, String)> {
     fn find<'a>(value: &'a Value, path: &str) -> Option<(&'a str, String)> {
         match value {
             Value::String(text) => {
