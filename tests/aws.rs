@@ -75,6 +75,41 @@ endpoint_name = "plateau-m5-large"
     job
 }
 
+/// A run's series in the tests' namespace: the job, the run's JobName, the endpoint, and when to read from.
+struct Published {
+    job: &'static str,
+    job_name: String,
+    endpoint: &'static str,
+    since: SystemTime,
+}
+
+/// `statistic` of metric `name` in `series`, hour by hour, as CloudWatch returns it.
+async fn published(
+    client: aws_sdk_cloudwatch::Client,
+    series: Published,
+    name: &'static str,
+    statistic: Statistic,
+) -> Vec<aws_sdk_cloudwatch::types::Datapoint> {
+    let dimensions = vec![
+        Dimension::builder().name("JobName").value(series.job_name).build(),
+        Dimension::builder().name("EndpointName").value(series.endpoint).build(),
+        Dimension::builder().name("Job").value(series.job).build(),
+    ];
+    let output = client
+        .get_metric_statistics()
+        .namespace("plateau/tests")
+        .metric_name(name)
+        .set_dimensions(Some(dimensions))
+        .start_time(aws_smithy_types::DateTime::from(series.since))
+        .end_time(aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(120)))
+        .period(3600)
+        .statistics(statistic)
+        .send()
+        .await
+        .unwrap();
+    output.datapoints().to_vec()
+}
+
 fn read_results(out: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap()
 }
@@ -164,27 +199,8 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     assert!(run_id.len() > 16 && run_id.starts_with("20"), "{run_id}");
     let job_name = |run_id: &str| format!("sagemaker-moto-{run_id}");
     let statistic = |job_name: String, name: &'static str, statistic: Statistic| {
-        let client = client.clone();
-        let dimensions = vec![
-            Dimension::builder().name("JobName").value(job_name).build(),
-            Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
-            Dimension::builder().name("Job").value("sagemaker-moto").build(),
-        ];
-        async move {
-            let output = client
-                .get_metric_statistics()
-                .namespace("plateau/tests")
-                .metric_name(name)
-                .set_dimensions(Some(dimensions))
-                .start_time(aws_smithy_types::DateTime::from(started))
-                .end_time(aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(120)))
-                .period(3600)
-                .statistics(statistic)
-                .send()
-                .await
-                .unwrap();
-            output.datapoints().to_vec()
-        }
+        let series = Published { job: "sagemaker-moto", job_name, endpoint: "plateau-m5-large", since: started };
+        published(client.clone(), series, name, statistic)
     };
     let sum = |points: Vec<aws_sdk_cloudwatch::types::Datapoint>| points.iter().filter_map(|point| point.sum()).sum();
     let published: f64 = sum(statistic(job_name(&run_id), "ClientInvocations", Statistic::Sum).await);
@@ -280,27 +296,10 @@ price_per_hour_usd = 0.1
     let run_id = results["manifest"]["run_id"].as_str().unwrap();
     let client = cloudwatch(&moto.url).await;
     let sum = |name: &'static str| {
-        let client = client.clone();
-        let dimensions = vec![
-            Dimension::builder().name("JobName").value(format!("ir-invocations-{run_id}")).build(),
-            Dimension::builder().name("EndpointName").value("local").build(),
-            Dimension::builder().name("Job").value("ir-invocations").build(),
-        ];
-        async move {
-            let output = client
-                .get_metric_statistics()
-                .namespace("plateau/tests")
-                .metric_name(name)
-                .set_dimensions(Some(dimensions))
-                .start_time(aws_smithy_types::DateTime::from(started))
-                .end_time(aws_smithy_types::DateTime::from(SystemTime::now() + Duration::from_secs(120)))
-                .period(3600)
-                .statistics(Statistic::Sum)
-                .send()
-                .await
-                .unwrap();
-            output.datapoints().iter().filter_map(|point| point.sum()).sum::<f64>()
-        }
+        let job_name = format!("ir-invocations-{run_id}");
+        let series = Published { job: "ir-invocations", job_name, endpoint: "local", since: started };
+        let points = published(client.clone(), series, name, Statistic::Sum);
+        async move { points.await.iter().filter_map(|point| point.sum()).sum::<f64>() }
     };
     let (invocations, errors) = (sum("ClientInvocations").await, sum("ClientInvocationErrors").await);
     let received = received.load(std::sync::atomic::Ordering::Relaxed) as f64;
