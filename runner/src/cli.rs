@@ -7,6 +7,7 @@ use std::time::SystemTime;
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
 
+use crate::aws;
 use crate::aws::s3::{self, S3Location};
 use crate::exit::Exit;
 use crate::git;
@@ -94,6 +95,12 @@ enum Command {
         report: ReportArgs,
         #[command(flatten)]
         history: HistoryArgs,
+    },
+    /// Delete the SageMaker endpoints, endpoint configurations and models a run provisioned and did not delete (a
+    /// run killed with kill -9, or whose deletions failed), from the ledger in its output folder.
+    Cleanup {
+        /// The run's output folder (it holds provisioned.jsonl).
+        folder: PathBuf,
     },
     /// Check job files without sending a request; every error is printed with its location.
     Validate {
@@ -416,11 +423,18 @@ struct OverrideArgs {
     /// Run only this configuration (repeatable).
     #[arg(long, value_name = "NAME")]
     only: Vec<String>,
+    /// Spend at most this many US dollars of instance time ([limits] max_cost_usd): a job whose worst case is more
+    /// does not start, and a run that reaches it stops, deleting what it provisioned.
+    #[arg(long, value_name = "USD")]
+    max_cost_usd: Option<f64>,
 }
 
 impl OverrideArgs {
     fn overrides(self) -> spec::Overrides {
-        spec::Overrides { set: self.set, only: self.only }
+        let budget = self.max_cost_usd.map(|usd| {
+            format!("limits.max_cost_usd={usd:?}").parse::<spec::SetValue>().expect("a key path and a TOML float")
+        });
+        spec::Overrides { set: self.set.into_iter().chain(budget).collect(), only: self.only }
     }
 }
 
@@ -606,6 +620,7 @@ pub fn main() -> Exit {
                 let exit = run::merge(&folders, destination.local(), &report.options(), summary, history.path())?;
                 destination.deliver(exit).await
             }
+            Command::Cleanup { folder } => Ok(cleanup(&folder).await),
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job, overrides, format } => Ok(show_plan(&job, &overrides.overrides(), format)),
             Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),
@@ -751,6 +766,40 @@ fn check_plugin(job: &spec::Job) -> Result<(), spec::diagnostic::SpecError> {
             hint: Some("`plateau payload preview` runs the plugin and shows what it generates".to_string()),
         }],
     })
+}
+
+/// `plateau cleanup`: deletes what a run's ledger lists as not deleted; exit 2 if anything is left.
+async fn cleanup(folder: &Path) -> Exit {
+    if !folder.join(aws::provision::LEDGER_FILE).is_file() {
+        eprintln!(
+            "error: {} holds no {}: plateau provisioned nothing in that run",
+            folder.display(),
+            aws::provision::LEDGER_FILE
+        );
+        return Exit::InvalidInput;
+    }
+    match aws::provision::cleanup(folder).await {
+        Ok(cleaned) => {
+            let left: Vec<String> = cleaned
+                .iter()
+                .filter_map(|item| item.error.as_ref().map(|error| format!("{} {}: {error}", item.resource, item.name)))
+                .collect();
+            for item in cleaned.iter().filter(|item| item.error.is_none()) {
+                eprintln!("deleted {} {}", item.resource, item.name);
+            }
+            if left.is_empty() {
+                eprintln!("plateau: nothing the run provisioned is left ({} deleted now)", cleaned.len());
+                Exit::Success
+            } else {
+                eprintln!("error: not deleted, still listed in the ledger:\n  {}", left.join("\n  "));
+                Exit::RunFailed
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
+            Exit::RunFailed
+        }
+    }
 }
 
 fn validate(files: &[PathBuf], format: OutputFormat) -> Exit {
@@ -949,10 +998,7 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
         Err(exit) => return exit,
     };
     let plan = plan::plan(&job);
-    let ramp_hours = plan.ramp_s() as f64 / 3600.0;
-    let usd_per_hour =
-        |run: &plan::TestRun| run.configuration.price_per_hour_usd * f64::from(run.configuration.instance_count);
-    let worst_case_usd: f64 = plan.runs.iter().map(|run| usd_per_hour(run) * ramp_hours).sum();
+    let worst_case_usd = plan.worst_case_usd();
     if format == OutputFormat::Json {
         let runs: Vec<serde_json::Value> = plan
             .runs
@@ -963,7 +1009,8 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
                     "trial": run.trial.as_ref().map(|trial| trial.number), "environment": run.environment,
                     "target": run.target_name,
                     "instance_type": run.configuration.instance_type, "instances": run.configuration.instance_count,
-                    "usd_per_hour": usd_per_hour(run), "at_most_usd": usd_per_hour(run) * ramp_hours,
+                    "usd_per_hour": run.usd_per_hour(), "at_most_usd": run.worst_case_usd(plan.ramp_s()),
+                    "at_most_billed_s": run.worst_case_billed_s(plan.ramp_s()),
                 })
             })
             .collect();
@@ -1001,8 +1048,8 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
             target_column(&target_of(run)),
             configuration.instance_type,
             configuration.instance_count,
-            usd_per_hour(run),
-            usd_per_hour(run) * ramp_hours
+            run.usd_per_hour(),
+            run.worst_case_usd(plan.ramp_s())
         );
     }
     if let Some(grid) = plan.sampled_from {
@@ -1024,7 +1071,37 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
         plan.worst_case_s(),
         worst_case_usd
     );
+    if let Some(create_s) = plan.runs.iter().find_map(provisioned_create_s) {
+        println!(
+            "Each endpoint plateau provisions counts as billed from its creation (at most {create_s} s, \
+             create_timeout) to its deletion ({} s allowed).",
+            plan::DELETE_ALLOWANCE_S
+        );
+    }
+    if let Some(budget) = job.limits.budget {
+        let verdict = match (worst_case_usd > budget.max_cost_usd, budget.over_budget) {
+            (false, _) => "the worst case is within it".to_string(),
+            (true, spec::OverBudget::Refuse) => "the worst case is over it: `plateau run` refuses to start (reduce \
+                the grid or the steps, raise it, or set over_budget = \"stop\")"
+                .to_string(),
+            (true, spec::OverBudget::Stop) => {
+                "the worst case is over it: the run stops when its spending reaches it (over_budget = \"stop\")"
+                    .to_string()
+            }
+        };
+        println!("Budget: {:.4} USD (limits.max_cost_usd); {verdict}.", budget.max_cost_usd);
+    }
     Exit::Success
+}
+
+/// How long a provisioned endpoint may take to be created, when `run` provisions one.
+fn provisioned_create_s(run: &plan::TestRun) -> Option<u64> {
+    match &run.configuration.deployment {
+        spec::Deployment::Sagemaker { source: spec::EndpointSource::Provisioned { provision, .. }, .. } => {
+            Some(provision.create_timeout.as_secs())
+        }
+        _ => None,
+    }
 }
 
 /// Writes the new job file, once it validates (as `plateau validate` would say it) and only over an existing

@@ -141,6 +141,9 @@ pub struct Manifest {
     /// When the run was interrupted and then resumed (`plateau run --resume`): when, and the test runs kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resumed: Option<Resumed>,
+    /// Why the run stopped before its end: interrupted, or its budget (`[limits] max_cost_usd`) reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
     /// A shard's own results (`plateau run --segment i/N`): its share of the load only, for `plateau merge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment: Option<crate::plan::Segment>,

@@ -13,8 +13,26 @@ use serde_json::Value;
 /// after another, so no test of another binary does either. `tests/architecture.rs` checks every test takes one.
 static MACHINE: RwLock<()> = RwLock::new(());
 
-pub fn load_lock() -> RwLockWriteGuard<'static, ()> {
-    MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+pub fn load_lock() -> LoadGuard {
+    let machine = MACHINE.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+    LoadGuard { _machine: machine, held_since: std::time::Instant::now() }
+}
+
+/// The machine held by one load-generating test. When it is released, the time held goes to the real stderr (not
+/// the captured output libtest shows only for failures): a line per test, `held the machine 47.2 s: name`, which
+/// is where a test binary's time goes and what CI's 40-minute budget is spent on.
+pub struct LoadGuard {
+    _machine: RwLockWriteGuard<'static, ()>,
+    held_since: std::time::Instant,
+}
+
+impl Drop for LoadGuard {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let name = std::thread::current().name().unwrap_or("?").to_string();
+        let held_s = self.held_since.elapsed().as_secs_f64();
+        let _ = writeln!(std::io::stderr(), "held the machine {held_s:.1} s: {name}");
+    }
 }
 
 pub fn shared_lock() -> RwLockReadGuard<'static, ()> {

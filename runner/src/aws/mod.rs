@@ -3,6 +3,7 @@
 
 pub mod cloudwatch;
 pub mod errors;
+pub mod provision;
 pub mod s3;
 
 use std::time::Duration;
@@ -81,20 +82,36 @@ pub async fn check_credentials(config: &aws_config::SdkConfig) -> Result<(), Aws
         .map_err(|error| AwsError::NoCredentials { reason: error_chain(&error) })
 }
 
-/// The AWS clients a job needs, made once: SageMaker Runtime for each sagemaker target (retries off),
-/// CloudWatch for publishing or reading endpoint metrics (retries on: it is not measured).
+/// The AWS clients a job needs, made once: SageMaker Runtime for each sagemaker target (retries off), SageMaker
+/// for each that provisions its endpoints, CloudWatch for publishing or reading endpoint metrics (retries on: they
+/// are not measured).
 pub struct AwsClients {
     /// Indexed like `Job::targets`; `None` for targets that are not SageMaker endpoints.
     pub sagemaker: Vec<Option<aws_config::SdkConfig>>,
+    /// Indexed like `Job::targets`; `None` for targets that do not provision endpoints.
+    pub provisioners: Vec<Option<provision::Provisioner>>,
     pub cloudwatch: Option<aws_sdk_cloudwatch::Client>,
 }
 
 impl AwsClients {
     pub async fn connect(job: &Job) -> Result<Self, AwsError> {
         let mut sagemaker = Vec::new();
+        let mut provisioners = Vec::new();
         for target in &job.targets {
+            provisioners.push(match &target.spec {
+                TargetSpec::Sagemaker { endpoint, provision: Some(provision), .. } => {
+                    let place = AwsPlace {
+                        where_to_set: "set `region` under [target], or ",
+                        region: endpoint.region.as_deref(),
+                        profile: endpoint.profile.as_deref(),
+                        endpoint_url: provision.endpoint_url.as_deref(),
+                    };
+                    Some(provision::Provisioner::connect(place).await?)
+                }
+                _ => None,
+            });
             sagemaker.push(match &target.spec {
-                TargetSpec::Sagemaker { endpoint, timeout } => {
+                TargetSpec::Sagemaker { endpoint, timeout, .. } => {
                     let place = AwsPlace {
                         where_to_set: "set `region` under [target], or ",
                         region: endpoint.region.as_deref(),
@@ -126,6 +143,6 @@ impl AwsClients {
         } else {
             None
         };
-        Ok(Self { sagemaker, cloudwatch })
+        Ok(Self { sagemaker, provisioners, cloudwatch })
     }
 }

@@ -11,7 +11,7 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom as _, SliceRandom as _};
 
-use crate::spec::{Configuration, Deployment, Job};
+use crate::spec::{Configuration, Deployment, EndpointSource, Job};
 pub use schedule::{LoadUnit, Schedule, StepRole, StepWindow};
 pub use segment::{COUNT_VARIABLE, INDEX_VARIABLES, MAX_SEGMENTS, Segment, SegmentError};
 
@@ -30,6 +30,33 @@ pub struct TestRun {
     pub file_stem: String,
     /// Which of the configuration's trials this is, when the job runs more than one.
     pub trial: Option<Trial>,
+}
+
+/// The time allowed for deleting a provisioned endpoint in the worst case: SageMaker takes a minute or two, and its
+/// instances are billed until it is gone.
+pub const DELETE_ALLOWANCE_S: u64 = 300;
+
+impl TestRun {
+    /// What the test run's instances cost per hour.
+    pub fn usd_per_hour(&self) -> f64 {
+        self.configuration.price_per_hour_usd * f64::from(self.configuration.instance_count)
+    }
+
+    /// The longest this test run's instances are billed for: a ramp of `ramp_s`, and for an endpoint plateau
+    /// provisions, the longest its creation may take (`create_timeout`) and its deletion.
+    pub fn worst_case_billed_s(&self, ramp_s: u64) -> u64 {
+        match &self.configuration.deployment {
+            Deployment::Sagemaker { source: EndpointSource::Provisioned { provision, .. }, .. } => {
+                provision.create_timeout.as_secs() + ramp_s + DELETE_ALLOWANCE_S
+            }
+            _ => ramp_s,
+        }
+    }
+
+    /// The most the test run can cost.
+    pub fn worst_case_usd(&self, ramp_s: u64) -> f64 {
+        self.usd_per_hour() * self.worst_case_billed_s(ramp_s) as f64 / 3600.0
+    }
 }
 
 /// One of `of` runs of the same configuration (`[job] trials`), numbered from 1.
@@ -152,9 +179,16 @@ impl Plan {
         }
     }
 
-    /// The longest the job can take: every ramp run in full, `parallel` at a time.
+    /// The longest the job can take: every ramp run in full (and every endpoint created and deleted as slowly as
+    /// allowed), `parallel` at a time.
     pub fn worst_case_s(&self) -> u64 {
-        self.ramp_s() * self.runs.len().div_ceil(self.parallel) as u64
+        let longest = self.runs.iter().map(|run| run.worst_case_billed_s(self.ramp_s())).max().unwrap_or(0);
+        longest * self.runs.len().div_ceil(self.parallel) as u64
+    }
+
+    /// The most the job can cost: every test run's instances for its worst case.
+    pub fn worst_case_usd(&self) -> f64 {
+        self.runs.iter().map(|run| run.worst_case_usd(self.ramp_s())).sum()
     }
 }
 

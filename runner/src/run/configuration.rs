@@ -17,13 +17,14 @@ use crate::measure::{GoodputGoals, ResourceSource};
 use crate::payload::PayloadSource;
 use crate::plan::{LoadUnit, Schedule, StepRole, TestRun};
 use crate::results::{ConfigurationResult, RunStatus};
-use crate::server::{Server, Started};
-use crate::spec::{Deployment, Job, Traffic};
+use crate::server::{Provisioning, Server, Started};
+use crate::spec::{Deployment, EndpointSource, Job, Traffic};
 use crate::target::Target;
 use crate::target::http::HttpTarget;
 use crate::target::sagemaker::SageMakerTarget;
 
 use super::RunContext;
+use super::budget::Spending;
 use super::progress::RunObserver;
 use super::race::Racer;
 use super::shard;
@@ -115,11 +116,16 @@ pub(super) async fn run_configuration(
         _ => file,
     };
     let line = progress.run_line();
-    let on_wait =
-        |waited: Duration| line.set(format!("{label} · waiting for the server to be ready ({}s)", waited.as_secs()));
+    let on_wait = |what: &str, waited: Duration| {
+        line.set(format!("{label} · waiting for {what} ({}s)", waited.as_secs()));
+    };
     let log_file = run.log_file().map(pass_file);
     let log = log_file.as_ref().map(|log| context.out.join(log)).unwrap_or_default();
-    let mut started = match Server::start(run, &log, context.started, &cancel, on_wait).await {
+    let endpoint_name = context.endpoint_name(run);
+    let provisioning = provisioning(context, run, endpoint_name.as_deref());
+    // Billed from when its server is asked for until it is stopped (an endpoint deleted).
+    let billed = Billed::start(context.spending, run);
+    let mut started = match Server::start(run, &log, context.started, &cancel, on_wait, provisioning).await {
         Ok(started) => started,
         Err(error) => {
             progress.line(format!("{label} failed: {error:#}"));
@@ -127,10 +133,7 @@ pub(super) async fn run_configuration(
         }
     };
     let utilization_source = started.resources.as_ref().map(|source| source.label().to_string());
-    let endpoint_name = match &configuration.deployment {
-        Deployment::Sagemaker { endpoint_name, .. } => endpoint_name.clone(),
-        _ => run.name.clone(),
-    };
+    let endpoint_name = endpoint_name.unwrap_or_else(|| run.name.clone());
     let publisher = context
         .aws
         .cloudwatch
@@ -198,6 +201,14 @@ pub(super) async fn run_configuration(
             summary.last_error.as_deref().unwrap_or("")
         ));
     }
+    let crashed = match &server {
+        Server::Command { process, .. } if !cancel.is_cancelled() => process.exited(),
+        _ => None,
+    };
+    // A provisioned endpoint is deleted before its metrics are read: CloudWatch keeps them, and the wait for them
+    // would be paid for.
+    let leftover = server.stop().await;
+    drop(billed);
     let (endpoint_metrics, endpoint_metrics_error) = if cancel.is_cancelled() {
         (None, endpoint_metrics_wanted(context, run).then(|| "not read: the run was interrupted".to_string()))
     } else {
@@ -209,14 +220,13 @@ pub(super) async fn run_configuration(
             }
         }
     };
-    let crashed = match &server {
-        Server::Command { process, .. } if !cancel.is_cancelled() => process.exited(),
-        _ => None,
-    };
-    let leftover = server.stop().await;
     let (record, error_details) = match driven {
         Ok(driven) => driven,
         Err(Failure::BeforeTheRamp(error)) => {
+            let error = match leftover {
+                Some(left) => anyhow::anyhow!("{error:#}\n{left}"),
+                None => error,
+            };
             progress.line(format!("{label} failed: {error:#}"));
             return Ran::Done(context.failed(run, &error));
         }
@@ -251,9 +261,11 @@ pub(super) async fn run_configuration(
         (_, _, end) if end.is_partial() => (RunStatus::Partial, None),
         _ => match target_failure(&analysis.steps, &error_details, &address, context.schedule.load_unit) {
             Some(failure) => (RunStatus::Failed, Some(failure)),
-            None => (RunStatus::Complete, leftover),
+            None => (RunStatus::Complete, None),
         },
     };
+    // What the server left behind (processes that survived, resources not deleted) is said however the run ended.
+    let failure = [failure, leftover].into_iter().flatten().reduce(|failure, left| format!("{failure}\n{left}"));
     if let Some(failure) = &failure {
         progress.line(format!("{label}: {failure}"));
     }
@@ -431,12 +443,13 @@ async fn drive_target(
     payload.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
     let (server, resources) = (&started.server, started.resources.take());
     match &run.configuration.deployment {
-        Deployment::Sagemaker { endpoint_name, endpoint, timeout } => {
+        Deployment::Sagemaker { endpoint, timeout, .. } => {
             let config = context.aws.sagemaker[run.configuration.target]
                 .as_ref()
                 .expect("AwsClients::connect makes a client for every SageMaker target");
+            let endpoint_name = context.endpoint_name(run).expect("a SageMaker test run has an endpoint");
             let target =
-                Arc::new(SageMakerTarget::new(config, endpoint_name, endpoint, &job.payload, payload, *timeout));
+                Arc::new(SageMakerTarget::new(config, &endpoint_name, endpoint, &job.payload, payload, *timeout));
             target.preflight().await.map_err(|error| Failure::BeforeTheRamp(error.into()))?;
             let record = drive_until_exit(Arc::clone(&target), options, resources, observer, server).await;
             Ok((record.map_err(Failure::Series)?, target.error_details()))
@@ -475,6 +488,57 @@ async fn drive_until_exit<T: Target>(
             driving.await
         }
     }
+}
+
+/// A test run's instances being paid for, with `[limits] max_cost_usd`: from `start` until dropped.
+struct Billed<'a> {
+    spending: Option<&'a Spending>,
+    index: usize,
+}
+
+impl<'a> Billed<'a> {
+    fn start(spending: Option<&'a Spending>, run: &TestRun) -> Self {
+        if let Some(spending) = spending {
+            spending.start(run.index, run.usd_per_hour());
+        }
+        Self { spending, index: run.index }
+    }
+}
+
+impl Drop for Billed<'_> {
+    fn drop(&mut self) {
+        if let Some(spending) = self.spending {
+            spending.end(self.index);
+        }
+    }
+}
+
+/// What creating a test run's endpoint needs, when its target provisions them: its client, the run's ledger, the
+/// endpoint's name and its tags (plateau's, by which a run's resources can be found, and the job's own).
+fn provisioning<'a>(context: &'a RunContext<'_>, run: &TestRun, name: Option<&str>) -> Option<Provisioning<'a>> {
+    let Deployment::Sagemaker { source: EndpointSource::Provisioned { provision, .. }, .. } =
+        &run.configuration.deployment
+    else {
+        return None;
+    };
+    let provisioner = context.aws.provisioners.get(run.configuration.target)?.as_ref()?;
+    let own = [
+        ("plateau:job", context.job.name.as_str()),
+        ("plateau:run-id", context.run_id),
+        ("plateau:configuration", run.name.as_str()),
+    ];
+    let tags = own
+        .into_iter()
+        .map(|(key, value)| (key.to_string(), tag_value(value)))
+        .chain(provision.tags.iter().map(|(key, value)| (key.clone(), value.clone())))
+        .collect();
+    Some(Provisioning { provisioner, ledger: &context.ledger, name: name?.to_string(), tags })
+}
+
+/// A tag value as SageMaker takes it: letters, digits, spaces and `_ . : / = + - @`, at most 256 characters.
+fn tag_value(text: &str) -> String {
+    let allowed = |c: char| c.is_alphanumeric() || c.is_whitespace() || "_.:/=+-@".contains(c);
+    text.chars().map(|c| if allowed(c) { c } else { '-' }).take(256).collect()
 }
 
 /// Whether the job reads this run's endpoint metrics from CloudWatch.

@@ -20,7 +20,7 @@ use crate::measure::step::StepRecord;
 use crate::plan::{self, Schedule, Segment, TestRun};
 use crate::report;
 use crate::results::{ConfigurationResult, LoadError, MergedShard, Results, RunStatus, Shards};
-use crate::spec::{self, Deployment, Job, SpecError};
+use crate::spec::{self, Deployment, EndpointSource, Job, SpecError};
 
 use super::configuration::{self, Analysed};
 use super::shard::{self, ShardError};
@@ -364,7 +364,8 @@ fn merge_run(
         scalability: analysis.scalability,
         error_details,
         endpoint_metrics,
-        ..super::empty_result(run, schedule, status, None)
+        endpoint: shard_results.iter().find_map(|result| result.endpoint.clone()),
+        ..super::empty_result(run, schedule, status, None, None)
     })
 }
 
@@ -392,7 +393,12 @@ fn error_details(results: &[&ConfigurationResult]) -> Vec<ErrorDetail> {
 fn address(deployment: &Deployment) -> String {
     match deployment {
         Deployment::Http { url, .. } => url.clone(),
-        Deployment::Sagemaker { endpoint_name, .. } => format!("SageMaker endpoint {endpoint_name}"),
+        Deployment::Sagemaker { source: EndpointSource::Existing { endpoint_name }, .. } => {
+            format!("SageMaker endpoint {endpoint_name}")
+        }
+        Deployment::Sagemaker { source: EndpointSource::Provisioned { .. }, .. } => {
+            "the SageMaker endpoint plateau provisioned".to_string()
+        }
         Deployment::Reference { .. } | Deployment::ReferenceLlm { .. } | Deployment::Command { .. } => {
             "the target".to_string()
         }

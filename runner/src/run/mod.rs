@@ -3,6 +3,7 @@
 //! target that goes away or a server that crashes never lose what was measured: results are written after every
 //! configuration and marked partial.
 
+mod budget;
 mod configuration;
 mod merge;
 mod progress;
@@ -12,7 +13,7 @@ mod signals;
 mod trials;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use anyhow::Context as _;
@@ -20,6 +21,7 @@ use futures_util::{FutureExt as _, StreamExt as _};
 use tokio_util::sync::CancellationToken;
 
 use crate::aws::AwsClients;
+use crate::aws::provision::{self, Ledger};
 use crate::exit::Exit;
 use crate::git::Revision;
 use crate::measure::process_tree;
@@ -32,7 +34,7 @@ use crate::results::{
     Confidence, ConfigurationResult, EndpointIdentity, Host, JobSummary, Manifest, PluginIdentity, RESULTS_VERSION,
     Results, Resumed, RunStatus,
 };
-use crate::spec::{self, Deployment, Job, Traffic};
+use crate::spec::{self, Deployment, EndpointSource, Job, OverBudget, TargetSpec, Traffic};
 use configuration::{Pass, Probed, Ran, run_configuration};
 use progress::Progress;
 
@@ -189,6 +191,22 @@ pub async fn run(
         std::fs::create_dir_all(out.join(folder))
             .with_context(|| format!("cannot create the output folder {}", out.display()))?;
     }
+    // A resumed run names its endpoints as it did before: what the interrupted run left is deleted first.
+    if previous.is_some() && out.join(provision::LEDGER_FILE).is_file() {
+        for cleaned in provision::cleanup(&out).await? {
+            match cleaned.error {
+                None => {
+                    eprintln!("plateau: deleted {} {}, left by the interrupted run", cleaned.resource, cleaned.name)
+                }
+                Some(error) => anyhow::bail!(
+                    "cannot delete {} {}, left by the interrupted run: {error}; run `plateau cleanup {}`",
+                    cleaned.resource,
+                    cleaned.name,
+                    out.display()
+                ),
+            }
+        }
+    }
     eprintln!(
         "plateau: {}{}{}, at most {} s; output in {}",
         segment.map(|segment| format!("shard {segment} of ")).unwrap_or_default(),
@@ -198,19 +216,58 @@ pub async fn run(
         out.display()
     );
 
+    let spending = match job.limits.budget {
+        Some(budget) => {
+            let worst_case_usd = plan.worst_case_usd();
+            if worst_case_usd > budget.max_cost_usd && budget.over_budget == OverBudget::Refuse {
+                eprintln!(
+                    "error: the job's worst case is {worst_case_usd:.4} USD of instance time, over its budget of {:.4} \
+                     USD ([limits] max_cost_usd or --max-cost-usd); `plateau plan {}` shows each test run's share. \
+                     Reduce the configurations, environments or steps, raise the budget, or set [limits] \
+                     over_budget = \"stop\" to run until the budget is spent",
+                    budget.max_cost_usd,
+                    job_path.display()
+                );
+                return Ok(Exit::InvalidInput);
+            }
+            Some(Arc::new(budget::Spending::new(budget.max_cost_usd)))
+        }
+        None => None,
+    };
+    // Why the run stopped early, by the first that stopped it.
+    let stopped: Arc<OnceLock<String>> = Arc::default();
     let cancel = CancellationToken::new();
-    tokio::spawn({
-        let (cancel, plugin) = (cancel.clone(), plugin.clone());
-        async move {
-            shutdown_signal().await;
-            eprintln!("plateau: interrupted; writing partial results");
+    let stop = {
+        let (cancel, plugin, stopped) = (cancel.clone(), plugin.clone(), stopped.clone());
+        move |reason: String| {
+            if stopped.set(reason.clone()).is_ok() {
+                eprintln!("plateau: {reason}; writing partial results");
+            }
             cancel.cancel();
             // A plugin call in progress (an `init` that loops) would hold its thread until its own limit.
-            if let Some(plugin) = plugin {
+            if let Some(plugin) = &plugin {
                 plugin.interrupt();
             }
         }
+    };
+    tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            shutdown_signal().await;
+            stop("interrupted".to_string());
+        }
     });
+    if let Some(spending) = &spending {
+        let spending = spending.clone();
+        tokio::spawn(async move {
+            spending.reached().await;
+            stop(format!(
+                "the budget of {:.4} USD was reached (limits.max_cost_usd; {:.4} USD spent)",
+                spending.max_cost_usd(),
+                spending.spent_usd()
+            ));
+        });
+    }
 
     let mut results = Results {
         results_version: RESULTS_VERSION,
@@ -234,6 +291,7 @@ pub async fn run(
             resumed: previous
                 .as_ref()
                 .map(|_| Resumed { at: utc_now(), kept: kept.iter().map(ConfigurationResult::label).collect() }),
+            stopped: None,
             payload_plugin: plugin.as_ref().map(|plugin| PluginIdentity {
                 file: plugin.name.clone(),
                 sha256: plugin.sha256.clone(),
@@ -276,6 +334,9 @@ pub async fn run(
         segment: segment.unwrap_or_else(Segment::whole),
         start_at,
         run_id: &run_id,
+        ledger: Arc::new(Ledger::in_folder(&out)),
+        spending: spending.as_deref(),
+        stopped: &stopped,
     };
     // A run killed in its first test run still leaves a results file, marked partial (a resumed run keeps the one
     // it resumes until its first test run is saved again).
@@ -299,7 +360,10 @@ pub async fn run(
     };
     // Raced search mode probes every configuration of a trial first, then measures them most promising first (see
     // `Pass`); a trial's losers are known before the next trial begins.
-    let two_passes = job.racing && matches!(job.traffic, Traffic::Search(_)) && plan.runs.len() > 1;
+    // Not for provisioned endpoints: each would be created twice, or kept (and paid for) between its passes.
+    let provisions =
+        job.targets.iter().any(|target| matches!(target.spec, TargetSpec::Sagemaker { provision: Some(_), .. }));
+    let two_passes = job.racing && matches!(job.traffic, Traffic::Search(_)) && plan.runs.len() > 1 && !provisions;
     let first_pass = if two_passes { Pass::Probe } else { Pass::Whole };
     for trial in plan.runs.chunk_by(|a, b| a.trial.map(|trial| trial.number) == b.trial.map(|trial| trial.number)) {
         let mut probed: Vec<(&TestRun, Probed)> = Vec::new();
@@ -333,6 +397,7 @@ pub async fn run(
 
     results.partial =
         cancel.is_cancelled() || results.configurations.iter().any(|result| result.status != RunStatus::Complete);
+    results.manifest.stopped = stopped.get().cloned();
     if let Some(segment) = segment {
         // A shard's figures are its share's: no recommendation or report until the shards are merged.
         results.manifest.ended_at = utc_now();
@@ -440,6 +505,12 @@ pub(super) struct RunContext<'a> {
     pub(super) start_at: Option<SystemTime>,
     /// `Manifest::run_id`.
     pub(super) run_id: &'a str,
+    /// The resources the run provisions, listed before they are asked for (`plateau cleanup` reads it).
+    pub(super) ledger: Arc<Ledger>,
+    /// What the run has cost, with `[limits] max_cost_usd`.
+    pub(super) spending: Option<&'a budget::Spending>,
+    /// Why the run stopped early, once it has.
+    pub(super) stopped: &'a OnceLock<String>,
 }
 
 impl RunContext<'_> {
@@ -450,7 +521,7 @@ impl RunContext<'_> {
         status: RunStatus,
         failure: Option<String>,
     ) -> ConfigurationResult {
-        let mut result = empty_result(run, self.schedule, status, failure);
+        let mut result = empty_result(run, self.schedule, status, failure, self.endpoint_name(run));
         // The region the SDK resolved, when the job file left it to the environment or a profile.
         if let Some(endpoint) = &mut result.endpoint
             && endpoint.region.is_none()
@@ -459,6 +530,19 @@ impl RunContext<'_> {
             endpoint.region = config.and_then(|config| config.region()).map(ToString::to_string);
         }
         result
+    }
+
+    /// The SageMaker endpoint a test run calls: its configuration's, or the one plateau provisions for it.
+    pub(super) fn endpoint_name(&self, run: &TestRun) -> Option<String> {
+        match &run.configuration.deployment {
+            Deployment::Sagemaker { source: EndpointSource::Existing { endpoint_name }, .. } => {
+                Some(endpoint_name.clone())
+            }
+            Deployment::Sagemaker { source: EndpointSource::Provisioned { .. }, .. } => {
+                Some(provision::resource_name(&self.job.name, self.run_id, run.index + 1))
+            }
+            _ => None,
+        }
     }
 
     /// A test run that could not run, with the error that stopped it (and the server's log, if it has one).
@@ -470,8 +554,15 @@ impl RunContext<'_> {
     }
 }
 
-/// A test run's result before anything is measured: what it is, and how it ended.
-fn empty_result(run: &TestRun, schedule: &Schedule, status: RunStatus, failure: Option<String>) -> ConfigurationResult {
+/// A test run's result before anything is measured: what it is, and how it ended; `endpoint_name` is the SageMaker
+/// endpoint it calls.
+fn empty_result(
+    run: &TestRun,
+    schedule: &Schedule,
+    status: RunStatus,
+    failure: Option<String>,
+    endpoint_name: Option<String>,
+) -> ConfigurationResult {
     let configuration = &run.configuration;
     ConfigurationResult {
         name: run.name.clone(),
@@ -484,9 +575,9 @@ fn empty_result(run: &TestRun, schedule: &Schedule, status: RunStatus, failure: 
         price_per_hour_usd: configuration.price_per_hour_usd,
         price_source: configuration.price_source.clone(),
         environment: run.environment.clone(),
-        endpoint: match &configuration.deployment {
-            Deployment::Sagemaker { endpoint_name, endpoint, .. } => Some(EndpointIdentity {
-                name: endpoint_name.clone(),
+        endpoint: match (&configuration.deployment, endpoint_name) {
+            (Deployment::Sagemaker { endpoint, .. }, Some(name)) => Some(EndpointIdentity {
+                name,
                 region: endpoint.region.clone(),
                 variant: endpoint.target_variant.clone(),
                 inference_component: endpoint.inference_component.clone(),
@@ -553,5 +644,9 @@ async fn run_one(
 }
 
 fn skipped(context: &RunContext<'_>, run: &TestRun) -> ConfigurationResult {
-    context.empty_result(run, RunStatus::Skipped, Some("not run: the run was interrupted first".to_string()))
+    let why = match context.stopped.get().map(String::as_str) {
+        Some("interrupted") | None => "the run was interrupted",
+        Some(reason) => reason,
+    };
+    context.empty_result(run, RunStatus::Skipped, Some(format!("not run: {why} first")))
 }

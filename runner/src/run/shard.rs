@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::TestRun;
-use crate::spec::{Job, TargetKind, Traffic};
+use crate::spec::{Job, TargetKind, TargetSpec, Traffic};
 
 use super::RunContext;
 use super::progress::RunLine;
@@ -31,6 +31,11 @@ pub enum ShardError {
     )]
     ServerPerShard { target: String, kind: TargetKind },
     #[error(
+        "`{target}` provisions its endpoints, and each shard would create its own; provision once without shards, \
+         or create the endpoints and name each with endpoint_name"
+    )]
+    EndpointPerShard { target: String },
+    #[error(
         "search mode chooses each step from the steps before it, and a shard sees only its share of them; shards \
          run a fixed ramp: use `stairs` or `rate_steps` ([traffic] pattern)"
     )]
@@ -47,9 +52,12 @@ pub enum ShardError {
 /// its `step_duration` (shards must run the same steps).
 pub fn for_shards(mut job: Job) -> Result<Job, ShardError> {
     for (index, target) in job.targets.iter().enumerate() {
+        let name = || target.name.clone().unwrap_or_else(|| format!("target {}", index + 1));
         if let kind @ (TargetKind::Reference | TargetKind::Command) = target.kind() {
-            let target = target.name.clone().unwrap_or_else(|| format!("target {}", index + 1));
-            return Err(ShardError::ServerPerShard { target, kind });
+            return Err(ShardError::ServerPerShard { target: name(), kind });
+        }
+        if let TargetSpec::Sagemaker { provision: Some(_), .. } = target.spec {
+            return Err(ShardError::EndpointPerShard { target: name() });
         }
     }
     if let Traffic::Search(_) = job.traffic {

@@ -65,7 +65,7 @@ impl ServerProcess {
         environment: &BTreeMap<String, String>,
         cpus: Option<&str>,
         log_path: &Path,
-        on_wait: impl Fn(Duration),
+        on_wait: impl Fn(&str, Duration),
         cancel: &CancellationToken,
     ) -> Result<Self, ServerError> {
         let log = log_path.display().to_string();
@@ -112,7 +112,7 @@ impl ServerProcess {
     async fn wait_until_ready(
         &self,
         spec: &CommandSpec,
-        on_wait: &impl Fn(Duration),
+        on_wait: &impl Fn(&str, Duration),
         cancel: &CancellationToken,
     ) -> Result<(), NotReady> {
         let started = Instant::now();
@@ -134,7 +134,7 @@ impl ServerProcess {
             if started.elapsed() > spec.readiness.timeout {
                 return Err(NotReady::TimedOut(spec.readiness.timeout));
             }
-            on_wait(started.elapsed());
+            on_wait("the server to be ready", started.elapsed());
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(100)) => {}
                 () = cancel.cancelled() => return Err(NotReady::Interrupted),

@@ -1,5 +1,5 @@
-//! Servers plateau starts itself: the reference endpoint (in process) and a command target's server process, one
-//! per test run; an `http` or SageMaker endpoint is already running somewhere.
+//! Servers plateau starts itself, one per test run: the reference endpoint (in process), a command target's server
+//! process, and SageMaker endpoints it provisions; an `http` or other SageMaker endpoint is already running.
 
 pub mod command;
 pub mod llm;
@@ -7,6 +7,7 @@ pub mod reference;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::body::Incoming;
@@ -16,10 +17,11 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::aws::provision::{EndpointRequest, Ledger, ProvisionError, ProvisionedEndpoint, Provisioner};
 use crate::measure::ResourceSource;
 use crate::measure::process_tree::{self, ProcessTree};
 use crate::plan::TestRun;
-use crate::spec::Deployment;
+use crate::spec::{Deployment, EndpointSource};
 use command::ServerProcess;
 use llm::LlmServer;
 use reference::ReferenceServer;
@@ -31,6 +33,20 @@ pub enum StartError {
     Reference(std::io::Error),
     #[error(transparent)]
     Command(#[from] command::ServerError),
+    /// `left` names what could not be deleted again.
+    #[error("{error}{}", left.as_ref().map(|left| format!("; {left}: run `plateau cleanup` on the output folder")).unwrap_or_else(|| "; what was created is deleted".into()))]
+    Provision { error: ProvisionError, left: Option<String> },
+    #[error("no SageMaker client for the provisioned endpoint (a bug in plateau)")]
+    NoProvisioner,
+}
+
+/// What a test run on a provisioned endpoint needs besides its configuration: its target's client, the run's
+/// ledger, the endpoint's name and its tags.
+pub struct Provisioning<'a> {
+    pub provisioner: &'a Provisioner,
+    pub ledger: &'a Arc<Ledger>,
+    pub name: String,
+    pub tags: Vec<(String, String)>,
 }
 
 /// Serves HTTP/1.1 on `listener` until `shutdown`, each request answered by `respond`: the loop both reference
@@ -76,6 +92,11 @@ pub enum Server {
     },
     /// An `http` target or a SageMaker endpoint that is already running somewhere.
     External,
+    /// A SageMaker endpoint plateau created for this test run; stopping deletes it.
+    Provisioned {
+        endpoint: ProvisionedEndpoint,
+        ledger: Arc<Ledger>,
+    },
 }
 
 /// A server ready for requests: where they go, and where its resource use is read (when plateau can read it).
@@ -88,14 +109,15 @@ pub struct Started {
 
 impl Server {
     /// Starts what serves `run` (a command's output goes to `log`); `on_wait` hears how long it has been waited
-    /// for. A reference endpoint's stalls and drift count from `job_started`; a command's wait for readiness ends
-    /// when `cancel` does.
+    /// for, and for what. A reference endpoint's stalls and drift count from `job_started`; a command's wait for
+    /// readiness, and a provisioned endpoint's for InService, end when `cancel` does.
     pub async fn start(
         run: &TestRun,
         log: &Path,
         job_started: Instant,
         cancel: &CancellationToken,
-        on_wait: impl Fn(Duration),
+        on_wait: impl Fn(&str, Duration),
+        provisioning: Option<Provisioning<'_>>,
     ) -> Result<Started, StartError> {
         match &run.configuration.deployment {
             Deployment::Reference { model, .. } => {
@@ -129,11 +151,36 @@ impl Server {
             Deployment::Http { url, .. } => {
                 Ok(Started { server: Server::External, address: url.clone(), resources: None })
             }
-            Deployment::Sagemaker { endpoint_name, .. } => Ok(Started {
+            Deployment::Sagemaker { source: EndpointSource::Existing { endpoint_name }, .. } => Ok(Started {
                 server: Server::External,
                 address: format!("SageMaker endpoint {endpoint_name}"),
                 resources: None,
             }),
+            Deployment::Sagemaker { source: EndpointSource::Provisioned { provision, .. }, endpoint, .. } => {
+                let Provisioning { provisioner, ledger, name, tags } = provisioning.ok_or(StartError::NoProvisioner)?;
+                let configuration = &run.configuration;
+                let request = EndpointRequest {
+                    name: &name,
+                    model: &provision.model,
+                    environment: &run.environment,
+                    instance_type: &configuration.instance_type,
+                    instance_count: configuration.instance_count,
+                    variant: endpoint.target_variant.as_deref().unwrap_or("AllTraffic"),
+                    tags,
+                    create_timeout: provision.create_timeout,
+                };
+                let on_status =
+                    |status: &str, waited| on_wait(&format!("endpoint {name} to be InService ({status})"), waited);
+                let created = provisioner
+                    .create(&request, ledger, cancel, on_status)
+                    .await
+                    .map_err(|(error, left)| StartError::Provision { error, left })?;
+                Ok(Started {
+                    server: Server::Provisioned { endpoint: created, ledger: ledger.clone() },
+                    address: format!("SageMaker endpoint {name} (provisioned)"),
+                    resources: None,
+                })
+            }
         }
     }
 
@@ -147,11 +194,28 @@ impl Server {
         }
     }
 
-    /// Stops a server plateau started; says so if any of its processes survived.
+    /// Stops a server plateau started, and deletes an endpoint it provisioned; says what survived.
     pub async fn stop(&self) -> Option<String> {
-        let Server::Command { process, stop_grace } = self else { return None };
-        process.stop(*stop_grace).await;
-        let survivors = process_tree::group_members(process.pid);
-        (!survivors.is_empty()).then(|| format!("processes {survivors:?} of the server survived SIGKILL"))
+        match self {
+            Server::Command { process, stop_grace } => {
+                process.stop(*stop_grace).await;
+                let survivors = process_tree::group_members(process.pid);
+                (!survivors.is_empty()).then(|| format!("processes {survivors:?} of the server survived SIGKILL"))
+            }
+            Server::Provisioned { endpoint, ledger } => endpoint
+                .delete(ledger)
+                .await
+                .err()
+                .map(|left| format!("{left}: run `plateau cleanup` on the output folder")),
+            Server::Reference(_) | Server::ReferenceLlm(_) | Server::External => None,
+        }
+    }
+
+    /// The SageMaker endpoint plateau provisioned for this test run, if it did.
+    pub fn provisioned(&self) -> Option<&ProvisionedEndpoint> {
+        match self {
+            Server::Provisioned { endpoint, .. } => Some(endpoint),
+            _ => None,
+        }
     }
 }

@@ -6,8 +6,9 @@ use toml::Spanned;
 use std::time::Duration;
 
 use super::diagnostic::DiagnosticSink;
+use super::places::{AWS_ENDPOINT_HINT, check_absolute_url, check_region};
 use super::span_of;
-use super::target::{AWS_ENDPOINT_HINT, TargetDraft, TargetSpec, check_absolute_url, check_region};
+use super::target::{TargetDraft, TargetSpec};
 use super::values::DurationValue;
 
 #[derive(Deserialize, schemars::JsonSchema, Default)]

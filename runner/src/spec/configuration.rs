@@ -2,6 +2,7 @@
 //! what its target kind needs (a reference model, an endpoint name, environment parameters to sweep).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -10,6 +11,7 @@ use super::diagnostic::{self, DiagnosticSink};
 use super::prices;
 use std::time::Duration;
 
+use super::provision::ProvisionSpec;
 use super::reference_llm::LlmModel;
 use super::target::{Api, CommandSpec, HttpRequestSpec, SageMakerSpec, TargetDraft, TargetKind, TargetSpec, check_url};
 use super::values::DurationValue;
@@ -57,7 +59,8 @@ pub(super) struct RawConfiguration {
     /// Reference targets: a simulated language-model server instead (continuous batching, streamed tokens).
     #[schemars(with = "Option<super::reference_llm::RawLlmModel>")]
     reference_llm: Option<Spanned<super::reference_llm::RawLlmModel>>,
-    /// Command targets: environment variables to try, each with its values; every combination is a test run.
+    /// Command targets and provisioned endpoints: environment variables to try, each with its values; every
+    /// combination is a test run.
     #[schemars(with = "Option<BTreeMap<String, Vec<String>>>")]
     environment: Option<Spanned<BTreeMap<String, Vec<String>>>>,
     /// Command targets: the CPUs the server may use, as taskset takes them ("0", "0-1", "0,2").
@@ -178,8 +181,18 @@ pub enum Deployment {
         /// The memory MemoryUtilization is a share of (default: the machine's).
         memory_limit_mb: Option<f64>,
     },
-    /// An existing SageMaker endpoint; `timeout` bounds each call.
-    Sagemaker { endpoint_name: String, endpoint: SageMakerSpec, timeout: Duration },
+    /// A SageMaker endpoint, existing or created for the run; `timeout` bounds each call.
+    Sagemaker { source: EndpointSource, endpoint: SageMakerSpec, timeout: Duration },
+}
+
+/// Where a SageMaker configuration's endpoint comes from.
+#[derive(Debug, Clone)]
+pub enum EndpointSource {
+    /// An endpoint that already exists.
+    Existing { endpoint_name: String },
+    /// Endpoints plateau creates, one for each combination of `parameters` (the model's environment variables to
+    /// try), and deletes after its test run.
+    Provisioned { provision: Arc<ProvisionSpec>, parameters: BTreeMap<String, Vec<String>> },
 }
 
 impl Deployment {
@@ -192,10 +205,14 @@ impl Deployment {
         }
     }
 
-    /// Every combination of environment variables to run (command targets), or one empty one.
+    /// Every combination of environment variables to run (command targets and provisioned endpoints), or one
+    /// empty one.
     pub fn environments(&self) -> Vec<BTreeMap<String, String>> {
         match self {
-            Deployment::Command { parameters, .. } => combinations(parameters),
+            Deployment::Command { parameters, .. }
+            | Deployment::Sagemaker { source: EndpointSource::Provisioned { parameters, .. }, .. } => {
+                combinations(parameters)
+            }
             _ => vec![BTreeMap::new()],
         }
     }
@@ -369,8 +386,16 @@ pub(super) fn validate_configurations(
                 _ => None,
             };
             let reference = validate_reference(config, kind, index, sink);
+            if config.environment.is_some() && kind != TargetKind::Command && !target.provisions {
+                sink.error(
+                    config.environment.as_ref().and_then(span_of),
+                    key("environment"),
+                    "`environment` applies to servers plateau starts: command targets, and SageMaker endpoints it \
+                     provisions",
+                    Some("remove it, or use [target] kind = \"command\", or add [target.provision]".into()),
+                );
+            }
             let command_only = [
-                ("environment", config.environment.is_some(), config.environment.as_ref().and_then(span_of)),
                 ("cpus", config.cpus.is_some(), config.cpus.as_ref().and_then(span_of)),
                 (
                     "memory_limit_mb",
@@ -409,6 +434,15 @@ pub(super) fn validate_configurations(
                 );
             }
             match (&config.endpoint_name, kind) {
+                (Some(name), TargetKind::Sagemaker) if target.provisions => sink.error(
+                    span_of(name),
+                    key("endpoint_name"),
+                    "plateau names the endpoints it provisions",
+                    Some(
+                        "remove endpoint_name, or remove [target.provision] to benchmark the existing endpoint".into(),
+                    ),
+                ),
+                (None, TargetKind::Sagemaker) if target.provisions => {}
                 (None, TargetKind::Sagemaker) => sink.error(
                     span_of(&config.name),
                     key("endpoint_name"),
@@ -454,6 +488,8 @@ pub(super) fn validate_configurations(
                 }
                 settings
             });
+            let parameters =
+                || config.environment.as_ref().map(|environment| environment.get_ref().clone()).unwrap_or_default();
             // Absent only where an error was reported above: such a job is never built.
             let deployment = match target.spec.as_ref() {
                 Some(TargetSpec::Reference { http }) => match reference {
@@ -471,20 +507,22 @@ pub(super) fn validate_configurations(
                 Some(TargetSpec::Command { http, server }) => Some(Deployment::Command {
                     server: Box::new(server.clone()),
                     http: http.clone(),
-                    parameters: config
-                        .environment
-                        .as_ref()
-                        .map(|environment| environment.get_ref().clone())
-                        .unwrap_or_default(),
+                    parameters: parameters(),
                     cpus: config.cpus.as_ref().and_then(|cpus| CpuSet::parse(cpus.get_ref())),
                     memory_limit_mb,
                 }),
-                Some(TargetSpec::Sagemaker { endpoint, timeout }) => {
-                    config.endpoint_name.as_ref().map(|name| Deployment::Sagemaker {
-                        endpoint_name: name.get_ref().clone(),
-                        endpoint: endpoint.clone(),
-                        timeout: *timeout,
-                    })
+                Some(TargetSpec::Sagemaker { endpoint, timeout, provision }) => {
+                    let source = match provision {
+                        Some(provision) => Some(EndpointSource::Provisioned {
+                            provision: Arc::new(provision.clone()),
+                            parameters: parameters(),
+                        }),
+                        None => config
+                            .endpoint_name
+                            .as_ref()
+                            .map(|name| EndpointSource::Existing { endpoint_name: name.get_ref().clone() }),
+                    };
+                    source.map(|source| Deployment::Sagemaker { source, endpoint: endpoint.clone(), timeout: *timeout })
                 }
                 None => None,
             };

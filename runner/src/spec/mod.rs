@@ -11,8 +11,10 @@ pub mod init;
 mod limits;
 mod overrides;
 mod payload;
+mod places;
 pub mod prices;
 mod prompts;
+mod provision;
 mod reference_llm;
 mod schema;
 mod target;
@@ -29,16 +31,17 @@ use toml::Spanned;
 
 pub use cloudwatch::{CloudWatchSpec, DEFAULT_CLOUDWATCH_NAMESPACE};
 pub use configuration::{
-    Configuration, CpuSet, Deployment, ReferenceModel, Serverless, ServiceTime, ServiceTimeDistribution, Stalls,
-    combinations,
+    Configuration, CpuSet, Deployment, EndpointSource, ReferenceModel, Serverless, ServiceTime,
+    ServiceTimeDistribution, Stalls, combinations,
 };
 use diagnostic::DiagnosticSink;
 pub use diagnostic::{Diagnostic, SpecError};
 pub use goals::{FlatInvocations, LatencyThreshold, Objective, PlateauSettings, Requirements, Stopping};
 pub use include::Included;
-pub use limits::Limits;
+pub use limits::{Budget, Limits, OverBudget};
 pub use overrides::{Overrides, SetValue};
 pub use payload::{Payload, PluginGrant, PluginLimits, PluginSpec};
+pub use provision::{ModelSource, ProvisionSpec};
 pub use reference_llm::LlmModel;
 pub use schema::json_schema;
 pub use target::{

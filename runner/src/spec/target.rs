@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
+use super::places::{AWS_ENDPOINT_HINT, check_absolute_url, check_region};
+use super::provision::{ProvisionSpec, validate_provision};
 use super::{DurationValue, printable, relative_to, span_of};
 use crate::tokenizer::Tokenizer;
 
@@ -94,6 +96,10 @@ pub(super) struct RawTarget {
     /// SageMaker: call InvokeEndpointWithResponseStream and time the first chunk and the gaps between chunks.
     #[schemars(with = "Option<bool>")]
     streaming: Option<Spanned<bool>>,
+    /// SageMaker: create an endpoint for each configuration (and environment), benchmark it and delete it,
+    /// instead of calling endpoints that already exist.
+    #[schemars(with = "Option<super::provision::RawProvision>")]
+    provision: Option<Spanned<super::provision::RawProvision>>,
 }
 
 #[derive(Deserialize, schemars::JsonSchema)]
@@ -198,8 +204,9 @@ pub enum TargetSpec {
     Http { http: HttpRequestSpec, url: Option<String> },
     /// A server plateau starts for each test run, at `http://127.0.0.1:<port><path>`.
     Command { http: HttpRequestSpec, server: CommandSpec },
-    /// SageMaker real-time endpoints that already exist, one per configuration; `timeout` bounds each call.
-    Sagemaker { endpoint: SageMakerSpec, timeout: Duration },
+    /// SageMaker real-time endpoints, one per configuration: ones that already exist, or ones plateau creates
+    /// (`provision`); `timeout` bounds each call.
+    Sagemaker { endpoint: SageMakerSpec, timeout: Duration, provision: Option<ProvisionSpec> },
 }
 
 impl TargetSpec {
@@ -225,6 +232,8 @@ pub(super) struct TargetDraft {
     pub(super) name: Option<String>,
     pub(super) kind: TargetKind,
     pub(super) spec: Option<TargetSpec>,
+    /// A sagemaker target with `[provision]`, even one with errors in it: its configurations name no endpoint.
+    pub(super) provisions: bool,
 }
 
 impl TargetDraft {
@@ -453,9 +462,14 @@ fn validate_target(raw: &RawTarget, name: Option<&str>, job_path: &Path, sink: &
         TargetKind::Reference => Some(TargetSpec::Reference { http }),
         TargetKind::Http => Some(TargetSpec::Http { http, url: raw.url.as_ref().map(|url| url.get_ref().clone()) }),
         TargetKind::Command => command.map(|server| TargetSpec::Command { http, server }),
-        TargetKind::Sagemaker => sagemaker.map(|endpoint| TargetSpec::Sagemaker { endpoint, timeout: http.timeout }),
+        TargetKind::Sagemaker => sagemaker.map(|endpoint| TargetSpec::Sagemaker {
+            provision: raw.provision.as_ref().and_then(|provision| validate_provision(provision, &prefix, sink)),
+            endpoint,
+            timeout: http.timeout,
+        }),
     };
-    TargetDraft { name: name.map(str::to_string), kind, spec }
+    let provisions = kind == TargetKind::Sagemaker && raw.provision.is_some();
+    TargetDraft { name: name.map(str::to_string), kind, spec, provisions }
 }
 
 pub(super) fn validate_command(raw: &RawTarget, prefix: &str, sink: &mut DiagnosticSink<'_>) -> Option<CommandSpec> {
@@ -598,6 +612,7 @@ pub(super) fn validate_sagemaker(
         ("target_model", raw.target_model.as_ref().and_then(span_of)),
         ("inference_component", raw.inference_component.as_ref().and_then(span_of)),
         ("streaming", raw.streaming.as_ref().and_then(span_of)),
+        ("provision", raw.provision.as_ref().and_then(span_of)),
     ];
     if *raw.kind.get_ref() != TargetKind::Sagemaker {
         for (field, span) in sagemaker_only.into_iter().filter(|(_, span)| span.is_some()) {
@@ -615,6 +630,20 @@ pub(super) fn validate_sagemaker(
     }
     if let Some(region) = &raw.region {
         check_region(region, &format!("{prefix}.region"), sink);
+    }
+    if raw.provision.is_some() {
+        let endpoint_only = [
+            ("inference_component", raw.inference_component.as_ref().and_then(span_of)),
+            ("target_model", raw.target_model.as_ref().and_then(span_of)),
+        ];
+        for (field, span) in endpoint_only.into_iter().filter(|(_, span)| span.is_some()) {
+            sink.error(
+                span,
+                format!("{prefix}.{field}"),
+                format!("plateau provisions single-model endpoints, which have no `{field}`"),
+                Some("remove it, or benchmark the endpoint that has it with endpoint_name (no [provision])".into()),
+            );
+        }
     }
     let http_only = [
         ("url", raw.url.as_ref().map(span_of)),
@@ -673,43 +702,6 @@ fn validate_tokenizer(
     Tokenizer::load(&resolved)
         .map_err(|error| sink.error(span_of(path), key, error.to_string(), Some(hint.into())))
         .ok()
-}
-
-pub(super) const AWS_ENDPOINT_HINT: &str = "e.g. \"https://runtime.sagemaker.us-east-1.amazonaws.com\"";
-
-/// AWS region names look like `us-east-1`, `eu-central-2`, `us-gov-west-1`, `cn-north-1`.
-pub(super) fn check_region(region: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
-    let name = region.get_ref();
-    let parts: Vec<&str> = name.split('-').collect();
-    let plausible = parts.len() >= 3
-        && parts
-            .iter()
-            .all(|part| !part.is_empty() && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()))
-        && parts.last().is_some_and(|last| last.chars().all(|c| c.is_ascii_digit()));
-    if !plausible {
-        sink.error(
-            span_of(region),
-            key,
-            format!("`{name}` is not an AWS region name"),
-            Some("e.g. \"us-east-1\"".into()),
-        );
-    }
-}
-
-/// An absolute http or https URL with a host.
-pub(super) fn check_absolute_url(url: &Spanned<String>, key: &str, hint: &str, sink: &mut DiagnosticSink<'_>) {
-    let parsed = url.get_ref().parse::<hyper::Uri>().ok();
-    let valid = parsed.as_ref().is_some_and(|uri| {
-        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some_and(|host| !host.is_empty())
-    });
-    if !valid {
-        sink.error(
-            span_of(url),
-            key,
-            format!("`{}` is not an absolute http or https URL", url.get_ref()),
-            Some(hint.into()),
-        );
-    }
 }
 
 pub(super) fn check_url(url: &Spanned<String>, key: &str, sink: &mut DiagnosticSink<'_>) {
