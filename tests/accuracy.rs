@@ -4,8 +4,8 @@
 //! median, an early stop must reach the same figure in under 60% of the full ramp's time, and the recommendation
 //! and InitialInstanceCount must be what the capacities and prices give. One run at a time: this is load.
 
-use std::path::Path;
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -34,13 +34,39 @@ fn configurations() -> String {
 }
 
 fn run(folder: &Path, name: &str, body: &str) -> Value {
-    let job = folder.join(format!("{name}.toml"));
-    std::fs::write(&job, format!("version = 1\n[job]\nname = \"{name}\"\nseed = 17\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n{body}")).unwrap();
-    let out = folder.join(name);
-    let output =
-        Command::new(env!("CARGO_BIN_EXE_plateau")).arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
-    common::read_results(&out)
+    run_at_once(folder, &[(name.to_string(), body.to_string())]).remove(0)
+}
+
+/// Runs the jobs (name, body) side by side, one process each, and returns their results in order. Each is a light
+/// load (at most 2,000 requests/s, where plateau can send a hundred times that) on a server of its own; the figures
+/// are checked against what each server realized, and a step where they starved each other would be marked.
+fn run_at_once(folder: &Path, jobs: &[(String, String)]) -> Vec<Value> {
+    let children: Vec<(PathBuf, std::process::Child)> = jobs
+        .iter()
+        .map(|(name, body)| {
+            let job = folder.join(format!("{name}.toml"));
+            std::fs::write(&job, format!("version = 1\n[job]\nname = \"{name}\"\nseed = 17\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n{body}")).unwrap();
+            let out = folder.join(name);
+            let child = Command::new(env!("CARGO_BIN_EXE_plateau"))
+                .arg("run")
+                .arg(&job)
+                .arg("--out")
+                .arg(&out)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            (out, child)
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|(out, child)| {
+            let output = child.wait_with_output().unwrap();
+            assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+            common::read_results(&out)
+        })
+        .collect()
 }
 
 fn assert_capacity(result: &Value, workers: u32, service_ms: f64, how: &str) {
@@ -73,10 +99,14 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
     let requirements = "[requirements]\nobjective = \"cost-per-inference\"\nexpected_peak_rps = 4000\n";
     let stairs =
         format!("[traffic]\n{STEP_LIMIT}[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 12\n");
+    // The four configurations side by side (`max_parallel`), as the open and light runs below.
     let stopped = run(
         folder.path(),
         "stairs",
-        &format!("{stairs}[stopping]\nflat_invocations = \"stop\"\n{requirements}{}", configurations()),
+        &format!(
+            "{stairs}[stopping]\nflat_invocations = \"stop\"\n[limits]\nmax_parallel = 4\n{requirements}{}",
+            configurations()
+        ),
     );
     for (index, (workers, service_ms, _)) in MODELS.iter().enumerate() {
         let result = &stopped["configurations"][index];
@@ -106,8 +136,11 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
         (early["metrics"]["max_invocations"].as_f64().unwrap(), whole["metrics"]["max_invocations"].as_f64().unwrap());
     assert!((early_max / whole_max - 1.0).abs() < 0.05, "early {early_max} vs full {whole_max}");
 
-    // Open model: arrival-rate steps of a quarter of each capacity from half of it, Poisson arrivals.
-    for (workers, service_ms, price) in MODELS {
+    // Open model: arrival-rate steps of a quarter of each capacity from half of it, Poisson arrivals; the four
+    // models side by side.
+    let open: Vec<(String, String)> = MODELS
+        .iter()
+        .map(|&(workers, service_ms, price)| {
         let capacity = capacity_rps(workers, service_ms);
         let body = format!(
             "[traffic]\narrivals = \"poisson\"\nmax_in_flight = 2048\n{STEP_LIMIT}[traffic.rate_steps]\nstart_rate_per_s = {}\nstep_rate_per_s = {}\n\
@@ -117,20 +150,30 @@ fn max_invocations_latency_and_the_recommendation_agree_with_queueing_theory() {
             capacity / 2.0,
             capacity / 4.0
         );
-        let results = run(folder.path(), &format!("open-{workers}"), &body);
-        assert_capacity(&results["configurations"][0], workers, service_ms, "rate steps");
+        (format!("open-{workers}"), body)
+        })
+        .collect();
+    for ((workers, service_ms, _), results) in MODELS.iter().zip(run_at_once(folder.path(), &open)) {
+        assert_capacity(&results["configurations"][0], *workers, *service_ms, "rate steps");
     }
 
     // Well below capacity, at half the workers busy, nothing queues: p50 is the service time's median,
-    // mean / sqrt(1 + cv^2). Half the workers keep enough requests going for a stable median (400 or more).
-    for (workers, service_ms, price) in MODELS {
+    // mean / sqrt(1 + cv^2). Half the workers keep enough requests going for a stable median (400 or more). The
+    // four models side by side.
+    let light: Vec<(String, String)> = MODELS
+        .iter()
+        .map(|&(workers, service_ms, price)| {
         let body = format!(
             "[traffic.stairs]\nusers_per_step = {}\nstep_duration = \"5s\"\nsteps = 1\n\
              [[configurations]]\nname = \"m\"\ninstance_type = \"ref\"\nprice_per_hour_usd = {price}\n\
              reference = {{ workers = {workers}, service_time_ms = {service_ms}, distribution = \"lognormal\", cv = {CV} }}\n",
             workers / 2
         );
-        let results = run(folder.path(), &format!("light-{workers}"), &body);
+        (format!("light-{workers}"), body)
+        })
+        .collect();
+    for ((workers, service_ms, _), results) in MODELS.iter().zip(run_at_once(folder.path(), &light)) {
+        let (workers, service_ms) = (*workers, *service_ms);
         // The realized median: the distribution's, plus how late the server's own timer woke each request (tokio
         // timers run up to a millisecond late), which the endpoint records; the ground truth of this run.
         let lateness_ms = results["configurations"][0]["reference"]["mean_timer_lateness_ms"].as_f64().unwrap();
