@@ -580,7 +580,9 @@ async fn a_provisioning_job_creates_benchmarks_and_deletes_an_endpoint_per_test_
     let moto = moto_with_an_endpoint().await;
     let client = sagemaker(&moto.url).await;
     let folder = tempfile::tempdir().unwrap();
-    let job = provisioning_job(folder.path(), &moto.url, 2);
+    // Four steps: moto serves one request at a time, so its throughput is flat from the first and the plateau is
+    // confirmed, which the IR export below needs (it lists only figures plateau stands behind).
+    let job = provisioning_job(folder.path(), &moto.url, 4);
     let out = folder.path().join("out");
     let output =
         plateau(folder.path()).args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()]).output().unwrap();
@@ -605,6 +607,53 @@ async fn a_provisioning_job_creates_benchmarks_and_deletes_an_endpoint_per_test_
     assert_eq!((count("creating"), count("deleted")), (9, 9), "{lines:?}");
     // And moto holds none of them.
     assert_eq!(provisioned(&client).await, (vec![], vec![], vec![]));
+    // The run as Inference Recommender's DescribeInferenceRecommendationsJob response, read by the SDK's own
+    // deserialiser from a loopback server that answers with it.
+    let exported = plateau(folder.path())
+        .args(["report", out.join("results.json").to_str().unwrap(), "--format", "ir-json"])
+        .output()
+        .unwrap();
+    assert_eq!(exported.status.code(), Some(0), "{}", text(&exported));
+    let described = describe_through_the_sdk(exported.stdout).await;
+    assert_eq!(described.job_name(), Some(format!("provision-moto-{run_id}").as_str()));
+    assert_eq!(described.status().map(|status| status.as_str()), Some("COMPLETED"));
+    // Only what plateau stands behind: configurations that meet the requirements on a confirmed plateau, best first.
+    let stood_behind: Vec<&Value> = results["recommendation"]["ranking"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|verdict| verdict["meets_requirements"] == true && verdict["inconclusive"] == false)
+        .map(|verdict| configurations.iter().find(|c| c["name"] == verdict["configuration"]).unwrap())
+        .collect();
+    let recommendations = described.inference_recommendations();
+    assert!(!stood_behind.is_empty(), "moto's flat throughput confirmed no plateau: {results}");
+    assert_eq!(recommendations.len(), stood_behind.len(), "{described:?}");
+    for (recommendation, result) in recommendations.iter().zip(&stood_behind) {
+        let endpoint = recommendation.endpoint_configuration().unwrap();
+        assert_eq!(endpoint.instance_type().map(|t| t.as_str()), result["instance_type"].as_str());
+        assert_eq!(endpoint.endpoint_name(), result["endpoint"]["name"].as_str());
+        let metrics = recommendation.metrics().unwrap();
+        let max_invocations = result["metrics"]["max_invocations"].as_f64().unwrap();
+        assert_eq!(metrics.max_invocations(), Some(max_invocations.round() as i32));
+        assert!(metrics.cost_per_hour().unwrap() > 0.0);
+        let parameters: Vec<(String, String)> = recommendation
+            .model_configuration()
+            .map(|model| model.environment_parameters().to_vec())
+            .unwrap_or_default()
+            .iter()
+            .map(|p| (p.key().unwrap_or_default().to_string(), p.value().unwrap_or_default().to_string()))
+            .collect();
+        let environment: Vec<(String, String)> = result["environment"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.as_str().unwrap().to_string()))
+            .collect();
+        assert_eq!(parameters, environment);
+    }
+    let conclusive = configurations.iter().filter(|c| c["metrics"]["lower_bound"] == false).count();
+    assert_eq!(described.endpoint_performances().len(), conclusive);
+
     // Cleaning up a run that left nothing is a no-op that says so.
     let cleanup = plateau(folder.path()).args(["cleanup", out.to_str().unwrap()]).output().unwrap();
     assert_eq!(cleanup.status.code(), Some(0), "{}", text(&cleanup));
@@ -734,4 +783,42 @@ async fn the_budget_refuses_a_job_whose_worst_case_is_over_it_and_stops_one_that
         assert!(skipped["failure"].as_str().unwrap().starts_with("not run: the budget of 3.0000 USD was reached"));
     }
     assert_eq!(provisioned(&client).await, (vec![], vec![], vec![]));
+}
+
+/// `document` as SageMaker's answer to DescribeInferenceRecommendationsJob, parsed by the SDK: a loopback server
+/// answers the SDK's one request with it.
+async fn describe_through_the_sdk(
+    document: Vec<u8>,
+) -> aws_sdk_sagemaker::operation::describe_inference_recommendations_job::DescribeInferenceRecommendationsJobOutput {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // Read the request (headers, then the body its Content-Length announces) before answering.
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        loop {
+            let read = stream.read(&mut buffer).await.unwrap();
+            request.extend_from_slice(&buffer[..read]);
+            let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let length = text
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length:"))
+                    .map_or(0, |value| value.trim().parse::<usize>().unwrap());
+                if request.len() >= end + 4 + length || read == 0 {
+                    break;
+                }
+            }
+        }
+        let head = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-amz-json-1.1\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            document.len()
+        );
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(&document).await.unwrap();
+        stream.shutdown().await.unwrap();
+    });
+    sagemaker(&url).await.describe_inference_recommendations_job().job_name("any").send().await.unwrap()
 }

@@ -144,7 +144,8 @@ enum Command {
         #[arg(long, conflicts_with = "format")]
         out: Option<PathBuf>,
         /// Print one report on stdout instead of writing them all: `pr` is the pull-request comment (Mermaid
-        /// charts, details folded), `markdown` the wiki page, `html` the page, `summary` the terminal table.
+        /// charts, details folded), `markdown` the wiki page, `html` the page, `summary` the terminal table,
+        /// `ir-json` Inference Recommender's DescribeInferenceRecommendationsJob response.
         #[arg(long, value_enum)]
         format: Option<ReportFormat>,
         #[command(flatten)]
@@ -510,15 +511,19 @@ enum ReportFormat {
     Markdown,
     Html,
     Summary,
+    /// Inference Recommender's DescribeInferenceRecommendationsJob response (JSON), for scripts written for IR.
+    IrJson,
 }
 
 impl ReportFormat {
-    fn template(self) -> &'static str {
+    /// The template it renders; none for the IR document, which is data.
+    fn template(self) -> Option<&'static str> {
         match self {
-            ReportFormat::Pr => "report.pr.md.j2",
-            ReportFormat::Markdown => "report.md.j2",
-            ReportFormat::Html => "report.html.j2",
-            ReportFormat::Summary => "summary.txt.j2",
+            ReportFormat::Pr => Some("report.pr.md.j2"),
+            ReportFormat::Markdown => Some("report.md.j2"),
+            ReportFormat::Html => Some("report.html.j2"),
+            ReportFormat::Summary => Some("summary.txt.j2"),
+            ReportFormat::IrJson => None,
         }
     }
 }
@@ -1444,9 +1449,14 @@ fn print_report(results_path: &Path, format: ReportFormat, options: report::Repo
         Ok(results) => results,
         Err(exit) => return Ok(exit),
     };
+    let Some(template) = format.template() else {
+        let document = report::ir::describe_job(&results);
+        println!("{}", serde_json::to_string_pretty(&document).expect("JSON values serialise"));
+        return Ok(Exit::Success);
+    };
     let env = report::environment(options.templates.as_deref());
     let view = report::view(&results, &env)?;
-    print!("{}", report::render(&env, format.template(), &view)?);
+    print!("{}", report::render(&env, template, &view)?);
     Ok(Exit::Success)
 }
 

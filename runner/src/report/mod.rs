@@ -6,6 +6,7 @@ pub mod chart;
 pub mod compare;
 mod csv;
 pub mod digest;
+pub mod ir;
 pub mod mermaid;
 
 use std::path::{Path, PathBuf};
