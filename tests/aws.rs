@@ -520,8 +520,8 @@ async fn provisioned(client: &aws_sdk_sagemaker::Client) -> (Vec<String>, Vec<St
     )
 }
 
-/// A job that provisions an endpoint for each of two configurations (one of them for each of two environment
-/// values), from an image, in moto; `steps` sets the ramp's length.
+/// A job that provisions an endpoint for each of three configurations (one of them for each of two environment
+/// values, one serverless), from an image, in moto; `steps` sets the ramp's length.
 fn provisioning_job(folder: &Path, moto_url: &str, steps: u32) -> PathBuf {
     let job = folder.join("provision.toml");
     std::fs::write(
@@ -558,6 +558,11 @@ environment = {{ OMP_NUM_THREADS = ["1", "2"] }}
 [[configurations]]
 name = "c5"
 instance_type = "ml.c5.xlarge"
+[[configurations]]
+name = "serverless"
+instance_type = "serverless"
+price_per_hour_usd = 0.5
+serverless = {{ memory_mb = 2048, max_concurrency = 5 }}
 "#
         ),
     )
@@ -590,21 +595,22 @@ async fn a_provisioning_job_creates_benchmarks_and_deletes_an_endpoint_per_test_
     let results = read_results(&out);
     let run_id = results["manifest"]["run_id"].as_str().unwrap();
     let configurations = results["configurations"].as_array().unwrap();
-    // Three test runs (m5 with each OMP_NUM_THREADS, c5), each on an endpoint of its own, named after the run.
+    // Four test runs (m5 with each OMP_NUM_THREADS, c5, serverless), each on an endpoint of its own, named after
+    // the run.
     let names: Vec<&str> = configurations.iter().map(|c| c["endpoint"]["name"].as_str().unwrap()).collect();
     assert_eq!(
         names,
-        (1..=3).map(|n| format!("provision-moto-{run_id}-{n}")).collect::<Vec<_>>(),
+        (1..=4).map(|n| format!("provision-moto-{run_id}-{n}")).collect::<Vec<_>>(),
         "{configurations:?}"
     );
     for configuration in configurations {
         assert_eq!(configuration["status"], "complete", "{configuration}");
         assert!(configuration["metrics"]["max_invocations"].as_f64().unwrap() > 0.0, "{configuration}");
     }
-    // Every resource was written to the ledger before it was asked for, and deleted: 3 of each kind.
+    // Every resource was written to the ledger before it was asked for, and deleted: 4 of each kind.
     let lines = ledger(&out);
     let count = |event: &str| lines.iter().filter(|line| line["event"] == event).count();
-    assert_eq!((count("creating"), count("deleted")), (9, 9), "{lines:?}");
+    assert_eq!((count("creating"), count("deleted")), (12, 12), "{lines:?}");
     // And moto holds none of them.
     assert_eq!(provisioned(&client).await, (vec![], vec![], vec![]));
     // The run as Inference Recommender's DescribeInferenceRecommendationsJob response, read by the SDK's own
@@ -660,15 +666,18 @@ async fn a_provisioning_job_creates_benchmarks_and_deletes_an_endpoint_per_test_
     assert!(text(&cleanup).contains("nothing the run provisioned is left (0 deleted now)"), "{}", text(&cleanup));
 }
 
-/// Starts `job`, waits until moto holds its first endpoint, checks its tags and model, and returns the child.
+/// Starts `job` (its configuration `only`, if given), waits until moto holds its first endpoint, checks its tags,
+/// and returns the child and the endpoint's name.
 async fn run_until_provisioned(
     folder: &Path,
     job: &Path,
     out: &Path,
     client: &aws_sdk_sagemaker::Client,
-) -> std::process::Child {
+    only: Option<&str>,
+) -> (std::process::Child, String) {
     let child = plateau(folder)
         .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(only.map(|only| ["--only", only]).into_iter().flatten())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -691,13 +700,9 @@ async fn run_until_provisioned(
     for key in ["plateau:job", "plateau:run-id", "plateau:configuration", "team"] {
         assert!(tags.iter().any(|(tag, _)| tag == key), "{key} missing from {tags:?}");
     }
-    // The model carries the test run's environment.
-    let model = client.describe_model().model_name(&endpoint).send().await.unwrap();
-    let environment = model.primary_container().and_then(|container| container.environment()).cloned();
-    assert_eq!(environment.unwrap_or_default().get("OMP_NUM_THREADS").map(String::as_str), Some("1"));
     // A second into its ramp.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    child
+    (child, endpoint)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -709,7 +714,11 @@ async fn ctrl_c_mid_run_deletes_what_was_provisioned_and_kill_9_leaves_it_to_pla
     let job = provisioning_job(folder.path(), &moto.url, 6);
 
     let interrupted = folder.path().join("interrupted");
-    let child = run_until_provisioned(folder.path(), &job, &interrupted, &client).await;
+    let (child, endpoint) = run_until_provisioned(folder.path(), &job, &interrupted, &client, None).await;
+    // The model carries the test run's environment.
+    let model = client.describe_model().model_name(&endpoint).send().await.unwrap();
+    let environment = model.primary_container().and_then(|container| container.environment()).cloned();
+    assert_eq!(environment.unwrap_or_default().get("OMP_NUM_THREADS").map(String::as_str), Some("1"));
     let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();
@@ -721,7 +730,13 @@ async fn ctrl_c_mid_run_deletes_what_was_provisioned_and_kill_9_leaves_it_to_pla
     assert_eq!(provisioned(&client).await, (vec![], vec![], vec![]), "{}", text(&output));
 
     let killed = folder.path().join("killed");
-    let mut child = run_until_provisioned(folder.path(), &job, &killed, &client).await;
+    let (mut child, endpoint) = run_until_provisioned(folder.path(), &job, &killed, &client, Some("serverless")).await;
+    // A serverless configuration is provisioned as one: memory and concurrency, no instances.
+    let config = client.describe_endpoint_config().endpoint_config_name(&endpoint).send().await.unwrap();
+    let variant = &config.production_variants()[0];
+    let serverless = variant.serverless_config().unwrap();
+    assert_eq!((serverless.memory_size_in_mb(), serverless.max_concurrency()), (Some(2048), Some(5)));
+    assert_eq!(variant.instance_type(), None);
     child.kill().unwrap();
     child.wait().unwrap();
     let (models, configs, endpoints) = provisioned(&client).await;
@@ -738,17 +753,18 @@ async fn the_budget_refuses_a_job_whose_worst_case_is_over_it_and_stops_one_that
     let moto = moto_with_an_endpoint().await;
     let client = sagemaker(&moto.url).await;
     let folder = tempfile::tempdir().unwrap();
-    // 3,600 USD an hour is a dollar a second, for each of three test runs of (2 minutes to create, the ramp, 5
+    // 3,600 USD an hour is a dollar a second, for each of four test runs of (2 minutes to create, the ramp, 5
     // minutes to delete).
     let job = provisioning_job(folder.path(), &moto.url, 2);
     let priced = std::fs::read_to_string(&job)
         .unwrap()
-        .replace("instance_type = \"ml.", "price_per_hour_usd = 3600\ninstance_type = \"ml.");
+        .replace("instance_type = \"ml.", "price_per_hour_usd = 3600\ninstance_type = \"ml.")
+        .replace("price_per_hour_usd = 0.5", "price_per_hour_usd = 3600");
     std::fs::write(&job, priced).unwrap();
     let plan = plateau(folder.path()).args(["plan", job.to_str().unwrap(), "--format", "json"]).output().unwrap();
     let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
     let ramp_s = plan["each_at_most_s"].as_f64().unwrap();
-    let worst_case_usd = 3.0 * (120.0 + ramp_s + 300.0);
+    let worst_case_usd = 4.0 * (120.0 + ramp_s + 300.0);
     assert!((plan["at_most_usd"].as_f64().unwrap() - worst_case_usd).abs() < 1e-6, "{plan}");
     let plan = plateau(folder.path()).args(["plan", job.to_str().unwrap(), "--max-cost-usd", "5"]).output().unwrap();
     assert!(text(&plan).contains(&format!("{worst_case_usd:.4} USD of endpoint time")), "{}", text(&plan));

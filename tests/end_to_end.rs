@@ -792,10 +792,19 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    for unsupported in ["RoleArn", "Tags", "JobDurationInSeconds", "ModelPackageVersionArn", "SamplePayloadUrl"] {
+    for unsupported in ["JobDurationInSeconds", "SamplePayloadUrl", "ContainerConfig.Framework"] {
         assert!(stderr.contains(unsupported), "`{unsupported}` not named in the warnings:\n{stderr}");
     }
     let imported = std::fs::read_to_string(&job).unwrap();
+    // IR deploys the model on each configuration; so does the imported job, tagged as IR's request asked.
+    for carried in [
+        "model_package_arn = \"arn:aws:sagemaker:us-east-1:123456789012:model-package/xgboost/1\"",
+        "execution_role_arn = \"arn:aws:iam::123456789012:role/SageMakerRole\"",
+        "tags = { \"team\" = \"ml-platform\" }",
+        "environment = { \"OMP_NUM_THREADS\" = [\"1\", \"2\", \"4\"] }",
+    ] {
+        assert!(imported.contains(carried), "`{carried}` missing:\n{imported}");
+    }
     // IR's spawn rate is per minute; plateau's per second.
     assert!(imported.contains("spawn_rate_per_s = 0.05\n"), "{imported}");
     assert!(imported.contains("max_invocations = 30000\n") && imported.contains("flat_invocations = \"stop\""));
@@ -809,6 +818,43 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
     // Three OMP_NUM_THREADS values on ml.c5.xlarge, ml.m5.xlarge, and the serverless configuration.
     assert!(plan_text.contains("5 test runs"), "{plan_text}");
     assert!(plan_text.contains("5 test runs, 2 at a time"), "{plan_text}");
+}
+
+/// Each request under tests/import imports into exactly the job file and warnings kept beside it (`.toml`,
+/// `.warnings`; UPDATE_SNAPSHOTS=1 rewrites them), and the job file validates.
+#[test]
+fn inference_recommender_requests_import_into_their_golden_job_files_and_warnings() {
+    let _machine = shared_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let cases = repository().join("tests/import");
+    let mut requests: Vec<PathBuf> = std::fs::read_dir(&cases)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
+        .collect();
+    requests.sort();
+    assert!(requests.len() >= 3, "{requests:?}");
+    for request in requests {
+        let job = folder.path().join(request.with_extension("toml").file_name().unwrap());
+        let output = plateau().arg("import-sagemaker").arg(&request).arg("--out").arg(&job).output().unwrap();
+        assert_eq!(output.status.code(), Some(0), "{}: {}", request.display(), text(&output));
+        let warnings: String = String::from_utf8_lossy(&output.stderr)
+            .lines()
+            .filter(|line| line.starts_with("warning: "))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let imported = std::fs::read_to_string(&job).unwrap();
+        for (extension, actual) in [("toml", &imported), ("warnings", &warnings)] {
+            let golden = request.with_extension(extension);
+            if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+                std::fs::write(&golden, actual).unwrap();
+            }
+            let expected = std::fs::read_to_string(&golden).unwrap_or_default();
+            assert_eq!(actual, &expected, "{} differs from {}", request.display(), golden.display());
+        }
+        let validated = plateau().arg("validate").arg(&job).output().unwrap();
+        assert_eq!(validated.status.code(), Some(0), "{}", text(&validated));
+    }
 }
 
 #[test]

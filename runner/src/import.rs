@@ -5,9 +5,13 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use rand::SeedableRng as _;
 use serde_json::Value;
 
 use crate::units;
+
+/// The seed of the sample of configurations when MaxNumberOfTests is below their count.
+const SAMPLE_SEED: u64 = 1;
 
 /// The job file's text, and a warning for each field that did not carry over.
 pub struct Imported {
@@ -19,6 +23,12 @@ pub struct Imported {
 const UNDERSTOOD: &[&str] = &[
     "JobName",
     "JobDescription",
+    "JobType",
+    "RoleArn",
+    "Tags",
+    "InputConfig.ModelPackageVersionArn",
+    "InputConfig.ModelName",
+    "InputConfig.ContainerConfig.SupportedInstanceTypes",
     "InputConfig.TrafficPattern",
     "InputConfig.ResourceLimit",
     "InputConfig.EndpointConfigurations",
@@ -40,14 +50,6 @@ fn text<'a>(value: &'a Value, pointer: &str) -> Option<&'a str> {
 
 fn number(value: &Value, pointer: &str) -> Option<f64> {
     value.pointer(pointer).and_then(Value::as_f64)
-}
-
-/// A name SageMaker accepts for an endpoint: letters, digits and hyphens, at most 63.
-fn endpoint_name(parts: &[&str]) -> String {
-    let joined = parts.join("-");
-    let cleaned: String = joined.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
-    let trimmed: String = cleaned.split('-').filter(|part| !part.is_empty()).collect::<Vec<_>>().join("-");
-    trimmed.chars().take(63).collect::<String>().trim_end_matches('-').to_string()
 }
 
 /// The region of the first ARN in the request that names one (`arn:partition:service:region:account:resource`;
@@ -99,8 +101,35 @@ pub enum ImportError {
     TrafficType { traffic_type: String },
     #[error("EndpointConfigurations[{index}] has neither InstanceType nor ServerlessConfig")]
     NoInstanceType { index: usize },
-    #[error("the request has no InputConfig.EndpointConfigurations and no InputConfig.Endpoints")]
+    #[error(
+        "the request has no InputConfig.EndpointConfigurations, no InputConfig.Endpoints and (for a Default job) no \
+         InputConfig.ContainerConfig.SupportedInstanceTypes: name the instance types to try in one of them"
+    )]
     NoEndpoints,
+    #[error(
+        "the request deploys endpoints but names no model: give InputConfig.ModelPackageVersionArn or \
+         InputConfig.ModelName"
+    )]
+    NoModel,
+}
+
+/// One endpoint configuration to provision: an instance type (or serverless settings) and the environment grid.
+struct Candidate<'a> {
+    /// `EndpointConfigurations[i]` or `SupportedInstanceTypes[i]`, for warnings.
+    source: String,
+    instance_type: Option<&'a str>,
+    serverless: Option<&'a Value>,
+    parameters: BTreeMap<String, Vec<String>>,
+}
+
+impl Candidate<'_> {
+    fn name(&self, index: usize) -> String {
+        self.instance_type.map_or_else(|| format!("serverless-{index}"), str::to_string)
+    }
+
+    fn tests(&self) -> usize {
+        self.parameters.values().map(Vec::len).product()
+    }
 }
 
 pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
@@ -134,6 +163,108 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
         }
         None => {
             let _ = writeln!(out, "# region = \"us-east-1\"   # REVIEW: else AWS_REGION or the profile's");
+        }
+    }
+
+    // What IR would deploy: its EndpointConfigurations, or for a Default job the supported instance types.
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (index, configuration) in configurations.into_iter().flatten().enumerate() {
+        let source = format!("InputConfig.EndpointConfigurations[{index}]");
+        let instance_type = text(configuration, "/InstanceType");
+        let serverless = configuration.pointer("/ServerlessConfig");
+        if instance_type.is_none() && serverless.is_none() {
+            return Err(ImportError::NoInstanceType { index });
+        }
+        if let Some(specification) = text(configuration, "/InferenceSpecificationName") {
+            warnings.push(format!(
+                "{source}.InferenceSpecificationName = {specification}: not carried over; plateau deploys the model \
+                 package's default inference specification (its first), so check it is this one"
+            ));
+        }
+        let parameters: BTreeMap<String, Vec<String>> = configuration
+            .pointer("/EnvironmentParameterRanges/CategoricalParameterRanges")
+            .and_then(Value::as_array)
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .filter_map(|range| {
+                        let values = range.pointer("/Value")?.as_array()?.iter().filter_map(Value::as_str);
+                        Some((text(range, "/Name")?.to_string(), values.map(str::to_string).collect()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        candidates.push(Candidate { source, instance_type, serverless, parameters });
+    }
+    let default_job = text(request, "/JobType").is_none_or(|job_type| job_type == "Default");
+    if candidates.is_empty() && default_job {
+        let supported =
+            request.pointer("/InputConfig/ContainerConfig/SupportedInstanceTypes").and_then(Value::as_array);
+        for (index, instance_type) in supported.into_iter().flatten().filter_map(Value::as_str).enumerate() {
+            let source = format!("InputConfig.ContainerConfig.SupportedInstanceTypes[{index}]");
+            candidates.push(Candidate {
+                source,
+                instance_type: Some(instance_type),
+                serverless: None,
+                parameters: BTreeMap::new(),
+            });
+        }
+        if !candidates.is_empty() {
+            warnings.push(format!(
+                "a Default job: IR chooses among the supported instance types; plateau benchmarks each of the {} \
+                 (remove the ones you do not want)",
+                candidates.len()
+            ));
+        }
+    }
+    if !candidates.is_empty() {
+        let model =
+            match (text(request, "/InputConfig/ModelPackageVersionArn"), text(request, "/InputConfig/ModelName")) {
+                (Some(arn), _) => {
+                    format!("model_package_arn = {}   # from InputConfig.ModelPackageVersionArn", quoted(arn))
+                }
+                (None, Some(name)) => format!("model_name = {}   # from InputConfig.ModelName", quoted(name)),
+                (None, None) => return Err(ImportError::NoModel),
+            };
+        let _ = writeln!(out, "\n[target.provision]\n{model}");
+        match text(request, "/RoleArn") {
+            Some(role) => {
+                let _ = writeln!(
+                    out,
+                    "execution_role_arn = {}   # from RoleArn: REVIEW, the role the model runs as",
+                    quoted(role)
+                );
+            }
+            None if text(request, "/InputConfig/ModelName").is_none() => {
+                warnings
+                    .push("no RoleArn: set [target.provision] execution_role_arn, the role the model runs as".into());
+                let _ = writeln!(out, "execution_role_arn = \"arn:aws:iam::123456789012:role/REVIEW\"");
+            }
+            None => {}
+        }
+        let tags: Vec<(&str, &str)> = request
+            .pointer("/Tags")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|tag| Some((text(tag, "/Key")?, text(tag, "/Value")?)))
+            .collect();
+        let (kept, reserved): (Vec<_>, Vec<_>) =
+            tags.into_iter().partition(|(key, _)| !key.starts_with("aws:") && !key.starts_with("plateau:"));
+        for (key, _) in reserved {
+            warnings.push(format!("Tags: `{key}` is reserved (aws: or plateau:) and not carried over"));
+        }
+        if !kept.is_empty() {
+            let listed: Vec<String> =
+                kept.iter().map(|(key, value)| format!("{} = {}", quoted(key), quoted(value))).collect();
+            let _ = writeln!(out, "tags = {{ {} }}   # from Tags", listed.join(", "));
+        }
+        if !existing.is_empty() {
+            warnings.push(format!(
+                "InputConfig.Endpoints ({}): not imported beside the endpoints plateau provisions; benchmark them \
+                 with a job of their own (configurations with endpoint_name, no [target.provision])",
+                existing.join(", ")
+            ));
         }
     }
 
@@ -230,10 +361,40 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
         );
     }
 
+    // MaxNumberOfTests below the grid: IR samples the tests; plateau's plan samples the environment grid (seeded,
+    // every configuration kept), and when there are fewer tests than configurations the sample of configurations is
+    // taken here, seeded too, and named.
+    let max_tests = request.pointer("/InputConfig/ResourceLimit/MaxNumberOfTests").and_then(Value::as_u64);
+    let grid: usize = candidates.iter().map(Candidate::tests).sum();
+    if let Some(max) = max_tests.map(|max| max as usize).filter(|max| *max < candidates.len()) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(SAMPLE_SEED);
+        let mut kept: Vec<usize> = rand::seq::index::sample(&mut rng, candidates.len(), max.max(1)).into_vec();
+        kept.sort_unstable();
+        let left_out: Vec<String> = (0..candidates.len())
+            .filter(|index| !kept.contains(index))
+            .map(|index| format!("{} ({})", candidates[index].name(index), candidates[index].source))
+            .collect();
+        warnings.push(format!(
+            "MaxNumberOfTests = {max} is below the {} configurations: a seeded sample of {max} kept, as IR samples; \
+             left out: {}",
+            candidates.len(),
+            left_out.join(", ")
+        ));
+        let mut index = 0;
+        candidates.retain(|_| {
+            index += 1;
+            kept.contains(&(index - 1))
+        });
+    } else if let Some(max) = max_tests.filter(|max| (*max as usize) < grid) {
+        warnings.push(format!(
+            "MaxNumberOfTests = {max} is below the grid of {grid} tests: plateau runs a sample of {max}, seeded by \
+             [job] seed, every configuration in it, as IR samples"
+        ));
+    }
     if let Some(limit) = request.pointer("/InputConfig/ResourceLimit") {
         let _ = writeln!(out, "\n[limits]");
-        if let Some(max) = number(limit, "/MaxNumberOfTests") {
-            let _ = writeln!(out, "max_tests = {max}");
+        if let Some(max) = max_tests {
+            let _ = writeln!(out, "max_tests = {}", max.max(1));
         }
         if let Some(max) = number(limit, "/MaxParallelOfTests") {
             let _ = writeln!(out, "max_parallel = {max}");
@@ -241,59 +402,39 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
     }
 
     let mut configuration_count = 0;
-    for (index, configuration) in configurations.into_iter().flatten().enumerate() {
-        let instance_type = text(configuration, "/InstanceType");
-        let serverless = configuration.pointer("/ServerlessConfig");
-        let parameters: BTreeMap<String, Vec<String>> = configuration
-            .pointer("/EnvironmentParameterRanges/CategoricalParameterRanges")
-            .and_then(Value::as_array)
-            .map(|ranges| {
-                ranges
-                    .iter()
-                    .filter_map(|range| {
-                        let values = range.pointer("/Value")?.as_array()?.iter().filter_map(Value::as_str);
-                        Some((text(range, "/Name")?.to_string(), values.map(str::to_string).collect()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        // Each environment combination is an endpoint of its own on SageMaker: one configuration each.
-        for environment in crate::spec::combinations(&parameters) {
-            configuration_count += 1;
-            let label = instance_type.map_or_else(|| format!("serverless-{index}"), str::to_string);
-            let settings: Vec<String> = environment.iter().map(|(name, value)| format!("{name}={value}")).collect();
-            let name = if settings.is_empty() { label.clone() } else { format!("{label} {}", settings.join(" ")) };
-            let mut parts = vec![job_name, label.as_str()];
-            parts.extend(environment.values().map(String::as_str));
-            let _ = writeln!(out, "\n[[configurations]]\nname = {}", quoted(&name));
-            match (instance_type, serverless) {
-                (Some(instance_type), _) => {
-                    let _ = writeln!(out, "instance_type = {}", quoted(instance_type));
-                }
-                (None, Some(serverless)) => {
-                    let memory = number(serverless, "/MemorySizeInMB").unwrap_or(2048.0);
-                    let concurrency = number(serverless, "/MaxConcurrency").unwrap_or(1.0);
-                    let provisioned = number(serverless, "/ProvisionedConcurrency").unwrap_or(0.0);
-                    let _ = writeln!(
-                        out,
-                        "instance_type = \"serverless\"\nprice_per_hour_usd = 1.0   # REVIEW: serverless bills per GB-second\n\
-                         serverless = {{ memory_mb = {memory}, max_concurrency = {concurrency}, provisioned_concurrency = {provisioned} }}"
-                    );
-                }
-                (None, None) => {
-                    return Err(ImportError::NoInstanceType { index });
-                }
+    for (index, candidate) in candidates.iter().enumerate() {
+        configuration_count += 1;
+        let name = candidate.name(index);
+        let _ = writeln!(out, "\n[[configurations]]   # from {}\nname = {}", candidate.source, quoted(&name));
+        match (candidate.instance_type, candidate.serverless) {
+            (Some(instance_type), _) => {
+                let _ = writeln!(out, "instance_type = {}", quoted(instance_type));
             }
-            let _ = writeln!(
-                out,
-                "endpoint_name = {}   # REVIEW: deploy it first; IR deployed it for you",
-                quoted(&endpoint_name(&parts))
-            );
-            if !environment.is_empty() {
-                let _ = writeln!(out, "# environment: {}", settings.join(", "));
+            (None, Some(serverless)) => {
+                let memory = number(serverless, "/MemorySizeInMB").unwrap_or(2048.0);
+                let concurrency = number(serverless, "/MaxConcurrency").unwrap_or(1.0);
+                let provisioned = number(serverless, "/ProvisionedConcurrency").unwrap_or(0.0);
+                let _ = writeln!(
+                    out,
+                    "instance_type = \"serverless\"\nprice_per_hour_usd = 1.0   # REVIEW: serverless bills per GB-second\n\
+                     serverless = {{ memory_mb = {memory}, max_concurrency = {concurrency}, provisioned_concurrency = {provisioned} }}"
+                );
             }
+            (None, None) => unreachable!("refused above"),
+        }
+        if !candidate.parameters.is_empty() {
+            let ranges: Vec<String> = candidate
+                .parameters
+                .iter()
+                .map(|(name, values)| {
+                    let values: Vec<String> = values.iter().map(|value| quoted(value)).collect();
+                    format!("{} = [{}]", quoted(name), values.join(", "))
+                })
+                .collect();
+            let _ = writeln!(out, "environment = {{ {} }}", ranges.join(", "));
         }
     }
+    let existing = if candidates.is_empty() { existing } else { Vec::new() };
     for endpoint in &existing {
         configuration_count += 1;
         let _ = writeln!(
@@ -306,13 +447,6 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
     }
     if configuration_count == 0 {
         return Err(ImportError::NoEndpoints);
-    }
-    if configurations.is_some_and(|configurations| !configurations.is_empty()) {
-        warnings.push(
-            "EndpointConfigurations: IR deploys the model on each; plateau benchmarks endpoints that exist, so deploy \
-             one per configuration under the endpoint_name given (each environment combination is its own endpoint)"
-                .into(),
-        );
     }
     warnings.extend(skipped.into_iter().map(|path| format!("{path}: not imported (no plateau equivalent)")));
     Ok(Imported { toml: out, warnings })
@@ -330,11 +464,5 @@ mod tests {
         });
         assert_eq!(arn_region(&request), Some(("eu-west-1", "InputConfig.ModelPackageVersionArn".to_string())));
         assert_eq!(arn_region(&serde_json::json!({ "RoleArn": "arn:aws:iam::1:role/r", "JobName": "arn" })), None);
-    }
-
-    #[test]
-    fn endpoint_names_are_ones_sagemaker_accepts() {
-        assert_eq!(endpoint_name(&["my job", "ml.c5.xlarge", "4"]), "my-job-ml-c5-xlarge-4");
-        assert_eq!(endpoint_name(&["x".repeat(80).as_str()]).len(), 63);
     }
 }

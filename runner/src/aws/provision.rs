@@ -14,14 +14,15 @@ use std::time::{Duration, Instant};
 use aws_sdk_sagemaker::Client;
 use aws_sdk_sagemaker::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_sagemaker::types::{
-    ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType, Tag,
+    ContainerDefinition, EndpointStatus, ProductionVariant, ProductionVariantInstanceType,
+    ProductionVariantServerlessConfig, Tag,
 };
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::errors::describe_sdk_error;
 use super::{AwsPlace, check_credentials, sdk_config};
-use crate::spec::ModelSource;
+use crate::spec::{ModelSource, Serverless};
 
 /// The ledger's file name in a run's output folder.
 pub const LEDGER_FILE: &str = "provisioned.jsonl";
@@ -171,6 +172,8 @@ pub struct EndpointRequest<'a> {
     pub environment: &'a BTreeMap<String, String>,
     pub instance_type: &'a str,
     pub instance_count: u32,
+    /// A serverless endpoint instead of instances.
+    pub serverless: Option<Serverless>,
     pub variant: &'a str,
     pub tags: Vec<(String, String)>,
     pub create_timeout: Duration,
@@ -241,13 +244,25 @@ impl Provisioner {
         endpoint.created.push(Resource::Model);
 
         self.announce(ledger, Resource::EndpointConfig, name)?;
-        let variant = ProductionVariant::builder()
-            .variant_name(request.variant)
-            .model_name(name)
-            .instance_type(ProductionVariantInstanceType::from(request.instance_type))
-            .initial_instance_count(i32::try_from(request.instance_count).unwrap_or(i32::MAX))
-            .initial_variant_weight(1.0)
-            .build();
+        let variant = ProductionVariant::builder().variant_name(request.variant).model_name(name);
+        // A serverless endpoint has memory and concurrency where others have instances.
+        let variant = match request.serverless {
+            Some(serverless) => variant.serverless_config(
+                ProductionVariantServerlessConfig::builder()
+                    .memory_size_in_mb(i32::try_from(serverless.memory_mb).unwrap_or(i32::MAX))
+                    .max_concurrency(i32::try_from(serverless.max_concurrency).unwrap_or(i32::MAX))
+                    .set_provisioned_concurrency(
+                        (serverless.provisioned_concurrency > 0)
+                            .then(|| i32::try_from(serverless.provisioned_concurrency).unwrap_or(i32::MAX)),
+                    )
+                    .build(),
+            ),
+            None => variant
+                .instance_type(ProductionVariantInstanceType::from(request.instance_type))
+                .initial_instance_count(i32::try_from(request.instance_count).unwrap_or(i32::MAX))
+                .initial_variant_weight(1.0),
+        }
+        .build();
         self.client
             .create_endpoint_config()
             .endpoint_config_name(name)

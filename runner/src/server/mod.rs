@@ -165,6 +165,7 @@ impl Server {
                     environment: &run.environment,
                     instance_type: &configuration.instance_type,
                     instance_count: configuration.instance_count,
+                    serverless: configuration.serverless,
                     variant: endpoint.target_variant.as_deref().unwrap_or("AllTraffic"),
                     tags,
                     create_timeout: provision.create_timeout,
