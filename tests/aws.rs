@@ -137,7 +137,13 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     let moto = moto_with_an_endpoint().await;
 
     // The endpoint's own metrics, as SageMaker would publish them: ModelLatency in microseconds, CPUUtilization
-    // as a sum over cores (ml.m5.large has 2 vCPUs).
+    // as a sum over cores and GPUUtilization over GPUs (the job's instance type is an ml.g5.12xlarge, 48 vCPUs and 4
+    // GPUs). plateau reads the minutes of its plateau's step: the data and the whole run (under 20 s) fall in one
+    // minute.
+    let into_minute_s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() % 60;
+    if into_minute_s > 35 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute_s)).await;
+    }
     let client = cloudwatch(&moto.url).await;
     let endpoint = [
         Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
@@ -149,6 +155,7 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
         ("AWS/SageMaker", "Invocations", 250.0),
         ("/aws/sagemaker/Endpoints", "CPUUtilization", 150.0),
         ("/aws/sagemaker/Endpoints", "MemoryUtilization", 40.0),
+        ("/aws/sagemaker/Endpoints", "GPUUtilization", 300.0),
     ] {
         let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
             .metric_name(name)
@@ -163,8 +170,13 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     let job = sagemaker_job(
         folder.path(),
         &moto.url,
-        &format!("[cloudwatch]\npublish = true\nnamespace = \"plateau/tests\"\nendpoint_url = \"{}\"\n", moto.url),
+        &format!(
+            "[cloudwatch]\npublish = true\nnamespace = \"plateau/tests\"\nendpoint_url = \"{}\"\nmetrics_delay = \"0s\"\n",
+            moto.url
+        ),
     );
+    let gpu_job = std::fs::read_to_string(&job).unwrap().replace("\"ml.m5.large\"", "\"ml.g5.12xlarge\"");
+    std::fs::write(&job, gpu_job).unwrap();
     let out = folder.path().join("out");
     let started = SystemTime::now() - Duration::from_secs(120);
     let output =
@@ -183,13 +195,20 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     assert_eq!(errors, 0);
     assert!(configuration["metrics"]["max_invocations"].as_f64().unwrap() > 0.0);
 
-    // Read back from the endpoint's metrics: microseconds to milliseconds, CPU normalised by the 2 vCPUs.
+    // Read back from the endpoint's metrics for the plateau's step: microseconds to milliseconds, CPU normalised by
+    // the 48 vCPUs, GPU by the 4 GPUs.
     let endpoint_metrics = &configuration["endpoint_metrics"];
+    let window_of = match configuration["plateau"]["step"].as_u64() {
+        Some(step) => format!("the plateau (step {})", step + 1),
+        None => "the whole run (no plateau)".to_string(),
+    };
+    assert_eq!(endpoint_metrics["window_of"], window_of.as_str());
     assert_eq!(endpoint_metrics["model_latency_ms"], 1.5);
     assert_eq!(endpoint_metrics["overhead_latency_ms"], 0.4);
     assert_eq!(endpoint_metrics["invocations"], 250.0);
-    assert_eq!(endpoint_metrics["cpu_utilization"], 75.0);
-    assert_eq!(configuration["metrics"]["cpu_utilization_percent"], 75.0);
+    assert_eq!(endpoint_metrics["cpu_utilization"], 3.125);
+    assert_eq!(endpoint_metrics["gpu_utilization"], 75.0);
+    assert_eq!(configuration["metrics"]["cpu_utilization_percent"], 3.125);
     assert_eq!(configuration["metrics"]["memory_utilization_percent"], 40.0);
 
     // What plateau published, read back: one ClientInvocations datum per second, summing to the requests sent (as
@@ -354,7 +373,10 @@ async fn an_endpoint_metrics_read_that_fails_is_kept_in_the_results_and_the_repo
     // A CloudWatch that accepts connections and never answers.
     let silent = TcpListener::bind("127.0.0.1:0").unwrap();
     let folder = tempfile::tempdir().unwrap();
-    let watch = format!("[cloudwatch]\nendpoint_url = \"http://{}\"\ntimeout = \"1s\"\n", silent.local_addr().unwrap());
+    let watch = format!(
+        "[cloudwatch]\nendpoint_url = \"http://{}\"\ntimeout = \"1s\"\nmetrics_delay = \"0s\"\n",
+        silent.local_addr().unwrap()
+    );
     let job = sagemaker_job(folder.path(), &moto.url, &watch);
     let out = folder.path().join("out");
     let output =
@@ -551,6 +573,9 @@ max_step_duration = "2s"
 users_per_step = 2
 step_duration = "2s"
 steps = {steps}
+[cloudwatch]
+endpoint_url = "{moto_url}"
+metrics_delay = "0s"
 [[configurations]]
 name = "m5"
 instance_type = "ml.m5.large"

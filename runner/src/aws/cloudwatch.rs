@@ -198,9 +198,15 @@ fn data_for(second: &ClientSecond, dimensions: &[Dimension]) -> Vec<MetricDatum>
 /// A SageMaker endpoint's own view of the run, from CloudWatch: what the server measured, beside what plateau did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct EndpointMetrics {
-    /// RFC 3339, UTC: the window asked for (whole minutes around the run).
+    /// RFC 3339, UTC: the window asked for (whole minutes around the measured window).
     pub window_start: String,
     pub window_end: String,
+    /// What the window is: the plateau's step, or the whole run when there was no plateau.
+    #[serde(default)]
+    pub window_of: String,
+    /// The inference component whose own metrics these are, rather than the endpoint's variant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inference_component: Option<String>,
     pub invocations: Option<f64>,
     /// Mean over the window, converted from CloudWatch's microseconds.
     pub model_latency_ms: Option<f64>,
@@ -208,14 +214,29 @@ pub struct EndpointMetrics {
     pub invocation_4xx_errors: Option<f64>,
     pub invocation_5xx_errors: Option<f64>,
     /// Percent of the instance's CPU, normalised by its vCPUs where the price table knows them (SageMaker reports
-    /// up to 100 per core).
+    /// up to 100 per core); an inference component's is normalised by SageMaker.
     pub cpu_utilization: Option<f64>,
     pub memory_utilization: Option<f64>,
+    /// Percent of the instance's GPUs, normalised by their number where the price table knows it (SageMaker
+    /// reports up to 100 per GPU).
     pub gpu_utilization: Option<f64>,
     pub gpu_memory_utilization: Option<f64>,
 }
 
-/// (namespace, metric, statistic, scale): each metric read back, and what turns it into the unit reported.
+/// Which metrics to read, and for what: an endpoint's variant, or an inference component on it.
+pub struct EndpointQuery<'a> {
+    pub endpoint_name: &'a str,
+    pub variant_name: &'a str,
+    pub inference_component: Option<&'a str>,
+    /// The measured window, and what it is.
+    pub window: (SystemTime, SystemTime),
+    pub window_of: String,
+    pub vcpus: Option<u32>,
+    pub gpus: Option<u32>,
+}
+
+/// (namespace, metric, statistic, scale): each metric read back, and what turns it into the unit reported. The
+/// last four are utilisations: per core or per GPU, as `normalise` says.
 const ENDPOINT_METRICS: [(&str, &str, &str, f64); 9] = [
     ("AWS/SageMaker", "Invocations", "Sum", 1.0),
     ("AWS/SageMaker", "ModelLatency", "Average", 0.001),
@@ -228,34 +249,47 @@ const ENDPOINT_METRICS: [(&str, &str, &str, f64); 9] = [
     ("/aws/sagemaker/Endpoints", "GPUMemoryUtilization", "Average", 1.0),
 ];
 
-/// Reads the endpoint's metrics for `[started, ended]`, widened to whole minutes (the endpoint publishes per
-/// minute). Sums add up over the window; averages are weighted equally per minute.
+/// An inference component's utilisations: SageMaker publishes them already normalised, in a namespace of their own.
+const COMPONENT_UTILIZATION: [(&str, &str); 4] = [
+    ("/aws/sagemaker/InferenceComponents", "CPUUtilizationNormalized"),
+    ("/aws/sagemaker/InferenceComponents", "MemoryUtilizationNormalized"),
+    ("/aws/sagemaker/InferenceComponents", "GPUUtilizationNormalized"),
+    ("/aws/sagemaker/InferenceComponents", "GPUMemoryUtilizationNormalized"),
+];
+
+/// Reads the endpoint's (or inference component's) metrics for the query's window, widened to whole minutes (the
+/// endpoint publishes per minute). Sums add up over the window; averages are weighted equally per minute.
 pub async fn endpoint_metrics(
     client: &Client,
-    endpoint_name: &str,
-    variant_name: &str,
-    started: SystemTime,
-    ended: SystemTime,
-    vcpus: Option<u32>,
+    query: &EndpointQuery<'_>,
 ) -> Result<EndpointMetrics, EndpointMetricsError> {
     let minute = |time: SystemTime, up: bool| {
         let seconds = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();
         let floor = seconds - seconds % 60;
         SystemTime::UNIX_EPOCH + Duration::from_secs(if up && floor < seconds { floor + 60 } else { floor })
     };
+    let (started, ended) = query.window;
     let (window_start, window_end) =
         (minute(started, false), minute(ended, true).max(minute(started, false) + Duration::from_secs(60)));
-    let dimensions = vec![
-        Dimension::builder().name("EndpointName").value(endpoint_name).build(),
-        Dimension::builder().name("VariantName").value(variant_name).build(),
-    ];
+    let dimensions = match query.inference_component {
+        Some(component) => vec![Dimension::builder().name("InferenceComponentName").value(component).build()],
+        None => vec![
+            Dimension::builder().name("EndpointName").value(query.endpoint_name).build(),
+            Dimension::builder().name("VariantName").value(query.variant_name).build(),
+        ],
+    };
     let queries: Vec<MetricDataQuery> = ENDPOINT_METRICS
         .iter()
         .enumerate()
         .map(|(index, (namespace, name, statistic, _))| {
+            // An inference component's utilisations are its own metrics, in their own namespace.
+            let (namespace, name) = match (query.inference_component, index.checked_sub(5)) {
+                (Some(_), Some(utilization)) => COMPONENT_UTILIZATION[utilization],
+                _ => (*namespace, *name),
+            };
             let metric = Metric::builder()
-                .namespace(*namespace)
-                .metric_name(*name)
+                .namespace(namespace)
+                .metric_name(name)
                 .set_dimensions(Some(dimensions.clone()))
                 .build();
             MetricDataQuery::builder()
@@ -290,19 +324,25 @@ pub async fn endpoint_metrics(
         };
         values[index] = Some(combined * scale);
     }
-    let per_core = |value: Option<f64>| value.map(|percent| percent / f64::from(vcpus.unwrap_or(1).max(1)));
+    // SageMaker's instance utilisations run to 100 per core and per GPU; a component's are normalised already.
+    let per = |value: Option<f64>, count: Option<u32>| match query.inference_component {
+        Some(_) => value,
+        None => value.map(|percent| percent / f64::from(count.unwrap_or(1).max(1))),
+    };
     Ok(EndpointMetrics {
         window_start: humantime::format_rfc3339_seconds(window_start).to_string(),
         window_end: humantime::format_rfc3339_seconds(window_end).to_string(),
+        window_of: query.window_of.clone(),
+        inference_component: query.inference_component.map(str::to_string),
         invocations: values[0],
         model_latency_ms: values[1],
         overhead_latency_ms: values[2],
         invocation_4xx_errors: values[3],
         invocation_5xx_errors: values[4],
-        cpu_utilization: per_core(values[5]),
+        cpu_utilization: per(values[5], query.vcpus),
         memory_utilization: values[6],
-        gpu_utilization: values[7],
-        gpu_memory_utilization: values[8],
+        gpu_utilization: per(values[7], query.gpus),
+        gpu_memory_utilization: per(values[8], query.gpus),
     })
 }
 

@@ -209,17 +209,6 @@ pub(super) async fn run_configuration(
     // would be paid for.
     let leftover = server.stop().await;
     drop(billed);
-    let (endpoint_metrics, endpoint_metrics_error) = if cancel.is_cancelled() {
-        (None, endpoint_metrics_wanted(context, run).then(|| "not read: the run was interrupted".to_string()))
-    } else {
-        match endpoint_metrics(context, run, &endpoint_name, (run_started, run_ended)).await {
-            Ok(metrics) => (metrics, None),
-            Err(error) => {
-                progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error}"));
-                (None, Some(error))
-            }
-        }
-    };
     let (record, error_details) = match driven {
         Ok(driven) => driven,
         Err(Failure::BeforeTheRamp(error)) => {
@@ -245,6 +234,33 @@ pub(super) async fn run_configuration(
         Pass::Whole | Pass::Probe => None,
     };
     let Analysed { mut analysis, search, probe } = analysed(job, &facts, record.steps, probe, sliding.as_ref());
+    // The endpoint's own figures at MaxInvocations, as IR reports them: the plateau's step, read once CloudWatch
+    // has had time to publish it.
+    let (endpoint_metrics, endpoint_metrics_error) = if cancel.is_cancelled() {
+        (None, endpoint_metrics_wanted(context, run).then(|| "not read: the run was interrupted".to_string()))
+    } else {
+        let plateau = analysis.plateau.as_ref().and_then(|plateau| analysis.steps.get(plateau.step));
+        let (window, window_of) = match plateau {
+            Some(step) => (
+                (run_started + Duration::from_secs(step.start_s), run_started + Duration::from_secs(step.end_s)),
+                format!("the plateau (step {})", step.index + 1),
+            ),
+            None => ((run_started, run_ended), "the whole run (no plateau)".to_string()),
+        };
+        let wait = |remaining: Duration| {
+            line.set(format!(
+                "{label} · waiting {} s for CloudWatch to publish the endpoint's metrics",
+                remaining.as_secs()
+            ))
+        };
+        match endpoint_metrics(context, run, &endpoint_name, (window, window_of), &cancel, wait).await {
+            Ok(metrics) => (metrics, None),
+            Err(error) => {
+                progress.line(format!("{label}: cannot read the endpoint's CloudWatch metrics: {error}"));
+                (None, Some(error))
+            }
+        }
+    };
     with_endpoint_utilization(&mut analysis, endpoint_metrics.as_ref());
     let (status, failure) = match (&crashed, &server, &record.end) {
         (Some(status), Server::Command { process, .. }, _) => (
@@ -554,15 +570,31 @@ async fn endpoint_metrics(
     context: &RunContext<'_>,
     run: &TestRun,
     endpoint_name: &str,
-    (started, ended): (SystemTime, SystemTime),
+    ((started, ended), window_of): ((SystemTime, SystemTime), String),
+    cancel: &CancellationToken,
+    on_wait: impl Fn(Duration),
 ) -> Result<Option<EndpointMetrics>, String> {
     let Deployment::Sagemaker { endpoint, .. } = &run.configuration.deployment else { return Ok(None) };
     let Some(client) = context.aws.cloudwatch.as_ref().filter(|_| context.job.cloudwatch.endpoint_metrics) else {
         return Ok(None);
     };
-    let variant = endpoint.target_variant.as_deref().unwrap_or("AllTraffic");
-    cloudwatch::endpoint_metrics(client, endpoint_name, variant, started, ended, run.configuration.vcpus)
-        .await
-        .map(Some)
-        .map_err(|error| format!("{error:#}"))
+    // CloudWatch publishes a minute's metrics a minute or two after it: wait for the window's last, counting down.
+    let ready_at = ended + context.job.cloudwatch.metrics_delay;
+    while let Ok(remaining) = ready_at.duration_since(SystemTime::now()) {
+        on_wait(remaining);
+        tokio::select! {
+            _ = cancel.cancelled() => return Err("not read: the run was interrupted".to_string()),
+            _ = tokio::time::sleep(remaining.min(Duration::from_secs(1))) => {}
+        }
+    }
+    let query = cloudwatch::EndpointQuery {
+        endpoint_name,
+        variant_name: endpoint.target_variant.as_deref().unwrap_or("AllTraffic"),
+        inference_component: endpoint.inference_component.as_deref(),
+        window: (started, ended),
+        window_of,
+        vcpus: run.configuration.vcpus,
+        gpus: run.configuration.gpus,
+    };
+    cloudwatch::endpoint_metrics(client, &query).await.map(Some).map_err(|error| format!("{error:#}"))
 }

@@ -33,6 +33,10 @@ pub(super) struct RawCloudWatch {
     /// How long one CloudWatch call may take (default 10s): a CloudWatch that never answers delays nothing more.
     #[schemars(with = "Option<DurationValue>")]
     timeout: Option<Spanned<DurationValue>>,
+    /// How long after a test run's measured window CloudWatch is given to publish the endpoint's metrics before
+    /// they are read (default 2m; SageMaker publishes each minute's a minute or two later).
+    #[schemars(with = "Option<DurationValue>")]
+    metrics_delay: Option<Spanned<DurationValue>>,
 }
 
 /// Each CloudWatch call's limit when the job file sets none.
@@ -52,7 +56,12 @@ pub struct CloudWatchSpec {
     pub endpoint_url: Option<String>,
     /// Each call's limit.
     pub timeout: Duration,
+    /// Waited after a test run's plateau window before its endpoint metrics are read.
+    pub metrics_delay: Duration,
 }
+
+/// SageMaker publishes an endpoint's per-minute metrics a minute or two after the minute.
+pub const DEFAULT_METRICS_DELAY: Duration = Duration::from_secs(120);
 
 /// Inference Recommender's namespace, so dashboards built for it show plateau's runs too.
 pub const DEFAULT_CLOUDWATCH_NAMESPACE: &str = "/aws/sagemaker/InferenceRecommendationsJobs";
@@ -101,6 +110,14 @@ pub(super) fn validate_cloudwatch(
             if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&duration) {
                 let hint = "PutMetricData and GetMetricData answer in well under a second";
                 sink.error(span_of(timeout), "cloudwatch.timeout", "must be between 1s and 5m", Some(hint.into()));
+            }
+            duration
+        }),
+        metrics_delay: raw.metrics_delay.as_ref().map_or(DEFAULT_METRICS_DELAY, |delay| {
+            let duration = delay.get_ref().0;
+            if duration > Duration::from_secs(15 * 60) {
+                let hint = "SageMaker's metrics are published within minutes; 0s reads at once (an emulator)";
+                sink.error(span_of(delay), "cloudwatch.metrics_delay", "must be at most 15m", Some(hint.into()));
             }
             duration
         }),

@@ -157,6 +157,8 @@ pub struct Configuration {
     pub price_source: String,
     /// vCPUs of the instance type, where the price table knows it.
     pub vcpus: Option<u32>,
+    /// GPUs of the instance type, where the price table knows it (0: none).
+    pub gpus: Option<u32>,
     pub serverless: Option<Serverless>,
     /// What this configuration is on its target's kind, with that target's settings.
     pub deployment: Deployment,
@@ -534,6 +536,7 @@ pub(super) fn validate_configurations(
                 price_per_hour_usd,
                 price_source,
                 vcpus: listed.map(|listed| listed.vcpus),
+                gpus: listed.map(|listed| listed.gpus),
                 serverless,
                 deployment,
             }))

@@ -25,6 +25,9 @@ pub struct InstancePrice {
     pub price_per_hour_usd: f64,
     pub vcpus: u32,
     pub memory_gib: f64,
+    /// GPUs, for GPUUtilization per GPU (SageMaker reports up to 100 for each); none when absent.
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 /// Why a user's price table cannot be used.
@@ -74,5 +77,6 @@ mod tests {
             assert!(price.vcpus >= 2, "{name}");
         }
         assert_eq!(table.instances["ml.c5.xlarge"].vcpus, 4);
+        assert_eq!((table.instances["ml.g5.12xlarge"].gpus, table.instances["ml.c5.xlarge"].gpus), (4, 0));
     }
 }
