@@ -818,6 +818,10 @@ fn an_inference_recommender_request_imports_into_a_valid_job_file() {
     // Three OMP_NUM_THREADS values on ml.c5.xlarge, ml.m5.xlarge, and the serverless configuration.
     assert!(plan_text.contains("5 test runs"), "{plan_text}");
     assert!(plan_text.contains("5 test runs, 2 at a time"), "{plan_text}");
+    // The serverless configuration (4,096 MB, 10 at once) is priced by the GB-second with every slot busy, as at
+    // its plateau: 4 GB x 10 x 3,600 s x 0.00002 USD = 2.88 USD an hour.
+    let serverless = plan_text.lines().find(|line| line.contains("serverless")).unwrap();
+    assert!(serverless.contains(" 2.880 "), "{serverless}");
 }
 
 /// Each request under tests/import imports into exactly the job file and warnings kept beside it (`.toml`,

@@ -416,7 +416,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
                 let provisioned = number(serverless, "/ProvisionedConcurrency").unwrap_or(0.0);
                 let _ = writeln!(
                     out,
-                    "instance_type = \"serverless\"\nprice_per_hour_usd = 1.0   # REVIEW: serverless bills per GB-second\n\
+                    "instance_type = \"serverless\"   # priced per GB-second of its memory, all concurrency busy at the plateau\n\
                      serverless = {{ memory_mb = {memory}, max_concurrency = {concurrency}, provisioned_concurrency = {provisioned} }}"
                 );
             }

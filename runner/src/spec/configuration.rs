@@ -354,6 +354,21 @@ pub(super) fn validate_configurations(
                 sink.error(span_of(&config.instance_count), key("instance_count"), "must be at least 1", None);
             }
             let listed = prices.instances.get(config.instance_type.get_ref());
+            // A serverless endpoint bills its memory for each second a request is in it; at the plateau every
+            // one of its max_concurrency slots is busy, so that rate by the hour is what it costs there.
+            let serverless_rate =
+                config.serverless.as_ref().zip(prices.serverless_gb_second_usd).map(|(serverless, rate)| {
+                    let settings = serverless.get_ref();
+                    let gb = f64::from(settings.memory_mb) / 1024.0;
+                    let usd_per_hour = gb * f64::from(settings.max_concurrency) * 3600.0 * rate;
+                    let source = format!(
+                        "{} MB x {} concurrent at {rate} USD per GB-second ({})",
+                        settings.memory_mb,
+                        settings.max_concurrency,
+                        prices.describe()
+                    );
+                    (usd_per_hour, source)
+                });
             let (price_per_hour_usd, price_source) = match (&config.price_per_hour_usd, listed) {
                 (Some(price), _) if price.get_ref().is_finite() && *price.get_ref() >= 0.0 => {
                     (*price.get_ref(), "job file".to_string())
@@ -363,6 +378,7 @@ pub(super) fn validate_configurations(
                     sink.error(span_of(price), key("price_per_hour_usd"), message, None);
                     (0.0, String::new())
                 }
+                (None, _) if serverless_rate.is_some() => serverless_rate.clone().expect("checked"),
                 (None, Some(listed)) => (listed.price_per_hour_usd, prices.describe()),
                 (None, None) => {
                     let known: Vec<&str> = prices.instances.keys().map(String::as_str).collect();

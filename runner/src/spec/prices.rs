@@ -13,6 +13,9 @@ const BUILT_IN: &str = include_str!("../../data/sagemaker-prices.toml");
 pub struct PriceTable {
     pub as_of: String,
     pub region: String,
+    /// Serverless inference: USD per GB-second of memory while a request is in the endpoint, when the table has it.
+    #[serde(default)]
+    pub serverless_gb_second_usd: Option<f64>,
     pub instances: BTreeMap<String, InstancePrice>,
     /// Where the table came from, for reports; not part of the file.
     #[serde(skip)]
@@ -77,6 +80,8 @@ mod tests {
             assert!(price.vcpus >= 2, "{name}");
         }
         assert_eq!(table.instances["ml.c5.xlarge"].vcpus, 4);
+        // 1 GB for an hour: 0.072 USD.
+        assert!((table.serverless_gb_second_usd.unwrap() * 3600.0 - 0.072).abs() < 1e-9);
         assert_eq!((table.instances["ml.g5.12xlarge"].gpus, table.instances["ml.c5.xlarge"].gpus), (4, 0));
     }
 }
