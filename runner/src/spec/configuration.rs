@@ -353,11 +353,13 @@ pub(super) fn validate_configurations(
             if *config.instance_count.get_ref() == 0 {
                 sink.error(span_of(&config.instance_count), key("instance_count"), "must be at least 1", None);
             }
-            let listed = prices.instances.get(config.instance_type.get_ref());
+            // Priced in its endpoint's region where the table has it.
+            let regional = prices.in_region(sagemaker_region(config, targets));
+            let listed = regional.instances.get(config.instance_type.get_ref());
             // A serverless endpoint bills its memory for each second a request is in it; at the plateau every
             // one of its max_concurrency slots is busy, so that rate by the hour is what it costs there.
             let serverless_rate =
-                config.serverless.as_ref().zip(prices.serverless_gb_second_usd).map(|(serverless, rate)| {
+                config.serverless.as_ref().zip(regional.serverless_gb_second_usd).map(|(serverless, rate)| {
                     let settings = serverless.get_ref();
                     let gb = f64::from(settings.memory_mb) / 1024.0;
                     let usd_per_hour = gb * f64::from(settings.max_concurrency) * 3600.0 * rate;
@@ -365,7 +367,7 @@ pub(super) fn validate_configurations(
                         "{} MB x {} concurrent at {rate} USD per GB-second ({})",
                         settings.memory_mb,
                         settings.max_concurrency,
-                        prices.describe()
+                        regional.describe()
                     );
                     (usd_per_hour, source)
                 });
@@ -379,9 +381,9 @@ pub(super) fn validate_configurations(
                     (0.0, String::new())
                 }
                 (None, _) if serverless_rate.is_some() => serverless_rate.clone().expect("checked"),
-                (None, Some(listed)) => (listed.price_per_hour_usd, prices.describe()),
+                (None, Some(listed)) => (listed.price_per_hour_usd, regional.describe().to_string()),
                 (None, None) => {
-                    let known: Vec<&str> = prices.instances.keys().map(String::as_str).collect();
+                    let known: Vec<&str> = regional.instances.keys().map(String::as_str).collect();
                     let hint = match diagnostic::closest(config.instance_type.get_ref(), &known) {
                         Some(close) => format!("did you mean instance_type = \"{close}\"? Or set price_per_hour_usd"),
                         None => "set price_per_hour_usd, e.g. price_per_hour_usd = 0.23".to_string(),
@@ -558,6 +560,19 @@ pub(super) fn validate_configurations(
             }))
         })
         .collect()
+}
+
+/// The region of the SageMaker endpoint a configuration runs against, when its target names one; errors in naming
+/// the target are reported by `target_of`.
+fn sagemaker_region<'a>(config: &RawConfiguration, targets: &'a [TargetDraft]) -> Option<&'a str> {
+    let target = match &config.target {
+        None => targets.first().filter(|_| targets.len() == 1),
+        Some(name) => targets.iter().find(|target| target.name.as_deref() == Some(name.get_ref().as_str())),
+    }?;
+    match &target.spec {
+        Some(TargetSpec::Sagemaker { endpoint, .. }) => endpoint.region.as_deref(),
+        _ => None,
+    }
 }
 
 /// The index of the target a configuration runs against: the job's only one, or the one it names.

@@ -17,9 +17,36 @@ pub struct PriceTable {
     #[serde(default)]
     pub serverless_gb_second_usd: Option<f64>,
     pub instances: BTreeMap<String, InstancePrice>,
+    /// Other regions' prices, each like the table's own: `[regions.eu-west-1.instances]`.
+    #[serde(default)]
+    pub regions: BTreeMap<String, RegionPrices>,
     /// Where the table came from, for reports; not part of the file.
     #[serde(skip)]
     pub source: String,
+}
+
+/// One more region's prices in a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionPrices {
+    #[serde(default)]
+    pub serverless_gb_second_usd: Option<f64>,
+    pub instances: BTreeMap<String, InstancePrice>,
+}
+
+/// The prices a configuration is priced from: its endpoint's region's, or the table's own region's when the table
+/// has none for it (said in `describe`).
+pub struct Regional<'a> {
+    pub instances: &'a BTreeMap<String, InstancePrice>,
+    pub serverless_gb_second_usd: Option<f64>,
+    description: String,
+}
+
+impl Regional<'_> {
+    /// How a report names a price from here.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
@@ -60,15 +87,54 @@ impl PriceTable {
         Ok(table)
     }
 
-    /// How a report names a price from this table.
-    pub fn describe(&self) -> String {
-        format!("estimate from {}, {} on-demand, as of {}", self.source, self.region, self.as_of)
+    /// The prices for an endpoint in `region` (none: the table's own region).
+    pub fn in_region(&self, region: Option<&str>) -> Regional<'_> {
+        let estimate =
+            |region: &str| format!("estimate from {}, {region} on-demand, as of {}", self.source, self.as_of);
+        match region.filter(|region| *region != self.region) {
+            Some(region) => match self.regions.get(region) {
+                Some(prices) => Regional {
+                    instances: &prices.instances,
+                    serverless_gb_second_usd: prices.serverless_gb_second_usd,
+                    description: estimate(region),
+                },
+                None => Regional {
+                    instances: &self.instances,
+                    serverless_gb_second_usd: self.serverless_gb_second_usd,
+                    description: format!("{} (the table has no {region} prices)", estimate(&self.region)),
+                },
+            },
+            None => Regional {
+                instances: &self.instances,
+                serverless_gb_second_usd: self.serverless_gb_second_usd,
+                description: estimate(&self.region),
+            },
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_endpoint_is_priced_from_its_regions_prices_and_says_when_the_table_has_none() {
+        let text = "as_of = \"2026-11\"\nregion = \"us-east-1\"\n\
+                    [instances]\n\"ml.m5.large\" = { price_per_hour_usd = 0.115, vcpus = 2, memory_gib = 8 }\n\
+                    [regions.eu-west-1.instances]\n\"ml.m5.large\" = { price_per_hour_usd = 0.128, vcpus = 2, memory_gib = 8 }\n";
+        let mut table: PriceTable = toml::from_str(text).unwrap();
+        table.source = "prices.toml".into();
+        let price = |region| table.in_region(region).instances["ml.m5.large"].price_per_hour_usd;
+        assert_eq!((price(None), price(Some("us-east-1")), price(Some("eu-west-1"))), (0.115, 0.115, 0.128));
+        assert_eq!(
+            table.in_region(Some("eu-west-1")).describe(),
+            "estimate from prices.toml, eu-west-1 on-demand, as of 2026-11"
+        );
+        assert_eq!(
+            table.in_region(Some("ap-south-1")).describe(),
+            "estimate from prices.toml, us-east-1 on-demand, as of 2026-11 (the table has no ap-south-1 prices)"
+        );
+    }
 
     #[test]
     fn the_built_in_table_parses_and_is_plausible() {
