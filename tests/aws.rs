@@ -79,6 +79,28 @@ endpoint_name = "plateau-m5-large"
     job
 }
 
+/// Waits, if less than 25 s of the current minute are left, for the next: a short run started now ends in the
+/// minute its endpoint metrics are put in.
+async fn start_of_a_minute() {
+    let into_minute_s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() % 60;
+    if into_minute_s > 35 {
+        tokio::time::sleep(Duration::from_secs(61 - into_minute_s)).await;
+    }
+}
+
+/// Puts `metrics` (namespace, name, value) at this moment with `dimensions`, as SageMaker would publish them.
+async fn put_now(client: &aws_sdk_cloudwatch::Client, dimensions: &[Dimension], metrics: &[(&str, &str, f64)]) {
+    for (namespace, name, value) in metrics {
+        let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
+            .metric_name(*name)
+            .set_dimensions(Some(dimensions.to_vec()))
+            .timestamp(aws_smithy_types::DateTime::from(SystemTime::now()))
+            .value(*value)
+            .build();
+        client.put_metric_data().namespace(*namespace).metric_data(datum).send().await.unwrap();
+    }
+}
+
 /// A run's series in the tests' namespace: the job, the run's JobName, the endpoint, and when to read from.
 struct Published {
     job: &'static str,
@@ -140,31 +162,21 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
     // as a sum over cores and GPUUtilization over GPUs (the job's instance type is an ml.g5.12xlarge, 48 vCPUs and 4
     // GPUs). plateau reads the minutes of its plateau's step: the data and the whole run (under 20 s) fall in one
     // minute.
-    let into_minute_s = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() % 60;
-    if into_minute_s > 35 {
-        tokio::time::sleep(Duration::from_secs(61 - into_minute_s)).await;
-    }
+    start_of_a_minute().await;
     let client = cloudwatch(&moto.url).await;
     let endpoint = [
         Dimension::builder().name("EndpointName").value("plateau-m5-large").build(),
         Dimension::builder().name("VariantName").value("AllTraffic").build(),
     ];
-    for (namespace, name, value) in [
+    let metrics = [
         ("AWS/SageMaker", "ModelLatency", 1500.0),
         ("AWS/SageMaker", "OverheadLatency", 400.0),
         ("AWS/SageMaker", "Invocations", 250.0),
         ("/aws/sagemaker/Endpoints", "CPUUtilization", 150.0),
         ("/aws/sagemaker/Endpoints", "MemoryUtilization", 40.0),
         ("/aws/sagemaker/Endpoints", "GPUUtilization", 300.0),
-    ] {
-        let datum = aws_sdk_cloudwatch::types::MetricDatum::builder()
-            .metric_name(name)
-            .set_dimensions(Some(endpoint.to_vec()))
-            .timestamp(aws_smithy_types::DateTime::from(SystemTime::now()))
-            .value(value)
-            .build();
-        client.put_metric_data().namespace(namespace).metric_data(datum).send().await.unwrap();
-    }
+    ];
+    put_now(&client, &endpoint, &metrics).await;
 
     let folder = tempfile::tempdir().unwrap();
     let job = sagemaker_job(
@@ -265,6 +277,43 @@ async fn a_run_against_a_sagemaker_endpoint_publishes_to_and_reads_from_cloudwat
         comparison["job_files_differ"],
         serde_json::json!(["the endpoint of m5-large: plateau-m5-large in us-east-1 -> plateau-m5-large in eu-west-1"])
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_inference_components_own_metrics_are_read_as_sagemaker_normalises_them() {
+    let _load = LOAD.lock().await;
+    let moto = moto_with_an_endpoint().await;
+    start_of_a_minute().await;
+    let client = cloudwatch(&moto.url).await;
+    // The component's metrics, by InferenceComponentName; its utilisations are normalised by SageMaker already, so
+    // they are not divided by the instance's 48 vCPUs or 4 GPUs again.
+    let component = [Dimension::builder().name("InferenceComponentName").value("ic-small").build()];
+    let metrics = [
+        ("AWS/SageMaker", "ModelLatency", 2000.0),
+        ("AWS/SageMaker", "Invocations", 90.0),
+        ("/aws/sagemaker/InferenceComponents", "CPUUtilizationNormalized", 42.0),
+        ("/aws/sagemaker/InferenceComponents", "GPUUtilizationNormalized", 60.0),
+    ];
+    put_now(&client, &component, &metrics).await;
+    let folder = tempfile::tempdir().unwrap();
+    let watch = format!("[cloudwatch]\nendpoint_url = \"{}\"\nmetrics_delay = \"0s\"\n", moto.url);
+    let job = sagemaker_job(folder.path(), &moto.url, &watch);
+    let gpu_job = std::fs::read_to_string(&job).unwrap().replace("\"ml.m5.large\"", "\"ml.g5.12xlarge\"");
+    std::fs::write(&job, gpu_job).unwrap();
+    let out = folder.path().join("out");
+    let output = plateau(folder.path())
+        .args(["run", job.to_str().unwrap(), "--out", out.to_str().unwrap()])
+        .args(["--set", "target.inference_component=ic-small"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let results = read_results(&out);
+    let endpoint_metrics = &results["configurations"][0]["endpoint_metrics"];
+    assert_eq!(endpoint_metrics["inference_component"], "ic-small", "{endpoint_metrics}");
+    assert_eq!(endpoint_metrics["model_latency_ms"], 2.0);
+    assert_eq!(endpoint_metrics["invocations"], 90.0);
+    assert_eq!(endpoint_metrics["cpu_utilization"], 42.0);
+    assert_eq!(endpoint_metrics["gpu_utilization"], 60.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
