@@ -5,7 +5,6 @@
 //! and InitialInstanceCount must be what the capacities and prices give. One run at a time: this is load.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -47,15 +46,7 @@ fn run_at_once(folder: &Path, jobs: &[(String, String)]) -> Vec<Value> {
             let job = folder.join(format!("{name}.toml"));
             std::fs::write(&job, format!("version = 1\n[job]\nname = \"{name}\"\nseed = 17\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n{body}")).unwrap();
             let out = folder.join(name);
-            let child = Command::new(env!("CARGO_BIN_EXE_plateau"))
-                .arg("run")
-                .arg(&job)
-                .arg("--out")
-                .arg(&out)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = common::spawn_run(&job, &out);
             (out, child)
         })
         .collect();

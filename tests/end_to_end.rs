@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 mod shards;
-use common::{load_lock, plateau, read_results, repository, shared_lock, text};
+use common::{load_lock, plateau, read_results, repository, shared_lock, spawn_run, text};
 
 fn write_job(folder: &Path, text: &str) -> PathBuf {
     let path = folder.join("job.toml");
@@ -122,15 +122,7 @@ fn an_interrupted_run_writes_partial_results_and_reports() {
         folder.path(),
         &TWO_CAPACITIES.replace("steps = 6", "steps = 40").replace("flat_invocations = \"stop\"", ""),
     );
-    let child = plateau()
-        .arg("run")
-        .arg(&job)
-        .arg("--out")
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&job, &out);
     std::thread::sleep(Duration::from_secs(8));
     let status = Command::new("kill").arg("-INT").arg(child.id().to_string()).status().unwrap();
     assert!(status.success());
@@ -1202,15 +1194,7 @@ reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }
                 ),
             )
             .unwrap();
-            let child = plateau()
-                .arg("run")
-                .arg(&job)
-                .arg("--out")
-                .arg(&out)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap();
+            let child = spawn_run(&job, &out);
             (*seed, out, child)
         })
         .collect();

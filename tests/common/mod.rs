@@ -47,6 +47,19 @@ pub fn plateau() -> Command {
     command
 }
 
+/// `plateau run JOB --out OUT` started in the background, its output kept for when it is waited on.
+pub fn spawn_run(job: &Path, out: &Path) -> std::process::Child {
+    plateau()
+        .arg("run")
+        .arg(job)
+        .arg("--out")
+        .arg(out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 thread_local! {
     /// The output folders this test read results from: diagnosed if it fails.
     static READ: RefCell<Vec<PathBuf>> = const { RefCell::new(Vec::new()) };
