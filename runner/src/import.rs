@@ -120,6 +120,8 @@ struct Candidate<'a> {
     instance_type: Option<&'a str>,
     serverless: Option<&'a Value>,
     parameters: BTreeMap<String, Vec<String>>,
+    /// The model package's inference specification it names.
+    specification: Option<&'a str>,
 }
 
 impl Candidate<'_> {
@@ -175,12 +177,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
         if instance_type.is_none() && serverless.is_none() {
             return Err(ImportError::NoInstanceType { index });
         }
-        if let Some(specification) = text(configuration, "/InferenceSpecificationName") {
-            warnings.push(format!(
-                "{source}.InferenceSpecificationName = {specification}: not carried over; plateau deploys the model \
-                 package's default inference specification (its first), so check it is this one"
-            ));
-        }
+        let specification = text(configuration, "/InferenceSpecificationName");
         let parameters: BTreeMap<String, Vec<String>> = configuration
             .pointer("/EnvironmentParameterRanges/CategoricalParameterRanges")
             .and_then(Value::as_array)
@@ -194,7 +191,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
                     .collect()
             })
             .unwrap_or_default();
-        candidates.push(Candidate { source, instance_type, serverless, parameters });
+        candidates.push(Candidate { source, instance_type, serverless, parameters, specification });
     }
     let default_job = text(request, "/JobType").is_none_or(|job_type| job_type == "Default");
     if candidates.is_empty() && default_job {
@@ -207,6 +204,7 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
                 instance_type: Some(instance_type),
                 serverless: None,
                 parameters: BTreeMap::new(),
+                specification: None,
             });
         }
         if !candidates.is_empty() {
@@ -227,6 +225,26 @@ pub fn import_sagemaker(request: &Value) -> Result<Imported, ImportError> {
                 (None, None) => return Err(ImportError::NoModel),
             };
         let _ = writeln!(out, "\n[target.provision]\n{model}");
+        // One inference specification for the target: the one the configurations name, when they agree.
+        let mut specifications: Vec<&str> = candidates.iter().filter_map(|candidate| candidate.specification).collect();
+        specifications.sort_unstable();
+        specifications.dedup();
+        match specifications.as_slice() {
+            [] => {}
+            [only] if text(request, "/InputConfig/ModelPackageVersionArn").is_some() => {
+                let _ = writeln!(
+                    out,
+                    "inference_specification_name = {}   # from EndpointConfigurations[].InferenceSpecificationName",
+                    quoted(only)
+                );
+            }
+            several => warnings.push(format!(
+                "EndpointConfigurations name the inference specifications {} (or one without a model package): not \
+                 carried over; plateau deploys one specification per target (inference_specification_name), so \
+                 split the job by specification",
+                several.join(", ")
+            )),
+        }
         match text(request, "/RoleArn") {
             Some(role) => {
                 let _ = writeln!(

@@ -319,9 +319,10 @@ impl Provisioner {
                 }
                 Ok((containers, role, described.vpc_config))
             }
-            ModelSource::Package { model_package_arn, execution_role_arn } => {
+            ModelSource::Package { model_package_arn, inference_specification_name, execution_role_arn } => {
                 let container = ContainerDefinition::builder()
                     .model_package_name(model_package_arn)
+                    .set_inference_specification_name(inference_specification_name.clone())
                     .set_environment(Some(environment))
                     .build();
                 Ok((vec![container], Some(execution_role_arn.clone()), None))

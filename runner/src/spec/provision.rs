@@ -31,6 +31,9 @@ pub(super) struct RawProvision {
     /// With `image`: the model artefacts (s3://bucket/model.tar.gz).
     #[schemars(with = "Option<String>")]
     model_data_url: Option<Spanned<String>>,
+    /// With `model_package_arn`: which of the package's inference specifications to deploy (default its first).
+    #[schemars(with = "Option<String>")]
+    inference_specification_name: Option<Spanned<String>>,
     /// The IAM role SageMaker runs the model as; needed with `model_package_arn` and `image` (an existing model
     /// keeps its own unless this is given).
     #[schemars(with = "Option<String>")]
@@ -51,8 +54,8 @@ pub(super) struct RawProvision {
 pub enum ModelSource {
     /// An existing model: its containers and role, with the configuration's environment added.
     Existing { model_name: String, execution_role_arn: Option<String> },
-    /// A model package from the registry.
-    Package { model_package_arn: String, execution_role_arn: String },
+    /// A model package from the registry, and which of its inference specifications (none: its first).
+    Package { model_package_arn: String, inference_specification_name: Option<String>, execution_role_arn: String },
     /// A container image, and the model artefacts when the image does not hold them.
     Image { image: String, model_data_url: Option<String>, execution_role_arn: String },
 }
@@ -100,6 +103,16 @@ pub(super) fn validate_provision(
             Some("a model package or an existing model already names its artefacts; remove it".into()),
         );
     }
+    if let Some(name) = &provision.inference_specification_name
+        && provision.model_package_arn.is_none()
+    {
+        sink.error(
+            span_of(name),
+            key("inference_specification_name"),
+            "an inference specification belongs to a model package",
+            Some("use it with model_package_arn, or remove it".into()),
+        );
+    }
     if let Some(url) = &provision.endpoint_url {
         check_absolute_url(url, &key("endpoint_url"), AWS_ENDPOINT_HINT, sink);
     }
@@ -139,9 +152,11 @@ pub(super) fn validate_provision(
         (Some(name), _, _, role) => {
             ModelSource::Existing { model_name: name.get_ref().clone(), execution_role_arn: role }
         }
-        (_, Some(arn), _, Some(role)) => {
-            ModelSource::Package { model_package_arn: arn.get_ref().clone(), execution_role_arn: role }
-        }
+        (_, Some(arn), _, Some(role)) => ModelSource::Package {
+            model_package_arn: arn.get_ref().clone(),
+            inference_specification_name: text(&provision.inference_specification_name),
+            execution_role_arn: role,
+        },
         (_, _, Some(image), Some(role)) => ModelSource::Image {
             image: image.get_ref().clone(),
             model_data_url: text(&provision.model_data_url),
