@@ -723,10 +723,11 @@ async fn a_provisioning_job_creates_benchmarks_and_deletes_an_endpoint_per_test_
             .iter()
             .map(|p| (p.key().unwrap_or_default().to_string(), p.value().unwrap_or_default().to_string()))
             .collect();
+        // A configuration without environment parameters has no `environment` in the results.
         let environment: Vec<(String, String)> = result["environment"]
             .as_object()
-            .unwrap()
-            .iter()
+            .into_iter()
+            .flatten()
             .map(|(key, value)| (key.clone(), value.as_str().unwrap().to_string()))
             .collect();
         assert_eq!(parameters, environment);

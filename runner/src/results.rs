@@ -266,7 +266,7 @@ pub struct ConfigurationResult {
     /// "job file", or the price table it came from (tables are estimates, and say their date).
     #[serde(default)]
     pub price_source: String,
-    /// The environment variables this run set (command targets): IR's EnvironmentParameters.
+    /// The environment variables this run set (command targets and provisioned endpoints): IR's EnvironmentParameters.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
     /// The SageMaker endpoint this configuration ran against: its name, region and variant.
