@@ -773,6 +773,70 @@ fn think_time_paces_each_virtual_user() {
 }
 
 #[test]
+fn aws_price_lists_become_a_price_table_that_prices_an_endpoint_from_its_region() {
+    let _machine = shared_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let fixtures = repository().join("tests/fixtures/price-list");
+    let table = folder.path().join("prices.toml");
+    let output = plateau()
+        .arg("price-table")
+        .arg(fixtures.join("sagemaker-offer-excerpt.json"))
+        .arg("--out")
+        .arg(&table)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+    let written = std::fs::read_to_string(&table).unwrap();
+    // Only endpoints' on-demand hourly rates: not the notebook or training rows, the free tier's 0, the reserved
+    // term, storage or an upfront fee.
+    for (line, expected) in [
+        ("\"ml.m5.xlarge\" = { price_per_hour_usd = 0.2,", true),
+        ("\"ml.m5.xlarge\" = { price_per_hour_usd = 0.25,", true),
+        ("\"ml.g5.12xlarge\" = { price_per_hour_usd = 8, vcpus = 48, memory_gib = 192, gpus = 4 }", true),
+        ("0.9", false),
+        ("0.7", false),
+        ("0.1,", false),
+        ("ml.p4d", false),
+    ] {
+        assert_eq!(written.contains(line), expected, "`{line}`:\n{written}");
+    }
+    assert!(written.contains("as_of = \"2026-11-01\"") && written.contains("[regions.eu-west-1.instances]"));
+    // `aws pricing get-products` output of the same rows gives the same table.
+    let listed = plateau().arg("price-table").arg(fixtures.join("sagemaker-get-products.json")).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), written);
+    // An endpoint in eu-west-1 is priced from Ireland's rows, and the plan says where the price came from.
+    let job = write_job(
+        folder.path(),
+        "version = 1\n[job]\nname = \"priced\"\nprice_table = \"prices.toml\"\n\
+         [target]\nkind = \"sagemaker\"\nregion = \"eu-west-1\"\n[payload]\nbody = \"{}\"\n\
+         [traffic.stairs]\nusers_per_step = 1\nstep_duration = \"10s\"\nsteps = 2\n\
+         [[configurations]]\nname = \"m5\"\ninstance_type = \"ml.m5.xlarge\"\nendpoint_name = \"e\"\n",
+    );
+    let plan = plateau().args(["plan", "--format", "json"]).arg(&job).output().unwrap();
+    assert_eq!(plan.status.code(), Some(0), "{}", text(&plan));
+    let plan: Value = serde_json::from_slice(&plan.stdout).unwrap();
+    assert_eq!(plan["runs"][0]["usd_per_hour"], 0.25);
+    let source = plan["runs"][0]["price_source"].as_str().unwrap();
+    assert!(source.starts_with("AWS Price List, AmazonSageMaker offer 20261101000000 via"), "{source}");
+    assert!(source.ends_with("eu-west-1 on-demand, as of 2026-11-01"), "{source}");
+    // Another service's list, and a region the list lacks, are refused by name.
+    let other = plateau().arg("price-table").arg(fixtures.join("ec2-offer.json")).output().unwrap();
+    assert_eq!(other.status.code(), Some(1));
+    assert!(text(&other).contains("is the price list of AmazonEC2, not of AmazonSageMaker"), "{}", text(&other));
+    let missing = plateau()
+        .arg("price-table")
+        .arg(fixtures.join("sagemaker-offer-excerpt.json"))
+        .args(["--region", "ap-south-1"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing)
+            .contains("no real-time inference (Hosting) prices in ap-south-1; it has them in: eu-west-1, us-east-1")
+    );
+}
+
+#[test]
 fn an_inference_recommender_request_imports_into_a_valid_job_file() {
     let _machine = shared_lock();
     let folder = tempfile::tempdir().unwrap();

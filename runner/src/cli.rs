@@ -133,6 +133,23 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Write a price table (`[job] price_table`) from AWS's Price List for SageMaker: the offer file
+    /// (https://pricing.us-east-1.amazonaws.com/offers/v1.0/aws/AmazonSageMaker/current/index.json) or
+    /// `aws pricing get-products --service-code AmazonSageMaker` output; every region's real-time on-demand prices.
+    PriceTable {
+        /// Price list files (JSON); several are merged, e.g. one region's offer file each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The table's own region: configurations outside a SageMaker region are priced from it.
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+        /// Keep only these other regions (comma-separated) [default: every region in the list].
+        #[arg(long, value_delimiter = ',', value_name = "REGION,...")]
+        regions: Vec<String>,
+        /// Write the table here instead of stdout.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Work with a job file's payload.
     #[command(subcommand)]
     Payload(PayloadCommand),
@@ -629,6 +646,9 @@ pub fn main() -> Exit {
             Command::Validate { files, format } => Ok(validate(&files, format)),
             Command::Plan { job, overrides, format } => Ok(show_plan(&job, &overrides.overrides(), format)),
             Command::ImportSagemaker { request, out } => import_sagemaker(&request, out.as_deref()),
+            Command::PriceTable { files, region, regions, out } => {
+                price_table(&files, &region, &regions, out.as_deref())
+            }
             Command::Schema => {
                 println!("{}", serde_json::to_string_pretty(&spec::json_schema())?);
                 Ok(Exit::Success)
@@ -1014,7 +1034,8 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
                     "trial": run.trial.as_ref().map(|trial| trial.number), "environment": run.environment,
                     "target": run.target_name,
                     "instance_type": run.configuration.instance_type, "instances": run.configuration.instance_count,
-                    "usd_per_hour": run.usd_per_hour(), "at_most_usd": run.worst_case_usd(plan.ramp_s()),
+                    "usd_per_hour": run.usd_per_hour(), "price_source": run.configuration.price_source,
+                    "at_most_usd": run.worst_case_usd(plan.ramp_s()),
                     "at_most_billed_s": run.worst_case_billed_s(plan.ramp_s()),
                 })
             })
@@ -1076,6 +1097,16 @@ fn show_plan(job_path: &Path, overrides: &spec::Overrides, format: OutputFormat)
         plan.worst_case_s(),
         worst_case_usd
     );
+    let mut price_sources: Vec<&str> = Vec::new();
+    for run in &plan.runs {
+        let source = run.configuration.price_source.as_str();
+        if source != "job file" && !price_sources.contains(&source) {
+            price_sources.push(source);
+        }
+    }
+    for source in price_sources {
+        println!("Prices not in the job file: {source}.");
+    }
     if let Some(create_s) = plan.runs.iter().find_map(provisioned_create_s) {
         println!(
             "Each endpoint plateau provisions counts as billed from its creation (at most {create_s} s, \
@@ -1222,6 +1253,34 @@ fn printable_prefix(body: &[u8], max_bytes: usize) -> String {
         text.push_str(&format!("\n... ({} more bytes)", body.len() - shown));
     }
     text
+}
+
+fn price_table(files: &[PathBuf], region: &str, regions: &[String], out: Option<&Path>) -> anyhow::Result<Exit> {
+    use crate::import::price_list::{Gathered, PriceListFile};
+    let mut texts = Vec::with_capacity(files.len());
+    for path in files {
+        match std::fs::read_to_string(path) {
+            Ok(text) => texts.push((path.display().to_string(), text)),
+            Err(error) => {
+                eprintln!("error: cannot read {}: {error}", path.display());
+                return Ok(Exit::InvalidInput);
+            }
+        }
+    }
+    let files: Vec<PriceListFile<'_>> =
+        texts.iter().map(|(path, text)| PriceListFile { path: path.as_str(), text: text.as_str() }).collect();
+    let table = match Gathered::read(&files).and_then(|gathered| gathered.to_table(region, regions)) {
+        Ok(table) => table,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(Exit::InvalidInput);
+        }
+    };
+    match out {
+        Some(path) => std::fs::write(path, &table).with_context(|| format!("cannot write {}", path.display()))?,
+        None => print!("{table}"),
+    }
+    Ok(Exit::Success)
 }
 
 fn import_sagemaker(request_path: &Path, out: Option<&Path>) -> anyhow::Result<Exit> {

@@ -1,3 +1,4 @@
+//! Other tools' files turned into plateau's: AWS's Price List into a price table (`price_list`), and here
 //! `plateau import-sagemaker`: a CreateInferenceRecommendationsJob request (the JSON the AWS CLI takes with
 //! `--cli-input-json`) turned into an equivalent job file, so Inference Recommender users can move over. What has
 //! no equivalent is named in the warnings, never dropped silently. The mapping is documented in docs/ir-mapping.md.
@@ -9,6 +10,8 @@ use rand::SeedableRng as _;
 use serde_json::Value;
 
 use crate::units;
+
+pub mod price_list;
 
 /// The seed of the sample of configurations when MaxNumberOfTests is below their count.
 const SAMPLE_SEED: u64 = 1;

@@ -13,6 +13,10 @@ const BUILT_IN: &str = include_str!("../../data/sagemaker-prices.toml");
 pub struct PriceTable {
     pub as_of: String,
     pub region: String,
+    /// Where the prices come from when they are list prices (a table `plateau price-table` wrote); without it they
+    /// are estimates.
+    #[serde(default)]
+    pub origin: Option<String>,
     /// Serverless inference: USD per GB-second of memory while a request is in the endpoint, when the table has it.
     #[serde(default)]
     pub serverless_gb_second_usd: Option<f64>,
@@ -89,8 +93,10 @@ impl PriceTable {
 
     /// The prices for an endpoint in `region` (none: the table's own region).
     pub fn in_region(&self, region: Option<&str>) -> Regional<'_> {
-        let estimate =
-            |region: &str| format!("estimate from {}, {region} on-demand, as of {}", self.source, self.as_of);
+        let estimate = |region: &str| match &self.origin {
+            Some(origin) => format!("{origin} via {}, {region} on-demand, as of {}", self.source, self.as_of),
+            None => format!("estimate from {}, {region} on-demand, as of {}", self.source, self.as_of),
+        };
         match region.filter(|region| *region != self.region) {
             Some(region) => match self.regions.get(region) {
                 Some(prices) => Regional {
