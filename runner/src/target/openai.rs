@@ -41,8 +41,8 @@ pub struct TokenReader {
     broken: Option<String>,
     /// The gaps between text chunks, for the recorder.
     gaps_us: Vec<u32>,
-    /// This response's first text chunk up to its text's opening quote (see `scan`); empty before it.
-    text_prefix: Vec<u8>,
+    /// What this response's text chunks repeat around their text (see `scan`).
+    repeats: Repeats,
     /// The job's tokenizer, for responses without `usage`.
     counting: Option<Counting>,
 }
@@ -127,7 +127,7 @@ impl Default for TokenReader {
             ended: false,
             broken: None,
             gaps_us: Vec::new(),
-            text_prefix: Vec::new(),
+            repeats: Repeats::default(),
             counting: None,
         }
     }
@@ -160,7 +160,7 @@ impl TokenReader {
     pub fn begin(&mut self, started: Instant) {
         self.sse.reset();
         self.gaps_us.clear();
-        self.text_prefix.clear();
+        self.repeats.clear();
         if let Some(counting) = &mut self.counting {
             counting.chunks.clear();
             counting.chunk_ends.clear();
@@ -188,7 +188,7 @@ impl TokenReader {
         if self.broken.is_some() {
             return;
         }
-        let Self { sse, first, last, chunks, usage, ended, broken, gaps_us, text_prefix, counting, .. } = self;
+        let Self { sse, first, last, chunks, usage, ended, broken, gaps_us, repeats, counting, .. } = self;
         let result = sse.feed(bytes, |event| {
             if broken.is_some() {
                 return;
@@ -201,7 +201,7 @@ impl TokenReader {
                 *ended = true;
                 return;
             }
-            match scan(event.data, text_prefix) {
+            match scan(event.data, repeats) {
                 Ok(chunk) if chunk.error => {
                     *broken = Some(format!("an error chunk mid-stream: {}", excerpt(event.data)));
                 }
@@ -340,25 +340,53 @@ struct Scanned {
 /// key leaves a backslash in the name and matches none. Only `usage`, which comes once per response, is parsed;
 /// the rest is not validated as JSON beyond its braces.
 ///
-/// A stream's chunks repeat everything before their text (id, object, created, model, index, the delta's key), so
-/// `text_prefix` keeps the response's first text chunk up to its text's opening quote, when no key before it said
-/// anything (no error, finish or usage). A later chunk that starts with those same bytes is read from its text on:
-/// what comes before says what it said in the first.
-fn scan(chunk: &[u8], text_prefix: &mut Vec<u8>) -> Result<Scanned, String> {
+/// A stream's chunks repeat everything around their text (id, object, created, model, index, the delta's key before
+/// it; the finish reason's null and the closing brackets after it), so `repeats` keeps both from the response's
+/// first text chunks when they said nothing (no error, finish or usage). A later chunk that starts with the same
+/// prefix is read from its text on; when it also ends with the same suffix, nothing after its text is read either.
+/// A chunk that parts from the prefix (the finish chunk) is read from the key where it parts: the keys before say
+/// what they said in the prefix, which is nothing (every value plateau reads is told by its first two bytes, and
+/// the key's separator is found before them).
+fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
     let json = chunk.trim_ascii();
     if !(json.starts_with(b"{") && json.ends_with(b"}")) {
         return Err("not a JSON object".into());
     }
     let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
-    let known = text_prefix.len();
-    if known > 0 && json.len() > known && json.starts_with(text_prefix) {
+    let known = repeats.prefix.len();
+    if known > 0 && json.len() > known && json.starts_with(&repeats.prefix) {
         let after = string_end(json, known).ok_or("a string that does not end")?;
         scanned.text = after > known + 1;
-        scan_keys(json, after, &mut scanned, None)?;
+        let rest = &json[after..];
+        if repeats.suffix.is_empty() || rest != repeats.suffix.as_slice() {
+            scan_keys(json, after, &mut scanned, None)?;
+            if !(scanned.finished || scanned.error || scanned.usage.is_some()) {
+                repeats.suffix.clear();
+                repeats.suffix.extend_from_slice(rest);
+            }
+        }
     } else {
-        scan_keys(json, 0, &mut scanned, Some(text_prefix))?;
+        let same = json.iter().zip(&repeats.prefix).take_while(|(a, b)| a == b).count();
+        let start = memchr::memrchr3(b',', b'{', b'[', &json[..same]).unwrap_or(0);
+        scan_keys(json, start, &mut scanned, Some(&mut repeats.prefix))?;
     }
     Ok(scanned)
+}
+
+/// What a response's text chunks repeat around their text, learnt from its first ones (see `scan`).
+#[derive(Default)]
+struct Repeats {
+    /// Up to the text's opening quote.
+    prefix: Vec<u8>,
+    /// From past the text's closing quote to the end.
+    suffix: Vec<u8>,
+}
+
+impl Repeats {
+    fn clear(&mut self) {
+        self.prefix.clear();
+        self.suffix.clear();
+    }
 }
 
 /// The index just past the closing quote of the JSON string whose contents start at `from`.
@@ -718,11 +746,11 @@ mod tests {
                 r#"{{"id":"{}","choices":[{{"delta":{{"content":"say \"finish_reason\": \"stop\" \\"}},"finish_reason":null}}]}}"#,
                 "x".repeat(pad)
             );
-            let scanned = scan(chunk.as_bytes(), &mut Vec::new()).unwrap();
+            let scanned = scan(chunk.as_bytes(), &mut Repeats::default()).unwrap();
             assert!(scanned.text && !scanned.finished && !scanned.error, "pad {pad}: {chunk}");
             let empty =
                 chunk.replace(r#""say \"finish_reason\": \"stop\" \\""#, r#""""#).replace("null", r#""length""#);
-            let scanned = scan(empty.as_bytes(), &mut Vec::new()).unwrap();
+            let scanned = scan(empty.as_bytes(), &mut Repeats::default()).unwrap();
             assert!(!scanned.text && scanned.finished, "pad {pad}: {empty}");
         }
     }
@@ -737,12 +765,22 @@ mod tests {
             format!(r#"{prefix}!"}},"finish_reason":"stop"}}]}}"#),
             format!(r#"{prefix}?"}},"error":{{"message":"overloaded"}}}}]}}"#),
             format!(r#"{prefix}unterminated}}"#),
+            // The same suffix again, read by comparing it; then chunks that part from the prefix mid-way.
+            format!(r#"{prefix}again"}},"finish_reason":null}}]}}"#),
+            r#"{"id":"c-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#
+                .to_string(),
+            r#"{"id":"c-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":null},"finish_reason":"stop"}]}"#
+                .to_string(),
+            r#"{"id":"c-1","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#
+                .to_string(),
+            r#"{"id":"c-1,2","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"b"}}]}"#
+                .to_string(),
             r#"{"id":"c-1","object":"error","choices":[{"index":0,"delta":{"content":"a"}}]}"#.to_string(),
         ];
-        let mut known = Vec::new();
+        let mut known = Repeats::default();
         for chunk in &chunks {
             let fast = scan(chunk.as_bytes(), &mut known);
-            let whole = scan(chunk.as_bytes(), &mut Vec::new());
+            let whole = scan(chunk.as_bytes(), &mut Repeats::default());
             let read = |scanned: &Result<Scanned, String>| {
                 scanned.as_ref().map(|s| (s.text, s.finished, s.error, s.usage)).map_err(|_| ())
             };
@@ -753,18 +791,29 @@ mod tests {
             }
             assert_eq!(read(&fast), read(&whole), "{chunk}");
         }
-        assert_eq!(known, prefix.as_bytes(), "kept from the first text chunk");
+        // The last text chunk that parted from the prefix (its id) is the prefix now.
+        assert_eq!(
+            known.prefix,
+            br#"{"id":"c-1,2","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#
+        );
+        let mut first = Repeats::default();
+        scan(chunks[0].as_bytes(), &mut first).unwrap();
+        scan(chunks[1].as_bytes(), &mut first).unwrap();
+        assert_eq!(
+            (first.prefix.as_slice(), first.suffix.as_slice()),
+            (prefix.as_bytes(), br#"},"finish_reason":null}]}"#.as_slice())
+        );
         // A chunk whose error comes before its text is not a prefix to keep.
-        let mut fresh = Vec::new();
-        scan(chunks[6].as_bytes(), &mut fresh).unwrap();
-        assert!(fresh.is_empty());
+        let mut fresh = Repeats::default();
+        scan(chunks.last().unwrap().as_bytes(), &mut fresh).unwrap();
+        assert!(fresh.prefix.is_empty());
     }
 
     #[test]
     fn a_flat_usage_is_read_without_serde_and_anything_else_by_it() {
         let read = |usage: &str| {
             let chunk = format!(r#"{{"choices":[],"usage":{usage}}}"#);
-            scan(chunk.as_bytes(), &mut Vec::new()).map(|scanned| scanned.usage)
+            scan(chunk.as_bytes(), &mut Repeats::default()).map(|scanned| scanned.usage)
         };
         let usage = |prompt_tokens, completion_tokens| Ok(Some(Usage { prompt_tokens, completion_tokens }));
         assert_eq!(
@@ -798,10 +847,10 @@ mod tests {
 
     #[test]
     fn only_whole_key_names_count() {
-        let text = |chunk: &str| scan(chunk.as_bytes(), &mut Vec::new()).unwrap().text;
+        let text = |chunk: &str| scan(chunk.as_bytes(), &mut Repeats::default()).unwrap().text;
         assert!(text(r#"{"delta":{"reasoning_content":"hm"}}"#));
         assert!(text(r#"{"choices":[{"text" : "a"}]}"#), "spaces around the colon");
         assert!(!text(r#"{"delta":{"xcontent":"a","my_text":"b","_reasoning_content":"c"}}"#));
-        assert!(!scan(br#"{"usage_error":"x","object":"chunk"}"#, &mut Vec::new()).unwrap().error);
+        assert!(!scan(br#"{"usage_error":"x","object":"chunk"}"#, &mut Repeats::default()).unwrap().error);
     }
 }
