@@ -208,7 +208,9 @@ impl TokenReader {
                 Ok(chunk) => {
                     if chunk.text {
                         if let Some(previous) = *last {
-                            let gap_us = now.saturating_duration_since(previous).as_micros();
+                            // Chunks that came in one read share its time: no arithmetic for their gap.
+                            let gap_us =
+                                if previous == now { 0 } else { now.saturating_duration_since(previous).as_micros() };
                             gaps_us.push(u32::try_from(gap_us).unwrap_or(u32::MAX));
                         }
                         first.get_or_insert(now);
@@ -348,12 +350,14 @@ struct Scanned {
 /// what they said in the prefix, which is nothing (every value plateau reads is told by its first two bytes, and
 /// the key's separator is found before them).
 fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
-    let json = chunk.trim_ascii();
+    let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
+    let known = repeats.prefix.len();
+    // The prefix starts with the object's brace, so a chunk that starts with it needs no trimming at its start.
+    let json =
+        if known > 0 && chunk.starts_with(&repeats.prefix) { chunk.trim_ascii_end() } else { chunk.trim_ascii() };
     if !(json.starts_with(b"{") && json.ends_with(b"}")) {
         return Err("not a JSON object".into());
     }
-    let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
-    let known = repeats.prefix.len();
     if known > 0 && json.len() > known && json.starts_with(&repeats.prefix) {
         let after = string_end(json, known).ok_or("a string that does not end")?;
         scanned.text = after > known + 1;
@@ -366,11 +370,25 @@ fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
             }
         }
     } else {
-        let same = json.iter().zip(&repeats.prefix).take_while(|(a, b)| a == b).count();
+        let same = common_prefix_len(json, &repeats.prefix);
         let start = memchr::memrchr3(b',', b'{', b'[', &json[..same]).unwrap_or(0);
         scan_keys(json, start, &mut scanned, Some(&mut repeats.prefix))?;
     }
     Ok(scanned)
+}
+
+/// How many leading bytes `a` and `b` share, compared eight at a time.
+fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
+    let mut same = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        let differ =
+            u64::from_le_bytes(x.try_into().expect("8 bytes")) ^ u64::from_le_bytes(y.try_into().expect("8 bytes"));
+        if differ != 0 {
+            return same + (differ.trailing_zeros() / 8) as usize;
+        }
+        same += 8;
+    }
+    same + a[same..].iter().zip(&b[same..]).take_while(|(x, y)| x == y).count()
 }
 
 /// What a response's text chunks repeat around their text, learnt from its first ones (see `scan`).
@@ -391,6 +409,14 @@ impl Repeats {
 
 /// The index just past the closing quote of the JSON string whose contents start at `from`.
 fn string_end(json: &[u8], mut from: usize) -> Option<usize> {
+    // A streamed chunk's text is a token or a few: a look at its first bytes finds the end without a search.
+    for (at, byte) in json.get(from..)?.iter().take(16).enumerate() {
+        match byte {
+            b'"' => return Some(from + at + 1),
+            b'\\' => break,
+            _ => {}
+        }
+    }
     loop {
         from += memchr::memchr2(b'"', b'\\', json.get(from..)?)?;
         if json[from] == b'"' {
@@ -483,7 +509,13 @@ fn flat_usage(object: &[u8]) -> Option<Usage> {
             b'n' if object[at..].starts_with(b"null") => at + 4,
             _ => return None,
         };
-        let count = || std::str::from_utf8(&object[at..value_end]).ok()?.parse::<u32>().ok();
+        // Digits only (a string or null is no count): at most u32's, read without a UTF-8 check.
+        let count = || {
+            object[at..value_end].iter().try_fold(0u32, |count, &digit| {
+                digit.is_ascii_digit().then_some(())?;
+                count.checked_mul(10)?.checked_add(u32::from(digit - b'0'))
+            })
+        };
         match key {
             b"prompt_tokens" => usage.prompt_tokens = count()?,
             b"completion_tokens" => usage.completion_tokens = count()?,
