@@ -787,6 +787,41 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a stream's chunks are (pieces of real ones, edited byte by byte), reading them with what the
+        /// earlier ones repeat says what reading each alone says.
+        #[test]
+        fn what_chunks_repeat_never_changes_what_a_chunk_says(
+            picks in proptest::collection::vec((0usize..6, 0usize..120, proptest::sample::select(&b"\",:{}[]x n0"[..])), 1..12)
+        ) {
+            let pieces = [
+                r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"ab"},"finish_reason":null}]}"#,
+                r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+                r#"{"id":"c","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+                r#"{"id":"c","object":"error","message":"overloaded"}"#,
+                r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"x\"y"},"error":null}]}"#,
+                r#"{"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"text":"","finish_reason":"length"}]}"#,
+            ];
+            let mut repeats = Repeats::default();
+            for (piece, at, byte) in picks {
+                let mut chunk = pieces[piece].as_bytes().to_vec();
+                if at < chunk.len() {
+                    chunk[at] = byte;
+                }
+                let read = |scanned: Result<Scanned, String>| {
+                    scanned.map(|s| (s.text, s.finished, s.error, s.usage))
+                };
+                let alone = read(scan(&chunk, &mut Repeats::default()));
+                let after = read(scan(&chunk, &mut repeats));
+                // A text that does not end is refused by the fast path and not looked into by the whole scan.
+                if after.is_err() && alone.is_ok() {
+                    continue;
+                }
+                proptest::prop_assert_eq!(after, alone, "{}", String::from_utf8_lossy(&chunk));
+            }
+        }
+    }
+
     #[test]
     fn chunks_that_repeat_the_first_text_chunks_prefix_are_read_from_their_text_alike() {
         let prefix = r#"{"id":"c-1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#;
