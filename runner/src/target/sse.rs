@@ -57,9 +57,35 @@ impl SseParser {
         (self.has_data, self.is_error, self.after_cr, self.seen_bytes) = (false, false, false, 0);
     }
 
+    /// No line or event is begun: the next bytes start an event, which a caller may read itself (`read_outside`).
+    pub fn between_events(&self) -> bool {
+        self.partial.is_empty() && !self.has_data && !self.is_error && !self.after_cr
+    }
+
+    /// `bytes` of whole events were read by the caller, between events.
+    pub fn read_outside(&mut self, bytes: usize) {
+        self.seen_bytes += bytes as u64;
+    }
+
     /// Reads `input`, the next bytes of the stream in whatever pieces they came, calling `on_event` for each event
     /// it completes.
-    pub fn feed(&mut self, mut input: &[u8], mut on_event: impl FnMut(Event<'_>)) -> Result<(), SseError> {
+    pub fn feed(&mut self, input: &[u8], mut on_event: impl FnMut(Event<'_>)) -> Result<(), SseError> {
+        self.read(input, &mut on_event, false).map(|_| ())
+    }
+
+    /// Reads lines of `input` as `feed` does until it is between events again (after an event, a comment, or a
+    /// field outside an event), so that its caller may read what follows itself: how many bytes it read.
+    pub fn feed_some(&mut self, input: &[u8], mut on_event: impl FnMut(Event<'_>)) -> Result<usize, SseError> {
+        self.read(input, &mut on_event, true)
+    }
+
+    fn read(
+        &mut self,
+        mut input: &[u8],
+        on_event: &mut impl FnMut(Event<'_>),
+        until_between_events: bool,
+    ) -> Result<usize, SseError> {
+        let given = input.len();
         if self.after_cr {
             self.after_cr = false;
             if let [b'\n', rest @ ..] = input {
@@ -76,7 +102,7 @@ impl SseParser {
                 }
                 self.partial.extend_from_slice(input);
                 self.seen_bytes += input.len() as u64;
-                return Ok(());
+                return Ok(given);
             };
             // Nearly every event of a token stream is one `data:` line and its blank line, in one read: dispatched
             // from the read itself, not copied into the event's buffer.
@@ -94,6 +120,9 @@ impl SseParser {
                 self.is_error = false;
                 self.seen_bytes += end as u64 + 2;
                 input = &input[end + 2..];
+                if until_between_events {
+                    return Ok(given - input.len());
+                }
                 continue;
             }
             let mut consumed = end + 1;
@@ -111,18 +140,21 @@ impl SseParser {
                 return Err(SseError::TooLarge { limit_bytes: self.limit_bytes });
             }
             if self.partial.is_empty() {
-                self.line(strip_bom(&input[..end], at_start), &mut on_event)?;
+                self.line(strip_bom(&input[..end], at_start), on_event)?;
             } else {
                 let mut line = std::mem::take(&mut self.partial);
                 line.extend_from_slice(&input[..end]);
-                let result = self.line(strip_bom(&line, at_start), &mut on_event);
+                let result = self.line(strip_bom(&line, at_start), on_event);
                 line.clear();
                 self.partial = line;
                 result?;
             }
             input = &input[consumed..];
+            if until_between_events && self.between_events() {
+                return Ok(given - input.len());
+            }
         }
-        Ok(())
+        Ok(given)
     }
 
     /// One line without its end: a field, a comment, or the blank line that dispatches the event.
