@@ -408,6 +408,16 @@ fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
         let same = common_prefix_len(json, &repeats.prefix);
         let start = memchr::memrchr3(b',', b'{', b'[', &json[..same]).unwrap_or(0);
         scan_keys(json, start, &mut scanned, Some(repeats))?;
+        // A chunk that just taught the prefix and said nothing but its text teaches the suffix too.
+        let said_more = scanned.finished || scanned.error || scanned.usage.is_some();
+        if scanned.text
+            && !said_more
+            && repeats.suffix.is_empty()
+            && json.starts_with(&repeats.prefix)
+            && let Some(after) = string_end(json, repeats.prefix.len())
+        {
+            repeats.learn_suffix(&json[after..]);
+        }
     }
     Ok(scanned)
 }
