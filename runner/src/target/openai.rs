@@ -389,12 +389,13 @@ fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
     let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
     let known = repeats.prefix.len();
     // The prefix starts with the object's brace, so a chunk that starts with it needs no trimming at its start.
-    let json =
-        if known > 0 && chunk.starts_with(&repeats.prefix) { chunk.trim_ascii_end() } else { chunk.trim_ascii() };
+    let has_prefix = known > 0 && chunk.starts_with(&repeats.prefix);
+    let json = if has_prefix { chunk.trim_ascii_end() } else { chunk.trim_ascii() };
     if !(json.starts_with(b"{") && json.ends_with(b"}")) {
         return Err("not a JSON object".into());
     }
-    if known > 0 && json.len() > known && json.starts_with(&repeats.prefix) {
+    // Trimming the end cannot reach into the prefix: it ends in a quote.
+    if has_prefix && json.len() > known {
         let after = string_end(json, known).ok_or("a string that does not end")?;
         scanned.text = after > known + 1;
         let rest = &json[after..];
