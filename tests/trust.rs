@@ -1,6 +1,7 @@
 //! The cases outside testers met on real, noisy servers (issue 15), each a test named after what broke.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use plateau::recommend::recommend;
@@ -450,4 +451,108 @@ fn trials_interleave_configurations_so_a_drifting_machine_falls_on_each_alike() 
     assert!(imbalance < 3.0 && imbalance < first_trial_gap, "the drift cancels over a b, b a");
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(report.contains("## Trials") && report.contains("| a | 2 of 2 |"), "{report}");
+}
+
+#[test]
+fn a_cpu_hog_beside_a_command_target_takes_its_share_of_capacity_and_plateau_measures_what_is_left() {
+    // The reference endpoint as a command target computing each request (one worker, 4 ms of CPU: 250/s alone),
+    // on CPU 1, once alone and once with a neighbour process keeping that CPU busy half of every 100 ms. Sharing
+    // the CPU fairly while it runs, the server keeps about 1 - 50/200 = 75% of its capacity. The truth is the
+    // server's own count: requests completed while it was saturated, over that time.
+    let _load = load_lock();
+    let folder = tempfile::tempdir().unwrap();
+    let job = format!(
+        r#"version = 1
+[job]
+name = "neighbour"
+[target]
+kind = "command"
+command = ["{plateau}", "serve-reference", "--port", "{{port}}", "--work", "cpu", "--workers", "1", "--service-ms", "4"]
+readiness = {{ http_path = "/ping", expected_status = 200, timeout = "10s" }}
+[payload]
+body = "{{}}"
+[traffic]
+precision_percent = 3
+max_step_duration = "8s"
+[traffic.stairs]
+users_per_step = 1
+step_duration = "3s"
+steps = 4
+[stopping]
+flat_invocations = "stop"
+[[configurations]]
+name = "alone"
+instance_type = "local.1cpu"
+price_per_hour_usd = 0.1
+cpus = "1"
+[[configurations]]
+name = "hogged"
+instance_type = "local.1cpu"
+price_per_hour_usd = 0.1
+cpus = "1"
+environment = {{ PLATEAU_REFERENCE_NEIGHBOUR_BUSY_PERCENT = ["50"] }}
+"#,
+        plateau = env!("CARGO_BIN_EXE_plateau")
+    );
+    let path = folder.path().join("neighbour.toml");
+    std::fs::write(&path, job).unwrap();
+    let out = folder.path().join("out");
+    let output = plateau().arg("run").arg(&path).arg("--out").arg(&out).output().unwrap();
+    assert!(out.join("results.json").exists(), "{}", text(&output));
+    let results = read_results(&out);
+    let mut measured = Vec::new();
+    for name in ["alone", "hogged"] {
+        let configuration = results["configurations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|run| run["name"].as_str().unwrap().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name}: {}", text(&output)));
+        let log = std::fs::read_to_string(out.join(configuration["server_log"].as_str().unwrap())).unwrap();
+        let realized: Value = log
+            .lines()
+            .find_map(|line| line.strip_prefix("realized: "))
+            .map(|json| serde_json::from_str(json).unwrap())
+            .unwrap_or_else(|| panic!("{name}'s server printed nothing realized:\n{log}"));
+        let truth_per_min = realized["realized_capacity_rps"].as_f64().unwrap() * 60.0;
+        let metrics = &configuration["metrics"];
+        let estimate = metrics["max_invocations"].as_f64().unwrap();
+        let (low, high) = (
+            metrics["max_invocations_interval"]["low"].as_f64().unwrap(),
+            metrics["max_invocations_interval"]["high"].as_f64().unwrap(),
+        );
+        let error_percent = (estimate / truth_per_min - 1.0) * 100.0;
+        println!(
+            "{name}: MaxInvocations {estimate:.0} [{low:.0}, {high:.0}], the server's saturated rate {truth_per_min:.0}/min \
+             ({error_percent:+.1}%, {})",
+            if (low..=high).contains(&truth_per_min) { "covered" } else { "not covered" }
+        );
+        assert_eq!(metrics["lower_bound"], false, "{name}: {}", metrics["inconclusive"]);
+        assert!(error_percent.abs() < 5.0, "{name}: MaxInvocations {estimate:.0} against {truth_per_min:.0}");
+        measured.push((estimate, truth_per_min));
+    }
+    let (alone, hogged) = (measured[0], measured[1]);
+    println!(
+        "with the neighbour: the server's rate x{:.2}, plateau's MaxInvocations x{:.2} (about x0.75 expected)",
+        hogged.1 / alone.1,
+        hogged.0 / alone.0
+    );
+    assert!(alone.1 > 250.0 * 60.0 * 0.85, "alone, the server computed at {:.0}/min of 15,000", alone.1);
+    assert!(
+        (0.65..=0.85).contains(&(hogged.0 / alone.0)),
+        "the neighbour took {:.2} of capacity",
+        1.0 - hogged.0 / alone.0
+    );
+    // The neighbour is gone with its server, and was never in the server's process tree: it did not count as the
+    // server's CPU (one 4 ms worker on one CPU: at most 100%).
+    let cpu: Vec<f64> = results["configurations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["metrics"]["cpu_utilization_percent"].as_f64().unwrap())
+        .collect();
+    println!("the server's CPU utilization: alone {:.0}%, hogged {:.0}%", cpu[0], cpu[1]);
+    assert!(cpu[1] < cpu[0] - 10.0, "the neighbour's CPU counted as the server's");
+    let leftover = Command::new("pgrep").args(["-f", "plateau neighbour"]).output().unwrap();
+    assert!(leftover.stdout.is_empty(), "a neighbour outlived its server: {}", text(&leftover));
 }

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::{CommandFactory as _, Parser, Subcommand};
@@ -20,8 +20,10 @@ use crate::report::compare::{FailRule, RuleError};
 use crate::report::digest::ConfigurationDigest;
 use crate::results::Results;
 use crate::run;
+use crate::server;
 use crate::server::llm::LlmServer;
-use crate::server::reference::ReferenceServer;
+use crate::server::neighbour::Neighbour;
+use crate::server::reference::{ReferenceServer, Work};
 use crate::spec::{self, LlmModel, ReferenceModel, ServiceTime, Stalls};
 
 #[derive(Parser)]
@@ -293,6 +295,17 @@ enum Command {
         #[arg(long, default_value_t = 8000)]
         port: u16,
     },
+    /// The CPU-hog neighbour `serve-reference --neighbour-busy-percent` starts beside itself.
+    #[command(hide = true)]
+    Neighbour {
+        #[arg(long)]
+        busy_percent: f64,
+        #[arg(long)]
+        period_ms: u64,
+        /// The server it takes CPU from: it ends when that process does.
+        #[arg(long)]
+        server_pid: i32,
+    },
     /// Write a new job file from a few flags: a commented job that validates, to edit from there.
     Init {
         /// Where to write it.
@@ -373,11 +386,23 @@ struct ReferenceArgs {
     /// Capacity changes by this share of nominal each minute.
     #[arg(long, env = "PLATEAU_REFERENCE_DRIFT_PERCENT_PER_MIN", default_value_t = 0.0, allow_negative_numbers = true)]
     drift_percent_per_min: f64,
+    /// What service is spent on: `clock` waits on a virtual clock (capacity as modelled, whatever the machine
+    /// does); `cpu` computes on a thread per worker, so capacity is what the CPU the server gets allows.
+    #[arg(long, env = "PLATEAU_REFERENCE_WORK", value_enum, default_value_t = WorkArg::Clock)]
+    work: WorkArg,
+    /// With `--work cpu`: a neighbour process keeps every CPU the server may use busy for this share of each
+    /// period, as another tenant would (0 for none). With a worker per CPU, capacity falls to about
+    /// 1 - share / 200 of what it was.
+    #[arg(long, env = "PLATEAU_REFERENCE_NEIGHBOUR_BUSY_PERCENT", default_value_t = 0.0)]
+    neighbour_busy_percent: f64,
+    /// The neighbour's period, in milliseconds.
+    #[arg(long, env = "PLATEAU_REFERENCE_NEIGHBOUR_PERIOD_MS", default_value_t = 100)]
+    neighbour_period_ms: u64,
 }
 
 impl ReferenceArgs {
-    /// The model, or which flag is out of range.
-    fn model(&self) -> Result<ReferenceModel, &'static str> {
+    /// The model and what its service is spent on, or which flag is out of range.
+    fn model(&self) -> Result<(ReferenceModel, Work), &'static str> {
         let positive = |value: f64| value.is_finite() && value > 0.0;
         if self.workers == 0 || !positive(self.service_ms) {
             return Err("--workers must be at least 1 and --service-ms positive");
@@ -404,11 +429,28 @@ impl ReferenceArgs {
         if !(-50.0..=50.0).contains(&self.drift_percent_per_min) {
             return Err("--drift-percent-per-min must be between -50 and 50");
         }
-        Ok(ReferenceModel {
+        let busy_percent = self.neighbour_busy_percent;
+        if !(0.0..=100.0).contains(&busy_percent) || self.neighbour_period_ms < 10 {
+            return Err("--neighbour-busy-percent must be between 0 and 100 and --neighbour-period-ms 10 or more");
+        }
+        let neighbour = (busy_percent > 0.0)
+            .then(|| Neighbour { busy_percent, period: Duration::from_millis(self.neighbour_period_ms) });
+        let work = match (self.work, neighbour) {
+            (WorkArg::Clock, None) => Work::Clock,
+            (WorkArg::Clock, Some(_)) => {
+                return Err("a neighbour takes capacity only from computed service: add --work cpu");
+            }
+            (WorkArg::Cpu, _) if stalls.is_some() => {
+                return Err("stalls pause the virtual clock: with --work cpu, take capacity with a neighbour instead");
+            }
+            (WorkArg::Cpu, neighbour) => Work::Cpu { neighbour },
+        };
+        let model = ReferenceModel {
             stalls,
             drift_percent_per_min: self.drift_percent_per_min,
             ..ReferenceModel::steady(self.workers, self.service_ms, service_time)
-        })
+        };
+        Ok((model, work))
     }
 }
 
@@ -543,6 +585,12 @@ impl ReportFormat {
             ReportFormat::IrJson => None,
         }
     }
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WorkArg {
+    Clock,
+    Cpu,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -757,8 +805,14 @@ pub fn main() -> Exit {
                     LlmModel { max_batch, iteration_ms, per_sequence_ms, prefill_ms_per_token, kv_cache_tokens };
                 serve_reference_llm(model, SocketAddr::new(host, port)).await
             }
+            Command::Neighbour { busy_percent, period_ms, server_pid } => {
+                let neighbour = Neighbour { busy_percent, period: Duration::from_millis(period_ms) };
+                // Threads that compute and sleep: nothing here is async.
+                server::neighbour::run(neighbour, server_pid).context("the neighbour could not start")?;
+                Ok(Exit::Success)
+            }
             Command::ServeReference { model, host, port, seed } => match model.model() {
-                Ok(model) => serve_reference(model, SocketAddr::new(host, port), seed).await,
+                Ok((model, work)) => serve_reference(model, work, SocketAddr::new(host, port), seed).await,
                 Err(problem) => {
                     eprintln!("error: {problem}");
                     Ok(Exit::InvalidInput)
@@ -1621,12 +1675,21 @@ fn parse_start_at(text: &str) -> Result<SystemTime, String> {
     humantime::parse_rfc3339_weak(text).map_err(|error| format!("{error}: write a UTC time like 2026-12-03T15:00:00Z"))
 }
 
-async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {
-    let server = ReferenceServer::start(model, seed, address, std::time::Instant::now())
+async fn serve_reference(model: ReferenceModel, work: Work, address: SocketAddr, seed: u64) -> anyhow::Result<Exit> {
+    let server = ReferenceServer::start(model, work, seed, address, std::time::Instant::now())
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
+    let work = match work {
+        Work::Clock => String::new(),
+        Work::Cpu { neighbour: None } => ", computed".to_string(),
+        Work::Cpu { neighbour: Some(neighbour) } => format!(
+            ", computed, beside a neighbour busy {}% of every {} ms",
+            neighbour.busy_percent,
+            neighbour.period.as_millis()
+        ),
+    };
     println!(
-        "reference endpoint: {} ({} workers x {} ms, capacity {:.1} requests/s); Ctrl-C stops it",
+        "reference endpoint: {} ({} workers x {} ms{work}, capacity {:.1} requests/s); Ctrl-C stops it",
         server.url(),
         model.workers,
         model.service_time_ms,
@@ -1636,6 +1699,8 @@ async fn serve_reference(model: ReferenceModel, address: SocketAddr, seed: u64) 
         _ = run::shutdown_signal() => {}
         _ = server.run_until_stopped() => {}
     }
+    // The truth a benchmark of it is checked against, in its log when it runs as a command target.
+    println!("realized: {}", serde_json::to_string(&server.realized())?);
     Ok(Exit::Success)
 }
 

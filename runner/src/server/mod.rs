@@ -2,7 +2,9 @@
 //! process, and SageMaker endpoints it provisions; an `http` or other SageMaker endpoint is already running.
 
 pub mod command;
+mod cpu_work;
 pub mod llm;
+pub mod neighbour;
 pub mod reference;
 
 use std::net::SocketAddr;
@@ -24,7 +26,7 @@ use crate::plan::TestRun;
 use crate::spec::{Deployment, EndpointSource};
 use command::ServerProcess;
 use llm::LlmServer;
-use reference::ReferenceServer;
+use reference::{ReferenceServer, Work};
 
 /// Why a test run's server did not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +124,7 @@ impl Server {
         match &run.configuration.deployment {
             Deployment::Reference { model, .. } => {
                 let address = SocketAddr::from(([127, 0, 0, 1], 0));
-                let server = ReferenceServer::start(*model, run.seeds.service_times, address, job_started)
+                let server = ReferenceServer::start(*model, Work::Clock, run.seeds.service_times, address, job_started)
                     .await
                     .map_err(StartError::Reference)?;
                 let resources: Box<dyn ResourceSource> = Box::new(server.busy_workers());

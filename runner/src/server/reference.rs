@@ -8,6 +8,9 @@
 //! when the tokio timer (up to ~1 ms late) woke it. Timer lateness therefore adds to latency but never takes away
 //! capacity, and the realized capacity is `workers / mean drawn service time`. The sleep itself uses a timer thread
 //! accurate to tens of microseconds, so latency too stays close to the model.
+//!
+//! Served on its own as a command target (`plateau serve-reference --work cpu`), service can instead be computation
+//! (`cpu_work.rs`), so that what takes CPU from the server, such as a neighbour (`neighbour.rs`), takes capacity.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -28,6 +31,8 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::cpu_work::CpuWorkers;
+use super::neighbour::{Neighbour, NeighbourProcess};
 use crate::measure::{ResourceSample, ResourceSource};
 use crate::spec::{ReferenceModel, ServiceTime};
 
@@ -41,7 +46,7 @@ pub struct Realized {
     /// What the server could serve with every worker busy: workers / the mean drawn service time, less the share
     /// of time stalls took.
     pub realized_capacity_rps: f64,
-    /// How late, on average, the timer woke a request after its service was due to end.
+    /// How late, on average, the timer woke a request after its service was due to end (0 for computed service).
     pub mean_timer_lateness_ms: f64,
 }
 
@@ -51,17 +56,35 @@ struct Stats {
     lateness_us_total: AtomicU64,
 }
 
+/// What a service time is spent on.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Work {
+    /// Waiting on the virtual clock: capacity is the model's whatever the machine does.
+    Clock,
+    /// Computing on `workers` threads: capacity is what the CPU the server gets allows (no stalls), less what a
+    /// neighbour started beside the server takes.
+    Cpu { neighbour: Option<Neighbour> },
+}
+
 struct ServiceModel {
     model: ReferenceModel,
-    permits: Semaphore,
     /// Stalls and drift are timed from here: the job's start when plateau runs the endpoint, so a slow drift of the
     /// machine reaches every configuration that runs later, as it would on a real one.
     origin: Instant,
-    /// When each worker is next free, on the virtual clock.
-    worker_free_at: Mutex<BinaryHeap<Reverse<Instant>>>,
+    workers: Workers,
     rng: Mutex<StdRng>,
     draw: Draw,
     stats: Stats,
+}
+
+/// The workers, as `Work` says.
+enum Workers {
+    Clock {
+        permits: Semaphore,
+        /// When each worker is next free, on the virtual clock.
+        free_at: Mutex<BinaryHeap<Reverse<Instant>>>,
+    },
+    Cpu(CpuWorkers),
 }
 
 /// How one service time is drawn, with its distribution's parameters worked out once.
@@ -92,7 +115,7 @@ fn lognormal(mean: f64, cv: f64) -> LogNormal<f64> {
 }
 
 impl ServiceModel {
-    fn new(model: ReferenceModel, seed: u64, origin: Instant) -> Self {
+    fn new(model: ReferenceModel, work: Work, seed: u64, origin: Instant) -> std::io::Result<Self> {
         let mean_ms = model.service_time_ms;
         let draw = match model.service_time {
             ServiceTime::Fixed => Draw::Fixed,
@@ -109,11 +132,17 @@ impl ServiceModel {
             }
         };
         let now = Instant::now();
-        Self {
+        let workers = match work {
+            Work::Clock => Workers::Clock {
+                permits: Semaphore::new(model.workers as usize),
+                free_at: Mutex::new((0..model.workers).map(|_| Reverse(now)).collect()),
+            },
+            Work::Cpu { .. } => Workers::Cpu(CpuWorkers::start(model.workers)?),
+        };
+        Ok(Self {
             model,
-            permits: Semaphore::new(model.workers as usize),
             origin,
-            worker_free_at: Mutex::new((0..model.workers).map(|_| Reverse(now)).collect()),
+            workers,
             rng: Mutex::new(StdRng::seed_from_u64(seed)),
             draw,
             stats: Stats {
@@ -121,7 +150,7 @@ impl ServiceModel {
                 service_us_total: AtomicU64::new(0),
                 lateness_us_total: AtomicU64::new(0),
             },
-        }
+        })
     }
 
     /// A service time for a request starting at `start`: drawn from the distribution, scaled by the drift.
@@ -171,18 +200,28 @@ impl ServiceModel {
     /// Queues FIFO for a worker, then holds it for one service time.
     async fn serve(&self) -> Duration {
         let arrival = Instant::now();
-        let _permit = self.permits.acquire().await.expect("the semaphore is never closed");
-        let (service, due) = {
-            let mut free_at = self.worker_free_at.lock().expect("worker lock");
-            let Reverse(worker_free) = free_at.pop().expect("one entry per worker");
-            let start = arrival.max(worker_free);
-            let service = self.draw_service(start);
-            let due = self.due(start, service);
-            free_at.push(Reverse(due));
-            (service, due)
+        let (service, lateness) = match &self.workers {
+            Workers::Clock { permits, free_at } => {
+                let _permit = permits.acquire().await.expect("the semaphore is never closed");
+                let (service, due) = {
+                    let mut free_at = free_at.lock().expect("worker lock");
+                    let Reverse(worker_free) = free_at.pop().expect("one entry per worker");
+                    let start = arrival.max(worker_free);
+                    let service = self.draw_service(start);
+                    let due = self.due(start, service);
+                    free_at.push(Reverse(due));
+                    (service, due)
+                };
+                crate::precise_timer::sleep_until(due).await;
+                (service, Instant::now().saturating_duration_since(due))
+            }
+            Workers::Cpu(workers) => {
+                let mut in_server = workers.arrive();
+                let service = self.draw_service(arrival);
+                workers.compute(&mut in_server, service).await;
+                (service, Duration::ZERO)
+            }
         };
-        crate::precise_timer::sleep_until(due).await;
-        let lateness = Instant::now().saturating_duration_since(due);
         self.stats.served.fetch_add(1, Ordering::Relaxed);
         self.stats.service_us_total.fetch_add(service.as_micros() as u64, Ordering::Relaxed);
         self.stats.lateness_us_total.fetch_add(lateness.as_micros() as u64, Ordering::Relaxed);
@@ -195,10 +234,13 @@ impl ServiceModel {
             if served == 0 { 0.0 } else { total.load(Ordering::Relaxed) as f64 / served as f64 / 1000.0 }
         };
         let mean_service_ms = per_request_ms(&self.stats.service_us_total);
-        let realized_capacity_rps = if mean_service_ms > 0.0 {
-            f64::from(self.model.workers) * 1000.0 / mean_service_ms * self.model.available_share()
-        } else {
-            0.0
+        let realized_capacity_rps = match &self.workers {
+            Workers::Clock { .. } if mean_service_ms > 0.0 => {
+                f64::from(self.model.workers) * 1000.0 / mean_service_ms * self.model.available_share()
+            }
+            Workers::Clock { .. } => 0.0,
+            // Computed service is slowed by whatever shares the CPU: only its rate with every worker busy says.
+            Workers::Cpu(workers) => workers.saturated_rps().unwrap_or(0.0),
         };
         Realized {
             served,
@@ -215,25 +257,32 @@ pub struct ReferenceServer {
     pub address: SocketAddr,
     service: Arc<ServiceModel>,
     shutdown: CancellationToken,
+    /// Stopped with the server.
+    _neighbour: Option<NeighbourProcess>,
 }
 
 impl ReferenceServer {
     /// Binds `address` (port 0 picks a free one) and serves until stopped; stalls and drift count from `origin`.
     pub async fn start(
         model: ReferenceModel,
+        work: Work,
         seed: u64,
         address: SocketAddr,
         origin: Instant,
     ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let service = Arc::new(ServiceModel::new(model, seed, origin));
+        let service = Arc::new(ServiceModel::new(model, work, seed, origin)?);
+        let neighbour = match work {
+            Work::Cpu { neighbour: Some(neighbour) } => Some(neighbour.start()?),
+            _ => None,
+        };
         let shutdown = CancellationToken::new();
         let serving = Arc::clone(&service);
         tokio::spawn(super::accept_loop(listener, shutdown.clone(), move |request| {
             respond(Arc::clone(&serving), request)
         }));
-        Ok(Self { address, service, shutdown })
+        Ok(Self { address, service, shutdown, _neighbour: neighbour })
     }
 
     pub fn url(&self) -> String {
@@ -317,7 +366,7 @@ mod tests {
     #[tokio::test]
     async fn queued_requests_start_on_the_virtual_clock() {
         let model = ReferenceModel::steady(2, 10.0, ServiceTime::Fixed);
-        let service = Arc::new(ServiceModel::new(model, 1, Instant::now()));
+        let service = Arc::new(ServiceModel::new(model, Work::Clock, 1, Instant::now()).unwrap());
         let started = Instant::now();
         let requests: Vec<_> = (0..20)
             .map(|_| {
@@ -339,7 +388,8 @@ mod tests {
     }
 
     fn draws_ms(service_time: ServiceTime) -> Vec<f64> {
-        let service = ServiceModel::new(ReferenceModel::steady(1, 20.0, service_time), 7, Instant::now());
+        let service =
+            ServiceModel::new(ReferenceModel::steady(1, 20.0, service_time), Work::Clock, 7, Instant::now()).unwrap();
         (0..20_000).map(|_| service.draw_service(service.origin).as_secs_f64() * 1000.0).collect()
     }
 
@@ -372,7 +422,7 @@ mod tests {
             stalls: Some(Stalls { every_ms: 100.0, pause_ms: 20.0 }),
             ..ReferenceModel::steady(2, 10.0, ServiceTime::Fixed)
         };
-        let service = ServiceModel::new(model, 1, Instant::now());
+        let service = ServiceModel::new(model, Work::Clock, 1, Instant::now()).unwrap();
         let at = |ms: u64| service.origin + Duration::from_millis(ms);
         let service_time = Duration::from_millis(10);
         assert_eq!(service.due(at(50), service_time), at(60), "no stall before the first period");
@@ -387,7 +437,7 @@ mod tests {
     fn drift_scales_capacity_by_the_minute() {
         let model =
             ReferenceModel { drift_percent_per_min: -10.0, ..ReferenceModel::steady(1, 20.0, ServiceTime::Fixed) };
-        let service = ServiceModel::new(model, 1, Instant::now());
+        let service = ServiceModel::new(model, Work::Clock, 1, Instant::now()).unwrap();
         let after = |s: u64| service.origin + Duration::from_secs(s);
         assert!((service.capacity_factor(after(120)) - 0.8).abs() < 1e-9);
         assert!((service.draw_service(after(120)).as_secs_f64() * 1000.0 - 25.0).abs() < 1e-6);

@@ -261,7 +261,9 @@ fn every_shape_error(
 
 /// A path from the job file, relative to the job file's folder.
 fn relative_to(job_path: &Path, path: &Path) -> PathBuf {
-    job_path.parent().unwrap_or(Path::new(".")).join(path)
+    let joined = job_path.parent().unwrap_or(Path::new(".")).join(path);
+    // `plateau run job.toml` in the job's own folder: its folder is "", which no process can start in.
+    if joined.as_os_str().is_empty() { PathBuf::from(".") } else { joined }
 }
 
 /// A folder named in the job file, resolved against its folder; an error at `key` when it is not one.
@@ -445,4 +447,16 @@ pub(super) fn within(
         }
         *value.get_ref()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_job_named_without_a_folder_names_is_in_the_current_folder() {
+        assert_eq!(relative_to(Path::new("job.toml"), Path::new("")), PathBuf::from("."));
+        assert_eq!(relative_to(Path::new("job.toml"), Path::new("data")), PathBuf::from("data"));
+        assert_eq!(relative_to(Path::new("jobs/job.toml"), Path::new("")), PathBuf::from("jobs"));
+    }
 }
