@@ -56,15 +56,24 @@ fn noisy_runs() -> &'static NoisyRuns {
     static RUNS_ONCE: OnceLock<NoisyRuns> = OnceLock::new();
     RUNS_ONCE.get_or_init(|| {
         let folder = tempfile::tempdir().unwrap();
-        for (name, service_ms, seed) in [("base", 20.0, 7), ("same", 20.0, 8), ("slower", 20.0 / 0.9, 8)] {
+        let start = |name: &str, service_ms: f64, seed: u64| {
             let path = folder.path().join(format!("{name}.toml"));
             std::fs::write(&path, noisy_job("noisy", service_ms, seed)).unwrap();
-            let output = plateau().arg("run").arg(&path).arg("--out").arg(folder.path().join(name)).output().unwrap();
-            assert!(
-                folder.path().join(name).join("results.json").exists(),
-                "{name} wrote no results: {}",
-                text(&output)
-            );
+            (name.to_string(), common::spawn_run(&path, &folder.path().join(name)))
+        };
+        // The base alone; then the two it is compared with side by side, as two teams' runs on one machine would be
+        // (each run's intervals must then cover the other's load as well).
+        let waves: [&[(&str, f64, u64)]; 2] = [&[("base", 20.0, 7)], &[("same", 20.0, 8), ("slower", 20.0 / 0.9, 8)]];
+        for wave in waves {
+            let children: Vec<_> = wave.iter().map(|&(name, service_ms, seed)| start(name, service_ms, seed)).collect();
+            for (name, child) in children {
+                let output = child.wait_with_output().unwrap();
+                assert!(
+                    folder.path().join(&name).join("results.json").exists(),
+                    "{name} wrote no results: {}",
+                    text(&output)
+                );
+            }
         }
         let base = read_results(&folder.path().join("base"));
         NoisyRuns { folder, base }
