@@ -44,7 +44,8 @@ pub struct Realized {
     /// The mean of the service times drawn (drift included).
     pub mean_service_ms: f64,
     /// What the server could serve with every worker busy: workers / the mean drawn service time, less the share
-    /// of time stalls took.
+    /// of time stalls took; for computed service, the requests completed while every worker had work over that
+    /// time (whatever took CPU from it).
     pub realized_capacity_rps: f64,
     /// How late, on average, the timer woke a request after its service was due to end (0 for computed service).
     pub mean_timer_lateness_ms: f64,
