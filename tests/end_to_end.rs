@@ -723,11 +723,11 @@ fn phases_are_judged_by_sliding_windows_measured_from_the_series() {
     let _load = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let out = folder.path().join("out");
-    // One user more every 2 s; 4 workers of 20 ms saturate at 4 users, 200 requests/s.
+    // One user more every second; 4 workers of 20 ms saturate at 4 users, 200 requests/s, from the fourth second.
     let job = write_job(
         folder.path(),
         "version = 1\n[job]\nname = \"phases\"\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{}\"\n\
-         [[traffic.phases]]\ninitial_users = 1\nspawn_rate_per_s = 0.5\nduration = \"34s\"\n\
+         [[traffic.phases]]\ninitial_users = 1\nspawn_rate_per_s = 1\nduration = \"24s\"\n\
          [[configurations]]\nname = \"ref\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 1\n\
          reference = { workers = 4, service_time_ms = 20 }\n",
     );

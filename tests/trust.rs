@@ -392,20 +392,20 @@ fn a_server_that_fails_every_request_is_named_with_an_example_of_its_answer_and_
 
 #[test]
 fn trials_interleave_configurations_so_a_drifting_machine_falls_on_each_alike() {
-    // Two identical servers on a machine whose capacity drifts down 30% a minute. Run one after the other, the first
+    // Two identical servers on a machine whose capacity drifts down 40% a minute. Run one after the other, the first
     // would look better; run in trials, each trial in the opposite order (a b, b a), both see the same drift.
     let _load = load_lock();
     let folder = tempfile::tempdir().unwrap();
     let configuration = |name: &str| {
         format!(
             "[[configurations]]\nname = \"{name}\"\ninstance_type = \"ref\"\nprice_per_hour_usd = 0.1\n\
-             reference = {{ workers = 4, service_time_ms = 25, drift_percent_per_min = -30 }}\n"
+             reference = {{ workers = 4, service_time_ms = 25, drift_percent_per_min = -40 }}\n"
         )
     };
     let job = format!(
         "version = 1\n[job]\nname = \"drift\"\nseed = 11\n[target]\nkind = \"reference\"\n[payload]\nbody = \"{{}}\"\n\
-         [traffic]\nprecision_percent = 10\nmax_step_duration = \"5s\"\n\
-         [traffic.stairs]\nusers_per_step = 3\nstep_duration = \"4s\"\nsteps = 3\n{}{}",
+         [traffic]\nprecision_percent = 10\nmax_step_duration = \"4s\"\n\
+         [traffic.stairs]\nusers_per_step = 3\nstep_duration = \"3s\"\nsteps = 3\n{}{}",
         configuration("a"),
         configuration("b")
     );
