@@ -1049,17 +1049,20 @@ reference = {{ workers = 16, service_time_ms = 10 }}
 fn search_mode_confirms_a_plateau_the_fixed_stairs_never_reach() {
     let _load = load_lock();
     let folder = tempfile::tempdir().unwrap();
-    let run = |name: &str, traffic: &str| {
+    let start = |name: &str, traffic: &str| {
         let out = folder.path().join(name);
         let job = folder.path().join(format!("{name}.toml"));
         std::fs::write(&job, beyond_the_stairs(traffic)).unwrap();
-        let output = plateau().arg("run").arg(&job).arg("--out").arg(&out).output().unwrap();
-        (output, read_results(&out))
+        (spawn_run(&job, &out), out)
     };
-    // Steps of exactly their duration: this test is about the ramp's reach, not precision.
+    let finish = |(child, out): (std::process::Child, PathBuf)| (child.wait_with_output().unwrap(), read_results(&out));
+    // Steps of exactly their duration: this test is about the ramp's reach, not precision. The two jobs run side by
+    // side (at most 1,600 requests/s each, light for two cores).
     let exact = "[traffic]\nmax_step_duration = \"3s\"\n";
-    let (output, stairs) =
-        run("stairs", &format!("{exact}[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 4"));
+    let stairs_run =
+        start("stairs", &format!("{exact}[traffic.stairs]\nusers_per_step = 2\nstep_duration = \"3s\"\nsteps = 4"));
+    let search_run = start("search", &format!("{exact}[traffic.search]\nstart_users = 1\nstep_duration = \"3s\""));
+    let (output, stairs) = finish(stairs_run);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let big = configuration(&stairs, "big");
     assert_eq!(
@@ -1067,7 +1070,7 @@ fn search_mode_confirms_a_plateau_the_fixed_stairs_never_reach() {
         (Some("not_reached"), Some(true))
     );
 
-    let (output, search) = run("search", &format!("{exact}[traffic.search]\nstart_users = 1\nstep_duration = \"3s\""));
+    let (output, search) = finish(search_run);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     let big = configuration(&search, "big");
     assert_eq!(big["plateau"]["rule"], "throughput_flat");
