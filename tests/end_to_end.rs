@@ -1243,7 +1243,7 @@ kind = "reference"
 body = "{{}}"
 [traffic]
 arrivals = "poisson"
-max_step_duration = "24s"
+max_step_duration = "18s"
 precision_percent = 25
 [traffic.search]
 start_rate_per_s = 10
@@ -1306,10 +1306,11 @@ reference = {{ workers = 1, service_time_ms = 10, distribution = "exponential" }
         seeds.len(),
         seeds.len()
     );
-    // A queue's percentile over half a minute is noisy by nature: simulating this M/M/1 queue, a 24 s step's 90th
-    // percentile varies by 18% (one standard deviation), 6% of load. So in CI's budget the boundary lands within
-    // 5% in about three seeds of five (1 to 4 of 5 measured), and what must hold is that its interval says so: it
-    // covers the analytic boundary. `benches/boundary.py` shows the 5% bar with boundary steps of up to two minutes.
+    // A queue's percentile over a few seconds is noisy by nature: simulating this M/M/1 queue, a 24 s step's 90th
+    // percentile varies by 18% (one standard deviation), 6% of load, and steps here are 12 to 18 s. So in CI's
+    // budget the boundary lands within 5% in about three seeds of five (1 to 4 of 5 measured; the farthest 8.5%
+    // off in two runs at 18 s), and what must hold is that its interval says so: it covers the analytic boundary.
+    // `benches/boundary.py` shows the 5% bar with boundary steps of up to two minutes.
     assert!(covered >= 4, "the interval covers the analytic boundary in {covered} of {} seeds", seeds.len());
     assert!(within_15 == seeds.len(), "within 15%: {within_15} of {}", seeds.len());
 }
