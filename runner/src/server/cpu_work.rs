@@ -18,7 +18,7 @@ struct Job {
 
 /// `workers` threads computing service times handed to them in order.
 pub struct CpuWorkers {
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
     saturation: Mutex<Saturation>,
     workers: u32,
 }
@@ -73,7 +73,7 @@ impl CpuWorkers {
             })?;
         }
         let saturation = Saturation { in_server: 0, since: Instant::now(), saturated: Duration::ZERO, completed: 0 };
-        Ok(Self { jobs: Mutex::new(sender), saturation: Mutex::new(saturation), workers })
+        Ok(Self { jobs: sender, saturation: Mutex::new(saturation), workers })
     }
 
     /// Counts a request in from its arrival, before it queues: the server is saturated while its requests are at
@@ -86,7 +86,7 @@ impl CpuWorkers {
     /// Serves one request: `cpu` of computation on the next free worker.
     pub async fn compute(&self, in_server: &mut InServer<'_>, cpu: Duration) {
         let (done, finished) = oneshot::channel();
-        let queued = self.jobs.lock().expect("job queue lock").send(Job { cpu, done });
+        let queued = self.jobs.send(Job { cpu, done });
         if queued.is_ok() && finished.await.is_ok() {
             in_server.completed = true;
             self.change(Change::Completed);

@@ -8,7 +8,6 @@
 //! so the copy is adopted elsewhere, in the server's process group still (a command target is stopped by its
 //! group). It watches the server and ends with it, and the server kills it when it stops.
 
-use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -37,10 +36,8 @@ impl Neighbour {
             .stdin(Stdio::null())
             .stderr(Stdio::inherit())
             .output()?;
-        let pid = BufReader::new(&output.stdout[..])
-            .lines()
-            .next()
-            .and_then(|line| line.ok()?.strip_prefix("neighbour ")?.parse().ok());
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let pid = printed.lines().next().and_then(|line| line.strip_prefix("neighbour ")?.parse().ok());
         match pid {
             Some(pid) if output.status.success() => Ok(NeighbourProcess { pid }),
             _ => Err(std::io::Error::other(format!("the neighbour did not start ({})", output.status))),
