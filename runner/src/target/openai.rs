@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
-use super::sse::{SseError, SseParser};
+use super::sse::{SseError, SseParser, line_end};
 use crate::measure::{ErrorClass, TokenCount, Tokens};
 use crate::tokenizer::Tokenizer;
 
@@ -59,16 +59,19 @@ impl Arrivals {
         self.gaps_us.clear();
     }
 
-    /// A chunk that carried text came at `now`.
-    fn text(&mut self, now: Instant) {
+    /// `count` chunks that carried text came at `now`, in one read: no time between them.
+    fn texts(&mut self, now: Instant, count: u32) {
+        if count == 0 {
+            return;
+        }
         if let Some(previous) = self.last {
-            // Chunks that came in one read share its time: no arithmetic for their gap.
-            let gap_us = if previous == now { 0 } else { now.saturating_duration_since(previous).as_micros() };
+            let gap_us = now.saturating_duration_since(previous).as_micros();
             self.gaps_us.push(u32::try_from(gap_us).unwrap_or(u32::MAX));
         }
+        self.gaps_us.resize(self.gaps_us.len() + count as usize - 1, 0);
         self.first.get_or_insert(now);
         self.last = Some(now);
-        self.chunks += 1;
+        self.chunks += count;
     }
 }
 
@@ -213,21 +216,11 @@ impl TokenReader {
     /// Reads the next bytes of an event stream, arrived at `now`.
     pub fn feed(&mut self, mut bytes: &[u8], now: Instant) {
         while !bytes.is_empty() && self.broken.is_none() {
-            // Events that are the known prefix and suffix around a short text, each on one line, are read here
-            // without the SSE parser: nearly all of a stream, at a third of the instructions each.
-            while self.sse.between_events() {
-                let Some((length, text)) = self.repeats.repeated_event(bytes) else { break };
-                if text {
-                    self.arrivals.text(now);
-                    if let Some(counting) = &mut self.counting {
-                        counting.chunk(&bytes[DATA_FIELD.len()..length - 2]);
-                    }
+            if self.sse.between_events() {
+                bytes = self.read_repeated(bytes, now);
+                if bytes.is_empty() {
+                    return;
                 }
-                self.sse.read_outside(length);
-                bytes = &bytes[length..];
-            }
-            if bytes.is_empty() {
-                return;
             }
             // Anything else, up to the next event's start, through the parser.
             let Self { sse, arrivals, usage, ended, broken, repeats, counting, .. } = self;
@@ -249,7 +242,7 @@ impl TokenReader {
                     }
                     Ok(chunk) => {
                         if chunk.text {
-                            arrivals.text(now);
+                            arrivals.texts(now, 1);
                             if let Some(counting) = counting {
                                 counting.chunk(event.data);
                             }
@@ -273,6 +266,26 @@ impl TokenReader {
                 }
             }
         }
+    }
+
+    /// Reads the events `bytes` starts with that are the known prefix and suffix around a short text, each on one
+    /// line, without the SSE parser: nearly all of a stream, at a fraction of the instructions each. What follows
+    /// them.
+    fn read_repeated<'a>(&mut self, mut bytes: &'a [u8], now: Instant) -> &'a [u8] {
+        let given = bytes.len();
+        let mut texts = 0;
+        while let Some((length, text)) = self.repeats.repeated_event(bytes) {
+            if text {
+                texts += 1;
+                if let Some(counting) = &mut self.counting {
+                    counting.chunk(&bytes[DATA_FIELD.len()..length - 2]);
+                }
+            }
+            bytes = &bytes[length..];
+        }
+        self.arrivals.texts(now, texts);
+        self.sse.read_outside(given - bytes.len());
+        bytes
     }
 
     /// The response's transfer ended (with its whole body, when it was not an event stream).
@@ -387,9 +400,9 @@ struct Scanned {
 /// the key's separator is found before them).
 fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
     let mut scanned = Scanned { text: false, finished: false, usage: None, error: false };
-    let known = repeats.prefix.len();
+    let known = repeats.prefix().len();
     // The prefix starts with the object's brace, so a chunk that starts with it needs no trimming at its start.
-    let has_prefix = known > 0 && chunk.starts_with(&repeats.prefix);
+    let has_prefix = known > 0 && chunk.starts_with(repeats.prefix());
     let json = if has_prefix { chunk.trim_ascii_end() } else { chunk.trim_ascii() };
     if !(json.starts_with(b"{") && json.ends_with(b"}")) {
         return Err("not a JSON object".into());
@@ -399,23 +412,24 @@ fn scan(chunk: &[u8], repeats: &mut Repeats) -> Result<Scanned, String> {
         let after = string_end(json, known).ok_or("a string that does not end")?;
         scanned.text = after > known + 1;
         let rest = &json[after..];
-        if repeats.suffix.is_empty() || rest != repeats.suffix.as_slice() {
+        if repeats.suffix().is_empty() || rest != repeats.suffix() {
             scan_keys(json, after, &mut scanned, None)?;
             if !(scanned.finished || scanned.error || scanned.usage.is_some()) {
                 repeats.learn_suffix(rest);
             }
         }
     } else {
-        let same = common_prefix_len(json, &repeats.prefix);
-        let start = memchr::memrchr3(b',', b'{', b'[', &json[..same]).unwrap_or(0);
+        let same = common_prefix_len(json, repeats.prefix());
+        // The key where they part starts after the nearest of these (a few bytes back: no search set up for it).
+        let start = json[..same].iter().rposition(|byte| matches!(byte, b',' | b'{' | b'[')).unwrap_or(0);
         scan_keys(json, start, &mut scanned, Some(repeats))?;
         // A chunk that just taught the prefix and said nothing but its text teaches the suffix too.
         let said_more = scanned.finished || scanned.error || scanned.usage.is_some();
         if scanned.text
             && !said_more
-            && repeats.suffix.is_empty()
-            && json.starts_with(&repeats.prefix)
-            && let Some(after) = string_end(json, repeats.prefix.len())
+            && repeats.suffix().is_empty()
+            && json.starts_with(repeats.prefix())
+            && let Some(after) = string_end(json, repeats.prefix().len())
         {
             repeats.learn_suffix(&json[after..]);
         }
@@ -437,13 +451,15 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
     same + a[same..].iter().zip(&b[same..]).take_while(|(x, y)| x == y).count()
 }
 
-/// What a response's text chunks repeat around their text, learnt from its first ones (see `scan`).
+/// What a response's text chunks repeat around their text, learnt from its first ones (see `scan`), kept as the
+/// event of such a chunk starts and ends, so that `repeated_event` compares each once.
 #[derive(Default)]
 struct Repeats {
-    /// Up to the text's opening quote.
-    prefix: Vec<u8>,
-    /// From past the text's closing quote to the end.
-    suffix: Vec<u8>,
+    /// `data: ` and the chunk up to its text's opening quote (the prefix); empty until one is learnt.
+    head: Vec<u8>,
+    /// The text's closing quote, the rest of the chunk (the suffix) and the blank line that ends the event; empty
+    /// until one is learnt.
+    tail: Vec<u8>,
     /// Neither holds a line end, and the suffix ends the object: an event of them around a text is one line.
     one_line: bool,
 }
@@ -456,22 +472,33 @@ const MAX_REPEATED_TEXT_BYTES: usize = 64;
 
 impl Repeats {
     fn clear(&mut self) {
-        self.prefix.clear();
-        self.suffix.clear();
+        self.head.clear();
+        self.tail.clear();
         self.one_line = false;
+    }
+
+    fn prefix(&self) -> &[u8] {
+        self.head.get(DATA_FIELD.len()..).unwrap_or_default()
+    }
+
+    fn suffix(&self) -> &[u8] {
+        self.tail.get(1..self.tail.len().saturating_sub(2)).unwrap_or_default()
     }
 
     /// A new prefix: the suffix learnt with the old one is learnt again.
     fn learn_prefix(&mut self, prefix: &[u8]) {
         self.clear();
-        self.prefix.extend_from_slice(prefix);
+        self.head.extend_from_slice(DATA_FIELD);
+        self.head.extend_from_slice(prefix);
     }
 
     fn learn_suffix(&mut self, suffix: &[u8]) {
-        self.suffix.clear();
-        self.suffix.extend_from_slice(suffix);
-        let has_line_end = |bytes: &[u8]| memchr::memchr2(b'\n', b'\r', bytes).is_some();
-        self.one_line = suffix.ends_with(b"}") && !has_line_end(&self.prefix) && !has_line_end(suffix);
+        self.tail.clear();
+        self.tail.push(b'"');
+        self.tail.extend_from_slice(suffix);
+        self.tail.extend_from_slice(b"\n\n");
+        let has_line_end = |bytes: &[u8]| line_end(bytes).is_some();
+        self.one_line = suffix.ends_with(b"}") && !has_line_end(self.prefix()) && !has_line_end(suffix);
     }
 
     /// The event `input` starts with when it is `data: `, the prefix, a short text without escapes or line ends,
@@ -481,13 +508,34 @@ impl Repeats {
         if !self.one_line {
             return None;
         }
-        let text = input.strip_prefix(DATA_FIELD)?.strip_prefix(self.prefix.as_slice())?;
-        let text_len =
-            text.iter().take(MAX_REPEATED_TEXT_BYTES).position(|&byte| matches!(byte, b'"' | b'\\' | b'\n' | b'\r'))?;
-        let after = text[text_len..].strip_prefix(b"\"")?;
-        let rest = after.strip_prefix(self.suffix.as_slice())?.strip_prefix(b"\n\n")?;
+        let text = input.strip_prefix(self.head.as_slice())?;
+        let text_len = plain_text_len(text)?;
+        let rest = text[text_len..].strip_prefix(self.tail.as_slice())?;
         Some((input.len() - rest.len(), text_len > 0))
     }
+}
+
+/// How many bytes `input` starts with before its first quote, backslash or line end, when one comes within
+/// `MAX_REPEATED_TEXT_BYTES`. A token's text is a few bytes: read eight at a time, each word tested for all four
+/// at once (a byte of `word ^ repeated(stop)` is zero where the word holds `stop`, and the lowest zero byte is the
+/// lowest one this test flags; it may flag bytes above it, never below).
+fn plain_text_len(input: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    let zero_bytes = |value: u64| value.wrapping_sub(ONES) & !value & (ONES * 0x80);
+    let stops = |word: u64| {
+        [b'"', b'\\', b'\n', b'\r'].iter().fold(0, |flags, &stop| flags | zero_bytes(word ^ (ONES * u64::from(stop))))
+    };
+    let searched = &input[..input.len().min(MAX_REPEATED_TEXT_BYTES)];
+    let words = searched.chunks_exact(8);
+    let rest = words.remainder();
+    for (index, word) in words.enumerate() {
+        let flags = stops(u64::from_le_bytes(word.try_into().expect("8 bytes")));
+        if flags != 0 {
+            return Some(index * 8 + flags.trailing_zeros() as usize / 8);
+        }
+    }
+    let position = rest.iter().position(|&byte| matches!(byte, b'"' | b'\\' | b'\n' | b'\r'))?;
+    Some(searched.len() - rest.len() + position)
 }
 
 /// The index just past the closing quote of the JSON string whose contents start at `from`.
@@ -518,16 +566,18 @@ fn scan_keys(
     mut repeats: Option<&mut Repeats>,
 ) -> Result<(), String> {
     let non_empty_string = |value: &[u8]| value.starts_with(b"\"") && !value.starts_with(b"\"\"");
-    let json_from = &json[start..];
     // memchr's SSE2 searcher on x86-64, not its run-time choice: a chunk is about a hundred bytes, too short for
     // AVX2 to pay for itself (measured: the whole scan took half the time).
     #[cfg(target_arch = "x86_64")]
     let searcher = memchr::arch::x86_64::sse2::memchr::One::new(b':').expect("SSE2 is part of x86-64");
     #[cfg(target_arch = "x86_64")]
-    let colons = searcher.iter(json_from);
+    let find_colon = |bytes: &[u8]| searcher.find(bytes);
     #[cfg(not(target_arch = "x86_64"))]
-    let colons = memchr::memchr_iter(b':', json_from);
-    for colon in colons.map(|colon| colon + start) {
+    let find_colon = |bytes: &[u8]| memchr::memchr(b':', bytes);
+    let mut from = start;
+    while let Some(found) = find_colon(&json[from..]) {
+        let colon = from + found;
+        from = colon + 1;
         let Some(name) = json[..colon].trim_ascii_end().strip_suffix(b"\"") else { continue };
         let Some(key) = Key::ending(name) else { continue };
         let value = json[colon + 1..].trim_ascii_start();
@@ -545,8 +595,10 @@ fn scan_keys(
             Key::Error => scanned.error |= !value.starts_with(b"null"),
             Key::Object => scanned.error |= value.starts_with(br#""error""#),
             Key::Usage if value.starts_with(b"{") => {
-                if let Some(usage) = flat_usage(value) {
+                if let Some((usage, length)) = flat_usage(value) {
                     scanned.usage = Some(usage);
+                    // Its keys are read: the scan goes on after it.
+                    from = json.len() - value.len() + length;
                     continue;
                 }
                 match serde_json::Deserializer::from_slice(value).into_iter::<Usage>().next() {
@@ -562,51 +614,47 @@ fn scan_keys(
 }
 
 /// A `usage` object of numbers, nulls and strings only, as vLLM and SGLang send it, read without serde (a
-/// deserializer's set-up was a sixth of a stream's parsing); none for anything else (nested details, escapes in a
-/// key, a number out of range), which serde then reads.
-fn flat_usage(object: &[u8]) -> Option<Usage> {
+/// deserializer's set-up was a sixth of a stream's parsing), and its length; none for anything else (nested
+/// details, escapes in a key, a number out of range), which serde then reads.
+fn flat_usage(object: &[u8]) -> Option<(Usage, usize)> {
     let mut usage = Usage { prompt_tokens: 0, completion_tokens: 0 };
-    let skip_spaces = |at: usize| at + object[at..].iter().take_while(|byte| byte.is_ascii_whitespace()).count();
-    let mut at = skip_spaces(1);
-    if object.get(at) == Some(&b'}') {
-        return Some(usage);
+    let read = |rest: &[u8]| object.len() - rest.len();
+    let mut rest = object.get(1..)?.trim_ascii_start();
+    if let Some(after) = rest.strip_prefix(b"}") {
+        return Some((usage, read(after)));
     }
     loop {
-        if object.get(at) != Some(&b'"') {
-            return None;
-        }
-        let key_end = at + 1 + memchr::memchr2(b'"', b'\\', object.get(at + 1..)?)?;
-        let key = &object[at + 1..key_end];
-        if object[key_end] != b'"' {
-            return None;
-        }
-        at = skip_spaces(key_end + 1);
-        if object.get(at) != Some(&b':') {
-            return None;
-        }
-        at = skip_spaces(at + 1);
-        let value_end = match object.get(at)? {
-            b'0'..=b'9' => at + object[at..].iter().take_while(|byte| byte.is_ascii_digit()).count(),
-            b'"' => string_end(object, at + 1)?,
-            b'n' if object[at..].starts_with(b"null") => at + 4,
+        let quoted = rest.strip_prefix(b"\"")?;
+        // A key's end is found as a token's text is; an escape or a line end in it is for serde.
+        let (key, after) = quoted.split_at(plain_text_len(quoted)?);
+        rest = after.strip_prefix(b"\"")?.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+        // A count: digits only, at most u32's (a string or null is no count).
+        let count = match rest.first()? {
+            b'0'..=b'9' => {
+                let (digits, after) = rest.split_at(rest.iter().position(|byte| !byte.is_ascii_digit())?);
+                rest = after;
+                digits
+                    .iter()
+                    .try_fold(0u32, |count, &digit| count.checked_mul(10)?.checked_add(u32::from(digit - b'0')))
+            }
+            b'"' => {
+                rest = &rest[string_end(rest, 1)?..];
+                None
+            }
+            b'n' => {
+                rest = rest.strip_prefix(b"null")?;
+                None
+            }
             _ => return None,
         };
-        // Digits only (a string or null is no count): at most u32's, read without a UTF-8 check.
-        let count = || {
-            object[at..value_end].iter().try_fold(0u32, |count, &digit| {
-                digit.is_ascii_digit().then_some(())?;
-                count.checked_mul(10)?.checked_add(u32::from(digit - b'0'))
-            })
-        };
         match key {
-            b"prompt_tokens" => usage.prompt_tokens = count()?,
-            b"completion_tokens" => usage.completion_tokens = count()?,
+            b"prompt_tokens" => usage.prompt_tokens = count?,
+            b"completion_tokens" => usage.completion_tokens = count?,
             _ => {}
         }
-        at = skip_spaces(value_end);
-        match object.get(at)? {
-            b',' => at = skip_spaces(at + 1),
-            b'}' => return Some(usage),
+        match rest.trim_ascii_start().split_first()? {
+            (b',', after) => rest = after.trim_ascii_start(),
+            (b'}', after) => return Some((usage, read(after))),
             _ => return None,
         }
     }
@@ -981,20 +1029,17 @@ mod tests {
         }
         // The last text chunk that parted from the prefix (its id) is the prefix now.
         assert_eq!(
-            known.prefix,
+            known.prefix(),
             br#"{"id":"c-1,2","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":""#
         );
         let mut first = Repeats::default();
         scan(chunks[0].as_bytes(), &mut first).unwrap();
         scan(chunks[1].as_bytes(), &mut first).unwrap();
-        assert_eq!(
-            (first.prefix.as_slice(), first.suffix.as_slice()),
-            (prefix.as_bytes(), br#"},"finish_reason":null}]}"#.as_slice())
-        );
+        assert_eq!((first.prefix(), first.suffix()), (prefix.as_bytes(), br#"},"finish_reason":null}]}"#.as_slice()));
         // A chunk whose error comes before its text is not a prefix to keep.
         let mut fresh = Repeats::default();
         scan(chunks.last().unwrap().as_bytes(), &mut fresh).unwrap();
-        assert!(fresh.prefix.is_empty());
+        assert!(fresh.prefix().is_empty());
     }
 
     #[test]
@@ -1004,17 +1049,20 @@ mod tests {
             scan(chunk.as_bytes(), &mut Repeats::default()).map(|scanned| scanned.usage)
         };
         let usage = |prompt_tokens, completion_tokens| Ok(Some(Usage { prompt_tokens, completion_tokens }));
+        fn flat(object: &[u8]) -> Option<(Usage, &[u8])> {
+            flat_usage(object).map(|(usage, length)| (usage, &object[..length]))
+        }
+        let object = br#"{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108}"#;
         assert_eq!(
-            flat_usage(br#"{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108}"#),
-            usage(100, 8).unwrap()
+            flat(br#"{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108},"x":1}"#),
+            Some((Usage { prompt_tokens: 100, completion_tokens: 8 }, &object[..]))
         );
         assert_eq!(
-            flat_usage(
-                br#"{ "completion_tokens" : 3 , "x":"a\"b", "prompt_tokens_details": null, "prompt_tokens":7 }"#
-            ),
+            flat(br#"{ "completion_tokens" : 3 , "x":"a\"b", "prompt_tokens_details": null, "prompt_tokens":7 }"#)
+                .map(|(usage, _)| usage),
             usage(7, 3).unwrap()
         );
-        assert_eq!(flat_usage(b"{}"), usage(0, 0).unwrap());
+        assert_eq!(flat(b"{ }x"), Some((Usage { prompt_tokens: 0, completion_tokens: 0 }, &b"{ }"[..])));
         // Nested details, a negative or huge count, an escaped key: serde reads them (or refuses them).
         for other in [
             r#"{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":4}"#,
@@ -1022,7 +1070,7 @@ mod tests {
             r#"{"prompt_tokens":99999999999,"completion_tokens":4}"#,
             r#"{"prompt\u005ftokens":5,"completion_tokens":4}"#,
         ] {
-            assert_eq!(flat_usage(other.as_bytes()), None, "{other}");
+            assert_eq!(flat(other.as_bytes()), None, "{other}");
         }
         assert_eq!(
             read(r#"{"prompt_tokens":5,"prompt_tokens_details":{"cached_tokens":2},"completion_tokens":4}"#),
@@ -1031,6 +1079,24 @@ mod tests {
         assert_eq!(read(r#"{"prompt\u005ftokens":5,"completion_tokens":4}"#), usage(5, 4));
         assert!(read(r#"{"prompt_tokens":-1,"completion_tokens":4}"#).is_err());
         assert_eq!(read(r#"{"prompt_tokens":100,"completion_tokens":8,"total_tokens":108}"#), usage(100, 8));
+    }
+
+    #[test]
+    fn a_texts_end_is_found_at_every_offset_whatever_bytes_surround_it() {
+        // Bytes a word-at-a-time test could take for a stop: zero, one, high bits, and the stops' neighbours.
+        let fillers = [b'a', 0x00, 0x01, 0x0b, 0x0c, 0x0e, 0x21, 0x23, 0x5b, 0x5d, 0x80, 0xff];
+        for length in 0..80 {
+            for stop in *b"\"\\\n\r" {
+                for filler in fillers {
+                    let mut input = vec![filler; length];
+                    input.extend([stop, b'"', 0x01, 0x00]);
+                    let found = (length < MAX_REPEATED_TEXT_BYTES).then_some(length);
+                    assert_eq!(plain_text_len(&input), found, "{length} bytes of {filler:#x} before {stop:#x}");
+                }
+            }
+        }
+        assert_eq!(plain_text_len(&[b'a'; 100]), None);
+        assert_eq!(plain_text_len(b"abc"), None);
     }
 
     #[test]

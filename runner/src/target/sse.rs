@@ -200,12 +200,12 @@ impl SseParser {
 /// about a hundred bytes, too short for its run-time choice of AVX2 to pay for itself (measured with the chunk scan
 /// in `openai`, which the same change made twice as fast).
 #[cfg(target_arch = "x86_64")]
-fn line_end(input: &[u8]) -> Option<usize> {
+pub(super) fn line_end(input: &[u8]) -> Option<usize> {
     memchr::arch::x86_64::sse2::memchr::Two::new(b'\n', b'\r').expect("SSE2 is part of x86-64").find(input)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn line_end(input: &[u8]) -> Option<usize> {
+pub(super) fn line_end(input: &[u8]) -> Option<usize> {
     memchr::memchr2(b'\n', b'\r', input)
 }
 
