@@ -14,7 +14,9 @@
    eight chunks, no model time), at 64 concurrent requests: the request rate AIPerf sustains and plateau's (goal:
    at least 2x AIPerf's).
 3. Parsing cost: plateau against that server with `api = "openai"` (every event parsed, tokens timed) and without
-   (the same bytes, only counted): the ratio of request rates (goal: at least 0.9).
+   (the same bytes, only counted): the ratio of request rates (goal: at least 0.9). Run alone (PARSING_ONLY=1), nginx
+   gets a CPU of its own and plateau the rest, rounds alternate which goes first, and the median ratio is printed
+   with a distribution-free 95% interval, beside the ratio of CPU time a request.
 
 AIPerf needs a tokenizer to write prompts; it cannot reach a model hub here, so the script makes a word-level one
 with the `tokenizers` package AIPerf installs, and asks AIPerf to take token counts from the server's usage.
@@ -23,7 +25,9 @@ Usage: benches/llm_peer.py        (ROUNDS, DURATION_S and CONCURRENCY in the env
        PARSING_ONLY=1 runs part 3 alone, without AIPerf)
 """
 import json
+import math
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -114,8 +118,26 @@ def aiperf(url: str, tokenizer_dir: Path, folder: Path, concurrency: int, stream
     return {key: value for key, value in metrics.items() if isinstance(value, dict)}
 
 
-def plateau(url: str, folder: Path, users: int, api: bool) -> dict:
-    """One step of `users` for DURATION_S seconds against `url`: the step's figures."""
+def median_interval(values: list) -> tuple:
+    """A distribution-free 95% interval for the median: the order statistics a binomial(n, 1/2) count puts it
+    between (for 20 values, the 6th and the 15th smallest); the whole range when there are too few values."""
+    ordered, n = sorted(values), len(values)
+    below = 0
+    for k in range(n // 2):
+        # P(fewer than k + 1 of n values fall below the median) <= 2.5%: the (k + 1)th smallest is a lower bound.
+        if sum(math.comb(n, i) for i in range(k + 1)) / 2**n > 0.025:
+            break
+        below = k + 1
+    return (ordered[below - 1], ordered[n - below]) if below else (ordered[0], ordered[-1])
+
+
+def pinned(cpus):
+    """Runs a child on `cpus` only (all when none)."""
+    return None if cpus is None else (lambda: os.sched_setaffinity(0, cpus))
+
+
+def plateau(url: str, folder: Path, users: int, api: bool, cpus=None) -> dict:
+    """One step of `users` for DURATION_S seconds against `url`, on `cpus`: the step's figures."""
     body = json.dumps({
         "model": "reference", "max_tokens": OUTPUT_TOKENS, "stream": True, "stream_options": {"include_usage": True},
         "messages": [{"role": "user", "content": "x" * 400}],
@@ -130,10 +152,18 @@ def plateau(url: str, folder: Path, users: int, api: bool) -> dict:
         + '[[configurations]]\nname = "llm"\ninstance_type = "x"\nprice_per_hour_usd = 1\n'
     )
     out = folder / job.stem
-    result = subprocess.run([str(PLATEAU), "run", str(job), "--out", str(out)], capture_output=True, text=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = subprocess.run(
+        [str(PLATEAU), "run", str(job), "--out", str(out)], capture_output=True, text=True, preexec_fn=pinned(cpus)
+    )
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode not in (0, 5):
         raise SystemExit(f"plateau failed ({result.returncode}): {result.stderr}")
-    return json.loads((out / "results.json").read_text())["configurations"][0]["steps"][0]
+    step = json.loads((out / "results.json").read_text())["configurations"][0]["steps"][0]
+    # The CPU plateau spent on the whole run (start-up and the step's ramp too) per request of the step: the
+    # parsing cost without the machine's swings in speed, which move both runs' rates.
+    cpu_s = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {**step, "cpu_us_per_request": cpu_s * 1e6 / (step["throughput_rps"] * DURATION_S)}
 
 
 def percentile(metrics: dict, tag: str, name: str = "p50") -> float:
@@ -175,7 +205,7 @@ def agreement(folder: Path, tokenizer_dir: Path):
         server.wait()
 
 
-def nginx(folder: Path) -> subprocess.Popen:
+def nginx(folder: Path, cpus=None) -> subprocess.Popen:
     """nginx answering any request with the same short chat stream: eight text chunks, usage, [DONE]."""
     chunk = '{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" tok"},"finish_reason":null}]}'
     last = '{"object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":"length"}]}'
@@ -188,23 +218,38 @@ def nginx(folder: Path) -> subprocess.Popen:
         f"  server {{ listen 127.0.0.1:{NGINX_PORT}; location / {{ default_type text/event-stream;\n"
         f"    return 200 '{stream}'; }}\n    location = /health {{ return 200 'ok'; }} }} }}\n"
     )
-    process = subprocess.Popen(["nginx", "-c", str(config)], stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(["nginx", "-c", str(config)], stderr=subprocess.DEVNULL, preexec_fn=pinned(cpus))
     wait_for(f"http://127.0.0.1:{NGINX_PORT}/health")
     return process
 
 
 def parsing(folder: Path):
-    """Part 3 alone: plateau parsing and not parsing, alternating which goes first."""
-    server = nginx(folder)
+    """Part 3 alone: plateau parsing and not parsing, alternating which goes first. nginx has a CPU of its own and
+    plateau the others, so that plateau's rate is what its own CPU allows, parsing or not, rather than what the
+    scheduler leaves it beside nginx (unpinned, the ratio swung 0.89x to 0.96x between runs of ten rounds)."""
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpus, own_cpus = (cpus[-1:], cpus[:-1]) if len(cpus) > 1 else (None, None)
+    server = nginx(folder, server_cpus)
     url = f"http://127.0.0.1:{NGINX_PORT}/v1/chat/completions"
+    if own_cpus:
+        print(f"nginx on CPU {server_cpus[0]}, plateau on CPU {', '.join(map(str, own_cpus))}")
     try:
-        ratios = []
+        ratios, cpu_ratios = [], []
         for round_ in range(ROUNDS):
             order = (True, False) if round_ % 2 == 0 else (False, True)
-            runs = {api: plateau(url, folder, 64, api=api)["throughput_rps"] for api in order}
-            ratios.append(runs[True] / runs[False])
-            print(f"round {round_ + 1}: parsing {runs[True]:,.0f}/s, not parsing {runs[False]:,.0f}/s: {ratios[-1]:.3f}x")
-        print(f"parsing cost: {statistics.median(ratios):.3f}x the rate for the same bytes unparsed (goal: at least 0.9)")
+            runs = {api: plateau(url, folder, 64, api=api, cpus=own_cpus) for api in order}
+            parsed, unparsed = runs[True], runs[False]
+            ratios.append(parsed["throughput_rps"] / unparsed["throughput_rps"])
+            cpu_ratios.append(unparsed["cpu_us_per_request"] / parsed["cpu_us_per_request"])
+            print(f"round {round_ + 1}: parsing {parsed['throughput_rps']:,.0f}/s "
+                  f"({parsed['cpu_us_per_request']:.2f} µs of CPU a request), not parsing "
+                  f"{unparsed['throughput_rps']:,.0f}/s ({unparsed['cpu_us_per_request']:.2f} µs): {ratios[-1]:.3f}x")
+        low, high = median_interval(ratios)
+        cpu_low, cpu_high = median_interval(cpu_ratios)
+        print(f"parsing cost over {ROUNDS} rounds: {statistics.median(ratios):.3f}x the rate for the same bytes "
+              f"unparsed, 95% interval of the median {low:.3f}x to {high:.3f}x (goal: at least 0.9); the CPU a "
+              f"request takes unparsed is {statistics.median(cpu_ratios):.3f}x what it takes parsed ({cpu_low:.3f}x "
+              f"to {cpu_high:.3f}x)")
     finally:
         server.terminate()
         server.wait()
