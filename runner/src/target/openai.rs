@@ -625,32 +625,32 @@ fn flat_usage(object: &[u8]) -> Option<(Usage, usize)> {
     }
     loop {
         let quoted = rest.strip_prefix(b"\"")?;
-        // A key's end is found as a token's text is; an escape or a line end in it is for serde.
-        let (key, after) = quoted.split_at(plain_text_len(quoted)?);
-        rest = after.strip_prefix(b"\"")?.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
-        // A count: digits only, at most u32's (a string or null is no count).
-        let count = match rest.first()? {
-            b'0'..=b'9' => {
-                let (digits, after) = rest.split_at(rest.iter().position(|byte| !byte.is_ascii_digit())?);
-                rest = after;
-                digits
-                    .iter()
-                    .try_fold(0u32, |count, &digit| count.checked_mul(10)?.checked_add(u32::from(digit - b'0')))
-            }
-            b'"' => {
-                rest = &rest[string_end(rest, 1)?..];
-                None
-            }
-            b'n' => {
-                rest = rest.strip_prefix(b"null")?;
-                None
-            }
-            _ => return None,
+        // The two keys read are compared whole, quote and all; another's end is found as a token's text's is (an
+        // escape or a line end in it is for serde).
+        let (count, after) = if let Some(after) = quoted.strip_prefix(b"prompt_tokens\"") {
+            (Some(&mut usage.prompt_tokens), after)
+        } else if let Some(after) = quoted.strip_prefix(b"completion_tokens\"") {
+            (Some(&mut usage.completion_tokens), after)
+        } else {
+            (None, quoted[plain_text_len(quoted)?..].strip_prefix(b"\"")?)
         };
-        match key {
-            b"prompt_tokens" => usage.prompt_tokens = count?,
-            b"completion_tokens" => usage.completion_tokens = count?,
-            _ => {}
+        rest = after.trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+        match rest.first()? {
+            // A count: digits only, at most u32's (a string or null is no count).
+            b'0'..=b'9' => {
+                let mut value = 0u32;
+                while let Some((&digit @ b'0'..=b'9', after)) = rest.split_first() {
+                    value = value.checked_mul(10)?.checked_add(u32::from(digit - b'0'))?;
+                    rest = after;
+                }
+                if let Some(count) = count {
+                    *count = value;
+                }
+            }
+            _ if count.is_some() => return None,
+            b'"' => rest = &rest[string_end(rest, 1)?..],
+            b'n' => rest = rest.strip_prefix(b"null")?,
+            _ => return None,
         }
         match rest.trim_ascii_start().split_first()? {
             (b',', after) => rest = after.trim_ascii_start(),
