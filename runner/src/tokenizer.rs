@@ -55,3 +55,16 @@ impl PartialEq for Tokenizer {
         self.path == other.path
     }
 }
+
+/// A word-level tokenizer for tests: a token per word and per run of punctuation, known or not.
+#[cfg(test)]
+pub fn word_tokenizer() -> (tempfile::TempDir, Tokenizer) {
+    let folder = tempfile::tempdir().expect("a temporary folder");
+    let path = folder.path().join("tokenizer.json");
+    let json = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+        "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+        "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1}, "unk_token": "[UNK]"}}"#;
+    std::fs::write(&path, json).expect("writing the tokenizer");
+    let tokenizer = Tokenizer::load(&path).expect("a word-level tokenizer loads");
+    (folder, tokenizer)
+}

@@ -304,7 +304,8 @@ fn validate(raw: RawJobFile, sink: &mut DiagnosticSink<'_>, path: &Path, text: &
         );
     }
     let targets = validate_targets(raw.target.as_ref(), raw.targets.as_ref(), path, sink);
-    let payload = validate_payload(&raw.payload, sink, path, raw.job.seed.unwrap_or(0));
+    let payload =
+        validate_payload(&raw.payload, sink, path, raw.job.seed.unwrap_or(0), target::dataset_tokenizer(&targets));
     let traffic = validate_traffic(&raw.traffic, sink);
     let traffic_options = validate_traffic_options(&raw.traffic, traffic.as_ref(), sink);
     let stopping = validate_stopping(&raw.stopping, sink);
@@ -458,5 +459,38 @@ mod tests {
         assert_eq!(relative_to(Path::new("job.toml"), Path::new("")), PathBuf::from("."));
         assert_eq!(relative_to(Path::new("job.toml"), Path::new("data")), PathBuf::from("data"));
         assert_eq!(relative_to(Path::new("jobs/job.toml"), Path::new("")), PathBuf::from("jobs"));
+    }
+
+    #[test]
+    fn a_datasets_reply_lengths_are_counted_by_the_tokenizer_its_targets_share() {
+        let (folder, _) = crate::tokenizer::word_tokenizer();
+        std::fs::copy(folder.path().join("tokenizer.json"), folder.path().join("other.json")).unwrap();
+        let reply = "Rayleigh scattering, mostly.";
+        let dataset = format!(
+            r#"{{"conversations": [{{"from": "human", "value": "Why?"}}, {{"from": "gpt", "value": "{reply}"}}]}}"#
+        );
+        std::fs::write(folder.path().join("chats.jsonl"), dataset).unwrap();
+        let max_tokens = |tokenizers: [&str; 2]| {
+            let target = |name: &str, tokenizer: &str| {
+                let tokenizer =
+                    if tokenizer.is_empty() { String::new() } else { format!("tokenizer = \"{tokenizer}\"\n") };
+                format!("[targets.{name}]\nkind = \"http\"\napi = \"openai\"\n{tokenizer}")
+            };
+            let job = format!(
+                "version = 1\n[job]\nname = \"j\"\n{}{}[payload.prompts]\nmodel = \"m\"\nfile = \"chats.jsonl\"\nmax_tokens = \"dataset\"\n\
+                 [traffic.stairs]\nusers_per_step = 1\nstep_duration = \"2s\"\nsteps = 1\n\
+                 [[configurations]]\nname = \"c\"\ninstance_type = \"x\"\nprice_per_hour_usd = 1\ntarget = \"a\"\n\
+                 url = \"http://127.0.0.1:9/\"\n",
+                target("a", tokenizers[0]),
+                target("b", tokenizers[1]),
+            );
+            let job = parse(&folder.path().join("job.toml"), &job).unwrap();
+            serde_json::from_slice::<serde_json::Value>(&job.payload.samples[0]).unwrap()["max_tokens"].as_u64()
+        };
+        // Five words and marks by the tokenizer; seven at four characters a token.
+        assert_eq!(max_tokens(["tokenizer.json", ""]), Some(5), "one target names it");
+        assert_eq!(max_tokens(["tokenizer.json", "tokenizer.json"]), Some(5), "both name the same");
+        assert_eq!(max_tokens(["tokenizer.json", "other.json"]), Some(7), "they differ: estimated");
+        assert_eq!(max_tokens(["", ""]), Some(7), "none does");
     }
 }

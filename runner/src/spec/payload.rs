@@ -9,6 +9,7 @@ use toml::Spanned;
 use super::diagnostic::DiagnosticSink;
 use super::prompts::{RawPrompts, validate_prompts};
 use super::{DurationValue, existing_folder, relative_to, span_of};
+use crate::tokenizer::Tokenizer;
 
 #[derive(Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -136,6 +137,7 @@ pub(super) fn validate_payload(
     sink: &mut DiagnosticSink<'_>,
     job_path: &Path,
     seed: u64,
+    tokenizer: Option<&Tokenizer>,
 ) -> Option<Payload> {
     let payload = raw.get_ref();
     let mut body = bytes::Bytes::new();
@@ -175,7 +177,7 @@ pub(super) fn validate_payload(
             }
         }
         (_, _, Some(path), _) => plugin = Some(validate_plugin(payload, path, sink, job_path)?),
-        (_, _, _, Some(prompts)) => samples = validate_prompts(prompts, sink, job_path, seed)?,
+        (_, _, _, Some(prompts)) => samples = validate_prompts(prompts, sink, job_path, seed, tokenizer)?,
         _ => {
             let folder = payload.samples.as_ref().expect("one source is given");
             let resolved = relative_to(job_path, folder.get_ref());

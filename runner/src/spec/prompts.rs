@@ -5,7 +5,8 @@
 //!
 //! A record is a JSON object with one of:
 //! - `conversations`: ShareGPT's turns (`from` = `human`/`user`, then `gpt`/`assistant`): the first user turn is the
-//!   prompt, the reply after it gives the output length when `max_tokens = "dataset"`;
+//!   prompt, the reply after it gives the output length when `max_tokens = "dataset"` (its tokens as the job's
+//!   tokenizer counts them when the target names one, else four characters a token);
 //! - `messages`: OpenAI chat messages, sent as they are;
 //! - `prompt` or `text`: one user message.
 //!
@@ -22,6 +23,7 @@ use toml::Spanned;
 
 use super::diagnostic::DiagnosticSink;
 use super::{relative_to, span_of};
+use crate::tokenizer::Tokenizer;
 
 /// The characters a token stands for when a length is estimated from text (English prose under a BPE tokenizer,
 /// the rate vLLM's benchmark and the llm-chat plugin use without a tokenizer).
@@ -116,6 +118,7 @@ pub(super) fn validate_prompts(
     sink: &mut DiagnosticSink<'_>,
     job_path: &Path,
     seed: u64,
+    tokenizer: Option<&Tokenizer>,
 ) -> Option<Vec<bytes::Bytes>> {
     let prompts = raw.get_ref();
     // The file is read even when a key above is wrong, so that every error is reported at once.
@@ -136,6 +139,7 @@ pub(super) fn validate_prompts(
         ignore_eos: prompts.ignore_eos,
         stream: prompts.stream.unwrap_or(true),
         count: count.flatten(),
+        tokenizer,
     };
     match bodies(&path, &settings, seed) {
         Ok(bodies) => length.and(count).map(|_| bodies),
@@ -218,13 +222,15 @@ struct Settings<'a> {
     ignore_eos: bool,
     stream: bool,
     count: Option<usize>,
+    /// Counts a conversation's reply for its length, instead of four characters a token.
+    tokenizer: Option<&'a Tokenizer>,
 }
 
 fn bodies(path: &Path, settings: &Settings<'_>, seed: u64) -> Result<Vec<bytes::Bytes>, DatasetError> {
     let name = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|source| DatasetError::Unreadable { path: name.clone(), source })?;
-    let (records, skipped) = records(&text, &name)?;
+    let (records, skipped) = records(&text, &name, settings.tokenizer)?;
     if records.is_empty() {
         return Err(DatasetError::Empty { path: name, skipped });
     }
@@ -270,7 +276,11 @@ fn body(record: &Record, max_tokens: u32, settings: &Settings<'_>) -> Value {
 }
 
 /// The usable records with where each is (`line 3`, `record 3`), and how many had no user turn.
-fn records(text: &str, path: &str) -> Result<(Vec<(String, Record)>, usize), DatasetError> {
+fn records(
+    text: &str,
+    path: &str,
+    tokenizer: Option<&Tokenizer>,
+) -> Result<(Vec<(String, Record)>, usize), DatasetError> {
     let not_json = |at: String, error: serde_json::Error| DatasetError::NotJson {
         path: path.to_string(),
         at,
@@ -294,7 +304,7 @@ fn records(text: &str, path: &str) -> Result<(Vec<(String, Record)>, usize), Dat
     let mut skipped = 0;
     for (at, value) in values {
         let not_a_record = |reason| DatasetError::NotARecord { path: path.to_string(), at: at.clone(), reason };
-        match record(&value).map_err(not_a_record)? {
+        match record(&value, tokenizer).map_err(not_a_record)? {
             Some(record) => usable.push((at, record)),
             None => skipped += 1,
         }
@@ -303,7 +313,7 @@ fn records(text: &str, path: &str) -> Result<(Vec<(String, Record)>, usize), Dat
 }
 
 /// A record's prompt, or none when a conversation has no user turn (ShareGPT holds some: they are skipped).
-fn record(value: &Value) -> Result<Option<Record>, &'static str> {
+fn record(value: &Value, tokenizer: Option<&Tokenizer>) -> Result<Option<Record>, &'static str> {
     let object = value.as_object().ok_or("each record is a JSON object")?;
     let stated = ["max_tokens", "output_tokens"].iter().find_map(|key| object.get(*key));
     let stated_tokens = match stated {
@@ -325,11 +335,15 @@ fn record(value: &Value) -> Result<Option<Record>, &'static str> {
             return Ok(None);
         };
         let Some(prompt) = text_of(&turns[first]).filter(|prompt| !prompt.is_empty()) else { return Ok(None) };
-        // The reply's length, estimated from its characters, as vLLM's benchmark reads ShareGPT without a tokenizer.
-        let reply_tokens = turns
-            .get(first + 1)
-            .and_then(text_of)
-            .map(|reply| (reply.chars().count().div_ceil(CHARACTERS_PER_TOKEN)).clamp(1, u32::MAX as usize) as u32);
+        // The reply's length: counted by the job's tokenizer, else estimated from its characters, as vLLM's
+        // benchmark reads ShareGPT without one.
+        let reply_tokens = turns.get(first + 1).and_then(text_of).map(|reply| {
+            let tokens = match tokenizer {
+                Some(tokenizer) => tokenizer.count(&reply) as usize,
+                None => reply.chars().count().div_ceil(CHARACTERS_PER_TOKEN),
+            };
+            tokens.clamp(1, u32::MAX as usize) as u32
+        });
         return Ok(Some(Record { messages: vec![user(&prompt)], length_tokens: stated_tokens.or(reply_tokens) }));
     }
     if let Some(messages) = object.get("messages") {
@@ -352,7 +366,15 @@ mod tests {
     use super::*;
 
     fn settings(length: OutputLength) -> Settings<'static> {
-        Settings { model: "m", api: PromptApi::Chat, length, ignore_eos: true, stream: true, count: None }
+        Settings {
+            model: "m",
+            api: PromptApi::Chat,
+            length,
+            ignore_eos: true,
+            stream: true,
+            count: None,
+            tokenizer: None,
+        }
     }
 
     fn bodies_of(text: &str, settings: &Settings<'_>) -> Result<Vec<Value>, DatasetError> {
@@ -361,6 +383,16 @@ mod tests {
         std::fs::write(&path, text).unwrap();
         let bodies = bodies(&path, settings, 7)?;
         Ok(bodies.iter().map(|body| serde_json::from_slice(body).unwrap()).collect())
+    }
+
+    #[test]
+    fn the_jobs_tokenizer_counts_a_sharegpt_replys_length() {
+        let (_folder, tokenizer) = crate::tokenizer::word_tokenizer();
+        let text = r#"{"conversations": [{"from": "human", "value": "Why?"}, {"from": "gpt", "value": "Rayleigh scattering, mostly."}]}"#;
+        let with = Settings { tokenizer: Some(&tokenizer), ..settings(OutputLength::FromDataset) };
+        // Rayleigh, scattering, ",", mostly, ".": five words and marks, where four characters a token make seven.
+        assert_eq!(bodies_of(text, &with).unwrap()[0]["max_tokens"], 5);
+        assert_eq!(bodies_of(text, &settings(OutputLength::FromDataset)).unwrap()[0]["max_tokens"], 7);
     }
 
     #[test]

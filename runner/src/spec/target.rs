@@ -263,6 +263,24 @@ pub struct SageMakerSpec {
     pub tokenizer: Option<Tokenizer>,
 }
 
+impl TargetSpec {
+    /// The tokenizer the target names, if any.
+    pub fn tokenizer(&self) -> Option<&Tokenizer> {
+        match self {
+            Self::Reference { http } | Self::Http { http, .. } | Self::Command { http, .. } => http.tokenizer.as_ref(),
+            Self::Sagemaker { endpoint, .. } => endpoint.tokenizer.as_ref(),
+        }
+    }
+}
+
+/// The tokenizer that counts a dataset's reply lengths: the one the targets name, when those that name one name the
+/// same file; none when none does, or when they differ (the lengths are then estimated from characters).
+pub(super) fn dataset_tokenizer(targets: &[TargetDraft]) -> Option<&Tokenizer> {
+    let mut named = targets.iter().filter_map(|target| target.spec.as_ref()?.tokenizer());
+    let first = named.next()?;
+    named.all(|other| other == first).then_some(first)
+}
+
 /// The placeholder in a command's arguments and environment that plateau fills with the server's port.
 pub const PORT_PLACEHOLDER: &str = "{port}";
 

@@ -846,21 +846,9 @@ mod tests {
         assert_eq!((tokens.output, tokens.counted), (3, TokenCount::Estimated));
     }
 
-    /// A word-level tokenizer: a token per word and per run of punctuation, known or not.
-    fn word_tokenizer() -> (tempfile::TempDir, Tokenizer) {
-        let folder = tempfile::tempdir().unwrap();
-        let path = folder.path().join("tokenizer.json");
-        let json = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
-            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
-            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0, "hello": 1}, "unk_token": "[UNK]"}}"#;
-        std::fs::write(&path, json).unwrap();
-        let tokenizer = Tokenizer::load(&path).unwrap();
-        (folder, tokenizer)
-    }
-
     #[test]
     fn without_usage_the_jobs_tokenizer_counts_the_streamed_text_and_the_prompt() {
-        let (_folder, tokenizer) = word_tokenizer();
+        let (_folder, tokenizer) = crate::tokenizer::word_tokenizer();
         let mut stream = vllm_stream();
         stream.remove(4);
         let start = Instant::now();
