@@ -279,8 +279,8 @@ def speed(folder: Path, tokenizer_dir: Path):
         print(f"generator speed, 64 concurrent streams of 8 chunks: plateau {statistics.median(own_rates):,.0f}/s, "
               f"AIPerf {statistics.median(peer_rates):,.0f}/s: {statistics.median(own_rates) / statistics.median(peer_rates):.1f}x "
               "(goal: at least 2x)")
-        print(f"parsing cost: {statistics.median(parsed_rates) / statistics.median(unparsed_rates):.3f}x the rate "
-              "for the same bytes unparsed (goal: at least 0.9)")
+        print(f"parsing cost, unpinned beside nginx: {statistics.median(parsed_rates) / statistics.median(unparsed_rates):.3f}x "
+              "the rate for the same bytes unparsed (a side figure: PARSING_ONLY=1 measures it pinned, over more rounds)")
     finally:
         server.terminate()
         server.wait()
