@@ -520,11 +520,10 @@ impl Repeats {
 /// at once (a byte of `word ^ repeated(stop)` is zero where the word holds `stop`, and the lowest zero byte is the
 /// lowest one this test flags; it may flag bytes above it, never below).
 fn plain_text_len(input: &[u8]) -> Option<usize> {
+    const STOPS: [u8; 4] = [b'"', b'\\', b'\n', b'\r'];
     const ONES: u64 = u64::from_le_bytes([1; 8]);
     let zero_bytes = |value: u64| value.wrapping_sub(ONES) & !value & (ONES * 0x80);
-    let stops = |word: u64| {
-        [b'"', b'\\', b'\n', b'\r'].iter().fold(0, |flags, &stop| flags | zero_bytes(word ^ (ONES * u64::from(stop))))
-    };
+    let stops = |word: u64| STOPS.iter().fold(0, |flags, &stop| flags | zero_bytes(word ^ (ONES * u64::from(stop))));
     let searched = &input[..input.len().min(MAX_REPEATED_TEXT_BYTES)];
     let words = searched.chunks_exact(8);
     let rest = words.remainder();
@@ -534,7 +533,7 @@ fn plain_text_len(input: &[u8]) -> Option<usize> {
             return Some(index * 8 + flags.trailing_zeros() as usize / 8);
         }
     }
-    let position = rest.iter().position(|&byte| matches!(byte, b'"' | b'\\' | b'\n' | b'\r'))?;
+    let position = rest.iter().position(|byte| STOPS.contains(byte))?;
     Some(searched.len() - rest.len() + position)
 }
 
